@@ -1,0 +1,1 @@
+//! ringmq-swarm (to come, issue 5).

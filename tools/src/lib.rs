@@ -1,0 +1,1 @@
+//! ringmq-hist and ringmq-tune (to come, issue 5).
