@@ -192,7 +192,7 @@ impl TimerWheel {
             .next_occupied_distance(from)
             .expect("a non-empty wheel has an occupied slot");
         // Entries in the cursor's own slot may be due later in this tick: wake at its end.
-        let wake_tick = self.cursor + distance.max(1) as u64;
+        let wake_tick = self.cursor.saturating_add(distance.max(1) as u64);
         let wake_ms = self
             .start_ms
             .saturating_add(wake_tick.saturating_mul(self.tick_ms));
@@ -319,6 +319,11 @@ mod tests {
         wheel.advance_into(u64::MAX, &mut out);
         assert_eq!(out.len(), 499);
         assert!(wheel.is_empty());
+        // The end of time is still a valid place to be.
+        wheel.insert(u64::MAX, 7);
+        assert_eq!(wheel.next_deadline_hint_ms(), Some(0));
+        wheel.advance_into(u64::MAX, &mut out);
+        assert_eq!(out.last(), Some(&7));
     }
 
     #[test]
@@ -363,8 +368,10 @@ mod tests {
             let revolution = tick * slots as u64;
             let start = rng.below(1_000_000);
             let mut wheel = TimerWheel::new(tick, slots, start);
-            // Pending entries by key: (deadline, times fired).
+            // Pending entries: deadline by key, and (deadline, key) in order to find the
+            // earliest one quickly.
             let mut pending: std::collections::HashMap<u64, u64> = Default::default();
+            let mut by_deadline = std::collections::BTreeSet::new();
             let mut next_key = 0u64;
             let mut now = start;
             let mut out = Vec::new();
@@ -377,6 +384,7 @@ mod tests {
                     };
                     wheel.insert(deadline, next_key);
                     pending.insert(next_key, deadline);
+                    by_deadline.insert((deadline, next_key));
                     next_key += 1;
                 }
                 now += match rng.below(50) {
@@ -387,11 +395,12 @@ mod tests {
                 wheel.advance_into(now, &mut out);
                 for &key in &out {
                     let deadline = pending.remove(&key).expect("fired twice or unknown");
+                    by_deadline.remove(&(deadline, key));
                     assert!(deadline <= now, "seed {seed}: fired early");
                 }
                 // Everything due has fired: nothing late.
                 assert!(
-                    pending.values().all(|&d| d > now),
+                    by_deadline.first().is_none_or(|&(d, _)| d > now),
                     "seed {seed}: a due entry did not fire"
                 );
                 assert_eq!(wheel.len(), pending.len());
@@ -400,6 +409,7 @@ mod tests {
                     let deadline = now + rng.below(3 * revolution);
                     wheel.insert(deadline, key);
                     pending.insert(key, deadline);
+                    by_deadline.insert((deadline, key));
                 }
             }
         }

@@ -1,0 +1,163 @@
+//! One connection's state machine, as the runtime sees it: its fixed-file slot, the
+//! operations it has in flight, its transport (plain TCP, a WebSocket upgrade in
+//! progress, or WebSocket frames), and its outbound bytes. The service's own state for
+//! the connection (`T`, an MQTT session for the broker) rides along.
+//!
+//! An idle connection is small: no receive buffer (the provided-buffer ring lends one
+//! only while bytes are processed) and no send buffer (one is borrowed from a pool while
+//! bytes are queued or in flight).
+
+use ringmq_proto::ws;
+
+/// Names a connection: its slab index and the generation of that slab entry, so a
+/// completion or a timer for a closed connection never reaches its successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnKey {
+    pub index: u32,
+    pub gen_: u32,
+}
+
+impl ConnKey {
+    /// Packs the key into a timer-wheel key.
+    pub fn to_u64(self) -> u64 {
+        ((self.gen_ as u64) << 32) | self.index as u64
+    }
+
+    pub fn from_u64(v: u64) -> ConnKey {
+        ConnKey { index: v as u32, gen_: (v >> 32) as u32 }
+    }
+}
+
+/// Bits of `Conn::flags`.
+pub mod flag {
+    /// A multishot receive is posted.
+    pub const RECV_ARMED: u16 = 1 << 0;
+    /// A send is in flight; the send buffer must not move.
+    pub const SEND_INFLIGHT: u16 = 1 << 1;
+    /// The peer closed its side (receive returned 0) or the socket failed.
+    pub const READ_DONE: u16 = 1 << 2;
+    /// Closing: no more data goes to the service; outbound bytes are flushed, then the
+    /// socket is shut down and closed.
+    pub const CLOSING: u16 = 1 << 3;
+    pub const SHUTDOWN_SENT: u16 = 1 << 4;
+    pub const CLOSE_SENT: u16 = 1 << 5;
+    /// The connection is on the turn's flush list.
+    pub const QUEUED_FLUSH: u16 = 1 << 6;
+    /// The receive ended (no buffers, or an error worth retrying) and must be re-posted.
+    pub const NEEDS_RECV: u16 = 1 << 7;
+    /// The service was told about the connection (`on_open`), so it must be told about
+    /// its end (`on_close`).
+    pub const OPEN: u16 = 1 << 8;
+    /// Accepted over `max_connections`: the service answers with a refusal and closes.
+    pub const OVER_LIMIT: u16 = 1 << 9;
+    /// A WebSocket close frame was sent; nothing may follow it.
+    pub const WS_CLOSE_SENT: u16 = 1 << 10;
+    /// The timer wheel holds a live entry for this connection (at `timer_at`).
+    pub const TIMER_ARMED: u16 = 1 << 11;
+    /// Outbound bytes were dropped because the socket failed; further writes are dropped.
+    pub const WRITE_FAILED: u16 = 1 << 12;
+    /// The `shutdown(SHUT_WR)` completed.
+    pub const SHUTDOWN_DONE: u16 = 1 << 13;
+    /// The connection speaks WebSocket (after the upgrade).
+    pub const WS: u16 = 1 << 14;
+    /// MQTT over WebSocket: every write is framed as one binary message.
+    pub const WS_MQTT: u16 = 1 << 15;
+}
+
+/// The transport a connection speaks below the service.
+pub enum Transport {
+    /// Bytes go to the service as they arrive.
+    Tcp,
+    /// Waiting for the HTTP Upgrade request; bytes so far (bounded by the config).
+    WsHandshake(Vec<u8>),
+    /// WebSocket frames; the service gets unmasked data chunks.
+    Ws(Box<WsConn>),
+}
+
+/// WebSocket state after the upgrade.
+pub struct WsConn {
+    pub decoder: ws::frame::FrameDecoder,
+    /// Bytes of a frame head or of a control frame split across receives (at most
+    /// one head plus 125 bytes).
+    pub carry: Vec<u8>,
+    /// Whether every write is framed as one binary message (MQTT over WebSocket), or the
+    /// service frames its own messages (plain WebSocket).
+    pub mqtt: bool,
+}
+
+/// Outbound bytes of one connection. `sending[sent..]` is in flight (the kernel reads
+/// it until the send completes, so it must not move); new bytes go to `queued`; when the
+/// send completes the two swap.
+#[derive(Default)]
+pub struct OutBuf {
+    pub sending: Vec<u8>,
+    pub sent: usize,
+    pub queued: Vec<u8>,
+}
+
+impl OutBuf {
+    /// Bytes not yet handed to the kernel, in flight included.
+    pub fn len(&self) -> usize {
+        self.sending.len() - self.sent + self.queued.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One connection in a shard's slab.
+pub struct Conn<T> {
+    pub gen_: u32,
+    /// The connection's direct descriptor: its slot in the ring's fixed-file table.
+    pub slot: u32,
+    pub flags: u16,
+    /// Which listener accepted it (index into the shard's listeners).
+    pub listener: u8,
+    pub transport: Transport,
+    pub out: Option<Box<OutBuf>>,
+    /// When the service's deadline for this connection falls (0: none).
+    pub deadline_ms: u64,
+    /// When the live timer-wheel entry for this connection fires.
+    pub timer_at: u64,
+    /// The service's state for this connection.
+    pub state: T,
+}
+
+impl<T> Conn<T> {
+    pub fn has(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+
+    pub fn set(&mut self, f: u16) {
+        self.flags |= f;
+    }
+
+    pub fn clear(&mut self, f: u16) {
+        self.flags &= !f;
+    }
+
+    pub fn out_len(&self) -> usize {
+        self.out.as_ref().map_or(0, |o| o.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_key_packs_into_u64() {
+        let k = ConnKey { index: 7, gen_: 0xabcdef };
+        assert_eq!(ConnKey::from_u64(k.to_u64()), k);
+    }
+
+    #[test]
+    fn outbuf_len_counts_in_flight_and_queued() {
+        let mut o = OutBuf::default();
+        o.sending.extend_from_slice(b"abcdef");
+        o.sent = 4;
+        o.queued.extend_from_slice(b"xyz");
+        assert_eq!(o.len(), 5);
+    }
+}

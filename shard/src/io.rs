@@ -1,0 +1,525 @@
+//! What a service may do: write to a connection, close it, set its deadline, send to
+//! other shards. `Io` owns the ring, the connection slab, the timer wheel and the mesh
+//! ends; the runtime (`runtime.rs`) drives it from completions.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use io_uring::{opcode, types};
+use ringmq_proto::ws;
+use slab::Slab;
+
+use crate::config::{ListenerKind, ShardConfig};
+use crate::conn::{Conn, ConnKey, OutBuf, Transport, flag};
+use crate::mesh::links::{MeshLinks, Sent};
+use crate::ring::{GEN_MASK, Op, Ring, Token};
+use crate::service::{CloseReason, Service};
+use crate::stats::ShardStats;
+use crate::timers::TimerWheel;
+
+/// Send buffers kept for reuse, and the largest capacity a reused buffer keeps.
+const OUTBUF_POOL_MAX: usize = 4096;
+const OUTBUF_KEEP_CAPACITY: usize = 64 * 1024;
+
+pub struct Io<S: Service> {
+    pub(crate) ring: Ring,
+    pub(crate) conns: Slab<Conn<S::ConnState>>,
+    pub(crate) cfg: Arc<ShardConfig>,
+    pub(crate) stats: Arc<ShardStats>,
+    pub(crate) mesh: MeshLinks<S::Msg>,
+    pub(crate) timers: TimerWheel,
+    pub(crate) listener_kinds: Vec<ListenerKind>,
+    clock_origin: Instant,
+    now_ms: u64,
+    /// Connections with bytes to send this turn.
+    pub(crate) flush_list: Vec<u32>,
+    /// Connections whose service must hear `on_close`.
+    pub(crate) closed_list: Vec<ConnKey>,
+    /// Connections whose receive must be posted again.
+    pub(crate) recv_list: Vec<u32>,
+    outbuf_pool: Vec<Box<OutBuf>>,
+    next_gen: u32,
+    pub(crate) shutting_down: bool,
+}
+
+impl<S: Service> Io<S> {
+    pub(crate) fn new(
+        ring: Ring,
+        cfg: Arc<ShardConfig>,
+        stats: Arc<ShardStats>,
+        mesh: MeshLinks<S::Msg>,
+        listener_kinds: Vec<ListenerKind>,
+    ) -> Self {
+        let clock_origin = Instant::now();
+        Io {
+            ring,
+            conns: Slab::new(),
+            cfg,
+            stats,
+            mesh,
+            timers: TimerWheel::new(100, 1024, 0),
+            listener_kinds,
+            clock_origin,
+            now_ms: 0,
+            flush_list: Vec::new(),
+            closed_list: Vec::new(),
+            recv_list: Vec::new(),
+            outbuf_pool: Vec::new(),
+            next_gen: 1,
+            shutting_down: false,
+        }
+    }
+
+    pub(crate) fn update_clock(&mut self) {
+        self.now_ms = self.clock_origin.elapsed().as_millis() as u64;
+    }
+
+    /// Milliseconds since the shard started, read once per loop turn.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    pub fn shard_id(&self) -> usize {
+        self.mesh.id()
+    }
+
+    pub fn shards(&self) -> usize {
+        self.mesh.shards()
+    }
+
+    pub fn config(&self) -> &ShardConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Open connections on this shard.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn conn(&self, key: ConnKey) -> Option<&Conn<S::ConnState>> {
+        self.conns.get(key.index as usize).filter(|c| c.gen_ == key.gen_)
+    }
+
+    fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn<S::ConnState>> {
+        self.conns.get_mut(key.index as usize).filter(|c| c.gen_ == key.gen_)
+    }
+
+    /// The service state of an open connection (`None` once it is closing).
+    pub fn state(&mut self, key: ConnKey) -> Option<&mut S::ConnState> {
+        self.conn_mut(key).filter(|c| !c.has(flag::CLOSING)).map(|c| &mut c.state)
+    }
+
+    /// Whether the connection is open and not closing.
+    pub fn is_open(&self, key: ConnKey) -> bool {
+        self.conn(key).is_some_and(|c| !c.has(flag::CLOSING))
+    }
+
+    /// Whether the connection was accepted over `max_connections` and must be refused.
+    pub fn is_over_limit(&self, key: ConnKey) -> bool {
+        self.conn(key).is_some_and(|c| c.has(flag::OVER_LIMIT))
+    }
+
+    /// What the listener that accepted this connection speaks.
+    pub fn listener_kind(&self, key: ConnKey) -> Option<ListenerKind> {
+        self.conn(key).and_then(|c| self.listener_kinds.get(c.listener as usize).copied())
+    }
+
+    /// Outbound bytes queued on the connection, in flight included.
+    pub fn out_len(&self, key: ConnKey) -> usize {
+        self.conn(key).map_or(0, |c| c.out_len())
+    }
+
+    /// Queues `bytes` for the connection: on TCP as they are, on MQTT-over-WebSocket as
+    /// one binary message. Returns false when the connection is gone or closing, or when
+    /// these bytes push it past the hard outbound limit (it is then closed as a slow
+    /// consumer).
+    pub fn write(&mut self, key: ConnKey, bytes: &[u8]) -> bool {
+        self.write_with(key, bytes.len(), |out| out.copy_from_slice(bytes))
+    }
+
+    /// Like `write`, with the bytes produced in place by `fill` (given exactly `len`
+    /// bytes to fill), so a packet is encoded straight into the send buffer.
+    pub fn write_with(&mut self, key: ConnKey, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        let hard = self.cfg.out_hard_limit;
+        let Some(conn) = self.conn_mut(key) else { return false };
+        if conn.has(flag::CLOSING) || conn.has(flag::WRITE_FAILED) {
+            return false;
+        }
+        if conn.out_len() + len > hard {
+            ShardStats::add(&self.stats.disconnected_slow_consumer, 1);
+            self.close(key, CloseReason::SlowConsumer);
+            return false;
+        }
+        let opcode = conn.has(flag::WS_MQTT).then_some(ws::frame::Opcode::BINARY);
+        self.append(key, opcode, len, fill);
+        true
+    }
+
+    /// Queues one WebSocket message (plain WebSocket listeners only; on other
+    /// connections the bytes are written as they are).
+    pub fn write_message(&mut self, key: ConnKey, text: bool, bytes: &[u8]) -> bool {
+        let Some(conn) = self.conn_mut(key) else { return false };
+        if conn.has(flag::CLOSING) || conn.has(flag::WRITE_FAILED) {
+            return false;
+        }
+        let opcode = match (conn.has(flag::WS), text) {
+            (true, true) => Some(ws::frame::Opcode::TEXT),
+            (true, false) => Some(ws::frame::Opcode::BINARY),
+            (false, _) => None,
+        };
+        self.append(key, opcode, bytes.len(), |out| out.copy_from_slice(bytes));
+        true
+    }
+
+    /// Appends `len` bytes (framed with `opcode` when given) to the connection's queue and
+    /// puts it on the flush list. No limit check: callers decide.
+    pub(crate) fn append(
+        &mut self,
+        key: ConnKey,
+        opcode: Option<ws::frame::Opcode>,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) {
+        let pool = &mut self.outbuf_pool;
+        let Some(conn) = self.conns.get_mut(key.index as usize).filter(|c| c.gen_ == key.gen_)
+        else {
+            return;
+        };
+        let out = conn.out.get_or_insert_with(|| pool.pop().unwrap_or_default());
+        let q = &mut out.queued;
+        if let Some(op) = opcode {
+            let mut head = [0u8; ws::frame::MAX_HEAD_LEN];
+            let n = ws::frame::encode_head(true, op, len as u64, None, &mut head);
+            q.extend_from_slice(&head[..n]);
+        }
+        let start = q.len();
+        q.resize(start + len, 0);
+        fill(&mut q[start..]);
+        if !conn.has(flag::QUEUED_FLUSH) {
+            conn.set(flag::QUEUED_FLUSH);
+            self.flush_list.push(key.index);
+        }
+    }
+
+    /// Starts closing the connection: nothing more reaches the service, queued bytes are
+    /// flushed (after a WebSocket close frame for `reason`), then the socket is shut down
+    /// and closed. The service hears `on_close` after the current callback.
+    pub fn close(&mut self, key: ConnKey, reason: CloseReason) {
+        let close_timeout = self.cfg.close_timeout_ms;
+        let now = self.now_ms;
+        let Some(conn) = self.conn_mut(key) else { return };
+        if conn.has(flag::CLOSING) {
+            return;
+        }
+        conn.set(flag::CLOSING);
+        let ws_close = if conn.has(flag::WS) && !conn.has(flag::WS_CLOSE_SENT) {
+            reason.ws_code()
+        } else {
+            None
+        };
+        let was_open = conn.has(flag::OPEN);
+        if let Some(code) = ws_close {
+            conn.set(flag::WS_CLOSE_SENT);
+            let mut frame = [0u8; ws::frame::MAX_HEAD_LEN + 2];
+            let mut head = [0u8; ws::frame::MAX_HEAD_LEN];
+            let hn = ws::frame::encode_head(true, ws::frame::Opcode::CLOSE, 2, None, &mut head);
+            frame[..hn].copy_from_slice(&head[..hn]);
+            frame[hn..hn + 2].copy_from_slice(&code.to_be_bytes());
+            self.append(key, None, hn + 2, |out| out.copy_from_slice(&frame[..hn + 2]));
+        }
+        if was_open {
+            self.closed_list.push(key);
+        }
+        self.set_deadline_raw(key, now + close_timeout);
+        self.progress_close(key);
+    }
+
+    /// Sets when `on_deadline` fires for the connection (replacing any earlier deadline).
+    pub fn set_deadline(&mut self, key: ConnKey, at_ms: u64) {
+        if self.is_open(key) {
+            self.set_deadline_raw(key, at_ms);
+        }
+    }
+
+    /// Removes the connection's deadline.
+    pub fn clear_deadline(&mut self, key: ConnKey) {
+        if let Some(c) = self.conn_mut(key) {
+            if !c.has(flag::CLOSING) {
+                c.deadline_ms = 0;
+            }
+        }
+    }
+
+    /// Deadlines are lazy: a connection keeps one live wheel entry (`timer_at`). A later
+    /// deadline just moves `deadline_ms` (the entry re-arms itself when it fires); an
+    /// earlier one adds an entry, and the one it replaces is ignored when it fires.
+    pub(crate) fn set_deadline_raw(&mut self, key: ConnKey, at_ms: u64) {
+        let Some(c) = self.conns.get_mut(key.index as usize).filter(|c| c.gen_ == key.gen_)
+        else {
+            return;
+        };
+        c.deadline_ms = at_ms.max(1);
+        if !c.has(flag::TIMER_ARMED) || at_ms < c.timer_at {
+            c.set(flag::TIMER_ARMED);
+            c.timer_at = c.deadline_ms;
+            self.timers.insert(c.deadline_ms, key.to_u64());
+        }
+    }
+
+    /// Sends a message to shard `to` (never this shard).
+    pub fn send_to_shard(&mut self, to: usize, msg: S::Msg) -> Sent {
+        ShardStats::add(&self.stats.mesh_sent, 1);
+        let sent = self.mesh.send(to, msg);
+        if sent == Sent::Overflow {
+            ShardStats::add(&self.stats.mesh_backpressure, 1);
+        }
+        sent
+    }
+
+    /// Messages for shard `to` waiting because its ring is full.
+    pub fn mesh_backlog(&self, to: usize) -> usize {
+        self.mesh.backlog(to)
+    }
+
+    /// Every open (not closing) connection, for shutdown and periodic sweeps.
+    pub fn open_keys(&self) -> Vec<ConnKey> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| !c.has(flag::CLOSING))
+            .map(|(i, c)| ConnKey { index: i as u32, gen_: c.gen_ })
+            .collect()
+    }
+
+    // ---- runtime side ----
+
+    pub(crate) fn new_conn(&mut self, slot: u32, listener: u8, state: S::ConnState) -> ConnKey {
+        let gen_ = self.next_gen;
+        self.next_gen = (self.next_gen + 1) & GEN_MASK;
+        if self.next_gen == 0 {
+            self.next_gen = 1;
+        }
+        let kind = self.listener_kinds[listener as usize];
+        let transport = match kind {
+            ListenerKind::Mqtt => Transport::Tcp,
+            ListenerKind::MqttWs | ListenerKind::Ws => Transport::WsHandshake(Vec::new()),
+        };
+        let index = self.conns.insert(Conn {
+            gen_,
+            slot,
+            flags: 0,
+            listener,
+            transport,
+            out: None,
+            deadline_ms: 0,
+            timer_at: 0,
+            state,
+        }) as u32;
+        ConnKey { index, gen_ }
+    }
+
+    pub(crate) fn key_of(&self, token: Token) -> Option<ConnKey> {
+        let c = self.conns.get(token.index as usize)?;
+        (c.gen_ & GEN_MASK == token.gen_).then_some(ConnKey { index: token.index, gen_: c.gen_ })
+    }
+
+    pub(crate) fn conn_raw(&mut self, key: ConnKey) -> Option<&mut Conn<S::ConnState>> {
+        self.conn_mut(key)
+    }
+
+    pub(crate) fn arm_recv(&mut self, key: ConnKey, group: u16) {
+        let Some(c) = self.conn_mut(key) else { return };
+        if c.has(flag::RECV_ARMED) || c.has(flag::READ_DONE) {
+            return;
+        }
+        c.set(flag::RECV_ARMED);
+        c.clear(flag::NEEDS_RECV);
+        let e = opcode::RecvMulti::new(types::Fixed(c.slot), group)
+            .build()
+            .user_data(Token::new(Op::Recv, key.index, key.gen_).encode());
+        self.ring.push(e);
+    }
+
+    /// Hands queued bytes to the kernel for every connection on the flush list.
+    pub(crate) fn flush_sends(&mut self) {
+        let list = std::mem::take(&mut self.flush_list);
+        for &index in &list {
+            let Some(c) = self.conns.get_mut(index as usize) else { continue };
+            c.clear(flag::QUEUED_FLUSH);
+            let key = ConnKey { index, gen_: c.gen_ };
+            self.start_send(key);
+        }
+        let mut list = list;
+        list.clear();
+        if self.flush_list.is_empty() {
+            self.flush_list = list;
+        }
+    }
+
+    fn start_send(&mut self, key: ConnKey) {
+        let Some(c) = self.conn_mut(key) else { return };
+        if c.has(flag::SEND_INFLIGHT) || c.has(flag::CLOSE_SENT) {
+            return;
+        }
+        let slot = c.slot;
+        let Some(out) = c.out.as_mut() else { return };
+        if out.sent == out.sending.len() {
+            out.sending.clear();
+            out.sent = 0;
+            std::mem::swap(&mut out.sending, &mut out.queued);
+        }
+        if out.sending.is_empty() {
+            return;
+        }
+        let pending = &out.sending[out.sent..];
+        let len = pending.len().min(u32::MAX as usize) as u32;
+        let e = opcode::Send::new(types::Fixed(slot), pending.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(Token::new(Op::Send, key.index, key.gen_).encode());
+        c.set(flag::SEND_INFLIGHT);
+        self.ring.push(e);
+    }
+
+    pub(crate) fn on_send_done(&mut self, key: ConnKey, result: i32) {
+        let stats = self.stats.clone();
+        let Some(c) = self.conn_mut(key) else { return };
+        c.clear(flag::SEND_INFLIGHT);
+        if result < 0 {
+            c.set(flag::WRITE_FAILED | flag::READ_DONE);
+            let out = c.out.take();
+            self.release_outbuf(out);
+            self.close(key, CloseReason::Lost);
+            self.progress_close(key);
+            return;
+        }
+        ShardStats::add(&stats.bytes_out, result as u64);
+        let out = c.out.as_mut().expect("send completed without a buffer");
+        out.sent += result as usize;
+        if out.is_empty() {
+            let out = c.out.take();
+            self.release_outbuf(out);
+        } else {
+            self.start_send(key);
+        }
+        self.progress_close(key);
+    }
+
+    fn release_outbuf(&mut self, out: Option<Box<OutBuf>>) {
+        let Some(mut out) = out else { return };
+        if self.outbuf_pool.len() >= OUTBUF_POOL_MAX {
+            return;
+        }
+        out.sending.clear();
+        out.queued.clear();
+        out.sent = 0;
+        out.sending.shrink_to(OUTBUF_KEEP_CAPACITY);
+        out.queued.shrink_to(OUTBUF_KEEP_CAPACITY);
+        self.outbuf_pool.push(out);
+    }
+
+    /// Moves a closing connection one step further: flush, `shutdown(SHUT_WR)`, wait for
+    /// the peer's end (or the close timeout), cancel the receive, close the slot.
+    pub(crate) fn progress_close(&mut self, key: ConnKey) {
+        let Some(c) = self.conn_mut(key) else { return };
+        if !c.has(flag::CLOSING) || c.has(flag::CLOSE_SENT) {
+            return;
+        }
+        if c.has(flag::SEND_INFLIGHT) {
+            return;
+        }
+        if c.out_len() > 0 && !c.has(flag::WRITE_FAILED) {
+            if !c.has(flag::QUEUED_FLUSH) {
+                c.set(flag::QUEUED_FLUSH);
+                self.flush_list.push(key.index);
+            }
+            return;
+        }
+        let slot = c.slot;
+        if !c.has(flag::SHUTDOWN_SENT) && !c.has(flag::WRITE_FAILED) {
+            c.set(flag::SHUTDOWN_SENT);
+            let e = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR)
+                .build()
+                .user_data(Token::new(Op::Shutdown, key.index, key.gen_).encode());
+            self.ring.push(e);
+            return;
+        }
+        if c.has(flag::SHUTDOWN_SENT) && !c.has(flag::SHUTDOWN_DONE) {
+            return;
+        }
+        if c.has(flag::RECV_ARMED) {
+            if c.has(flag::READ_DONE) {
+                // The peer is gone or the deadline passed: stop waiting for its end.
+                self.cancel_recv(key);
+            }
+            return;
+        }
+        self.submit_close(key);
+    }
+
+    pub(crate) fn cancel_recv(&mut self, key: ConnKey) {
+        let target = Token::new(Op::Recv, key.index, key.gen_).encode();
+        let e = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(Token::new(Op::Cancel, key.index, key.gen_).encode());
+        self.ring.push(e);
+    }
+
+    fn submit_close(&mut self, key: ConnKey) {
+        let Some(c) = self.conn_mut(key) else { return };
+        c.set(flag::CLOSE_SENT);
+        let e = opcode::Close::new(types::Fixed(c.slot))
+            .build()
+            .user_data(Token::new(Op::Close, key.index, key.gen_).encode());
+        self.ring.push(e);
+    }
+
+    /// The slot is closed: forget the connection.
+    pub(crate) fn remove(&mut self, key: ConnKey) {
+        if self.conn(key).is_none() {
+            return;
+        }
+        let c = self.conns.remove(key.index as usize);
+        self.release_outbuf(c.out);
+        self.stats.connections_current.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.cfg.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes the service state out of a connection whose service must hear `on_close`.
+    pub(crate) fn take_state(&mut self, key: ConnKey) -> Option<S::ConnState> {
+        let c = self.conn_mut(key)?;
+        if !c.has(flag::OPEN) {
+            return None;
+        }
+        c.clear(flag::OPEN);
+        Some(std::mem::take(&mut c.state))
+    }
+
+    /// A closing connection's time is up: stop waiting for the peer.
+    pub(crate) fn force_close(&mut self, key: ConnKey) {
+        let Some(c) = self.conn_mut(key) else { return };
+        c.set(flag::READ_DONE | flag::WRITE_FAILED);
+        if c.has(flag::SHUTDOWN_SENT) && !c.has(flag::SHUTDOWN_DONE) {
+            // The shutdown completes on its own; progress continues from there.
+            return;
+        }
+        c.set(flag::SHUTDOWN_DONE);
+        if c.has(flag::SEND_INFLIGHT) {
+            // A blocked send ends when the socket shuts down.
+            let slot = c.slot;
+            let e = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
+                .build()
+                .user_data(Token::new(Op::Cancel, key.index, key.gen_).encode());
+            self.ring.push(e);
+            return;
+        }
+        self.progress_close(key);
+    }
+}

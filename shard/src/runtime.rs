@@ -1,0 +1,708 @@
+//! The shard loop: one thread, pinned to a core, driving one io_uring ring.
+//!
+//! Each turn: reap completions (accepts, receives, sends, closes, the doorbell) and hand
+//! their bytes to the transport and the service; drain the mesh; run control messages
+//! and expired timers; then flush every connection that has bytes queued, give the
+//! receive buffers back, move mesh overflow, and submit everything with one
+//! `io_uring_enter` — which also waits when there is nothing to do.
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use io_uring::{opcode, types};
+use ringmq_proto::Decoded;
+use ringmq_proto::ws;
+
+use crate::config::{ListenerKind, ShardConfig};
+use crate::conn::{ConnKey, Transport, WsConn, flag};
+use crate::io::Io;
+use crate::listen::reuseport_listener;
+use crate::mesh::links::MeshLinks;
+use crate::ring::{BufRing, Completion, Op, Ring, Token};
+use crate::service::{CloseReason, Data, Service};
+use crate::stats::ShardStats;
+
+/// Messages from the main thread to a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Stop accepting, say goodbye to every connection, flush, and exit.
+    Shutdown,
+}
+
+/// Buffer group id of the receive buffer ring.
+const RECV_GROUP: u16 = 0;
+/// Completions handled per reap.
+const REAP_BATCH: usize = 1024;
+/// Mesh messages taken from each peer per turn, so one busy peer cannot starve sockets.
+const MESH_BATCH: usize = 1024;
+/// Slots kept free in the fixed-file table beyond the listen backlog: accepts that
+/// complete in the same kernel batch as the one that crosses the high-water mark.
+const ACCEPT_MARGIN: u32 = 256;
+/// How often the service's `on_tick` runs.
+const TICK_MS: u64 = 1000;
+
+/// Everything a shard thread needs; built by the main thread, moved into the thread.
+pub struct ShardSpec<M> {
+    pub id: usize,
+    /// The core to pin to, if any.
+    pub core: Option<usize>,
+    pub cfg: Arc<ShardConfig>,
+    pub stats: Arc<ShardStats>,
+    pub mesh: MeshLinks<M>,
+    pub control: Receiver<Control>,
+}
+
+/// Starts shard `spec.id` on its own thread. `make_service` runs on that thread (a
+/// service holds `!Send` state). The returned receiver yields once: `Ok` when the
+/// shard listens, or the error that stopped it.
+pub fn spawn<S, F>(
+    spec: ShardSpec<S::Msg>,
+    make_service: F,
+) -> io::Result<(std::thread::JoinHandle<()>, Receiver<io::Result<()>>)>
+where
+    S: Service,
+    F: FnOnce() -> S + Send + 'static,
+{
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let handle = std::thread::Builder::new().name(format!("shard-{}", spec.id)).spawn(move || {
+        if let Some(core) = spec.core {
+            pin_to_core(core);
+        }
+        match Shard::new(spec, make_service()) {
+            Ok(mut shard) => {
+                let _ = ready_tx.send(Ok(()));
+                shard.run();
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        }
+    })?;
+    Ok((handle, ready_rx))
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity only touch it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// One shard. Field order matters for drop: `io` (which owns the ring) is dropped
+/// before `bufs`, so the kernel has let go of the buffer ring before it is unmapped.
+struct Shard<S: Service> {
+    io: Io<S>,
+    bufs: BufRing,
+    service: S,
+    listeners: Vec<TcpListener>,
+    accept_armed: Vec<bool>,
+    accepting: bool,
+    high_water: usize,
+    low_water: usize,
+    control: Receiver<Control>,
+    completions: Vec<Completion>,
+    inbox: Vec<(usize, S::Msg)>,
+    fired: Vec<u64>,
+    /// Bytes of a response (101, 400, …) being built.
+    scratch: Vec<u8>,
+    /// Where the doorbell eventfd's counter is read into; boxed so it does not move
+    /// while the read is in flight.
+    doorbell_buf: Box<[u8; 8]>,
+    last_tick_ms: u64,
+    shutdown_deadline: Option<u64>,
+}
+
+impl<S: Service> Shard<S> {
+    fn new(spec: ShardSpec<S::Msg>, service: S) -> io::Result<Shard<S>> {
+        let cfg = spec.cfg;
+        let ring = Ring::new(cfg.ring_entries, cfg.files_per_shard)?;
+        let bufs = BufRing::new(&ring, RECV_GROUP, cfg.recv_buffers, cfg.recv_buffer_size)?;
+        let mut listeners = Vec::new();
+        let mut kinds = Vec::new();
+        for l in &cfg.listeners {
+            listeners.push(reuseport_listener(l.addr, cfg.backlog)?);
+            kinds.push(l.kind);
+        }
+        let reserve = cfg.backlog + ACCEPT_MARGIN;
+        let high_water = cfg.files_per_shard.saturating_sub(reserve).max(1) as usize;
+        let low_water = high_water.saturating_sub(ACCEPT_MARGIN as usize).max(1);
+        let io = Io::new(ring, cfg.clone(), spec.stats, spec.mesh, kinds);
+        Ok(Shard {
+            io,
+            bufs,
+            service,
+            accept_armed: vec![false; listeners.len()],
+            listeners,
+            accepting: true,
+            high_water,
+            low_water,
+            control: spec.control,
+            completions: Vec::with_capacity(REAP_BATCH),
+            inbox: Vec::new(),
+            fired: Vec::new(),
+            scratch: Vec::new(),
+            doorbell_buf: Box::new([0; 8]),
+            last_tick_ms: 0,
+            shutdown_deadline: None,
+        })
+    }
+
+    fn run(&mut self) {
+        self.arm_doorbell();
+        self.manage_accept();
+        loop {
+            self.io.update_clock();
+            ShardStats::add(&self.io.stats.loop_turns, 1);
+            self.handle_completions();
+            self.handle_mesh();
+            self.handle_control();
+            self.handle_timers();
+            let now = self.io.now_ms();
+            if now >= self.last_tick_ms + TICK_MS {
+                self.last_tick_ms = now;
+                self.service.on_tick(&mut self.io);
+            }
+            self.service.on_turn_end(&mut self.io);
+            self.notify_closed();
+            self.io.flush_sends();
+            self.rearm_recvs();
+            self.bufs.commit();
+            self.io.mesh.flush();
+            self.manage_accept();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.io.conns.is_empty() || now >= deadline {
+                    return;
+                }
+            }
+            if let Err(e) = self.wait() {
+                eprintln!("shard {}: io_uring_enter failed: {e}", self.io.shard_id());
+                return;
+            }
+        }
+    }
+
+    /// Submits, and sleeps if there is nothing to do until a completion, a doorbell, or
+    /// the next timer.
+    fn wait(&mut self) -> io::Result<()> {
+        let busy = self.io.ring.completions_ready()
+            || self.io.mesh.inbound_pending()
+            || !self.control.is_empty();
+        if busy {
+            return self.io.ring.enter(0, None);
+        }
+        let mut timeout_ms = (self.last_tick_ms + TICK_MS).saturating_sub(self.io.now_ms());
+        if let Some(hint) = self.io.timers.next_deadline_hint_ms() {
+            timeout_ms = timeout_ms.min(hint);
+        }
+        if self.io.mesh.has_backlog() {
+            // A peer's ring is full; its consumer does not wake us when it drains.
+            timeout_ms = timeout_ms.min(1);
+        }
+        let bell = &self.io.mesh.doorbells()[self.io.shard_id()];
+        bell.prepare_sleep();
+        if self.io.mesh.inbound_pending() || !self.control.is_empty() {
+            bell.awake();
+            return self.io.ring.enter(0, None);
+        }
+        let r = self.io.ring.enter(1, Some(Duration::from_millis(timeout_ms.max(1))));
+        self.io.mesh.doorbells()[self.io.shard_id()].awake();
+        r
+    }
+
+    fn handle_completions(&mut self) {
+        let mut batch = std::mem::take(&mut self.completions);
+        loop {
+            self.io.ring.reap(&mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.len() == batch.capacity();
+            for c in batch.iter().copied() {
+                self.handle_completion(c);
+            }
+            self.notify_closed();
+            if !full {
+                break;
+            }
+        }
+        self.completions = batch;
+    }
+
+    fn handle_completion(&mut self, c: Completion) {
+        let Some(token) = c.token else { return };
+        match token.op {
+            Op::Accept => self.on_accept(token.index as usize, c),
+            Op::Recv => self.on_recv(token, c),
+            Op::Send => {
+                if let Some(key) = self.io.key_of(token) {
+                    self.io.on_send_done(key, c.result);
+                }
+            }
+            Op::Shutdown => {
+                if let Some(key) = self.io.key_of(token) {
+                    if let Some(conn) = self.io.conn_raw(key) {
+                        conn.set(flag::SHUTDOWN_DONE);
+                    }
+                    self.io.progress_close(key);
+                }
+            }
+            Op::Close => {
+                if let Some(key) = self.io.key_of(token) {
+                    self.io.remove(key);
+                }
+            }
+            Op::Doorbell => self.arm_doorbell(),
+            Op::Cancel => {}
+        }
+    }
+
+    fn on_accept(&mut self, listener: usize, c: Completion) {
+        if !c.more() {
+            if let Some(a) = self.accept_armed.get_mut(listener) {
+                *a = false;
+            }
+        }
+        if c.result < 0 {
+            match -c.result {
+                libc::ENFILE | libc::EMFILE => {
+                    ShardStats::add(&self.io.stats.connections_refused_table_full, 1)
+                }
+                libc::ECANCELED => {}
+                e => eprintln!(
+                    "shard {}: accept failed: {}",
+                    self.io.shard_id(),
+                    io::Error::from_raw_os_error(e)
+                ),
+            }
+            return;
+        }
+        let slot = c.result as u32;
+        let stats = self.io.stats.clone();
+        ShardStats::add(&stats.connections_current, 1);
+        ShardStats::add(&stats.connections_total, 1);
+        let open = self.io.cfg.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = self.io.new_conn(slot, listener as u8, S::ConnState::default());
+        if open >= self.io.cfg.max_connections {
+            ShardStats::add(&stats.connections_refused_limit, 1);
+            if let Some(conn) = self.io.conn_raw(key) {
+                conn.set(flag::OVER_LIMIT);
+            }
+        }
+        self.io.arm_recv(key, self.bufs.group());
+        match self.io.listener_kinds[listener] {
+            ListenerKind::Mqtt => self.open(key),
+            ListenerKind::MqttWs | ListenerKind::Ws => {
+                let at = self.io.now_ms() + self.io.cfg.handshake_timeout_ms;
+                self.io.set_deadline_raw(key, at);
+            }
+        }
+        if self.accepting && self.io.conns.len() >= self.high_water {
+            self.pause_accepts();
+            ShardStats::add(&stats.accept_paused, 1);
+        }
+    }
+
+    fn open(&mut self, key: ConnKey) {
+        if let Some(conn) = self.io.conn_raw(key) {
+            conn.set(flag::OPEN);
+            conn.deadline_ms = 0;
+        }
+        self.service.on_open(&mut self.io, key);
+    }
+
+    fn on_recv(&mut self, token: Token, c: Completion) {
+        let Some(key) = self.io.key_of(token) else {
+            if let Some(bid) = c.buffer_id() {
+                self.bufs.recycle(bid);
+            }
+            return;
+        };
+        if c.result > 0 {
+            let bid = c.buffer_id().expect("a receive with data names its buffer");
+            ShardStats::add(&self.io.stats.bytes_in, c.result as u64);
+            let closing = self.io.conn_raw(key).is_none_or(|conn| conn.has(flag::CLOSING));
+            if !closing {
+                // The buffer belongs to us until it is recycled below; `bufs` is a
+                // separate field, so the service may use `io` freely meanwhile.
+                let data = self.bufs.get(bid, c.result as usize);
+                let data: *mut [u8] = data;
+                // SAFETY: `data` points into the buffer ring mapping, which lives as long
+                // as `self.bufs`; nothing recycles buffer `bid` until `input` returns.
+                self.input(key, unsafe { &mut *data });
+            }
+            self.bufs.recycle(bid);
+        } else if c.result == 0 {
+            if let Some(conn) = self.io.conn_raw(key) {
+                conn.set(flag::READ_DONE);
+            }
+            self.io.close(key, CloseReason::Lost);
+        } else {
+            match -c.result {
+                libc::ENOBUFS => ShardStats::add(&self.io.stats.recv_no_buffers, 1),
+                libc::ECANCELED => {
+                    if let Some(conn) = self.io.conn_raw(key) {
+                        conn.set(flag::READ_DONE);
+                    }
+                }
+                _ => {
+                    if let Some(conn) = self.io.conn_raw(key) {
+                        conn.set(flag::READ_DONE | flag::WRITE_FAILED);
+                    }
+                    self.io.close(key, CloseReason::Lost);
+                }
+            }
+        }
+        if !c.more() {
+            if let Some(conn) = self.io.conn_raw(key) {
+                conn.clear(flag::RECV_ARMED);
+                if !conn.has(flag::READ_DONE) && !conn.has(flag::NEEDS_RECV) {
+                    conn.set(flag::NEEDS_RECV);
+                    self.io.recv_list.push(key.index);
+                }
+            }
+        }
+        self.io.progress_close(key);
+    }
+
+    /// Hands received bytes to the connection's transport.
+    fn input(&mut self, key: ConnKey, data: &mut [u8]) {
+        let Some(conn) = self.io.conn_raw(key) else { return };
+        match conn.transport {
+            Transport::Tcp => {
+                let data = Data { bytes: data, text: false, message_end: false };
+                self.service.on_data(&mut self.io, key, data);
+            }
+            Transport::WsHandshake(_) => self.ws_handshake(key, data),
+            Transport::Ws(_) => {
+                let Transport::Ws(mut w) = std::mem::replace(&mut conn.transport, Transport::Tcp)
+                else {
+                    unreachable!()
+                };
+                self.ws_feed(key, &mut w, data);
+                if let Some(conn) = self.io.conn_raw(key) {
+                    conn.transport = Transport::Ws(w);
+                }
+            }
+        }
+    }
+
+    fn ws_handshake(&mut self, key: ConnKey, data: &mut [u8]) {
+        let Some(kind) = self.io.listener_kind(key) else { return };
+        let Some(conn) = self.io.conn_raw(key) else { return };
+        let Transport::WsHandshake(mut buf) = std::mem::replace(&mut conn.transport, Transport::Tcp)
+        else {
+            return;
+        };
+        let mqtt = kind == ListenerKind::MqttWs;
+        let cfg = self.io.cfg.clone();
+        let server = ws::handshake::ServerConfig {
+            path: &cfg.ws_path,
+            subprotocol: mqtt.then_some("mqtt"),
+            require_subprotocol: mqtt && cfg.ws_require_subprotocol,
+            max_header_bytes: cfg.max_handshake_bytes,
+            max_headers: 64,
+        };
+        // Most upgrade requests arrive whole in one receive: parse them in place.
+        let in_place = buf.is_empty();
+        if !in_place {
+            let room = (cfg.max_handshake_bytes + 1).saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        let src: &[u8] = if in_place { data } else { &buf };
+        self.scratch.clear();
+        let outcome = match ws::handshake::parse_request(src, &server) {
+            Ok(Decoded::Partial { .. }) => None,
+            Ok(Decoded::Complete(req, used)) => {
+                ws::handshake::write_accept(&req, &mut self.scratch);
+                Some(Ok(used))
+            }
+            Err(e) => {
+                ws::handshake::write_reject(e, &mut self.scratch);
+                Some(Err(()))
+            }
+        };
+        let scratch_len = self.scratch.len();
+        let scratch = &self.scratch;
+        match outcome {
+            None => {
+                if in_place {
+                    buf.extend_from_slice(&data[..data.len().min(cfg.max_handshake_bytes + 1)]);
+                }
+                if let Some(conn) = self.io.conn_raw(key) {
+                    conn.transport = Transport::WsHandshake(buf);
+                }
+            }
+            Some(Err(())) => {
+                ShardStats::add(&self.io.stats.ws_handshake_rejected, 1);
+                self.io.append(key, None, scratch_len, |out| out.copy_from_slice(scratch));
+                self.io.close(key, CloseReason::ProtocolError);
+            }
+            Some(Ok(used)) => {
+                self.io.append(key, None, scratch_len, |out| out.copy_from_slice(scratch));
+                if let Some(conn) = self.io.conn_raw(key) {
+                    conn.set(flag::WS);
+                    if mqtt {
+                        conn.set(flag::WS_MQTT);
+                    }
+                    conn.transport = Transport::Ws(Box::new(WsConn {
+                        decoder: ws::frame::FrameDecoder::new(ws::Role::Server, cfg.max_ws_message),
+                        carry: Vec::new(),
+                        mqtt,
+                    }));
+                }
+                self.open(key);
+                // Bytes after the request already belong to the WebSocket stream.
+                if in_place {
+                    if used < data.len() && self.io.is_open(key) {
+                        self.input(key, &mut data[used..]);
+                    }
+                } else if used < buf.len() && self.io.is_open(key) {
+                    let mut rest = buf[used..].to_vec();
+                    self.input(key, &mut rest);
+                }
+            }
+        }
+    }
+
+    /// Decodes WebSocket frames: finishes a head or control frame split across receives
+    /// from `w.carry`, then decodes `input` in place.
+    fn ws_feed(&mut self, key: ConnKey, w: &mut WsConn, input: &mut [u8]) {
+        let mut input = input;
+        while !w.carry.is_empty() {
+            match w.decoder.decode(&mut w.carry[..]) {
+                Err(e) => return self.ws_fail(key, e),
+                Ok(Decoded::Partial { need }) => {
+                    if input.is_empty() {
+                        return;
+                    }
+                    let k = need.max(1).min(input.len());
+                    w.carry.extend_from_slice(&input[..k]);
+                    input = &mut std::mem::take(&mut input)[k..];
+                }
+                Ok(Decoded::Complete(event, used)) => {
+                    let go_on = self.ws_event(key, event, w.mqtt);
+                    w.carry.drain(..used);
+                    if !go_on {
+                        return;
+                    }
+                }
+            }
+        }
+        while !input.is_empty() {
+            let used = match w.decoder.decode(input) {
+                Err(e) => return self.ws_fail(key, e),
+                Ok(Decoded::Partial { .. }) => {
+                    w.carry.extend_from_slice(input);
+                    return;
+                }
+                Ok(Decoded::Complete(event, used)) => {
+                    if !self.ws_event(key, event, w.mqtt) {
+                        return;
+                    }
+                    used
+                }
+            };
+            input = &mut std::mem::take(&mut input)[used..];
+        }
+    }
+
+    /// Handles one WebSocket event; false when the connection stopped taking input.
+    fn ws_event(&mut self, key: ConnKey, event: ws::frame::Event<'_>, mqtt: bool) -> bool {
+        use ws::frame::{Event, Opcode};
+        match event {
+            Event::Data { text, chunk, message_end } => {
+                if mqtt && text {
+                    // MQTT §6: control packets travel in binary frames only.
+                    ShardStats::add(&self.io.stats.disconnected_protocol_error, 1);
+                    self.io.close(key, CloseReason::ProtocolError);
+                    return false;
+                }
+                if !chunk.is_empty() || message_end {
+                    let data = Data { bytes: chunk, text, message_end };
+                    self.service.on_data(&mut self.io, key, data);
+                }
+            }
+            Event::Ping(payload) => {
+                let n = payload.len();
+                self.io.append(key, Some(Opcode::PONG), n, |out| out.copy_from_slice(payload));
+            }
+            Event::Pong(_) => {}
+            Event::Close { code, .. } => {
+                // Echo the peer's status code (RFC 6455 §5.5.1), then close.
+                if let Some(conn) = self.io.conn_raw(key) {
+                    if !conn.has(flag::WS_CLOSE_SENT) {
+                        conn.set(flag::WS_CLOSE_SENT);
+                        let body = code.map(|c| c.0.to_be_bytes());
+                        let n = if body.is_some() { 2 } else { 0 };
+                        self.io.append(key, Some(Opcode::CLOSE), n, |out| {
+                            if let Some(b) = body {
+                                out.copy_from_slice(&b);
+                            }
+                        });
+                    }
+                }
+                self.io.close(key, CloseReason::Normal);
+            }
+        }
+        self.io.is_open(key)
+    }
+
+    fn ws_fail(&mut self, key: ConnKey, e: ws::frame::FrameError) {
+        ShardStats::add(&self.io.stats.disconnected_protocol_error, 1);
+        let reason = match e.close_code().0 {
+            1007 => CloseReason::InvalidPayload,
+            1009 => CloseReason::TooBig,
+            _ => CloseReason::ProtocolError,
+        };
+        self.io.close(key, reason);
+    }
+
+    /// Tells the service about connections that started closing.
+    fn notify_closed(&mut self) {
+        while !self.io.closed_list.is_empty() {
+            let list = std::mem::take(&mut self.io.closed_list);
+            for key in list {
+                if let Some(state) = self.io.take_state(key) {
+                    self.service.on_close(&mut self.io, key, state);
+                }
+            }
+        }
+    }
+
+    fn handle_mesh(&mut self) {
+        let mut inbox = std::mem::take(&mut self.inbox);
+        self.io.mesh.drain(MESH_BATCH, |from, m| inbox.push((from, m)));
+        for (from, m) in inbox.drain(..) {
+            self.service.on_message(&mut self.io, from, m);
+        }
+        self.inbox = inbox;
+        self.notify_closed();
+    }
+
+    fn handle_control(&mut self) {
+        while let Ok(msg) = self.control.try_recv() {
+            match msg {
+                Control::Shutdown => self.begin_shutdown(),
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.io.shutting_down {
+            return;
+        }
+        self.io.shutting_down = true;
+        self.pause_accepts();
+        self.service.on_shutdown(&mut self.io);
+        // Connections the service never saw (upgrades in progress) close here.
+        for key in self.io.open_keys() {
+            self.io.close(key, CloseReason::GoingAway);
+        }
+        self.notify_closed();
+        self.shutdown_deadline = Some(self.io.now_ms() + self.io.cfg.close_timeout_ms + 500);
+    }
+
+    fn handle_timers(&mut self) {
+        let now = self.io.now_ms();
+        let mut fired = std::mem::take(&mut self.fired);
+        fired.clear();
+        self.io.timers.advance_into(now, &mut fired);
+        for &k in &fired {
+            let key = ConnKey::from_u64(k);
+            let Some(conn) = self.io.conn_raw(key) else { continue };
+            if !conn.has(flag::TIMER_ARMED) || conn.timer_at > now {
+                continue; // an entry replaced by an earlier one
+            }
+            if conn.deadline_ms == 0 {
+                conn.clear(flag::TIMER_ARMED);
+                continue;
+            }
+            if conn.deadline_ms > now {
+                conn.timer_at = conn.deadline_ms;
+                let at = conn.deadline_ms;
+                self.io.timers.insert(at, k);
+                continue;
+            }
+            conn.clear(flag::TIMER_ARMED);
+            conn.deadline_ms = 0;
+            if conn.has(flag::CLOSING) {
+                self.io.force_close(key);
+            } else if matches!(conn.transport, Transport::WsHandshake(_)) {
+                ShardStats::add(&self.io.stats.disconnected_timeout, 1);
+                self.io.close(key, CloseReason::Timeout);
+            } else {
+                self.service.on_deadline(&mut self.io, key);
+            }
+        }
+        self.fired = fired;
+        self.notify_closed();
+    }
+
+    fn rearm_recvs(&mut self) {
+        let list = std::mem::take(&mut self.io.recv_list);
+        for &index in &list {
+            let Some(conn) = self.io.conns.get(index as usize) else { continue };
+            let key = ConnKey { index, gen_: conn.gen_ };
+            if conn.has(flag::NEEDS_RECV) {
+                self.io.arm_recv(key, self.bufs.group());
+            }
+        }
+        let mut list = list;
+        list.clear();
+        if self.io.recv_list.is_empty() {
+            self.io.recv_list = list;
+        }
+    }
+
+    fn arm_doorbell(&mut self) {
+        let fd = self.io.mesh.doorbells()[self.io.shard_id()].fd();
+        let e = opcode::Read::new(types::Fd(fd), self.doorbell_buf.as_mut_ptr(), 8)
+            .build()
+            .user_data(Token::new(Op::Doorbell, 0, 0).encode());
+        self.io.ring.push(e);
+    }
+
+    fn pause_accepts(&mut self) {
+        self.accepting = false;
+        for (i, armed) in self.accept_armed.iter().enumerate() {
+            if *armed {
+                let target = Token::new(Op::Accept, i as u32, 0).encode();
+                let e = opcode::AsyncCancel::new(target)
+                    .build()
+                    .user_data(Token::new(Op::Cancel, i as u32, 0).encode());
+                self.io.ring.push(e);
+            }
+        }
+    }
+
+    /// Posts accepts while the fixed-file table has room; resumes after a pause once
+    /// enough slots are free again.
+    fn manage_accept(&mut self) {
+        if self.io.shutting_down {
+            return;
+        }
+        if !self.accepting && self.io.conns.len() < self.low_water {
+            self.accepting = true;
+        }
+        if !self.accepting {
+            return;
+        }
+        for i in 0..self.listeners.len() {
+            if !self.accept_armed[i] {
+                self.accept_armed[i] = true;
+                let fd = self.listeners[i].as_raw_fd();
+                let e = opcode::AcceptMulti::new(types::Fd(fd))
+                    .allocate_file_index(true)
+                    .build()
+                    .user_data(Token::new(Op::Accept, i as u32, 0).encode());
+                self.io.ring.push(e);
+            }
+        }
+    }
+}
