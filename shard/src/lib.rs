@@ -26,5 +26,7 @@ pub mod mesh;
 pub mod ring;
 pub mod runtime;
 pub mod service;
+pub mod session;
 pub mod stats;
 pub mod timers;
+pub mod topics;

@@ -45,6 +45,8 @@ counters! {
     dropped_qos0_slow_consumer,
     /// QoS 0 messages not sent to a peer shard because its ring and overflow were full.
     dropped_qos0_mesh_full,
+    /// QoS 1/2 messages dropped from a full offline/in-flight queue (the oldest goes).
+    dropped_queue_full,
     /// Messages dropped because they exceed the receiving client's maximum packet size.
     dropped_too_large_for_client,
     /// Connections closed because their outbound queue passed the hard limit.

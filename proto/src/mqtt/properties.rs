@@ -302,6 +302,14 @@ impl<'a> Property<'a> {
             }
     }
 
+    /// Appends this property (identifier and value) to `out`: how the broker builds the
+    /// property block of a message it forwards, next to the properties it received.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        // Writing to a Vec cannot run out of room; a string over 65,535 bytes cannot
+        // come from a decoded packet, and is cut short rather than written wrong.
+        let _ = self.write(out);
+    }
+
     fn write<O: Out>(&self, out: &mut O) -> Result<(), EncodeError> {
         out.put_u8(self.id().0)?;
         match self.value() {

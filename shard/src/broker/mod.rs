@@ -1,11 +1,43 @@
-//! The MQTT service (being written; this is the interface the binary starts it with).
+//! The MQTT broker of one shard: the [`Service`] the runtime serves.
+//!
+//! Bytes from a connection become packets here ([`Broker::on_data`], with a carry buffer
+//! for packets split across receives), and each packet goes to its handler:
+//!
+//! - [`connect`]: CONNECT/CONNACK, the client-id registry that finds a client's session
+//!   on any shard, takeover, wills, DISCONNECT, session expiry;
+//! - [`subscribe`]: SUBSCRIBE/UNSUBSCRIBE, the interest other shards are told about,
+//!   retained messages sent on subscribe;
+//! - [`fanout`]: PUBLISH in (topic aliases, QoS 1/2 acknowledgements), routing to local
+//!   sessions and to the shards that have matching subscribers, PUBLISH out and its
+//!   acknowledgements, in-flight windows and offline queues;
+//! - [`sys`]: the `$SYS/broker/...` topics.
+//!
+//! Cross-shard traffic is [`Msg`] over the mesh; nothing here takes a lock.
 
+mod connect;
+mod fanout;
+mod msg;
+mod subscribe;
+mod sys;
+
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use ringmq_proto::Decoded;
+use ringmq_proto::mqtt::{self, Disconnect, Packet, Properties, Property, ReasonCode, Version};
+use slab::Slab;
 
 use crate::conn::ConnKey;
 use crate::io::Io;
-use crate::service::{Data, Service};
+use crate::service::{CloseReason, Data, Service};
+use crate::session::{Session, SessionId};
 use crate::stats::ShardStats;
+use crate::topics::Trie;
+
+pub use msg::Msg;
+use subscribe::{InterestNode, PendingSuback, RetainedNode, SubsNode};
 
 /// Broker-level settings shared by all shards.
 #[derive(Debug, Clone)]
@@ -13,48 +45,498 @@ pub struct BrokerConfig {
     /// Offline queue bound per persistent session (messages); the oldest is dropped
     /// (and counted) past it.
     pub max_queued_messages: usize,
-    /// QoS 1/2 messages in flight to one client at a time (and the Receive Maximum
-    /// the broker announces to MQTT 5 clients).
+    /// QoS 1/2 messages in flight to one client at a time.
     pub max_inflight: u16,
     /// How often `$SYS/broker/...` topics are published, in seconds (0: never).
     pub sys_interval_s: u64,
+    /// Topic levels of a filter that other shards are told about: a publish goes to every
+    /// shard with a filter matching on these levels. Fewer levels keep each shard's copy
+    /// of the others' interest small (a million clients with a topic each); more levels
+    /// route more precisely.
+    pub route_depth: usize,
+    /// Topic aliases a client may use towards the broker (MQTT 5 Topic Alias Maximum).
+    pub topic_alias_max: u16,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions: usize,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        BrokerConfig { max_queued_messages: 1000, max_inflight: 64, sys_interval_s: 10 }
+        BrokerConfig {
+            max_queued_messages: 1000,
+            max_inflight: 64,
+            sys_interval_s: 10,
+            route_depth: 2,
+            topic_alias_max: 64,
+            max_subscriptions: 10_000,
+        }
     }
 }
 
-/// What every shard's broker can read: settings and every shard's counters.
+/// What every shard's broker can read: settings, every shard's counters, and the clock
+/// that orders retained-message updates across shards.
 pub struct Shared {
     pub config: BrokerConfig,
     pub shard_stats: Vec<Arc<ShardStats>>,
+    pub started: Instant,
+    /// Each retained update takes the next value, so every shard keeps the same latest one.
+    pub retain_clock: AtomicU64,
 }
 
-/// A cross-shard message.
-pub enum Msg {}
+impl Shared {
+    pub fn new(config: BrokerConfig, shard_stats: Vec<Arc<ShardStats>>) -> Shared {
+        Shared { config, shard_stats, started: Instant::now(), retain_clock: AtomicU64::new(1) }
+    }
+}
+
+/// Where a connection is in the MQTT conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Phase {
+    /// Waiting for CONNECT (the CONNECT timeout runs).
+    #[default]
+    AwaitConnect,
+    /// CONNECT accepted; the client id's home shard is finding its session. Packets that
+    /// arrive meanwhile wait in the carry buffer.
+    Claiming,
+    Connected,
+}
+
+/// The broker's state for one connection (the session is separate: it may outlive the
+/// connection or move to another shard).
+#[derive(Default)]
+pub struct Client {
+    phase: Phase,
+    version: Option<Version>,
+    session: Option<SessionId>,
+    keep_alive_ms: u64,
+    /// Bytes of a packet split across receives (or, while claiming, of every packet).
+    carry: Vec<u8>,
+    /// Topic aliases the client set (MQTT 5), index = alias − 1.
+    aliases: Vec<Option<Box<str>>>,
+    /// The connection ended with a DISCONNECT that does not ask for the will.
+    graceful: bool,
+    pending: Option<Box<connect::PendingConnect>>,
+}
+
+impl Client {
+    fn version(&self) -> Version {
+        self.version.unwrap_or(Version::V311)
+    }
+}
+
+/// A session in the table, with the generation that tells its id from an earlier
+/// session's in the same slot.
+struct SessionSlot {
+    gen_: u32,
+    session: Session,
+}
 
 /// The MQTT broker of one shard.
 pub struct Broker {
-    _shared: Arc<Shared>,
+    shared: Arc<Shared>,
+    id: usize,
+    shards: usize,
+    sessions: Slab<SessionSlot>,
+    session_gen: u32,
+    by_client: HashMap<Box<str>, SessionId>,
+    /// Local subscriptions: filter → sessions.
+    subs: Trie<SubsNode>,
+    /// Other shards' subscriptions: filter prefix → shards.
+    interest: Trie<InterestNode>,
+    /// Interest this shard has told the others about, with local reference counts.
+    advertised: HashMap<Box<str>, u32>,
+    retained: Trie<RetainedNode>,
+    /// Client ids whose home is this shard → the shard that owns the session.
+    registry: HashMap<Box<str>, usize>,
+    /// Messages this shard sends itself (handled at the end of the turn, in order).
+    local_inbox: VecDeque<Msg>,
+    /// Messages for other shards produced where no `Io` is at hand (interest changes),
+    /// sent at the end of the turn.
+    outbox: Vec<(usize, Msg)>,
+    /// Interest broadcasts sent, and how far each peer has applied them.
+    interest_seq: u64,
+    interest_acked: Vec<u64>,
+    pending_subacks: VecDeque<PendingSuback>,
+    /// Round-robin positions of shared-subscription groups across shards.
+    share_rr: HashMap<Arc<str>, u32>,
+    /// Disconnected persistent sessions (checked each tick for expiry and delayed wills).
+    offline: Vec<SessionId>,
+    fan: fanout::Scratch,
+    auto_id: u64,
+    last_sys_ms: u64,
 }
 
 impl Broker {
-    pub fn new(_shard_id: usize, shared: Arc<Shared>) -> Broker {
-        Broker { _shared: shared }
+    pub fn new(shard_id: usize, shared: Arc<Shared>) -> Broker {
+        let shards = shared.shard_stats.len().max(1);
+        Broker {
+            shared,
+            id: shard_id,
+            shards,
+            sessions: Slab::new(),
+            session_gen: 1,
+            by_client: HashMap::new(),
+            subs: Trie::new(),
+            interest: Trie::new(),
+            advertised: HashMap::new(),
+            retained: Trie::new(),
+            registry: HashMap::new(),
+            local_inbox: VecDeque::new(),
+            outbox: Vec::new(),
+            interest_seq: 0,
+            interest_acked: vec![0; shards],
+            pending_subacks: VecDeque::new(),
+            share_rr: HashMap::new(),
+            offline: Vec::new(),
+            fan: fanout::Scratch::default(),
+            auto_id: 0,
+            last_sys_ms: 0,
+        }
+    }
+
+    fn config(&self) -> &BrokerConfig {
+        &self.shared.config
+    }
+
+    fn session(&self, sid: SessionId) -> Option<&Session> {
+        self.sessions.get(sid.index as usize).filter(|s| s.gen_ == sid.gen_).map(|s| &s.session)
+    }
+
+    fn session_mut(&mut self, sid: SessionId) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(sid.index as usize)
+            .filter(|s| s.gen_ == sid.gen_)
+            .map(|s| &mut s.session)
+    }
+
+    /// Puts a session in the table and the client-id index.
+    fn add_session(&mut self, session: Session) -> SessionId {
+        let gen_ = self.session_gen;
+        self.session_gen = self.session_gen.wrapping_add(1).max(1);
+        let client_id = session.client_id.clone();
+        let index = self.sessions.insert(SessionSlot { gen_, session }) as u32;
+        let sid = SessionId { index, gen_ };
+        self.by_client.insert(client_id, sid);
+        sid
+    }
+
+    /// Sends `msg` to shard `to`; to itself, it is handled at the end of this turn.
+    fn send(&mut self, io: &mut Io<Self>, to: usize, msg: Msg) {
+        if to == self.id {
+            self.local_inbox.push_back(msg);
+        } else {
+            io.send_to_shard(to, msg);
+        }
+    }
+
+    /// Writes one packet to a connection. Returns false if it could not be queued.
+    fn write_packet(io: &mut Io<Self>, key: ConnKey, version: Version, pkt: &Packet<'_>) -> bool {
+        let len = pkt.encoded_len(version);
+        let ok = io.write_with(key, len, |buf| {
+            // The length was computed for this buffer; encoding cannot run short.
+            let _ = pkt.encode(version, buf);
+        });
+        if ok {
+            ShardStats::add(&io.stats().packets_out, 1);
+        }
+        ok
+    }
+
+    /// Ends a connection for a protocol violation: MQTT 5 clients get a DISCONNECT with
+    /// the reason (and a reason string), 3.1.1 clients are just closed.
+    fn protocol_error(&mut self, io: &mut Io<Self>, key: ConnKey, code: ReasonCode, why: &str) {
+        ShardStats::add(&io.stats().disconnected_protocol_error, 1);
+        self.disconnect(io, key, code, why, CloseReason::ProtocolError);
+    }
+
+    /// Sends a server DISCONNECT (MQTT 5 only) and closes.
+    fn disconnect(
+        &mut self,
+        io: &mut Io<Self>,
+        key: ConnKey,
+        code: ReasonCode,
+        why: &str,
+        reason: CloseReason,
+    ) {
+        let (version, connected) = match io.state(key) {
+            Some(c) => (c.version(), c.phase == Phase::Connected),
+            None => return,
+        };
+        if version == Version::V5 && connected {
+            let props = [Property::ReasonString(why)];
+            let props = if why.is_empty() { &props[..0] } else { &props[..] };
+            let pkt = Packet::Disconnect(Disconnect { reason: code, properties: Properties::List(props) });
+            Self::write_packet(io, key, version, &pkt);
+        }
+        io.close(key, reason);
+    }
+
+    /// Decodes and handles every whole packet in `input`, keeping a split one in the
+    /// connection's carry buffer.
+    fn process_input(&mut self, io: &mut Io<Self>, key: ConnKey, input: &[u8]) {
+        let max = io.config().max_packet_size;
+        let Some(client) = io.state(key) else { return };
+        let mut carry = std::mem::take(&mut client.carry);
+        if client.phase == Phase::Claiming {
+            // The session is being found on another shard: keep the packets for later.
+            if carry.len() + input.len() > max as usize * 2 {
+                self.protocol_error(io, key, ReasonCode::QUOTA_EXCEEDED, "too much data before CONNACK");
+                return;
+            }
+            carry.extend_from_slice(input);
+            if let Some(client) = io.state(key) {
+                client.carry = carry;
+            }
+            return;
+        }
+        let mut input = input;
+        // First finish a packet split across receives, taking only the bytes it needs.
+        while !carry.is_empty() {
+            let total = match mqtt::peek_packet_len(&carry, max) {
+                Err(e) => return self.decode_error(io, key, &carry, e),
+                Ok(Decoded::Partial { .. }) => carry.len() + 1,
+                Ok(Decoded::Complete(total, _)) => total,
+            };
+            let want = total - carry.len();
+            if want > 0 {
+                if input.is_empty() {
+                    return self.keep_carry(io, key, carry);
+                }
+                let k = want.min(input.len());
+                carry.extend_from_slice(&input[..k]);
+                input = &input[k..];
+                if k < want {
+                    continue;
+                }
+            }
+            if carry.len() < total {
+                continue;
+            }
+            let version = io.state(key).map_or(Version::V311, |c| c.version());
+            match mqtt::decode(&carry, version, max) {
+                Err(e) => return self.decode_error(io, key, &carry, e),
+                Ok(Decoded::Partial { .. }) => continue,
+                Ok(Decoded::Complete(pkt, used)) => {
+                    self.handle_packet(io, key, pkt);
+                    carry.drain(..used);
+                }
+            }
+            if !io.is_open(key) {
+                return;
+            }
+            if io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
+                carry.extend_from_slice(input);
+                return self.keep_carry(io, key, carry);
+            }
+        }
+        // Then decode in place from the receive buffer.
+        while !input.is_empty() {
+            let version = io.state(key).map_or(Version::V311, |c| c.version());
+            match mqtt::decode(input, version, max) {
+                Err(e) => return self.decode_error(io, key, input, e),
+                Ok(Decoded::Partial { .. }) => {
+                    carry.extend_from_slice(input);
+                    break;
+                }
+                Ok(Decoded::Complete(pkt, used)) => {
+                    self.handle_packet(io, key, pkt);
+                    input = &input[used..];
+                }
+            }
+            if !io.is_open(key) {
+                return;
+            }
+            if io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
+                carry.extend_from_slice(input);
+                break;
+            }
+        }
+        self.keep_carry(io, key, carry);
+    }
+
+    fn keep_carry(&mut self, io: &mut Io<Self>, key: ConnKey, mut carry: Vec<u8>) {
+        if carry.is_empty() && carry.capacity() > 4096 {
+            carry = Vec::new();
+        }
+        if let Some(client) = io.state(key) {
+            client.carry = carry;
+        }
+    }
+
+    /// A packet could not be decoded: answer as the spec says and close.
+    fn decode_error(
+        &mut self,
+        io: &mut Io<Self>,
+        key: ConnKey,
+        bytes: &[u8],
+        e: mqtt::DecodeError,
+    ) {
+        let Some(client) = io.state(key) else { return };
+        if client.phase == Phase::AwaitConnect {
+            // A bad CONNECT: answer with a CONNACK refusal in the version it asked for.
+            let v5 = mqtt::peek_connect_version(bytes) == Some(Version::V5);
+            if v5 {
+                connect::refuse(io, key, Version::V5, e.reason_code());
+            } else if let Some(code) = e.connack_return_code() {
+                connect::refuse_v3(io, key, code);
+            }
+            ShardStats::add(&io.stats().disconnected_protocol_error, 1);
+            io.close(key, CloseReason::ProtocolError);
+            return;
+        }
+        let code = e.reason_code();
+        self.protocol_error(io, key, code, "malformed packet");
+    }
+
+    fn handle_packet(&mut self, io: &mut Io<Self>, key: ConnKey, pkt: Packet<'_>) {
+        ShardStats::add(&io.stats().packets_in, 1);
+        let Some(client) = io.state(key) else { return };
+        let phase = client.phase;
+        let ka = client.keep_alive_ms;
+        if phase == Phase::Connected && ka > 0 {
+            let at = io.now_ms() + ka;
+            io.set_deadline(key, at);
+        }
+        match (phase, pkt) {
+            (Phase::AwaitConnect, Packet::Connect(c)) => self.on_connect(io, key, c),
+            (Phase::AwaitConnect, _) => {
+                // MQTT-3.1.0-1: the first packet must be CONNECT.
+                ShardStats::add(&io.stats().disconnected_protocol_error, 1);
+                io.close(key, CloseReason::ProtocolError);
+            }
+            (Phase::Claiming, _) => {} // not reached: packets wait in the carry buffer
+            (Phase::Connected, Packet::Connect(_)) => {
+                self.protocol_error(io, key, ReasonCode::PROTOCOL_ERROR, "second CONNECT")
+            }
+            (Phase::Connected, Packet::Publish(p)) => self.on_publish(io, key, p),
+            (Phase::Connected, Packet::PubAck(r)) => self.on_puback(io, key, r.pkid),
+            (Phase::Connected, Packet::PubRec(r)) => self.on_pubrec(io, key, r.pkid, r.reason),
+            (Phase::Connected, Packet::PubRel(r)) => self.on_pubrel(io, key, r.pkid),
+            (Phase::Connected, Packet::PubComp(r)) => self.on_pubcomp(io, key, r.pkid),
+            (Phase::Connected, Packet::Subscribe(s)) => self.on_subscribe(io, key, s),
+            (Phase::Connected, Packet::Unsubscribe(u)) => self.on_unsubscribe(io, key, u),
+            (Phase::Connected, Packet::PingReq) => {
+                let v = io.state(key).map_or(Version::V311, |c| c.version());
+                Self::write_packet(io, key, v, &Packet::PingResp);
+            }
+            (Phase::Connected, Packet::Disconnect(d)) => self.on_disconnect(io, key, d),
+            (Phase::Connected, Packet::Auth(_)) => self.protocol_error(
+                io,
+                key,
+                ReasonCode::PROTOCOL_ERROR,
+                "AUTH without an authentication method",
+            ),
+            (Phase::Connected, _) => self.protocol_error(
+                io,
+                key,
+                ReasonCode::PROTOCOL_ERROR,
+                "a packet only a server sends",
+            ),
+        }
+    }
+
+    /// Handles the messages this shard sent itself, and sends the outbox.
+    fn drain_local_inbox(&mut self, io: &mut Io<Self>) {
+        loop {
+            for (to, m) in self.outbox.drain(..) {
+                io.send_to_shard(to, m);
+            }
+            let Some(m) = self.local_inbox.pop_front() else { break };
+            let id = self.id;
+            self.handle_msg(io, id, m);
+        }
+    }
+
+    fn handle_msg(&mut self, io: &mut Io<Self>, from: usize, msg: Msg) {
+        match msg {
+            Msg::Publish(m) => self.deliver_remote(io, &m),
+            Msg::ShareDeliver { share, msg } => self.deliver_share(io, &share, &msg),
+            Msg::Retain { msg, version } => self.store_retained(msg, version),
+            Msg::Interest { filter, share, add, seq } => {
+                self.apply_interest(from, &filter, share, add);
+                self.send(io, from, Msg::InterestAck { seq });
+            }
+            Msg::InterestAck { seq } => {
+                self.interest_acked[from] = self.interest_acked[from].max(seq);
+                self.release_subacks(io);
+            }
+            Msg::Claim { client_id, from: claimer, conn, clean_start } => {
+                self.on_claim(io, client_id, claimer, conn, clean_start)
+            }
+            Msg::Granted { conn } => self.finish_connect(io, conn, None, false),
+            Msg::Takeover { client_id, to, conn, clean_start } => {
+                self.on_takeover(io, &client_id, to, conn, clean_start)
+            }
+            Msg::Handoff { conn, session } => self.finish_connect(io, conn, session, true),
+            Msg::Release { client_id, owner } => {
+                if self.registry.get(&client_id) == Some(&owner) {
+                    self.registry.remove(&client_id);
+                }
+            }
+        }
     }
 }
 
 impl Service for Broker {
-    type ConnState = ();
+    type ConnState = Client;
     type Msg = Msg;
-    fn on_open(&mut self, _io: &mut Io<Self>, _key: ConnKey) {}
-    fn on_data(&mut self, _io: &mut Io<Self>, _key: ConnKey, _data: Data<'_>) {}
-    fn on_close(&mut self, _io: &mut Io<Self>, _key: ConnKey, _state: ()) {}
-    fn on_deadline(&mut self, _io: &mut Io<Self>, _key: ConnKey) {}
-    fn on_message(&mut self, _io: &mut Io<Self>, _from: usize, msg: Msg) {
-        match msg {}
+
+    fn on_open(&mut self, io: &mut Io<Self>, key: ConnKey) {
+        let at = io.now_ms() + io.config().connect_timeout_ms;
+        io.set_deadline(key, at);
     }
-    fn on_shutdown(&mut self, _io: &mut Io<Self>) {}
+
+    fn on_data(&mut self, io: &mut Io<Self>, key: ConnKey, data: Data<'_>) {
+        self.process_input(io, key, data.bytes);
+    }
+
+    fn on_close(&mut self, io: &mut Io<Self>, key: ConnKey, state: Client) {
+        self.connection_closed(io, key, state);
+    }
+
+    fn on_deadline(&mut self, io: &mut Io<Self>, key: ConnKey) {
+        ShardStats::add(&io.stats().disconnected_timeout, 1);
+        let connected = io.state(key).is_some_and(|c| c.phase == Phase::Connected);
+        if connected {
+            self.disconnect(
+                io,
+                key,
+                ReasonCode::KEEP_ALIVE_TIMEOUT,
+                "keep alive timeout",
+                CloseReason::Timeout,
+            );
+        } else {
+            io.close(key, CloseReason::Timeout);
+        }
+    }
+
+    fn on_message(&mut self, io: &mut Io<Self>, from: usize, msg: Msg) {
+        self.handle_msg(io, from, msg);
+    }
+
+    fn on_turn_end(&mut self, io: &mut Io<Self>) {
+        self.drain_local_inbox(io);
+    }
+
+    fn on_tick(&mut self, io: &mut Io<Self>) {
+        self.expire_sessions(io);
+        self.publish_sys(io);
+        self.drain_local_inbox(io);
+    }
+
+    fn on_shutdown(&mut self, io: &mut Io<Self>) {
+        for key in io.open_keys() {
+            if let Some(c) = io.state(key) {
+                // Wills are not published when the whole server stops.
+                c.graceful = true;
+            }
+            self.disconnect(
+                io,
+                key,
+                ReasonCode::SERVER_SHUTTING_DOWN,
+                "server shutting down",
+                CloseReason::GoingAway,
+            );
+        }
+    }
 }

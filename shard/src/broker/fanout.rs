@@ -1,0 +1,631 @@
+//! PUBLISH: in from a client, routed to the matching sessions on this shard and to the
+//! shards that have matching subscribers, and out to each subscriber with its QoS
+//! flow (packet ids, in-flight window, offline queue, acknowledgements).
+//!
+//! A message that only reaches QoS 0 subscribers on this shard is delivered straight
+//! from the receive buffer, with no allocation; it is copied into one shared
+//! `Arc<Message>` the first time something must keep it (another shard, a QoS 1/2
+//! delivery, an offline queue, the retained store).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ringmq_proto::mqtt::{
+    Packet, Properties, Property, PubResp, Publish, QoS, ReasonCode, Version,
+};
+use ringmq_proto::topic;
+
+use super::{Broker, Msg};
+use crate::conn::ConnKey;
+use crate::io::Io;
+use crate::session::{Inflight, Message, OutState, Queued, SessionId, SubIds};
+use crate::stats::ShardStats;
+
+/// Buffers reused by every publish, so routing allocates nothing in steady state.
+#[derive(Default)]
+pub(super) struct Scratch {
+    targets: Vec<Target>,
+    groups: Vec<(Arc<str>, bool, u128)>,
+    /// Forwarded properties of the message being routed.
+    fwd: Vec<u8>,
+    /// Properties of the PUBLISH being written.
+    props: Vec<u8>,
+    /// The topic behind a topic alias.
+    topic: String,
+}
+
+/// One session a message goes to, after overlapping subscriptions are merged.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    sid: SessionId,
+    qos: QoS,
+    no_local: bool,
+    retain_as_published: bool,
+    sub_ids: SubIds,
+}
+
+/// A message being routed: borrowed from the packet that carried it, and shared
+/// (`Arc`) once something has to keep it.
+pub(super) struct Src<'a> {
+    topic: &'a str,
+    props: &'a [u8],
+    payload: &'a [u8],
+    qos: QoS,
+    retain: bool,
+    expires_at: Option<Instant>,
+    origin: Option<(usize, SessionId)>,
+    shared: Option<Arc<Message>>,
+}
+
+impl<'a> Src<'a> {
+    pub(super) fn from_arc(m: &'a Arc<Message>) -> Src<'a> {
+        Src {
+            topic: m.topic(),
+            props: m.props(),
+            payload: m.payload(),
+            qos: m.qos,
+            retain: m.retain,
+            expires_at: m.expires_at,
+            origin: m.origin,
+            shared: Some(m.clone()),
+        }
+    }
+
+    fn shared(&mut self) -> Arc<Message> {
+        self.shared
+            .get_or_insert_with(|| {
+                Arc::new(Message::new(
+                    self.topic,
+                    self.props,
+                    self.payload,
+                    self.qos,
+                    self.retain,
+                    self.expires_at,
+                    self.origin,
+                ))
+            })
+            .clone()
+    }
+}
+
+/// Copies the MQTT 5 properties a PUBLISH (or will) forwards to subscribers into `out`,
+/// and returns its Message Expiry Interval (kept apart: it is rewritten per delivery).
+/// Topic aliases and subscription identifiers are per connection and not forwarded.
+pub(super) fn forward_props(props: Properties<'_>, out: &mut Vec<u8>) -> Option<u32> {
+    let mut expiry = None;
+    for p in props.iter() {
+        match p {
+            Property::MessageExpiryInterval(s) => expiry = Some(s),
+            Property::PayloadFormatIndicator(_)
+            | Property::ContentType(_)
+            | Property::ResponseTopic(_)
+            | Property::CorrelationData(_)
+            | Property::UserProperty(..) => p.write_to(out),
+            _ => {}
+        }
+    }
+    expiry
+}
+
+impl Broker {
+    pub(super) fn on_publish(&mut self, io: &mut Io<Self>, key: ConnKey, p: Publish<'_>) {
+        ShardStats::add(&io.stats().messages_in, 1);
+        let Some(client) = io.state(key) else { return };
+        let Some(sid) = client.session else { return };
+        let version = client.version();
+        // Topic aliases (MQTT 5 §3.3.2.3.4): set one with a topic, use one without.
+        let mut topic_buf = std::mem::take(&mut self.fan.topic);
+        topic_buf.clear();
+        if let Some(alias) = p.properties.topic_alias() {
+            let max = self.config().topic_alias_max;
+            if alias == 0 || alias > max {
+                self.fan.topic = topic_buf;
+                return self.protocol_error(io, key, ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range");
+            }
+            let slot = alias as usize - 1;
+            if client.aliases.len() <= slot {
+                client.aliases.resize(slot + 1, None);
+            }
+            if p.topic.is_empty() {
+                match &client.aliases[slot] {
+                    Some(t) => topic_buf.push_str(t),
+                    None => {
+                        self.fan.topic = topic_buf;
+                        return self.protocol_error(io, key, ReasonCode::PROTOCOL_ERROR, "unknown topic alias");
+                    }
+                }
+            } else {
+                client.aliases[slot] = Some(p.topic.into());
+                topic_buf.push_str(p.topic);
+            }
+        } else {
+            topic_buf.push_str(p.topic);
+        }
+        if topic::validate_name(&topic_buf).is_err() {
+            self.fan.topic = topic_buf;
+            return self.protocol_error(io, key, ReasonCode::TOPIC_NAME_INVALID, "invalid topic name");
+        }
+        // A QoS 2 PUBLISH whose id waits for PUBREL was delivered already (MQTT 4.3.3).
+        let duplicate = p.qos == QoS::ExactlyOnce
+            && self.session(sid).is_some_and(|s| s.inbound_qos2.contains(&p.pkid));
+        if !duplicate {
+            let mut fwd = std::mem::take(&mut self.fan.fwd);
+            fwd.clear();
+            let expiry = if version == Version::V5 { forward_props(p.properties, &mut fwd) } else { None };
+            let mut src = Src {
+                topic: &topic_buf,
+                props: &fwd,
+                payload: p.payload,
+                qos: p.qos,
+                retain: p.retain,
+                expires_at: expiry.map(|s| Instant::now() + Duration::from_secs(s as u64)),
+                origin: Some((self.id, sid)),
+                shared: None,
+            };
+            if p.retain {
+                let m = src.shared();
+                self.retain(io, m);
+            }
+            self.route(io, &mut src);
+            self.fan.fwd = fwd;
+        }
+        self.fan.topic = topic_buf;
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                let ack = Packet::PubAck(PubResp { pkid: p.pkid, reason: ReasonCode::SUCCESS, properties: Properties::EMPTY });
+                Broker::write_packet(io, key, version, &ack);
+            }
+            QoS::ExactlyOnce => {
+                if let Some(s) = self.session_mut(sid) {
+                    if !duplicate {
+                        s.inbound_qos2.push(p.pkid);
+                    }
+                }
+                let rec = Packet::PubRec(PubResp { pkid: p.pkid, reason: ReasonCode::SUCCESS, properties: Properties::EMPTY });
+                Broker::write_packet(io, key, version, &rec);
+            }
+        }
+    }
+
+    /// Publishes a message made by the broker (a will, `$SYS`).
+    pub(super) fn publish_message(&mut self, io: &mut Io<Self>, m: &Arc<Message>) {
+        if m.retain {
+            self.retain(io, m.clone());
+        }
+        let mut src = Src::from_arc(m);
+        self.route(io, &mut src);
+    }
+
+    /// Stores a retained message here and on every other shard.
+    fn retain(&mut self, io: &mut Io<Self>, m: Arc<Message>) {
+        let version = self.shared.retain_clock.fetch_add(1, Ordering::Relaxed);
+        for to in 0..self.shards {
+            if to != self.id {
+                io.send_to_shard(to, Msg::Retain { msg: m.clone(), version });
+            }
+        }
+        self.store_retained(m, version);
+    }
+
+    /// Delivers a message published on this shard: to local subscribers, to the shards
+    /// with matching interest, and to one member of each matching shared group.
+    fn route(&mut self, io: &mut Io<Self>, src: &mut Src<'_>) {
+        let mut groups = std::mem::take(&mut self.fan.groups);
+        groups.clear();
+        self.deliver_local(io, src, Some(&mut groups));
+        if self.shards > 1 {
+            let mut mask = 0u128;
+            self.interest.match_topic(src.topic, |_, v| {
+                mask |= v.shards;
+                for (share, m) in &v.groups {
+                    match groups.iter_mut().find(|g| g.0 == *share) {
+                        Some(g) => g.2 |= m,
+                        None => groups.push((share.clone(), false, *m)),
+                    }
+                }
+            });
+            mask &= !(1u128 << self.id);
+            let overflow_limit = io.config().mesh_overflow_limit;
+            while mask != 0 {
+                let to = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                if src.qos == QoS::AtMostOnce && io.mesh_backlog(to) >= overflow_limit {
+                    ShardStats::add(&io.stats().dropped_qos0_mesh_full, 1);
+                    continue;
+                }
+                io.send_to_shard(to, Msg::Publish(src.shared()));
+            }
+        }
+        for (share, local, remote) in groups.drain(..) {
+            let candidates = remote | if local { 1u128 << self.id } else { 0 };
+            let n = candidates.count_ones();
+            if n == 0 {
+                continue;
+            }
+            let rr = self.share_rr.entry(share.clone()).or_insert(0);
+            let mut pick = *rr % n;
+            *rr = rr.wrapping_add(1);
+            let mut bits = candidates;
+            while pick > 0 {
+                bits &= bits - 1;
+                pick -= 1;
+            }
+            let to = bits.trailing_zeros() as usize;
+            if to == self.id {
+                self.deliver_share_local(io, &share, src);
+            } else {
+                io.send_to_shard(to, Msg::ShareDeliver { share, msg: src.shared() });
+            }
+        }
+        self.fan.groups = groups;
+    }
+
+    /// A message from another shard for this shard's plain subscribers.
+    pub(super) fn deliver_remote(&mut self, io: &mut Io<Self>, m: &Arc<Message>) {
+        let mut src = Src::from_arc(m);
+        self.deliver_local(io, &mut src, None);
+    }
+
+    /// A message from another shard for one member of a shared group here.
+    pub(super) fn deliver_share(&mut self, io: &mut Io<Self>, share: &Arc<str>, m: &Arc<Message>) {
+        let mut src = Src::from_arc(m);
+        self.deliver_share_local(io, share, &mut src);
+    }
+
+    fn deliver_share_local(&mut self, io: &mut Io<Self>, share: &str, src: &mut Src<'_>) {
+        let Ok(parsed) = topic::parse_filter(share) else { return };
+        let Some(node) = self.subs.find(parsed.filter()) else { return };
+        let Some(g) = self.subs.get_mut(node).groups.iter_mut().find(|g| &*g.share == share) else {
+            return;
+        };
+        if g.members.is_empty() {
+            return;
+        }
+        // Prefer a connected member; an offline one queues the message.
+        let n = g.members.len();
+        let start = g.next as usize % n;
+        g.next = g.next.wrapping_add(1);
+        let members: Vec<_> = (0..n).map(|i| g.members[(start + i) % n]).collect();
+        let chosen = members
+            .iter()
+            .find(|m| self.session(m.sid).is_some_and(|s| s.conn.is_some()))
+            .or(members.first())
+            .copied();
+        if let Some(m) = chosen {
+            let qos = src.qos.min(m.opts.qos);
+            let retain = m.opts.retain_as_published && src.retain;
+            self.deliver(io, m.sid, src, qos, retain, SubIds::one(m.sub_id));
+        }
+    }
+
+    /// Delivers to this shard's plain subscribers; collects shared groups that match into
+    /// `groups` when given.
+    fn deliver_local(
+        &mut self,
+        io: &mut Io<Self>,
+        src: &mut Src<'_>,
+        groups: Option<&mut Vec<(Arc<str>, bool, u128)>>,
+    ) {
+        let mut targets = std::mem::take(&mut self.fan.targets);
+        targets.clear();
+        let mut nodes = 0;
+        let mut groups = groups;
+        self.subs.match_topic(src.topic, |_, v| {
+            nodes += 1;
+            targets.extend(v.plain.iter().map(|s| Target {
+                sid: s.sid,
+                qos: s.opts.qos,
+                no_local: s.opts.no_local,
+                retain_as_published: s.opts.retain_as_published,
+                sub_ids: SubIds::one(s.sub_id),
+            }));
+            if let Some(groups) = groups.as_deref_mut() {
+                for g in &v.groups {
+                    if !groups.iter().any(|x| x.0 == g.share) {
+                        groups.push((g.share.clone(), true, 0));
+                    }
+                }
+            }
+        });
+        if nodes > 1 {
+            merge_overlapping(&mut targets);
+        }
+        for t in targets.iter() {
+            if t.no_local && src.origin == Some((self.id, t.sid)) {
+                continue;
+            }
+            let qos = src.qos.min(t.qos);
+            let retain = t.retain_as_published && src.retain;
+            self.deliver(io, t.sid, src, qos, retain, t.sub_ids);
+        }
+        self.fan.targets = targets;
+    }
+
+    /// Delivers one message to one session: sent now, queued (offline, or past the
+    /// in-flight window), or dropped (QoS 0 to a slow or absent client), each counted.
+    pub(super) fn deliver(
+        &mut self,
+        io: &mut Io<Self>,
+        sid: SessionId,
+        src: &mut Src<'_>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+    ) {
+        let now = Instant::now();
+        if src.expires_at.is_some_and(|at| at <= now) {
+            return;
+        }
+        let max_queued = self.config().max_queued_messages;
+        let soft_limit = io.config().out_soft_limit;
+        let Some(s) = self.session_mut(sid) else { return };
+        let Some(conn) = s.conn else {
+            if qos != QoS::AtMostOnce {
+                let q = Queued { msg: src.shared(), qos, retain, sub_ids };
+                if s.enqueue(q, max_queued) {
+                    ShardStats::add(&io.stats().dropped_queue_full, 1);
+                }
+            }
+            return;
+        };
+        if qos == QoS::AtMostOnce {
+            if io.out_len(conn) > soft_limit {
+                ShardStats::add(&io.stats().dropped_qos0_slow_consumer, 1);
+                return;
+            }
+            let (version, max_packet) = (s.version, s.client_max_packet);
+            let view = View { topic: src.topic, props: src.props, payload: src.payload, expires_at: src.expires_at };
+            self.write_publish(io, conn, version, max_packet, &view, qos, retain, 0, false, sub_ids);
+            return;
+        }
+        if !s.window_open() || !s.queue.is_empty() {
+            let q = Queued { msg: src.shared(), qos, retain, sub_ids };
+            if s.enqueue(q, max_queued) {
+                ShardStats::add(&io.stats().dropped_queue_full, 1);
+            }
+            return;
+        }
+        let pkid = s.next_pkid();
+        let (version, max_packet) = (s.version, s.client_max_packet);
+        let view = View { topic: src.topic, props: src.props, payload: src.payload, expires_at: src.expires_at };
+        if self.write_publish(io, conn, version, max_packet, &view, qos, retain, pkid, false, sub_ids) {
+            let delivery = Queued { msg: src.shared(), qos, retain, sub_ids };
+            if let Some(s) = self.session_mut(sid) {
+                s.inflight.push_back(Inflight { pkid, state: OutState::Published, delivery });
+            }
+        }
+    }
+
+    /// Encodes a PUBLISH straight into the connection's send buffer. False when it was
+    /// not sent (larger than the client accepts, or the connection is gone).
+    #[allow(clippy::too_many_arguments)]
+    fn write_publish(
+        &mut self,
+        io: &mut Io<Self>,
+        conn: ConnKey,
+        version: Version,
+        max_packet: u32,
+        m: &View<'_>,
+        qos: QoS,
+        retain: bool,
+        pkid: u16,
+        dup: bool,
+        sub_ids: SubIds,
+    ) -> bool {
+        let props = &mut self.fan.props;
+        props.clear();
+        if version == Version::V5 {
+            props.extend_from_slice(m.props);
+            if let Some(at) = m.expires_at {
+                let left = at.saturating_duration_since(Instant::now()).as_secs_f64().ceil() as u32;
+                Property::MessageExpiryInterval(left.max(1)).write_to(props);
+            }
+            for &id in sub_ids.as_slice() {
+                Property::SubscriptionIdentifier(id).write_to(props);
+            }
+        }
+        let pkt = Packet::Publish(Publish {
+            dup,
+            qos,
+            retain,
+            topic: m.topic,
+            pkid,
+            properties: Properties::Raw(props),
+            payload: m.payload,
+        });
+        if pkt.encoded_len(version) > max_packet as usize {
+            // MQTT-3.1.2-25: never send a client more than it accepts; the message is
+            // dropped for this client as if delivered.
+            ShardStats::add(&io.stats().dropped_too_large_for_client, 1);
+            return false;
+        }
+        let sent = Broker::write_packet(io, conn, version, &pkt);
+        if sent {
+            ShardStats::add(&io.stats().messages_out, 1);
+        }
+        sent
+    }
+
+    pub(super) fn on_puback(&mut self, io: &mut Io<Self>, key: ConnKey, pkid: u16) {
+        let Some(sid) = io.state(key).and_then(|c| c.session) else { return };
+        let Some(s) = self.session_mut(sid) else { return };
+        if let Some(i) = s.inflight_pos(pkid) {
+            if s.inflight[i].delivery.qos == QoS::AtLeastOnce {
+                s.inflight.remove(i);
+            }
+        }
+        self.drain_queue(io, sid);
+    }
+
+    pub(super) fn on_pubrec(&mut self, io: &mut Io<Self>, key: ConnKey, pkid: u16, reason: ReasonCode) {
+        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version()))) else {
+            return;
+        };
+        let Some(s) = self.session_mut(sid) else { return };
+        let known = match s.inflight_pos(pkid) {
+            Some(i) if reason.is_error() => {
+                // The client refused the message: it is done (MQTT 5 §4.3.3).
+                s.inflight.remove(i);
+                self.drain_queue(io, sid);
+                return;
+            }
+            Some(i) => {
+                s.inflight[i].state = OutState::Released;
+                true
+            }
+            None => false,
+        };
+        let reason = if known || version == Version::V311 {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        let rel = Packet::PubRel(PubResp { pkid, reason, properties: Properties::EMPTY });
+        Broker::write_packet(io, key, version, &rel);
+    }
+
+    pub(super) fn on_pubrel(&mut self, io: &mut Io<Self>, key: ConnKey, pkid: u16) {
+        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version()))) else {
+            return;
+        };
+        let Some(s) = self.session_mut(sid) else { return };
+        let known = match s.inbound_qos2.iter().position(|&p| p == pkid) {
+            Some(i) => {
+                s.inbound_qos2.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        let reason = if known || version == Version::V311 {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        let comp = Packet::PubComp(PubResp { pkid, reason, properties: Properties::EMPTY });
+        Broker::write_packet(io, key, version, &comp);
+    }
+
+    pub(super) fn on_pubcomp(&mut self, io: &mut Io<Self>, key: ConnKey, pkid: u16) {
+        let Some(sid) = io.state(key).and_then(|c| c.session) else { return };
+        let Some(s) = self.session_mut(sid) else { return };
+        if let Some(i) = s.inflight_pos(pkid) {
+            if s.inflight[i].state == OutState::Released {
+                s.inflight.remove(i);
+            }
+        }
+        self.drain_queue(io, sid);
+    }
+
+    /// After a reconnect: what was in flight goes again, PUBLISH with DUP set or PUBREL
+    /// where PUBREC was seen (MQTT 4.4).
+    pub(super) fn resend_inflight(&mut self, io: &mut Io<Self>, sid: SessionId) {
+        let Some(s) = self.session_mut(sid) else { return };
+        let Some(conn) = s.conn else { return };
+        let (version, max_packet) = (s.version, s.client_max_packet);
+        let inflight: Vec<Inflight> = s.inflight.iter().cloned().collect();
+        for i in inflight {
+            match i.state {
+                OutState::Published => {
+                    let m = &i.delivery.msg;
+                    let view = View { topic: m.topic(), props: m.props(), payload: m.payload(), expires_at: m.expires_at };
+                    let d = &i.delivery;
+                    self.write_publish(io, conn, version, max_packet, &view, d.qos, d.retain, i.pkid, true, d.sub_ids);
+                }
+                OutState::Released => {
+                    let rel = Packet::PubRel(PubResp { pkid: i.pkid, reason: ReasonCode::SUCCESS, properties: Properties::EMPTY });
+                    Broker::write_packet(io, conn, version, &rel);
+                }
+            }
+        }
+    }
+
+    /// Sends queued deliveries while the in-flight window has room.
+    pub(super) fn drain_queue(&mut self, io: &mut Io<Self>, sid: SessionId) {
+        let now = Instant::now();
+        loop {
+            let Some(s) = self.session_mut(sid) else { return };
+            let Some(conn) = s.conn else { return };
+            if !s.window_open() {
+                return;
+            }
+            let Some(q) = s.queue.pop_front() else { return };
+            if q.msg.is_expired(now) {
+                continue;
+            }
+            let pkid = s.next_pkid();
+            let (version, max_packet) = (s.version, s.client_max_packet);
+            let m = q.msg.clone();
+            let view = View { topic: m.topic(), props: m.props(), payload: m.payload(), expires_at: m.expires_at };
+            if self.write_publish(io, conn, version, max_packet, &view, q.qos, q.retain, pkid, false, q.sub_ids) {
+                if let Some(s) = self.session_mut(sid) {
+                    s.inflight.push_back(Inflight { pkid, state: OutState::Published, delivery: q });
+                }
+            }
+        }
+    }
+}
+
+/// The parts of a message a PUBLISH is written from.
+struct View<'a> {
+    topic: &'a str,
+    props: &'a [u8],
+    payload: &'a [u8],
+    expires_at: Option<Instant>,
+}
+
+/// Merges the targets of one session matched through several filters into one
+/// delivery: the highest QoS, every subscription identifier, RETAIN kept if any
+/// subscription asks for it, and No Local only if every one does (MQTT-3.3.4-2).
+fn merge_overlapping(targets: &mut Vec<Target>) {
+    targets.sort_unstable_by_key(|t| (t.sid.index, t.sid.gen_));
+    let mut out = 0;
+    for i in 0..targets.len() {
+        if out > 0 && targets[out - 1].sid == targets[i].sid {
+            let t = targets[i];
+            let m = &mut targets[out - 1];
+            m.qos = m.qos.max(t.qos);
+            m.retain_as_published |= t.retain_as_published;
+            m.no_local &= t.no_local;
+            for &id in t.sub_ids.as_slice() {
+                m.sub_ids.push(id);
+            }
+        } else {
+            targets[out] = targets[i];
+            out += 1;
+        }
+    }
+    targets.truncate(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(index: u32, qos: QoS, id: u32, no_local: bool) -> Target {
+        Target {
+            sid: SessionId { index, gen_: 1 },
+            qos,
+            no_local,
+            retain_as_published: false,
+            sub_ids: SubIds::one(id),
+        }
+    }
+
+    #[test]
+    fn overlapping_subscriptions_give_one_delivery_at_the_highest_qos() {
+        let mut v = vec![
+            t(2, QoS::AtMostOnce, 1, true),
+            t(1, QoS::AtMostOnce, 0, false),
+            t(2, QoS::ExactlyOnce, 3, false),
+            t(1, QoS::AtLeastOnce, 0, false),
+        ];
+        merge_overlapping(&mut v);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].qos, QoS::AtLeastOnce);
+        assert_eq!(v[1].qos, QoS::ExactlyOnce);
+        assert_eq!(v[1].sub_ids.as_slice(), &[1, 3]);
+        assert!(!v[1].no_local, "one subscription without No Local is enough to deliver");
+    }
+}

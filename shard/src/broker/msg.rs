@@ -1,0 +1,47 @@
+//! What brokers on different shards tell each other over the mesh.
+
+use std::sync::Arc;
+
+use crate::conn::ConnKey;
+use crate::session::{Message, Session};
+
+/// A cross-shard message. Payloads travel as `Arc<Message>`: one allocation per
+/// published message, shared by every shard and queue that holds it.
+pub enum Msg {
+    /// Deliver to this shard's plain (not shared) subscribers that match.
+    Publish(Arc<Message>),
+    /// Deliver to one member of the shared-subscription group `share` (`$share/g/f`).
+    ShareDeliver { share: Arc<str>, msg: Arc<Message> },
+    /// Store (or, with an empty payload, clear) a retained message; `version` orders
+    /// updates of one topic from different shards.
+    Retain { msg: Arc<Message>, version: u64 },
+    /// The sender has (`add`) or no longer has subscribers for `filter` (a prefix of
+    /// their filters, or the exact filter of a shared group `share`). Answered with
+    /// `InterestAck { seq }` once applied.
+    Interest { filter: Box<str>, share: Option<Arc<str>>, add: bool, seq: u64 },
+    /// Every `Interest` up to `seq` from the receiver has been applied by the sender.
+    InterestAck { seq: u64 },
+    /// To a client id's home shard: connection `conn` on shard `from` wants the session.
+    Claim { client_id: Box<str>, from: usize, conn: ConnKey, clean_start: bool },
+    /// From the home shard: no other shard holds the session; go ahead.
+    Granted { conn: ConnKey },
+    /// From the home shard to the shard holding the session: close the old connection
+    /// and hand the session to connection `conn` on shard `to`.
+    Takeover { client_id: Box<str>, to: usize, conn: ConnKey, clean_start: bool },
+    /// The session (or none, if it ended or a clean start was asked for) for `conn`.
+    Handoff { conn: ConnKey, session: Option<Box<Session>> },
+    /// To the home shard: the session of `client_id` on shard `owner` has ended.
+    Release { client_id: Box<str>, owner: usize },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn cross_shard_messages_are_send() {
+        assert_send::<Msg>();
+    }
+}

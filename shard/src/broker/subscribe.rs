@@ -1,0 +1,425 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the local topic table, the interest other shards are told
+//! about, and the retained messages a new subscription receives.
+//!
+//! A SUBACK is held until every other shard has applied the interest the subscription
+//! created (`Interest` → `InterestAck`), so a message published anywhere after the client
+//! saw its SUBACK reaches it.
+
+use std::sync::Arc;
+
+use ringmq_proto::mqtt::{
+    Packet, Properties, ReasonCode, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
+    Unsubscribe, Version,
+};
+use ringmq_proto::topic::{self, Filter};
+
+use super::{Broker, Msg};
+use crate::conn::ConnKey;
+use crate::io::Io;
+use crate::session::{Message, SessionId, SubIds, Subscription};
+use crate::topics::NodeValue;
+
+/// A session subscribed at a trie node.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Subscriber {
+    pub sid: SessionId,
+    pub opts: SubscriptionOptions,
+    pub sub_id: u32,
+}
+
+/// The sessions of one shared-subscription group at a node.
+pub(super) struct ShareGroup {
+    /// The whole filter, `$share/{group}/{filter}`.
+    pub share: Arc<str>,
+    pub members: Vec<Subscriber>,
+    pub next: u32,
+}
+
+/// Local subscriptions at one filter.
+#[derive(Default)]
+pub(super) struct SubsNode {
+    pub plain: Vec<Subscriber>,
+    pub groups: Vec<ShareGroup>,
+}
+
+impl NodeValue for SubsNode {
+    fn is_empty(&self) -> bool {
+        self.plain.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// Other shards' interest at one filter: a bit per shard.
+#[derive(Default)]
+pub(super) struct InterestNode {
+    pub shards: u128,
+    pub groups: Vec<(Arc<str>, u128)>,
+}
+
+impl NodeValue for InterestNode {
+    fn is_empty(&self) -> bool {
+        self.shards == 0 && self.groups.is_empty()
+    }
+}
+
+/// A retained message and the version that set it.
+#[derive(Default)]
+pub(super) struct RetainedNode {
+    pub msg: Option<(Arc<Message>, u64)>,
+}
+
+impl NodeValue for RetainedNode {
+    fn is_empty(&self) -> bool {
+        self.msg.is_none()
+    }
+}
+
+/// A SUBACK waiting for the other shards to apply interest `seq`, and the retained
+/// messages to send after it.
+pub(super) struct PendingSuback {
+    seq: u64,
+    conn: ConnKey,
+    sid: SessionId,
+    pkid: u16,
+    codes: Vec<u8>,
+    retained: Vec<(Box<str>, SubscriptionOptions, u32)>,
+}
+
+/// Largest shard count the interest bitmasks hold.
+pub const MAX_SHARDS: usize = 128;
+
+/// The prefix of a plain filter that other shards are told about: its first `depth`
+/// levels, then `#` when it goes deeper (a superset of what it matches).
+fn interest_prefix(filter: &str, depth: usize) -> &str {
+    let mut levels = 0;
+    for (i, b) in filter.bytes().enumerate() {
+        if b == b'/' {
+            levels += 1;
+            if levels == depth {
+                return &filter[..=i];
+            }
+        }
+    }
+    filter
+}
+
+/// The advertised form of a prefix cut at a `/`: `a/b/` → `a/b/#`.
+fn advertised_filter(prefix: &str) -> Box<str> {
+    if prefix.ends_with('/') { format!("{prefix}#").into() } else { prefix.into() }
+}
+
+impl Broker {
+    pub(super) fn on_subscribe(&mut self, io: &mut Io<Self>, key: ConnKey, s: Subscribe<'_>) {
+        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version()))) else {
+            return;
+        };
+        let sub_id = s.properties.subscription_identifiers().next().unwrap_or(0);
+        let max_subs = self.config().max_subscriptions;
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (filter, opts) in s.filters.iter() {
+            let parsed = match topic::parse_filter(filter) {
+                Ok(p) => p,
+                Err(_) => {
+                    codes.push(match version {
+                        Version::V5 => ReasonCode::TOPIC_FILTER_INVALID.0,
+                        Version::V311 => 0x80,
+                    });
+                    continue;
+                }
+            };
+            if matches!(parsed, Filter::Shared { .. }) && opts.no_local {
+                // MQTT-3.8.3-4.
+                return self.protocol_error(
+                    io,
+                    key,
+                    ReasonCode::PROTOCOL_ERROR,
+                    "No Local on a shared subscription",
+                );
+            }
+            let Some(session) = self.session_mut(sid) else { return };
+            let existing = session.subs.iter().position(|x| &*x.filter == filter);
+            if existing.is_none() && session.subs.len() >= max_subs {
+                codes.push(match version {
+                    Version::V5 => ReasonCode::QUOTA_EXCEEDED.0,
+                    Version::V311 => 0x80,
+                });
+                continue;
+            }
+            let sub = Subscription { filter: filter.into(), opts, sub_id };
+            let is_new = existing.is_none();
+            if let Some(i) = existing {
+                session.subs[i] = sub.clone();
+                self.remove_subscription(sid, filter);
+            } else {
+                session.subs.push(sub.clone());
+            }
+            self.add_subscription(sid, sub);
+            codes.push(opts.qos as u8);
+            // Retained messages: not for shared subscriptions (MQTT-4.8.2-?), and as the
+            // Retain Handling option says.
+            let send_retained = !matches!(parsed, Filter::Shared { .. })
+                && match opts.retain_handling {
+                    0 => true,
+                    1 => is_new,
+                    _ => false,
+                };
+            if send_retained {
+                retained.push((Box::<str>::from(filter), opts, sub_id));
+            }
+        }
+        let pending = PendingSuback {
+            seq: self.interest_seq,
+            conn: key,
+            sid,
+            pkid: s.pkid,
+            codes,
+            retained,
+        };
+        if self.interest_applied_everywhere(pending.seq) && self.pending_subacks.is_empty() {
+            self.send_suback(io, pending);
+        } else {
+            self.pending_subacks.push_back(pending);
+        }
+    }
+
+    fn interest_applied_everywhere(&self, seq: u64) -> bool {
+        (0..self.shards).all(|s| s == self.id || self.interest_acked[s] >= seq)
+    }
+
+    pub(super) fn release_subacks(&mut self, io: &mut Io<Self>) {
+        while let Some(p) = self.pending_subacks.front() {
+            if !self.interest_applied_everywhere(p.seq) {
+                break;
+            }
+            let p = self.pending_subacks.pop_front().expect("front exists");
+            self.send_suback(io, p);
+        }
+    }
+
+    fn send_suback(&mut self, io: &mut Io<Self>, p: PendingSuback) {
+        let Some(version) = io.state(p.conn).map(|c| c.version()) else { return };
+        let pkt = Packet::SubAck(SubAck { pkid: p.pkid, properties: Properties::EMPTY, codes: &p.codes });
+        Broker::write_packet(io, p.conn, version, &pkt);
+        for (filter, opts, sub_id) in p.retained {
+            self.send_retained(io, p.sid, &filter, opts, sub_id);
+        }
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, io: &mut Io<Self>, key: ConnKey, u: Unsubscribe<'_>) {
+        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version()))) else {
+            return;
+        };
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for filter in u.filters.iter() {
+            let Some(session) = self.session_mut(sid) else { return };
+            let found = session.subs.iter().position(|x| &*x.filter == filter);
+            if let Some(i) = found {
+                session.subs.remove(i);
+                self.remove_subscription(sid, filter);
+                codes.push(ReasonCode::SUCCESS.0);
+            } else {
+                codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED.0);
+            }
+        }
+        let codes: &[u8] = if version == Version::V5 { &codes } else { &[] };
+        let pkt = Packet::UnsubAck(UnsubAck { pkid: u.pkid, properties: Properties::EMPTY, codes });
+        Broker::write_packet(io, key, version, &pkt);
+    }
+
+    /// Puts a subscription of session `sid` in the topic table and tells other shards.
+    pub(super) fn add_subscription(&mut self, sid: SessionId, sub: Subscription) {
+        let Ok(parsed) = topic::parse_filter(&sub.filter) else { return };
+        let entry = Subscriber { sid, opts: sub.opts, sub_id: sub.sub_id };
+        match parsed {
+            Filter::Plain(f) => {
+                let node = self.subs.insert(f);
+                self.subs.get_mut(node).plain.push(entry);
+                let prefix = interest_prefix(f, self.config().route_depth);
+                self.advertise(prefix, None, true);
+            }
+            Filter::Shared { filter, .. } => {
+                let node = self.subs.insert(filter);
+                let groups = &mut self.subs.get_mut(node).groups;
+                let share: Arc<str> = match groups.iter_mut().find(|g| *g.share == *sub.filter) {
+                    Some(g) => {
+                        g.members.push(entry);
+                        g.share.clone()
+                    }
+                    None => {
+                        let share: Arc<str> = Arc::from(&*sub.filter);
+                        groups.push(ShareGroup { share: share.clone(), members: vec![entry], next: 0 });
+                        share
+                    }
+                };
+                self.advertise(filter, Some(share), true);
+            }
+        }
+    }
+
+    /// Takes a subscription of session `sid` out of the topic table.
+    pub(super) fn remove_subscription(&mut self, sid: SessionId, filter: &str) {
+        let Ok(parsed) = topic::parse_filter(filter) else { return };
+        let plain = parsed.filter();
+        let Some(node) = self.subs.find(plain) else { return };
+        let value = self.subs.get_mut(node);
+        let removed_share = match parsed {
+            Filter::Plain(_) => {
+                let before = value.plain.len();
+                value.plain.retain(|s| s.sid != sid);
+                if value.plain.len() == before {
+                    return;
+                }
+                None
+            }
+            Filter::Shared { .. } => {
+                let Some(gi) = value.groups.iter().position(|g| &*g.share == filter) else { return };
+                let g = &mut value.groups[gi];
+                g.members.retain(|s| s.sid != sid);
+                let share = g.share.clone();
+                if g.members.is_empty() {
+                    value.groups.swap_remove(gi);
+                }
+                Some(share)
+            }
+        };
+        self.subs.prune(node);
+        match removed_share {
+            None => {
+                let prefix = interest_prefix(plain, self.config().route_depth);
+                self.advertise(prefix, None, false);
+            }
+            Some(share) => self.advertise(plain, Some(share), false),
+        }
+    }
+
+    /// Counts local interest in `prefix` (or in the exact filter of a shared group) and
+    /// tells every other shard when it appears or disappears.
+    fn advertise(&mut self, prefix: &str, share: Option<Arc<str>>, add: bool) {
+        if self.shards == 1 {
+            return;
+        }
+        let key: Box<str> = match &share {
+            Some(s) => (**s).into(),
+            None => prefix.into(),
+        };
+        let count = self.advertised.entry(key.clone()).or_insert(0);
+        let changed = if add {
+            *count += 1;
+            *count == 1
+        } else {
+            *count = count.saturating_sub(1);
+            *count == 0
+        };
+        if *count == 0 {
+            self.advertised.remove(&key);
+        }
+        if !changed {
+            return;
+        }
+        self.interest_seq += 1;
+        let seq = self.interest_seq;
+        let filter = if share.is_some() { prefix.into() } else { advertised_filter(prefix) };
+        for to in 0..self.shards {
+            if to != self.id {
+                let msg = Msg::Interest { filter: filter.clone(), share: share.clone(), add, seq };
+                // Interest must not wait behind a local inbox; it goes straight to the peer.
+                self.outbox.push((to, msg));
+            }
+        }
+    }
+
+    /// Another shard gained or lost interest in `filter`.
+    pub(super) fn apply_interest(&mut self, from: usize, filter: &str, share: Option<Arc<str>>, add: bool) {
+        if from >= MAX_SHARDS {
+            return;
+        }
+        let bit = 1u128 << from;
+        let node = if add { self.interest.insert(filter) } else {
+            match self.interest.find(filter) {
+                Some(n) => n,
+                None => return,
+            }
+        };
+        let v = self.interest.get_mut(node);
+        match share {
+            None if add => v.shards |= bit,
+            None => v.shards &= !bit,
+            Some(share) => match v.groups.iter().position(|(s, _)| *s == share) {
+                Some(i) if add => v.groups[i].1 |= bit,
+                Some(i) => {
+                    v.groups[i].1 &= !bit;
+                    if v.groups[i].1 == 0 {
+                        v.groups.swap_remove(i);
+                    }
+                }
+                None if add => v.groups.push((share, bit)),
+                None => {}
+            },
+        }
+        if !add {
+            self.interest.prune(node);
+        }
+    }
+
+    /// Stores a retained message (an empty payload clears the topic) if it is newer than
+    /// what this shard holds.
+    pub(super) fn store_retained(&mut self, msg: Arc<Message>, version: u64) {
+        let topic = msg.topic().to_owned();
+        if msg.payload().is_empty() {
+            if let Some(node) = self.retained.find(&topic) {
+                let v = self.retained.get_mut(node);
+                if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
+                    v.msg = None;
+                    self.retained.prune(node);
+                }
+            }
+            return;
+        }
+        let node = self.retained.insert(&topic);
+        let v = self.retained.get_mut(node);
+        if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
+            v.msg = Some((msg, version));
+        }
+    }
+
+    /// Sends the retained messages matching a new subscription, with RETAIN set.
+    fn send_retained(&mut self, io: &mut Io<Self>, sid: SessionId, filter: &str, opts: SubscriptionOptions, sub_id: u32) {
+        let mut found: Vec<Arc<Message>> = Vec::new();
+        let now = std::time::Instant::now();
+        self.retained.match_filter(filter, |_, v| {
+            if let Some((m, _)) = &v.msg {
+                if !m.is_expired(now) {
+                    found.push(m.clone());
+                }
+            }
+        });
+        for m in found {
+            let qos = m.qos.min(opts.qos);
+            let mut src = super::fanout::Src::from_arc(&m);
+            self.deliver(io, sid, &mut src, qos, true, SubIds::one(sub_id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interest_prefixes_cut_at_the_route_depth() {
+        assert_eq!(interest_prefix("a/b/c", 1), "a/");
+        assert_eq!(interest_prefix("a/b/c", 2), "a/b/");
+        assert_eq!(interest_prefix("a/b", 2), "a/b");
+        assert_eq!(interest_prefix("#", 1), "#");
+        assert_eq!(interest_prefix("+/x", 1), "+/");
+        assert_eq!(&*advertised_filter("a/b/"), "a/b/#");
+        assert_eq!(&*advertised_filter("a/b"), "a/b");
+        // The advertised filter matches everything the original does.
+        for (f, t) in [("a/b/c", "a/b/c"), ("a/+/c", "a/x/c"), ("a/b/#", "a/b")] {
+            for depth in 1..4 {
+                let adv = advertised_filter(interest_prefix(f, depth));
+                assert!(topic::matches(&adv, t), "{adv} should match {t}");
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! MQTT session state: what the broker remembers about a client, within a connection and
+//! — for persistent sessions — across connections.
+//!
+//! A [`Session`] is the subscriber the topic table points at, not the connection: when
+//! a persistent session's client is away, deliveries to it are queued (QoS 1 and 2,
+//! bounded, oldest dropped first) and resent when it returns. A session moves between
+//! shards whole (it is `Send`) when its client reconnects to another shard.
+//!
+//! Every change to a session is one of a few events (subscribe, unsubscribe, message
+//! queued, message in flight, acknowledged, session created/ended), so a later durable
+//! store can log exactly these.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ringmq_proto::mqtt::{QoS, SubscriptionOptions, Version};
+
+use crate::conn::ConnKey;
+
+/// Names a session in its shard's session table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    pub index: u32,
+    pub gen_: u32,
+}
+
+/// A published message as the broker keeps it: topic, forwarded MQTT 5 properties and
+/// payload in one allocation, shared by every queue and shard that holds it.
+#[derive(Debug)]
+pub struct Message {
+    bytes: Box<[u8]>,
+    topic_len: u32,
+    props_len: u32,
+    pub qos: QoS,
+    pub retain: bool,
+    /// When the message expires (MQTT 5 Message Expiry Interval).
+    pub expires_at: Option<Instant>,
+    /// The shard and session that published it (for No Local), when known.
+    pub origin: Option<(usize, SessionId)>,
+}
+
+impl Message {
+    /// Builds a message. `props` is an MQTT 5 property block (without its length) holding
+    /// only the properties forwarded to subscribers.
+    pub fn new(
+        topic: &str,
+        props: &[u8],
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        expires_at: Option<Instant>,
+        origin: Option<(usize, SessionId)>,
+    ) -> Message {
+        let mut bytes = Vec::with_capacity(topic.len() + props.len() + payload.len());
+        bytes.extend_from_slice(topic.as_bytes());
+        bytes.extend_from_slice(props);
+        bytes.extend_from_slice(payload);
+        Message {
+            bytes: bytes.into_boxed_slice(),
+            topic_len: topic.len() as u32,
+            props_len: props.len() as u32,
+            qos,
+            retain,
+            expires_at,
+            origin,
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        // The first `topic_len` bytes were copied from a `&str` in `new`.
+        std::str::from_utf8(&self.bytes[..self.topic_len as usize]).unwrap_or_default()
+    }
+
+    pub fn props(&self) -> &[u8] {
+        let start = self.topic_len as usize;
+        &self.bytes[start..start + self.props_len as usize]
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[(self.topic_len + self.props_len) as usize..]
+    }
+
+    /// Seconds left before expiry (at least 1 while not expired), or `None` if it never
+    /// expires; `Some(0)` once expired.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        let at = self.expires_at?;
+        if at <= now {
+            return Some(0);
+        }
+        Some((at - now).as_secs_f64().ceil().min(u32::MAX as f64) as u32)
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// Subscription identifiers to attach to one delivery (MQTT 5; usually none or one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubIds {
+    len: u8,
+    ids: [u32; 4],
+}
+
+impl SubIds {
+    pub fn one(id: u32) -> SubIds {
+        let mut s = SubIds::default();
+        s.push(id);
+        s
+    }
+
+    /// Adds an id (0 means none); more than four overlapping identifiers keep the first four.
+    pub fn push(&mut self, id: u32) {
+        if id != 0 && (self.len as usize) < self.ids.len() && !self.as_slice().contains(&id) {
+            self.ids[self.len as usize] = id;
+            self.len += 1;
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u32] {
+        &self.ids[..self.len as usize]
+    }
+}
+
+/// A delivery waiting for the client: offline, or past its in-flight window.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub msg: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub sub_ids: SubIds,
+}
+
+/// Where an outgoing QoS 1/2 delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// QoS 2: PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+/// An outgoing QoS 1/2 delivery that the client has not finished acknowledging.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub pkid: u16,
+    pub state: OutState,
+    pub delivery: Queued,
+}
+
+/// One subscription of a session.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The filter as the client sent it (`$share/...` included).
+    pub filter: Box<str>,
+    pub opts: SubscriptionOptions,
+    pub sub_id: u32,
+}
+
+/// A will message, published when the connection ends without a DISCONNECT.
+#[derive(Debug, Clone)]
+pub struct WillMsg {
+    pub msg: Arc<Message>,
+    /// MQTT 5 Will Delay Interval, seconds.
+    pub delay_s: u32,
+}
+
+/// An MQTT session.
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Box<str>,
+    /// The connection serving the session now, if the client is connected.
+    pub conn: Option<ConnKey>,
+    pub version: Version,
+    /// Seconds the session outlives its connection (3.1.1 clean session = 0 → 0;
+    /// clean session = 1 → forever, `u32::MAX`).
+    pub expiry_interval: u32,
+    /// When a disconnected session ends (shard clock, ms).
+    pub expires_at_ms: Option<u64>,
+    pub subs: Vec<Subscription>,
+    pub inflight: VecDeque<Inflight>,
+    pub queue: VecDeque<Queued>,
+    /// QoS 2 packet ids received and answered with PUBREC, waiting for PUBREL; a
+    /// PUBLISH with one of these ids is a duplicate and is not delivered again.
+    pub inbound_qos2: Vec<u16>,
+    next_pkid: u16,
+    /// Connection limits that shape deliveries: how many QoS 1/2 in flight, the largest
+    /// packet the client accepts.
+    pub send_window: u16,
+    pub client_max_packet: u32,
+    pub will: Option<WillMsg>,
+    /// A delayed will waits for this time (shard clock, ms).
+    pub will_at_ms: Option<u64>,
+}
+
+impl Session {
+    pub fn new(client_id: Box<str>, version: Version) -> Session {
+        Session {
+            client_id,
+            conn: None,
+            version,
+            expiry_interval: 0,
+            expires_at_ms: None,
+            subs: Vec::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            inbound_qos2: Vec::new(),
+            next_pkid: 0,
+            send_window: u16::MAX,
+            client_max_packet: u32::MAX,
+            will: None,
+            will_at_ms: None,
+        }
+    }
+
+    /// Whether the session outlives a connection.
+    pub fn is_persistent(&self) -> bool {
+        self.expiry_interval > 0
+    }
+
+    /// A packet id not in flight (1..=65535). The window is far below 65,535, so the
+    /// search ends quickly.
+    pub fn next_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1);
+            if self.next_pkid == 0 {
+                self.next_pkid = 1;
+            }
+            let id = self.next_pkid;
+            if !self.inflight.iter().any(|i| i.pkid == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Whether another QoS 1/2 delivery may be sent now.
+    pub fn window_open(&self) -> bool {
+        self.inflight.len() < self.send_window as usize
+    }
+
+    /// Queues a delivery; past `max` the oldest is dropped. Returns whether one was dropped.
+    pub fn enqueue(&mut self, q: Queued, max: usize) -> bool {
+        let mut dropped = false;
+        while self.queue.len() >= max.max(1) {
+            self.queue.pop_front();
+            dropped = true;
+        }
+        self.queue.push_back(q);
+        dropped
+    }
+
+    /// Position of the in-flight delivery with this packet id.
+    pub fn inflight_pos(&self, pkid: u16) -> Option<usize> {
+        // Acknowledgements mostly come in order: the front is the usual hit.
+        self.inflight.iter().position(|i| i.pkid == pkid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_parts_round_trip() {
+        let m = Message::new("a/b", &[1, 2], b"hello", QoS::AtLeastOnce, true, None, None);
+        assert_eq!(m.topic(), "a/b");
+        assert_eq!(m.props(), &[1, 2]);
+        assert_eq!(m.payload(), b"hello");
+    }
+
+    #[test]
+    fn pkids_skip_zero_and_ids_in_flight() {
+        let mut s = Session::new("c".into(), Version::V5);
+        s.next_pkid = u16::MAX - 1;
+        let q = Queued {
+            msg: Arc::new(Message::new("t", &[], b"", QoS::AtLeastOnce, false, None, None)),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: SubIds::default(),
+        };
+        s.inflight.push_back(Inflight { pkid: 1, state: OutState::Published, delivery: q });
+        assert_eq!(s.next_pkid(), u16::MAX);
+        assert_eq!(s.next_pkid(), 2, "0 is not an id and 1 is in flight");
+    }
+
+    #[test]
+    fn queue_drops_oldest_at_its_bound() {
+        let mut s = Session::new("c".into(), Version::V311);
+        for i in 0..5u8 {
+            let q = Queued {
+                msg: Arc::new(Message::new("t", &[], &[i], QoS::AtLeastOnce, false, None, None)),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                sub_ids: SubIds::default(),
+            };
+            let dropped = s.enqueue(q, 3);
+            assert_eq!(dropped, i >= 3);
+        }
+        let kept: Vec<u8> = s.queue.iter().map(|q| q.msg.payload()[0]).collect();
+        assert_eq!(kept, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn sub_ids_dedupe_and_cap() {
+        let mut s = SubIds::default();
+        for id in [0, 5, 5, 6, 7, 8, 9] {
+            s.push(id);
+        }
+        assert_eq!(s.as_slice(), &[5, 6, 7, 8]);
+    }
+}
