@@ -1004,3 +1004,25 @@ fn packets_back_to_back_in_one_buffer() {
     }
     assert!(rest.is_empty());
 }
+
+/// Writes every packet above into the fuzz seed corpus, `proto/fuzz/seeds/mqtt_decode/`.
+/// Run after changing the cases: `cargo test -p ringmq-proto --test mqtt_packets --
+/// --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes files into the source tree"]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/mqtt_decode");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, cases) in [("v311", v311_cases()), ("v5", v5_cases())] {
+        for (i, (bytes, _)) in cases.iter().enumerate() {
+            std::fs::write(
+                dir.join(format!("{name}_{i:02}_type{}", bytes[0] >> 4)),
+                bytes,
+            )
+            .unwrap();
+        }
+        // A stream of every packet back to back, as a connection delivers them.
+        let stream: Vec<u8> = cases.iter().flat_map(|(b, _)| b.clone()).collect();
+        std::fs::write(dir.join(format!("{name}_stream")), stream).unwrap();
+    }
+}

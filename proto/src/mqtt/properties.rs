@@ -304,10 +304,15 @@ impl<'a> Property<'a> {
 
     /// Appends this property (identifier and value) to `out`: how the broker builds the
     /// property block of a message it forwards, next to the properties it received.
+    ///
+    /// A value that cannot be encoded (a string over 65,535 bytes, a subscription
+    /// identifier over 268,435,455; never one taken from a decoded packet) is left out
+    /// whole, so `out` never holds half a property.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        // Writing to a Vec cannot run out of room; a string over 65,535 bytes cannot
-        // come from a decoded packet, and is cut short rather than written wrong.
-        let _ = self.write(out);
+        let start = out.len();
+        if self.write(out).is_err() {
+            out.truncate(start);
+        }
     }
 
     fn write<O: Out>(&self, out: &mut O) -> Result<(), EncodeError> {
@@ -670,6 +675,17 @@ mod tests {
         ];
         assert_eq!(props, Properties::List(&list));
         assert_eq!(props.encoded_len(), Properties::List(&list).encoded_len());
+    }
+
+    #[test]
+    fn write_to_appends_whole_properties_only() {
+        let mut out = vec![9];
+        Property::TopicAlias(3).write_to(&mut out);
+        assert_eq!(out, [9, 0x23, 0, 3]);
+        let long = "x".repeat(65_536);
+        Property::UserProperty("k", &long).write_to(&mut out);
+        Property::SubscriptionIdentifier(268_435_456).write_to(&mut out);
+        assert_eq!(out, [9, 0x23, 0, 3]);
     }
 
     #[test]
