@@ -1,3 +1,2 @@
 #![no_main]
-// Filled in by the codec work (issue 2).
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ringmq_proto::ws::fuzz_frames(data));
