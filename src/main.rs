@@ -1,1 +1,71 @@
-fn main() {}
+//! ringmq: the broker binary. It reads flags and the config file, prepares the process
+//! (open-file limit, signals), starts one shard per placement entry, serves the metrics
+//! endpoint, and shuts down gracefully on SIGINT/SIGTERM.
+//!
+//! - [`cli`]: the flags, which are also the config file's keys.
+//! - [`settings`]: flag > file > default, validated, and where each shard runs.
+//! - [`system`]: open-file limit, affinity, signal mask, port reservations.
+//! - [`server`]: start the shards, announce, wait for signals, stop.
+//! - [`metrics`]: `/metrics` (Prometheus text) and `/healthz`.
+
+mod cli;
+mod metrics;
+mod server;
+mod settings;
+mod system;
+
+/// Exit status for bad flags or a bad config file (clap uses it too).
+const EXIT_USAGE: i32 = 2;
+
+fn main() {
+    std::process::exit(run());
+}
+
+fn run() -> i32 {
+    system::ignore_sigpipe();
+    let nofile = system::raise_nofile();
+    if let Some(w) = &nofile.warning {
+        eprintln!("ringmq: warning: {w}");
+    }
+    let host = system::host(&nofile);
+
+    let flags = cli::Options::parse_with(&host);
+    let file = match &flags.config {
+        Some(path) => match cli::Options::from_file(path) {
+            Ok(options) => Some((path.clone(), options)),
+            Err(e) => return usage_error(&e),
+        },
+        None => None,
+    };
+
+    let file_ref = file.as_ref().map(|(p, o)| (p.as_path(), o));
+    let settings = match settings::resolve(&flags, file_ref, &host) {
+        Ok(s) => s,
+        Err(e) => return usage_error(&e),
+    };
+
+    if let Err(e) = std::fs::create_dir_all(&settings.data_dir) {
+        eprintln!(
+            "ringmq: cannot create the data directory {}: {e}",
+            settings.data_dir.display()
+        );
+        return 1;
+    }
+
+    // Before any thread exists, so that every thread inherits the mask and only the
+    // main thread's sigtimedwait ever takes these signals.
+    let signals = match system::Signals::block() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringmq: cannot block signals: {e}");
+            return 1;
+        }
+    };
+    server::run(settings, signals)
+}
+
+fn usage_error(msg: &str) -> i32 {
+    eprintln!("ringmq: {msg}");
+    eprintln!("ringmq: see `ringmq --help`");
+    EXIT_USAGE
+}

@@ -1,0 +1,383 @@
+//! The flags and the config file: one struct serves both, so every flag is a key of the
+//! file under the same name (with `_` for `-`) and neither can drift from the other.
+//!
+//! Every field is an `Option`: `None` means "not given here", so [`crate::settings`] can
+//! apply the precedence flag > file > default. Defaults live in `settings`, and each
+//! flag's help names its default.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::{Arg, CommandFactory, FromArgMatches, Parser};
+use serde::Deserialize;
+
+use crate::settings::{self, Host, Ranges};
+
+/// Text shown after the flag list of `--help`.
+const AFTER_HELP: &str = "\
+Every flag is also a key of the --config file, spelled with `_` for `-` (for example
+`max_connections = 50000`, `ws_path = \"/mqtt\"`); a flag given on the command line wins
+over the file, and the file wins over the default. See ringmq.example.toml.
+
+A listener address is IP:PORT or HOST:PORT; port 0 picks a free port (the startup line
+shows the real one); `none` turns the listener off.
+
+Signals: SIGINT or SIGTERM shut down gracefully (clients are disconnected cleanly); a
+second one during shutdown exits at once (130 for SIGINT, 143 for SIGTERM). SIGUSR1
+prints the counters to stderr.
+
+Exit status: 0 after a clean shutdown, 1 when the broker fails at start or while
+running, 2 for bad flags or a bad config file.";
+
+/// Flags of `ringmq`, and keys of its config file.
+#[derive(Debug, Default, Clone, Parser, Deserialize)]
+#[command(
+    name = "ringmq",
+    version,
+    about = "A thread-per-core io_uring MQTT broker (MQTT 3.1.1 and 5.0, over TCP and WebSocket).",
+    after_help = AFTER_HELP,
+    max_term_width = 100
+)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Read settings from this TOML file; its keys are the flag names with `_` for `-`.
+    /// Flags override the file. [default: no file]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address for MQTT over plain TCP, or `none` to turn it off. [default: 127.0.0.1:1883]
+    #[arg(long, value_name = "ADDR")]
+    pub mqtt: Option<ListenAddr>,
+
+    /// Address for MQTT over WebSocket, or `none` to turn it off. [default: 127.0.0.1:8083]
+    #[arg(long, value_name = "ADDR")]
+    pub ws: Option<ListenAddr>,
+
+    /// HTTP path on which WebSocket clients upgrade; must start with `/`. [default: /mqtt]
+    #[arg(long, value_name = "PATH")]
+    pub ws_path: Option<String>,
+
+    /// Address of the HTTP endpoint serving /metrics (Prometheus text) and /healthz, or
+    /// `none` to turn it off. [default: 127.0.0.1:9883]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<ListenAddr>,
+
+    /// CPU cores to pin shards to, as cores and ranges like `0-3,8`; shards take them in
+    /// order, round-robin when there are more shards than cores. [default: every core
+    /// this process may run on]
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<CoreList>,
+
+    /// Number of shards (one thread and one io_uring ring each), 1 to 128. [default: one
+    /// per core of --cores when given, else one per available core]
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+
+    /// Most client connections served at once; past it a new client gets a CONNACK
+    /// refusal ("server unavailable" / "quota exceeded"). [default: no limit beyond the
+    /// shards' tables, shards × files-per-shard]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Largest MQTT packet accepted, in bytes, fixed header included; a client that
+    /// sends a bigger one is disconnected. [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub max_packet_size: Option<u32>,
+
+    /// Directory for the broker's data, created if missing (nothing is stored there
+    /// yet). [default: ./ringmq-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Messages kept for an offline persistent session; past it the oldest is dropped
+    /// and counted. [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_queued_messages: Option<usize>,
+
+    /// QoS 1 and 2 messages in flight to one client at a time (also the Receive Maximum
+    /// announced to MQTT 5 clients), 1 to 65535. [default: 64]
+    #[arg(long, value_name = "N")]
+    pub max_inflight: Option<u16>,
+
+    /// Seconds between publications of the $SYS/broker/... topics; 0 turns them off.
+    /// [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub sys_interval: Option<u64>,
+
+    /// Connection slots in each shard's fixed-file table. A shard stops accepting when
+    /// fewer than 1280 slots are free (listen backlog 1024 + 256), so it serves about
+    /// N − 1280 connections. The kernel caps N at the open-file limit (ringmq raises
+    /// its soft RLIMIT_NOFILE to the hard limit at start); for more connections, add
+    /// shards. [default: min(hard RLIMIT_NOFILE − 64, 65536)]
+    #[arg(long, value_name = "N")]
+    pub files_per_shard: Option<u32>,
+
+    /// Receive buffers per shard, shared by all its connections (an idle connection
+    /// holds none); a power of two, at most 32768. [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub recv_buffers: Option<u16>,
+
+    /// Size of each receive buffer, in bytes, 64 to 1048576. [default: 4096]
+    #[arg(long, value_name = "BYTES")]
+    pub recv_buffer_size: Option<u32>,
+
+    /// Messages each shard-to-shard ring holds (rounded up to a power of two), 2 to
+    /// 1048576; a full ring is back-pressure. [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub mesh_capacity: Option<usize>,
+}
+
+impl Options {
+    /// Parses the command line (exiting on an error, `--help` or `--version`). The help
+    /// also shows what the host-dependent defaults come to on this host.
+    pub fn parse_with(host: &Host) -> Options {
+        let files = settings::default_files_per_shard(host.nofile);
+        let shards = host.parallelism.clamp(1, settings::MAX_SHARDS);
+        let cmd = Options::command()
+            .mut_arg("cores", |a| here(a, Ranges(&host.cores)))
+            .mut_arg("shards", |a| here(a, shards))
+            .mut_arg("files_per_shard", |a| here(a, files));
+        let matches = cmd.get_matches();
+        Options::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Reads and parses a config file. Unknown keys are an error that names the key.
+    pub fn from_file(path: &Path) -> Result<Options, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+}
+
+/// Adds what a default comes to on this host: `[default: …; here: VALUE]`.
+fn here(arg: Arg, value: impl fmt::Display) -> Arg {
+    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+    let help = match help.strip_suffix(']') {
+        Some(open) => format!("{open}; here: {value}]"),
+        None => format!("{help} [here: {value}]"),
+    };
+    arg.help(help)
+}
+
+/// Where a listener listens: an address, or nowhere (`none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum ListenAddr {
+    Off,
+    At(SocketAddr),
+}
+
+impl ListenAddr {
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            ListenAddr::Off => None,
+            ListenAddr::At(a) => Some(a),
+        }
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ListenAddr, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(ListenAddr::Off);
+        }
+        if s.is_empty() {
+            return Err("empty address (use `none` to turn the listener off)".into());
+        }
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(ListenAddr::At(a));
+        }
+        let expected = "expected IP:PORT (like 127.0.0.1:1883 or [::1]:1883), HOST:PORT, or `none`";
+        if !s.contains(':') {
+            return Err(format!("no port in `{s}`: {expected}"));
+        }
+        match s.to_socket_addrs() {
+            Ok(mut addrs) => match addrs.next() {
+                Some(a) => Ok(ListenAddr::At(a)),
+                None => Err(format!("`{s}` resolves to no address")),
+            },
+            Err(e) => Err(format!("cannot resolve `{s}` ({e}): {expected}")),
+        }
+    }
+}
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<ListenAddr, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Off => f.write_str("none"),
+            ListenAddr::At(a) => a.fmt(f),
+        }
+    }
+}
+
+/// CPU cores as written in `--cores`: `0-3,8`, in the order given, each at most once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CoreList(pub Vec<usize>);
+
+/// Cores `sched_setaffinity` can name with a `cpu_set_t`.
+pub const MAX_CORE: usize = libc::CPU_SETSIZE as usize - 1;
+
+impl FromStr for CoreList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<CoreList, String> {
+        let hint = "expected cores and ranges like `0-3,8`";
+        let number = |t: &str| -> Result<usize, String> {
+            let t = t.trim();
+            match t.parse::<usize>() {
+                Ok(n) if n <= MAX_CORE => Ok(n),
+                Ok(n) => Err(format!(
+                    "core {n} is past the highest core number, {MAX_CORE}"
+                )),
+                Err(_) => Err(format!("`{t}` is not a core number; {hint}")),
+            }
+        };
+        let mut cores = Vec::new();
+        for item in s.split(',') {
+            let item = item.trim();
+            if item.is_empty() {
+                return Err(format!("empty item in `{s}`; {hint}"));
+            }
+            match item.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (number(a)?, number(b)?);
+                    if a > b {
+                        return Err(format!("range `{item}` runs backwards; write `{b}-{a}`"));
+                    }
+                    cores.extend(a..=b);
+                }
+                None => cores.push(number(item)?),
+            }
+        }
+        let mut seen = [false; MAX_CORE + 1];
+        for &c in &cores {
+            if std::mem::replace(&mut seen[c], true) {
+                return Err(format!("core {c} is listed twice in `{s}`"));
+            }
+        }
+        Ok(CoreList(cores))
+    }
+}
+
+impl TryFrom<String> for CoreList {
+    type Error = String;
+    fn try_from(s: String) -> Result<CoreList, String> {
+        s.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_are_well_formed() {
+        Options::command().debug_assert();
+    }
+
+    #[test]
+    fn core_lists_parse() {
+        assert_eq!("0-1".parse::<CoreList>().unwrap().0, [0, 1]);
+        assert_eq!("0,2,4".parse::<CoreList>().unwrap().0, [0, 2, 4]);
+        assert_eq!("0-3,8".parse::<CoreList>().unwrap().0, [0, 1, 2, 3, 8]);
+        assert_eq!(" 3 , 1-2 ".parse::<CoreList>().unwrap().0, [3, 1, 2]);
+        assert_eq!("5".parse::<CoreList>().unwrap().0, [5]);
+    }
+
+    #[test]
+    fn bad_core_lists_say_what_is_wrong() {
+        for (input, says) in [
+            ("", "empty item"),
+            ("0,,1", "empty item"),
+            ("0-x", "`x` is not a core number"),
+            ("a", "`a` is not a core number"),
+            ("-1", "`` is not a core number"),
+            ("3-1", "runs backwards"),
+            ("0,1,0", "core 0 is listed twice"),
+            ("0-2,1", "core 1 is listed twice"),
+            ("5000", "past the highest core number"),
+        ] {
+            let e = input.parse::<CoreList>().unwrap_err();
+            assert!(e.contains(says), "{input:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_parse() {
+        assert_eq!("none".parse::<ListenAddr>().unwrap(), ListenAddr::Off);
+        assert_eq!("NONE".parse::<ListenAddr>().unwrap(), ListenAddr::Off);
+        let a: SocketAddr = "127.0.0.1:1883".parse().unwrap();
+        assert_eq!(
+            "127.0.0.1:1883".parse::<ListenAddr>().unwrap(),
+            ListenAddr::At(a)
+        );
+        let v6: SocketAddr = "[::1]:0".parse().unwrap();
+        assert_eq!("[::1]:0".parse::<ListenAddr>().unwrap(), ListenAddr::At(v6));
+        assert!(matches!(
+            "localhost:1883".parse::<ListenAddr>(),
+            Ok(ListenAddr::At(_))
+        ));
+        assert!("".parse::<ListenAddr>().unwrap_err().contains("use `none`"));
+        assert!(
+            "127.0.0.1"
+                .parse::<ListenAddr>()
+                .unwrap_err()
+                .contains("no port")
+        );
+        assert!("127.0.0.1:99999".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn the_file_takes_the_flag_names() {
+        let o: Options = toml::from_str(
+            "mqtt = \"none\"\nws = \"127.0.0.1:0\"\nws_path = \"/x\"\ncores = \"0-1\"\n\
+             shards = 3\nmax_connections = 5\nmax_inflight = 7\nsys_interval = 0\n",
+        )
+        .unwrap();
+        assert_eq!(o.mqtt, Some(ListenAddr::Off));
+        assert_eq!(o.ws_path.as_deref(), Some("/x"));
+        assert_eq!(o.cores, Some(CoreList(vec![0, 1])));
+        assert_eq!(o.shards, Some(3));
+        assert_eq!(o.max_inflight, Some(7));
+        assert_eq!(o.sys_interval, Some(0));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = toml::from_str::<Options>("max_conections = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_conections"), "{e}");
+        // `config` is a flag only: a file cannot point at another file.
+        let e = toml::from_str::<Options>("config = \"x.toml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("config"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_numbers_in_the_file_are_errors() {
+        let e = toml::from_str::<Options>("max_inflight = 70000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_inflight"), "{e}");
+        let e = toml::from_str::<Options>("cores = \"0-x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a core number"), "{e}");
+    }
+}

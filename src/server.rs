@@ -1,0 +1,397 @@
+//! Starting the shards, the control plane, and shutting down.
+//!
+//! Start: reserve every listener's port (so port 0 becomes one concrete port that all
+//! shards share), start one shard per entry of the placement and wait until each
+//! listens, then announce. Run: the main thread waits for signals and watches the
+//! shards. Stop: `Control::Shutdown` to every shard plus its doorbell, then join.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use ringmq_shard::broker::{Broker, BrokerConfig, Msg, Shared};
+use ringmq_shard::config::{Listen, ListenerKind, ShardConfig};
+use ringmq_shard::mesh::links::{self, Doorbell};
+use ringmq_shard::runtime::{self, Control, ShardSpec};
+use ringmq_shard::stats::ShardStats;
+
+use crate::metrics;
+use crate::settings::Settings;
+use crate::system::{self, PortReservation, Signals};
+
+/// How long shards get to stop before the process gives up on them. They close their
+/// connections within `close_timeout_ms` + 0.5 s (2.5 s by default).
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+/// How often the main thread looks at the shards while it waits for signals.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Writes a line to stdout now (tests and scripts wait for these lines).
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs the broker until a signal stops it; returns the exit status.
+pub fn run(settings: Settings, signals: Signals) -> i32 {
+    let started = Instant::now();
+    let reserve = |name: &str, addr: Option<SocketAddr>| {
+        addr.map(|a| {
+            system::reserve_port(a).map_err(|e| format!("cannot listen for {name} on {a}: {e}"))
+        })
+        .transpose()
+    };
+    let (mqtt, ws) = match (reserve("mqtt", settings.mqtt), reserve("ws", settings.ws)) {
+        (Ok(mqtt), Ok(ws)) => (mqtt, ws),
+        (Err(e), _) | (_, Err(e)) => return fail(&e),
+    };
+    let metrics_listener = match settings.metrics.map(TcpListener::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            let a = settings.metrics.expect("metrics address");
+            return fail(&format!("cannot listen for metrics on {a}: {e}"));
+        }
+    };
+
+    let cfg = Arc::new(shard_config(&settings, mqtt.as_ref(), ws.as_ref()));
+    let shard_stats: Vec<Arc<ShardStats>> = (0..settings.shards())
+        .map(|_| Arc::new(ShardStats::default()))
+        .collect();
+    let shards = match start_shards(&settings, cfg, &shard_stats) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    // The shards listen on the ports now; let go of the placeholders.
+    let (mqtt, ws) = (mqtt.map(|r| r.addr), ws.map(|r| r.addr));
+
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let mut metrics_addr = None;
+    if let Some(listener) = metrics_listener {
+        metrics_addr = listener.local_addr().ok();
+        let state = metrics::State {
+            shard_stats: shard_stats.clone(),
+            started,
+            shutting_down: shutting_down.clone(),
+        };
+        if let Err(e) = metrics::spawn(listener, state) {
+            shards.stop();
+            shards.join();
+            return fail(&format!("cannot start the metrics endpoint: {e}"));
+        }
+    }
+
+    say(format_args!(
+        "{}",
+        announcement(&settings, mqtt, ws, metrics_addr)
+    ));
+    watch(shards, &signals, &shard_stats, &shutting_down)
+}
+
+fn fail(msg: &str) -> i32 {
+    eprintln!("ringmq: {msg}");
+    1
+}
+
+/// `ringmq 0.1.0 listening: mqtt tcp ADDR, mqtt ws ADDR/PATH, metrics http://ADDR/metrics;
+/// N shards on cores [..]` — the line tests and scripts wait for.
+fn announcement(
+    s: &Settings,
+    mqtt: Option<SocketAddr>,
+    ws: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = mqtt {
+        parts.push(format!("mqtt tcp {a}"));
+    }
+    if let Some(a) = ws {
+        parts.push(format!("mqtt ws {a}{}", s.ws_path));
+    }
+    if let Some(a) = metrics {
+        parts.push(format!("metrics http://{a}/metrics"));
+    }
+    let n = s.shards();
+    format!(
+        "ringmq {} listening: {}; {n} shard{} on cores {:?}",
+        env!("CARGO_PKG_VERSION"),
+        parts.join(", "),
+        if n == 1 { "" } else { "s" },
+        s.placement
+    )
+}
+
+/// What every shard's broker reads. Built here only, so new fields go in one place.
+fn shared(settings: &Settings, shard_stats: &[Arc<ShardStats>]) -> Arc<Shared> {
+    let config = BrokerConfig {
+        max_queued_messages: settings.max_queued_messages,
+        max_inflight: settings.max_inflight,
+        sys_interval_s: settings.sys_interval_s,
+        ..BrokerConfig::default()
+    };
+    Arc::new(Shared::new(config, shard_stats.to_vec()))
+}
+
+/// The one `ShardConfig` all shards share, listening on the reserved (concrete) ports.
+fn shard_config(
+    s: &Settings,
+    mqtt: Option<&PortReservation>,
+    ws: Option<&PortReservation>,
+) -> ShardConfig {
+    let defaults = ShardConfig::default();
+    let mut listeners = Vec::new();
+    if let Some(r) = mqtt {
+        listeners.push(Listen {
+            addr: r.addr,
+            kind: ListenerKind::Mqtt,
+        });
+    }
+    if let Some(r) = ws {
+        listeners.push(Listen {
+            addr: r.addr,
+            kind: ListenerKind::MqttWs,
+        });
+    }
+    ShardConfig {
+        listeners,
+        ws_path: s.ws_path.clone(),
+        max_packet_size: s.max_packet_size,
+        // A WebSocket frame must be able to carry the largest packet.
+        max_ws_message: defaults.max_ws_message.max(u64::from(s.max_packet_size)),
+        max_connections: s.max_connections.unwrap_or(usize::MAX),
+        open_connections: Arc::new(AtomicUsize::new(0)),
+        files_per_shard: s.files_per_shard,
+        recv_buffers: s.recv_buffers,
+        recv_buffer_size: s.recv_buffer_size,
+        mesh_capacity: s.mesh_capacity,
+        ..defaults
+    }
+}
+
+/// The running shards and the ways to reach them.
+struct Shards {
+    handles: Vec<JoinHandle<()>>,
+    controls: Vec<Sender<Control>>,
+    doorbells: Arc<[Doorbell]>,
+}
+
+impl Shards {
+    /// Asks every shard to stop: a control message, then its doorbell so it wakes.
+    fn stop(&self) {
+        for (control, bell) in self.controls.iter().zip(self.doorbells.iter()) {
+            let _ = control.try_send(Control::Shutdown);
+            bell.ring();
+        }
+    }
+
+    /// The first shard whose thread has ended.
+    fn first_finished(&self) -> Option<usize> {
+        self.handles.iter().position(|h| h.is_finished())
+    }
+
+    fn all_finished(&self) -> bool {
+        self.handles.iter().all(|h| h.is_finished())
+    }
+
+    /// Joins every shard; false if one panicked.
+    fn join(self) -> bool {
+        let mut ok = true;
+        for (i, h) in self.handles.into_iter().enumerate() {
+            if h.join().is_err() {
+                eprintln!("ringmq: shard {i} panicked");
+                ok = false;
+            }
+        }
+        ok
+    }
+}
+
+/// Starts every shard and waits until all of them listen. If one fails, stops the
+/// others and says which failed and why.
+fn start_shards(
+    settings: &Settings,
+    cfg: Arc<ShardConfig>,
+    shard_stats: &[Arc<ShardStats>],
+) -> Result<Shards, String> {
+    let n = settings.shards();
+    let shared = shared(settings, shard_stats);
+    let mesh = links::build::<Msg>(n, settings.mesh_capacity)
+        .map_err(|e| format!("cannot build the mesh between {n} shards: {e}"))?;
+    let doorbells = mesh[0].doorbells().clone();
+    let mut shards = Shards {
+        handles: Vec::new(),
+        controls: Vec::new(),
+        doorbells,
+    };
+    let mut ready = Vec::new();
+    let mut errors = Vec::new();
+    for (id, links) in mesh.into_iter().enumerate() {
+        let core = settings.placement[id];
+        let (control_tx, control_rx) = crossbeam_channel::bounded(4);
+        let spec = ShardSpec {
+            id,
+            core: Some(core),
+            cfg: cfg.clone(),
+            stats: shard_stats[id].clone(),
+            mesh: links,
+            control: control_rx,
+        };
+        let shared = shared.clone();
+        match runtime::spawn(spec, move || Broker::new(id, shared)) {
+            Ok((handle, ready_rx)) => {
+                shards.handles.push(handle);
+                shards.controls.push(control_tx);
+                ready.push((id, ready_rx));
+            }
+            Err(e) => {
+                errors.push(format!("cannot start a thread for shard {id}: {e}"));
+                break;
+            }
+        }
+    }
+    for (id, rx) in ready {
+        let core = settings.placement[id];
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(format!("shard {id} (core {core}) failed to start: {e}")),
+            Err(_) => errors.push(format!("shard {id} (core {core}) ended while starting")),
+        }
+    }
+    if errors.is_empty() {
+        return Ok(shards);
+    }
+    shards.stop();
+    shards.join();
+    Err(errors.join("\nringmq: "))
+}
+
+/// Waits for signals and watches the shards until they have stopped; returns the exit
+/// status.
+fn watch(
+    shards: Shards,
+    signals: &Signals,
+    shard_stats: &[Arc<ShardStats>],
+    shutting_down: &AtomicBool,
+) -> i32 {
+    let mut stopping: Option<Instant> = None;
+    let mut failed = false;
+    loop {
+        let interval = if stopping.is_some() {
+            STOP_POLL_INTERVAL
+        } else {
+            WATCH_INTERVAL
+        };
+        match signals.wait(interval) {
+            Some(libc::SIGUSR1) => eprintln!("ringmq: counters: {}", counters(shard_stats)),
+            Some(sig) => {
+                let name = system::signal_name(sig);
+                if stopping.is_some() {
+                    say(format_args!(
+                        "ringmq: {name} again during shutdown; exiting now"
+                    ));
+                    std::process::exit(128 + sig);
+                }
+                say(format_args!("ringmq: {name}: shutting down"));
+                shutting_down.store(true, Ordering::Relaxed);
+                shards.stop();
+                stopping = Some(Instant::now());
+            }
+            None => {}
+        }
+        match stopping {
+            None => {
+                if let Some(i) = shards.first_finished() {
+                    eprintln!("ringmq: shard {i} stopped on its own; shutting down");
+                    failed = true;
+                    shutting_down.store(true, Ordering::Relaxed);
+                    shards.stop();
+                    stopping = Some(Instant::now());
+                }
+            }
+            Some(since) => {
+                if shards.all_finished() {
+                    failed |= !shards.join();
+                    say(format_args!("ringmq: stopped"));
+                    return if failed { 1 } else { 0 };
+                }
+                if since.elapsed() > SHUTDOWN_LIMIT {
+                    eprintln!(
+                        "ringmq: shards did not stop within {} s; exiting",
+                        SHUTDOWN_LIMIT.as_secs()
+                    );
+                    return 1;
+                }
+            }
+        }
+    }
+}
+
+/// Every counter summed over the shards, as `name=value` pairs.
+fn counters(shard_stats: &[Arc<ShardStats>]) -> String {
+    let mut sums: Vec<(&'static str, u64)> = Vec::new();
+    for stats in shard_stats {
+        for (i, (name, v)) in stats.snapshot().into_iter().enumerate() {
+            match sums.get_mut(i) {
+                Some(s) => s.1 = s.1.wrapping_add(v),
+                None => sums.push((name, v)),
+            }
+        }
+    }
+    let pairs: Vec<String> = sums.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    pairs.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{Host, resolve};
+    use clap::Parser;
+
+    fn settings(args: &[&str]) -> Settings {
+        let flags = crate::cli::Options::try_parse_from(
+            std::iter::once("ringmq").chain(args.iter().copied()),
+        )
+        .unwrap();
+        let host = Host {
+            cores: vec![0, 1],
+            parallelism: 2,
+            nofile: 20_000,
+        };
+        resolve(&flags, None, &host).unwrap()
+    }
+
+    #[test]
+    fn the_announcement_names_every_listener() {
+        let s = settings(&[]);
+        let line = announcement(&s, s.mqtt, s.ws, s.metrics);
+        assert_eq!(
+            line,
+            "ringmq 0.1.0 listening: mqtt tcp 127.0.0.1:1883, mqtt ws 127.0.0.1:8083/mqtt, \
+             metrics http://127.0.0.1:9883/metrics; 2 shards on cores [0, 1]"
+        );
+        let s = settings(&["--ws", "none", "--metrics", "none", "--shards", "1"]);
+        let line = announcement(&s, s.mqtt, s.ws, s.metrics);
+        assert_eq!(
+            line,
+            "ringmq 0.1.0 listening: mqtt tcp 127.0.0.1:1883; 1 shard on cores [0]"
+        );
+    }
+
+    #[test]
+    fn the_shard_config_carries_the_settings() {
+        let s = settings(&["--max-packet-size", "33554432", "--max-connections", "7"]);
+        let r = system::reserve_port("127.0.0.1:0".parse().unwrap()).unwrap();
+        let cfg = shard_config(&s, Some(&r), None);
+        assert_eq!(cfg.listeners.len(), 1);
+        assert_eq!(cfg.listeners[0].addr, r.addr);
+        assert_eq!(cfg.listeners[0].kind, ListenerKind::Mqtt);
+        assert_eq!(cfg.max_packet_size, 32 << 20);
+        assert_eq!(cfg.max_ws_message, 32 << 20);
+        assert_eq!(cfg.max_connections, 7);
+        assert_eq!(cfg.files_per_shard, 19_936);
+    }
+}

@@ -1,0 +1,266 @@
+//! What the process asks of the OS: the open-file limit, the cores it may run on,
+//! signal masks and waits, and port reservations for the listeners.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use crate::settings::Host;
+
+/// The open-file limit after `raise_nofile`, and what went wrong raising it, if anything.
+pub struct NoFile {
+    pub soft: u64,
+    pub warning: Option<String>,
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (never the hard limit itself).
+pub fn raise_nofile() -> NoFile {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        let e = io::Error::last_os_error();
+        return NoFile {
+            soft: 1024,
+            warning: Some(format!("getrlimit: {e}")),
+        };
+    }
+    let (soft, hard) = (lim.rlim_cur, lim.rlim_max);
+    if soft >= hard {
+        return NoFile {
+            soft,
+            warning: None,
+        };
+    }
+    let raised = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads one rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        return NoFile {
+            soft: hard,
+            warning: None,
+        };
+    }
+    // An unlimited hard limit can still be refused above fs.nr_open.
+    let e = io::Error::last_os_error();
+    let warning = format!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+    NoFile {
+        soft,
+        warning: Some(warning),
+    }
+}
+
+/// Cores this process may run on, from its affinity mask (ascending); empty if unknown.
+pub fn affinity_cores() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is a live cpu_set_t of `size` bytes.
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        return Vec::new();
+    }
+    // SAFETY: CPU_ISSET reads the set for cores below CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// The host as settings see it: cores, parallelism, open-file limit.
+pub fn host(nofile: &NoFile) -> Host {
+    Host {
+        cores: affinity_cores(),
+        parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        nofile: nofile.soft,
+    }
+}
+
+/// A write to a closed socket returns EPIPE instead of killing the process.
+pub fn ignore_sigpipe() {
+    // SAFETY: installs SIG_IGN for SIGPIPE; no handler code runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// The signals the main thread waits for: SIGINT, SIGTERM, SIGUSR1.
+pub struct Signals {
+    set: libc::sigset_t,
+}
+
+impl Signals {
+    /// Blocks SIGINT, SIGTERM and SIGUSR1 in the calling thread, and so in every thread
+    /// it spawns from now on; they then stay pending until `wait` takes them. Call
+    /// before spawning any thread.
+    pub fn block() -> io::Result<Signals> {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initializes the set; sigaddset and pthread_sigmask use it.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            let mut set = set.assume_init();
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
+                libc::sigaddset(&mut set, sig);
+            }
+            let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if r != 0 {
+                return Err(io::Error::from_raw_os_error(r));
+            }
+            Ok(Signals { set })
+        }
+    }
+
+    /// Waits up to `timeout` for one of the blocked signals; `None` on timeout.
+    pub fn wait(&self, timeout: Duration) -> Option<i32> {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: sigtimedwait reads the set and timespec; a null siginfo is allowed.
+        let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+        (sig > 0).then_some(sig)
+    }
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGUSR1 => "SIGUSR1",
+        _ => "signal",
+    }
+}
+
+/// Holds a listener's port from before the shards start until they listen on it.
+///
+/// A plain bind first proves the port is free — a `SO_REUSEPORT` bind alone would
+/// quietly share it with another ringmq of the same user — and turns port 0 into a
+/// concrete port. Then a bound, non-listening `SO_REUSEPORT` socket keeps the port:
+/// the shards' listeners join it, nothing else can take it, and it never receives a
+/// connection.
+pub struct PortReservation {
+    pub addr: SocketAddr,
+    _socket: OwnedFd,
+}
+
+pub fn reserve_port(addr: SocketAddr) -> io::Result<PortReservation> {
+    let probe = TcpListener::bind(addr)?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    let socket = reuseport_socket(addr)?;
+    Ok(PortReservation {
+        addr,
+        _socket: socket,
+    })
+}
+
+fn reuseport_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain syscalls on a descriptor owned by `fd` from its creation on.
+    unsafe {
+        let raw = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(raw);
+        let one: libc::c_int = 1;
+        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            let r = libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let (storage, len) = sockaddr(addr);
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringmq_shard::listen::reuseport_listener;
+
+    #[test]
+    fn a_reserved_port_takes_the_shards_and_no_one_else() {
+        let r = reserve_port("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_ne!(r.addr.port(), 0);
+        // Shards (SO_REUSEPORT) can listen on it, twice.
+        let a = reuseport_listener(r.addr, 16).unwrap();
+        let b = reuseport_listener(r.addr, 16).unwrap();
+        // A plain listener cannot.
+        assert!(TcpListener::bind(r.addr).is_err());
+        drop(r);
+        // Connections go to the shards' listeners.
+        let _c = std::net::TcpStream::connect(a.local_addr().unwrap()).unwrap();
+        drop((a, b));
+    }
+
+    #[test]
+    fn a_port_in_use_cannot_be_reserved() {
+        let shard = reuseport_listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let e = reserve_port(shard.local_addr().unwrap())
+            .err()
+            .expect("port in use");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn affinity_lists_some_core() {
+        assert!(!affinity_cores().is_empty());
+    }
+}
