@@ -7,7 +7,7 @@
 //! UTF-8 validator). Control frames are at most 125 bytes and are handed out whole.
 
 use crate::Decoded;
-use crate::ws::frame::{CloseCode, FrameError, FrameHead, Opcode, Role, decode_head};
+use crate::ws::frame::{CloseCode, FrameError, FrameHead, MASK_KEY_LEN, Opcode, Role, decode_head};
 use crate::ws::mask::apply_mask;
 use crate::ws::utf8::Utf8Validator;
 
@@ -61,7 +61,8 @@ pub struct FrameDecoder {
 struct PayloadCursor {
     remaining: u64,
     mask: Option<[u8; 4]>,
-    /// Payload bytes already handed out, modulo 4: where the mask key rotation resumes.
+    /// Payload bytes already handed out, modulo the key length: where the key rotation
+    /// resumes.
     mask_offset: usize,
     fin: bool,
     text: bool,
@@ -159,7 +160,7 @@ impl FrameDecoder {
         if let Some(key) = cursor.mask {
             apply_mask(chunk, key, cursor.mask_offset);
         }
-        cursor.mask_offset = (cursor.mask_offset + len) % 4;
+        cursor.mask_offset = (cursor.mask_offset + len) % MASK_KEY_LEN;
         cursor.remaining -= len as u64;
         if cursor.text {
             self.utf8.feed(chunk).map_err(|_| FrameError::InvalidUtf8)?;
