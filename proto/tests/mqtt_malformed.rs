@@ -716,6 +716,27 @@ fn rows() -> Vec<Row> {
             ReasonCode::TOPIC_FILTER_INVALID,
         ),
         row(
+            "shared subscription whose group has a wildcard",
+            V5,
+            subscribe_v5("$share/+/a", 0),
+            TopicFilterInvalid,
+            ReasonCode::TOPIC_FILTER_INVALID,
+        ),
+        row(
+            "shared subscription without a filter",
+            V5,
+            subscribe_v5("$share/g", 0),
+            TopicFilterInvalid,
+            ReasonCode::TOPIC_FILTER_INVALID,
+        ),
+        row(
+            "unsubscribe from a filter with a misplaced #",
+            V311,
+            frame(0xA2, &[&[0, 1], &s("a#")]),
+            TopicFilterInvalid,
+            ReasonCode::TOPIC_FILTER_INVALID,
+        ),
+        row(
             "filter without its options byte",
             V311,
             frame(0x82, &[&[0, 1], &s("a")]),
@@ -918,6 +939,11 @@ fn valid_neighbours_decode() {
             subscribe_v5("$share/g/a/#", 0x01),
         ),
         ("retain handling 2", V5, subscribe_v5("a", 0x20)),
+        (
+            "$share means nothing in 3.1.1: a plain filter there",
+            V311,
+            subscribe_v311("$share/+/a", 0),
+        ),
         (
             "packet exactly at the maximum size",
             V311,

@@ -297,7 +297,7 @@ impl<'a> Subscribe<'a> {
         }
         let mut p = Reader::new(payload);
         while !p.is_empty() {
-            let filter = read_topic_filter(&mut p)?;
+            let filter = read_topic_filter(&mut p, version)?;
             let options = SubscriptionOptions::from_byte(read_u8(&mut p)?, version)?;
             // MQTT-3.8.3-4: a client never receives its own message on a shared
             // subscription anyway, so asking for it is a protocol error.
@@ -399,7 +399,7 @@ impl<'a> Unsubscribe<'a> {
         }
         let mut p = Reader::new(payload);
         while !p.is_empty() {
-            read_topic_filter(&mut p)?;
+            read_topic_filter(&mut p, version)?;
         }
         Ok(Unsubscribe {
             pkid,

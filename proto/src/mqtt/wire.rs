@@ -1,9 +1,10 @@
 //! Wire primitives shared by every packet: the protocol version, QoS, variable byte integers,
-//! length-prefixed strings and binary data, the minimal topic checks the codec itself makes,
-//! and the [`Out`] sink that encoders write into.
+//! length-prefixed strings and binary data, topic names and filters (checked by
+//! [`crate::topic`]'s rules), and the [`Out`] sink that encoders write into.
 
 use super::error::{DecodeError, EncodeError};
 use crate::reader::Reader;
+use crate::topic;
 
 /// The largest value a four-byte variable byte integer holds (3.1.1 §2.2.3, 5.0 §1.5.5); the
 /// largest remaining length, property length and subscription identifier.
@@ -149,52 +150,39 @@ pub(crate) fn read_str<'a>(r: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
 
 /// A topic name: a string without wildcards, and not empty unless `allow_empty` (an MQTT 5
 /// PUBLISH whose Topic Alias stands for the name; whether the alias is there and known is the
-/// session's check).
+/// session's check). The rules are [`crate::topic`]'s.
 pub(crate) fn read_topic_name<'a>(
     r: &mut Reader<'a>,
     allow_empty: bool,
 ) -> Result<&'a str, DecodeError> {
     let name = read_str(r)?;
-    if has_wildcard(name) || (name.is_empty() && !allow_empty) {
+    if !(name.is_empty() && allow_empty || is_topic_name(name)) {
         return Err(DecodeError::TopicNameInvalid);
     }
     Ok(name)
 }
 
-/// A topic filter whose wildcards stand where 4.7.1 allows them. `$share` groups and
-/// everything else about what a filter means belong to `crate::topic` and the session.
-pub(crate) fn read_topic_filter<'a>(r: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
+/// A topic filter whose wildcards stand where 4.7.1 allows them, by [`crate::topic`]'s
+/// rules. In MQTT 5 a `$share/{group}/{filter}` must also be a well-formed shared
+/// subscription (5.0 §4.8.2); 3.1.1 gives `$share` no meaning, so there it is a plain filter.
+pub(crate) fn read_topic_filter<'a>(
+    r: &mut Reader<'a>,
+    version: Version,
+) -> Result<&'a str, DecodeError> {
     let filter = read_str(r)?;
-    if !is_topic_filter(filter) {
+    let valid = match version {
+        Version::V311 => topic::validate_filter(filter).is_ok(),
+        Version::V5 => topic::parse_filter(filter).is_ok(),
+    };
+    if !valid {
         return Err(DecodeError::TopicFilterInvalid);
     }
     Ok(filter)
 }
 
-/// A non-empty topic name without wildcards (will topic, response topic).
+/// A non-empty topic name without wildcards (PUBLISH and will topic, response topic).
 pub(crate) fn is_topic_name(name: &str) -> bool {
-    !name.is_empty() && !has_wildcard(name)
-}
-
-fn has_wildcard(name: &str) -> bool {
-    name.bytes().any(|b| b == b'+' || b == b'#')
-}
-
-/// At least one character; `+` fills a whole level; `#` fills the whole last level.
-fn is_topic_filter(filter: &str) -> bool {
-    if filter.is_empty() {
-        return false;
-    }
-    let mut levels = filter.split('/').peekable();
-    while let Some(level) = levels.next() {
-        if level.contains('#') {
-            return level == "#" && levels.peek().is_none();
-        }
-        if level.contains('+') && level != "+" {
-            return false;
-        }
-    }
-    true
+    topic::validate_name(name).is_ok()
 }
 
 /// Where encoders write: a caller's slice, or the end of a `Vec`. Both checks (room, and
@@ -324,16 +312,6 @@ mod tests {
         assert_eq!(read_varint(&mut r), Err(DecodeError::MalformedVarInt));
         let mut r = Reader::new(&[0x80, 0x80]);
         assert_eq!(read_varint(&mut r), Err(DecodeError::Truncated));
-    }
-
-    #[test]
-    fn topic_filters() {
-        for ok in ["a", "/", "+", "#", "a/+/b", "a/#", "+/+", "$SYS/#", "a//b"] {
-            assert!(is_topic_filter(ok), "{ok}");
-        }
-        for bad in ["", "a#", "a/#/b", "a+", "a/b+", "#/a", "##"] {
-            assert!(!is_topic_filter(bad), "{bad}");
-        }
     }
 
     #[test]
