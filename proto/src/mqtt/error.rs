@@ -70,7 +70,8 @@ pub enum DecodeError {
     EmptySubscription,
     /// A topic name with a wildcard, or empty where a name is required.
     TopicNameInvalid,
-    /// A topic filter that is empty or has a wildcard where 4.7.1 does not allow one.
+    /// A topic filter that is empty or has a wildcard where 4.7.1 does not allow one, or
+    /// (MQTT 5) a `$share/` filter without a valid share name and filter (4.8.2).
     TopicFilterInvalid,
     /// Subscription options with a reserved bit set.
     InvalidSubscriptionOptions,
