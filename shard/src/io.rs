@@ -40,6 +40,9 @@ pub struct Io<S: Service> {
     outbuf_pool: Vec<Box<OutBuf>>,
     next_gen: u32,
     pub(crate) shutting_down: bool,
+    /// A shard's state never leaves its thread (DESIGN.md: shared nothing); this marker
+    /// makes that a compile-time fact.
+    _not_send: std::marker::PhantomData<std::rc::Rc<()>>,
 }
 
 impl<S: Service> Io<S> {
@@ -67,6 +70,7 @@ impl<S: Service> Io<S> {
             outbuf_pool: Vec::new(),
             next_gen: 1,
             shutting_down: false,
+            _not_send: std::marker::PhantomData,
         }
     }
 

@@ -17,6 +17,20 @@
 //! - [`timers`]: the hashed timing wheel for handshake, CONNECT and keepalive deadlines.
 //! - [`stats`], [`config`].
 
+//! The threading contract is checked at compile time: what crosses shards is `Send`,
+//! a shard's own state is not.
+//!
+//! ```
+//! fn assert_send<T: Send>() {}
+//! assert_send::<ringmq_shard::broker::Msg>();
+//! assert_send::<ringmq_shard::runtime::ShardSpec<ringmq_shard::broker::Msg>>();
+//! ```
+//!
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<ringmq_shard::io::Io<ringmq_shard::broker::Broker>>();
+//! ```
+
 pub mod broker;
 pub mod config;
 pub mod conn;
