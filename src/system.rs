@@ -137,9 +137,12 @@ pub fn signal_name(sig: i32) -> &'static str {
 ///
 /// A plain bind first proves the port is free — a `SO_REUSEPORT` bind alone would
 /// quietly share it with another ringmq of the same user — and turns port 0 into a
-/// concrete port. Then a bound, non-listening `SO_REUSEPORT` socket keeps the port:
-/// the shards' listeners join it, nothing else can take it, and it never receives a
-/// connection.
+/// concrete port. Then a bound, non-listening `SO_REUSEPORT` socket keeps the port
+/// until the shards listen: their `SO_REUSEPORT` listeners may join it, it never
+/// receives a connection, and the kernel no longer hands the port out as the source
+/// port of an outgoing connection or to a bind to port 0 (which matters when many
+/// tests start brokers on port 0 at once). A listener with `SO_REUSEADDR` could still
+/// take the port in those milliseconds; the shards then fail to start, with an error.
 pub struct PortReservation {
     pub addr: SocketAddr,
     _socket: OwnedFd,
@@ -236,16 +239,16 @@ mod tests {
     use ringmq_shard::listen::reuseport_listener;
 
     #[test]
-    fn a_reserved_port_takes_the_shards_and_no_one_else() {
+    fn a_reserved_port_takes_the_shards() {
         let r = reserve_port("127.0.0.1:0".parse().unwrap()).unwrap();
         assert_ne!(r.addr.port(), 0);
         // Shards (SO_REUSEPORT) can listen on it, twice.
         let a = reuseport_listener(r.addr, 16).unwrap();
         let b = reuseport_listener(r.addr, 16).unwrap();
-        // A plain listener cannot.
+        assert_eq!(a.local_addr().unwrap(), r.addr);
+        // A plain listener cannot, then.
         assert!(TcpListener::bind(r.addr).is_err());
         drop(r);
-        // Connections go to the shards' listeners.
         let _c = std::net::TcpStream::connect(a.local_addr().unwrap()).unwrap();
         drop((a, b));
     }
