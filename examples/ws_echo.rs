@@ -84,6 +84,7 @@ fn main() -> std::io::Result<()> {
             stats: Arc::new(ShardStats::default()),
             mesh,
             control,
+            hists: Default::default(),
         };
         let (handle, ready) = runtime::spawn(spec, || Echo)?;
         ready.recv().map_err(std::io::Error::other)??;

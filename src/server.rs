@@ -239,6 +239,7 @@ fn start_shards(
             stats: shard_stats[id].clone(),
             mesh: links,
             control: control_rx,
+            hists: Default::default(),
         };
         let shared = shared.clone();
         match runtime::spawn(spec, move || Broker::new(id, shared)) {

@@ -11,6 +11,7 @@ use slab::Slab;
 
 use crate::config::{ListenerKind, ShardConfig};
 use crate::conn::{Conn, ConnKey, OutBuf, Transport, flag};
+use crate::hist::Recorder;
 use crate::mesh::links::{MeshLinks, Sent};
 use crate::ring::{GEN_MASK, Op, Ring, Token};
 use crate::service::{CloseReason, Service};
@@ -40,6 +41,9 @@ pub struct Io<S: Service> {
     outbuf_pool: Vec<Box<OutBuf>>,
     next_gen: u32,
     pub(crate) shutting_down: bool,
+    pub(crate) hists: Recorder,
+    /// PUBLISH packets handled this turn (for the publish-to-delivery histogram).
+    pub(crate) publishes_this_turn: u64,
     /// A shard's state never leaves its thread (DESIGN.md: shared nothing); this marker
     /// makes that a compile-time fact.
     _not_send: std::marker::PhantomData<std::rc::Rc<()>>,
@@ -52,6 +56,7 @@ impl<S: Service> Io<S> {
         stats: Arc<ShardStats>,
         mesh: MeshLinks<S::Msg>,
         listener_kinds: Vec<ListenerKind>,
+        hists: Recorder,
     ) -> Self {
         let clock_origin = Instant::now();
         Io {
@@ -70,12 +75,20 @@ impl<S: Service> Io<S> {
             outbuf_pool: Vec::new(),
             next_gen: 1,
             shutting_down: false,
+            hists,
+            publishes_this_turn: 0,
             _not_send: std::marker::PhantomData,
         }
     }
 
     pub(crate) fn update_clock(&mut self) {
         self.now_ms = self.clock_origin.elapsed().as_millis() as u64;
+    }
+
+    /// Counts a PUBLISH handled this turn: its deliveries on this shard are submitted at
+    /// the end of the turn, and the publish-to-delivery histogram records that wait.
+    pub fn note_publish(&mut self) {
+        self.publishes_this_turn += 1;
     }
 
     /// Milliseconds since the shard started, read once per loop turn.

@@ -15,7 +15,7 @@
 //!   [`topics`] (the subscription trie), [`fanout`] (one encode, many deliveries).
 //! - [`mesh`]: SPSC rings between shards and the doorbells that wake them.
 //! - [`timers`]: the hashed timing wheel for handshake, CONNECT and keepalive deadlines.
-//! - [`stats`], [`config`].
+//! - [`stats`] (counters), [`hist`] (latency histograms), [`config`].
 
 //! The threading contract is checked at compile time: what crosses shards is `Send`,
 //! a shard's own state is not.
@@ -34,6 +34,7 @@
 pub mod broker;
 pub mod config;
 pub mod conn;
+pub mod hist;
 pub mod io;
 pub mod listen;
 pub mod mesh;

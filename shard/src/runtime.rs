@@ -10,7 +10,7 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use io_uring::{opcode, types};
@@ -19,6 +19,7 @@ use ringmq_proto::ws;
 
 use crate::config::{ListenerKind, ShardConfig};
 use crate::conn::{ConnKey, Transport, WsConn, flag};
+use crate::hist::{Recorder, SharedHists};
 use crate::io::Io;
 use crate::listen::reuseport_listener;
 use crate::mesh::links::MeshLinks;
@@ -54,6 +55,8 @@ pub struct ShardSpec<M> {
     pub stats: Arc<ShardStats>,
     pub mesh: MeshLinks<M>,
     pub control: Receiver<Control>,
+    /// Where the shard publishes its latency histograms once a second.
+    pub hists: SharedHists,
 }
 
 /// Starts shard `spec.id` on its own thread. `make_service` runs on that thread (a
@@ -132,7 +135,8 @@ impl<S: Service> Shard<S> {
         let reserve = cfg.backlog + ACCEPT_MARGIN;
         let high_water = cfg.files_per_shard.saturating_sub(reserve).max(1) as usize;
         let low_water = high_water.saturating_sub(ACCEPT_MARGIN as usize).max(1);
-        let io = Io::new(ring, cfg.clone(), spec.stats, spec.mesh, kinds);
+        let hists = Recorder::new(spec.hists);
+        let io = Io::new(ring, cfg.clone(), spec.stats, spec.mesh, kinds, hists);
         Ok(Shard {
             io,
             bufs,
@@ -156,8 +160,11 @@ impl<S: Service> Shard<S> {
     fn run(&mut self) {
         self.arm_doorbell();
         self.manage_accept();
+        let origin = crate::mesh::links::clock_origin();
         loop {
+            let turn_start = Instant::now();
             self.io.update_clock();
+            self.io.mesh.set_clock(turn_start.duration_since(origin).as_nanos() as u64);
             ShardStats::add(&self.io.stats.loop_turns, 1);
             self.handle_completions();
             self.handle_mesh();
@@ -167,6 +174,7 @@ impl<S: Service> Shard<S> {
             if now >= self.last_tick_ms + TICK_MS {
                 self.last_tick_ms = now;
                 self.service.on_tick(&mut self.io);
+                self.io.hists.publish();
             }
             self.service.on_turn_end(&mut self.io);
             self.notify_closed();
@@ -175,6 +183,10 @@ impl<S: Service> Shard<S> {
             self.bufs.commit();
             self.io.mesh.flush();
             self.manage_accept();
+            let turn_us = turn_start.elapsed().as_micros() as u64;
+            let published = std::mem::take(&mut self.io.publishes_this_turn);
+            self.io.hists.publish_to_delivery(turn_us, published);
+            self.io.hists.loop_turn(turn_us);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.io.conns.is_empty() || now >= deadline {
                     return;
@@ -577,7 +589,13 @@ impl<S: Service> Shard<S> {
 
     fn handle_mesh(&mut self) {
         let mut inbox = std::mem::take(&mut self.inbox);
-        self.io.mesh.drain(MESH_BATCH, |from, m| inbox.push((from, m)));
+        let origin = crate::mesh::links::clock_origin();
+        let now_ns = Instant::now().duration_since(origin).as_nanos() as u64;
+        let hists = &mut self.io.hists;
+        self.io.mesh.drain(MESH_BATCH, |from, m, sent_ns| {
+            hists.mesh_hop(now_ns.saturating_sub(sent_ns) / 1000);
+            inbox.push((from, m));
+        });
         for (from, m) in inbox.drain(..) {
             self.service.on_message(&mut self.io, from, m);
         }

@@ -324,7 +324,7 @@ mod tests {
     }
 
     fn trie_with(filters: &[&'static str]) -> Trie<Names> {
-        let mut t = Trie::new();
+        let mut t: Trie<Names> = Trie::new();
         for f in filters {
             let n = t.insert(f);
             t.get_mut(n).0.push(f);
@@ -415,7 +415,8 @@ mod tests {
         t.get_mut(c).0.clear();
         t.prune(c);
         assert!(t.find("a").is_none());
-        assert_eq!(t.path_of(t.insert("x/+/#")), "x/+/#");
+        let n = t.insert("x/+/#");
+        assert_eq!(t.path_of(n), "x/+/#");
     }
 
     #[test]

@@ -80,12 +80,24 @@ pub enum Sent {
     Overflow,
 }
 
+/// A message in a ring, with the sender's clock (ns since `clock_origin`) when it was
+/// sent, for the cross-shard hop histogram.
+type Stamped<M> = (u64, M);
+
+/// The process-wide origin of the mesh clock, so stamps from different shards compare.
+pub fn clock_origin() -> std::time::Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
+}
+
 /// One shard's ends of the mesh.
 pub struct MeshLinks<M> {
     id: usize,
-    outbound: Vec<Option<Producer<M>>>,
-    inbound: Vec<Option<Consumer<M>>>,
-    overflow: Vec<VecDeque<M>>,
+    outbound: Vec<Option<Producer<Stamped<M>>>>,
+    inbound: Vec<Option<Consumer<Stamped<M>>>>,
+    overflow: Vec<VecDeque<Stamped<M>>>,
+    /// The sender's clock for this loop turn, stamped on every message sent in it.
+    now_ns: u64,
     /// Peers sent to since the last `flush`, each once.
     touched: Vec<usize>,
     touched_flag: Vec<bool>,
@@ -105,6 +117,7 @@ pub fn build<M: Send>(n: usize, capacity: usize) -> io::Result<Vec<MeshLinks<M>>
             overflow: (0..n).map(|_| VecDeque::new()).collect(),
             touched: Vec::with_capacity(n),
             touched_flag: vec![false; n],
+            now_ns: 0,
             doorbells: doorbells.clone(),
         })
         .collect();
@@ -137,8 +150,14 @@ impl<M: Send> MeshLinks<M> {
         &self.doorbells[self.id]
     }
 
+    /// Sets the clock stamped on messages sent from now on (once per loop turn).
+    pub fn set_clock(&mut self, now_ns: u64) {
+        self.now_ns = now_ns;
+    }
+
     /// Sends `msg` to shard `to`, in order after everything sent to it before.
     pub fn send(&mut self, to: usize, msg: M) -> Sent {
+        let msg = (self.now_ns, msg);
         if !self.touched_flag[to] {
             self.touched_flag[to] = true;
             self.touched.push(to);
@@ -189,12 +208,13 @@ impl<M: Send> MeshLinks<M> {
         self.touched.clear();
     }
 
-    /// Hands every inbound message (at most `max_per_peer` from each peer) to `f`.
-    pub fn drain(&mut self, max_per_peer: usize, mut f: impl FnMut(usize, M)) -> usize {
+    /// Hands every inbound message (at most `max_per_peer` from each peer) to `f`, with
+    /// the sender's clock when it was sent.
+    pub fn drain(&mut self, max_per_peer: usize, mut f: impl FnMut(usize, M, u64)) -> usize {
         let mut n = 0;
         for (from, c) in self.inbound.iter_mut().enumerate() {
             if let Some(c) = c {
-                n += c.drain_batch(max_per_peer, |m| f(from, m));
+                n += c.drain_batch(max_per_peer, |(sent_ns, m)| f(from, m, sent_ns));
             }
         }
         n
