@@ -35,7 +35,10 @@ impl Service for Echo {
 
     fn on_data(&mut self, io: &mut Io<Self>, key: ConnKey, data: Data<'_>) {
         let Some(state) = io.state(key) else { return };
-        let mut asm = state.assembler.take().unwrap_or_else(|| MessageAssembler::new(MAX_MESSAGE));
+        let mut asm = state
+            .assembler
+            .take()
+            .unwrap_or_else(|| MessageAssembler::new(MAX_MESSAGE));
         match asm.push(data.text, data.bytes, data.message_end) {
             Ok(Some(m)) => {
                 let (text, payload) = (m.text, m.payload);
@@ -65,9 +68,14 @@ fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:9001".into());
     let shards: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let addr = addr.parse().map_err(|e| std::io::Error::other(format!("bad address: {e}")))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("bad address: {e}")))?;
     let cfg = Arc::new(ShardConfig {
-        listeners: vec![Listen { addr, kind: ListenerKind::Ws }],
+        listeners: vec![Listen {
+            addr,
+            kind: ListenerKind::Ws,
+        }],
         ws_path: "/".into(),
         ws_require_subprotocol: false,
         max_ws_message: MAX_MESSAGE as u64,

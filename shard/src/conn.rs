@@ -24,7 +24,10 @@ impl ConnKey {
     }
 
     pub fn from_u64(v: u64) -> ConnKey {
-        ConnKey { index: v as u32, gen_: (v >> 32) as u32 }
+        ConnKey {
+            index: v as u32,
+            gen_: (v >> 32) as u32,
+        }
     }
 }
 
@@ -148,7 +151,10 @@ mod tests {
 
     #[test]
     fn conn_key_packs_into_u64() {
-        let k = ConnKey { index: 7, gen_: 0xabcdef };
+        let k = ConnKey {
+            index: 7,
+            gen_: 0xabcdef,
+        };
         assert_eq!(ConnKey::from_u64(k.to_u64()), k);
     }
 

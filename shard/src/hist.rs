@@ -37,7 +37,11 @@ pub struct HistSet {
 
 impl Default for HistSet {
     fn default() -> Self {
-        HistSet { publish_to_delivery: new_hist(), mesh_hop: new_hist(), loop_turn: new_hist() }
+        HistSet {
+            publish_to_delivery: new_hist(),
+            mesh_hop: new_hist(),
+            loop_turn: new_hist(),
+        }
     }
 }
 
@@ -77,12 +81,17 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(shared: SharedHists) -> Recorder {
-        Recorder { local: HistSet::default(), shared }
+        Recorder {
+            local: HistSet::default(),
+            shared,
+        }
     }
 
     pub fn publish_to_delivery(&mut self, us: u64, count: u64) {
         if count > 0 {
-            self.local.publish_to_delivery.saturating_record_n(us.clamp(1, MAX_US), count);
+            self.local
+                .publish_to_delivery
+                .saturating_record_n(us.clamp(1, MAX_US), count);
         }
     }
 

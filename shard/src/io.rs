@@ -38,6 +38,9 @@ pub struct Io<S: Service> {
     pub(crate) closed_list: Vec<ConnKey>,
     /// Connections whose receive must be posted again.
     pub(crate) recv_list: Vec<u32>,
+    /// Boxes, because connections hold `Option<Box<OutBuf>>` (8 bytes when idle): a
+    /// pooled box is reused without allocating.
+    #[allow(clippy::vec_box)]
     outbuf_pool: Vec<Box<OutBuf>>,
     next_gen: u32,
     pub(crate) shutting_down: bool,
@@ -122,16 +125,22 @@ impl<S: Service> Io<S> {
     }
 
     fn conn(&self, key: ConnKey) -> Option<&Conn<S::ConnState>> {
-        self.conns.get(key.index as usize).filter(|c| c.gen_ == key.gen_)
+        self.conns
+            .get(key.index as usize)
+            .filter(|c| c.gen_ == key.gen_)
     }
 
     fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn<S::ConnState>> {
-        self.conns.get_mut(key.index as usize).filter(|c| c.gen_ == key.gen_)
+        self.conns
+            .get_mut(key.index as usize)
+            .filter(|c| c.gen_ == key.gen_)
     }
 
     /// The service state of an open connection (`None` once it is closing).
     pub fn state(&mut self, key: ConnKey) -> Option<&mut S::ConnState> {
-        self.conn_mut(key).filter(|c| !c.has(flag::CLOSING)).map(|c| &mut c.state)
+        self.conn_mut(key)
+            .filter(|c| !c.has(flag::CLOSING))
+            .map(|c| &mut c.state)
     }
 
     /// Whether the connection is open and not closing.
@@ -146,7 +155,8 @@ impl<S: Service> Io<S> {
 
     /// What the listener that accepted this connection speaks.
     pub fn listener_kind(&self, key: ConnKey) -> Option<ListenerKind> {
-        self.conn(key).and_then(|c| self.listener_kinds.get(c.listener as usize).copied())
+        self.conn(key)
+            .and_then(|c| self.listener_kinds.get(c.listener as usize).copied())
     }
 
     /// Outbound bytes queued on the connection, in flight included.
@@ -166,7 +176,9 @@ impl<S: Service> Io<S> {
     /// bytes to fill), so a packet is encoded straight into the send buffer.
     pub fn write_with(&mut self, key: ConnKey, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
         let hard = self.cfg.out_hard_limit;
-        let Some(conn) = self.conn_mut(key) else { return false };
+        let Some(conn) = self.conn_mut(key) else {
+            return false;
+        };
         if conn.has(flag::CLOSING) || conn.has(flag::WRITE_FAILED) {
             return false;
         }
@@ -183,7 +195,9 @@ impl<S: Service> Io<S> {
     /// Queues one WebSocket message (plain WebSocket listeners only; on other
     /// connections the bytes are written as they are).
     pub fn write_message(&mut self, key: ConnKey, text: bool, bytes: &[u8]) -> bool {
-        let Some(conn) = self.conn_mut(key) else { return false };
+        let Some(conn) = self.conn_mut(key) else {
+            return false;
+        };
         if conn.has(flag::CLOSING) || conn.has(flag::WRITE_FAILED) {
             return false;
         }
@@ -206,11 +220,16 @@ impl<S: Service> Io<S> {
         fill: impl FnOnce(&mut [u8]),
     ) {
         let pool = &mut self.outbuf_pool;
-        let Some(conn) = self.conns.get_mut(key.index as usize).filter(|c| c.gen_ == key.gen_)
+        let Some(conn) = self
+            .conns
+            .get_mut(key.index as usize)
+            .filter(|c| c.gen_ == key.gen_)
         else {
             return;
         };
-        let out = conn.out.get_or_insert_with(|| pool.pop().unwrap_or_default());
+        let out = conn
+            .out
+            .get_or_insert_with(|| pool.pop().unwrap_or_default());
         let q = &mut out.queued;
         if let Some(op) = opcode {
             let mut head = [0u8; ws::frame::MAX_HEAD_LEN];
@@ -232,7 +251,9 @@ impl<S: Service> Io<S> {
     pub fn close(&mut self, key: ConnKey, reason: CloseReason) {
         let close_timeout = self.cfg.close_timeout_ms;
         let now = self.now_ms;
-        let Some(conn) = self.conn_mut(key) else { return };
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
         if conn.has(flag::CLOSING) {
             return;
         }
@@ -250,7 +271,9 @@ impl<S: Service> Io<S> {
             let hn = ws::frame::encode_head(true, ws::frame::Opcode::CLOSE, 2, None, &mut head);
             frame[..hn].copy_from_slice(&head[..hn]);
             frame[hn..hn + 2].copy_from_slice(&code.to_be_bytes());
-            self.append(key, None, hn + 2, |out| out.copy_from_slice(&frame[..hn + 2]));
+            self.append(key, None, hn + 2, |out| {
+                out.copy_from_slice(&frame[..hn + 2])
+            });
         }
         if was_open {
             self.closed_list.push(key);
@@ -268,10 +291,10 @@ impl<S: Service> Io<S> {
 
     /// Removes the connection's deadline.
     pub fn clear_deadline(&mut self, key: ConnKey) {
-        if let Some(c) = self.conn_mut(key) {
-            if !c.has(flag::CLOSING) {
-                c.deadline_ms = 0;
-            }
+        if let Some(c) = self.conn_mut(key)
+            && !c.has(flag::CLOSING)
+        {
+            c.deadline_ms = 0;
         }
     }
 
@@ -279,7 +302,10 @@ impl<S: Service> Io<S> {
     /// deadline just moves `deadline_ms` (the entry re-arms itself when it fires); an
     /// earlier one adds an entry, and the one it replaces is ignored when it fires.
     pub(crate) fn set_deadline_raw(&mut self, key: ConnKey, at_ms: u64) {
-        let Some(c) = self.conns.get_mut(key.index as usize).filter(|c| c.gen_ == key.gen_)
+        let Some(c) = self
+            .conns
+            .get_mut(key.index as usize)
+            .filter(|c| c.gen_ == key.gen_)
         else {
             return;
         };
@@ -311,7 +337,10 @@ impl<S: Service> Io<S> {
         self.conns
             .iter()
             .filter(|(_, c)| !c.has(flag::CLOSING))
-            .map(|(i, c)| ConnKey { index: i as u32, gen_: c.gen_ })
+            .map(|(i, c)| ConnKey {
+                index: i as u32,
+                gen_: c.gen_,
+            })
             .collect()
     }
 
@@ -344,7 +373,10 @@ impl<S: Service> Io<S> {
 
     pub(crate) fn key_of(&self, token: Token) -> Option<ConnKey> {
         let c = self.conns.get(token.index as usize)?;
-        (c.gen_ & GEN_MASK == token.gen_).then_some(ConnKey { index: token.index, gen_: c.gen_ })
+        (c.gen_ & GEN_MASK == token.gen_).then_some(ConnKey {
+            index: token.index,
+            gen_: c.gen_,
+        })
     }
 
     pub(crate) fn conn_raw(&mut self, key: ConnKey) -> Option<&mut Conn<S::ConnState>> {
@@ -368,9 +400,14 @@ impl<S: Service> Io<S> {
     pub(crate) fn flush_sends(&mut self) {
         let list = std::mem::take(&mut self.flush_list);
         for &index in &list {
-            let Some(c) = self.conns.get_mut(index as usize) else { continue };
+            let Some(c) = self.conns.get_mut(index as usize) else {
+                continue;
+            };
             c.clear(flag::QUEUED_FLUSH);
-            let key = ConnKey { index, gen_: c.gen_ };
+            let key = ConnKey {
+                index,
+                gen_: c.gen_,
+            };
             self.start_send(key);
         }
         let mut list = list;
@@ -505,8 +542,12 @@ impl<S: Service> Io<S> {
         }
         let c = self.conns.remove(key.index as usize);
         self.release_outbuf(c.out);
-        self.stats.connections_current.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.cfg.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .connections_current
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.cfg
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Takes the service state out of a connection whose service must hear `on_close`.

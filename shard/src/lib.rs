@@ -16,7 +16,7 @@
 //! - [`mesh`]: SPSC rings between shards and the doorbells that wake them.
 //! - [`timers`]: the hashed timing wheel for handshake, CONNECT and keepalive deadlines.
 //! - [`stats`] (counters), [`hist`] (latency histograms), [`config`].
-
+//!
 //! The threading contract is checked at compile time: what crosses shards is `Send`,
 //! a shard's own state is not.
 //!

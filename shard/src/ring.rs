@@ -49,7 +49,11 @@ pub const GEN_MASK: u32 = 0x00ff_ffff;
 
 impl Token {
     pub fn new(op: Op, index: u32, gen_: u32) -> Self {
-        Token { op, gen_: gen_ & GEN_MASK, index }
+        Token {
+            op,
+            gen_: gen_ & GEN_MASK,
+            index,
+        }
     }
 
     pub fn encode(self) -> u64 {
@@ -67,7 +71,11 @@ impl Token {
             7 => Op::Cancel,
             _ => return None,
         };
-        Some(Token { op, gen_: ((v >> 32) as u32) & GEN_MASK, index: v as u32 })
+        Some(Token {
+            op,
+            gen_: ((v >> 32) as u32) & GEN_MASK,
+            index: v as u32,
+        })
     }
 }
 
@@ -151,7 +159,10 @@ impl Ring {
             Some(t) if wait_for > 0 => {
                 let ts = types::Timespec::from(t);
                 let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(wait_for as usize, &args).map(|_| ())
+                self.ring
+                    .submitter()
+                    .submit_with_args(wait_for as usize, &args)
+                    .map(|_| ())
             }
             _ => {
                 // GETEVENTS even when not waiting: with DEFER_TASKRUN that is what runs
@@ -204,7 +215,11 @@ impl Ring {
         // SAFETY: `addr` points at a page-aligned mapping of `entries` ring entries that
         // the `BufRing` owning it keeps alive until the ring is dropped (the `BufRing` is
         // dropped after the `Ring`: see `Shard` field order).
-        unsafe { self.ring.submitter().register_buf_ring_with_flags(addr, entries, group, 0) }
+        unsafe {
+            self.ring
+                .submitter()
+                .register_buf_ring_with_flags(addr, entries, group, 0)
+        }
     }
 }
 
@@ -229,7 +244,10 @@ impl BufRing {
     /// Maps and registers `count` (a power of two, at most 32,768) buffers of `size` bytes
     /// as buffer group `group` of `ring`.
     pub fn new(ring: &Ring, group: u16, count: u16, size: u32) -> io::Result<BufRing> {
-        assert!(count.is_power_of_two(), "buffer count must be a power of two");
+        assert!(
+            count.is_power_of_two(),
+            "buffer count must be a power of two"
+        );
         let entries_len = count as usize * std::mem::size_of::<types::BufRingEntry>();
         let buffers_len = count as usize * size as usize;
         let entries = map_anonymous(entries_len)?;
@@ -337,7 +355,15 @@ mod tests {
 
     #[test]
     fn token_round_trips_and_wraps_generation() {
-        for op in [Op::Accept, Op::Recv, Op::Send, Op::Shutdown, Op::Close, Op::Doorbell, Op::Cancel] {
+        for op in [
+            Op::Accept,
+            Op::Recv,
+            Op::Send,
+            Op::Shutdown,
+            Op::Close,
+            Op::Doorbell,
+            Op::Cancel,
+        ] {
             let t = Token::new(op, 0xdead_beef, 0x1ff_ffff);
             let d = Token::decode(t.encode()).unwrap();
             assert_eq!(d.op, op);

@@ -71,20 +71,22 @@ where
     F: FnOnce() -> S + Send + 'static,
 {
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-    let handle = std::thread::Builder::new().name(format!("shard-{}", spec.id)).spawn(move || {
-        if let Some(core) = spec.core {
-            pin_to_core(core);
-        }
-        match Shard::new(spec, make_service()) {
-            Ok(mut shard) => {
-                let _ = ready_tx.send(Ok(()));
-                shard.run();
+    let handle = std::thread::Builder::new()
+        .name(format!("shard-{}", spec.id))
+        .spawn(move || {
+            if let Some(core) = spec.core {
+                pin_to_core(core);
             }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
+            match Shard::new(spec, make_service()) {
+                Ok(mut shard) => {
+                    let _ = ready_tx.send(Ok(()));
+                    shard.run();
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
             }
-        }
-    })?;
+        })?;
     Ok((handle, ready_rx))
 }
 
@@ -164,7 +166,9 @@ impl<S: Service> Shard<S> {
         loop {
             let turn_start = Instant::now();
             self.io.update_clock();
-            self.io.mesh.set_clock(turn_start.duration_since(origin).as_nanos() as u64);
+            self.io
+                .mesh
+                .set_clock(turn_start.duration_since(origin).as_nanos() as u64);
             ShardStats::add(&self.io.stats.loop_turns, 1);
             self.handle_completions();
             self.handle_mesh();
@@ -187,10 +191,10 @@ impl<S: Service> Shard<S> {
             let published = std::mem::take(&mut self.io.publishes_this_turn);
             self.io.hists.publish_to_delivery(turn_us, published);
             self.io.hists.loop_turn(turn_us);
-            if let Some(deadline) = self.shutdown_deadline {
-                if self.io.conns.is_empty() || now >= deadline {
-                    return;
-                }
+            if let Some(deadline) = self.shutdown_deadline
+                && (self.io.conns.is_empty() || now >= deadline)
+            {
+                return;
             }
             if let Err(e) = self.wait() {
                 eprintln!("shard {}: io_uring_enter failed: {e}", self.io.shard_id());
@@ -222,7 +226,10 @@ impl<S: Service> Shard<S> {
             bell.awake();
             return self.io.ring.enter(0, None);
         }
-        let r = self.io.ring.enter(1, Some(Duration::from_millis(timeout_ms.max(1))));
+        let r = self
+            .io
+            .ring
+            .enter(1, Some(Duration::from_millis(timeout_ms.max(1))));
         self.io.mesh.doorbells()[self.io.shard_id()].awake();
         r
     }
@@ -275,10 +282,10 @@ impl<S: Service> Shard<S> {
     }
 
     fn on_accept(&mut self, listener: usize, c: Completion) {
-        if !c.more() {
-            if let Some(a) = self.accept_armed.get_mut(listener) {
-                *a = false;
-            }
+        if !c.more()
+            && let Some(a) = self.accept_armed.get_mut(listener)
+        {
+            *a = false;
         }
         if c.result < 0 {
             match -c.result {
@@ -298,8 +305,14 @@ impl<S: Service> Shard<S> {
         let stats = self.io.stats.clone();
         ShardStats::add(&stats.connections_current, 1);
         ShardStats::add(&stats.connections_total, 1);
-        let open = self.io.cfg.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let key = self.io.new_conn(slot, listener as u8, S::ConnState::default());
+        let open = self
+            .io
+            .cfg
+            .open_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = self
+            .io
+            .new_conn(slot, listener as u8, S::ConnState::default());
         if open >= self.io.cfg.max_connections {
             ShardStats::add(&stats.connections_refused_limit, 1);
             if let Some(conn) = self.io.conn_raw(key) {
@@ -338,7 +351,10 @@ impl<S: Service> Shard<S> {
         if c.result > 0 {
             let bid = c.buffer_id().expect("a receive with data names its buffer");
             ShardStats::add(&self.io.stats.bytes_in, c.result as u64);
-            let closing = self.io.conn_raw(key).is_none_or(|conn| conn.has(flag::CLOSING));
+            let closing = self
+                .io
+                .conn_raw(key)
+                .is_none_or(|conn| conn.has(flag::CLOSING));
             if !closing {
                 // The buffer belongs to us until it is recycled below; `bufs` is a
                 // separate field, so the service may use `io` freely meanwhile.
@@ -370,13 +386,13 @@ impl<S: Service> Shard<S> {
                 }
             }
         }
-        if !c.more() {
-            if let Some(conn) = self.io.conn_raw(key) {
-                conn.clear(flag::RECV_ARMED);
-                if !conn.has(flag::READ_DONE) && !conn.has(flag::NEEDS_RECV) {
-                    conn.set(flag::NEEDS_RECV);
-                    self.io.recv_list.push(key.index);
-                }
+        if !c.more()
+            && let Some(conn) = self.io.conn_raw(key)
+        {
+            conn.clear(flag::RECV_ARMED);
+            if !conn.has(flag::READ_DONE) && !conn.has(flag::NEEDS_RECV) {
+                conn.set(flag::NEEDS_RECV);
+                self.io.recv_list.push(key.index);
             }
         }
         self.io.progress_close(key);
@@ -384,10 +400,16 @@ impl<S: Service> Shard<S> {
 
     /// Hands received bytes to the connection's transport.
     fn input(&mut self, key: ConnKey, data: &mut [u8]) {
-        let Some(conn) = self.io.conn_raw(key) else { return };
+        let Some(conn) = self.io.conn_raw(key) else {
+            return;
+        };
         match conn.transport {
             Transport::Tcp => {
-                let data = Data { bytes: data, text: false, message_end: false };
+                let data = Data {
+                    bytes: data,
+                    text: false,
+                    message_end: false,
+                };
                 self.service.on_data(&mut self.io, key, data);
             }
             Transport::WsHandshake(_) => self.ws_handshake(key, data),
@@ -405,9 +427,14 @@ impl<S: Service> Shard<S> {
     }
 
     fn ws_handshake(&mut self, key: ConnKey, data: &mut [u8]) {
-        let Some(kind) = self.io.listener_kind(key) else { return };
-        let Some(conn) = self.io.conn_raw(key) else { return };
-        let Transport::WsHandshake(mut buf) = std::mem::replace(&mut conn.transport, Transport::Tcp)
+        let Some(kind) = self.io.listener_kind(key) else {
+            return;
+        };
+        let Some(conn) = self.io.conn_raw(key) else {
+            return;
+        };
+        let Transport::WsHandshake(mut buf) =
+            std::mem::replace(&mut conn.transport, Transport::Tcp)
         else {
             return;
         };
@@ -452,11 +479,13 @@ impl<S: Service> Shard<S> {
             }
             Some(Err(())) => {
                 ShardStats::add(&self.io.stats.ws_handshake_rejected, 1);
-                self.io.append(key, None, scratch_len, |out| out.copy_from_slice(scratch));
+                self.io
+                    .append(key, None, scratch_len, |out| out.copy_from_slice(scratch));
                 self.io.close(key, CloseReason::ProtocolError);
             }
             Some(Ok(used)) => {
-                self.io.append(key, None, scratch_len, |out| out.copy_from_slice(scratch));
+                self.io
+                    .append(key, None, scratch_len, |out| out.copy_from_slice(scratch));
                 if let Some(conn) = self.io.conn_raw(key) {
                     conn.set(flag::WS);
                     if mqtt {
@@ -528,7 +557,11 @@ impl<S: Service> Shard<S> {
     fn ws_event(&mut self, key: ConnKey, event: ws::frame::Event<'_>, mqtt: bool) -> bool {
         use ws::frame::{Event, Opcode};
         match event {
-            Event::Data { text, chunk, message_end } => {
+            Event::Data {
+                text,
+                chunk,
+                message_end,
+            } => {
                 if mqtt && text {
                     // MQTT §6: control packets travel in binary frames only.
                     ShardStats::add(&self.io.stats.disconnected_protocol_error, 1);
@@ -536,28 +569,34 @@ impl<S: Service> Shard<S> {
                     return false;
                 }
                 if !chunk.is_empty() || message_end {
-                    let data = Data { bytes: chunk, text, message_end };
+                    let data = Data {
+                        bytes: chunk,
+                        text,
+                        message_end,
+                    };
                     self.service.on_data(&mut self.io, key, data);
                 }
             }
             Event::Ping(payload) => {
                 let n = payload.len();
-                self.io.append(key, Some(Opcode::PONG), n, |out| out.copy_from_slice(payload));
+                self.io.append(key, Some(Opcode::PONG), n, |out| {
+                    out.copy_from_slice(payload)
+                });
             }
             Event::Pong(_) => {}
             Event::Close { code, .. } => {
                 // Echo the peer's status code (RFC 6455 §5.5.1), then close.
-                if let Some(conn) = self.io.conn_raw(key) {
-                    if !conn.has(flag::WS_CLOSE_SENT) {
-                        conn.set(flag::WS_CLOSE_SENT);
-                        let body = code.map(|c| c.0.to_be_bytes());
-                        let n = if body.is_some() { 2 } else { 0 };
-                        self.io.append(key, Some(Opcode::CLOSE), n, |out| {
-                            if let Some(b) = body {
-                                out.copy_from_slice(&b);
-                            }
-                        });
-                    }
+                if let Some(conn) = self.io.conn_raw(key)
+                    && !conn.has(flag::WS_CLOSE_SENT)
+                {
+                    conn.set(flag::WS_CLOSE_SENT);
+                    let body = code.map(|c| c.0.to_be_bytes());
+                    let n = if body.is_some() { 2 } else { 0 };
+                    self.io.append(key, Some(Opcode::CLOSE), n, |out| {
+                        if let Some(b) = body {
+                            out.copy_from_slice(&b);
+                        }
+                    });
                 }
                 self.io.close(key, CloseReason::Normal);
             }
@@ -633,7 +672,9 @@ impl<S: Service> Shard<S> {
         self.io.timers.advance_into(now, &mut fired);
         for &k in &fired {
             let key = ConnKey::from_u64(k);
-            let Some(conn) = self.io.conn_raw(key) else { continue };
+            let Some(conn) = self.io.conn_raw(key) else {
+                continue;
+            };
             if !conn.has(flag::TIMER_ARMED) || conn.timer_at > now {
                 continue; // an entry replaced by an earlier one
             }
@@ -665,8 +706,13 @@ impl<S: Service> Shard<S> {
     fn rearm_recvs(&mut self) {
         let list = std::mem::take(&mut self.io.recv_list);
         for &index in &list {
-            let Some(conn) = self.io.conns.get(index as usize) else { continue };
-            let key = ConnKey { index, gen_: conn.gen_ };
+            let Some(conn) = self.io.conns.get(index as usize) else {
+                continue;
+            };
+            let key = ConnKey {
+                index,
+                gen_: conn.gen_,
+            };
             if conn.has(flag::NEEDS_RECV) {
                 self.io.arm_recv(key, self.bufs.group());
             }

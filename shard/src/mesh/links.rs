@@ -36,7 +36,10 @@ impl Doorbell {
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Doorbell { eventfd, sleeping: AtomicBool::new(false) })
+        Ok(Doorbell {
+            eventfd,
+            sleeping: AtomicBool::new(false),
+        })
     }
 
     pub fn fd(&self) -> i32 {
@@ -107,8 +110,10 @@ pub struct MeshLinks<M> {
 /// Builds the mesh for `n` shards: `n × (n − 1)` rings of `capacity` messages, and one
 /// doorbell per shard. Returns each shard's links, in shard order.
 pub fn build<M: Send>(n: usize, capacity: usize) -> io::Result<Vec<MeshLinks<M>>> {
-    let doorbells: Arc<[Doorbell]> =
-        (0..n).map(|_| Doorbell::new()).collect::<io::Result<Vec<_>>>()?.into();
+    let doorbells: Arc<[Doorbell]> = (0..n)
+        .map(|_| Doorbell::new())
+        .collect::<io::Result<Vec<_>>>()?
+        .into();
     let mut links: Vec<MeshLinks<M>> = (0..n)
         .map(|id| MeshLinks {
             id,
