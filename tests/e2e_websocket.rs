@@ -1,0 +1,277 @@
+//! MQTT over WebSocket: rumqttc over `ws://` talking to TCP clients both ways, the
+//! upgrade answer read by hand, ping/pong and the close handshake with tungstenite, and
+//! bad WebSocket input (no `mqtt` subprotocol, wrong path, a text frame, a frame larger
+//! than the maximum message), each of which ends only its own connection while a
+//! healthy client keeps working.
+
+mod common;
+#[path = "e2e_support.rs"]
+mod support;
+
+use std::io::Write;
+
+use common::Broker;
+use support::*;
+use tungstenite::Message;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+#[test]
+fn ws_subscriber_receives_from_tcp_publisher() {
+    let broker = Broker::start(&[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut sub4 = V4::connect(v4_ws("ws-sub4", &broker.ws_url())).await;
+        sub4.subscribe_ok("ws/in/#", 1).await;
+        let mut sub5 = V5::connect(v5_ws("ws-sub5", &broker.ws_url())).await;
+        sub5.subscribe_ok("ws/in/+", 0).await;
+        let mut publisher = V4::connect(v4_tcp("tcp-pub", broker.mqtt_addr())).await;
+        let big = vec![0xA5u8; 5000]; // several TCP segments, one WebSocket frame
+        publisher.publish("ws/in/a", 1, b"one").await;
+        publisher.publish("ws/in/b", 0, b"two").await;
+        publisher.publish("ws/in/c", 1, &big).await;
+        publisher.publish("ws/in/end", 1, b"end").await;
+
+        let mut want = vec![got("ws/in/a", 1, "one"), got("ws/in/b", 0, "two")];
+        let mut big_msg = got("ws/in/c", 1, "");
+        big_msg.payload = big.clone();
+        want.push(big_msg);
+        assert_eq!(sub4.publishes_until("end").await, want);
+        for w in &mut want {
+            w.qos = 0;
+        }
+        assert_eq!(sub5.publishes_until("end").await, want);
+    });
+}
+
+#[test]
+fn tcp_subscriber_receives_from_ws_publisher() {
+    let broker = Broker::start(&[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut sub = V4::connect(v4_tcp("tcp-sub", broker.mqtt_addr())).await;
+        sub.subscribe_ok("from/ws/#", 1).await;
+        let mut pub4 = V4::connect(v4_ws("ws-pub4", &broker.ws_url())).await;
+        let mut pub5 = V5::connect(v5_ws("ws-pub5", &broker.ws_url())).await;
+        let mut want = Vec::new();
+        for i in 0..10u8 {
+            let qos = i % 2;
+            let p = format!("v4-{i}");
+            pub4.publish("from/ws/v4", qos, p.as_bytes()).await;
+            want.push(got("from/ws/v4", qos, &p));
+            let p = format!("v5-{i}");
+            pub5.publish("from/ws/v5", qos, p.as_bytes()).await;
+            want.push(got("from/ws/v5", qos, &p));
+        }
+        pub5.publish("from/ws/x", 1, b"end").await;
+        assert_eq!(sub.publishes_until("end").await, want);
+    });
+}
+
+/// The upgrade answer, read by hand: 101, the accept key of RFC 6455 §1.3, and the
+/// `mqtt` subprotocol selected (MQTT 3.1.1 §6, 5.0 §6); then MQTT flows in binary
+/// frames.
+#[test]
+fn ws_upgrade_selects_the_mqtt_subprotocol() {
+    let broker = Broker::start(&[]);
+    let addr = broker.ws_addr();
+    let path = ws_path(&broker);
+    let mut s = tcp(addr);
+    s.write_all(ws_request(addr, &path, Some("mqtt")).as_bytes())
+        .unwrap();
+    let (status, headers) = read_http_head(&mut s);
+    assert_eq!(status, 101, "{headers:?}");
+    assert_eq!(
+        header(&headers, "upgrade").map(str::to_ascii_lowercase),
+        Some("websocket".into())
+    );
+    assert_eq!(
+        header(&headers, "connection").map(str::to_ascii_lowercase),
+        Some("upgrade".into())
+    );
+    assert_eq!(header(&headers, "sec-websocket-accept"), Some(WS_ACCEPT));
+    assert_eq!(header(&headers, "sec-websocket-protocol"), Some("mqtt"));
+
+    // A client offering several subprotocols gets `mqtt` picked.
+    let mut s2 = tcp(addr);
+    s2.write_all(ws_request(addr, &path, Some("chat, mqtt")).as_bytes())
+        .unwrap();
+    let (status, headers) = read_http_head(&mut s2);
+    assert_eq!(status, 101, "{headers:?}");
+    assert_eq!(header(&headers, "sec-websocket-protocol"), Some("mqtt"));
+
+    // MQTT in a binary frame; the CONNACK comes back in one binary frame.
+    s.write_all(&ws_frame(0x2, &connect_v311("raw-ws", 30)))
+        .unwrap();
+    assert_eq!(read_ws_frame(&mut s), (0x82, CONNACK_V311_OK.to_vec()));
+    s.write_all(&ws_frame(0x2, &PINGREQ)).unwrap();
+    assert_eq!(read_ws_frame(&mut s), (0x82, PINGRESP.to_vec()));
+}
+
+fn tungstenite_client(
+    broker: &Broker,
+) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
+    let mut req = broker.ws_url().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (ws, resp) = tungstenite::connect(req).expect("WebSocket connect");
+    assert_eq!(resp.status(), 101);
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+    }
+    ws
+}
+
+/// RFC 6455 §5.5.2-3 and §5.5.1: a ping gets a pong with the same payload; a close
+/// 1000 gets a close 1000 back, then the server ends the TCP connection.
+#[test]
+fn ws_ping_pong_and_close_handshake() {
+    let broker = Broker::start(&[]);
+    let mut ws = tungstenite_client(&broker);
+    // On an MQTT session, so the ping is answered mid-conversation.
+    ws.send(Message::Binary(connect_v311("tung", 30))).unwrap();
+    assert_eq!(
+        ws.read().unwrap(),
+        Message::Binary(CONNACK_V311_OK.to_vec())
+    );
+
+    for payload in [b"hello ping".to_vec(), Vec::new(), vec![0xFF; 125]] {
+        ws.send(Message::Ping(payload.clone())).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::Pong(payload));
+    }
+
+    ws.close(Some(tungstenite::protocol::CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .unwrap();
+    match ws.read() {
+        Ok(Message::Close(Some(f))) => assert_eq!(f.code, CloseCode::Normal),
+        other => panic!("expected close 1000, got {other:?}"),
+    }
+    // The close handshake is complete; the server closes the TCP connection.
+    let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() else {
+        unreachable!()
+    };
+    let end = read_until_closed(s, WAIT);
+    assert!(
+        end.bytes.is_empty(),
+        "bytes after close: {:02x?}",
+        end.bytes
+    );
+}
+
+/// One kind of bad WebSocket input: what it does to its own connection is checked by
+/// `bad`; a healthy client (over WebSocket too) must work before and after, and
+/// `counter` must grow by exactly one.
+fn bad_ws_input(counter: &str, bad: impl FnOnce(&Broker)) {
+    let broker = Broker::start(&[]);
+    let rt = runtime();
+    let mut healthy = rt.block_on(Healthy::start(v4_ws("healthy", &broker.ws_url())));
+    let before = broker.metric(counter);
+    bad(&broker);
+    assert_eq!(broker.metric(counter), before + 1, "{counter}");
+    rt.block_on(healthy.check());
+    // The healthy connection is the only one left open.
+    broker.wait_for_metric("ringmq_connections_current", WAIT, |v| v == 1);
+}
+
+fn ws_path(broker: &Broker) -> String {
+    let addr = broker.ws_addr().to_string();
+    broker.ws_url().rsplit_once(&addr).unwrap().1.to_string()
+}
+
+/// MQTT §6 (MQTT-6.0.0-3/4): the client must offer `mqtt`; without it the upgrade is
+/// refused with a 4xx answer, not 101.
+#[test]
+fn ws_upgrade_without_mqtt_subprotocol_is_refused() {
+    bad_ws_input("ringmq_ws_handshake_rejected", |broker| {
+        let addr = broker.ws_addr();
+        let mut s = tcp(addr);
+        s.write_all(ws_request(addr, &ws_path(broker), None).as_bytes())
+            .unwrap();
+        let end = read_until_closed(&mut s, WAIT);
+        let text = String::from_utf8_lossy(&end.bytes).to_string();
+        let (head, _) = text.split_once("\r\n\r\n").expect("a whole answer");
+        let (status, headers) = parse_http_head(head);
+        assert_eq!(status, 400, "{text}");
+        assert_eq!(header(&headers, "sec-websocket-accept"), None);
+    });
+}
+
+#[test]
+fn ws_upgrade_without_mqtt_subprotocol_offering_another_is_refused() {
+    bad_ws_input("ringmq_ws_handshake_rejected", |broker| {
+        let addr = broker.ws_addr();
+        let mut s = tcp(addr);
+        s.write_all(ws_request(addr, &ws_path(broker), Some("chat, superchat")).as_bytes())
+            .unwrap();
+        let end = read_until_closed(&mut s, WAIT);
+        let text = String::from_utf8_lossy(&end.bytes).to_string();
+        let (status, _) = parse_http_head(text.split_once("\r\n\r\n").expect("answer").0);
+        assert_eq!(status, 400, "{text}");
+    });
+}
+
+#[test]
+fn ws_upgrade_to_the_wrong_path_is_404() {
+    bad_ws_input("ringmq_ws_handshake_rejected", |broker| {
+        let addr = broker.ws_addr();
+        let mut s = tcp(addr);
+        s.write_all(ws_request(addr, "/not-mqtt", Some("mqtt")).as_bytes())
+            .unwrap();
+        let end = read_until_closed(&mut s, WAIT);
+        let text = String::from_utf8_lossy(&end.bytes).to_string();
+        let (status, headers) = parse_http_head(text.split_once("\r\n\r\n").expect("answer").0);
+        assert_eq!(status, 404, "{text}");
+        assert_eq!(header(&headers, "sec-websocket-accept"), None);
+    });
+}
+
+/// MQTT-6.0.0-1: MQTT travels in binary frames; a text frame ends the connection with
+/// a close frame (1002, protocol error) and the TCP close.
+#[test]
+fn ws_text_frame_closes_the_connection() {
+    bad_ws_input("ringmq_disconnected_protocol_error", |broker| {
+        let mut s = raw_ws(broker.ws_addr(), &ws_path(broker));
+        s.write_all(&ws_frame(0x2, &connect_v311("texter", 30)))
+            .unwrap();
+        assert_eq!(read_ws_frame(&mut s), (0x82, CONNACK_V311_OK.to_vec()));
+        s.write_all(&ws_frame(0x1, b"hello")).unwrap();
+        let end = read_until_closed(&mut s, WAIT);
+        assert_eq!(end.bytes, [0x88, 0x02, 0x03, 0xEA], "close frame 1002");
+    });
+}
+
+/// RFC 6455 §7.4.1: a frame declaring more than the maximum message (16 MiB by
+/// default) is refused with close 1009 as soon as its head is read, before any payload.
+#[test]
+fn ws_frame_over_the_max_message_size_is_closed_with_1009() {
+    bad_ws_input("ringmq_disconnected_protocol_error", |broker| {
+        let mut s = raw_ws(broker.ws_addr(), &ws_path(broker));
+        s.write_all(&ws_frame(0x2, &connect_v311("big-framer", 30)))
+            .unwrap();
+        assert_eq!(read_ws_frame(&mut s), (0x82, CONNACK_V311_OK.to_vec()));
+        let declared: u64 = 16 * 1024 * 1024 + 1;
+        let mut head = vec![0x82, 0x80 | 127];
+        head.extend_from_slice(&declared.to_be_bytes());
+        head.extend_from_slice(&[1, 2, 3, 4]); // mask
+        s.write_all(&head).unwrap();
+        let end = read_until_closed(&mut s, WAIT);
+        assert_eq!(end.bytes, [0x88, 0x02, 0x03, 0xF1], "close frame 1009");
+    });
+}
+
+/// The same before CONNECT, with a length far past any limit.
+#[test]
+fn ws_frame_declaring_2_pow_62_bytes_is_closed_with_1009() {
+    bad_ws_input("ringmq_disconnected_protocol_error", |broker| {
+        let mut s = raw_ws(broker.ws_addr(), &ws_path(broker));
+        let mut head = vec![0x82, 0x80 | 127];
+        head.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        head.extend_from_slice(&[9, 8, 7, 6]);
+        s.write_all(&head).unwrap();
+        let end = read_until_closed(&mut s, WAIT);
+        assert_eq!(end.bytes, [0x88, 0x02, 0x03, 0xF1], "close frame 1009");
+    });
+}
