@@ -1,0 +1,116 @@
+//! Deadlines: keepalive (MQTT-3.1.2-24: close after 1.5 × the keepalive without a
+//! packet), a client that pings in time stays, and the CONNECT / WebSocket-handshake
+//! timeouts (10 s by default; no flag changes them) for sockets that say nothing.
+//! Only generous upper bounds are waited for; nothing asserts how fast.
+
+mod common;
+#[path = "e2e_support.rs"]
+mod support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::Broker;
+use support::*;
+
+#[test]
+fn silent_v311_client_is_closed_after_its_keepalive() {
+    let broker = Broker::start(&[]);
+    let rt = runtime();
+    let mut healthy = rt.block_on(Healthy::start(v4_tcp("healthy", broker.mqtt_addr())));
+    let mut s = raw_v311_client(broker.mqtt_addr(), "silent-4", 1);
+    // 3.1.1 has no server DISCONNECT: the connection just ends.
+    expect_closed_silently(&mut s, "keepalive expiry");
+    assert_eq!(broker.metric("ringmq_disconnected_timeout"), 1);
+    assert_eq!(broker.metric("ringmq_disconnected_protocol_error"), 0);
+    rt.block_on(healthy.check());
+}
+
+/// MQTT 5: the server says why (DISCONNECT 0x8D, keep alive timeout) before closing.
+#[test]
+fn silent_v5_client_gets_disconnect_0x8d() {
+    let broker = Broker::start(&[]);
+    let (mut s, _) = raw_v5_client(broker.mqtt_addr(), "silent-5", 1);
+    let end = read_until_closed(&mut s, WAIT);
+    let packets = split_packets(&end.bytes);
+    assert_eq!(packets.len(), 1, "{packets:02x?}");
+    let (reason, _) = parse_v5_disconnect(&packets[0]);
+    assert_eq!(reason, 0x8D, "keep alive timeout");
+    assert_eq!(broker.metric("ringmq_disconnected_timeout"), 1);
+}
+
+/// A PINGREQ every 0.5 s with a keepalive of 1 s: never closed over ~3 s, and every
+/// PINGREQ gets its PINGRESP.
+#[test]
+fn client_pinging_within_its_keepalive_stays_connected() {
+    let broker = Broker::start(&[]);
+    let mut s = raw_v311_client(broker.mqtt_addr(), "pinger", 1);
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(500));
+        s.write_all(&PINGREQ).unwrap();
+        assert_eq!(read_n(&mut s, 2), PINGRESP);
+    }
+    s.write_all(&PINGREQ).unwrap();
+    assert_eq!(read_n(&mut s, 2), PINGRESP);
+    assert_eq!(broker.metric("ringmq_disconnected_timeout"), 0);
+    assert_eq!(broker.metric("ringmq_connections_current"), 1);
+}
+
+/// Keepalive 0 turns the mechanism off (MQTT-3.1.2-23 and 5.0 §3.1.2.10): a silent
+/// client stays.
+#[test]
+fn keepalive_zero_is_never_timed_out() {
+    let broker = Broker::start(&[]);
+    let mut s = raw_v311_client(broker.mqtt_addr(), "no-keepalive", 0);
+    expect_still_open(&mut s, Duration::from_secs(3));
+    s.write_all(&PINGREQ).unwrap();
+    assert_eq!(read_n(&mut s, 2), PINGRESP);
+    assert_eq!(broker.metric("ringmq_disconnected_timeout"), 0);
+}
+
+/// Sockets that never say anything are closed by the CONNECT timeout (plain TCP, and
+/// WebSocket after the upgrade: close 1008) and by the handshake timeout (WebSocket
+/// port, no upgrade request). 10 s each by default, run side by side.
+#[test]
+fn silent_sockets_are_closed_by_the_connect_and_handshake_timeouts() {
+    let broker = Broker::start(&[]);
+    let rt = runtime();
+    let mut healthy = rt.block_on(Healthy::start(v4_tcp("healthy", broker.mqtt_addr())));
+    let limit = Duration::from_secs(60);
+
+    let mqtt = broker.mqtt_addr();
+    let ws = broker.ws_addr();
+    let ws_url = broker.ws_url();
+    let path = ws_url[ws_url.find(&ws.to_string()).unwrap() + ws.to_string().len()..].to_string();
+    let tcp_silent = std::thread::spawn(move || {
+        let mut s = tcp(mqtt);
+        read_until_closed(&mut s, limit)
+    });
+    let ws_no_upgrade = std::thread::spawn(move || {
+        let mut s = tcp(ws);
+        read_until_closed(&mut s, limit)
+    });
+    let ws_no_connect = std::thread::spawn(move || {
+        let mut s = raw_ws(ws, &path);
+        read_until_closed(&mut s, limit)
+    });
+
+    let end = tcp_silent.join().unwrap();
+    assert!(end.bytes.is_empty(), "TCP: {:02x?}", end.bytes);
+    let end = ws_no_upgrade.join().unwrap();
+    assert!(
+        end.bytes.is_empty(),
+        "WebSocket, no upgrade: {:02x?}",
+        end.bytes
+    );
+    let end = ws_no_connect.join().unwrap();
+    assert_eq!(
+        end.bytes,
+        [0x88, 0x02, 0x03, 0xF0],
+        "WebSocket, no CONNECT: close 1008"
+    );
+
+    assert_eq!(broker.metric("ringmq_disconnected_timeout"), 3);
+    rt.block_on(healthy.check());
+    broker.wait_for_metric("ringmq_connections_current", WAIT, |v| v == 1);
+}
