@@ -9,6 +9,7 @@
 //! - [`metrics`]: `/metrics` (Prometheus text) and `/healthz`.
 
 mod cli;
+mod histograms;
 mod metrics;
 mod server;
 mod settings;

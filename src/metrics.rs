@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `/metrics` in the Prometheus text format, `/healthz`.
+//! The HTTP endpoint: `/metrics` in the Prometheus text format, `/healthz`, and
+//! `/debug/histograms` (the shards' latency histograms as an HdrHistogram interval log).
 //!
 //! A small blocking server on its own thread, one request at a time: reads the request
 //! head (bounded, with a timeout), answers, and closes (`Connection: close`). It reads
@@ -11,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use ringmq_shard::hist::SharedHists;
 use ringmq_shard::stats::ShardStats;
+
+use crate::histograms;
 
 /// Largest request head read; a bigger one gets 431.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -27,6 +31,8 @@ pub struct State {
     pub started: Instant,
     /// Set when shutdown begins; `/healthz` then answers 503.
     pub shutting_down: Arc<AtomicBool>,
+    /// Each shard's latency histograms.
+    pub histograms: Vec<SharedHists>,
 }
 
 /// Serves requests on `listener` on a new thread, for the life of the process.
@@ -159,8 +165,20 @@ fn route(head: &str, state: &State) -> (Response, bool) {
             Response::text(503, "shutting down\n")
         }
         "/healthz" => Response::text(200, "ok\n"),
-        // "/debug/histograms" => the latency histogram dumps, when the shards keep them.
-        _ => Response::text(404, "not found; try /metrics or /healthz\n"),
+        "/debug/histograms" => Response {
+            status: 200,
+            content_type: "text/plain; charset=utf-8",
+            body: String::from_utf8_lossy(&histograms::dump(
+                &state.histograms,
+                state.started.elapsed(),
+            ))
+            .into_owned(),
+            allow: false,
+        },
+        _ => Response::text(
+            404,
+            "not found; try /metrics, /healthz or /debug/histograms\n",
+        ),
     };
     (response, head_only)
 }
@@ -288,6 +306,7 @@ mod tests {
                 .collect(),
             started: Instant::now(),
             shutting_down: Arc::new(AtomicBool::new(false)),
+            histograms: (0..shards).map(|_| Arc::default()).collect(),
         }
     }
 

@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use ringmq_shard::broker::{Broker, BrokerConfig, Msg, Shared};
 use ringmq_shard::config::{Listen, ListenerKind, ShardConfig};
+use ringmq_shard::hist::SharedHists;
 use ringmq_shard::mesh::links::{self, Doorbell};
 use ringmq_shard::runtime::{self, Control, ShardSpec};
 use ringmq_shard::stats::ShardStats;
 
+use crate::histograms;
 use crate::metrics;
 use crate::settings::Settings;
 use crate::system::{self, PortReservation, Signals};
@@ -62,7 +64,8 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
     let shard_stats: Vec<Arc<ShardStats>> = (0..settings.shards())
         .map(|_| Arc::new(ShardStats::default()))
         .collect();
-    let shards = match start_shards(&settings, cfg, &shard_stats) {
+    let histograms: Vec<SharedHists> = (0..settings.shards()).map(|_| Arc::default()).collect();
+    let shards = match start_shards(&settings, cfg, &shard_stats, &histograms) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -77,6 +80,7 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
             shard_stats: shard_stats.clone(),
             started,
             shutting_down: shutting_down.clone(),
+            histograms: histograms.clone(),
         };
         if let Err(e) = metrics::spawn(listener, state) {
             shards.stop();
@@ -89,7 +93,31 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         "{}",
         announcement(&settings, mqtt, ws, metrics_addr)
     ));
-    watch(shards, &signals, &shard_stats, &shutting_down)
+    let dump = HistogramDump {
+        shards: histograms,
+        started,
+        dir: settings.data_dir.clone(),
+    };
+    watch(shards, &signals, &shard_stats, &shutting_down, &dump)
+}
+
+/// Where SIGUSR1 writes the latency histograms.
+struct HistogramDump {
+    shards: Vec<SharedHists>,
+    started: Instant,
+    dir: std::path::PathBuf,
+}
+
+impl HistogramDump {
+    /// Writes `histograms.hlog` in the data directory and says where on stderr.
+    fn write(&self) {
+        let path = self.dir.join("histograms.hlog");
+        let log = histograms::dump(&self.shards, self.started.elapsed());
+        match std::fs::write(&path, log) {
+            Ok(()) => eprintln!("ringmq: histograms written to {}", path.display()),
+            Err(e) => eprintln!("ringmq: cannot write {}: {e}", path.display()),
+        }
+    }
 }
 
 fn fail(msg: &str) -> i32 {
@@ -216,6 +244,7 @@ fn start_shards(
     settings: &Settings,
     cfg: Arc<ShardConfig>,
     shard_stats: &[Arc<ShardStats>],
+    histograms: &[SharedHists],
 ) -> Result<Shards, String> {
     let n = settings.shards();
     let shared = shared(settings, shard_stats);
@@ -239,7 +268,7 @@ fn start_shards(
             stats: shard_stats[id].clone(),
             mesh: links,
             control: control_rx,
-            hists: Default::default(),
+            hists: histograms[id].clone(),
         };
         let shared = shared.clone();
         match runtime::spawn(spec, move || Broker::new(id, shared)) {
@@ -277,6 +306,7 @@ fn watch(
     signals: &Signals,
     shard_stats: &[Arc<ShardStats>],
     shutting_down: &AtomicBool,
+    dump: &HistogramDump,
 ) -> i32 {
     let mut stopping: Option<Instant> = None;
     let mut failed = false;
@@ -287,7 +317,10 @@ fn watch(
             WATCH_INTERVAL
         };
         match signals.wait(interval) {
-            Some(libc::SIGUSR1) => eprintln!("ringmq: counters: {}", counters(shard_stats)),
+            Some(libc::SIGUSR1) => {
+                eprintln!("ringmq: counters: {}", counters(shard_stats));
+                dump.write();
+            }
             Some(sig) => {
                 let name = system::signal_name(sig);
                 if stopping.is_some() {
