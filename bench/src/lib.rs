@@ -1,1 +1,31 @@
-//! ringmq-swarm (to come, issue 5).
+//! ringmq-swarm: an io_uring MQTT client swarm for load tests against any MQTT broker.
+//!
+//! In the order a run flows through them:
+//!
+//! - [`config`]: the command line and the checked [`config::Config`] (target URL,
+//!   source-address ranges, every knob).
+//! - [`plan`]: who does what in a scenario (fanout, fanin, pairs, connect, idle): which
+//!   client subscribes to which topic, which publishes where.
+//! - [`run`]: the main thread. Starts one [`worker`] per thread, moves the run through its
+//!   phases (connect → publish: warm-up, measured window, drain → stop) through
+//!   [`control`], samples progress and the broker's `/proc` entry, collects the results.
+//! - [`worker`]: one thread, one [`ring`] (io_uring with a fixed-file table and a
+//!   provided-buffer ring), thousands of client state machines; MQTT and WebSocket bytes
+//!   go through the workspace codec (`ringmq_proto`).
+//! - [`payload`] is the header each message carries (publisher, sequence, send time);
+//!   [`seq`] counts loss, duplicates and reordering per (subscriber, publisher);
+//!   [`backoff`] paces reconnections; [`sys`] reads clocks, CPU time and `/proc`.
+//! - [`report`]: the one-screen summary, JSON, the HdrHistogram interval log, and the
+//!   self-contained HTML report with SVG plots.
+
+pub mod backoff;
+pub mod config;
+pub mod control;
+pub mod payload;
+pub mod plan;
+pub mod report;
+pub mod ring;
+pub mod run;
+pub mod seq;
+pub mod sys;
+pub mod worker;
