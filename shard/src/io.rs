@@ -18,9 +18,10 @@ use crate::service::{CloseReason, Service};
 use crate::stats::ShardStats;
 use crate::timers::TimerWheel;
 
-/// Send buffers kept for reuse, and the largest capacity a reused buffer keeps.
-const OUTBUF_POOL_MAX: usize = 4096;
-const OUTBUF_KEEP_CAPACITY: usize = 64 * 1024;
+/// Send buffers kept for reuse, and the largest capacity a reused buffer keeps: at most
+/// 256 × 2 × 16 KiB = 8 MiB per shard stays allocated after a burst.
+const OUTBUF_POOL_MAX: usize = 256;
+const OUTBUF_KEEP_CAPACITY: usize = 16 * 1024;
 
 pub struct Io<S: Service> {
     pub(crate) ring: Ring,
