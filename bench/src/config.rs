@@ -119,8 +119,10 @@ pub struct SwarmArgs {
     /// dropped and retried.
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,
-    /// Connection attempts in progress at once, per thread.
-    #[arg(long, default_value_t = 1024)]
+    /// Connection attempts in progress at once, all threads together. More than the
+    /// broker's listen backlog makes SYNs drop and connections wait for the kernel's 1 s,
+    /// 3 s … SYN retries (mosquitto's backlog is 100).
+    #[arg(long, default_value_t = 64)]
     pub max_pending: u32,
     #[arg(long)]
     pub username: Option<String>,

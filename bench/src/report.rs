@@ -146,7 +146,8 @@ pub struct CpuFigures {
     pub total_s: f64,
     /// Of one core, over the window.
     pub core_percent: f64,
-    /// CPU µs per unit of work (messages published + delivered; connections for connect).
+    /// CPU µs per unit of work: per message published or received inside the window
+    /// (connect: per CONNACK).
     pub us_per_unit: Option<f64>,
 }
 
@@ -247,15 +248,17 @@ impl RunReport {
         );
         let roles = match self.scenario.as_str() {
             "fanout" => format!(
-                "{} subscribers, {} publishers",
-                self.connections, self.publishers
+                " ({} subscribers, {} publisher{})",
+                self.connections,
+                self.publishers,
+                if self.publishers == 1 { "" } else { "s" }
             ),
-            "fanin" => format!("{} publishers, 1 subscriber", self.connections),
-            _ => format!("{} clients", self.clients),
+            "fanin" => format!(" ({} publishers, 1 subscriber)", self.connections),
+            _ => String::new(),
         };
         let _ = writeln!(
             w,
-            "clients      {} ({roles}) on {} threads{}",
+            "clients      {}{roles} on {} threads{}",
             thousands(u64::from(self.clients)),
             self.threads,
             if self.source_addrs > 0 {
@@ -329,8 +332,9 @@ impl RunReport {
             );
             let _ = writeln!(
                 w,
-                "integrity    lost {}  duplicated {}  out-of-order {}  foreign {}{}{}",
+                "integrity    lost {} (never delivered, {} in gaps)  duplicated {}  out-of-order {}  foreign {}{}{}",
                 thousands(m.lost),
+                thousands(m.lost_in_gaps),
                 thousands(m.duplicates),
                 thousands(m.out_of_order),
                 thousands(m.foreign),
@@ -381,7 +385,7 @@ impl RunReport {
         };
         let _ = writeln!(
             w,
-            "swarm CPU    {:.2} s (user {:.2} + sys {:.2}) over {:.1} s = {:.0}% of one core{}",
+            "swarm CPU    {:.2} s (user {:.2} + sys {:.2}) over {:.3} s = {:.0}% of one core{}",
             self.cpu.total_s,
             self.cpu.user_s,
             self.cpu.system_s,

@@ -121,6 +121,9 @@ struct Phases {
     /// Offset of the measured window from the start (for plots).
     measure_offset_ns: u64,
     cpu_window: CpuTime,
+    /// Messages published and received (duplicates included) inside the window, whatever
+    /// their send time: the work the CPU figures are divided by.
+    window_messages: u64,
     broker_before: Option<ProcSample>,
     broker_window_start: Option<ProcSample>,
     broker_window_end: Option<ProcSample>,
@@ -210,6 +213,7 @@ impl Runner<'_> {
             window_ns: setup_ns,
             measure_offset_ns: 0,
             cpu_window: sys::own_cpu().since(&cpu0),
+            window_messages: 0,
             broker_before,
             broker_window_start: broker0,
             broker_window_end: self.broker(),
@@ -244,11 +248,15 @@ impl Runner<'_> {
                     self.tick("warm-up")?;
                 }
                 let cpu0 = sys::own_cpu();
+                let t0 = self.control.totals();
                 phases.broker_window_start = self.broker();
                 while now_ns() < end {
                     self.tick("publish")?;
                 }
                 phases.cpu_window = sys::own_cpu().since(&cpu0);
+                let t1 = self.control.totals();
+                phases.window_messages =
+                    (t1.published + t1.received).saturating_sub(t0.published + t0.received);
                 phases.broker_window_end = self.broker();
                 phases.window_ns = cfg.duration.as_nanos() as u64;
                 phases.measure_offset_ns = measure_start - self.start_ns;
@@ -568,7 +576,7 @@ fn build_report(
     let work = match cfg.scenario {
         Scenario::Connect => counters.connacks,
         Scenario::Idle => 0,
-        _ => counters.delivered_measured + counters.published_measured,
+        _ => ph.window_messages,
     };
     let cpu = CpuFigures::new(ph.cpu_window, window_s, work);
     let cpu_total = cpu_end.since(&cpu_start);

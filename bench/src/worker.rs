@@ -796,7 +796,7 @@ impl Core {
         if self.stopping {
             return;
         }
-        let max_pending = self.cfg.max_pending;
+        let max_pending = self.cfg.max_pending.div_ceil(self.cfg.threads as u32);
         while self.next_initial < self.clients.len() && self.connecting < max_pending {
             if self.connect_rate > 0.0 {
                 let elapsed = self.now.saturating_sub(self.control.start_ns) as f64 / 1e9;
