@@ -175,7 +175,10 @@ impl Scenario {
 pub enum Transport {
     Tcp,
     /// MQTT over WebSocket: `host` is the Host header, `path` the request target.
-    Ws { host: String, path: String },
+    Ws {
+        host: String,
+        path: String,
+    },
 }
 
 /// A parsed `--target`.
@@ -191,9 +194,9 @@ impl Target {
     /// (default port 80, path `/`), resolving HOST once. `prefer_v4` picks an IPv4
     /// address when the name has both kinds.
     pub fn parse(url: &str, prefer_v4: bool) -> Result<Target, String> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| format!("target {url:?}: expected tcp://HOST:PORT or ws://HOST:PORT/PATH"))?;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            format!("target {url:?}: expected tcp://HOST:PORT or ws://HOST:PORT/PATH")
+        })?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -419,15 +422,16 @@ impl Config {
         };
         let clients = total_clients(scenario, a.connections, publishers);
         let threads = choose_threads(a.threads, clients)?;
-        let topic = a.topic.clone().unwrap_or_else(|| {
-            format!("swarm/{}", scenario.name())
-        });
+        let topic = a
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("swarm/{}", scenario.name()));
         if topic.is_empty() || topic.contains(['+', '#']) {
             return Err(format!("--topic {topic:?}: a topic name without wildcards"));
         }
-        let seed = a.seed.unwrap_or_else(|| {
-            crate::sys::now_ns() ^ (u64::from(std::process::id()) << 32)
-        });
+        let seed = a
+            .seed
+            .unwrap_or_else(|| crate::sys::now_ns() ^ (u64::from(std::process::id()) << 32));
         Ok(Config {
             scenario,
             target,

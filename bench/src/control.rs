@@ -55,7 +55,8 @@ impl Control {
     /// Starts publishing now (`start`), measuring from `measure_start`, until `end`.
     pub fn start_run(&self, start: u64, measure_start: u64, end: u64) {
         self.publish_start_ns.store(start, Ordering::Relaxed);
-        self.measure_start_ns.store(measure_start, Ordering::Relaxed);
+        self.measure_start_ns
+            .store(measure_start, Ordering::Relaxed);
         self.measure_end_ns.store(end, Ordering::Relaxed);
         self.phase.store(PHASE_RUN, Ordering::Release);
     }

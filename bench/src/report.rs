@@ -101,7 +101,13 @@ pub struct LatencyFigures {
 
 impl LatencyFigures {
     pub fn from_histogram(h: &Histogram<u64>) -> LatencyFigures {
-        let q = |x| if h.is_empty() { 0 } else { h.value_at_quantile(x) };
+        let q = |x| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(x)
+            }
+        };
         LatencyFigures {
             count: h.len(),
             min: if h.is_empty() { 0 } else { h.min() },
@@ -210,7 +216,7 @@ fn thousands(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -339,7 +345,10 @@ impl RunReport {
                 thousands(m.out_of_order),
                 thousands(m.foreign),
                 if m.publish_skipped > 0 {
-                    format!("  publishes skipped (behind rate) {}", thousands(m.publish_skipped))
+                    format!(
+                        "  publishes skipped (behind rate) {}",
+                        thousands(m.publish_skipped)
+                    )
                 } else {
                     String::new()
                 },
@@ -486,11 +495,7 @@ impl RunReport {
             .filter(|(p, _)| *p < 100.0)
             .map(|&(p, v)| (1.0 / (1.0 - p / 100.0), (v.max(1)) as f64))
             .collect();
-        let x_max = points
-            .iter()
-            .map(|p| p.0)
-            .fold(10.0f64, f64::max)
-            .max(10.0);
+        let x_max = points.iter().map(|p| p.0).fold(10.0f64, f64::max).max(10.0);
         let y_max = points.iter().map(|p| p.1).fold(10.0f64, f64::max) * 1.5;
         let y_min = points.iter().map(|p| p.1).fold(f64::MAX, f64::min).max(1.0) / 1.5;
         let mut svg = String::new();
@@ -589,7 +594,11 @@ impl RunReport {
 
     fn latency_time_svg(&self) -> Result<String, String> {
         let t_min = self.intervals.first().map_or(0.0, |i| i.t_s);
-        let t_max = self.intervals.last().map_or(1.0, |i| i.t_s + 1.0).max(t_min + 1.0);
+        let t_max = self
+            .intervals
+            .last()
+            .map_or(1.0, |i| i.t_s + 1.0)
+            .max(t_min + 1.0);
         let y_max = self
             .intervals
             .iter()
@@ -625,7 +634,11 @@ impl RunReport {
                 .draw()
                 .map_err(plot_err)?;
             for (name, color, pick) in [
-                ("p50", BLUE, (|i: &IntervalPoint| i.p50_us) as fn(&IntervalPoint) -> u64),
+                (
+                    "p50",
+                    BLUE,
+                    (|i: &IntervalPoint| i.p50_us) as fn(&IntervalPoint) -> u64,
+                ),
                 ("p99", RED, |i| i.p99_us),
                 ("max", BLACK, |i| i.max_us),
             ] {

@@ -326,7 +326,14 @@ mod tests {
 
     #[test]
     fn token_round_trips_and_wraps_generation() {
-        for op in [Op::Socket, Op::Connect, Op::Recv, Op::Send, Op::Close, Op::Cancel] {
+        for op in [
+            Op::Socket,
+            Op::Connect,
+            Op::Recv,
+            Op::Send,
+            Op::Close,
+            Op::Cancel,
+        ] {
             let t = Token::new(op, 0xdead_beef, 0x1ff_ffff);
             let d = Token::decode(t.encode()).unwrap();
             assert_eq!(d, Token::new(op, 0xdead_beef, 0xff_ffff));

@@ -44,9 +44,8 @@ pub fn run(cfg: Config) -> Result<RunReport, String> {
     let cfg = Arc::new(cfg);
     let plan = Arc::new(Plan::new(&cfg));
     let threads = cfg.threads;
-    let run_id = (sys::now_ns() ^ cfg.seed.rotate_left(17) ^ u64::from(std::process::id()))
-        as u32
-        | 1;
+    let run_id =
+        (sys::now_ns() ^ cfg.seed.rotate_left(17) ^ u64::from(std::process::id())) as u32 | 1;
     let broker_before = match cfg.broker_pid {
         Some(pid) => Some(
             sys::sample_process(pid)
@@ -398,8 +397,7 @@ impl Monitor {
             let (index, h) = entry.remove_entry();
             self.total.add(&h).expect("histograms of the same bounds");
             self.intervals.push(IntervalPoint {
-                t_s: (self.measure_start_ns.unwrap_or(self.start_ns) - self.start_ns) as f64
-                    / 1e9
+                t_s: (self.measure_start_ns.unwrap_or(self.start_ns) - self.start_ns) as f64 / 1e9
                     + index as f64,
                 count: h.len(),
                 p50_us: h.value_at_quantile(0.5),
@@ -522,7 +520,7 @@ fn build_report(
             }
         }
     }
-    errors.sort_by(|a, b| b.1.cmp(&a.1));
+    errors.sort_by_key(|e| std::cmp::Reverse(e.1));
     counters.last_first_connack_ns = control
         .workers
         .iter()

@@ -891,7 +891,10 @@ impl Core {
     fn end_connection(&mut self, li: usize, retry: bool) {
         let stopping = self.stopping;
         let c = &mut self.clients[li];
-        if matches!(c.state, State::Closing | State::Done | State::Backoff | State::Idle) {
+        if matches!(
+            c.state,
+            State::Closing | State::Done | State::Backoff | State::Idle
+        ) {
             return;
         }
         if c.attempting {
@@ -959,7 +962,8 @@ impl Core {
                 if res >= 0 {
                     c.has_socket = true;
                 } else {
-                    self.errors.record(format_args!("socket: {}", errno_name(res)));
+                    self.errors
+                        .record(format_args!("socket: {}", errno_name(res)));
                 }
             }
             Op::SockOpt if res < 0 => {
@@ -967,14 +971,11 @@ impl Core {
                     .record(format_args!("setsockopt TCP_NODELAY: {}", errno_name(res)));
             }
             Op::Bind if res < 0 => {
-                self.errors.record(format_args!("bind: {}", errno_name(res)));
+                self.errors
+                    .record(format_args!("bind: {}", errno_name(res)));
             }
             Op::Connect => self.connected(li, res),
-            Op::Close => {
-                if c.state == State::Closing {
-                    self.closed(li);
-                }
-            }
+            Op::Close if c.state == State::Closing => self.closed(li),
             _ => {}
         }
     }
@@ -1150,7 +1151,8 @@ impl Core {
         if res < 0 {
             if !self.stopping {
                 self.c.disconnects += 1;
-                self.errors.record(format_args!("send: {}", errno_name(res)));
+                self.errors
+                    .record(format_args!("send: {}", errno_name(res)));
             }
             self.end_connection(li, true);
             return;
@@ -1200,7 +1202,8 @@ impl Core {
                     self.errors
                         .record(format_args!("connection closed by the broker"));
                 } else {
-                    self.errors.record(format_args!("recv: {}", errno_name(res)));
+                    self.errors
+                        .record(format_args!("recv: {}", errno_name(res)));
                 }
             }
             self.end_connection(li, true);
@@ -1220,16 +1223,12 @@ impl Core {
             return self.feed_ws(li, data);
         }
         ws.carry.extend_from_slice(data);
-        let consumed = match ws::handshake::parse_response(
-            &ws.carry,
-            &ws.key,
-            Some("mqtt"),
-            MAX_HTTP_HEAD,
-        ) {
-            Ok(Decoded::Partial { .. }) => return Ok(()),
-            Ok(Decoded::Complete(_, consumed)) => consumed,
-            Err(e) => return Err(format!("WebSocket upgrade refused: {e:?}")),
-        };
+        let consumed =
+            match ws::handshake::parse_response(&ws.carry, &ws.key, Some("mqtt"), MAX_HTTP_HEAD) {
+                Ok(Decoded::Partial { .. }) => return Ok(()),
+                Ok(Decoded::Complete(_, consumed)) => consumed,
+                Err(e) => return Err(format!("WebSocket upgrade refused: {e:?}")),
+            };
         ws.upgraded = true;
         let mut head_and_rest = std::mem::take(&mut ws.carry);
         self.send_connect(li);
@@ -1402,8 +1401,7 @@ impl Core {
                     Some(&code) if code <= 2 => self.ready(li),
                     code => {
                         self.c.suback_refused += 1;
-                        self.errors
-                            .record(format_args!("SUBACK refused: {code:?}"));
+                        self.errors.record(format_args!("SUBACK refused: {code:?}"));
                         self.end_connection(li, true);
                     }
                 }
@@ -1504,7 +1502,10 @@ impl Core {
     fn on_ack(&mut self, li: usize, r: &PubResp<'_>, kind: u8) -> Result<(), String> {
         let c = &mut self.clients[li];
         let Some(p) = &mut c.publisher else {
-            return Err(format!("acknowledgement {kind} for pkid {} to a non-publisher", r.pkid));
+            return Err(format!(
+                "acknowledgement {kind} for pkid {} to a non-publisher",
+                r.pkid
+            ));
         };
         if p.pkids.get(r.pkid) != Some(kind) {
             return Err(format!(
@@ -1565,7 +1566,9 @@ impl Core {
             && !c.close_when_flushed
             && c.queued_bytes() < OUT_HIGH_WATER
             && (self.qos == QoS::AtMostOnce
-                || c.publisher.as_ref().is_some_and(|p| !p.pkids.free.is_empty()))
+                || c.publisher
+                    .as_ref()
+                    .is_some_and(|p| !p.pkids.free.is_empty()))
     }
 
     /// Publishes what is due; true when an open-loop publisher could go on at once.

@@ -51,10 +51,8 @@ impl Broker {
             println!("SKIPPED: mosquitto not found (apt-get install -y mosquitto)");
             return None;
         };
-        let dir = std::env::temp_dir().join(format!(
-            "ringmq-swarm-test-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("ringmq-swarm-test-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (tcp, ws) = (free_port(), free_port());
         let conf = dir.join("mosquitto.conf");
@@ -83,7 +81,10 @@ impl Broker {
         let deadline = Instant::now() + Duration::from_secs(10);
         for port in [tcp, ws] {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "mosquitto did not listen on {port}");
+                assert!(
+                    Instant::now() < deadline,
+                    "mosquitto did not listen on {port}"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -139,13 +140,19 @@ fn assert_clean(r: &RunReport) {
     assert_eq!(m.publish_skipped, 0, "publishers fell behind the rate");
     assert!(m.delivered_measured > 0);
     let l = r.latency_us.as_ref().expect("latency figures");
-    assert_eq!(l.count, m.delivered_measured, "one latency per measured delivery");
+    assert_eq!(
+        l.count, m.delivered_measured,
+        "one latency per measured delivery"
+    );
     assert!(l.p50 > 0 && l.p50 <= l.p99 && l.p99 <= l.max);
     let c = &r.connect;
     assert!(c.all_ready);
     assert_eq!(c.reconnects, 0);
     assert_eq!(c.disconnects, 0);
-    assert_eq!(c.connect_failures + c.connack_refused + c.suback_refused + c.timeouts, 0);
+    assert_eq!(
+        c.connect_failures + c.connack_refused + c.suback_refused + c.timeouts,
+        0
+    );
     assert_eq!(c.protocol_errors, 0);
     assert!(r.errors.is_empty(), "errors: {:?}", r.errors);
 }
@@ -198,8 +205,8 @@ fn fanout_qos1_one_publisher_twenty_subscribers() {
 
 /// The three output files say what the report says.
 fn check_outputs(r: &RunReport, json: &Path, hist: &Path, html: &Path) {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap())
-        .expect("valid JSON");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).expect("valid JSON");
     assert_eq!(v["scenario"], "fanout");
     assert_eq!(
         v["messages"]["lost"].as_u64(),
@@ -235,7 +242,10 @@ fn check_outputs(r: &RunReport, json: &Path, hist: &Path, html: &Path) {
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(page.matches("<svg").count() >= 2, "plots missing");
     for banned in ["<script", " src=", "<link", "@import", "url("] {
-        assert!(!page.contains(banned), "report refers outside itself: {banned}");
+        assert!(
+            !page.contains(banned),
+            "report refers outside itself: {banned}"
+        );
     }
 }
 

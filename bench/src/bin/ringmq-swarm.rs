@@ -24,20 +24,24 @@ fn main() -> ExitCode {
     };
     print!("{}", report.summary());
     let mut ok = true;
-    if let Some(p) = json {
-        if let Err(e) = report.write_json(&p) {
-            eprintln!("ringmq-swarm: --json {e}");
-            ok = false;
-        }
+    if let Some(p) = json
+        && let Err(e) = report.write_json(&p)
+    {
+        eprintln!("ringmq-swarm: --json {e}");
+        ok = false;
     }
-    if let Some(p) = html {
-        if let Err(e) = report.write_html(&p) {
-            eprintln!("ringmq-swarm: --report {e}");
-            ok = false;
-        }
+    if let Some(p) = html
+        && let Err(e) = report.write_html(&p)
+    {
+        eprintln!("ringmq-swarm: --report {e}");
+        ok = false;
     }
     if let Some(p) = hist {
         eprintln!("latency interval log written to {}", p.display());
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
