@@ -482,3 +482,35 @@ fn dry_run_and_conf_on_a_fake_proc_sys() {
     let out = tune_bin(&["check", "--strict", "--proc-sys", root]);
     assert_eq!(out.status.code(), Some(1), "LOW settings fail --strict");
 }
+
+#[test]
+fn tuning_md_table_matches_the_recommendations() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    for s in SPECS {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", s.name)))
+            .unwrap_or_else(|| panic!("tuning.md has no table row for {}", s.name));
+        for v in s.recommended {
+            assert!(
+                row.contains(&format!("{v}")),
+                "tuning.md row for {} lacks {v}: {row}",
+                s.name
+            );
+        }
+        assert!(
+            doc.contains(&format!("### `{}`", s.name)),
+            "tuning.md has no section for {}",
+            s.name
+        );
+    }
+    let nofile = doc
+        .lines()
+        .find(|l| l.starts_with("| `RLIMIT_NOFILE` hard |"))
+        .unwrap();
+    assert!(
+        nofile.contains(&tune::RECOMMENDED_NOFILE.to_string()),
+        "{nofile}"
+    );
+}

@@ -100,7 +100,7 @@ pub static SPECS: &[Spec] = &[
         recommended: &[4096],
         want: &[AtLeast],
         unit: "connections",
-        reason: "caps each listener's accept queue; ringmq asks 1024 per shard listener, peers more",
+        reason: "caps each listener's accept queue; ringmq asks 1024 per shard listener",
         when_absent: None,
     },
     Spec {
@@ -109,7 +109,7 @@ pub static SPECS: &[Spec] = &[
         recommended: &[16_384],
         want: &[AtLeast],
         unit: "half-open connections",
-        reason: "SYN queue during connect storms; too small means SYN cookies or dropped SYNs (1 s retries)",
+        reason: "SYN queue during connect storms when SYN cookies are off (dropped SYNs retry after 1 s)",
         when_absent: None,
     },
     Spec {
