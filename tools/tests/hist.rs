@@ -166,7 +166,7 @@ fn print_shows_a_table_per_tag_in_microseconds() {
         .unwrap();
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells[1..3], ["1000", "1"], "{row}");
-    assert_eq!(cells[9], "500.5", "{row}");
+    assert_eq!(cells[9..], ["500.5", "1"], "mean, intervals: {row}");
 
     let out = hist_bin(&["print", path.to_str().unwrap(), "--tag", "merged.loop_turn"]);
     let text = stdout(&out);
@@ -275,10 +275,43 @@ fn compare_gives_b_over_a() {
         stdout(&out)
     );
 
-    // Nothing in common: a clear error.
+    // Nothing in common: a clear error; --tag-b picks B's series.
     let out = hist_bin(&["compare", a.to_str().unwrap(), c.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("share no tag"), "{}", stderr(&out));
+    let (a_s, c_s) = (a.to_str().unwrap(), c.to_str().unwrap());
+    let out = hist_bin(&["compare", a_s, c_s, "--tag", "lat", "--tag-b", "other"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("lat (A) vs other (B)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("0.50x"), "{}", stdout(&out));
+    let out = hist_bin(&["compare", a_s, c_s, "--tag", "lat"]);
+    assert_eq!(out.status.code(), Some(1));
+    let want = format!("no histogram tagged \"lat\" in {c_s}; the tags are: other");
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+}
+
+#[test]
+fn an_empty_histogram_prints_dashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(
+        dir.path(),
+        "e.hlog",
+        &[(Some("idle"), vec![]), (Some("idle"), vec![])],
+    );
+    let out = hist_bin(&["print", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row = text.lines().find(|l| l.starts_with("idle")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        ["idle", "0", "-", "-", "-", "-", "-", "-", "-", "-", "2"],
+        "{row}"
+    );
 }
 
 /// Checks that `doc` is well-formed XML as far as elements go: every opened element

@@ -42,9 +42,13 @@ enum Cmd {
     Compare {
         a: PathBuf,
         b: PathBuf,
-        /// Only this tag.
+        /// Only this tag (in both, unless --tag-b names B's).
         #[arg(long)]
         tag: Option<String>,
+        /// B's tag, to compare two different series (e.g. the swarm's untagged latency
+        /// with the broker's `merged.publish_to_delivery`).
+        #[arg(long)]
+        tag_b: Option<String>,
     },
     /// The percentile distribution, one line per file and tag: OUT.svg, or OUT.html (a
     /// self-contained page with the plot and the tables).
@@ -100,9 +104,9 @@ fn run(cmd: Cmd) -> Result<(), HistError> {
             }
             eprintln!("wrote {}", output.display());
         }
-        Cmd::Compare { a, b, tag } => {
+        Cmd::Compare { a, b, tag, tag_b } => {
             let a = hist::read_log(&a)?.only(tag.as_deref())?;
-            let b = hist::read_log(&b)?.only(tag.as_deref())?;
+            let b = hist::read_log(&b)?.only(tag_b.as_deref().or(tag.as_deref()))?;
             print!("{}", hist::compare_table(&a, &b)?);
         }
         Cmd::Plot {

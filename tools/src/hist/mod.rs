@@ -67,8 +67,12 @@ pub enum HistError {
     },
     /// The file holds no interval at all.
     Empty { path: PathBuf },
-    /// `--tag` named a tag that no file has.
-    NoSuchTag { tag: String, available: Vec<String> },
+    /// `--tag` named a tag that no file has (or that `file` lacks).
+    NoSuchTag {
+        tag: String,
+        file: Option<PathBuf>,
+        available: Vec<String>,
+    },
     /// `compare` found no tag the two files share.
     NothingInCommon { a: Vec<String>, b: Vec<String> },
     /// Serialising or drawing the output failed.
@@ -104,11 +108,17 @@ impl fmt::Display for HistError {
             HistError::Empty { path } => {
                 write!(f, "{}: no histogram intervals in this file", path.display())
             }
-            HistError::NoSuchTag { tag, available } => write!(
-                f,
-                "no histogram tagged {tag:?}; the tags are: {}",
-                available.join(", ")
-            ),
+            HistError::NoSuchTag {
+                tag,
+                file,
+                available,
+            } => {
+                write!(f, "no histogram tagged {tag:?}")?;
+                if let Some(file) = file {
+                    write!(f, " in {}", file.display())?;
+                }
+                write!(f, "; the tags are: {}", available.join(", "))
+            }
             HistError::NothingInCommon { a, b } => write!(
                 f,
                 "the two logs share no tag (A has {}; B has {}); pick one with --tag",
@@ -186,6 +196,7 @@ impl Log {
             if self.series.is_empty() {
                 return Err(HistError::NoSuchTag {
                     tag: tag.to_owned(),
+                    file: Some(self.path),
                     available,
                 });
             }
@@ -227,6 +238,7 @@ pub fn read_logs(paths: &[PathBuf], tag: Option<&str>) -> Result<Vec<Log>, HistE
         }
         return Err(HistError::NoSuchTag {
             tag: tag.to_owned(),
+            file: None,
             available,
         });
     }
@@ -488,6 +500,25 @@ pub fn ratio(a: f64, b: f64) -> Option<f64> {
     if a == 0.0 { None } else { Some(b / a) }
 }
 
+/// The cells of one series in [`FIELDS`] order, then the number of intervals; an empty
+/// histogram shows `-` for everything but its count.
+pub fn summary_cells(s: &Series) -> Vec<String> {
+    let sum = Summary::of(&s.hist);
+    let mut cells: Vec<String> = FIELDS
+        .iter()
+        .zip(sum.values())
+        .map(|(f, v)| {
+            if sum.count == 0 && *f != "count" {
+                "-".to_owned()
+            } else {
+                fmt_value(f, v)
+            }
+        })
+        .collect();
+    cells.push(s.intervals.to_string());
+    cells
+}
+
 fn fmt_value(field: &str, v: f64) -> String {
     if field == "mean" {
         format!("{v:.1}")
@@ -536,24 +567,18 @@ fn table(header: &[String], rows: &[Vec<String>]) -> String {
 pub fn print_table(log: &Log) -> String {
     let mut header = vec!["tag".to_owned()];
     header.extend(FIELDS.iter().map(|f| f.to_string()));
+    header.push("intervals".to_owned());
     let rows: Vec<Vec<String>> = log
         .series
         .iter()
         .map(|s| {
-            let sum = Summary::of(&s.hist);
             let mut row = vec![s.name().to_owned()];
-            row.extend(
-                FIELDS
-                    .iter()
-                    .zip(sum.values())
-                    .map(|(f, v)| fmt_value(f, v)),
-            );
+            row.extend(summary_cells(s));
             row
         })
         .collect();
-    let intervals: usize = log.series.iter().map(|s| s.intervals).sum();
     format!(
-        "{} — latency in {UNIT}, {intervals} interval(s) merged per tag\n{}",
+        "{} — latency in {UNIT}, all intervals of each tag merged\n{}",
         log.path.display(),
         table(&header, &rows)
     )

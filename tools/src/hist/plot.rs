@@ -8,7 +8,7 @@ use std::ops::Range;
 use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, Ranged, ValueFormatter};
 use plotters::prelude::*;
 
-use super::{FIELDS, Series, Summary, UNIT};
+use super::{FIELDS, Series, UNIT, summary_cells};
 
 /// One line of the plot.
 pub struct Line<'a> {
@@ -169,21 +169,17 @@ pub fn html(lines: &[Line<'_>], title: &str) -> Result<String, String> {
     };
     let mut rows = String::new();
     for l in lines {
-        let v = Summary::of(&l.series.hist).values();
-        rows.push_str("<tr><td>");
-        rows.push_str(&escape(&l.label));
-        rows.push_str("</td>");
-        for (f, v) in FIELDS.iter().zip(v) {
-            let cell = if *f == "mean" {
-                format!("{v:.1}")
-            } else {
-                format!("{}", v as u64)
-            };
+        rows.push_str(&format!("<tr><td>{}</td>", escape(&l.label)));
+        for cell in summary_cells(l.series) {
             rows.push_str(&format!("<td>{cell}</td>"));
         }
         rows.push_str("</tr>\n");
     }
-    let head: String = FIELDS.iter().map(|f| format!("<th>{f}</th>")).collect();
+    let head: String = FIELDS
+        .iter()
+        .chain(&["intervals"])
+        .map(|f| format!("<th>{f}</th>"))
+        .collect();
     Ok(format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{t}</title>\n\
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
