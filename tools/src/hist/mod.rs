@@ -262,12 +262,18 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<Log, HistError> {
     } else {
         bytes
     };
-    let line_of = |offset: usize| {
-        bytes[..offset.min(bytes.len())]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+    // Line numbers for errors, counted incrementally (entries come in file order).
+    let (mut counted_to, mut lines_before) = (0usize, 0usize);
+    let mut line_of = |offset: usize| {
+        let offset = offset.min(bytes.len());
+        if offset >= counted_to {
+            lines_before += bytes[counted_to..offset]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            counted_to = offset;
+        }
+        lines_before + 1
     };
 
     let mut series: Vec<Series> = Vec::new();
