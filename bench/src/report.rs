@@ -527,12 +527,16 @@ impl RunReport {
 
     fn throughput_svg(&self) -> Result<String, String> {
         let t_max = self.timeline.last().map_or(1.0, |s| s.t_s).max(1.0);
-        let y_max = self
-            .timeline
-            .iter()
-            .map(|s| s.published_per_s.max(s.delivered_per_s))
-            .fold(1.0f64, f64::max)
-            * 1.1;
+        let peak = |f: fn(&Sample) -> f64| self.timeline.iter().map(f).fold(0.0f64, f64::max);
+        let (pub_peak, del_peak) = (peak(|s| s.published_per_s), peak(|s| s.delivered_per_s));
+        // Fan-out delivers far more than it publishes: a logarithmic axis shows both.
+        let log = pub_peak > 0.0 && del_peak > 20.0 * pub_peak;
+        let y = move |v: f64| if log { v.max(1.0).log10() } else { v };
+        let y_max = if log {
+            y(pub_peak.max(del_peak)).ceil().max(1.0) + 0.3
+        } else {
+            pub_peak.max(del_peak).max(1.0) * 1.1
+        };
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (900, 380)).into_drawing_area();
@@ -547,19 +551,19 @@ impl RunReport {
             chart
                 .configure_mesh()
                 .x_desc("seconds since start")
-                .y_desc("msg/s")
-                .y_label_formatter(&|y| rate(*y))
+                .y_desc(if log { "msg/s (log scale)" } else { "msg/s" })
+                .y_label_formatter(&|v| rate(if log { 10f64.powf(*v) } else { *v }))
                 .draw()
                 .map_err(plot_err)?;
             let published: Vec<(f64, f64)> = self
                 .timeline
                 .iter()
-                .map(|s| (s.t_s, s.published_per_s))
+                .map(|s| (s.t_s, y(s.published_per_s)))
                 .collect();
             let delivered: Vec<(f64, f64)> = self
                 .timeline
                 .iter()
-                .map(|s| (s.t_s, s.delivered_per_s))
+                .map(|s| (s.t_s, y(s.delivered_per_s)))
                 .collect();
             chart
                 .draw_series(LineSeries::new(published, &RED))

@@ -1538,11 +1538,24 @@ impl Core {
             QoS::AtLeastOnce => self.respond(li, Packet::PubAck(PubResp::new(p.pkid))),
             QoS::ExactlyOnce => self.respond(li, Packet::PubRec(PubResp::new(p.pkid))),
         }
-        let header = Header::read(p.payload).filter(|h| h.run_id == self.run_id);
+        let header = Header::read(p.payload);
+        let run_id = self.run_id;
         let c = &mut self.clients[li];
-        let pair = header.and_then(|h| c.table.as_mut().and_then(|t| t.pair(h.publisher)));
+        let pair = header
+            .filter(|h| h.run_id == run_id)
+            .and_then(|h| c.table.as_mut().and_then(|t| t.pair(h.publisher)));
         let (Some(h), Some(pair)) = (header, pair) else {
             self.c.foreign += 1;
+            let why = match header {
+                None => "no swarm header",
+                Some(h) if h.run_id != run_id => "another run",
+                Some(_) => "unknown publisher or not subscribed",
+            };
+            self.errors.record(format_args!(
+                "foreign message on {:?} ({why}, {} bytes)",
+                p.topic,
+                p.payload.len()
+            ));
             return Ok(());
         };
         let outcome = pair.record(h.seq);

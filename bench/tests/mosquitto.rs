@@ -30,11 +30,27 @@ fn find_mosquitto() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// Two distinct free ports below the ephemeral range (32768 and up by default), so that
+/// no outgoing connection, on this test's swarm or anyone else's, holds them: mosquitto's
+/// WebSocket listener binds `[::]:PORT`, which any socket with that local port blocks.
+/// Each is checked by binding the wildcard address, and both are held while picking.
+fn free_ports() -> (u16, u16) {
+    let mut candidate = 20_000 + (std::process::id() % 10_000) as u16;
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        candidate = if candidate >= 31_999 {
+            20_000
+        } else {
+            candidate + 1
+        };
+        if let Ok(l) = TcpListener::bind(("::", candidate))
+            .or_else(|_| TcpListener::bind(("0.0.0.0", candidate)))
+        {
+            held.push(l);
+        }
+    }
+    let port = |l: &TcpListener| l.local_addr().unwrap().port();
+    (port(&held[0]), port(&held[1]))
 }
 
 /// A mosquitto child process, killed on drop.
@@ -54,7 +70,7 @@ impl Broker {
         let dir =
             std::env::temp_dir().join(format!("ringmq-swarm-test-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (tcp, ws) = (free_port(), free_port());
+        let (tcp, ws) = free_ports();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -89,6 +105,21 @@ impl Broker {
             }
         }
         Some(broker)
+    }
+
+    /// Kills the broker, waits `down`, and starts it again on the same ports.
+    fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        let bin = find_mosquitto().expect("found before");
+        self.child = Command::new(bin)
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart mosquitto");
     }
 
     fn tcp(&self) -> String {
@@ -361,4 +392,37 @@ fn idle_with_keepalive_and_broker_memory() {
     let broker = r.broker.as_ref().expect("broker figures");
     assert!(broker.rss_before > 0 && broker.rss_end > 0);
     assert_eq!(r.source_addrs, 4);
+}
+
+#[test]
+fn lost_connections_come_back_after_a_broker_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut b) = Broker::start("restart") else {
+        return;
+    };
+    let target = b.tcp();
+    let swarm = std::thread::spawn(move || {
+        swarm(&[
+            "idle",
+            "--target",
+            &target,
+            "--connections",
+            "20",
+            "--subscribe-own",
+            "--duration",
+            "4",
+        ])
+    });
+    // The idle hold starts once all 20 are ready (well under a second); drop them all,
+    // and come back before the first retry (0.75 to 1 s after the loss).
+    std::thread::sleep(Duration::from_millis(1_000));
+    b.restart(Duration::from_millis(300));
+    let r = swarm.join().expect("swarm thread");
+    let c = &r.connect;
+    assert!(c.all_ready);
+    assert_eq!(c.first_connacks, 20);
+    assert_eq!(c.disconnects, 20, "every connection was lost once");
+    assert!(c.reconnects >= 20, "{} reconnects", c.reconnects);
+    // Back and subscribed again: a second CONNACK for everyone.
+    assert_eq!(c.connacks, 40, "errors: {:?}", r.errors);
 }
