@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+
+use crate::table;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::interval_log::{
     IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
@@ -540,35 +542,6 @@ fn fmt_ratio(r: Option<f64>) -> String {
     }
 }
 
-/// A plain-text table with the first column left-aligned and the others right-aligned.
-fn table(header: &[String], rows: &[Vec<String>]) -> String {
-    let cols = header.len();
-    let mut width = vec![0usize; cols];
-    for row in std::iter::once(header).chain(rows.iter().map(|r| &r[..])) {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(header).chain(rows.iter().map(|r| &r[..])) {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(&width).enumerate() {
-            let pad = w - cell.chars().count();
-            if i == 0 {
-                line.push_str(cell);
-                line.push_str(&" ".repeat(pad));
-            } else {
-                line.push_str("  ");
-                line.push_str(&" ".repeat(pad));
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 /// `print`: one table per log, one row per tag.
 pub fn print_table(log: &Log) -> String {
     let mut header = vec!["tag".to_owned()];
@@ -586,7 +559,7 @@ pub fn print_table(log: &Log) -> String {
     format!(
         "{} — latency in {UNIT}, all intervals of each tag merged\n{}",
         log.path.display(),
-        table(&header, &rows)
+        table(&header, &rows, true)
     )
 }
 
@@ -646,7 +619,7 @@ pub fn compare_table(a: &Log, b: &Log) -> Result<String, HistError> {
             })
             .collect();
         out.push('\n');
-        out.push_str(&table(&header, &rows));
+        out.push_str(&table(&header, &rows, true));
     }
     Ok(out)
 }
@@ -743,13 +716,14 @@ mod tests {
 
     #[test]
     fn table_aligns() {
-        let t = table(
-            &["tag".into(), "n".into()],
-            &[
-                vec!["long-tag".into(), "1".into()],
-                vec!["x".into(), "1000".into()],
-            ],
-        );
+        let header = ["tag".into(), "n".into()];
+        let rows = [
+            vec!["long-tag".into(), "1".into()],
+            vec!["x".into(), "1000".into()],
+        ];
+        let t = table(&header, &rows, true);
         assert_eq!(t, "tag          n\nlong-tag     1\nx         1000\n");
+        let t = table(&header, &rows, false);
+        assert_eq!(t, "tag       n\nlong-tag  1\nx         1000\n");
     }
 }

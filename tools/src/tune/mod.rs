@@ -470,11 +470,11 @@ pub fn check(proc: &ProcSys) -> Vec<Row> {
 /// `check`'s table: one line per setting, then the reasons for what is not OK (all
 /// reasons with `verbose`).
 pub fn format_check(rows: &[Row], verbose: bool) -> String {
-    let header = ["setting", "current", "recommended", "status"];
-    let cells: Vec<[String; 4]> = rows
+    let header = ["setting", "current", "recommended", "status"].map(String::from);
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.name.clone(),
                 r.current.clone().unwrap_or_else(|| "-".into()),
                 r.recommended.clone(),
@@ -482,26 +482,7 @@ pub fn format_check(rows: &[Row], verbose: bool) -> String {
             ]
         })
         .collect();
-    let mut width = header.map(|h| h.chars().count());
-    for c in &cells {
-        for (w, cell) in width.iter_mut().zip(c) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |c: &[String; 4]| {
-        let mut s = String::new();
-        for (i, (cell, w)) in c.iter().zip(width).enumerate() {
-            s.push_str(cell);
-            if i < 3 {
-                s.push_str(&" ".repeat(w - cell.chars().count() + 2));
-            }
-        }
-        s.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(&header.map(String::from));
-    for c in &cells {
-        out.push_str(&line(c));
-    }
+    let mut out = crate::table(&header, &cells, false);
     let notes: Vec<&Row> = rows
         .iter()
         .filter(|r| verbose || r.status != Status::Ok)
