@@ -3,7 +3,7 @@
 //! Each client is a state machine in a `Vec`, driven by completions:
 //!
 //! ```text
-//! Idle ─► Connecting ─► [Upgrading] ─► Connack ─► [Suback] ─► Ready ─► Closing ─► Done
+//! Idle ─► Connecting ─► [Upgrading] ─► Connack ─► [Suback] ─► Ready ─► [Leaving] ─► Closing ─► Done
 //!              │ socket → setsockopt(TCP_NODELAY) → bind → connect, linked, into a fixed slot
 //!              └─ any failure or loss ─► Closing ─► Backoff (1 s, 2 s, 4 s … 30 s) ─► Connecting
 //! ```
@@ -65,6 +65,8 @@ const STOP_GRACE_NS: u64 = 3_000_000_000;
 const MAX_WS_MESSAGE: u64 = 1 << 30;
 const MAX_HTTP_HEAD: usize = 16 * 1024;
 const NS_PER_SEC: u64 = 1_000_000_000;
+/// How long a client waits for the broker to close after its DISCONNECT.
+const LEAVE_WAIT_NS: u64 = 1_000_000_000;
 
 /// `setsockopt` reads the option value from here while the operation runs.
 static ONE: libc::c_int = 1;
@@ -84,6 +86,9 @@ enum State {
     /// SUBSCRIBE sent, waiting for SUBACK.
     Suback,
     Ready,
+    /// DISCONNECT sent: waiting for the broker to close first, so that TIME_WAIT (and
+    /// its port) stays on the broker's side, not on the swarm's.
+    Leaving,
     /// shutdown + close in flight.
     Closing,
     /// Finished for good.
@@ -679,7 +684,7 @@ impl Core {
                     self.mark_dirty(li);
                 }
                 State::Upgrading | State::Connack | State::Suback => self.end_connection(li, false),
-                State::Closing | State::Done => {}
+                State::Leaving | State::Closing | State::Done => {}
             }
         }
     }
@@ -748,9 +753,23 @@ impl Core {
         }
     }
 
+    /// Everything is sent after a DISCONNECT: wait (at most `LEAVE_WAIT_NS`) for the
+    /// broker to close.
+    fn leave(&mut self, li: usize) {
+        let c = &mut self.clients[li];
+        if c.state == State::Ready {
+            self.c.ready -= 1;
+        }
+        c.state = State::Leaving;
+        c.close_when_flushed = false;
+        let at = self.now + LEAVE_WAIT_NS;
+        self.add_timer(at, li, TimerKind::Deadline);
+    }
+
     fn deadline(&mut self, li: usize) {
         let c = &mut self.clients[li];
         match c.state {
+            State::Leaving => self.end_connection(li, false),
             State::Connecting => {
                 c.timed_out = true;
                 self.c.timeouts += 1;
@@ -1057,7 +1076,7 @@ impl Core {
     fn rearm(&mut self) {
         while let Some(li) = self.rearm_list.pop() {
             let li = li as usize;
-            if self.clients[li].is_live() {
+            if self.clients[li].is_live() || self.clients[li].state == State::Leaving {
                 self.arm_recv(li);
             }
         }
@@ -1092,7 +1111,7 @@ impl Core {
         }
         if !c.has_output() {
             if c.close_when_flushed {
-                self.end_connection(li, false);
+                self.leave(li);
             }
             return;
         }
@@ -1182,6 +1201,15 @@ impl Core {
         }
         if !more {
             c.recv_armed = false;
+        }
+        if c.state == State::Leaving {
+            // Bytes after our DISCONNECT are ignored; the broker's close ends it.
+            if res <= 0 && res != -libc::ENOBUFS {
+                self.end_connection(li, false);
+            } else if !more {
+                self.rearm_list.push(li as u32);
+            }
+            return;
         }
         if !c.is_live() {
             return;

@@ -19,6 +19,9 @@ use ringmq_bench::config::Config;
 use ringmq_bench::report::RunReport;
 use ringmq_bench::run::run;
 
+/// Source addresses of the swarm's connections.
+const SOURCE_ADDRS: &str = "127.66.0.1-127.66.0.16";
+
 /// One broker run at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -151,6 +154,10 @@ fn swarm(args: &[&str]) -> RunReport {
     let mut argv = vec!["ringmq-swarm"];
     argv.extend_from_slice(args);
     argv.extend_from_slice(&["--quiet", "--threads", "2", "--seed", "7"]);
+    if !args.contains(&"--source-addrs") {
+        // Not 127.0.0.1: on a busy machine its ephemeral ports may all be taken.
+        argv.extend_from_slice(&["--source-addrs", SOURCE_ADDRS]);
+    }
     let cfg = Config::from_argv(argv).expect("valid command line");
     let report = run(cfg).expect("the run completes");
     print!("{}", report.summary());
