@@ -120,7 +120,6 @@ impl PkidPool {
         *self = PkidPool::new(window);
     }
 
-    #[cfg(test)]
     fn in_flight(&self) -> usize {
         self.state.len() - self.free.len()
     }
@@ -203,6 +202,8 @@ struct Client {
     failures: u32,
     attempt_start_ns: u64,
     last_send_ns: u64,
+    /// Our keepalive, or the MQTT 5 Server Keep Alive the broker imposed.
+    keepalive_ns: u64,
     connected_once: bool,
 }
 
@@ -561,6 +562,7 @@ impl Core {
                 failures: 0,
                 attempt_start_ns: 0,
                 last_send_ns: 0,
+                keepalive_ns: u64::from(cfg.keepalive) * NS_PER_SEC,
                 connected_once: false,
             });
         }
@@ -792,9 +794,9 @@ impl Core {
     }
 
     fn ping(&mut self, li: usize) {
-        let ka = self.keepalive_ns;
         let now = self.now;
         let c = &mut self.clients[li];
+        let ka = c.keepalive_ns;
         if c.state != State::Ready || ka == 0 {
             return;
         }
@@ -929,6 +931,12 @@ impl Core {
         }
         c.retry = retry && !stopping;
         c.close_when_flushed = false;
+        if let Some(p) = &mut c.publisher {
+            // Unacknowledged publishes die with the connection (clean session).
+            self.c.inflight -= p.pkids.in_flight() as u64;
+            let window = p.pkids.state.len() as u16;
+            p.pkids.reset(window);
+        }
         if c.has_socket {
             c.state = State::Closing;
             let slot = c.slot;
@@ -1476,6 +1484,10 @@ impl Core {
         }
         self.connect_hist
             .saturating_record((now - c.attempt_start_ns) / 1_000);
+        c.keepalive_ns = match ack.properties.server_keep_alive() {
+            Some(ka) => u64::from(ka) * NS_PER_SEC,
+            None => self.keepalive_ns,
+        };
         if let (Some(max), Some(p)) = (ack.properties.receive_maximum(), &mut c.publisher) {
             let window = self.cfg.inflight.min(max);
             if self.qos != QoS::AtMostOnce && usize::from(window) != p.pkids.state.len() {
@@ -1511,8 +1523,9 @@ impl Core {
             self.connecting -= 1;
         }
         self.c.ready += 1;
-        if self.keepalive_ns > 0 {
-            self.add_timer(now + self.keepalive_ns, li, TimerKind::Ping);
+        if c.keepalive_ns > 0 {
+            let at = now + c.keepalive_ns;
+            self.add_timer(at, li, TimerKind::Ping);
         }
         if self.cfg.close_after_connack {
             let c = &mut self.clients[li];
