@@ -79,6 +79,61 @@ pub fn connect_level(level: u8, client_id: &str, keep_alive: u16) -> Vec<u8> {
     packet(0x10, &b)
 }
 
+/// A 5.0 CONNECT (Clean Start) with the given encoded properties (identifier and value
+/// bytes, without the property length).
+pub fn connect_v5_with(client_id: &str, keep_alive: u16, props: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    mqtt_str(b"MQTT", &mut b);
+    b.push(5);
+    b.push(0x02);
+    b.extend_from_slice(&keep_alive.to_be_bytes());
+    varint(props.len(), &mut b);
+    b.extend_from_slice(props);
+    mqtt_str(client_id.as_bytes(), &mut b);
+    packet(0x10, &b)
+}
+
+/// SUBSCRIBE to one filter with the given options byte (QoS in bits 0-1; 5.0 adds
+/// No Local, Retain As Published, Retain Handling); `v5` adds the empty property list.
+pub fn subscribe(pkid: u16, filter: &str, options: u8, v5: bool) -> Vec<u8> {
+    let mut b = pkid.to_be_bytes().to_vec();
+    if v5 {
+        b.push(0);
+    }
+    mqtt_str(filter.as_bytes(), &mut b);
+    b.push(options);
+    packet(0x82, &b)
+}
+
+/// PUBACK for `pkid` (success; in 5.0 the reason code may be left out).
+pub fn puback(pkid: u16) -> Vec<u8> {
+    let mut p = vec![0x40, 0x02];
+    p.extend_from_slice(&pkid.to_be_bytes());
+    p
+}
+
+/// A received PUBLISH taken apart: QoS, retain, topic, packet id (QoS > 0), payload.
+/// `v5` skips the property list.
+pub fn parse_publish(p: &RawPacket, v5: bool) -> (u8, bool, String, u16, Vec<u8>) {
+    assert_eq!(p.kind(), 3, "not a PUBLISH: {p:02x?}");
+    let qos = (p.first >> 1) & 3;
+    let retain = p.first & 1 == 1;
+    let b = &p.body;
+    let tlen = u16::from_be_bytes([b[0], b[1]]) as usize;
+    let topic = String::from_utf8(b[2..2 + tlen].to_vec()).expect("utf-8 topic");
+    let mut at = 2 + tlen;
+    let mut pkid = 0;
+    if qos > 0 {
+        pkid = u16::from_be_bytes([b[at], b[at + 1]]);
+        at += 2;
+    }
+    if v5 {
+        let (len, used) = read_varint(&b[at..]).expect("property length");
+        at += used + len;
+    }
+    (qos, retain, topic, pkid, b[at..].to_vec())
+}
+
 pub fn connect_v311(client_id: &str, keep_alive: u16) -> Vec<u8> {
     connect_level(4, client_id, keep_alive)
 }
