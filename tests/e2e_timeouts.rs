@@ -114,3 +114,39 @@ fn silent_sockets_are_closed_by_the_connect_and_handshake_timeouts() {
     rt.block_on(healthy.check());
     broker.wait_for_metric("ringmq_connections_current", WAIT, |v| v == 1);
 }
+
+/// Over WebSocket, an MQTT 5 client that goes silent hears DISCONNECT 0x8D in a binary
+/// message, then a close frame. WebSocket pings do not count as MQTT activity.
+#[test]
+fn silent_v5_client_over_websocket_gets_disconnect_0x8d() {
+    let broker = Broker::start(&[]);
+    let addr = broker.ws_addr().to_string();
+    let url = broker.ws_url();
+    let mut s = raw_ws(
+        broker.ws_addr(),
+        &url[url.find(&addr).unwrap() + addr.len()..],
+    );
+    s.write_all(&ws_frame(0x2, &connect_v5("ws-silent", 1)))
+        .unwrap();
+    let (head, payload) = read_ws_frame(&mut s);
+    assert_eq!(head, 0x82);
+    assert_eq!(parse_v5_connack(&split_packets(&payload)[0]).1, 0);
+    loop {
+        // Pings keep the WebSocket busy, not the MQTT session.
+        s.write_all(&ws_frame(0x9, b"p")).unwrap();
+        let (head, payload) = read_ws_frame(&mut s);
+        if head == 0x8A {
+            assert_eq!(payload, b"p");
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
+        assert_eq!(head, 0x82, "the DISCONNECT in a binary message");
+        let packets = split_packets(&payload);
+        assert_eq!(parse_v5_disconnect(&packets[0]).0, 0x8D);
+        break;
+    }
+    let (head, close) = read_ws_frame(&mut s);
+    assert_eq!(head, 0x88, "then a close frame");
+    assert_eq!(close.len(), 2);
+    assert_eq!(broker.metric("ringmq_disconnected_timeout"), 1);
+}

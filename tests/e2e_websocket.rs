@@ -298,3 +298,37 @@ fn ws_frame_declaring_2_pow_62_bytes_is_closed_with_1009() {
         assert_eq!(end.bytes, [0x88, 0x02, 0x03, 0xF1], "close frame 1009");
     });
 }
+
+/// `--max-connections 1`: a WebSocket client over the limit still upgrades, then gets
+/// its CONNACK refusal (0x03 in 3.1.1, 0x97 in 5.0) in a binary message, a close frame
+/// and the TCP close; the first client keeps working.
+#[test]
+fn ws_client_over_max_connections_gets_a_connack_refusal() {
+    let broker = Broker::start(&["--max-connections", "1"]);
+    let rt = runtime();
+    let mut healthy = rt.block_on(Healthy::start(v4_ws("healthy", &broker.ws_url())));
+    for (connect, code) in [
+        (connect_v311("ws-over-4", 30), 0x03),
+        (
+            connect_v5("ws-over-5", 30),
+            vec![0x20, 0x03, 0x00, 0x97, 0x00],
+        ),
+    ] {
+        let mut s = raw_ws(broker.ws_addr(), &ws_path(&broker));
+        s.write_all(&ws_frame(0x2, &connect)).unwrap();
+        let (head, payload) = read_ws_frame(&mut s);
+        assert_eq!(head, 0x82);
+        let packets = split_packets(&payload);
+        assert_eq!(packets.len(), 1, "{packets:02x?}");
+        let connack = &packets[0];
+        assert_eq!(connack.first, 0x20);
+        assert_eq!(connack.body[..2], [0x00, code], "refusal: {connack:02x?}");
+        let (head, close) = read_ws_frame(&mut s);
+        assert_eq!(head, 0x88, "a close frame");
+        assert_eq!(close.len(), 2);
+        let end = read_until_closed(&mut s, WAIT);
+        assert!(end.bytes.is_empty(), "{:02x?}", end.bytes);
+    }
+    assert_eq!(broker.metric("ringmq_connections_refused_limit"), 2);
+    rt.block_on(healthy.check());
+}
