@@ -161,6 +161,9 @@ counters! {
     pings,
     /// Multishot receives that ran out of provided buffers (re-armed).
     recv_nobufs,
+    /// Loop turns (one `io_uring_enter` each) and completions handled.
+    turns,
+    completions,
 }
 
 /// The `index` of a worker's last message: it has ended.

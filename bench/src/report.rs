@@ -68,9 +68,12 @@ pub struct MessageFigures {
     pub received: u64,
     /// Deliveries that were not duplicates.
     pub unique: u64,
-    /// Unique deliveries of messages published inside the measured window.
+    /// Unique deliveries of messages published inside the measured window (the messages
+    /// whose latency is measured).
     pub delivered_measured: u64,
-    /// `delivered_measured` per second of window.
+    /// Unique deliveries received inside the measured window, whatever their send time.
+    pub delivered_in_window: u64,
+    /// `delivered_in_window` per second of window: the delivery throughput.
     pub delivery_rate: f64,
     /// `expected - unique`: messages never delivered.
     pub lost: u64,
@@ -330,8 +333,9 @@ impl RunReport {
             );
             let _ = writeln!(
                 w,
-                "delivered    {} msg/s  ({} in window; {} of {} expected in all)",
+                "delivered    {} msg/s  ({} in window, {} of them sent in it; {} of {} expected in all)",
                 rate(m.delivery_rate),
+                thousands(m.delivered_in_window),
                 thousands(m.delivered_measured),
                 thousands(m.unique),
                 thousands(m.expected)
@@ -359,7 +363,14 @@ impl RunReport {
                 }
             );
         }
-        if let Some(l) = &self.latency_us {
+        if let Some(l) = self.latency_us.as_ref().filter(|l| l.count == 0) {
+            let _ = writeln!(
+                w,
+                "latency µs   none measured: no message sent inside the window was delivered \
+                 (n={})",
+                l.count
+            );
+        } else if let Some(l) = &self.latency_us {
             let _ = writeln!(
                 w,
                 "latency µs   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, n={})",

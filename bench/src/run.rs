@@ -123,6 +123,8 @@ struct Phases {
     /// Messages published and received (duplicates included) inside the window, whatever
     /// their send time: the work the CPU figures are divided by.
     window_messages: u64,
+    /// Unique deliveries received inside the window, whatever their send time.
+    window_delivered: u64,
     broker_before: Option<ProcSample>,
     broker_window_start: Option<ProcSample>,
     broker_window_end: Option<ProcSample>,
@@ -213,6 +215,7 @@ impl Runner<'_> {
             measure_offset_ns: 0,
             cpu_window: sys::own_cpu().since(&cpu0),
             window_messages: 0,
+            window_delivered: 0,
             broker_before,
             broker_window_start: broker0,
             broker_window_end: self.broker(),
@@ -256,6 +259,7 @@ impl Runner<'_> {
                 let t1 = self.control.totals();
                 phases.window_messages =
                     (t1.published + t1.received).saturating_sub(t0.published + t0.received);
+                phases.window_delivered = t1.unique.saturating_sub(t0.unique);
                 phases.broker_window_end = self.broker();
                 phases.window_ns = cfg.duration.as_nanos() as u64;
                 phases.measure_offset_ns = measure_start - self.start_ns;
@@ -538,7 +542,8 @@ fn build_report(
         received: seq.received,
         unique: seq.unique,
         delivered_measured: counters.delivered_measured,
-        delivery_rate: counters.delivered_measured as f64 / window_s,
+        delivered_in_window: ph.window_delivered,
+        delivery_rate: ph.window_delivered as f64 / window_s,
         lost,
         lost_in_gaps: seq.missing(),
         lost_at_end: tail_missing,

@@ -433,6 +433,8 @@ impl Worker {
             self.core.ring.submit(wait_for, Some(timeout))?;
             self.core.now = now_ns();
             self.core.ring.reap(cqes);
+            self.core.c.turns += 1;
+            self.core.c.completions += cqes.len() as u64;
             for cqe in cqes.iter() {
                 self.completion(cqe);
             }
