@@ -231,3 +231,118 @@ fn max_connections_refuses_the_third_client() {
         assert_eq!(a.next_publish().await, got("limit/y", 1, "again"));
     });
 }
+
+/// MQTT 5 §3.1.4: a malformed CONNECT (here an unknown property identifier) gets a
+/// CONNACK with reason 0x81 (malformed packet) in 5.0 framing, then the close.
+#[test]
+fn v5_connect_with_an_unknown_property_gets_connack_0x81() {
+    bad_tcp_input(&[], "ringmq_disconnected_protocol_error", |s| {
+        s.write_all(&connect_v5_with("bad-prop", 30, &[0x7F, 0x00]))
+            .unwrap();
+        let end = read_until_closed(s, WAIT);
+        let packets = split_packets(&end.bytes);
+        assert_eq!(packets.len(), 1, "{packets:02x?}");
+        let (present, code, _) = parse_v5_connack(&packets[0]);
+        assert!(!present);
+        assert_eq!(code, 0x81, "malformed packet");
+    });
+}
+
+/// MQTT-3.1.3-8: 3.1.1, zero-length client id with Clean Session 0: CONNACK 0x02
+/// (identifier rejected), then the close.
+#[test]
+fn v311_empty_client_id_without_clean_session_gets_connack_0x02() {
+    let broker = Broker::start(&[]);
+    let mut s = tcp(broker.mqtt_addr());
+    let mut b = Vec::new();
+    mqtt_str(b"MQTT", &mut b);
+    b.extend_from_slice(&[4, 0x00, 0, 30]); // level 4, Clean Session 0, keepalive 30
+    mqtt_str(b"", &mut b);
+    s.write_all(&packet(0x10, &b)).unwrap();
+    let end = read_until_closed(&mut s, WAIT);
+    assert_eq!(end.bytes, [0x20, 0x02, 0x00, 0x02]);
+}
+
+/// MQTT-3.1.3-6/7 and 5.0 §3.2.2.3.7: an empty client id with a clean session is
+/// accepted; MQTT 5 clients are told the id the server assigned.
+#[test]
+fn empty_client_id_is_assigned_one() {
+    let broker = Broker::start(&[]);
+    let mut s = raw_v311_client(broker.mqtt_addr(), "", 30);
+    s.write_all(&PINGREQ).unwrap();
+    assert_eq!(read_n(&mut s, 2), PINGRESP);
+    let (_, props) = raw_v5_client(broker.mqtt_addr(), "", 30);
+    let assigned: Vec<_> = props.iter().filter(|(id, _)| *id == 0x12).collect();
+    assert_eq!(
+        assigned.len(),
+        1,
+        "Assigned Client Identifier in {props:02x?}"
+    );
+    assert!(
+        assigned[0].1.len() > 2,
+        "a non-empty id: {:02x?}",
+        assigned[0].1
+    );
+}
+
+/// MQTT-3.1.0-2: a second CONNECT is a protocol error: 5.0 clients hear DISCONNECT
+/// 0x82, then the close.
+#[test]
+fn a_second_connect_is_a_protocol_error() {
+    let broker = Broker::start(&[]);
+    let (mut s, _) = raw_v5_client(broker.mqtt_addr(), "twice", 30);
+    s.write_all(&connect_v5("twice", 30)).unwrap();
+    let end = read_until_closed(&mut s, WAIT);
+    let packets = split_packets(&end.bytes);
+    assert_eq!(packets.len(), 1, "{packets:02x?}");
+    assert_eq!(parse_v5_disconnect(&packets[0]).0, 0x82);
+    assert_eq!(broker.metric("ringmq_disconnected_protocol_error"), 1);
+}
+
+/// MQTT-3.3.2-2: a topic name must not hold wildcards: 5.0 DISCONNECT 0x90 (topic name
+/// invalid), 3.1.1 just the close.
+#[test]
+fn publish_to_a_wildcard_topic_is_a_protocol_error() {
+    let broker = Broker::start(&[]);
+    let rt = runtime();
+    let mut healthy = rt.block_on(Healthy::start(v4_tcp("healthy", broker.mqtt_addr())));
+    let (mut s, _) = raw_v5_client(broker.mqtt_addr(), "wild-5", 30);
+    s.write_all(&publish_qos0("health/+", b"x", true)).unwrap();
+    let end = read_until_closed(&mut s, WAIT);
+    let packets = split_packets(&end.bytes);
+    assert_eq!(packets.len(), 1, "{packets:02x?}");
+    assert_eq!(parse_v5_disconnect(&packets[0]).0, 0x90);
+
+    let mut s = raw_v311_client(broker.mqtt_addr(), "wild-4", 30);
+    s.write_all(&publish_qos0("health/#", b"x", false)).unwrap();
+    expect_closed_silently(&mut s, "3.1.1 wildcard topic");
+    assert_eq!(broker.metric("ringmq_disconnected_protocol_error"), 2);
+    rt.block_on(healthy.check());
+}
+
+/// A SUBSCRIBE whose filter misplaces a wildcard (MQTT 3.1.1 §4.7.1, 5.0 §4.7.1)
+/// breaks the protocol (3.1.1 §4.8: the connection is closed; 5.0 §4.13: DISCONNECT
+/// with a reason code, malformed packet, protocol error or topic filter invalid);
+/// other clients keep working.
+#[test]
+fn invalid_topic_filter_closes_the_connection() {
+    let broker = Broker::start(&[]);
+    let rt = runtime();
+    let mut healthy = rt.block_on(Healthy::start(v4_tcp("healthy", broker.mqtt_addr())));
+
+    let mut s4 = raw_v311_client(broker.mqtt_addr(), "badfilter-4", 30);
+    s4.write_all(&subscribe(5, "bad/#/filter", 1, false))
+        .unwrap();
+    expect_closed_silently(&mut s4, "3.1.1 bad filter");
+
+    let (mut s5, _) = raw_v5_client(broker.mqtt_addr(), "badfilter-5", 30);
+    s5.write_all(&subscribe(6, "bad+/filter", 1, true)).unwrap();
+    let end = read_until_closed(&mut s5, WAIT);
+    let packets = split_packets(&end.bytes);
+    assert_eq!(packets.len(), 1, "{packets:02x?}");
+    let (reason, _) = parse_v5_disconnect(&packets[0]);
+    assert!([0x81, 0x82, 0x8F].contains(&reason), "reason {reason:#04x}");
+
+    assert_eq!(broker.metric("ringmq_disconnected_protocol_error"), 2);
+    rt.block_on(healthy.check());
+}
