@@ -10,8 +10,9 @@
 //!   phases (connect → publish: warm-up, measured window, drain → stop) through
 //!   [`control`], samples progress and the broker's `/proc` entry, collects the results.
 //! - [`worker`]: one thread, one [`ring`] (io_uring with a fixed-file table and a
-//!   provided-buffer ring), thousands of client state machines; MQTT and WebSocket bytes
-//!   go through the workspace codec (`ringmq_proto`).
+//!   provided-buffer ring), thousands of client state machines; received bytes go through
+//!   [`stream`] (frames and packets decoded in place with the workspace codec,
+//!   `ringmq_proto`, split ones completed in a carry buffer).
 //! - [`payload`] is the header each message carries (publisher, sequence, send time);
 //!   [`seq`] counts loss, duplicates and reordering per (subscriber, publisher);
 //!   [`backoff`] paces reconnections; [`sys`] reads clocks, CPU time and `/proc`.
@@ -27,5 +28,6 @@ pub mod report;
 pub mod ring;
 pub mod run;
 pub mod seq;
+pub mod stream;
 pub mod sys;
 pub mod worker;

@@ -27,8 +27,8 @@ use hdrhistogram::Histogram;
 use io_uring::{opcode, squeue, types};
 use ringmq_proto::Decoded;
 use ringmq_proto::mqtt::{
-    self, ConnAck, Connect, Disconnect, Packet, Properties, PubResp, Publish, QoS, ReasonCode,
-    Subscribe, SubscribeFilters, SubscriptionOptions, Version,
+    ConnAck, Connect, Disconnect, Packet, Properties, PubResp, Publish, QoS, ReasonCode, Subscribe,
+    SubscribeFilters, SubscriptionOptions, Version,
 };
 use ringmq_proto::ws::{self, Event, FrameDecoder, Opcode, Role};
 
@@ -39,6 +39,7 @@ use crate::payload::{self, Header};
 use crate::plan::Plan;
 use crate::ring::{BufRing, Completion, Op, Ring, Token};
 use crate::seq::{SeqCounters, SeqTable};
+use crate::stream;
 use crate::sys::now_ns;
 
 /// Submission queue entries per ring.
@@ -1274,74 +1275,29 @@ impl Core {
         self.feed_ws(li, &mut head_and_rest[consumed..])
     }
 
-    /// WebSocket frames in, MQTT bytes out. A frame head or control frame split across
-    /// receives is completed in the carry buffer (at most 14 + 125 bytes); data payload
-    /// is handed on as it arrives.
+    /// WebSocket frames in, MQTT bytes out (see `stream::feed_ws`).
     fn feed_ws(&mut self, li: usize, data: &mut [u8]) -> Result<(), String> {
-        const MAX_PARTIAL: usize = ws::MAX_HEAD_LEN + ws::MAX_CONTROL_PAYLOAD;
-        let mut pos = 0;
         let ws = self.clients[li].ws.as_mut().expect("a WebSocket client");
-        if !ws.carry.is_empty() {
-            let mut carry = std::mem::take(&mut ws.carry);
-            let old = carry.len();
-            let take = data.len().min(MAX_PARTIAL.saturating_sub(old));
-            carry.extend_from_slice(&data[..take]);
-            let consumed = self.ws_event(li, &mut carry)?;
-            match consumed {
-                Some(n) => {
-                    // The event used n bytes of carry; those past `old` came from data.
-                    pos = n.saturating_sub(old);
-                    if n < old {
-                        // Cannot happen: carry held less than one event before.
-                        return Err("WebSocket frame decoder went backwards".into());
-                    }
-                    carry.clear();
-                }
-                None if take < data.len() => {
-                    return Err("WebSocket frame head longer than possible".into());
-                }
-                None => {
-                    // Still partial: all of data went into carry.
-                    if let Some(ws) = &mut self.clients[li].ws {
-                        ws.carry = carry;
-                    }
-                    return Ok(());
-                }
-            }
-            if let Some(ws) = &mut self.clients[li].ws {
-                ws.carry = carry;
-            }
+        let fresh = FrameDecoder::new(Role::Client, MAX_WS_MESSAGE);
+        let mut decoder = std::mem::replace(&mut ws.decoder, fresh);
+        let mut carry = std::mem::take(&mut ws.carry);
+        let r = stream::feed_ws(&mut decoder, &mut carry, data, |event| {
+            self.ws_event(li, event)
+        });
+        if let Some(ws) = &mut self.clients[li].ws {
+            ws.decoder = decoder;
+            ws.carry = carry;
         }
-        while pos < data.len() {
-            match self.ws_event(li, &mut data[pos..])? {
-                Some(n) => pos += n,
-                None => {
-                    if let Some(ws) = &mut self.clients[li].ws {
-                        ws.carry.extend_from_slice(&data[pos..]);
-                    }
-                    break;
-                }
-            }
-            if !self.clients[li].is_live() {
-                break;
-            }
-        }
-        Ok(())
+        r
     }
 
-    /// Decodes one WebSocket event at the front of `buf` and acts on it; the bytes used,
-    /// or `None` when more are needed.
-    fn ws_event(&mut self, li: usize, buf: &mut [u8]) -> Result<Option<usize>, String> {
-        let ws = self.clients[li].ws.as_mut().expect("a WebSocket client");
-        let (event, n) = match ws.decoder.decode(buf) {
-            Ok(Decoded::Complete(event, n)) => (event, n),
-            Ok(Decoded::Partial { .. }) => return Ok(None),
-            Err(e) => return Err(format!("WebSocket frame from the broker: {e:?}")),
-        };
+    /// Acts on one WebSocket event; whether the connection goes on.
+    fn ws_event(&mut self, li: usize, event: Event<'_>) -> Result<bool, String> {
         match event {
             Event::Data { chunk, .. } => self.feed_mqtt(li, chunk)?,
             Event::Ping(payload) => {
                 let key = (self.rng.next_u64() as u32).to_ne_bytes();
+                let ws = self.clients[li].ws.as_mut().expect("a WebSocket client");
                 ws::write_frame(Opcode::PONG, payload, Some(key), &mut ws.ctrl);
                 self.mark_dirty(li);
             }
@@ -1357,67 +1313,19 @@ impl Core {
                 self.end_connection(li, true);
             }
         }
-        Ok(Some(n))
+        Ok(self.clients[li].is_live())
     }
 
-    /// MQTT bytes in: packets decoded in place; a packet split across receives is
-    /// completed in the carry buffer, taking from `data` only the bytes it lacks.
+    /// MQTT bytes in, packets handled (see `stream::feed_mqtt`).
     fn feed_mqtt(&mut self, li: usize, data: &[u8]) -> Result<(), String> {
-        let mut pos = 0;
-        if !self.clients[li].carry.is_empty() {
-            let mut carry = std::mem::take(&mut self.clients[li].carry);
-            loop {
-                match mqtt::peek_packet_len(&carry, MAX_PACKET) {
-                    Ok(Decoded::Partial { .. }) => {
-                        if pos == data.len() {
-                            self.clients[li].carry = carry;
-                            return Ok(());
-                        }
-                        carry.push(data[pos]);
-                        pos += 1;
-                    }
-                    Ok(Decoded::Complete(total, _)) => {
-                        let take = (total - carry.len()).min(data.len() - pos);
-                        carry.extend_from_slice(&data[pos..pos + take]);
-                        pos += take;
-                        if carry.len() < total {
-                            self.clients[li].carry = carry;
-                            return Ok(());
-                        }
-                        break;
-                    }
-                    Err(e) => return Err(format!("packet from the broker: {e:?}")),
-                }
-            }
-            let r = self.decode_one(li, &carry);
-            carry.clear();
-            if self.clients[li].carry.is_empty() {
-                self.clients[li].carry = carry;
-            }
-            r?;
-        }
-        while pos < data.len() && self.clients[li].is_live() {
-            match mqtt::decode(&data[pos..], self.version, MAX_PACKET) {
-                Ok(Decoded::Complete(packet, n)) => {
-                    pos += n;
-                    self.packet(li, packet)?;
-                }
-                Ok(Decoded::Partial { .. }) => {
-                    self.clients[li].carry.extend_from_slice(&data[pos..]);
-                    break;
-                }
-                Err(e) => return Err(format!("packet from the broker: {e:?}")),
-            }
-        }
-        Ok(())
-    }
-
-    fn decode_one(&mut self, li: usize, buf: &[u8]) -> Result<(), String> {
-        match mqtt::decode(buf, self.version, MAX_PACKET) {
-            Ok(Decoded::Complete(packet, _)) => self.packet(li, packet),
-            Ok(Decoded::Partial { .. }) => Err("packet shorter than its length".into()),
-            Err(e) => Err(format!("packet from the broker: {e:?}")),
-        }
+        let mut carry = std::mem::take(&mut self.clients[li].carry);
+        let version = self.version;
+        let r = stream::feed_mqtt(&mut carry, data, version, MAX_PACKET, |packet| {
+            self.packet(li, packet)?;
+            Ok(self.clients[li].is_live())
+        });
+        self.clients[li].carry = carry;
+        r
     }
 
     // ---- MQTT -------------------------------------------------------------------------
