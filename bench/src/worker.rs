@@ -58,6 +58,8 @@ const OUT_HIGH_WATER: usize = 64 * 1024;
 const OPEN_LOOP_BATCH: usize = 64;
 /// Rate mode: the most messages one worker publishes per loop turn.
 const MAX_PUBLISH_PER_TURN: u64 = 16_384;
+/// The shortest sleep between paced publishing turns.
+const PUBLISH_TICK_NS: u64 = 200_000;
 /// The longest a worker sleeps, so that it sees phase changes quickly.
 const MAX_WAIT: Duration = Duration::from_millis(10);
 /// Once stopping, how long a worker waits for its connections to close.
@@ -721,7 +723,8 @@ impl Core {
         if self.phase == PHASE_RUN && self.pub_rate > 0.0 && self.now < self.measure_end {
             let next = self.publish_start
                 + ((self.pub_budget_used + 1) as f64 * 1e9 / self.pub_rate) as u64;
-            wake = wake.min(next);
+            // High rates are published in small bursts rather than one wake-up each.
+            wake = wake.min(next.max(self.now + PUBLISH_TICK_NS));
         }
         if self.connect_rate > 0.0 && self.next_initial < self.clients.len() && !self.stopping {
             let next = self.control.start_ns
