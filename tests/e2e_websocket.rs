@@ -340,7 +340,6 @@ fn ws_client_over_max_connections_gets_a_connack_refusal() {
 /// HTTP/HTTPS URI containing the resource name" (RFC 7230 §5.3.2: servers must accept
 /// the absolute form).
 #[test]
-#[ignore = "BUG: an upgrade whose request target is an absolute URI (GET http://host/mqtt) is refused with 400"]
 fn ws_upgrade_accepts_an_absolute_uri() {
     let broker = Broker::start(&[]);
     let addr = broker.ws_addr();

@@ -286,11 +286,37 @@ fn parse_request_line(line: &[u8]) -> Result<&str, HandshakeError> {
         Some(false) => return Err(HandshakeError::HttpVersion),
         Some(true) => {}
     }
-    if target.first() != Some(&b'/') || !target.iter().all(|b| b.is_ascii_graphic()) {
+    if !target.iter().all(|b| b.is_ascii_graphic()) {
         return Err(HandshakeError::MalformedRequestLine);
     }
+    let target = origin_form(target).ok_or(HandshakeError::MalformedRequestLine)?;
     let path = target.split(|&b| b == b'?').next().unwrap_or(target);
     std::str::from_utf8(path).map_err(|_| HandshakeError::MalformedRequestLine)
+}
+
+/// The path-and-query of a request target. RFC 6455 §4.2.1 allows the absolute form
+/// (`http://host:port/path`, RFC 7230 §5.3.2) besides the usual `/path`; an absolute URI
+/// with no path stands for `/`.
+fn origin_form(target: &[u8]) -> Option<&[u8]> {
+    if target.first() == Some(&b'/') {
+        return Some(target);
+    }
+    let lower_starts = |prefix: &[u8]| {
+        target.len() >= prefix.len() && target[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    let scheme_len = if lower_starts(b"http://") {
+        7
+    } else if lower_starts(b"https://") {
+        8
+    } else {
+        return None;
+    };
+    let rest = &target[scheme_len..];
+    match rest.iter().position(|&b| b == b'/') {
+        Some(0) | None if rest.is_empty() => None,
+        Some(at) => Some(&rest[at..]),
+        None => Some(b"/"),
+    }
 }
 
 /// A key must be the canonical base64 of exactly 16 bytes.
@@ -423,5 +449,23 @@ mod tests {
             Err(HandshakeError::InvalidKey)
         );
         assert!(validate_key(b"dGhlIHNhbXBsZSBub25jZQ==").is_ok());
+    }
+
+    #[test]
+    fn absolute_form_targets_give_their_path() {
+        let path =
+            |t: &str| origin_form(t.as_bytes()).map(|p| String::from_utf8(p.to_vec()).unwrap());
+        assert_eq!(path("/mqtt").as_deref(), Some("/mqtt"));
+        assert_eq!(path("http://127.0.0.1:8083/mqtt").as_deref(), Some("/mqtt"));
+        assert_eq!(path("HTTPS://host/a/b?x=1").as_deref(), Some("/a/b?x=1"));
+        assert_eq!(path("http://host").as_deref(), Some("/"));
+        assert_eq!(path("http://").as_deref(), None);
+        assert_eq!(path("ws://host/mqtt").as_deref(), None);
+        assert_eq!(path("mqtt").as_deref(), None);
+        assert_eq!(
+            parse_request_line(b"GET http://h:1/mqtt?q HTTP/1.1"),
+            Ok("/mqtt"),
+            "RFC 6455 4.2.1: an absolute URI names the resource too"
+        );
     }
 }
