@@ -462,8 +462,9 @@ fn request_rows() -> Vec<RequestRow> {
             400,
         ),
         row(
-            "absolute target",
-            request_with(&[("GET /mqtt", "GET http://broker/mqtt")]),
+            // An absolute http(s) URI is accepted (RFC 6455 4.2.1); other schemes are not.
+            "absolute target with a non-http scheme",
+            request_with(&[("GET /mqtt", "GET ws://broker/mqtt")]),
             HandshakeError::MalformedRequestLine,
             400,
         ),
