@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringmq_shard::hist::SharedHists;
-use ringmq_shard::stats::ShardStats;
+use ringmq_shard::stats::{Kind, ShardStats};
 
 use crate::histograms;
 
@@ -250,49 +250,16 @@ pub fn render(state: &State) -> String {
 }
 
 fn is_gauge(name: &str) -> bool {
-    name == "connections_current"
+    description(name).is_some_and(|d| d.1 == Kind::Gauge)
 }
 
-/// The `# HELP` text of a shard counter.
+/// The `# HELP` text of a shard counter, as declared in `ringmq_shard::stats`.
 fn help(name: &str) -> &'static str {
-    match name {
-        "connections_current" => "Connections open now.",
-        "connections_total" => "Connections accepted since start.",
-        "connections_refused_limit" => "Connections refused for max_connections.",
-        "connections_refused_table_full" => {
-            "Accepts that failed because the shard's fixed-file table was full."
-        }
-        "accept_paused" => "Times a shard stopped accepting because its table was near full.",
-        "packets_in" => "MQTT packets received.",
-        "packets_out" => "MQTT packets sent.",
-        "messages_in" => "PUBLISH packets received.",
-        "messages_out" => "Messages delivered to subscribers.",
-        "bytes_in" => "Bytes received from sockets.",
-        "bytes_out" => "Bytes handed to sockets.",
-        "dropped_qos0_slow_consumer" => {
-            "QoS 0 deliveries dropped because the subscriber's outbound queue was over its limit."
-        }
-        "dropped_qos0_mesh_full" => {
-            "QoS 0 messages not sent to a peer shard because its ring and overflow were full."
-        }
-        "dropped_queue_full" => "QoS 1/2 messages dropped from a full session queue (the oldest).",
-        "dropped_too_large_for_client" => {
-            "Messages dropped because they exceed the client's maximum packet size."
-        }
-        "disconnected_slow_consumer" => {
-            "Connections closed because their outbound queue passed the hard limit."
-        }
-        "disconnected_timeout" => {
-            "Connections closed for a keepalive, CONNECT or handshake timeout."
-        }
-        "disconnected_protocol_error" => "Connections closed for an MQTT or WebSocket violation.",
-        "ws_handshake_rejected" => "WebSocket upgrades refused.",
-        "recv_no_buffers" => "Multishot receives ended because the buffer ring was empty.",
-        "mesh_sent" => "Messages sent to other shards.",
-        "mesh_backpressure" => "Messages that found a peer shard's ring full and waited.",
-        "loop_turns" => "Turns of the shard loop.",
-        _ => "A shard counter (see ringmq_shard::stats).",
-    }
+    description(name).map_or("A shard counter.", |d| d.2)
+}
+
+fn description(name: &str) -> Option<&'static (&'static str, Kind, &'static str)> {
+    ShardStats::DESCRIPTIONS.iter().find(|d| d.0 == name)
 }
 
 #[cfg(test)]

@@ -62,6 +62,14 @@ pub struct ShardConfig {
     /// Provided receive buffers per shard (power of two) and their size.
     pub recv_buffers: u16,
     pub recv_buffer_size: u32,
+    /// Outbound bytes queued on a whole shard above which it is "under pressure": the
+    /// service pauses reading from publishers (and the shard stops taking messages from
+    /// other shards) until the queue drains below `pressure_low`, or for at most
+    /// `pause_max_ms`. Back-pressure instead of loss when the shard cannot send as fast
+    /// as messages come in.
+    pub pressure_high: usize,
+    pub pressure_low: usize,
+    pub pause_max_ms: u64,
     /// Capacity of each cross-shard SPSC ring.
     pub mesh_capacity: usize,
     /// Messages queued locally for a peer whose ring is full, above which QoS 0
@@ -90,6 +98,9 @@ impl Default for ShardConfig {
             ring_entries: 4096,
             recv_buffers: 1024,
             recv_buffer_size: 4096,
+            pressure_high: 16 * 1024 * 1024,
+            pressure_low: 8 * 1024 * 1024,
+            pause_max_ms: 250,
             mesh_capacity: 1024,
             mesh_overflow_limit: 65_536,
         }

@@ -34,37 +34,39 @@ impl ConnKey {
 /// Bits of `Conn::flags`.
 pub mod flag {
     /// A multishot receive is posted.
-    pub const RECV_ARMED: u16 = 1 << 0;
+    pub const RECV_ARMED: u32 = 1 << 0;
     /// A send is in flight; the send buffer must not move.
-    pub const SEND_INFLIGHT: u16 = 1 << 1;
+    pub const SEND_INFLIGHT: u32 = 1 << 1;
     /// The peer closed its side (receive returned 0) or the socket failed.
-    pub const READ_DONE: u16 = 1 << 2;
+    pub const READ_DONE: u32 = 1 << 2;
     /// Closing: no more data goes to the service; outbound bytes are flushed, then the
     /// socket is shut down and closed.
-    pub const CLOSING: u16 = 1 << 3;
-    pub const SHUTDOWN_SENT: u16 = 1 << 4;
-    pub const CLOSE_SENT: u16 = 1 << 5;
+    pub const CLOSING: u32 = 1 << 3;
+    pub const SHUTDOWN_SENT: u32 = 1 << 4;
+    pub const CLOSE_SENT: u32 = 1 << 5;
     /// The connection is on the turn's flush list.
-    pub const QUEUED_FLUSH: u16 = 1 << 6;
+    pub const QUEUED_FLUSH: u32 = 1 << 6;
     /// The receive ended (no buffers, or an error worth retrying) and must be re-posted.
-    pub const NEEDS_RECV: u16 = 1 << 7;
+    pub const NEEDS_RECV: u32 = 1 << 7;
     /// The service was told about the connection (`on_open`), so it must be told about
     /// its end (`on_close`).
-    pub const OPEN: u16 = 1 << 8;
+    pub const OPEN: u32 = 1 << 8;
     /// Accepted over `max_connections`: the service answers with a refusal and closes.
-    pub const OVER_LIMIT: u16 = 1 << 9;
+    pub const OVER_LIMIT: u32 = 1 << 9;
     /// A WebSocket close frame was sent; nothing may follow it.
-    pub const WS_CLOSE_SENT: u16 = 1 << 10;
+    pub const WS_CLOSE_SENT: u32 = 1 << 10;
     /// The timer wheel holds a live entry for this connection (at `timer_at`).
-    pub const TIMER_ARMED: u16 = 1 << 11;
+    pub const TIMER_ARMED: u32 = 1 << 11;
     /// Outbound bytes were dropped because the socket failed; further writes are dropped.
-    pub const WRITE_FAILED: u16 = 1 << 12;
+    pub const WRITE_FAILED: u32 = 1 << 12;
     /// The `shutdown(SHUT_WR)` completed.
-    pub const SHUTDOWN_DONE: u16 = 1 << 13;
+    pub const SHUTDOWN_DONE: u32 = 1 << 13;
     /// The connection speaks WebSocket (after the upgrade).
-    pub const WS: u16 = 1 << 14;
+    pub const WS: u32 = 1 << 14;
     /// MQTT over WebSocket: every write is framed as one binary message.
-    pub const WS_MQTT: u16 = 1 << 15;
+    pub const WS_MQTT: u32 = 1 << 15;
+    /// Reading is paused (back-pressure): no receive is posted until it is resumed.
+    pub const PAUSED: u32 = 1 << 16;
 }
 
 /// The transport a connection speaks below the service.
@@ -114,7 +116,7 @@ pub struct Conn<T> {
     pub gen_: u32,
     /// The connection's direct descriptor: its slot in the ring's fixed-file table.
     pub slot: u32,
-    pub flags: u16,
+    pub flags: u32,
     /// Which listener accepted it (index into the shard's listeners).
     pub listener: u8,
     pub transport: Transport,
@@ -128,15 +130,15 @@ pub struct Conn<T> {
 }
 
 impl<T> Conn<T> {
-    pub fn has(&self, f: u16) -> bool {
+    pub fn has(&self, f: u32) -> bool {
         self.flags & f != 0
     }
 
-    pub fn set(&mut self, f: u16) {
+    pub fn set(&mut self, f: u32) {
         self.flags |= f;
     }
 
-    pub fn clear(&mut self, f: u16) {
+    pub fn clear(&mut self, f: u32) {
         self.flags &= !f;
     }
 

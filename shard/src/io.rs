@@ -48,6 +48,12 @@ pub struct Io<S: Service> {
     pub(crate) hists: Recorder,
     /// PUBLISH packets handled this turn (for the publish-to-delivery histogram).
     pub(crate) publishes_this_turn: u64,
+    /// Outbound bytes queued on every connection of the shard, in flight included.
+    out_total: usize,
+    /// Connections whose reading is paused for back-pressure, and since when.
+    pub(crate) paused: Vec<(ConnKey, u64)>,
+    /// Connections resumed this turn; the service hears `on_resume` for each.
+    pub(crate) resumed: Vec<ConnKey>,
     /// A shard's state never leaves its thread (DESIGN.md: shared nothing); this marker
     /// makes that a compile-time fact.
     _not_send: std::marker::PhantomData<std::rc::Rc<()>>,
@@ -81,12 +87,88 @@ impl<S: Service> Io<S> {
             shutting_down: false,
             hists,
             publishes_this_turn: 0,
+            out_total: 0,
+            paused: Vec::new(),
+            resumed: Vec::new(),
             _not_send: std::marker::PhantomData,
         }
     }
 
     pub(crate) fn update_clock(&mut self) {
         self.now_ms = self.clock_origin.elapsed().as_millis() as u64;
+    }
+
+    /// Outbound bytes queued on the whole shard.
+    pub fn out_bytes(&self) -> usize {
+        self.out_total
+    }
+
+    /// Whether the shard has more to send than it keeps up with: its outbound queue is
+    /// over `pressure_high`, or a peer shard's ring is full and messages wait for it.
+    pub fn under_pressure(&self) -> bool {
+        self.out_total > self.cfg.pressure_high
+            || self.mesh.backlog_total() > self.cfg.mesh_capacity
+    }
+
+    /// Back-pressure: when the shard is under pressure, stops reading from `key` (a
+    /// connection that just published) until the pressure is gone or `pause_max_ms` has
+    /// passed. Returns whether it paused. Bytes already received are still delivered.
+    pub fn pause_if_pressured(&mut self, key: ConnKey) -> bool {
+        if !self.under_pressure() {
+            return false;
+        }
+        let now = self.now_ms;
+        let Some(c) = self.conn_mut(key) else {
+            return false;
+        };
+        if c.has(flag::PAUSED) || c.has(flag::CLOSING) {
+            return false;
+        }
+        c.set(flag::PAUSED);
+        let armed = c.has(flag::RECV_ARMED);
+        if armed {
+            self.cancel_recv(key);
+        }
+        self.paused.push((key, now));
+        ShardStats::add(&self.stats.publishers_paused, 1);
+        true
+    }
+
+    /// Whether reading from the connection is paused for back-pressure.
+    pub fn is_paused(&self, key: ConnKey) -> bool {
+        self.conn(key).is_some_and(|c| c.has(flag::PAUSED))
+    }
+
+    /// Resumes paused connections once the pressure is gone, or those paused longest
+    /// ago than `pause_max_ms` (so a few stuck consumers cannot stall a shard).
+    pub(crate) fn resume_paused(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let low = self.out_total < self.cfg.pressure_low
+            && self.mesh.backlog_total() <= self.cfg.mesh_capacity / 2;
+        let deadline = self.now_ms.saturating_sub(self.cfg.pause_max_ms);
+        let mut paused = std::mem::take(&mut self.paused);
+        paused.retain(|&(key, since)| {
+            if !low && since > deadline {
+                return true;
+            }
+            if let Some(c) = self
+                .conns
+                .get_mut(key.index as usize)
+                .filter(|c| c.gen_ == key.gen_)
+            {
+                c.clear(flag::PAUSED);
+                self.resumed.push(key);
+                if !c.has(flag::RECV_ARMED) && !c.has(flag::READ_DONE) && !c.has(flag::NEEDS_RECV) {
+                    c.set(flag::NEEDS_RECV);
+                    self.recv_list.push(key.index);
+                }
+            }
+            false
+        });
+        paused.append(&mut self.paused);
+        self.paused = paused;
     }
 
     /// Counts a PUBLISH handled this turn: its deliveries on this shard are submitted at
@@ -232,6 +314,7 @@ impl<S: Service> Io<S> {
             .out
             .get_or_insert_with(|| pool.pop().unwrap_or_default());
         let q = &mut out.queued;
+        let before = q.len();
         if let Some(op) = opcode {
             let mut head = [0u8; ws::frame::MAX_HEAD_LEN];
             let n = ws::frame::encode_head(true, op, len as u64, None, &mut head);
@@ -240,10 +323,12 @@ impl<S: Service> Io<S> {
         let start = q.len();
         q.resize(start + len, 0);
         fill(&mut q[start..]);
+        let added = q.len() - before;
         if !conn.has(flag::QUEUED_FLUSH) {
             conn.set(flag::QUEUED_FLUSH);
             self.flush_list.push(key.index);
         }
+        self.out_total += added;
     }
 
     /// Starts closing the connection: nothing more reaches the service, queued bytes are
@@ -389,6 +474,11 @@ impl<S: Service> Io<S> {
         if c.has(flag::RECV_ARMED) || c.has(flag::READ_DONE) {
             return;
         }
+        if c.has(flag::PAUSED) {
+            // Posted again when the pause ends (`resume_paused`).
+            c.clear(flag::NEEDS_RECV);
+            return;
+        }
         c.set(flag::RECV_ARMED);
         c.clear(flag::NEEDS_RECV);
         let e = opcode::RecvMulti::new(types::Fixed(c.slot), group)
@@ -445,6 +535,12 @@ impl<S: Service> Io<S> {
 
     pub(crate) fn on_send_done(&mut self, key: ConnKey, result: i32) {
         let stats = self.stats.clone();
+        if self.conn(key).is_none() {
+            return;
+        }
+        if result > 0 {
+            self.out_total -= result as usize;
+        }
         let Some(c) = self.conn_mut(key) else { return };
         c.clear(flag::SEND_INFLIGHT);
         if result < 0 {
@@ -469,6 +565,8 @@ impl<S: Service> Io<S> {
 
     fn release_outbuf(&mut self, out: Option<Box<OutBuf>>) {
         let Some(mut out) = out else { return };
+        // Whatever was still queued is dropped with the buffer.
+        self.out_total -= out.len();
         if self.outbuf_pool.len() >= OUTBUF_POOL_MAX {
             return;
         }

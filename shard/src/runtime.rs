@@ -121,6 +121,9 @@ struct Shard<S: Service> {
     doorbell_buf: Box<[u8; 8]>,
     last_tick_ms: u64,
     shutdown_deadline: Option<u64>,
+    /// When the mesh was last drained, and whether this turn left it undrained.
+    last_mesh_drain_ms: u64,
+    mesh_deferred: bool,
 }
 
 impl<S: Service> Shard<S> {
@@ -156,6 +159,8 @@ impl<S: Service> Shard<S> {
             doorbell_buf: Box::new([0; 8]),
             last_tick_ms: 0,
             shutdown_deadline: None,
+            last_mesh_drain_ms: 0,
+            mesh_deferred: false,
         })
     }
 
@@ -182,11 +187,16 @@ impl<S: Service> Shard<S> {
             }
             self.service.on_turn_end(&mut self.io);
             self.notify_closed();
+            self.resume_paused();
             self.io.flush_sends();
             self.rearm_recvs();
             self.bufs.commit();
             self.io.mesh.flush();
             self.manage_accept();
+            self.io.stats.outbound_bytes.store(
+                self.io.out_bytes() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let turn_us = turn_start.elapsed().as_micros() as u64;
             let published = std::mem::take(&mut self.io.publishes_this_turn);
             self.io.hists.publish_to_delivery(turn_us, published);
@@ -206,9 +216,9 @@ impl<S: Service> Shard<S> {
     /// Submits, and sleeps if there is nothing to do until a completion, a doorbell, or
     /// the next timer.
     fn wait(&mut self) -> io::Result<()> {
-        let busy = self.io.ring.completions_ready()
-            || self.io.mesh.inbound_pending()
-            || !self.control.is_empty();
+        // Mesh messages left undrained on purpose (back-pressure) are no reason to spin.
+        let mesh_ready = !self.mesh_deferred && self.io.mesh.inbound_pending();
+        let busy = self.io.ring.completions_ready() || mesh_ready || !self.control.is_empty();
         if busy {
             return self.io.ring.enter(0, None);
         }
@@ -220,9 +230,13 @@ impl<S: Service> Shard<S> {
             // A peer's ring is full; its consumer does not wake us when it drains.
             timeout_ms = timeout_ms.min(1);
         }
+        if self.mesh_deferred || !self.io.paused.is_empty() {
+            // Back-pressure in force: look again soon whether it can be lifted.
+            timeout_ms = timeout_ms.min(5);
+        }
         let bell = &self.io.mesh.doorbells()[self.io.shard_id()];
         bell.prepare_sleep();
-        if self.io.mesh.inbound_pending() || !self.control.is_empty() {
+        if (!self.mesh_deferred && self.io.mesh.inbound_pending()) || !self.control.is_empty() {
             bell.awake();
             return self.io.ring.enter(0, None);
         }
@@ -374,7 +388,10 @@ impl<S: Service> Shard<S> {
             match -c.result {
                 libc::ENOBUFS => ShardStats::add(&self.io.stats.recv_no_buffers, 1),
                 libc::ECANCELED => {
-                    if let Some(conn) = self.io.conn_raw(key) {
+                    // Cancelled to pause reading (back-pressure), or to finish a close.
+                    if let Some(conn) = self.io.conn_raw(key)
+                        && !conn.has(flag::PAUSED)
+                    {
                         conn.set(flag::READ_DONE);
                     }
                 }
@@ -627,6 +644,16 @@ impl<S: Service> Shard<S> {
     }
 
     fn handle_mesh(&mut self) {
+        // Back-pressure across shards: while this shard has more to send than it keeps
+        // up with, it leaves other shards' messages in their rings (theirs fill, and they
+        // pause their publishers), for at most `pause_max_ms` at a time.
+        let now = self.io.now_ms();
+        self.mesh_deferred = self.io.out_bytes() > self.io.cfg.pressure_high
+            && now < self.last_mesh_drain_ms + self.io.cfg.pause_max_ms;
+        if self.mesh_deferred {
+            return;
+        }
+        self.last_mesh_drain_ms = now;
         let mut inbox = std::mem::take(&mut self.inbox);
         let origin = crate::mesh::links::clock_origin();
         let now_ns = Instant::now().duration_since(origin).as_nanos() as u64;
@@ -700,6 +727,16 @@ impl<S: Service> Shard<S> {
             }
         }
         self.fired = fired;
+        self.notify_closed();
+    }
+
+    /// Lifts back-pressure pauses that are due, and lets the service take up what it
+    /// held back while paused.
+    fn resume_paused(&mut self) {
+        self.io.resume_paused();
+        while let Some(key) = self.io.resumed.pop() {
+            self.service.on_resume(&mut self.io, key);
+        }
         self.notify_closed();
     }
 

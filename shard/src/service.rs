@@ -81,6 +81,10 @@ pub trait Service: Sized + 'static {
     /// A message from shard `from` over the mesh.
     fn on_message(&mut self, io: &mut Io<Self>, from: usize, msg: Self::Msg);
 
+    /// Reading from the connection resumes after a back-pressure pause
+    /// (`io.pause_if_pressured`): bytes it held back may be taken up now.
+    fn on_resume(&mut self, _io: &mut Io<Self>, _key: ConnKey) {}
+
     /// End of a loop turn, before outbound bytes are flushed and the mesh is rung.
     fn on_turn_end(&mut self, _io: &mut Io<Self>) {}
 

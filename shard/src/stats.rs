@@ -1,14 +1,22 @@
 //! Counters of one shard. Only the shard thread writes them (relaxed atomic adds on
 //! cache lines no other thread writes); the metrics endpoint reads and sums them.
+//! Each is declared once, with its kind and the help text `/metrics` shows.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Whether a figure only grows (a Prometheus counter) or goes up and down (a gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+    ($( $kind:ident $name:ident : $help:literal ),* $(,)?) => {
         /// Per-shard counters; see each field for what it counts.
         #[derive(Debug, Default)]
         pub struct ShardStats {
-            $( $(#[$doc])* pub $name: AtomicU64, )*
+            $( #[doc = $help] pub $name: AtomicU64, )*
         }
 
         impl ShardStats {
@@ -16,59 +24,70 @@ macro_rules! counters {
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$( (stringify!($name), self.$name.load(Ordering::Relaxed)) ),*]
             }
+
+            /// Every counter's name, kind and help text, in declaration order.
+            pub const DESCRIPTIONS: &'static [(&'static str, Kind, &'static str)] =
+                &[$( (stringify!($name), Kind::$kind, $help) ),*];
         }
     };
 }
 
 counters! {
-    /// Connections open now (a gauge: incremented on accept, decremented on close).
-    connections_current,
-    /// Connections accepted since start.
-    connections_total,
-    /// Connections refused: over `max_connections` (answered with a CONNACK refusal).
-    connections_refused_limit,
-    /// Accepts that failed because the fixed-file table was full (the kernel had
-    /// already accepted; the client sees the connection closed).
-    connections_refused_table_full,
-    /// Times this shard stopped accepting because its fixed-file table was near full.
-    accept_paused,
-    /// MQTT packets received / sent.
-    packets_in,
-    packets_out,
-    /// PUBLISH packets received / delivered to subscribers.
-    messages_in,
-    messages_out,
-    /// Bytes received from / handed to sockets.
-    bytes_in,
-    bytes_out,
-    /// QoS 0 deliveries dropped because the subscriber's outbound queue was over its limit.
-    dropped_qos0_slow_consumer,
-    /// QoS 0 messages not sent to a peer shard because its ring and overflow were full.
-    dropped_qos0_mesh_full,
-    /// QoS 1/2 messages dropped from a full offline/in-flight queue (the oldest goes).
-    dropped_queue_full,
-    /// Messages dropped because they exceed the receiving client's maximum packet size.
-    dropped_too_large_for_client,
-    /// Connections closed because their outbound queue passed the hard limit.
-    disconnected_slow_consumer,
-    /// Connections closed for a keepalive, CONNECT or handshake timeout.
-    disconnected_timeout,
-    /// Connections closed for a protocol violation (MQTT or WebSocket).
-    disconnected_protocol_error,
-    /// WebSocket upgrades refused (400/404/426/431).
-    ws_handshake_rejected,
-    /// Receive multishots that ended because the buffer ring was empty (re-armed).
-    recv_no_buffers,
-    /// Messages sent to other shards over the mesh.
-    mesh_sent,
-    /// Messages that found a peer's ring full and waited in the local overflow queue.
-    mesh_backpressure,
-    /// Loop turns.
-    loop_turns,
+    Gauge connections_current: "Connections open now.",
+    Counter connections_total: "Connections accepted since start.",
+    Counter connections_refused_limit:
+        "Connections refused for max_connections (answered with a CONNACK refusal).",
+    Counter connections_refused_table_full:
+        "Accepts that failed because the fixed-file table was full (the client sees the connection closed).",
+    Counter accept_paused: "Times the shard stopped accepting because its fixed-file table was near full.",
+    Counter packets_in: "MQTT packets received.",
+    Counter packets_out: "MQTT packets sent.",
+    Counter messages_in: "PUBLISH packets received from clients.",
+    Counter messages_out: "Messages delivered to subscribers.",
+    Counter bytes_in: "Bytes received from sockets.",
+    Counter bytes_out: "Bytes handed to sockets.",
+    Counter dropped_qos0_slow_consumer:
+        "QoS 0 deliveries dropped because the subscriber's outbound queue was over its soft limit.",
+    Counter dropped_qos0_mesh_full:
+        "QoS 0 messages not sent to a peer shard because its ring and overflow were full.",
+    Counter dropped_queue_full: "QoS 1/2 messages dropped from a full offline session queue (the oldest goes).",
+    Counter dropped_too_large_for_client:
+        "Messages not sent because they exceed the client's maximum packet size.",
+    Counter disconnected_slow_consumer:
+        "Connections closed because their outbound queue passed the hard limit.",
+    Counter disconnected_timeout: "Connections closed for a keepalive, CONNECT or handshake timeout.",
+    Counter disconnected_protocol_error: "Connections closed for an MQTT or WebSocket protocol violation.",
+    Counter ws_handshake_rejected: "WebSocket upgrades refused (400/404/426/431).",
+    Counter recv_no_buffers: "Multishot receives that ended because the buffer ring was empty (re-armed).",
+    Counter publishers_paused:
+        "Times reading from a publisher was paused because the shard was under pressure (back-pressure).",
+    Counter mesh_sent: "Messages sent to other shards over the mesh.",
+    Counter mesh_backpressure: "Messages that found a peer shard's ring full and waited in order.",
+    Gauge outbound_bytes: "Outbound bytes queued on the shard's connections now.",
+    Counter loop_turns: "Turns of the shard loop.",
+    Counter dedup_window_overflow:
+        "Messages a session that just moved between shards could not check for a second copy (window full).",
 }
 
 impl ShardStats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_described_once() {
+        let names: Vec<_> = ShardStats::default()
+            .snapshot()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let described: Vec<_> = ShardStats::DESCRIPTIONS.iter().map(|d| d.0).collect();
+        assert_eq!(names, described);
+        assert!(ShardStats::DESCRIPTIONS.iter().all(|d| !d.2.is_empty()));
     }
 }

@@ -185,6 +185,11 @@ impl<M: Send> MeshLinks<M> {
         self.overflow[to].len()
     }
 
+    /// Messages waiting in all overflow queues together.
+    pub fn backlog_total(&self) -> usize {
+        self.overflow.iter().map(VecDeque::len).sum()
+    }
+
     /// Whether any overflow queue still holds messages.
     pub fn has_backlog(&self) -> bool {
         self.overflow.iter().any(|q| !q.is_empty())
