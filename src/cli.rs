@@ -115,8 +115,10 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub files_per_shard: Option<u32>,
 
-    /// Receive buffers per shard, shared by all its connections (an idle connection
-    /// holds none); a power of two, at most 32768. [default: 1024]
+    /// Receive buffers per shard at most, shared by all its connections (an idle
+    /// connection holds none); a power of two, at most 32768. A shard starts with 64 and
+    /// adds 64 whenever receives run out, so a quiet shard keeps little memory.
+    /// [default: 4096]
     #[arg(long, value_name = "N")]
     pub recv_buffers: Option<u16>,
 

@@ -59,8 +59,10 @@ pub struct ShardConfig {
     pub backlog: u32,
     /// Submission queue entries per ring.
     pub ring_entries: u32,
-    /// Provided receive buffers per shard (power of two) and their size.
+    /// Provided receive buffers per shard, at most (power of two), and their size. A shard
+    /// starts with `recv_buffers_initial` and adds more when receives run out.
     pub recv_buffers: u16,
+    pub recv_buffers_initial: u16,
     pub recv_buffer_size: u32,
     /// Outbound bytes queued on a whole shard above which it is "under pressure": the
     /// service pauses reading from publishers (and the shard stops taking messages from
@@ -96,7 +98,8 @@ impl Default for ShardConfig {
             files_per_shard: 16_384,
             backlog: 1024,
             ring_entries: 4096,
-            recv_buffers: 1024,
+            recv_buffers: 4096,
+            recv_buffers_initial: 64,
             recv_buffer_size: 4096,
             pressure_high: 16 * 1024 * 1024,
             pressure_low: 8 * 1024 * 1024,

@@ -223,9 +223,15 @@ impl Ring {
     }
 }
 
-/// A provided-buffer ring: `count` buffers of `size` bytes that the kernel picks from
-/// for multishot receives, so an idle connection holds no receive buffer. A buffer is
-/// handed back (`recycle`) as soon as its bytes are processed, within the same loop turn.
+/// A provided-buffer ring: up to `count` buffers of `size` bytes that the kernel picks
+/// from for multishot receives, so an idle connection holds no receive buffer. A buffer
+/// is handed back (`recycle`) as soon as its bytes are processed, within the same loop
+/// turn.
+///
+/// The memory for all `count` buffers is reserved (virtual) up front, but only
+/// `provided` of them are given to the kernel: a quiet shard touches (and holds in RSS)
+/// only those few pages; when receives run out of buffers (`-ENOBUFS`) the runtime calls
+/// `grow` and more join the ring, up to `count`.
 pub struct BufRing {
     /// The ring of `io_uring_buf` entries (one page-aligned mapping) followed by the
     /// buffers themselves (a second mapping).
@@ -234,6 +240,8 @@ pub struct BufRing {
     buffers: NonNull<u8>,
     buffers_len: usize,
     count: u16,
+    /// Buffers handed to the kernel so far: ids `0..provided`.
+    provided: u16,
     size: u32,
     group: u16,
     /// Our copy of the tail; published to the kernel by `commit`.
@@ -241,9 +249,15 @@ pub struct BufRing {
 }
 
 impl BufRing {
-    /// Maps and registers `count` (a power of two, at most 32,768) buffers of `size` bytes
-    /// as buffer group `group` of `ring`.
-    pub fn new(ring: &Ring, group: u16, count: u16, size: u32) -> io::Result<BufRing> {
+    /// Maps and registers a ring for `count` (a power of two, at most 32,768) buffers of
+    /// `size` bytes as buffer group `group` of `ring`, and provides the first `initial`.
+    pub fn new(
+        ring: &Ring,
+        group: u16,
+        count: u16,
+        initial: u16,
+        size: u32,
+    ) -> io::Result<BufRing> {
         assert!(
             count.is_power_of_two(),
             "buffer count must be a power of two"
@@ -265,16 +279,31 @@ impl BufRing {
             buffers,
             buffers_len,
             count,
+            provided: 0,
             size,
             group,
             tail: 0,
         };
         ring.register_buf_ring(br.entries.as_ptr() as u64, count, group)?;
-        for bid in 0..count {
-            br.recycle(bid);
-        }
-        br.commit();
+        br.grow(initial.max(1));
         Ok(br)
+    }
+
+    /// Hands up to `n` more buffers to the kernel. Returns how many were added (0 once
+    /// all `count` are in use).
+    pub fn grow(&mut self, n: u16) -> u16 {
+        let add = n.min(self.count - self.provided);
+        for bid in self.provided..self.provided + add {
+            self.recycle(bid);
+        }
+        self.provided += add;
+        self.commit();
+        add
+    }
+
+    /// Buffers handed to the kernel so far.
+    pub fn provided(&self) -> u16 {
+        self.provided
     }
 
     pub fn group(&self) -> u16 {

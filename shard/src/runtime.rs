@@ -36,6 +36,8 @@ pub enum Control {
 
 /// Buffer group id of the receive buffer ring.
 const RECV_GROUP: u16 = 0;
+/// Receive buffers added to the ring each time receives run out of them.
+const RECV_BUFFERS_STEP: u16 = 64;
 /// Completions handled per reap.
 const REAP_BATCH: usize = 1024;
 /// Mesh messages taken from each peer per turn, so one busy peer cannot starve sockets.
@@ -130,7 +132,13 @@ impl<S: Service> Shard<S> {
     fn new(spec: ShardSpec<S::Msg>, service: S) -> io::Result<Shard<S>> {
         let cfg = spec.cfg;
         let ring = Ring::new(cfg.ring_entries, cfg.files_per_shard)?;
-        let bufs = BufRing::new(&ring, RECV_GROUP, cfg.recv_buffers, cfg.recv_buffer_size)?;
+        let bufs = BufRing::new(
+            &ring,
+            RECV_GROUP,
+            cfg.recv_buffers,
+            cfg.recv_buffers_initial.min(cfg.recv_buffers),
+            cfg.recv_buffer_size,
+        )?;
         let mut listeners = Vec::new();
         let mut kinds = Vec::new();
         for l in &cfg.listeners {
@@ -386,7 +394,12 @@ impl<S: Service> Shard<S> {
             self.io.close(key, CloseReason::Lost);
         } else {
             match -c.result {
-                libc::ENOBUFS => ShardStats::add(&self.io.stats.recv_no_buffers, 1),
+                libc::ENOBUFS => {
+                    // More connections are sending at once than there are buffers: add
+                    // some (the receive is posted again at the end of the turn).
+                    ShardStats::add(&self.io.stats.recv_no_buffers, 1);
+                    self.bufs.grow(RECV_BUFFERS_STEP);
+                }
                 libc::ECANCELED => {
                     // Cancelled to pause reading (back-pressure), or to finish a close.
                     if let Some(conn) = self.io.conn_raw(key)
