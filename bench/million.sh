@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# bench/million.sh — one ringmq process, a million concurrent MQTT connections (a quarter of
+# them over WebSocket), held with 60 s keepalives, with a latency probe during the hold.
+#
+# usage: bench/million.sh [CONNECTIONS] [HOLD_SECONDS]      (defaults 1000000 and 300)
+#   e.g. bench/million.sh 100000 60   for a quick scaled-down run
+#
+# Steps: build (release) → tune the kernel (ringmq-tune apply; needs root) → start ringmq
+# with enough shards for the connections (each shard's io_uring fixed-file table holds up
+# to RLIMIT_NOFILE sockets, 20,000 here, which cannot be raised) → ramp two ringmq-swarm
+# processes (TCP and WebSocket, many loopback source addresses) → hold, measuring the
+# broker's CPU while only keepalives flow → probe: 1 publisher → 1,000 of the clients at
+# 1,000 msg/s → hold to the end → check every connection survived → tear down → print the
+# figures. Every step has a time limit; the script stops by itself.
+#
+# Environment: SHARDS (default: one per 17,000 connections), PORT_BASE (default 31000),
+# OUT (results folder, default target/million), KEEPALIVE (default 60).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${1:-1000000}
+HOLD=${2:-300}
+KEEPALIVE=${KEEPALIVE:-60}
+PROBE_SUBS=1000
+PROBE_SECS=60
+PROBE_CLIENTS=$((PROBE_SUBS + 1))
+WS_N=$(((N + 3) / 4))                       # at least a quarter over WebSocket
+TCP_N=$((N - WS_N - PROBE_CLIENTS))         # the probe's clients count in the million
+SHARDS=${SHARDS:-$(((N + 16999) / 17000))}
+PORT_BASE=${PORT_BASE:-31000}
+MQTT_PORT=$PORT_BASE WS_PORT=$((PORT_BASE + 1)) METRICS_PORT=$((PORT_BASE + 2))
+OUT=${OUT:-target/million}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET_DIR/release
+mkdir -p "$OUT"
+
+say() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+metric() { # metric NAME -> the unlabelled sum from /metrics
+  curl -s -m 5 "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v n="ringmq_$1" '$1 == n { print $2 }'
+}
+meminfo() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+slab_kb() { # the slab caches a TCP connection uses, in kB
+  awk 'NR > 2 && ($1 ~ /^(TCP|tcp_bind|sock_inode_cache|filp|dentry|request_sock_TCP|skbuff|kmalloc-(rnd-)?[0-9]+|kmem_cache)/) { s += $3 * $4 } END { print int(s / 1024) }' /proc/slabinfo
+}
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [[ -n ${BROKER:-} ]] && kill -TERM "$BROKER" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+say "building release binaries"
+cargo build --release -p ringmq -p ringmq-bench -p ringmq-tools >&2
+
+say "tuning the kernel (ringmq-tune apply)"
+"$BIN/ringmq-tune" apply | tee "$OUT/tune.txt" >&2 || true
+
+mem_before=$(meminfo MemAvailable) slab_before=$(meminfo Slab) sunreclaim_before=$(meminfo SUnreclaim)
+tcp_slab_before=$(slab_kb)
+
+say "starting ringmq: $SHARDS shards for $N connections"
+"$BIN/ringmq" --mqtt "127.0.0.1:$MQTT_PORT" --ws "127.0.0.1:$WS_PORT" \
+  --metrics "127.0.0.1:$METRICS_PORT" --shards "$SHARDS" --recv-buffers 256 \
+  --mesh-capacity 64 --data-dir "$OUT/data" >"$OUT/broker.log" 2>&1 &
+BROKER=$!
+for _ in $(seq 1 100); do grep -q listening "$OUT/broker.log" && break; sleep 0.2; done
+grep -q listening "$OUT/broker.log" || { say "broker did not start"; cat "$OUT/broker.log"; exit 1; }
+rss_before=$(rss_kb "$BROKER")
+
+# The idle swarms hold for this long after all their clients are connected: the script's
+# hold plus a margin, so the figures below are taken while every connection is open.
+HOLD_ALL=$((HOLD + 20))
+say "ramping $TCP_N TCP + $WS_N WebSocket + $PROBE_CLIENTS probe connections"
+t0=$(date +%s.%N)
+"$BIN/ringmq-swarm" idle --target "tcp://127.0.0.1:$MQTT_PORT" -n "$TCP_N" \
+  --keepalive "$KEEPALIVE" --duration "$HOLD_ALL" --source-addrs 127.0.10.1-127.0.10.60 \
+  --client-id-prefix million-tcp --max-pending 1024 --connect-timeout 60 -q \
+  --json "$OUT/idle-tcp.json" >"$OUT/idle-tcp.txt" 2>&1 &
+tcp_swarm=$!; pids+=("$tcp_swarm")
+"$BIN/ringmq-swarm" idle --target "ws://127.0.0.1:$WS_PORT/mqtt" -n "$WS_N" \
+  --keepalive "$KEEPALIVE" --duration "$HOLD_ALL" --source-addrs 127.0.11.1-127.0.11.30 \
+  --client-id-prefix million-ws --max-pending 1024 --connect-timeout 60 -q \
+  --json "$OUT/idle-ws.json" >"$OUT/idle-ws.txt" 2>&1 &
+ws_swarm=$!; pids+=("$ws_swarm")
+
+want=$((TCP_N + WS_N))
+ramp_deadline=$(($(date +%s) + 600))
+while :; do
+  have=$(metric connections_current || echo 0)
+  say "  connected: ${have:-0} / $want"
+  [[ ${have:-0} -ge $want ]] && break
+  if [[ $(date +%s) -ge $ramp_deadline ]]; then say "ramp did not finish in 600 s"; exit 1; fi
+  if ! kill -0 "$tcp_swarm" 2>/dev/null || ! kill -0 "$ws_swarm" 2>/dev/null; then
+    say "a swarm process ended during the ramp"; tail -5 "$OUT"/idle-*.txt >&2; exit 1
+  fi
+  sleep 2
+done
+t1=$(date +%s.%N)
+ramp_s=$(echo "$t1 - $t0" | bc -l)
+
+# Idle hold, first part: only keepalives flow; measure the broker's CPU.
+idle_secs=$(((HOLD - PROBE_SECS) / 2))
+((idle_secs < 10)) && idle_secs=10
+say "holding ${idle_secs} s with keepalives only"
+c0=$(cpu_ticks "$BROKER"); sleep "$idle_secs"; c1=$(cpu_ticks "$BROKER")
+hz=$(getconf CLK_TCK)
+idle_cpu=$(echo "100 * ($c1 - $c0) / $hz / $idle_secs" | bc -l)
+
+say "probe: 1 publisher -> $PROBE_SUBS subscribers, 1000 msg/s, ${PROBE_SECS} s"
+"$BIN/ringmq-swarm" fanout --target "tcp://127.0.0.1:$MQTT_PORT" -n "$PROBE_SUBS" -p 1 \
+  --rate 1000 --qos 0 --payload 64 --duration "$PROBE_SECS" --warmup 5 --drain 10 \
+  --source-addrs 127.0.12.1-127.0.12.4 --client-id-prefix million-probe -q \
+  --json "$OUT/probe.json" --hist "$OUT/probe.hlog" >"$OUT/probe.txt" 2>&1 || true
+
+rest=$((HOLD - idle_secs - PROBE_SECS))
+((rest > 0)) && { say "holding ${rest} s more"; sleep "$rest"; }
+
+# Everything measured at the end of the hold, with every connection still open.
+open_end=$(metric connections_current)
+timeouts=$(metric disconnected_timeout)
+rss_end=$(rss_kb "$BROKER")
+mem_end=$(meminfo MemAvailable) slab_end=$(meminfo Slab) sunreclaim_end=$(meminfo SUnreclaim)
+tcp_slab_end=$(slab_kb)
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" >"$OUT/metrics.txt"
+
+say "waiting for the swarms to end their hold and disconnect"
+for _ in $(seq 1 180); do
+  kill -0 "$tcp_swarm" 2>/dev/null || kill -0 "$ws_swarm" 2>/dev/null || break
+  sleep 1
+done
+say "stopping the broker"
+kill -TERM "$BROKER"; wait "$BROKER" 2>/dev/null || true; BROKER=
+
+python3 - "$OUT" "$N" "$want" "$open_end" "$timeouts" "$ramp_s" "$idle_cpu" "$rss_before" \
+  "$rss_end" "$mem_before" "$mem_end" "$slab_before" "$slab_end" "$sunreclaim_before" \
+  "$sunreclaim_end" "$tcp_slab_before" "$tcp_slab_end" "$SHARDS" "$HOLD" <<'PY' | tee "$OUT/summary.txt"
+import json, os, sys
+(out, n, want, open_end, timeouts, ramp_s, idle_cpu, rss0, rss1, mem0, mem1, slab0, slab1,
+ sun0, sun1, tslab0, tslab1, shards, hold) = sys.argv[1:]
+n, want, open_end, timeouts = int(n), int(want), int(open_end or 0), int(timeouts or 0)
+def load(name):
+    try:
+        return json.load(open(os.path.join(out, name)))
+    except Exception:
+        return None
+conns = int(want) + 1001
+kb = lambda a, b: (int(b) - int(a)) * 1024
+print(f"ringmq, {n:,} connections ({want:,} idle: TCP + WebSocket; 1,001 probe), {shards} shards, hold {hold} s")
+print(f"ramp          {float(ramp_s):.1f} s to {want:,} idle connections = {want / float(ramp_s):,.0f} connections/s")
+print(f"held          {open_end:,} open at the end of the hold (want >= {want:,}); keepalive timeouts {timeouts}")
+for name in ("idle-tcp.json", "idle-ws.json"):
+    d = load(name)
+    if d:
+        c = d["connect"]
+        print(f"  {name[:-5]:9} {d['connections']:,} clients, reconnects {c['reconnects']}, disconnects {c['disconnects']}, "
+              f"connect failures {c['connect_failures']}, timeouts {c['timeouts']}")
+p = load("probe.json")
+if p and p.get("latency_us"):
+    l, m = p["latency_us"], p["messages"]
+    print(f"probe         {m.get('published', 0):,} published to {p['connections']} subscribers: "
+          f"p50 {l['p50']} µs, p99 {l['p99']} µs, p99.9 {l['p999']} µs, max {l['max']} µs; "
+          f"lost {m.get('lost', 0)}, duplicated {m.get('duplicates', 0)}")
+else:
+    print("probe         no result (see probe.txt)")
+print(f"broker CPU    {float(idle_cpu):.1f}% of one core during the keepalive-only hold")
+print(f"broker RSS    {int(rss0) // 1024} MiB before, {int(rss1) // 1024} MiB held: "
+      f"{kb(rss0, rss1) / conns:,.0f} B per connection")
+print(f"kernel slab   +{(int(slab1) - int(slab0)) // 1024} MiB (unreclaimable +{(int(sun1) - int(sun0)) // 1024} MiB): "
+      f"{kb(slab0, slab1) / conns:,.0f} B per connection; TCP-related caches {kb(tslab0, tslab1) / conns:,.0f} B")
+print(f"machine       {(int(mem0) - int(mem1)) // 1024} MiB more in use (MemAvailable), "
+      f"{kb(mem1, mem0) / conns:,.0f} B per connection (broker + kernel + swarm)")
+ok = open_end >= want and timeouts == 0 and p and p.get("messages", {}).get("lost", 1) == 0
+print("result        " + ("OK" if ok else "FAILED"))
+sys.exit(0 if ok else 1)
+PY
