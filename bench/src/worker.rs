@@ -1198,7 +1198,12 @@ impl Core {
         c.send_pos = 0;
         c.send_end = 0;
         c.inflight.clear();
-        if c.has_output() || c.close_when_flushed {
+        if c.close_when_flushed && !c.has_output() {
+            // The DISCONNECT is out: leave now, not at the next flush, so that the
+            // broker's close, which may complete in this same batch, is the expected end
+            // and not counted as a lost connection.
+            self.leave(li);
+        } else if c.has_output() || c.close_when_flushed {
             self.mark_dirty(li);
         }
     }
