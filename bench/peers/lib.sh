@@ -178,6 +178,7 @@ persistence false
 log_dest stdout
 log_type error
 log_type warning
+log_type notice
 connection_messages false
 max_connections -1
 set_tcp_nodelay true

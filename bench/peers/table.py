@@ -145,6 +145,11 @@ def main():
             if j["messages"]["expected"]
             else "–",
         )
+        row(
+            "lost: in gaps / after last delivery",
+            lambda j, b: "{:,} / {:,}".format(j["messages"]["lost_in_gaps"], j["messages"]["lost_at_end"]),
+        )
+        row("drain (s)", lambda j, b: f"{j['messages']['drain_s']:.1f}")
         row("connection trouble", errors)
         row("broker CPU, % of a core", lambda j, b: f"{j['broker']['cpu']['core_percent']:.0f} %")
         row("broker CPU µs/msg", lambda j, b: f"{j['broker']['cpu']['us_per_unit']:.2f}")
