@@ -24,6 +24,9 @@
 #                        (self time per symbol) in NAME.perf.txt
 #   --pause S            seconds to wait between brokers (default 2), so sockets of the last
 #                        run (TIME_WAIT, closing) do not weigh on the next
+#   --wait-idle PCT      before each broker's run, wait (at most 10 min) until the machine
+#                        is at least PCT % idle over 3 s (for a machine shared with others'
+#                        builds); the idle figure is in the table either way
 #   --no-build           use the binaries as they are (RINGMQ_BIN and SWARM_BIN, or target/)
 #   --no-install         do not install missing peers (they are reported as not started)
 #   -h, --help
@@ -50,7 +53,7 @@ source "$here/peers/lib.sh"
 usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 die_usage() { echo "compare.sh: $*" >&2; echo "see bench/compare.sh --help" >&2; exit 2; }
 
-ws=0 build=1 install=1 pause=2 out= ringmq_args=() brokers="ringmq,mosquitto,nats,rumqttd"
+ws=0 build=1 install=1 pause=2 wait_idle_pct=0 out= ringmq_args=() brokers="ringmq,mosquitto,nats,rumqttd"
 declare -A perf_for=()
 while (($#)); do
   case $1 in
@@ -60,6 +63,7 @@ while (($#)); do
     --ringmq-args) read -r -a ringmq_args <<<"${2:?}"; shift ;;
     --perf) perf_for[${2:?}]=1; shift ;;
     --pause) pause=${2:?}; shift ;;
+    --wait-idle) wait_idle_pct=${2:?}; shift ;;
     --no-build) build=0 ;;
     --no-install) install=0 ;;
     -h | --help) usage; exit 0 ;;
@@ -195,18 +199,29 @@ for b in "${broker_list[@]}"; do
   if ((ws)); then target=ws://127.0.0.1:$wsport/mqtt; else target=tcp://127.0.0.1:$tcp; fi
   sleep 0.5   # let it settle (nats sets up its JetStream MQTT streams after listening)
 
+  if ((wait_idle_pct > 0)); then
+    peers_say "$b: waiting for the machine to be ${wait_idle_pct} % idle"
+    idle=$(wait_idle "$wait_idle_pct" 600)
+  else
+    idle=$(cpu_idle_pct 1)
+  fi
   read -r l1 l5 l15 _ </proc/loadavg
   echo "load=$l1 $l5 $l15" >"$out/$b.load"
-  peers_say "$b (pid $pid) at $target, load average $l1 $l5 $l15"
+  echo "$idle" >"$out/$b.idle"
+  peers_say "$b (pid $pid) at $target, load average $l1 $l5 $l15, machine ${idle} % idle"
   perf_pid=
   if [[ -n ${perf_for[$b]:-} ]]; then
     # cpu-clock: works in VMs without hardware counters (as here).
     perf record -e cpu-clock -g -o "$out/$b.perf.data" -p "$pid" >"$out/$b.perf.log" 2>&1 &
     perf_pid=$!
   fi
+  snap0=$(cpu_snapshot "$pid")
   "$swarm_bin" "$scenario" "${swarm_args[@]}" --target "$target" --broker-pid "$pid" \
     --json "$out/$b.json" --hist "$out/$b.hlog" >"$out/$b.txt" 2>"$out/$b.log"
   rc=$?
+  # Machine busy ticks, broker ticks, uptime: before and after the whole swarm run, so the
+  # table can show how much CPU other processes took meanwhile.
+  echo "$snap0 $(cpu_snapshot "$pid") $(getconf CLK_TCK)" >"$out/$b.cpu"
   if [[ -n $perf_pid ]]; then
     kill -INT "$perf_pid" 2>/dev/null
     wait "$perf_pid" 2>/dev/null

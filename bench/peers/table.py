@@ -80,15 +80,26 @@ def main():
             except ValueError:
                 status += " (unreadable JSON)"
         load = (read(os.path.join(d, f"{b}.load")) or "").strip().removeprefix("load=")
-        runs[b] = (status, js, load)
+        idle = (read(os.path.join(d, f"{b}.idle")) or "").strip()
+        others = None
+        cpu = (read(os.path.join(d, f"{b}.cpu")) or "").split()
+        if js and len(cpu) == 7:
+            busy0, broker0, up0, busy1, broker1, up1, hz = map(float, cpu)
+            wall = up1 - up0
+            if wall > 0:
+                # Everything the machine did during the swarm run, less the broker and the
+                # swarm (its whole run): what other people's processes took, in cores.
+                rest = (busy1 - busy0 - (broker1 - broker0)) / hz - js.get("cpu_total_s", 0)
+                others = max(rest, 0.0) / wall
+        runs[b] = (status, js, load, idle, others)
 
-    scenario = next((js["scenario"] for _, js, _ in runs.values() if js), None)
+    scenario = next((js["scenario"] for _, js, *_ in runs.values() if js), None)
     rows = []  # (label, [cell per broker])
 
     def row(label, f):
         cells = []
         for b in brokers:
-            status, js, load = runs[b]
+            status, js, load, idle, others = runs[b]
             if js is None:
                 cells.append("")
             else:
@@ -101,6 +112,11 @@ def main():
     rows.append(("status", [runs[b][0] for b in brokers]))
     row("transport, MQTT, QoS", lambda j, b: f"{j['transport']}, {j['mqtt_version']}, QoS {j['qos']}")
     row("load average before (1/5/15 min)", lambda j, b: runs[b][2])
+    row("machine idle just before", lambda j, b: f"{runs[b][3]} %" if runs[b][3] else "–")
+    row(
+        "other processes' CPU during the run",
+        lambda j, b: f"{runs[b][4]:.2f} cores" if runs[b][4] is not None else "–",
+    )
 
     def ready(j, b):
         c = j["connect"]
