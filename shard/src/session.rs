@@ -159,11 +159,60 @@ pub struct Subscription {
 }
 
 /// A will message, published when the connection ends without a DISCONNECT.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WillMsg {
-    pub msg: Arc<Message>,
+    /// The message, without an expiry time yet: its Message Expiry Interval counts from
+    /// when it is published, not from CONNECT (MQTT 5 §3.1.3.2.4).
+    pub msg: Message,
+    pub expiry_s: Option<u32>,
     /// MQTT 5 Will Delay Interval, seconds.
     pub delay_s: u32,
+}
+
+impl WillMsg {
+    /// The message to publish now, its expiry counted from `now`.
+    pub fn into_message(self, now: Instant) -> Arc<Message> {
+        let mut msg = self.msg;
+        msg.expires_at = self
+            .expiry_s
+            .map(|s| now + std::time::Duration::from_secs(s as u64));
+        Arc::new(msg)
+    }
+}
+
+/// What the shard that now holds a session handed over from another shard keeps while
+/// the old shard still forwards what it receives for the session (see
+/// `broker::connect`): the messages delivered meanwhile, so that one arriving both
+/// directly and forwarded is delivered once.
+#[derive(Debug)]
+pub struct Arrival {
+    /// Shards whose `FenceMark` has come: everything they sent here directly before
+    /// their fence has arrived.
+    pub marked: u128,
+    /// The old shard removed its forwarding stub: nothing more is forwarded.
+    pub stub_gone: bool,
+    /// Messages delivered since the handover (most recent last), at most
+    /// [`Arrival::MAX_SEEN`].
+    pub seen: VecDeque<Arc<Message>>,
+}
+
+impl Arrival {
+    /// Messages remembered for deduplication; the window lasts a few mesh round trips.
+    pub const MAX_SEEN: usize = 4096;
+
+    /// Whether `msg` was delivered already; remembers it otherwise. Returns also whether
+    /// an older message had to be forgotten to make room.
+    pub fn seen_before(&mut self, msg: &Arc<Message>) -> (bool, bool) {
+        if self.seen.iter().any(|m| Arc::ptr_eq(m, msg)) {
+            return (true, false);
+        }
+        let full = self.seen.len() >= Self::MAX_SEEN;
+        if full {
+            self.seen.pop_front();
+        }
+        self.seen.push_back(msg.clone());
+        (false, full)
+    }
 }
 
 /// An MQTT session.
@@ -192,6 +241,15 @@ pub struct Session {
     pub will: Option<WillMsg>,
     /// A delayed will waits for this time (shard clock, ms).
     pub will_at_ms: Option<u64>,
+    /// The claim under which the client id's home shard registered this session; its
+    /// release names it, so a late release cannot unregister a newer claim.
+    pub epoch: u64,
+    /// This entry is a forwarding stub: the session moved to that shard, and what still
+    /// reaches it here goes after it until every shard has fenced (`fenced`).
+    pub moved_to: Option<usize>,
+    pub fenced: u128,
+    /// The session arrived from another shard that may still forward to it.
+    pub arrival: Option<Box<Arrival>>,
 }
 
 impl Session {
@@ -211,6 +269,10 @@ impl Session {
             client_max_packet: u32::MAX,
             will: None,
             will_at_ms: None,
+            epoch: 0,
+            moved_to: None,
+            fenced: 0,
+            arrival: None,
         }
     }
 
@@ -274,12 +336,24 @@ mod tests {
         let mut s = Session::new("c".into(), Version::V5);
         s.next_pkid = u16::MAX - 1;
         let q = Queued {
-            msg: Arc::new(Message::new("t", &[], b"", QoS::AtLeastOnce, false, None, None)),
+            msg: Arc::new(Message::new(
+                "t",
+                &[],
+                b"",
+                QoS::AtLeastOnce,
+                false,
+                None,
+                None,
+            )),
             qos: QoS::AtLeastOnce,
             retain: false,
             sub_ids: SubIds::default(),
         };
-        s.inflight.push_back(Inflight { pkid: 1, state: OutState::Published, delivery: q });
+        s.inflight.push_back(Inflight {
+            pkid: 1,
+            state: OutState::Published,
+            delivery: q,
+        });
         assert_eq!(s.next_pkid(), u16::MAX);
         assert_eq!(s.next_pkid(), 2, "0 is not an id and 1 is in flight");
     }
@@ -289,7 +363,15 @@ mod tests {
         let mut s = Session::new("c".into(), Version::V311);
         for i in 0..5u8 {
             let q = Queued {
-                msg: Arc::new(Message::new("t", &[], &[i], QoS::AtLeastOnce, false, None, None)),
+                msg: Arc::new(Message::new(
+                    "t",
+                    &[],
+                    &[i],
+                    QoS::AtLeastOnce,
+                    false,
+                    None,
+                    None,
+                )),
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 sub_ids: SubIds::default(),

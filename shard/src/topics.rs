@@ -86,7 +86,11 @@ impl<V: NodeValue> Trie<V> {
         let mut nodes = Slab::new();
         let root = nodes.insert(Node::new(NONE, ""));
         debug_assert_eq!(root as NodeId, ROOT);
-        Trie { nodes, stack: Vec::new(), levels: Vec::new() }
+        Trie {
+            nodes,
+            stack: Vec::new(),
+            levels: Vec::new(),
+        }
     }
 
     /// Nodes in the trie, the root included.
@@ -127,7 +131,11 @@ impl<V: NodeValue> Trie<V> {
         let mut node = ROOT;
         for level in path.split('/') {
             let c = self.child(node, level);
-            node = if c != NONE { c } else { self.add_child(node, level) };
+            node = if c != NONE {
+                c
+            } else {
+                self.add_child(node, level)
+            };
         }
         node
     }
@@ -149,8 +157,10 @@ impl<V: NodeValue> Trie<V> {
                     ) else {
                         unreachable!()
                     };
-                    let map: HashMap<Box<str>, NodeId> =
-                        ids.iter().map(|&c| (self.nodes[c as usize].level.clone(), c)).collect();
+                    let map: HashMap<Box<str>, NodeId> = ids
+                        .iter()
+                        .map(|&c| (self.nodes[c as usize].level.clone(), c))
+                        .collect();
                     self.nodes[parent as usize].children = Children::Many(map);
                 }
                 match &mut self.nodes[parent as usize].children {

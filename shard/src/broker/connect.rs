@@ -2,25 +2,36 @@
 //! taking over an older connection, the will, and the end of a session.
 //!
 //! A client id belongs to one home shard (a hash of the id). The home shard keeps, for
-//! its ids, which shard holds the session now. A CONNECT on shard A asks the home
-//! (`Claim`); the home records A as the owner and either lets A go ahead (`Granted`: no
-//! session elsewhere) or tells the previous owner P to close its connection and hand the
-//! session to A (`Takeover` → `Handoff`). All of it is message passing over the mesh; a
-//! single-shard broker runs the same steps through its local inbox.
+//! its ids, which shard holds the session now, under a claim epoch. A CONNECT on shard A
+//! asks the home (`Claim`); the home records A as the owner and either lets A go ahead
+//! (`Granted`: no session elsewhere) or tells the previous owner P to close its
+//! connection and hand the session to A (`Takeover` → `Handoff`). All of it is message
+//! passing over the mesh; a single-shard broker runs the same steps through its local
+//! inbox. A release names its epoch, so a session ending late cannot unregister a newer
+//! claim of the same id.
+//!
+//! A session that moves from shard P to shard A leaves a *stub* on P: P's topic table
+//! keeps the session's subscriptions, so a publisher whose shard has not yet learnt A's
+//! interest still reaches P, and the stub forwards such deliveries to A (`Forward`).
+//! Once A has advertised its interest it tells every shard (`Moved`); each answers P with
+//! a `Fence` (what I send after this, I also send to A directly) and A with a
+//! `FenceMark` (what I sent to you before my fence has arrived). The stub forwards only
+//! what came from shards that have not fenced yet, and goes when all have. A message can
+//! reach A both ways in between; A remembers what it delivered to the session meanwhile
+//! (the same `Arc<Message>` travels both ways) and delivers it once.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ringmq_proto::mqtt::{
     ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, Properties, Property, ReasonCode,
     Version,
 };
 
-use super::{Broker, Client, Msg, Phase};
+use super::{Broker, Client, Msg, OutAliases, Phase};
 use crate::conn::ConnKey;
 use crate::io::Io;
 use crate::service::CloseReason;
-use crate::session::{Message, Session, SessionId, WillMsg};
+use crate::session::{Arrival, Message, Session, SessionId, WillMsg};
 
 /// Session Expiry Interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
 const NEVER_EXPIRES: u32 = u32::MAX;
@@ -34,25 +45,43 @@ pub(super) struct PendingConnect {
     will: Option<WillMsg>,
     receive_maximum: u16,
     max_packet: u32,
+    /// The keep alive the broker imposes (MQTT 5 Server Keep Alive), if it does.
+    server_keep_alive: Option<u16>,
 }
 
-/// Answers a CONNECT with a refusal (MQTT 5 reason code, or its 3.1.1 equivalent).
-pub(super) fn refuse(io: &mut Io<Broker>, key: ConnKey, version: Version, reason: ReasonCode) {
+/// Answers a CONNECT with a refusal: the MQTT 5 reason code with a reason string, or its
+/// 3.1.1 return code.
+pub(super) fn refuse(
+    io: &mut Io<Broker>,
+    key: ConnKey,
+    version: Version,
+    reason: ReasonCode,
+    why: &str,
+) {
     let code = match version {
         Version::V5 => reason.0,
         Version::V311 => ConnectReturnCode::from_reason(reason).0,
     };
-    let pkt = Packet::ConnAck(ConnAck {
+    let props = [Property::ReasonString(why)];
+    let full = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties: Properties::List(&props),
+    });
+    let bare = Packet::ConnAck(ConnAck {
         session_present: false,
         code,
         properties: Properties::EMPTY,
     });
-    Broker::write_packet(io, key, version, &pkt);
+    Broker::write_answer(io, key, version, &full, &bare);
 }
 
 pub(super) fn refuse_v3(io: &mut Io<Broker>, key: ConnKey, code: ConnectReturnCode) {
-    let pkt =
-        Packet::ConnAck(ConnAck { session_present: false, code: code.0, properties: Properties::EMPTY });
+    let pkt = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: code.0,
+        properties: Properties::EMPTY,
+    });
     Broker::write_packet(io, key, Version::V311, &pkt);
 }
 
@@ -69,11 +98,17 @@ fn home_shard(client_id: &str, shards: usize) -> usize {
 impl Broker {
     pub(super) fn on_connect(&mut self, io: &mut Io<Self>, key: ConnKey, c: Connect<'_>) {
         let version = c.version;
+        let max_packet = c.properties.maximum_packet_size().unwrap_or(u32::MAX);
         if let Some(client) = io.state(key) {
             client.version = Some(version);
+            client.max_packet = Some(max_packet);
+            // MQTT-3.1.2-29: with Request Problem Information 0, no Reason String
+            // except on CONNACK and DISCONNECT.
+            client.problem_info = c.properties.request_problem_information() != Some(0);
         }
         if io.is_over_limit(key) {
-            refuse(io, key, version, ReasonCode::QUOTA_EXCEEDED);
+            let why = "the server's connection limit is reached";
+            refuse(io, key, version, ReasonCode::QUOTA_EXCEEDED, why);
             io.close(key, CloseReason::Policy);
             return;
         }
@@ -81,12 +116,22 @@ impl Broker {
         // persistent one (MQTT-3.1.3-8), MQTT 5 assigns one either way (MQTT-3.1.3-6).
         let (client_id, assigned_id): (Box<str>, bool) = if c.client_id.is_empty() {
             if version == Version::V311 && !c.clean_start {
-                refuse(io, key, version, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+                let why = "an empty client id needs a clean session";
+                refuse(
+                    io,
+                    key,
+                    version,
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    why,
+                );
                 io.close(key, CloseReason::Policy);
                 return;
             }
             self.auto_id += 1;
-            (format!("ringmq-{}-{}-{:x}", self.id, self.auto_id, key.to_u64()).into(), true)
+            (
+                format!("ringmq-{}-{}-{:x}", self.id, self.auto_id, key.to_u64()).into(),
+                true,
+            )
         } else {
             (c.client_id.into(), false)
         };
@@ -97,26 +142,34 @@ impl Broker {
         };
         let will = c.will.as_ref().map(|w| {
             let mut props = Vec::new();
-            let expiry = super::fanout::forward_props(w.properties, &mut props);
-            let now = Instant::now();
+            let expiry_s = super::fanout::forward_props(w.properties, &mut props);
             WillMsg {
-                msg: Arc::new(Message::new(
-                    w.topic,
-                    &props,
-                    w.payload,
-                    w.qos,
-                    w.retain,
-                    expiry.map(|s| now + Duration::from_secs(s as u64)),
-                    None,
-                )),
+                msg: Message::new(w.topic, &props, w.payload, w.qos, w.retain, None, None),
+                expiry_s,
                 delay_s: w.properties.will_delay_interval().unwrap_or(0),
             }
         });
+        // MQTT 5 §3.2.2.3.14: the broker may shorten the keep alive (and give one to a
+        // client that asked for none); the client must then use the broker's value.
+        let max_ka = self.config().max_keep_alive_s;
+        let server_keep_alive =
+            (version == Version::V5 && max_ka > 0 && (c.keep_alive == 0 || c.keep_alive > max_ka))
+                .then_some(max_ka);
+        let keep_alive = server_keep_alive.unwrap_or(c.keep_alive);
         let receive_maximum = c.properties.receive_maximum().unwrap_or(u16::MAX);
-        let max_packet = c.properties.maximum_packet_size().unwrap_or(u32::MAX);
+        let alias_max = c
+            .properties
+            .topic_alias_maximum()
+            .unwrap_or(0)
+            .min(self.config().topic_alias_max);
         let Some(client) = io.state(key) else { return };
-        client.keep_alive_ms = c.keep_alive as u64 * 1500;
+        // MQTT-3.1.2-24 (3.1.1: MQTT-3.1.2-24 too): one and a half keep alives of silence
+        // end the connection.
+        client.keep_alive_ms = keep_alive as u64 * 1500;
         client.phase = Phase::Claiming;
+        if alias_max > 0 {
+            client.out_aliases = Some(Box::new(OutAliases::new(alias_max)));
+        }
         client.pending = Some(Box::new(PendingConnect {
             client_id: client_id.clone(),
             assigned_id,
@@ -125,13 +178,24 @@ impl Broker {
             will,
             receive_maximum,
             max_packet,
+            server_keep_alive,
         }));
         let home = home_shard(&client_id, self.shards);
         let from = self.id;
-        self.send(io, home, Msg::Claim { client_id, from, conn: key, clean_start: c.clean_start });
+        self.send(
+            io,
+            home,
+            Msg::Claim {
+                client_id,
+                from,
+                conn: key,
+                clean_start: c.clean_start,
+            },
+        );
     }
 
-    /// On the home shard: record the new owner and start the takeover if needed.
+    /// On the home shard: record the new owner under a new epoch and start the takeover
+    /// if another shard holds the session.
     pub(super) fn on_claim(
         &mut self,
         io: &mut Io<Self>,
@@ -140,12 +204,38 @@ impl Broker {
         conn: ConnKey,
         clean_start: bool,
     ) {
-        let previous = self.registry.insert(client_id.clone(), claimer);
+        self.claim_epoch += 1;
+        let epoch = self.claim_epoch;
+        let previous = self.registry.insert(client_id.clone(), (claimer, epoch));
         match previous {
-            Some(owner) if owner != claimer => {
-                self.send(io, owner, Msg::Takeover { client_id, to: claimer, conn, clean_start })
-            }
-            _ => self.send(io, claimer, Msg::Granted { conn }),
+            Some((owner, _)) if owner != claimer => self.send(
+                io,
+                owner,
+                Msg::Takeover {
+                    client_id,
+                    to: claimer,
+                    conn,
+                    clean_start,
+                    epoch,
+                },
+            ),
+            _ => self.send(
+                io,
+                claimer,
+                Msg::Granted {
+                    conn,
+                    client_id,
+                    epoch,
+                },
+            ),
+        }
+    }
+
+    /// On the home shard: forget the owner of `client_id` if it is still the one
+    /// registered under `epoch`.
+    pub(super) fn on_release(&mut self, client_id: &str, owner: usize, epoch: u64) {
+        if self.registry.get(client_id) == Some(&(owner, epoch)) {
+            self.registry.remove(client_id);
         }
     }
 
@@ -157,50 +247,104 @@ impl Broker {
         to: usize,
         conn: ConnKey,
         clean_start: bool,
+        epoch: u64,
     ) {
-        let session = self.by_client.get(client_id).copied().and_then(|sid| {
-            self.kick_connection(io, sid, clean_start);
-            self.take_session(sid)
-        });
-        let session = if clean_start { None } else { session.map(Box::new) };
-        self.send(io, to, Msg::Handoff { conn, session });
+        let (session, stub) = match self.by_client.get(client_id).copied() {
+            None => (None, None),
+            Some(sid) => {
+                self.kick_connection(io, sid, clean_start);
+                if clean_start {
+                    // MQTT-3.1.2-4: a clean start discards the old session.
+                    self.take_session(sid);
+                    (None, None)
+                } else {
+                    match self.leave_stub(sid, to) {
+                        Some(session) => (Some(Box::new(session)), Some(sid)),
+                        None => (None, None),
+                    }
+                }
+            }
+        };
+        self.send(
+            io,
+            to,
+            Msg::Handoff {
+                conn,
+                session,
+                stub,
+                epoch,
+            },
+        );
     }
 
-    /// Closes the connection serving a session because another took it over: MQTT 5
-    /// clients hear "session taken over"; the will is published unless the session goes
-    /// on and the will is delayed (MQTT 5 §3.1.3.2.2).
+    /// Takes the state of session `sid` out to move it to shard `to`, and leaves in its
+    /// place a stub with the same subscriptions that forwards to `to`.
+    fn leave_stub(&mut self, sid: SessionId, to: usize) -> Option<Session> {
+        let s = self.session_mut(sid)?;
+        let mut stub = Session::new(s.client_id.clone(), s.version);
+        stub.subs = s.subs.clone();
+        stub.moved_to = Some(to);
+        let mut session = std::mem::replace(s, stub);
+        // A session moving on again before its last move settled gives up deduplicating
+        // that move's late arrivals.
+        session.arrival = None;
+        if self.by_client.get(&session.client_id) == Some(&sid) {
+            self.by_client.remove(&session.client_id);
+        }
+        self.offline.retain(|&o| o != sid);
+        Some(session)
+    }
+
+    /// Closes the connection serving a session because another connection took the
+    /// session over (MQTT-3.1.4-3); MQTT 5 clients hear 0x8E first. The will of that
+    /// connection is published unless the session goes on and the will is delayed (the
+    /// new connection arrived within the delay, MQTT-3.1.3-9); a delayed will still
+    /// waiting from an earlier connection is published if the session ends now (MQTT 5
+    /// §3.1.3.2.2: at the end of the delay or of the session, whichever comes first).
     fn kick_connection(&mut self, io: &mut Io<Self>, sid: SessionId, session_ends: bool) {
-        let Some(s) = self.session_mut(sid) else { return };
-        let Some(old) = s.conn.take() else { return };
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        let old = s.conn.take();
         let will = s.will.take();
-        if let Some(client) = io.state(old) {
-            // The old connection no longer speaks for the session.
-            client.session = None;
-            client.graceful = true;
-            let version = client.version();
-            if version == Version::V5 {
-                let pkt = Packet::Disconnect(Disconnect {
-                    reason: ReasonCode::SESSION_TAKEN_OVER,
-                    properties: Properties::EMPTY,
-                });
-                Broker::write_packet(io, old, version, &pkt);
+        s.will_at_ms = None;
+        if let Some(old) = old {
+            if let Some(client) = io.state(old) {
+                // The old connection no longer speaks for the session; its end must not
+                // publish the will a second time.
+                client.session = None;
+                client.graceful = true;
             }
+            self.disconnect(
+                io,
+                old,
+                ReasonCode::SESSION_TAKEN_OVER,
+                "another connection took the session over",
+                CloseReason::Policy,
+            );
         }
-        io.close(old, CloseReason::Policy);
-        if let Some(w) = will {
-            if session_ends || w.delay_s == 0 {
-                self.publish_message(io, &w.msg);
-            }
+        if let Some(w) = will
+            && (session_ends || (old.is_some() && w.delay_s == 0))
+        {
+            self.publish_will(io, w);
         }
+    }
+
+    /// Publishes a will, its Message Expiry Interval counted from now.
+    pub(super) fn publish_will(&mut self, io: &mut Io<Self>, w: WillMsg) {
+        let m = w.into_message(Instant::now());
+        self.publish_message(io, &m);
     }
 
     /// Removes a session from this shard (its subscriptions leave the topic table) and
-    /// returns it, e.g. to hand it to another shard. The registry is not told.
-    fn take_session(&mut self, sid: SessionId) -> Option<Session> {
+    /// returns it. The registry is not told.
+    pub(super) fn take_session(&mut self, sid: SessionId) -> Option<Session> {
         self.session(sid)?;
         let slot = self.sessions.remove(sid.index as usize);
         let mut session = slot.session;
-        self.by_client.remove(&session.client_id);
+        if self.by_client.get(&session.client_id) == Some(&sid) {
+            self.by_client.remove(&session.client_id);
+        }
         let subs = std::mem::take(&mut session.subs);
         for sub in &subs {
             self.remove_subscription(sid, &sub.filter);
@@ -215,29 +359,46 @@ impl Broker {
         if let Some(session) = self.take_session(sid) {
             let home = home_shard(&session.client_id, self.shards);
             let owner = self.id;
-            self.send(io, home, Msg::Release { client_id: session.client_id, owner });
+            self.send(
+                io,
+                home,
+                Msg::Release {
+                    client_id: session.client_id,
+                    owner,
+                    epoch: session.epoch,
+                },
+            );
         }
     }
 
-    /// On the claiming shard: the session is found (or there is none); answer CONNACK.
+    /// On the claiming shard: the session is found (`handed` over from shard `from`, or
+    /// here, or there is none); answer CONNACK.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn finish_connect(
         &mut self,
         io: &mut Io<Self>,
         conn: ConnKey,
+        client_id: Option<&str>,
         handed: Option<Box<Session>>,
+        stub: Option<(usize, SessionId)>,
+        epoch: u64,
         from_takeover: bool,
     ) {
         let pending = io
             .state(conn)
             .filter(|c| c.phase == Phase::Claiming)
             .and_then(|c| c.pending.take());
-        let Some(p) = pending else {
+        let Some(mut p) = pending else {
             // The connection went away while its session was being found.
-            self.orphaned_claim(io, handed);
+            self.orphaned_claim(io, client_id, handed, stub, epoch);
             return;
         };
         // A session on this shard: an older connection here, or an offline session.
-        let mut existing = if from_takeover { None } else { self.by_client.get(&p.client_id).copied() };
+        let mut existing = if from_takeover {
+            None
+        } else {
+            self.by_client.get(&p.client_id).copied()
+        };
         if let Some(sid) = existing {
             self.kick_connection(io, sid, p.clean_start);
             if p.clean_start {
@@ -245,50 +406,49 @@ impl Broker {
                 existing = None;
             }
         }
+        let version = io.state(conn).map_or(Version::V311, |c| c.version());
         let (sid, session_present) = match (existing, handed) {
             (Some(sid), _) => (sid, true),
-            (None, Some(s)) if !p.clean_start => {
-                let sid = self.install_session(*s);
-                (sid, true)
-            }
-            _ => {
-                let version = io.state(conn).map_or(Version::V311, |c| c.version());
+            (None, Some(s)) if !p.clean_start => (self.install_session(io, *s, stub), true),
+            (None, handed) => {
+                if let Some(s) = handed {
+                    // A clean start asked for after the session left its old shard: it
+                    // still has to settle its stub there.
+                    let sid = self.install_session(io, *s, stub);
+                    self.take_session(sid);
+                }
                 let sid = self.add_session(Session::new(p.client_id.clone(), version));
                 (sid, false)
             }
         };
-        let version = io.state(conn).map_or(Version::V311, |c| c.version());
         let window = p.receive_maximum.min(self.config().max_inflight).max(1);
-        let Some(s) = self.session_mut(sid) else { return };
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
         s.conn = Some(conn);
         s.version = version;
         s.expiry_interval = p.expiry_interval;
         s.expires_at_ms = None;
-        s.will = p.will;
+        s.will = p.will.take();
         s.will_at_ms = None;
         s.send_window = window;
         s.client_max_packet = p.max_packet;
+        s.epoch = epoch;
         self.offline.retain(|&o| o != sid);
 
-        let topic_alias_max = self.config().topic_alias_max;
-        let max_packet = io.config().max_packet_size;
-        let props = [
-            Property::AssignedClientIdentifier(&p.client_id),
-            Property::TopicAliasMaximum(topic_alias_max),
-            Property::MaximumPacketSize(max_packet),
-            Property::RetainAvailable(1),
-            Property::WildcardSubscriptionAvailable(1),
-            Property::SubscriptionIdentifierAvailable(1),
-            Property::SharedSubscriptionAvailable(1),
-        ];
-        let props = if p.assigned_id { &props[..] } else { &props[1..] };
-        let pkt = Packet::ConnAck(ConnAck {
-            session_present,
-            code: 0,
-            properties: if version == Version::V5 { Properties::List(props) } else { Properties::EMPTY },
-        });
-        Broker::write_packet(io, conn, version, &pkt);
-        let Some(client) = io.state(conn) else { return };
+        if version == Version::V5 {
+            self.write_connack_v5(io, conn, &p, session_present);
+        } else {
+            let pkt = Packet::ConnAck(ConnAck {
+                session_present,
+                code: 0,
+                properties: Properties::EMPTY,
+            });
+            Broker::write_packet(io, conn, version, &pkt);
+        }
+        let Some(client) = io.state(conn) else {
+            return;
+        };
         client.phase = Phase::Connected;
         client.session = Some(sid);
         let ka = client.keep_alive_ms;
@@ -298,48 +458,207 @@ impl Broker {
         } else {
             io.clear_deadline(conn);
         }
-        // What was left in flight goes again, then what waited in the queue.
+        // What was left in flight goes again (MQTT-4.4.0-1), then what waited in the
+        // queue.
         self.resend_inflight(io, sid);
         self.drain_queue(io, sid);
         // Packets that arrived while the session was being found.
-        let carried = io.state(conn).map(|c| std::mem::take(&mut c.carry)).unwrap_or_default();
+        let carried = io
+            .state(conn)
+            .map(|c| std::mem::take(&mut c.carry))
+            .unwrap_or_default();
         if !carried.is_empty() {
             self.process_input(io, conn, &carried);
         }
     }
 
+    /// The MQTT 5 CONNACK: what the client must know of this broker's limits.
+    fn write_connack_v5(
+        &mut self,
+        io: &mut Io<Self>,
+        conn: ConnKey,
+        p: &PendingConnect,
+        session_present: bool,
+    ) {
+        let cfg = self.config();
+        let mut props = Vec::with_capacity(10);
+        if p.assigned_id {
+            props.push(Property::AssignedClientIdentifier(&p.client_id));
+        }
+        if let Some(ka) = p.server_keep_alive {
+            props.push(Property::ServerKeepAlive(ka));
+        }
+        if cfg.receive_maximum < u16::MAX {
+            props.push(Property::ReceiveMaximum(cfg.receive_maximum.max(1)));
+        }
+        props.extend([
+            Property::TopicAliasMaximum(cfg.topic_alias_max),
+            Property::MaximumPacketSize(io.config().max_packet_size),
+            Property::RetainAvailable(1),
+            Property::WildcardSubscriptionAvailable(1),
+            Property::SubscriptionIdentifierAvailable(1),
+            Property::SharedSubscriptionAvailable(1),
+        ]);
+        let pkt = Packet::ConnAck(ConnAck {
+            session_present,
+            code: 0,
+            properties: Properties::List(&props),
+        });
+        Broker::write_packet(io, conn, Version::V5, &pkt);
+    }
+
     /// A claim finished after its connection closed: keep a handed-over persistent
     /// session (offline), or let the home shard forget the id.
-    fn orphaned_claim(&mut self, io: &mut Io<Self>, handed: Option<Box<Session>>) {
+    fn orphaned_claim(
+        &mut self,
+        io: &mut Io<Self>,
+        client_id: Option<&str>,
+        handed: Option<Box<Session>>,
+        stub: Option<(usize, SessionId)>,
+        epoch: u64,
+    ) {
         match handed {
-            Some(s) if s.is_persistent() => {
-                let sid = self.install_session(*s);
-                self.went_offline(io, sid);
-            }
             Some(s) => {
-                let home = home_shard(&s.client_id, self.shards);
-                let owner = self.id;
-                self.send(io, home, Msg::Release { client_id: s.client_id.clone(), owner });
+                let persistent = s.is_persistent();
+                let sid = self.install_session(io, *s, stub);
+                if let Some(s) = self.session_mut(sid) {
+                    s.epoch = epoch;
+                }
+                if persistent {
+                    self.went_offline(io, sid);
+                } else {
+                    self.end_session(io, sid);
+                }
             }
-            None => {}
+            None => {
+                let Some(client_id) = client_id else { return };
+                match self.by_client.get(client_id).copied() {
+                    // An offline session here is the one the home now points at.
+                    Some(sid) => {
+                        if let Some(s) = self.session_mut(sid) {
+                            s.epoch = epoch;
+                        }
+                    }
+                    None => {
+                        let home = home_shard(client_id, self.shards);
+                        let owner = self.id;
+                        let client_id = client_id.into();
+                        let release = Msg::Release {
+                            client_id,
+                            owner,
+                            epoch,
+                        };
+                        self.send(io, home, release);
+                    }
+                }
+            }
         }
     }
 
-    /// Adds a session handed over from another shard, subscriptions included.
-    fn install_session(&mut self, mut s: Session) -> SessionId {
+    /// Adds a session handed over from another shard, subscriptions included. If that
+    /// shard left a stub, tell every shard to fence it (after the interest the
+    /// subscriptions raised, which goes first through the same outbox).
+    fn install_session(
+        &mut self,
+        io: &mut Io<Self>,
+        mut s: Session,
+        stub: Option<(usize, SessionId)>,
+    ) -> SessionId {
         s.conn = None;
+        s.moved_to = None;
+        s.fenced = 0;
         let subs = std::mem::take(&mut s.subs);
+        let client_id = s.client_id.clone();
+        if stub.is_some() {
+            s.arrival = Some(Box::new(Arrival {
+                marked: 1u128 << self.id,
+                stub_gone: false,
+                seen: Default::default(),
+            }));
+        }
         let sid = self.add_session(s);
         for sub in subs {
+            if let Some(s) = self.session_mut(sid) {
+                s.subs.push(sub.clone());
+            }
             self.add_subscription(sid, sub);
         }
+        if let Some((old, stub)) = stub {
+            // This shard's own fence goes at once: a message it routes to the old shard
+            // after this point is delivered here directly and must not come back.
+            io.send_to_shard(old, Msg::Fence { stub });
+            for to in (0..self.shards).filter(|&to| to != self.id) {
+                let moved = Msg::Moved {
+                    client_id: client_id.clone(),
+                    old,
+                    stub,
+                };
+                self.outbox.push((to, moved));
+            }
+        }
         sid
+    }
+
+    /// On every shard but the session's new holder: the holder routes from now on.
+    pub(super) fn on_moved(
+        &mut self,
+        io: &mut Io<Self>,
+        holder: usize,
+        client_id: Box<str>,
+        old: usize,
+        stub: SessionId,
+    ) {
+        self.send(io, old, Msg::Fence { stub });
+        self.send(io, holder, Msg::FenceMark { client_id });
+    }
+
+    /// On the old holder: shard `from` fenced the stub; with every shard fenced, the stub
+    /// goes and the new holder hears that nothing more will be forwarded.
+    pub(super) fn on_fence(&mut self, io: &mut Io<Self>, from: usize, stub: SessionId) {
+        let all = self.all_shards();
+        let Some(s) = self.session_mut(stub) else {
+            return;
+        };
+        let Some(to) = s.moved_to else { return };
+        s.fenced |= 1u128 << from;
+        if s.fenced & all == all {
+            let client_id = s.client_id.clone();
+            self.take_session(stub);
+            self.send(io, to, Msg::StubGone { client_id });
+        }
+    }
+
+    /// On the new holder: `FenceMark` from `from` (`None`: `StubGone`). Once every shard
+    /// has marked and the stub is gone, no copy of anything can still arrive twice.
+    pub(super) fn on_arrival_progress(&mut self, from: Option<usize>, client_id: &str) {
+        let all = self.all_shards();
+        let Some(sid) = self.by_client.get(client_id).copied() else {
+            return;
+        };
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        let Some(a) = s.arrival.as_mut() else { return };
+        match from {
+            Some(shard) => a.marked |= 1u128 << shard,
+            None => a.stub_gone = true,
+        }
+        if a.stub_gone && a.marked & all == all {
+            s.arrival = None;
+        }
+    }
+
+    /// Every shard's bit.
+    fn all_shards(&self) -> u128 {
+        u128::MAX >> (128 - self.shards.min(128))
     }
 
     pub(super) fn on_disconnect(&mut self, io: &mut Io<Self>, key: ConnKey, d: Disconnect<'_>) {
         let sid = io.state(key).and_then(|c| c.session);
         if let Some(expiry) = d.properties.session_expiry_interval() {
-            let was_zero = sid.and_then(|s| self.session(s)).is_some_and(|s| s.expiry_interval == 0);
+            let was_zero = sid
+                .and_then(|s| self.session(s))
+                .is_some_and(|s| s.expiry_interval == 0);
             if was_zero && expiry != 0 {
                 // MQTT-3.14.2-2: a session that was to end cannot be extended here.
                 return self.protocol_error(
@@ -354,17 +673,20 @@ impl Broker {
             }
         }
         if let Some(c) = io.state(key) {
-            // Reason 0x04 asks for the will to be published anyway.
+            // MQTT-3.14.4-3: a DISCONNECT discards the will, unless (MQTT 5) its reason
+            // is 0x04 "disconnect with will message".
             c.graceful = d.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
         }
         io.close(key, CloseReason::Normal);
     }
 
     /// A connection ended: its session goes offline or ends, and its will is published
-    /// (now, or after the will delay) unless the client said goodbye.
+    /// (now, or after the will delay) unless the client said goodbye (MQTT-3.1.2-8).
     pub(super) fn connection_closed(&mut self, io: &mut Io<Self>, key: ConnKey, client: Client) {
         let Some(sid) = client.session else { return };
-        let Some(s) = self.session_mut(sid) else { return };
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
         if s.conn != Some(key) {
             return;
         }
@@ -379,7 +701,7 @@ impl Broker {
                     s.will_at_ms = Some(at);
                 }
             } else {
-                self.publish_message(io, &w.msg);
+                self.publish_will(io, w);
             }
         }
         if persistent {
@@ -391,7 +713,9 @@ impl Broker {
 
     fn went_offline(&mut self, io: &mut Io<Self>, sid: SessionId) {
         let now = io.now_ms();
-        let Some(s) = self.session_mut(sid) else { return };
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
         s.expires_at_ms = match s.expiry_interval {
             NEVER_EXPIRES => None,
             secs => Some(now + secs as u64 * 1000),
@@ -400,13 +724,15 @@ impl Broker {
     }
 
     /// Each tick: publish delayed wills that are due, end sessions that expired (their
-    /// pending will is published then, MQTT 5 §3.1.2.5).
+    /// pending will is published then, MQTT 5 §3.1.3.2.2).
     pub(super) fn expire_sessions(&mut self, io: &mut Io<Self>) {
         let now = io.now_ms();
         let offline = std::mem::take(&mut self.offline);
         let mut keep = Vec::with_capacity(offline.len());
         for sid in offline {
-            let Some(s) = self.session_mut(sid) else { continue };
+            let Some(s) = self.session_mut(sid) else {
+                continue;
+            };
             if s.conn.is_some() {
                 continue;
             }
@@ -415,7 +741,7 @@ impl Broker {
             if expired || will_due {
                 s.will_at_ms = None;
                 if let Some(w) = s.will.take() {
-                    self.publish_message(io, &w.msg);
+                    self.publish_will(io, w);
                 }
             }
             if expired {

