@@ -19,6 +19,7 @@ use ringmq_proto::topic;
 use super::{Broker, Msg};
 use crate::conn::ConnKey;
 use crate::io::Io;
+use crate::service::CloseReason;
 use crate::session::{Inflight, Message, OutState, Queued, SessionId, SubIds};
 use crate::stats::ShardStats;
 
@@ -508,9 +509,12 @@ impl Broker {
                 return;
             }
         }
-        let Some(conn) = s.conn else {
-            // Offline: QoS 1 and 2 wait for the client (MQTT-3.1.2-5); QoS 0 is not kept.
-            if qos != QoS::AtMostOnce {
+        // A closing connection counts as gone: a session that outlives it keeps the
+        // message, one that ends with it has nowhere to keep it.
+        let Some(conn) = s.conn.filter(|&c| io.is_open(c)) else {
+            // Offline: QoS 1 and 2 wait for the client (MQTT-3.1.2-5), the oldest
+            // dropped past the bound; QoS 0 is not kept.
+            if qos != QoS::AtMostOnce && s.is_persistent() {
                 let q = Queued {
                     msg: src.shared(),
                     qos,
@@ -554,9 +558,25 @@ impl Broker {
                 retain,
                 sub_ids,
             };
-            if s.enqueue(q, max_queued) {
-                ShardStats::add(&io.stats().dropped_queue_full, 1);
+            if s.queue.len() < max_queued.max(1) {
+                s.queue.push_back(q);
+                return;
             }
+            // DESIGN "Nothing unbounded": a connected client that lets more than its
+            // session's queue wait is disconnected as a slow consumer, rather than lose
+            // messages while it stays. A session that outlives the connection keeps this
+            // one too (its queue then drops the oldest, counted, as any offline queue).
+            if s.is_persistent() {
+                s.queue.push_back(q);
+            }
+            ShardStats::add(&io.stats().disconnected_slow_consumer, 1);
+            self.disconnect(
+                io,
+                conn,
+                ReasonCode::QUOTA_EXCEEDED,
+                "too many messages waiting for this client",
+                CloseReason::SlowConsumer,
+            );
             return;
         }
         let pkid = s.next_pkid();
