@@ -488,8 +488,8 @@ impl Broker {
         if let Some(ka) = p.server_keep_alive {
             props.push(Property::ServerKeepAlive(ka));
         }
-        if cfg.receive_maximum < u16::MAX {
-            props.push(Property::ReceiveMaximum(cfg.receive_maximum.max(1)));
+        if cfg.max_inflight < u16::MAX {
+            props.push(Property::ReceiveMaximum(cfg.max_inflight.max(1)));
         }
         props.extend([
             Property::TopicAliasMaximum(cfg.topic_alias_max),

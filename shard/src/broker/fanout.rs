@@ -127,7 +127,7 @@ pub(super) fn forward_props(props: Properties<'_>, out: &mut Vec<u8>) -> Option<
 impl Broker {
     pub(super) fn on_publish(&mut self, io: &mut Io<Self>, key: ConnKey, p: Publish<'_>) {
         ShardStats::add(&io.stats().messages_in, 1);
-        let receive_maximum = self.config().receive_maximum;
+        let receive_maximum = self.config().max_inflight;
         let Some(client) = io.state(key) else { return };
         let Some(sid) = client.session else { return };
         let version = client.version();

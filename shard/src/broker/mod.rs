@@ -45,7 +45,10 @@ pub struct BrokerConfig {
     /// Offline queue bound per persistent session (messages); the oldest is dropped
     /// (and counted) past it.
     pub max_queued_messages: usize,
-    /// QoS 1/2 messages in flight to one client at a time.
+    /// QoS 1/2 messages in flight to one client at a time; also the Receive Maximum
+    /// told MQTT 5 clients: QoS 2 messages from one client that may await PUBREL at a
+    /// time, one more being answered with DISCONNECT 0x93 (MQTT-3.3.4-8). QoS 1
+    /// messages are acknowledged at once and never wait.
     pub max_inflight: u16,
     /// How often `$SYS/broker/...` topics are published, in seconds (0: never).
     pub sys_interval_s: u64,
@@ -58,11 +61,6 @@ pub struct BrokerConfig {
     pub topic_alias_max: u16,
     /// Subscriptions one session may hold.
     pub max_subscriptions: usize,
-    /// QoS 2 messages from one MQTT 5 client that may await PUBREL at a time (the
-    /// Receive Maximum told the client in CONNACK); one more is answered with
-    /// DISCONNECT 0x93 (MQTT-3.3.4-9). QoS 1 messages are acknowledged at once and never
-    /// wait.
-    pub receive_maximum: u16,
     /// Longest keep alive an MQTT 5 client may use, in seconds (0: whatever the client
     /// asks). A client asking for more, or for none (0), is told this value as Server
     /// Keep Alive (MQTT 5 §3.2.2.3.14) and held to it: a connection that never has to
@@ -85,7 +83,6 @@ impl Default for BrokerConfig {
             route_depth: 2,
             topic_alias_max: 64,
             max_subscriptions: 10_000,
-            receive_maximum: 64,
             max_keep_alive_s: 60,
             // The filter the Eclipse Paho interoperability suite expects to be refused
             // (its `test_subscribe_failure`); see the report to the lead.
