@@ -24,9 +24,10 @@
 #                        (self time per symbol) in NAME.perf.txt
 #   --pause S            seconds to wait between brokers (default 2), so sockets of the last
 #                        run (TIME_WAIT, closing) do not weigh on the next
-#   --wait-idle PCT      before each broker's run, wait (at most 10 min) until the machine
-#                        is at least PCT % idle over 3 s (for a machine shared with others'
-#                        builds); the idle figure is in the table either way
+#   --wait-idle PCT[:S]  before each broker's run, wait (at most S seconds, default 600)
+#                        until the machine is at least PCT % idle over 3 s (for a machine
+#                        shared with others' builds); the idle figure is in the table either
+#                        way, with the CPU other processes took during the run
 #   --no-build           use the binaries as they are (RINGMQ_BIN and SWARM_BIN, or target/)
 #   --no-install         do not install missing peers (they are reported as not started)
 #   -h, --help
@@ -63,7 +64,12 @@ while (($#)); do
     --ringmq-args) read -r -a ringmq_args <<<"${2:?}"; shift ;;
     --perf) perf_for[${2:?}]=1; shift ;;
     --pause) pause=${2:?}; shift ;;
-    --wait-idle) wait_idle_pct=${2:?}; shift ;;
+    --wait-idle)
+      wait_idle_pct=${2:?}
+      wait_idle_max=600
+      [[ $wait_idle_pct == *:* ]] && wait_idle_max=${wait_idle_pct#*:}
+      shift
+      ;;
     --no-build) build=0 ;;
     --no-install) install=0 ;;
     -h | --help) usage; exit 0 ;;
@@ -199,12 +205,13 @@ for b in "${broker_list[@]}"; do
   if ((ws)); then target=ws://127.0.0.1:$wsport/mqtt; else target=tcp://127.0.0.1:$tcp; fi
   sleep 0.5   # let it settle (nats sets up its JetStream MQTT streams after listening)
 
-  if ((wait_idle_pct > 0)); then
-    peers_say "$b: waiting for the machine to be ${wait_idle_pct} % idle"
-    idle=$(wait_idle "$wait_idle_pct" 600)
+  if ((${wait_idle_pct%%:*} > 0)); then
+    peers_say "$b: waiting for the machine to be ${wait_idle_pct%%:*} % idle"
+    wait_idle "${wait_idle_pct%%:*}" "$wait_idle_max"
   else
-    idle=$(cpu_idle_pct 1)
+    cpu_idle_pct 1
   fi
+  idle=$IDLE
   read -r l1 l5 l15 _ </proc/loadavg
   echo "load=$l1 $l5 $l15" >"$out/$b.load"
   echo "$idle" >"$out/$b.idle"

@@ -262,30 +262,30 @@ start_ringmq() {
   wait_listen "$BROKER_PID" ringmq "$tcp" "$ws" "$metrics"
 }
 
-# cpu_idle_pct SECONDS: the whole machine's idle CPU, in percent (0-100), over SECONDS.
+# cpu_idle_pct SECONDS: sets IDLE to the whole machine's idle CPU in percent (0-100) over
+# SECONDS. iowait counts as idle: this kernel books an idle CPU as iowait while any task
+# waits on the disk, and other people's builds here keep one waiting most of the time.
 cpu_idle_pct() {
-  local a b
+  local a b total=0 i
   read -r -a a < <(head -1 /proc/stat)
   sleep "$1"
   read -r -a b < <(head -1 /proc/stat)
   # cpu user nice system idle iowait irq softirq steal
-  local total=0 i
   for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
-  ((total > 0)) || { echo 0; return; }
-  echo $((100 * (b[4] - a[4]) / total))
+  IDLE=0
+  ((total > 0)) && IDLE=$((100 * (b[4] - a[4] + b[5] - a[5]) / total))
+  return 0
 }
 
 # wait_idle PCT MAX_S: wait (at most MAX_S seconds) until the machine is at least PCT %
-# idle over 3 s; prints the last idle figure. On a machine shared with other people's
-# builds this keeps a run from measuring their compiler instead of the broker.
+# idle over 3 s; IDLE is the last figure. On a machine shared with other people's builds
+# this keeps a run from measuring their compiler instead of the broker. No subshell, so
+# that a signal to the caller is handled within 3 s.
 wait_idle() {
-  local want=$1 max=$2 start=$SECONDS idle
+  local want=$1 max=$2 start=$SECONDS
   while :; do
-    idle=$(cpu_idle_pct 3)
-    if ((idle >= want)) || ((SECONDS - start >= max)); then
-      echo "$idle"
-      return 0
-    fi
+    cpu_idle_pct 3
+    ((IDLE >= want || SECONDS - start >= max)) && return 0
   done
 }
 
