@@ -60,6 +60,8 @@ pub mod v4 {
         task: JoinHandle<()>,
         inbox: VecDeque<Packet>,
         closed: bool,
+        /// Why the event loop ended, if it did with an error (Debug form).
+        pub error: Option<String>,
     }
 
     impl Client {
@@ -83,6 +85,7 @@ pub mod v4 {
                 task,
                 inbox: VecDeque::new(),
                 closed: false,
+                error: None,
             };
             c.connack = c
                 .wait_for(|p| match p {
@@ -112,8 +115,9 @@ pub mod v4 {
                 match ev {
                     Ok(Event::Incoming(p)) => return Some(p),
                     Ok(Event::Outgoing(_)) => {}
-                    Err(_) => {
+                    Err(e) => {
                         self.closed = true;
+                        self.error = Some(format!("{e:?}"));
                         return None;
                     }
                 }
@@ -177,6 +181,14 @@ pub mod v4 {
             .await
         }
 
+        /// Waits for `n` PUBACKs (after publishes that did not wait for theirs).
+        pub async fn wait_pubacks(&mut self, n: usize) {
+            for _ in 0..n {
+                self.wait_for(|p| matches!(p, Packet::PubAck(_)).then_some(()))
+                    .await;
+            }
+        }
+
         /// Panics if a PUBLISH arrives within `QUIET`.
         pub async fn no_publish(&mut self) {
             let deadline = Instant::now() + QUIET;
@@ -198,13 +210,45 @@ pub mod v4 {
         }
 
         /// DISCONNECT, then the connection ends.
-        pub async fn disconnect(mut self) {
+        pub async fn disconnect(self) {
+            self.disconnect_collect().await;
+        }
+
+        /// DISCONNECT; returns every PUBLISH that arrived before the connection ended.
+        pub async fn disconnect_collect(mut self) -> Vec<Publish> {
             let _ = self.client.disconnect().await;
+            self.drain_until_closed().await
+        }
+
+        /// Every PUBLISH that arrives until the connection ends (panics if it does not
+        /// end within `WAIT`).
+        pub async fn drain_until_closed(&mut self) -> Vec<Publish> {
+            let mut got = Vec::new();
             let deadline = Instant::now() + WAIT;
-            while !self.closed && Instant::now() < deadline {
-                self.next_packet(Duration::from_millis(100)).await;
+            while !self.closed {
+                assert!(Instant::now() < deadline, "still open after {WAIT:?}");
+                if let Some(Packet::Publish(p)) = self.next_packet(Duration::from_millis(100)).await
+                {
+                    got.push(p);
+                }
             }
             self.task.abort();
+            got
+        }
+
+        /// Every PUBLISH that arrives within `d`.
+        pub async fn publishes_within(&mut self, d: Duration) -> Vec<Publish> {
+            let mut got = Vec::new();
+            let deadline = Instant::now() + d;
+            while let Some(p) = self
+                .next_packet(deadline.saturating_duration_since(Instant::now()))
+                .await
+            {
+                if let Packet::Publish(p) = p {
+                    got.push(p);
+                }
+            }
+            got
         }
 
         /// Drops the connection without a DISCONNECT (the will is published).
@@ -247,6 +291,8 @@ pub mod v5 {
         task: JoinHandle<()>,
         inbox: VecDeque<Packet>,
         closed: bool,
+        /// Why the event loop ended, if it did with an error (Debug form).
+        pub error: Option<String>,
     }
 
     impl Client {
@@ -274,6 +320,7 @@ pub mod v5 {
                 task,
                 inbox: VecDeque::new(),
                 closed: false,
+                error: None,
             };
             c.connack = c
                 .wait_for(|p| match p {
@@ -302,8 +349,9 @@ pub mod v5 {
                 match ev {
                     Ok(Event::Incoming(p)) => return Some(p),
                     Ok(Event::Outgoing(_)) => {}
-                    Err(_) => {
+                    Err(e) => {
                         self.closed = true;
+                        self.error = Some(format!("{e:?}"));
                         return None;
                     }
                 }
@@ -404,6 +452,15 @@ pub mod v5 {
                 .await
             {
                 assert!(!matches!(p, Packet::Publish(_)), "unexpected {p:?}");
+            }
+        }
+
+        /// Waits until the connection ends (panics if it does not within `WAIT`).
+        pub async fn wait_closed(&mut self) {
+            let deadline = Instant::now() + WAIT;
+            while !self.closed {
+                assert!(Instant::now() < deadline, "still open after {WAIT:?}");
+                self.next_packet(Duration::from_millis(100)).await;
             }
         }
 
