@@ -11,8 +11,9 @@
 //! everything below (so `a/#` matches `a`), and neither wildcard at the first level
 //! matches a topic that starts with `$`.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
+use hashbrown::HashTable;
 use slab::Slab;
 
 /// A node id; `NONE` marks an absent child.
@@ -20,7 +21,7 @@ pub type NodeId = u32;
 const NONE: NodeId = u32::MAX;
 /// The root node (the empty filter; it never holds a value).
 pub const ROOT: NodeId = 0;
-/// A node switches from a list of children to a hash map at this many children.
+/// A node switches from a list of children to a hash table at this many children.
 const FEW_CHILDREN: usize = 8;
 
 /// What a node holds; a node whose value is empty and that has no children is pruned.
@@ -28,20 +29,58 @@ pub trait NodeValue: Default {
     fn is_empty(&self) -> bool;
 }
 
+/// One topic level, stored in the node: up to 22 bytes inline (no allocation: most
+/// levels — device ids, numbers, words — fit), longer ones on the heap.
+enum Level {
+    Inline { len: u8, bytes: [u8; 22] },
+    Heap(Box<str>),
+}
+
+impl Level {
+    fn new(s: &str) -> Level {
+        let mut bytes = [0u8; 22];
+        match bytes.get_mut(..s.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(s.as_bytes());
+                Level::Inline {
+                    len: s.len() as u8,
+                    bytes,
+                }
+            }
+            None => Level::Heap(s.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Level::Inline { len, bytes } => &bytes[..*len as usize],
+            Level::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Always made from a `&str` in `new`.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+/// The children of a node (but `+` and `#`, which the node points at directly).
 enum Children {
-    /// Child ids, found by comparing each child's level (few children: no hashing).
+    /// Few children: found by comparing each child's level, no hashing.
     Few(Vec<NodeId>),
-    /// Level → child id, for nodes with many children (a topic per device).
-    Many(HashMap<Box<str>, NodeId>),
+    /// Many children (a topic per device): child ids hashed by their level, which lives
+    /// in the child node only (no second copy of the string).
+    Many(HashTable<NodeId>),
 }
 
 struct Node<V> {
     parent: NodeId,
-    level: Box<str>,
-    children: Children,
     /// The `+` child and the `#` child, kept apart so matching finds them directly.
     plus: NodeId,
     hash: NodeId,
+    /// Index of this node's entry in `Trie::children`, or `NONE` for a leaf.
+    children: u32,
+    level: Level,
     value: V,
 }
 
@@ -49,27 +88,22 @@ impl<V: NodeValue> Node<V> {
     fn new(parent: NodeId, level: &str) -> Self {
         Node {
             parent,
-            level: level.into(),
-            children: Children::Few(Vec::new()),
             plus: NONE,
             hash: NONE,
+            children: NONE,
+            level: Level::new(level),
             value: V::default(),
         }
     }
-
-    fn has_children(&self) -> bool {
-        self.plus != NONE
-            || self.hash != NONE
-            || match &self.children {
-                Children::Few(v) => !v.is_empty(),
-                Children::Many(m) => !m.is_empty(),
-            }
-    }
 }
 
-/// A trie of topic levels with a value per node.
+/// A trie of topic levels with a value per node. A leaf (most nodes, when every client
+/// has a topic of its own) costs its `Node` and nothing else.
 pub struct Trie<V> {
     nodes: Slab<Node<V>>,
+    /// Children of inner nodes, kept apart so the hash table can read its nodes' levels.
+    children: Slab<Children>,
+    hasher: RandomState,
     /// Scratch stack for matching, kept to avoid allocating per match.
     stack: Vec<(NodeId, u32)>,
     levels: Vec<(u32, u32)>,
@@ -88,6 +122,8 @@ impl<V: NodeValue> Trie<V> {
         debug_assert_eq!(root as NodeId, ROOT);
         Trie {
             nodes,
+            children: Slab::new(),
+            hasher: RandomState::new(),
             stack: Vec::new(),
             levels: Vec::new(),
         }
@@ -103,13 +139,19 @@ impl<V: NodeValue> Trie<V> {
         match level {
             "+" => n.plus,
             "#" => n.hash,
-            _ => match &n.children {
+            _ if n.children == NONE => NONE,
+            _ => match &self.children[n.children as usize] {
                 Children::Few(ids) => ids
                     .iter()
                     .copied()
-                    .find(|&c| &*self.nodes[c as usize].level == level)
+                    .find(|&c| self.nodes[c as usize].level.as_bytes() == level.as_bytes())
                     .unwrap_or(NONE),
-                Children::Many(map) => map.get(level).copied().unwrap_or(NONE),
+                Children::Many(table) => {
+                    let h = self.hasher.hash_one(level.as_bytes());
+                    let eq =
+                        |c: &NodeId| self.nodes[*c as usize].level.as_bytes() == level.as_bytes();
+                    table.find(h, eq).copied().unwrap_or(NONE)
+                }
             },
         }
     }
@@ -146,27 +188,33 @@ impl<V: NodeValue> Trie<V> {
             "+" => self.nodes[parent as usize].plus = id,
             "#" => self.nodes[parent as usize].hash = id,
             _ => {
-                let few_full = matches!(
-                    &self.nodes[parent as usize].children,
-                    Children::Few(ids) if ids.len() >= FEW_CHILDREN
-                );
-                if few_full {
-                    let Children::Few(ids) = std::mem::replace(
-                        &mut self.nodes[parent as usize].children,
-                        Children::Few(Vec::new()),
-                    ) else {
-                        unreachable!()
-                    };
-                    let map: HashMap<Box<str>, NodeId> = ids
-                        .iter()
-                        .map(|&c| (self.nodes[c as usize].level.clone(), c))
-                        .collect();
-                    self.nodes[parent as usize].children = Children::Many(map);
+                let Trie {
+                    nodes,
+                    children,
+                    hasher,
+                    ..
+                } = self;
+                let slot = nodes[parent as usize].children;
+                if slot == NONE {
+                    nodes[parent as usize].children =
+                        children.insert(Children::Few(vec![id])) as u32;
+                    return id;
                 }
-                match &mut self.nodes[parent as usize].children {
+                let rehash = |c: &NodeId| hasher.hash_one(nodes[*c as usize].level.as_bytes());
+                let entry = &mut children[slot as usize];
+                if let Children::Few(ids) = entry
+                    && ids.len() >= FEW_CHILDREN
+                {
+                    let mut table = HashTable::with_capacity(ids.len() * 2);
+                    for &c in ids.iter() {
+                        table.insert_unique(rehash(&c), c, rehash);
+                    }
+                    *entry = Children::Many(table);
+                }
+                match entry {
                     Children::Few(ids) => ids.push(id),
-                    Children::Many(map) => {
-                        map.insert(level.into(), id);
+                    Children::Many(table) => {
+                        table.insert_unique(hasher.hash_one(level.as_bytes()), id, rehash);
                     }
                 }
             }
@@ -187,7 +235,7 @@ impl<V: NodeValue> Trie<V> {
         let mut parts = Vec::new();
         let mut n = node;
         while n != ROOT && n != NONE {
-            parts.push(&*self.nodes[n as usize].level);
+            parts.push(self.nodes[n as usize].level.as_str());
             n = self.nodes[n as usize].parent;
         }
         parts.reverse();
@@ -198,21 +246,35 @@ impl<V: NodeValue> Trie<V> {
     pub fn prune(&mut self, mut node: NodeId) {
         while node != ROOT {
             let n = &self.nodes[node as usize];
-            if !n.value.is_empty() || n.has_children() {
+            if !n.value.is_empty() || n.plus != NONE || n.hash != NONE || n.children != NONE {
                 return;
             }
             let parent = n.parent;
             let removed = self.nodes.remove(node as usize);
-            let p = &mut self.nodes[parent as usize];
-            match &*removed.level {
-                "+" => p.plus = NONE,
-                "#" => p.hash = NONE,
-                level => match &mut p.children {
-                    Children::Few(ids) => ids.retain(|&c| c != node),
-                    Children::Many(map) => {
-                        map.remove(level);
+            let level = removed.level.as_bytes();
+            if level == b"+" {
+                self.nodes[parent as usize].plus = NONE;
+            } else if level == b"#" {
+                self.nodes[parent as usize].hash = NONE;
+            } else {
+                let slot = self.nodes[parent as usize].children;
+                let now_empty = match &mut self.children[slot as usize] {
+                    Children::Few(ids) => {
+                        ids.retain(|&c| c != node);
+                        ids.is_empty()
                     }
-                },
+                    Children::Many(table) => {
+                        let h = self.hasher.hash_one(level);
+                        if let Ok(e) = table.find_entry(h, |&c| c == node) {
+                            e.remove();
+                        }
+                        table.is_empty()
+                    }
+                };
+                if now_empty {
+                    self.children.remove(slot as usize);
+                    self.nodes[parent as usize].children = NONE;
+                }
             }
             node = parent;
         }
@@ -299,11 +361,16 @@ impl<V: NodeValue> Trie<V> {
     }
 
     fn push_children(&self, node: NodeId, skip_dollar: bool, out: &mut Vec<NodeId>) {
-        let n = &self.nodes[node as usize];
-        let keep = |c: &NodeId| !(skip_dollar && self.nodes[*c as usize].level.starts_with('$'));
-        match &n.children {
+        let slot = self.nodes[node as usize].children;
+        if slot == NONE {
+            return;
+        }
+        let keep = |c: &NodeId| {
+            !(skip_dollar && self.nodes[*c as usize].level.as_bytes().starts_with(b"$"))
+        };
+        match &self.children[slot as usize] {
             Children::Few(ids) => out.extend(ids.iter().copied().filter(keep)),
-            Children::Many(map) => out.extend(map.values().copied().filter(keep)),
+            Children::Many(table) => out.extend(table.iter().copied().filter(keep)),
         }
     }
 
@@ -444,6 +511,28 @@ mod tests {
         assert_eq!(found("+"), vec!["a", "b"]);
         assert_eq!(found("$SYS/#"), vec!["$SYS/up"]);
         assert_eq!(found("+/+/d"), vec!["a/c/d"]);
+    }
+
+    #[test]
+    fn long_and_short_levels_are_told_apart() {
+        let long = "x".repeat(22);
+        let longer = "x".repeat(23);
+        let filters: Vec<&'static str> = [
+            format!("a/{long}"),
+            format!("a/{longer}"),
+            format!("a/{longer}y"),
+            "a/é".to_string(),
+        ]
+        .into_iter()
+        .map(|f| &*f.leak())
+        .collect();
+        let mut t = trie_with(&filters);
+        for f in &filters {
+            assert_eq!(matched(&mut t, f), vec![*f]);
+            let n = t.find(f).unwrap();
+            assert_eq!(t.path_of(n), *f);
+        }
+        assert!(t.find("a/x").is_none());
     }
 
     #[test]
