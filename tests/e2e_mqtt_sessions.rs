@@ -9,6 +9,7 @@ mod common;
 mod mqtt;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -445,4 +446,39 @@ fn v5_takeover_across_shards_keeps_qos2_exactly_once() {
         }
         new.no_publish().await;
     });
+}
+
+/// Many connections with one client id at once, landing on both shards: whatever the
+/// order their claims cross the shards in, in the end exactly one of them is connected
+/// (MQTT-3.1.4-2: each new one takes the session over from the one before), and it
+/// holds the session.
+#[test]
+fn simultaneous_connects_with_one_client_id_leave_one_connection() {
+    let broker = Broker::start(&["--shards", "2"]);
+    let addr = broker.mqtt_addr();
+    for round in 0..10 {
+        let id = format!("race-{round}");
+        let mut conns: Vec<RawConn> = (0..12).map(|_| RawConn::open(addr)).collect();
+        for c in &mut conns {
+            c.send(&connect(4, &id, false, 60, None, &[]));
+        }
+        for c in &mut conns {
+            // Each is answered (CONNACK), then either stays or is closed by a later one.
+            let ack = c.read();
+            assert_eq!(ack.first, 0x20, "{ack:02x?}");
+        }
+        broker.wait_for_metric("ringmq_connections_current", WAIT, |n| n <= 1);
+        let mut open = 0;
+        for c in &mut conns {
+            let _ = c.s.write_all(&PINGREQ);
+            if let Some(p) = c.try_read(QUIET) {
+                assert_eq!(p.first, 0xD0, "{p:02x?}");
+                open += 1;
+            }
+        }
+        assert_eq!(
+            open, 1,
+            "round {round}: {open} connections kept the client id"
+        );
+    }
 }

@@ -180,23 +180,43 @@ impl Broker {
             max_packet,
             server_keep_alive,
         }));
+        self.send_claim(io, client_id, key, c.clean_start);
+    }
+
+    fn send_claim(&mut self, io: &mut Io<Self>, client_id: Box<str>, conn: ConnKey, clean: bool) {
         let home = home_shard(&client_id, self.shards);
         let from = self.id;
-        self.send(
-            io,
-            home,
-            Msg::Claim {
-                client_id,
-                from,
-                conn: key,
-                clean_start: c.clean_start,
-            },
-        );
+        let claim = Msg::Claim {
+            client_id,
+            from,
+            conn,
+            clean_start: clean,
+        };
+        self.send(io, home, claim);
+    }
+
+    /// On the home shard: a claim for `client_id`. Claims of one id are handled one at
+    /// a time, in the order they arrive: the next waits until the shard that made this
+    /// one says it is settled, so a takeover never crosses an unfinished one.
+    pub(super) fn on_claim(
+        &mut self,
+        io: &mut Io<Self>,
+        client_id: Box<str>,
+        claimer: usize,
+        conn: ConnKey,
+        clean_start: bool,
+    ) {
+        let entry = self.registry.entry(client_id.clone()).or_default();
+        if entry.busy {
+            entry.waiting.push_back((claimer, conn, clean_start));
+            return;
+        }
+        self.start_claim(io, client_id, claimer, conn, clean_start);
     }
 
     /// On the home shard: record the new owner under a new epoch and start the takeover
     /// if another shard holds the session.
-    pub(super) fn on_claim(
+    fn start_claim(
         &mut self,
         io: &mut Io<Self>,
         client_id: Box<str>,
@@ -206,7 +226,9 @@ impl Broker {
     ) {
         self.claim_epoch += 1;
         let epoch = self.claim_epoch;
-        let previous = self.registry.insert(client_id.clone(), (claimer, epoch));
+        let entry = self.registry.entry(client_id.clone()).or_default();
+        entry.busy = true;
+        let previous = entry.owner.replace((claimer, epoch));
         match previous {
             Some((owner, _)) if owner != claimer => self.send(
                 io,
@@ -231,12 +253,44 @@ impl Broker {
         }
     }
 
+    /// On the home shard: the claim under `epoch` is settled; the next one may go.
+    pub(super) fn on_settled(&mut self, io: &mut Io<Self>, client_id: &str) {
+        let Some(entry) = self.registry.get_mut(client_id) else {
+            return;
+        };
+        // One claim at a time: this is the one in progress (its owner may already have
+        // been released, if its connection went away).
+        entry.busy = false;
+        match entry.waiting.pop_front() {
+            Some((claimer, conn, clean_start)) => {
+                self.start_claim(io, client_id.into(), claimer, conn, clean_start)
+            }
+            None if entry.owner.is_none() => {
+                self.registry.remove(client_id);
+            }
+            None => {}
+        }
+    }
+
     /// On the home shard: forget the owner of `client_id` if it is still the one
     /// registered under `epoch`.
     pub(super) fn on_release(&mut self, client_id: &str, owner: usize, epoch: u64) {
-        if self.registry.get(client_id) == Some(&(owner, epoch)) {
-            self.registry.remove(client_id);
+        let Some(entry) = self.registry.get_mut(client_id) else {
+            return;
+        };
+        if entry.owner == Some((owner, epoch)) {
+            entry.owner = None;
+            if !entry.busy && entry.waiting.is_empty() {
+                self.registry.remove(client_id);
+            }
         }
+    }
+
+    /// On the claiming shard: the claim under `epoch` is settled (its connection has its
+    /// CONNACK, or is gone); the home may handle the next claim of the id.
+    pub(super) fn claim_settled(&mut self, io: &mut Io<Self>, client_id: Box<str>, epoch: u64) {
+        let home = home_shard(&client_id, self.shards);
+        self.send(io, home, Msg::Settled { client_id, epoch });
     }
 
     /// On the shard holding a session that a connection on shard `to` takes over.
@@ -265,11 +319,13 @@ impl Broker {
                 }
             }
         };
+        let client_id = client_id.into();
         self.send(
             io,
             to,
             Msg::Handoff {
                 conn,
+                client_id,
                 session,
                 stub,
                 epoch,

@@ -196,6 +196,16 @@ impl OutAliases {
     }
 }
 
+/// What a client id's home shard knows of it: the shard that owns its session and the
+/// epoch of the claim that made it the owner (none once released), whether a claim is
+/// in progress, and the claims waiting for it.
+#[derive(Default)]
+struct HomeEntry {
+    owner: Option<(usize, u64)>,
+    busy: bool,
+    waiting: VecDeque<(usize, ConnKey, bool)>,
+}
+
 /// A session in the table, with the generation that tells its id from an earlier
 /// session's in the same slot.
 struct SessionSlot {
@@ -219,9 +229,9 @@ pub struct Broker {
     advertised: HashMap<Box<str>, u32>,
     retained: Trie<RetainedNode>,
     /// Client ids whose home is this shard → the shard that owns the session.
-    /// Client ids whose home is this shard → the shard that owns the session, and the
-    /// epoch of the claim that made it the owner.
-    registry: HashMap<Box<str>, (usize, u64)>,
+    /// Client ids whose home is this shard: which shard owns the session, and the claims
+    /// in progress.
+    registry: HashMap<Box<str>, HomeEntry>,
     /// The last claim epoch given out by this shard (as a home).
     claim_epoch: u64,
     /// Messages this shard sends itself (handled at the end of the turn, in order).
@@ -606,7 +616,10 @@ impl Broker {
                 conn,
                 client_id,
                 epoch,
-            } => self.finish_connect(io, conn, Some(&client_id), None, None, epoch, false),
+            } => {
+                self.finish_connect(io, conn, Some(&client_id), None, None, epoch, false);
+                self.claim_settled(io, client_id, epoch);
+            }
             Msg::Takeover {
                 client_id,
                 to,
@@ -614,14 +627,17 @@ impl Broker {
                 clean_start,
                 epoch,
             } => self.on_takeover(io, &client_id, to, conn, clean_start, epoch),
+            Msg::Settled { client_id, .. } => self.on_settled(io, &client_id),
             Msg::Handoff {
                 conn,
+                client_id,
                 session,
                 stub,
                 epoch,
             } => {
                 let stub = stub.map(|s| (from, s));
-                self.finish_connect(io, conn, None, session, stub, epoch, true)
+                self.finish_connect(io, conn, Some(&client_id), session, stub, epoch, true);
+                self.claim_settled(io, client_id, epoch);
             }
             Msg::Release {
                 client_id,

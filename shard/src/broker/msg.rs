@@ -54,10 +54,14 @@ pub enum Msg {
     /// `stub` names the entry the sender keeps to forward what still reaches it.
     Handoff {
         conn: ConnKey,
+        client_id: Box<str>,
         session: Option<Box<Session>>,
         stub: Option<SessionId>,
         epoch: u64,
     },
+    /// To the home shard: the claim of `client_id` under `epoch` is settled (the
+    /// claimer answered CONNACK, or its connection is gone).
+    Settled { client_id: Box<str>, epoch: u64 },
     /// To the home shard: the session of `client_id` on shard `owner`, registered under
     /// `epoch`, has ended.
     Release {
