@@ -247,6 +247,11 @@ impl Broker {
                 Broker::write_packet(io, key, version, &rec);
             }
         }
+        io.note_publish();
+        // Back-pressure: a shard that cannot send as fast as it is fed stops reading from
+        // this publisher for a while (`pause_if_pressured`), instead of dropping messages;
+        // what it already sent waits in the carry buffer until `on_resume`.
+        io.pause_if_pressured(key);
     }
 
     /// Publishes a message made by the broker (a will, `$SYS`).
