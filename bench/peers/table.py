@@ -173,8 +173,20 @@ def main():
         row("swarm CPU, % of a core", lambda j, b: f"{j['cpu']['core_percent']:.0f} %")
         row("swarm CPU µs/msg", lambda j, b: f"{j['cpu']['us_per_unit']:.2f}")
     elif scenario == "connect":
-        row("connections/s", lambda j, b: thousands(j["connect"]["rate_per_s"]))
-        row("time to all", lambda j, b: f"{j['connect']['time_to_all_s']:.3f} s")
+        def conn_rate(j, b):
+            c = j["connect"]
+            if c["rate_per_s"] is not None:
+                return thousands(c["rate_per_s"])
+            # Not all connected within --duration: what did, over the whole wait.
+            return f"< {c['first_connacks'] / c['setup_s']:,.0f} (not all)"
+
+        row("connections/s", conn_rate)
+        row(
+            "time to all",
+            lambda j, b: f"{j['connect']['time_to_all_s']:.3f} s"
+            if j["connect"]["time_to_all_s"] is not None
+            else "never",
+        )
         rates = {b: get(runs[b][1], "connect", "rate_per_s") for b in brokers}
         rates = {b: r for b, r in rates.items() if r and runs[b][0] == "ok"}
         if "ringmq" in rates and len(rates) > 1:
