@@ -226,7 +226,12 @@ pub struct Broker {
     /// Other shards' subscriptions: filter prefix → shards.
     interest: Trie<InterestNode>,
     /// Interest this shard has told the others about, with local reference counts.
-    advertised: HashMap<Box<str>, u32>,
+    advertised: HashMap<Box<str>, subscribe::Advert>,
+    /// Plain interest without local subscribers, oldest first, withdrawn once it has
+    /// lingered long enough: (prefix, idle since).
+    lingering: VecDeque<(Box<str>, u64)>,
+    /// The shard clock at the last event (ms).
+    clock_ms: u64,
     retained: Trie<RetainedNode>,
     /// Client ids whose home is this shard → the shard that owns the session.
     /// Client ids whose home is this shard: which shard owns the session, and the claims
@@ -267,6 +272,8 @@ impl Broker {
             subs: Trie::new(),
             interest: Trie::new(),
             advertised: HashMap::new(),
+            lingering: VecDeque::new(),
+            clock_ms: 0,
             retained: Trie::new(),
             registry: HashMap::new(),
             claim_epoch: 0,
@@ -668,19 +675,23 @@ impl Service for Broker {
     type Msg = Msg;
 
     fn on_open(&mut self, io: &mut Io<Self>, key: ConnKey) {
+        self.clock_ms = io.now_ms();
         let at = io.now_ms() + io.config().connect_timeout_ms;
         io.set_deadline(key, at);
     }
 
     fn on_data(&mut self, io: &mut Io<Self>, key: ConnKey, data: Data<'_>) {
+        self.clock_ms = io.now_ms();
         self.process_input(io, key, data.bytes);
     }
 
     fn on_close(&mut self, io: &mut Io<Self>, key: ConnKey, state: Client) {
+        self.clock_ms = io.now_ms();
         self.connection_closed(io, key, state);
     }
 
     fn on_deadline(&mut self, io: &mut Io<Self>, key: ConnKey) {
+        self.clock_ms = io.now_ms();
         ShardStats::add(&io.stats().disconnected_timeout, 1);
         let connected = io.state(key).is_some_and(|c| c.phase == Phase::Connected);
         if connected {
@@ -697,6 +708,7 @@ impl Service for Broker {
     }
 
     fn on_message(&mut self, io: &mut Io<Self>, from: usize, msg: Msg) {
+        self.clock_ms = io.now_ms();
         self.handle_msg(io, from, msg);
     }
 
@@ -715,7 +727,9 @@ impl Service for Broker {
     }
 
     fn on_tick(&mut self, io: &mut Io<Self>) {
+        self.clock_ms = io.now_ms();
         self.expire_sessions(io);
+        self.withdraw_idle_interest();
         self.publish_sys(io);
         self.drain_local_inbox(io);
     }

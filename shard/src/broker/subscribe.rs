@@ -86,6 +86,18 @@ pub(super) struct PendingSuback {
     retained: Vec<(Box<str>, SubscriptionOptions, u32)>,
 }
 
+/// How long plain interest stays advertised after its last subscriber on this shard
+/// left (see `Broker::advertise`).
+pub const INTEREST_LINGER_MS: u64 = 30_000;
+
+/// Local interest in one advertised prefix: subscriptions behind it, and since when it
+/// has had none (0: in use).
+#[derive(Default)]
+pub(super) struct Advert {
+    pub count: u32,
+    pub idle_since: u64,
+}
+
 /// Largest shard count the interest bitmasks hold.
 pub const MAX_SHARDS: usize = 128;
 
@@ -445,7 +457,13 @@ impl Broker {
     }
 
     /// Counts local interest in `prefix` (or in the exact filter of a shared group) and
-    /// tells every other shard when it appears or disappears.
+    /// tells every other shard when it appears or disappears. Plain interest lingers for
+    /// [`INTEREST_LINGER_MS`] after its last subscriber here leaves: a client that
+    /// reconnects and subscribes again (the usual churn) costs no broadcast, and other
+    /// shards keep routing to this one meanwhile, so a message published just after such
+    /// a SUBSCRIBE reached this shard does not depend on the interest having travelled
+    /// first. A group's interest goes at once: a publisher picks one shard per group, and
+    /// must not pick one without members.
     fn advertise(&mut self, prefix: &str, share: Option<Arc<str>>, add: bool) {
         if self.shards == 1 {
             return;
@@ -454,20 +472,57 @@ impl Broker {
             Some(s) => (**s).into(),
             None => prefix.into(),
         };
-        let count = self.advertised.entry(key.clone()).or_insert(0);
+        let lingers = share.is_none();
+        let now = self.clock_ms.max(1);
+        let entry = self.advertised.entry(key.clone()).or_default();
         let changed = if add {
-            *count += 1;
-            *count == 1
+            entry.count += 1;
+            // Back from lingering: still advertised.
+            let was_idle = entry.idle_since != 0;
+            entry.idle_since = 0;
+            entry.count == 1 && !was_idle
         } else {
-            *count = count.saturating_sub(1);
-            *count == 0
+            entry.count = entry.count.saturating_sub(1);
+            entry.count == 0 && !lingers
         };
-        if *count == 0 {
+        if entry.count == 0 {
+            if lingers {
+                if entry.idle_since == 0 {
+                    entry.idle_since = now;
+                    self.lingering.push_back((key, now));
+                }
+                return;
+            }
             self.advertised.remove(&key);
         }
-        if !changed {
-            return;
+        if changed {
+            self.broadcast_interest(prefix, share, add);
         }
+    }
+
+    /// Each tick: plain interest idle for [`INTEREST_LINGER_MS`] is withdrawn.
+    pub(super) fn withdraw_idle_interest(&mut self) {
+        let now = self.clock_ms;
+        while let Some((key, since)) = self.lingering.front() {
+            if since + INTEREST_LINGER_MS > now {
+                return;
+            }
+            let (key, since) = (key.clone(), *since);
+            self.lingering.pop_front();
+            let idle = self
+                .advertised
+                .get(&key)
+                .is_some_and(|a| a.count == 0 && a.idle_since == since);
+            if idle {
+                self.advertised.remove(&key);
+                self.broadcast_interest(&key, None, false);
+            }
+        }
+    }
+
+    /// Tells every other shard that this one has (`add`) or no longer has subscribers
+    /// for a prefix (or a shared group's filter).
+    fn broadcast_interest(&mut self, prefix: &str, share: Option<Arc<str>>, add: bool) {
         self.interest_seq += 1;
         let seq = self.interest_seq;
         let filter = if share.is_some() {
