@@ -72,6 +72,46 @@ fn qos2_publish_repeated_before_pubrel_is_delivered_once() {
         assert_eq!(v4::text(&sub.next_publish().await), "second");
         sub.no_publish().await;
     });
+
+    // A persistent publisher's session remembers the id across a reconnect, on whichever
+    // shard it lands (MQTT-4.3.3-9 holds for the session, not the connection).
+    let (mut p, _) = raw_v311(addr, "q2in-persistent", false, 60);
+    p.send(&publish(4, "q2/in", 2, false, false, 9, &[], b"third"));
+    assert_eq!(
+        p.read(),
+        Raw {
+            first: 0x50,
+            body: vec![0, 9]
+        }
+    );
+    drop(p);
+    for _ in 0..3 {
+        let (mut p, connack) = raw_v311(addr, "q2in-persistent", false, 60);
+        assert_eq!(connack.body, [1, 0]);
+        p.send(&publish(4, "q2/in", 2, true, false, 9, &[], b"third"));
+        assert_eq!(
+            p.read(),
+            Raw {
+                first: 0x50,
+                body: vec![0, 9]
+            }
+        );
+        p.send(&DISCONNECT);
+        p.until_closed();
+    }
+    let (mut p, _) = raw_v311(addr, "q2in-persistent", false, 60);
+    p.send(&ack(PUBREL, 9));
+    assert_eq!(
+        p.read(),
+        Raw {
+            first: 0x70,
+            body: vec![0, 9]
+        }
+    );
+    rt.block_on(async {
+        assert_eq!(v4::text(&sub.next_publish().await), "third");
+        sub.no_publish().await;
+    });
 }
 
 /// A QoS 2 delivery interrupted by a disconnect resumes on the next connection of the
