@@ -148,7 +148,12 @@ def main():
                 lambda j, b: f"{rates['ringmq'] / rates[b]:.2f}×" if b in rates else "–",
             )
         for p, key in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p999"), ("max", "max")):
-            row(f"latency {p} µs", lambda j, b, key=key: thousands(j["latency_us"][key]))
+            row(
+                f"latency {p} µs",
+                lambda j, b, key=key: thousands(j["latency_us"][key])
+                if j["latency_us"] and j["latency_us"]["count"]
+                else "none measured",
+            )
         row(
             "lost / dup / out-of-order",
             lambda j, b: "{:,} / {:,} / {:,}".format(
