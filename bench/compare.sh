@@ -46,6 +46,7 @@
 # is printed either way.
 set -uo pipefail
 
+orig_args=("$@")
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 # shellcheck source=peers/lib.sh
@@ -139,7 +140,7 @@ trap 'cleanup; exit 130' INT TERM
 {
   echo "date=$(date '+%Y-%m-%d %H:%M:%S %Z')"
   echo "host=$(uname -n) $(uname -r), $(nproc) cores"
-  echo "command=bench/compare.sh $( ((ws)) && echo '--ws ')$scenario ${swarm_args[*]}"
+  echo "command=bench/compare.sh ${orig_args[*]}"
   if [[ -n ${RINGMQ_BIN:-} ]]; then
     echo "ringmq_commit=RINGMQ_BIN=$RINGMQ_BIN"
   else
