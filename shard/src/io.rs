@@ -258,6 +258,21 @@ impl<S: Service> Io<S> {
     /// Like `write`, with the bytes produced in place by `fill` (given exactly `len`
     /// bytes to fill), so a packet is encoded straight into the send buffer.
     pub fn write_with(&mut self, key: ConnKey, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        self.write_vec(key, len, |q| {
+            let start = q.len();
+            q.resize(start + len, 0);
+            fill(&mut q[start..]);
+        })
+    }
+
+    /// Like `write_with`, with `write` appending exactly `len` bytes to the send buffer
+    /// itself (an encoder that appends to a `Vec`): nothing is zero-filled first.
+    pub fn write_vec(
+        &mut self,
+        key: ConnKey,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> bool {
         let hard = self.cfg.out_hard_limit;
         let Some(conn) = self.conn_mut(key) else {
             return false;
@@ -271,7 +286,7 @@ impl<S: Service> Io<S> {
             return false;
         }
         let opcode = conn.has(flag::WS_MQTT).then_some(ws::frame::Opcode::BINARY);
-        self.append(key, opcode, len, fill);
+        self.append_vec(key, opcode, len, write);
         true
     }
 
@@ -302,6 +317,22 @@ impl<S: Service> Io<S> {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) {
+        self.append_vec(key, opcode, len, |q| {
+            let start = q.len();
+            q.resize(start + len, 0);
+            fill(&mut q[start..]);
+        });
+    }
+
+    /// Appends `len` bytes (framed with `opcode` when given) that `write` pushes onto the
+    /// connection's queue, and puts the connection on the flush list. No limit check.
+    pub(crate) fn append_vec(
+        &mut self,
+        key: ConnKey,
+        opcode: Option<ws::frame::Opcode>,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
         let pool = &mut self.outbuf_pool;
         let Some(conn) = self
             .conns
@@ -315,14 +346,19 @@ impl<S: Service> Io<S> {
             .get_or_insert_with(|| pool.pop().unwrap_or_default());
         let q = &mut out.queued;
         let before = q.len();
+        q.reserve(len + ws::frame::MAX_HEAD_LEN);
         if let Some(op) = opcode {
             let mut head = [0u8; ws::frame::MAX_HEAD_LEN];
             let n = ws::frame::encode_head(true, op, len as u64, None, &mut head);
             q.extend_from_slice(&head[..n]);
         }
         let start = q.len();
-        q.resize(start + len, 0);
-        fill(&mut q[start..]);
+        write(q);
+        debug_assert_eq!(
+            q.len() - start,
+            len,
+            "the writer must append exactly len bytes"
+        );
         let added = q.len() - before;
         if !conn.has(flag::QUEUED_FLUSH) {
             conn.set(flag::QUEUED_FLUSH);

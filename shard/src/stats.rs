@@ -70,8 +70,14 @@ counters! {
 }
 
 impl ShardStats {
+    /// Adds `n` to a counter of this shard. Only the owning shard thread writes its
+    /// counters, so a plain load and store is enough (readers may see the old value a
+    /// moment longer); a locked read-modify-write per delivery would cost far more.
     pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 }
 
