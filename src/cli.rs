@@ -127,7 +127,7 @@ pub struct Options {
     pub recv_buffer_size: Option<u32>,
 
     /// Messages each shard-to-shard ring holds (rounded up to a power of two), 2 to
-    /// 1048576; a full ring is back-pressure. [default: 1024]
+    /// 1048576; a full ring is back-pressure. [default: 4096]
     #[arg(long, value_name = "N")]
     pub mesh_capacity: Option<usize>,
 }

@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_INFLIGHT: u16 = 64;
 pub const DEFAULT_SYS_INTERVAL_S: u64 = 10;
 pub const DEFAULT_RECV_BUFFERS: u16 = 4096;
 pub const DEFAULT_RECV_BUFFER_SIZE: u32 = 4096;
-pub const DEFAULT_MESH_CAPACITY: usize = 1024;
+pub const DEFAULT_MESH_CAPACITY: usize = 4096;
 /// Most shards a process runs (the mesh has shards² rings).
 pub const MAX_SHARDS: usize = 128;
 /// Open files kept for everything that is not a connection (listeners, eventfds, rings,
@@ -401,7 +401,7 @@ mod tests {
         assert_eq!(s.files_per_shard, 20_000 - 64);
         assert_eq!(
             (s.recv_buffers, s.recv_buffer_size, s.mesh_capacity),
-            (4096, 4096, 1024)
+            (4096, 4096, 4096)
         );
     }
 

@@ -104,7 +104,7 @@ impl Default for ShardConfig {
             pressure_high: 16 * 1024 * 1024,
             pressure_low: 8 * 1024 * 1024,
             pause_max_ms: 250,
-            mesh_capacity: 1024,
+            mesh_capacity: 4096,
             mesh_overflow_limit: 65_536,
         }
     }
