@@ -34,6 +34,14 @@ pub(super) struct Scratch {
     props: Vec<u8>,
     /// The topic behind a topic alias.
     topic: String,
+    /// One message's fan-out encodes its PUBLISH once per variant (version, QoS, RETAIN,
+    /// DUP) and copies the bytes to each subscriber, patching the packet id: `enc` holds
+    /// the last encoding, `enc_key` its variant, `pkid_at` where its packet id sits.
+    /// Only valid while `enc_on` (inside one `deliver_local` loop).
+    enc: Vec<u8>,
+    enc_key: Option<(Version, QoS, bool, bool)>,
+    pkid_at: usize,
+    enc_on: bool,
 }
 
 /// One session a message goes to, after overlapping subscriptions are merged.
@@ -457,12 +465,15 @@ impl Broker {
         if nodes > 1 {
             merge_overlapping(&mut targets);
         }
+        self.fan.enc_key = None;
+        self.fan.enc_on = true;
         for t in targets.iter() {
             let qos = src.qos.min(t.qos);
             // MQTT-3.3.1-12, -3.3.1-13: RETAIN as published only where asked for.
             let retain = t.retain_as_published && src.retain;
             self.deliver(io, t.sid, src, qos, retain, t.sub_ids);
         }
+        self.fan.enc_on = false;
         self.fan.targets = targets;
     }
 
@@ -477,9 +488,9 @@ impl Broker {
         retain: bool,
         sub_ids: SubIds,
     ) {
-        let now = Instant::now();
-        // MQTT-3.3.2-5: an expired message is not delivered.
-        if src.expires_at.is_some_and(|at| at <= now) {
+        // MQTT-3.3.2-5: an expired message is not delivered. (The clock is read only for
+        // messages that expire.)
+        if src.expires_at.is_some_and(|at| at <= Instant::now()) {
             return;
         }
         let max_queued = self.config().max_queued_messages;
@@ -660,6 +671,12 @@ impl Broker {
                 Property::TopicAlias(a).write_to(props);
             }
         }
+        // The same bytes for every subscriber of this fan-out: encoded once, copied.
+        let same_for_all = version == Version::V311
+            || (m.expires_at.is_none() && out.sub_ids.as_slice().is_empty() && alias.is_none());
+        if self.fan.enc_on && same_for_all {
+            return self.write_shared_publish(io, conn, version, max_packet, m, &out);
+        }
         // An alias the client knows replaces the topic (MQTT-3.3.2-12 allows the
         // empty topic then).
         let topic = match alias {
@@ -690,6 +707,62 @@ impl Broker {
         {
             aliases.set(m.topic, a);
         }
+        Written::Sent
+    }
+
+    /// `write_publish` for a delivery whose bytes are the same for every subscriber of
+    /// this fan-out but for the packet id: encodes once per variant, then copies.
+    fn write_shared_publish(
+        &mut self,
+        io: &mut Io<Self>,
+        conn: ConnKey,
+        version: Version,
+        max_packet: u32,
+        m: &View<'_>,
+        out: &Out,
+    ) -> Written {
+        let key = (version, out.qos, out.retain, out.dup);
+        let fan = &mut self.fan;
+        if fan.enc_key != Some(key) {
+            let props = if version == Version::V5 { m.props } else { &[] };
+            let pkt = Packet::Publish(Publish {
+                dup: out.dup,
+                qos: out.qos,
+                retain: out.retain,
+                topic: m.topic,
+                pkid: out.pkid.max(1),
+                properties: Properties::Raw(props),
+                payload: m.payload,
+            });
+            fan.enc.clear();
+            if pkt.encode_to_vec(version, &mut fan.enc).is_err() {
+                return Written::NotSent;
+            }
+            // Fixed header (type byte, remaining length), topic (length + bytes), then
+            // the packet id.
+            let len_bytes = fan.enc[1..].iter().position(|b| b & 0x80 == 0).unwrap_or(0) + 1;
+            fan.pkid_at = 1 + len_bytes + 2 + m.topic.len();
+            fan.enc_key = Some(key);
+        }
+        let len = fan.enc.len();
+        if len > max_packet as usize {
+            ShardStats::add(&io.stats().dropped_too_large_for_client, 1);
+            return Written::TooLarge;
+        }
+        let (bytes, pkid_at, qos, pkid) = (&fan.enc, fan.pkid_at, out.qos, out.pkid);
+        let sent = io.write_vec(conn, len, |q| {
+            let start = q.len();
+            q.extend_from_slice(bytes);
+            if qos != QoS::AtMostOnce {
+                q[start + pkid_at..start + pkid_at + 2].copy_from_slice(&pkid.to_be_bytes());
+            }
+        });
+        if !sent {
+            return Written::NotSent;
+        }
+        let stats = io.stats();
+        ShardStats::add(&stats.packets_out, 1);
+        ShardStats::add(&stats.messages_out, 1);
         Written::Sent
     }
 

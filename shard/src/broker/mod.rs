@@ -332,9 +332,9 @@ impl Broker {
     /// Writes one packet to a connection. Returns false if it could not be queued.
     fn write_packet(io: &mut Io<Self>, key: ConnKey, version: Version, pkt: &Packet<'_>) -> bool {
         let len = pkt.encoded_len(version);
-        let ok = io.write_with(key, len, |buf| {
-            // The length was computed for this buffer; encoding cannot run short.
-            let _ = pkt.encode(version, buf);
+        let ok = io.write_vec(key, len, |buf| {
+            // Appends exactly `len` bytes: the length was computed for this packet.
+            let _ = pkt.encode_to_vec(version, buf);
         });
         if ok {
             ShardStats::add(&io.stats().packets_out, 1);
