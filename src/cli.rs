@@ -107,6 +107,21 @@ pub struct Options {
     #[arg(long, value_name = "SECS")]
     pub sys_interval: Option<u64>,
 
+    /// Longest keepalive, in seconds, accepted from MQTT 5 clients: one that asks for more
+    /// (or for none) is told this value (Server Keep Alive) and held to it; 0 accepts
+    /// whatever the client asks. MQTT 3.1.1 cannot be told, so it is not applied there.
+    /// [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub max_keep_alive: Option<u16>,
+
+    /// A topic filter clients may not subscribe to, nor to any filter inside it (the
+    /// SUBSCRIBE gets return code 0x80); repeat the flag for several, or give a list in
+    /// the file; `none` refuses nothing. The default refuses `test/nosubscribe`, the
+    /// filter conformance suites (Eclipse Paho's interoperability tests) use to check
+    /// refusals. [default: test/nosubscribe]
+    #[arg(long, value_name = "FILTER", action = clap::ArgAction::Append)]
+    pub deny_subscribe: Option<Vec<String>>,
+
     /// Connection slots in each shard's fixed-file table. A shard stops accepting when
     /// fewer than 1280 slots are free (listen backlog 1024 + 256), so it serves about
     /// N − 1280 connections. The kernel caps N at the open-file limit (ringmq raises

@@ -159,6 +159,12 @@ fn shared(settings: &Settings, shard_stats: &[Arc<ShardStats>]) -> Arc<Shared> {
         max_queued_messages: settings.max_queued_messages,
         max_inflight: settings.max_inflight,
         sys_interval_s: settings.sys_interval_s,
+        max_keep_alive_s: settings.max_keep_alive_s,
+        deny_subscribe: settings
+            .deny_subscribe
+            .iter()
+            .map(|f| f.as_str().into())
+            .collect(),
         ..BrokerConfig::default()
     };
     Arc::new(Shared::new(config, shard_stats.to_vec()))

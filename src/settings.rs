@@ -16,6 +16,10 @@ pub const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024;
 pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1000;
 pub const DEFAULT_MAX_INFLIGHT: u16 = 64;
 pub const DEFAULT_SYS_INTERVAL_S: u64 = 10;
+pub const DEFAULT_MAX_KEEP_ALIVE_S: u16 = 60;
+/// Refused by default: the filter conformance suites subscribe to in order to check that
+/// a refusal is answered (SUBACK 0x80). `--deny-subscribe none` clears it.
+pub const DEFAULT_DENY_SUBSCRIBE: &str = "test/nosubscribe";
 pub const DEFAULT_RECV_BUFFERS: u16 = 4096;
 pub const DEFAULT_RECV_BUFFER_SIZE: u32 = 4096;
 pub const DEFAULT_MESH_CAPACITY: usize = 4096;
@@ -58,6 +62,8 @@ pub struct Settings {
     pub max_queued_messages: usize,
     pub max_inflight: u16,
     pub sys_interval_s: u64,
+    pub max_keep_alive_s: u16,
+    pub deny_subscribe: Vec<String>,
     pub files_per_shard: u32,
     pub recv_buffers: u16,
     pub recv_buffer_size: u32,
@@ -211,6 +217,32 @@ pub fn resolve(
         return Err(max_inflight.bad("must be 1 to 65535"));
     }
     let sys_interval = src.or("sys_interval", |o| &o.sys_interval, DEFAULT_SYS_INTERVAL_S);
+    let max_keep_alive = src.or(
+        "max_keep_alive",
+        |o| &o.max_keep_alive,
+        DEFAULT_MAX_KEEP_ALIVE_S,
+    );
+    let deny_subscribe = src.or(
+        "deny_subscribe",
+        |o| &o.deny_subscribe,
+        vec![DEFAULT_DENY_SUBSCRIBE.to_string()],
+    );
+    let deny: Vec<String> = deny_subscribe
+        .value
+        .iter()
+        .filter(|f| f.as_str() != "none")
+        .cloned()
+        .collect();
+    for f in &deny {
+        if let Err(e) = ringmq_proto::topic::validate_filter(f) {
+            let one = Picked {
+                key: deny_subscribe.key,
+                value: f,
+                origin: deny_subscribe.origin,
+            };
+            return Err(one.bad(format_args!("not a topic filter: {e}")));
+        }
+    }
 
     let files_per_shard = src.or(
         "files_per_shard",
@@ -263,6 +295,8 @@ pub fn resolve(
         max_queued_messages: max_queued_messages.value,
         max_inflight: max_inflight.value,
         sys_interval_s: sys_interval.value,
+        max_keep_alive_s: max_keep_alive.value,
+        deny_subscribe: deny,
         files_per_shard: fps,
         recv_buffers: recv_buffers.value,
         recv_buffer_size: recv_buffer_size.value,
@@ -399,10 +433,25 @@ mod tests {
             (1000, 64, 10)
         );
         assert_eq!(s.files_per_shard, 20_000 - 64);
+        assert_eq!(s.max_keep_alive_s, 60);
+        assert_eq!(s.deny_subscribe, ["test/nosubscribe"]);
         assert_eq!(
             (s.recv_buffers, s.recv_buffer_size, s.mesh_capacity),
             (4096, 4096, 4096)
         );
+    }
+
+    #[test]
+    fn deny_subscribe_takes_several_filters_none_or_a_file_list() {
+        let s = resolve_flags(&["--deny-subscribe", "a/#", "--deny-subscribe", "b/+"]).unwrap();
+        assert_eq!(s.deny_subscribe, ["a/#", "b/+"]);
+        let s = resolve_flags(&["--deny-subscribe", "none"]).unwrap();
+        assert!(s.deny_subscribe.is_empty());
+        let err = resolve_flags(&["--deny-subscribe", "a/#/b"]).unwrap_err();
+        assert!(err.contains("not a topic filter"), "{err}");
+        let f = file("deny_subscribe = [\"x\", \"y/#\"]\n");
+        let s = resolve(&flags(&[]), Some((Path::new("r.toml"), &f)), &host()).unwrap();
+        assert_eq!(s.deny_subscribe, ["x", "y/#"]);
     }
 
     #[test]

@@ -25,6 +25,8 @@ const FLAGS: &[&str] = &[
     "--max-queued-messages",
     "--max-inflight",
     "--sys-interval",
+    "--max-keep-alive",
+    "--deny-subscribe",
     "--files-per-shard",
     "--recv-buffers",
     "--recv-buffer-size",

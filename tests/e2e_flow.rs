@@ -248,7 +248,6 @@ fn unsubscribe_stops_delivery_for_that_filter_only() {
 /// dropped while it stays connected ("no lost message"). Here: in-flight window 2,
 /// queue 5, a subscriber that never acknowledges, 20 QoS 1 messages.
 #[test]
-#[ignore = "BUG: a connected QoS 1 subscriber past --max-queued-messages loses the oldest queued messages instead of being disconnected"]
 fn qos1_subscriber_past_the_queue_limit_is_disconnected_not_dropped() {
     let broker = Broker::start(&["--max-inflight", "2", "--max-queued-messages", "5"]);
     let addr = broker.mqtt_addr();
