@@ -5,6 +5,10 @@
 # usage: bench/million.sh [CONNECTIONS] [HOLD_SECONDS]      (defaults 1000000 and 300)
 #   e.g. bench/million.sh 100000 60   for a quick scaled-down run
 #
+# Fewer connection attempts in flight at once (--max-pending) keep every WebSocket
+# upgrade and CONNECT well inside the broker's 10 s handshake and CONNECT timeouts while
+# both swarms ramp at the same time.
+#
 # Steps: build (release) → tune the kernel (ringmq-tune apply; needs root) → start ringmq
 # with enough shards for the connections (each shard's io_uring fixed-file table holds up
 # to RLIMIT_NOFILE sockets, 20,000 here, which cannot be raised) → ramp two ringmq-swarm
@@ -78,12 +82,12 @@ say "ramping $TCP_N TCP + $WS_N WebSocket + $PROBE_CLIENTS probe connections"
 t0=$(date +%s.%N)
 "$BIN/ringmq-swarm" idle --target "tcp://127.0.0.1:$MQTT_PORT" -n "$TCP_N" \
   --keepalive "$KEEPALIVE" --duration "$HOLD_ALL" --source-addrs 127.0.10.1-127.0.10.60 \
-  --client-id-prefix million-tcp --max-pending 1024 --connect-timeout 60 -q \
+  --client-id-prefix million-tcp --max-pending 512 --connect-timeout 60 -q \
   --json "$OUT/idle-tcp.json" >"$OUT/idle-tcp.txt" 2>&1 &
 tcp_swarm=$!; pids+=("$tcp_swarm")
 "$BIN/ringmq-swarm" idle --target "ws://127.0.0.1:$WS_PORT/mqtt" -n "$WS_N" \
   --keepalive "$KEEPALIVE" --duration "$HOLD_ALL" --source-addrs 127.0.11.1-127.0.11.30 \
-  --client-id-prefix million-ws --max-pending 1024 --connect-timeout 60 -q \
+  --client-id-prefix million-ws --max-pending 256 --connect-timeout 60 -q \
   --json "$OUT/idle-ws.json" >"$OUT/idle-ws.txt" 2>&1 &
 ws_swarm=$!; pids+=("$ws_swarm")
 
@@ -151,7 +155,7 @@ conns = int(want) + 1001
 kb = lambda a, b: (int(b) - int(a)) * 1024
 print(f"ringmq, {n:,} connections ({want:,} idle: TCP + WebSocket; 1,001 probe), {shards} shards, hold {hold} s")
 print(f"ramp          {float(ramp_s):.1f} s to {want:,} idle connections = {want / float(ramp_s):,.0f} connections/s")
-print(f"held          {open_end:,} open at the end of the hold (want >= {want:,}); keepalive timeouts {timeouts}")
+print(f"held          {open_end:,} open at the end of the hold (want >= {want:,}); closed by a broker timeout (handshake, CONNECT or keepalive): {timeouts}")
 for name in ("idle-tcp.json", "idle-ws.json"):
     d = load(name)
     if d:
