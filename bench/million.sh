@@ -18,7 +18,8 @@
 # figures. Every step has a time limit; the script stops by itself.
 #
 # Environment: SHARDS (default: one per 17,000 connections), PORT_BASE (default 31000),
-# OUT (results folder, default target/million), KEEPALIVE (default 60).
+# OUT (results folder, default target/million), KEEPALIVE (default 60), PROBE_RATE
+# (messages per second of the probe, default 1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,7 @@ HOLD=${2:-300}
 KEEPALIVE=${KEEPALIVE:-60}
 PROBE_SUBS=1000
 PROBE_SECS=60
+PROBE_RATE=${PROBE_RATE:-1000}
 PROBE_CLIENTS=$((PROBE_SUBS + 1))
 WS_N=$(((N + 3) / 4))                       # at least a quarter over WebSocket
 TCP_N=$((N - WS_N - PROBE_CLIENTS))         # the probe's clients count in the million
@@ -114,9 +116,9 @@ c0=$(cpu_ticks "$BROKER"); sleep "$idle_secs"; c1=$(cpu_ticks "$BROKER")
 hz=$(getconf CLK_TCK)
 idle_cpu=$(echo "100 * ($c1 - $c0) / $hz / $idle_secs" | bc -l)
 
-say "probe: 1 publisher -> $PROBE_SUBS subscribers, 1000 msg/s, ${PROBE_SECS} s"
+say "probe: 1 publisher -> $PROBE_SUBS subscribers, $PROBE_RATE msg/s, ${PROBE_SECS} s"
 "$BIN/ringmq-swarm" fanout --target "tcp://127.0.0.1:$MQTT_PORT" -n "$PROBE_SUBS" -p 1 \
-  --rate 1000 --qos 0 --payload 64 --duration "$PROBE_SECS" --warmup 5 --drain 10 \
+  --rate "$PROBE_RATE" --qos 0 --payload 64 --duration "$PROBE_SECS" --warmup 5 --drain 10 \
   --source-addrs 127.0.12.1-127.0.12.4 --client-id-prefix million-probe -q \
   --json "$OUT/probe.json" --hist "$OUT/probe.hlog" >"$OUT/probe.txt" 2>&1 || true
 
@@ -177,7 +179,9 @@ print(f"kernel slab   +{(int(slab1) - int(slab0)) // 1024} MiB (unreclaimable +{
       f"{kb(slab0, slab1) / conns:,.0f} B per connection; TCP-related caches {kb(tslab0, tslab1) / conns:,.0f} B")
 print(f"machine       {(int(mem0) - int(mem1)) // 1024} MiB more in use (MemAvailable), "
       f"{kb(mem1, mem0) / conns:,.0f} B per connection (broker + kernel + swarm)")
-ok = open_end >= want and timeouts == 0 and p and p.get("messages", {}).get("lost", 1) == 0
+probe_ok = bool(p and p.get("messages", {}).get("lost", 1) == 0
+                and p.get("latency_us") and p["latency_us"]["p99"] <= 10_000)
+ok = open_end >= want and timeouts == 0 and probe_ok
 print("result        " + ("OK" if ok else "FAILED"))
 sys.exit(0 if ok else 1)
 PY
