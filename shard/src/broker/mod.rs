@@ -53,9 +53,12 @@ pub struct BrokerConfig {
     /// How often `$SYS/broker/...` topics are published, in seconds (0: never).
     pub sys_interval_s: u64,
     /// Topic levels of a filter that other shards are told about: a publish goes to every
-    /// shard with a filter matching on these levels. Fewer levels keep each shard's copy
-    /// of the others' interest small (a million clients with a topic each); more levels
-    /// route more precisely.
+    /// shard with a filter matching on these levels (a superset of the shards that have
+    /// matching subscribers). Fewer levels keep each shard's copy of the others' interest
+    /// small; more levels route more precisely. The default, 1, advertises `idle/#` once
+    /// for a million clients subscribed to `idle/<their id>` (with 2, every shard would
+    /// hold a node per other shard's client topic); a shard that gets a message it has no
+    /// subscriber for just finds no match.
     pub route_depth: usize,
     /// Topic aliases a client may use towards the broker (MQTT 5 Topic Alias Maximum).
     pub topic_alias_max: u16,
@@ -80,7 +83,7 @@ impl Default for BrokerConfig {
             max_queued_messages: 1000,
             max_inflight: 64,
             sys_interval_s: 10,
-            route_depth: 2,
+            route_depth: 1,
             topic_alias_max: 64,
             max_subscriptions: 10_000,
             max_keep_alive_s: 60,
