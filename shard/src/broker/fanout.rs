@@ -398,7 +398,7 @@ impl Broker {
         let Some(g) = self
             .subs
             .get_mut(node)
-            .groups
+            .groups_mut()
             .iter_mut()
             .find(|g| &*g.share == share)
         else {
@@ -448,14 +448,14 @@ impl Broker {
             // MQTT-3.8.3-3: No Local keeps a client's own messages from it.
             let own =
                 |s: &super::subscribe::Subscriber| s.opts.no_local && origin == Some((here, s.sid));
-            targets.extend(v.plain.iter().filter(|s| !own(s)).map(|s| Target {
+            targets.extend(v.plain().iter().filter(|s| !own(s)).map(|s| Target {
                 sid: s.sid,
                 qos: s.opts.qos,
                 retain_as_published: s.opts.retain_as_published,
                 sub_ids: SubIds::one(s.sub_id),
             }));
             if let Some(groups) = groups.as_deref_mut() {
-                for g in &v.groups {
+                for g in v.groups() {
                     if !groups.iter().any(|x| x.0 == g.share) {
                         groups.push((g.share.clone(), true, 0));
                     }

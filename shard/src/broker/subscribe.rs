@@ -35,16 +35,133 @@ pub(super) struct ShareGroup {
     pub next: u32,
 }
 
-/// Local subscriptions at one filter.
+/// Local subscriptions at one filter. Most filters have exactly one plain subscriber (a
+/// topic per client), so that one lives inline in the trie node, with no allocation: the
+/// whole value is 16 bytes (the enum's tag hides in a niche of the options). A second
+/// subscriber, or a shared group, moves the node's subscriptions to the heap.
 #[derive(Default)]
-pub(super) struct SubsNode {
-    pub plain: Vec<Subscriber>,
-    pub groups: Vec<ShareGroup>,
+pub(super) enum SubsNode {
+    #[default]
+    Empty,
+    One(Subscriber),
+    Many(Box<SubsMany>),
+}
+
+/// The subscriptions of a node with more than one plain subscriber or a shared group.
+#[derive(Default)]
+pub(super) struct SubsMany {
+    plain: Vec<Subscriber>,
+    groups: Vec<ShareGroup>,
+}
+
+impl SubsNode {
+    /// The plain (not shared) subscribers.
+    pub fn plain(&self) -> &[Subscriber] {
+        match self {
+            SubsNode::Empty => &[],
+            SubsNode::One(s) => std::slice::from_ref(s),
+            SubsNode::Many(m) => &m.plain,
+        }
+    }
+
+    pub fn plain_mut(&mut self) -> &mut [Subscriber] {
+        match self {
+            SubsNode::Empty => &mut [],
+            SubsNode::One(s) => std::slice::from_mut(s),
+            SubsNode::Many(m) => &mut m.plain,
+        }
+    }
+
+    /// The shared-subscription groups.
+    pub fn groups(&self) -> &[ShareGroup] {
+        match self {
+            SubsNode::Many(m) => &m.groups,
+            _ => &[],
+        }
+    }
+
+    pub fn groups_mut(&mut self) -> &mut [ShareGroup] {
+        match self {
+            SubsNode::Many(m) => &mut m.groups,
+            _ => &mut [],
+        }
+    }
+
+    pub fn push_plain(&mut self, sub: Subscriber) {
+        match self {
+            SubsNode::Empty => *self = SubsNode::One(sub),
+            SubsNode::One(_) => self.many().plain.push(sub),
+            SubsNode::Many(m) => m.plain.push(sub),
+        }
+    }
+
+    /// Removes the plain subscription of session `sid`; whether there was one.
+    pub fn remove_plain(&mut self, sid: SessionId) -> bool {
+        let removed = match self {
+            SubsNode::Empty => false,
+            SubsNode::One(s) if s.sid == sid => {
+                *self = SubsNode::Empty;
+                true
+            }
+            SubsNode::One(_) => false,
+            SubsNode::Many(m) => {
+                let before = m.plain.len();
+                m.plain.retain(|s| s.sid != sid);
+                m.plain.len() != before
+            }
+        };
+        self.tidy();
+        removed
+    }
+
+    /// The groups, to add one (the subscriptions move to the heap).
+    pub fn groups_vec(&mut self) -> &mut Vec<ShareGroup> {
+        &mut self.many().groups
+    }
+
+    /// Removes the group at `i`.
+    pub fn remove_group(&mut self, i: usize) {
+        if let SubsNode::Many(m) = self {
+            m.groups.swap_remove(i);
+        }
+        self.tidy();
+    }
+
+    /// The subscriptions on the heap, moved there first if they are inline.
+    fn many(&mut self) -> &mut SubsMany {
+        if !matches!(self, SubsNode::Many(_)) {
+            let plain = match std::mem::take(self) {
+                SubsNode::One(s) => vec![s],
+                _ => Vec::new(),
+            };
+            *self = SubsNode::Many(Box::new(SubsMany {
+                plain,
+                groups: Vec::new(),
+            }));
+        }
+        match self {
+            SubsNode::Many(m) => m,
+            _ => unreachable!("just made"),
+        }
+    }
+
+    /// Back inline once a single plain subscriber is left (or none).
+    fn tidy(&mut self) {
+        if let SubsNode::Many(m) = self
+            && m.groups.is_empty()
+            && m.plain.len() <= 1
+        {
+            *self = match m.plain.pop() {
+                Some(s) => SubsNode::One(s),
+                None => SubsNode::Empty,
+            };
+        }
+    }
 }
 
 impl NodeValue for SubsNode {
     fn is_empty(&self) -> bool {
-        self.plain.is_empty() && self.groups.is_empty()
+        matches!(self, SubsNode::Empty)
     }
 }
 
@@ -364,13 +481,13 @@ impl Broker {
         match parsed {
             Filter::Plain(f) => {
                 let node = self.subs.insert(f);
-                self.subs.get_mut(node).plain.push(entry);
+                self.subs.get_mut(node).push_plain(entry);
                 let prefix = interest_prefix(f, self.config().route_depth);
                 self.advertise(prefix, None, true);
             }
             Filter::Shared { filter, .. } => {
                 let node = self.subs.insert(filter);
-                let groups = &mut self.subs.get_mut(node).groups;
+                let groups = self.subs.get_mut(node).groups_vec();
                 let share: Arc<str> = match groups.iter_mut().find(|g| *g.share == *sub.filter) {
                     Some(g) => {
                         g.members.push(entry);
@@ -401,9 +518,9 @@ impl Broker {
         };
         let v = self.subs.get_mut(node);
         let entry = match parsed {
-            Filter::Plain(_) => v.plain.iter_mut().find(|s| s.sid == sid),
+            Filter::Plain(_) => v.plain_mut().iter_mut().find(|s| s.sid == sid),
             Filter::Shared { .. } => v
-                .groups
+                .groups_mut()
                 .iter_mut()
                 .find(|g| *g.share == *sub.filter)
                 .and_then(|g| g.members.iter_mut().find(|s| s.sid == sid)),
@@ -426,22 +543,21 @@ impl Broker {
         let value = self.subs.get_mut(node);
         let removed_share = match parsed {
             Filter::Plain(_) => {
-                let before = value.plain.len();
-                value.plain.retain(|s| s.sid != sid);
-                if value.plain.len() == before {
+                if !value.remove_plain(sid) {
                     return;
                 }
                 None
             }
             Filter::Shared { .. } => {
-                let Some(gi) = value.groups.iter().position(|g| &*g.share == filter) else {
+                let groups = value.groups_mut();
+                let Some(gi) = groups.iter().position(|g| &*g.share == filter) else {
                     return;
                 };
-                let g = &mut value.groups[gi];
+                let g = &mut groups[gi];
                 g.members.retain(|s| s.sid != sid);
                 let share = g.share.clone();
                 if g.members.is_empty() {
-                    value.groups.swap_remove(gi);
+                    value.remove_group(gi);
                 }
                 Some(share)
             }
@@ -670,6 +786,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_single_subscriber_stays_inline() {
+        let sub = |index| Subscriber {
+            sid: SessionId { index, gen_: 1 },
+            opts: SubscriptionOptions {
+                qos: ringmq_proto::mqtt::QoS::AtLeastOnce,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            },
+            sub_id: index,
+        };
+        assert_eq!(std::mem::size_of::<SubsNode>(), 16);
+        let mut v = SubsNode::default();
+        v.push_plain(sub(1));
+        assert!(matches!(v, SubsNode::One(_)));
+        v.push_plain(sub(2));
+        assert!(matches!(v, SubsNode::Many(_)));
+        assert_eq!(v.plain().len(), 2);
+        assert!(!v.remove_plain(SessionId { index: 3, gen_: 1 }));
+        assert!(v.remove_plain(SessionId { index: 1, gen_: 1 }));
+        assert!(
+            matches!(v, SubsNode::One(s) if s.sub_id == 2),
+            "back inline"
+        );
+        v.groups_vec().push(ShareGroup {
+            share: "$share/g/t".into(),
+            members: vec![sub(4)],
+            next: 0,
+        });
+        assert_eq!((v.plain().len(), v.groups().len()), (1, 1));
+        assert!(v.remove_plain(SessionId { index: 2, gen_: 1 }));
+        assert!(!v.is_empty(), "the group is left");
+        v.remove_group(0);
+        assert!(v.is_empty());
     }
 
     #[test]
