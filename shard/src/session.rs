@@ -11,12 +11,14 @@
 //! store can log exactly these.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ringmq_proto::mqtt::{QoS, SubscriptionOptions, Version};
 
 use crate::conn::ConnKey;
+use crate::topics::NodeId;
 
 /// Names a session in its shard's session table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,13 +151,104 @@ pub struct Inflight {
     pub delivery: Queued,
 }
 
-/// One subscription of a session.
+/// One subscription spelled out: how a session's subscriptions travel to another shard
+/// (whose topic table numbers its nodes differently).
 #[derive(Debug, Clone)]
 pub struct Subscription {
     /// The filter as the client sent it (`$share/...` included).
     pub filter: Box<str>,
     pub opts: SubscriptionOptions,
     pub sub_id: u32,
+}
+
+/// One subscription of a session, as a reference into its shard's topic table: the
+/// filter is the node's path (`Trie::path_of`), the options and identifier are in the
+/// node's entry for the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubRef {
+    pub node: NodeId,
+    /// The whole filter of a shared subscription (`$share/{group}/{filter}`): the node
+    /// may hold several groups. `None` for a plain subscription.
+    pub share: Option<Arc<str>>,
+}
+
+/// The subscriptions of a session. Most sessions hold one plain subscription (a topic
+/// per client): its node id is kept inline (4 bytes, no allocation); the others go to
+/// `more`, on the heap.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSubs {
+    /// The node of one plain subscription. The root (node 0, the empty filter) never
+    /// holds a subscription, so 0 can mean none.
+    first: Option<NonZeroU32>,
+    /// Boxed: 8 bytes in every session rather than a `Vec`'s 24.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<SubRef>>>,
+}
+
+impl SessionSubs {
+    pub fn len(&self) -> usize {
+        self.first.is_some() as usize + self.more.as_ref().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = SubRef> + '_ {
+        let first = self.first.map(|n| SubRef {
+            node: n.get(),
+            share: None,
+        });
+        let more = self.more.iter().flat_map(|m| m.iter().cloned());
+        first.into_iter().chain(more)
+    }
+
+    /// Whether the session is subscribed at `node` (in group `share`, for a shared one).
+    pub fn contains(&self, node: NodeId, share: Option<&str>) -> bool {
+        let first = share.is_none() && self.first.is_some_and(|n| n.get() == node);
+        first
+            || self.more.as_ref().is_some_and(|m| {
+                m.iter()
+                    .any(|r| r.node == node && r.share.as_deref() == share)
+            })
+    }
+
+    pub fn push(&mut self, sub: SubRef) {
+        if self.first.is_none()
+            && sub.share.is_none()
+            && let Some(n) = NonZeroU32::new(sub.node)
+        {
+            self.first = Some(n);
+            return;
+        }
+        self.more.get_or_insert_default().push(sub);
+    }
+
+    /// Removes the subscription at `node` (in group `share`); whether there was one.
+    pub fn remove(&mut self, node: NodeId, share: Option<&str>) -> bool {
+        if share.is_none() && self.first.is_some_and(|n| n.get() == node) {
+            self.first = None;
+            return true;
+        }
+        let Some(more) = self.more.as_mut() else {
+            return false;
+        };
+        let Some(i) = more
+            .iter()
+            .position(|r| r.node == node && r.share.as_deref() == share)
+        else {
+            return false;
+        };
+        more.swap_remove(i);
+        if more.is_empty() {
+            self.more = None;
+        }
+        true
+    }
+
+    pub fn clear(&mut self) {
+        *self = SessionSubs::default();
+    }
 }
 
 /// A will message, published when the connection ends without a DISCONNECT.
@@ -216,34 +309,44 @@ impl Arrival {
 }
 
 /// An MQTT session.
+///
+/// A shard may hold a million of them, most of them clean sessions of idle clients, so
+/// what such a session uses is inline and everything else is in [`SessionExtra`], made on
+/// first use: an idle clean session never has anything in flight or queued, no will
+/// (or an idle one), and never moves.
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Box<str>,
+    /// The claim under which the client id's home shard registered this session; its
+    /// release names it, so a late release cannot unregister a newer claim.
+    pub epoch: u64,
     /// The connection serving the session now, if the client is connected.
     pub conn: Option<ConnKey>,
-    pub version: Version,
     /// Seconds the session outlives its connection (3.1.1 clean session = 0 → 0;
     /// clean session = 1 → forever, `u32::MAX`).
     pub expiry_interval: u32,
+    /// How many QoS 1/2 deliveries may be in flight to the connected client.
+    pub send_window: u16,
+    pub version: Version,
+    pub subs: SessionSubs,
+    extra: Option<Box<SessionExtra>>,
+}
+
+/// What a session needs only once it has something in flight, queued or waiting, a
+/// will, or has moved between shards.
+#[derive(Debug, Default)]
+pub struct SessionExtra {
     /// When a disconnected session ends (shard clock, ms).
     pub expires_at_ms: Option<u64>,
-    pub subs: Vec<Subscription>,
     pub inflight: VecDeque<Inflight>,
     pub queue: VecDeque<Queued>,
     /// QoS 2 packet ids received and answered with PUBREC, waiting for PUBREL; a
     /// PUBLISH with one of these ids is a duplicate and is not delivered again.
     pub inbound_qos2: Vec<u16>,
     next_pkid: u16,
-    /// Connection limits that shape deliveries: how many QoS 1/2 in flight, the largest
-    /// packet the client accepts.
-    pub send_window: u16,
-    pub client_max_packet: u32,
     pub will: Option<WillMsg>,
     /// A delayed will waits for this time (shard clock, ms).
     pub will_at_ms: Option<u64>,
-    /// The claim under which the client id's home shard registered this session; its
-    /// release names it, so a late release cannot unregister a newer claim.
-    pub epoch: u64,
     /// This entry is a forwarding stub: the session moved to that shard, and what still
     /// reaches it here goes after it until every shard has fenced (`fenced`).
     pub moved_to: Option<usize>,
@@ -252,35 +355,7 @@ pub struct Session {
     pub arrival: Option<Box<Arrival>>,
 }
 
-impl Session {
-    pub fn new(client_id: Box<str>, version: Version) -> Session {
-        Session {
-            client_id,
-            conn: None,
-            version,
-            expiry_interval: 0,
-            expires_at_ms: None,
-            subs: Vec::new(),
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
-            inbound_qos2: Vec::new(),
-            next_pkid: 0,
-            send_window: u16::MAX,
-            client_max_packet: u32::MAX,
-            will: None,
-            will_at_ms: None,
-            epoch: 0,
-            moved_to: None,
-            fenced: 0,
-            arrival: None,
-        }
-    }
-
-    /// Whether the session outlives a connection.
-    pub fn is_persistent(&self) -> bool {
-        self.expiry_interval > 0
-    }
-
+impl SessionExtra {
     /// A packet id not in flight (1..=65535). The window is far below 65,535, so the
     /// search ends quickly.
     pub fn next_pkid(&mut self) -> u16 {
@@ -294,11 +369,6 @@ impl Session {
                 return id;
             }
         }
-    }
-
-    /// Whether another QoS 1/2 delivery may be sent now.
-    pub fn window_open(&self) -> bool {
-        self.inflight.len() < self.send_window as usize
     }
 
     /// Queues a delivery; past `max` the oldest is dropped. Returns whether one was dropped.
@@ -319,6 +389,69 @@ impl Session {
     }
 }
 
+/// A session on its way to another shard, its subscriptions spelled out.
+#[derive(Debug)]
+pub struct MovingSession {
+    pub session: Session,
+    pub subs: Vec<Subscription>,
+}
+
+impl Session {
+    pub fn new(client_id: Box<str>, version: Version) -> Session {
+        Session {
+            client_id,
+            epoch: 0,
+            conn: None,
+            expiry_interval: 0,
+            send_window: u16::MAX,
+            version,
+            subs: SessionSubs::default(),
+            extra: None,
+        }
+    }
+
+    /// Whether the session outlives a connection.
+    pub fn is_persistent(&self) -> bool {
+        self.expiry_interval > 0
+    }
+
+    /// The state beyond an idle session's, if the session has any.
+    pub fn extra(&self) -> Option<&SessionExtra> {
+        self.extra.as_deref()
+    }
+
+    pub fn extra_opt_mut(&mut self) -> Option<&mut SessionExtra> {
+        self.extra.as_deref_mut()
+    }
+
+    /// The state beyond an idle session's, made now if the session has none yet.
+    pub fn extra_mut(&mut self) -> &mut SessionExtra {
+        self.extra.get_or_insert_default()
+    }
+
+    /// The shard this entry forwards to, if it is a stub left behind by a move.
+    pub fn moved_to(&self) -> Option<usize> {
+        self.extra().and_then(|e| e.moved_to)
+    }
+
+    /// Takes the will out, delayed or not.
+    pub fn take_will(&mut self) -> Option<WillMsg> {
+        let e = self.extra_opt_mut()?;
+        e.will_at_ms = None;
+        e.will.take()
+    }
+
+    /// Whether another QoS 1/2 delivery may be sent now.
+    pub fn window_open(&self) -> bool {
+        self.extra().map_or(0, |e| e.inflight.len()) < self.send_window as usize
+    }
+
+    /// Deliveries waiting in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.extra().map_or(0, |e| e.queue.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,8 +466,10 @@ mod tests {
 
     #[test]
     fn pkids_skip_zero_and_ids_in_flight() {
-        let mut s = Session::new("c".into(), Version::V5);
-        s.next_pkid = u16::MAX - 1;
+        let mut s = SessionExtra {
+            next_pkid: u16::MAX - 1,
+            ..Default::default()
+        };
         let q = Queued {
             msg: Arc::new(Message::new(
                 "t",
@@ -360,7 +495,7 @@ mod tests {
 
     #[test]
     fn queue_drops_oldest_at_its_bound() {
-        let mut s = Session::new("c".into(), Version::V311);
+        let mut s = SessionExtra::default();
         for i in 0..5u8 {
             let q = Queued {
                 msg: Arc::new(Message::new(
@@ -381,6 +516,37 @@ mod tests {
         }
         let kept: Vec<u8> = s.queue.iter().map(|q| q.msg.payload()[0]).collect();
         assert_eq!(kept, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn one_plain_subscription_is_inline() {
+        let mut subs = SessionSubs::default();
+        let share: Arc<str> = "$share/g/a".into();
+        subs.push(SubRef {
+            node: 7,
+            share: None,
+        });
+        assert!(
+            subs.more.is_none(),
+            "no allocation for one plain subscription"
+        );
+        subs.push(SubRef {
+            node: 7,
+            share: Some(share.clone()),
+        });
+        subs.push(SubRef {
+            node: 9,
+            share: None,
+        });
+        assert_eq!(subs.len(), 3);
+        assert!(subs.contains(7, None) && subs.contains(7, Some("$share/g/a")));
+        assert!(!subs.contains(9, Some("$share/g/a")) && !subs.contains(8, None));
+        assert!(subs.remove(7, None));
+        assert!(!subs.remove(7, None));
+        assert!(subs.remove(7, Some("$share/g/a")));
+        assert_eq!(subs.iter().map(|r| r.node).collect::<Vec<_>>(), vec![9]);
+        assert!(subs.remove(9, None));
+        assert!(subs.is_empty() && subs.more.is_none());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use super::{Broker, Client, Msg, OutAliases, Phase};
 use crate::conn::ConnKey;
 use crate::io::Io;
 use crate::service::CloseReason;
-use crate::session::{Arrival, Message, Session, SessionId, WillMsg};
+use crate::session::{Arrival, Message, MovingSession, Session, SessionId, WillMsg};
 
 /// Session Expiry Interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
 const NEVER_EXPIRES: u32 = u32::MAX;
@@ -44,7 +44,6 @@ pub(super) struct PendingConnect {
     expiry_interval: u32,
     will: Option<WillMsg>,
     receive_maximum: u16,
-    max_packet: u32,
     /// The keep alive the broker imposes (MQTT 5 Server Keep Alive), if it does.
     server_keep_alive: Option<u16>,
 }
@@ -177,7 +176,6 @@ impl Broker {
             expiry_interval,
             will,
             receive_maximum,
-            max_packet,
             server_keep_alive,
         }));
         self.send_claim(io, client_id, key, c.clean_start);
@@ -335,20 +333,26 @@ impl Broker {
 
     /// Takes the state of session `sid` out to move it to shard `to`, and leaves in its
     /// place a stub with the same subscriptions that forwards to `to`.
-    fn leave_stub(&mut self, sid: SessionId, to: usize) -> Option<Session> {
+    fn leave_stub(&mut self, sid: SessionId, to: usize) -> Option<MovingSession> {
         let s = self.session_mut(sid)?;
         let mut stub = Session::new(s.client_id.clone(), s.version);
         stub.subs = s.subs.clone();
-        stub.moved_to = Some(to);
+        stub.extra_mut().moved_to = Some(to);
         let mut session = std::mem::replace(s, stub);
         // A session moving on again before its last move settled gives up deduplicating
         // that move's late arrivals.
-        session.arrival = None;
+        if let Some(e) = session.extra_opt_mut() {
+            e.arrival = None;
+        }
+        // The other shard's topic table numbers its nodes differently: the
+        // subscriptions travel spelled out.
+        let subs = self.spell_out_subs(sid, &session.subs);
+        session.subs.clear();
         if self.by_client.get(&session.client_id) == Some(&sid) {
             self.by_client.remove(&session.client_id);
         }
         self.offline.retain(|&o| o != sid);
-        Some(session)
+        Some(MovingSession { session, subs })
     }
 
     /// Closes the connection serving a session because another connection took the
@@ -362,8 +366,7 @@ impl Broker {
             return;
         };
         let old = s.conn.take();
-        let will = s.will.take();
-        s.will_at_ms = None;
+        let will = s.take_will();
         if let Some(old) = old {
             if let Some(client) = io.state(old) {
                 // The old connection no longer speaks for the session; its end must not
@@ -401,11 +404,10 @@ impl Broker {
         if self.by_client.get(&session.client_id) == Some(&sid) {
             self.by_client.remove(&session.client_id);
         }
-        let subs = std::mem::take(&mut session.subs);
-        for sub in &subs {
-            self.remove_subscription(sid, &sub.filter);
+        for sub in session.subs.iter() {
+            self.remove_subscription(sid, sub.node, sub.share.as_deref());
         }
-        session.subs = subs;
+        session.subs.clear();
         self.offline.retain(|&o| o != sid);
         Some(session)
     }
@@ -435,7 +437,7 @@ impl Broker {
         io: &mut Io<Self>,
         conn: ConnKey,
         client_id: Option<&str>,
-        handed: Option<Box<Session>>,
+        handed: Option<Box<MovingSession>>,
         stub: Option<(usize, SessionId)>,
         epoch: u64,
         from_takeover: bool,
@@ -484,11 +486,15 @@ impl Broker {
         s.conn = Some(conn);
         s.version = version;
         s.expiry_interval = p.expiry_interval;
-        s.expires_at_ms = None;
-        s.will = p.will.take();
-        s.will_at_ms = None;
+        if let Some(e) = s.extra_opt_mut() {
+            e.expires_at_ms = None;
+            e.will = None;
+            e.will_at_ms = None;
+        }
+        if let Some(will) = p.will.take() {
+            s.extra_mut().will = Some(will);
+        }
         s.send_window = window;
-        s.client_max_packet = p.max_packet;
         s.epoch = epoch;
         self.offline.retain(|&o| o != sid);
 
@@ -569,13 +575,13 @@ impl Broker {
         &mut self,
         io: &mut Io<Self>,
         client_id: Option<&str>,
-        handed: Option<Box<Session>>,
+        handed: Option<Box<MovingSession>>,
         stub: Option<(usize, SessionId)>,
         epoch: u64,
     ) {
         match handed {
             Some(s) => {
-                let persistent = s.is_persistent();
+                let persistent = s.session.is_persistent();
                 let sid = self.install_session(io, *s, stub);
                 if let Some(s) = self.session_mut(sid) {
                     s.epoch = epoch;
@@ -617,16 +623,22 @@ impl Broker {
     fn install_session(
         &mut self,
         io: &mut Io<Self>,
-        mut s: Session,
+        moving: MovingSession,
         stub: Option<(usize, SessionId)>,
     ) -> SessionId {
+        let MovingSession {
+            session: mut s,
+            subs,
+        } = moving;
         s.conn = None;
-        s.moved_to = None;
-        s.fenced = 0;
-        let subs = std::mem::take(&mut s.subs);
+        s.subs.clear();
+        if let Some(e) = s.extra_opt_mut() {
+            e.moved_to = None;
+            e.fenced = 0;
+        }
         let client_id = s.client_id.clone();
         if stub.is_some() {
-            s.arrival = Some(Box::new(Arrival {
+            s.extra_mut().arrival = Some(Box::new(Arrival {
                 marked: 1u128 << self.id,
                 stub_gone: false,
                 seen: Default::default(),
@@ -634,10 +646,12 @@ impl Broker {
         }
         let sid = self.add_session(s);
         for sub in subs {
+            let Some(r) = self.add_subscription(sid, &sub.filter, sub.opts, sub.sub_id) else {
+                continue;
+            };
             if let Some(s) = self.session_mut(sid) {
-                s.subs.push(sub.clone());
+                s.subs.push(r);
             }
-            self.add_subscription(sid, sub);
         }
         if let Some((old, stub)) = stub {
             // This shard's own fence goes at once: a message it routes to the old shard
@@ -675,9 +689,10 @@ impl Broker {
         let Some(s) = self.session_mut(stub) else {
             return;
         };
-        let Some(to) = s.moved_to else { return };
-        s.fenced |= 1u128 << from;
-        if s.fenced & all == all {
+        let Some(to) = s.moved_to() else { return };
+        let e = s.extra_mut();
+        e.fenced |= 1u128 << from;
+        if e.fenced & all == all {
             let client_id = s.client_id.clone();
             self.take_session(stub);
             self.send(io, to, Msg::StubGone { client_id });
@@ -694,13 +709,14 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        let Some(a) = s.arrival.as_mut() else { return };
+        let Some(e) = s.extra_opt_mut() else { return };
+        let Some(a) = e.arrival.as_mut() else { return };
         match from {
             Some(shard) => a.marked |= 1u128 << shard,
             None => a.stub_gone = true,
         }
         if a.stub_gone && a.marked & all == all {
-            s.arrival = None;
+            e.arrival = None;
         }
     }
 
@@ -747,14 +763,18 @@ impl Broker {
             return;
         }
         s.conn = None;
-        let will = s.will.take().filter(|_| !client.graceful);
+        let will = s
+            .extra_opt_mut()
+            .and_then(|e| e.will.take())
+            .filter(|_| !client.graceful);
         let persistent = s.is_persistent();
         if let Some(w) = will {
             if w.delay_s > 0 && persistent {
                 let at = io.now_ms() + w.delay_s as u64 * 1000;
                 if let Some(s) = self.session_mut(sid) {
-                    s.will = Some(w);
-                    s.will_at_ms = Some(at);
+                    let e = s.extra_mut();
+                    e.will = Some(w);
+                    e.will_at_ms = Some(at);
                 }
             } else {
                 self.publish_will(io, w);
@@ -772,10 +792,14 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        s.expires_at_ms = match s.expiry_interval {
-            NEVER_EXPIRES => None,
-            secs => Some(now + secs as u64 * 1000),
-        };
+        match s.expiry_interval {
+            NEVER_EXPIRES => {
+                if let Some(e) = s.extra_opt_mut() {
+                    e.expires_at_ms = None;
+                }
+            }
+            secs => s.extra_mut().expires_at_ms = Some(now + secs as u64 * 1000),
+        }
         self.offline.push(sid);
     }
 
@@ -792,13 +816,13 @@ impl Broker {
             if s.conn.is_some() {
                 continue;
             }
-            let expired = s.expires_at_ms.is_some_and(|at| at <= now);
-            let will_due = s.will_at_ms.is_some_and(|at| at <= now);
-            if expired || will_due {
-                s.will_at_ms = None;
-                if let Some(w) = s.will.take() {
-                    self.publish_will(io, w);
-                }
+            let e = s.extra();
+            let expired = e.and_then(|e| e.expires_at_ms).is_some_and(|at| at <= now);
+            let will_due = e.and_then(|e| e.will_at_ms).is_some_and(|at| at <= now);
+            if (expired || will_due)
+                && let Some(w) = s.take_will()
+            {
+                self.publish_will(io, w);
             }
             if expired {
                 self.end_session(io, sid);

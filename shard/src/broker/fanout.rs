@@ -190,9 +190,9 @@ impl Broker {
         // A QoS 2 PUBLISH whose id waits for PUBREL was delivered already (MQTT 4.3.3,
         // MQTT-4.3.3-9): answered again, not delivered twice.
         let (duplicate, waiting) = match self.session(sid) {
-            Some(s) if p.qos == QoS::ExactlyOnce => {
-                (s.inbound_qos2.contains(&p.pkid), s.inbound_qos2.len())
-            }
+            Some(s) if p.qos == QoS::ExactlyOnce => s.extra().map_or((false, 0), |e| {
+                (e.inbound_qos2.contains(&p.pkid), e.inbound_qos2.len())
+            }),
             _ => (false, 0),
         };
         if !duplicate && version == Version::V5 && waiting >= receive_maximum as usize {
@@ -245,7 +245,7 @@ impl Broker {
             }
             QoS::ExactlyOnce => {
                 if !duplicate && let Some(s) = self.session_mut(sid) {
-                    s.inbound_qos2.push(p.pkid);
+                    s.extra_mut().inbound_qos2.push(p.pkid);
                 }
                 let rec = Packet::PubRec(PubResp {
                     pkid: p.pkid,
@@ -498,10 +498,12 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        if let Some(to) = s.moved_to {
+        if let Some(e) = s.extra_opt_mut()
+            && let Some(to) = e.moved_to
+        {
             // A stub: the session lives on shard `to` now. What came from a shard that
             // has fenced reaches `to` directly.
-            if s.fenced & (1u128 << src.via) == 0 {
+            if e.fenced & (1u128 << src.via) == 0 {
                 let client_id = s.client_id.clone();
                 let msg = src.shared();
                 let fwd = Msg::Forward {
@@ -515,7 +517,10 @@ impl Broker {
             }
             return;
         }
-        if let (Some(a), Some(m)) = (s.arrival.as_mut(), src.shared.as_ref()) {
+        if let (Some(a), Some(m)) = (
+            s.extra_opt_mut().and_then(|e| e.arrival.as_mut()),
+            src.shared.as_ref(),
+        ) {
             // Just moved here: a message may come both directly and through the stub.
             let (dup, forgot) = a.seen_before(m);
             if forgot {
@@ -537,18 +542,19 @@ impl Broker {
                     retain,
                     sub_ids,
                 };
-                if s.enqueue(q, max_queued) {
+                if s.extra_mut().enqueue(q, max_queued) {
                     ShardStats::add(&io.stats().dropped_queue_full, 1);
                 }
             }
             return;
         };
+        let max_packet = io.state(conn).map_or(u32::MAX, |c| c.max_packet());
         if qos == QoS::AtMostOnce {
             if io.out_len(conn) > soft_limit {
                 ShardStats::add(&io.stats().dropped_qos0_slow_consumer, 1);
                 return;
             }
-            let (version, max_packet) = (s.version, s.client_max_packet);
+            let version = s.version;
             let view = View {
                 topic: src.topic,
                 props: src.props,
@@ -565,7 +571,7 @@ impl Broker {
             self.write_publish(io, conn, version, max_packet, &view, out);
             return;
         }
-        if !s.window_open() || !s.queue.is_empty() {
+        if !s.window_open() || s.queue_len() > 0 {
             // MQTT-3.3.4-9: no more unacknowledged than the client's Receive Maximum;
             // the rest wait, in order.
             let q = Queued {
@@ -574,8 +580,9 @@ impl Broker {
                 retain,
                 sub_ids,
             };
-            if s.queue.len() < max_queued.max(1) {
-                s.queue.push_back(q);
+            let queue = &mut s.extra_mut().queue;
+            if queue.len() < max_queued.max(1) {
+                queue.push_back(q);
                 return;
             }
             // DESIGN "Nothing unbounded": a connected client that lets more than its
@@ -583,7 +590,7 @@ impl Broker {
             // messages while it stays. A session that outlives the connection keeps this
             // one too (its queue then drops the oldest, counted, as any offline queue).
             if s.is_persistent() {
-                s.queue.push_back(q);
+                s.extra_mut().queue.push_back(q);
             }
             ShardStats::add(&io.stats().disconnected_slow_consumer, 1);
             self.disconnect(
@@ -595,8 +602,8 @@ impl Broker {
             );
             return;
         }
-        let pkid = s.next_pkid();
-        let (version, max_packet) = (s.version, s.client_max_packet);
+        let pkid = s.extra_mut().next_pkid();
+        let version = s.version;
         let view = View {
             topic: src.topic,
             props: src.props,
@@ -622,13 +629,14 @@ impl Broker {
                 let Some(s) = self.session_mut(sid) else {
                     return;
                 };
+                let e = s.extra_mut();
                 if written == Written::Sent {
-                    s.inflight.push_back(Inflight {
+                    e.inflight.push_back(Inflight {
                         pkid,
                         state: OutState::Published,
                         delivery,
                     });
-                } else if s.enqueue(delivery, max_queued) {
+                } else if e.enqueue(delivery, max_queued) {
                     // The connection is going: the message waits for the next one.
                     ShardStats::add(&io.stats().dropped_queue_full, 1);
                 }
@@ -773,10 +781,11 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        if let Some(i) = s.inflight_pos(pkid)
-            && s.inflight[i].delivery.qos == QoS::AtLeastOnce
+        if let Some(e) = s.extra_opt_mut()
+            && let Some(i) = e.inflight_pos(pkid)
+            && e.inflight[i].delivery.qos == QoS::AtLeastOnce
         {
-            s.inflight.remove(i);
+            e.inflight.remove(i);
         }
         self.drain_queue(io, sid);
     }
@@ -795,15 +804,18 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        let known = match s.inflight_pos(pkid) {
+        let Some(e) = s.extra_opt_mut() else {
+            return Self::answer_release(io, key, version, true, pkid, false);
+        };
+        let known = match e.inflight_pos(pkid) {
             Some(i) if reason.is_error() => {
                 // The client refused the message: it is done (MQTT 5 §4.3.3).
-                s.inflight.remove(i);
+                e.inflight.remove(i);
                 self.drain_queue(io, sid);
                 return;
             }
             Some(i) => {
-                s.inflight[i].state = OutState::Released;
+                e.inflight[i].state = OutState::Released;
                 true
             }
             None => false,
@@ -819,9 +831,12 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        let known = match s.inbound_qos2.iter().position(|&p| p == pkid) {
-            Some(i) => {
-                s.inbound_qos2.swap_remove(i);
+        let known = match s.extra_opt_mut().and_then(|e| {
+            let i = e.inbound_qos2.iter().position(|&p| p == pkid)?;
+            Some((e, i))
+        }) {
+            Some((e, i)) => {
+                e.inbound_qos2.swap_remove(i);
                 true
             }
             None => false,
@@ -872,10 +887,11 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        if let Some(i) = s.inflight_pos(pkid)
-            && s.inflight[i].state == OutState::Released
+        if let Some(e) = s.extra_opt_mut()
+            && let Some(i) = e.inflight_pos(pkid)
+            && e.inflight[i].state == OutState::Released
         {
-            s.inflight.remove(i);
+            e.inflight.remove(i);
         }
         self.drain_queue(io, sid);
     }
@@ -888,8 +904,10 @@ impl Broker {
             return;
         };
         let Some(conn) = s.conn else { return };
-        let (version, max_packet) = (s.version, s.client_max_packet);
-        let inflight: Vec<Inflight> = s.inflight.iter().cloned().collect();
+        let version = s.version;
+        let Some(e) = s.extra() else { return };
+        let inflight: Vec<Inflight> = e.inflight.iter().cloned().collect();
+        let max_packet = io.state(conn).map_or(u32::MAX, |c| c.max_packet());
         for i in inflight {
             match i.state {
                 OutState::Published => {
@@ -911,8 +929,8 @@ impl Broker {
                     match self.write_publish(io, conn, version, max_packet, &view, out) {
                         Written::Sent => {}
                         Written::TooLarge => {
-                            if let Some(s) = self.session_mut(sid) {
-                                s.inflight.retain(|x| x.pkid != i.pkid);
+                            if let Some(e) = self.session_mut(sid).and_then(|s| s.extra_opt_mut()) {
+                                e.inflight.retain(|x| x.pkid != i.pkid);
                             }
                         }
                         Written::NotSent => return,
@@ -943,12 +961,14 @@ impl Broker {
             if !s.window_open() {
                 return;
             }
-            let Some(q) = s.queue.pop_front() else { return };
+            let version = s.version;
+            let Some(e) = s.extra_opt_mut() else { return };
+            let Some(q) = e.queue.pop_front() else { return };
             if q.msg.is_expired(now) {
                 continue;
             }
-            let pkid = s.next_pkid();
-            let (version, max_packet) = (s.version, s.client_max_packet);
+            let pkid = e.next_pkid();
+            let max_packet = io.state(conn).map_or(u32::MAX, |c| c.max_packet());
             let m = q.msg.clone();
             let view = View {
                 topic: m.topic(),
@@ -967,15 +987,16 @@ impl Broker {
             let Some(s) = self.session_mut(sid) else {
                 return;
             };
+            let e = s.extra_mut();
             match written {
-                Written::Sent => s.inflight.push_back(Inflight {
+                Written::Sent => e.inflight.push_back(Inflight {
                     pkid,
                     state: OutState::Published,
                     delivery: q,
                 }),
                 Written::TooLarge => {}
                 Written::NotSent => {
-                    s.queue.push_front(q);
+                    e.queue.push_front(q);
                     return;
                 }
             }

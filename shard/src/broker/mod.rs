@@ -158,6 +158,11 @@ impl Client {
         self.version.unwrap_or(Version::V311)
     }
 
+    /// The largest packet the client accepts.
+    fn max_packet(&self) -> u32 {
+        self.max_packet.unwrap_or(u32::MAX)
+    }
+
     /// Whether a packet of `len` bytes may be sent to this client (MQTT-3.1.2-24).
     fn accepts(&self, len: usize) -> bool {
         self.max_packet.is_none_or(|max| len <= max as usize)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ringmq_proto::mqtt::QoS;
 
 use crate::conn::ConnKey;
-use crate::session::{Message, Session, SessionId, SubIds};
+use crate::session::{Message, MovingSession, SessionId, SubIds};
 
 /// A cross-shard message. Payloads travel as `Arc<Message>`: one allocation per
 /// published message, shared by every shard and queue that holds it.
@@ -55,7 +55,7 @@ pub enum Msg {
     Handoff {
         conn: ConnKey,
         client_id: Box<str>,
-        session: Option<Box<Session>>,
+        session: Option<Box<MovingSession>>,
         stub: Option<SessionId>,
         epoch: u64,
     },

@@ -16,8 +16,8 @@ use ringmq_proto::topic::{self, Filter};
 use super::{Broker, Msg};
 use crate::conn::ConnKey;
 use crate::io::Io;
-use crate::session::{Message, SessionId, SubIds, Subscription};
-use crate::topics::NodeValue;
+use crate::session::{Message, SessionId, SessionSubs, SubIds, SubRef, Subscription};
+use crate::topics::{NodeId, NodeValue};
 
 /// A session subscribed at a trie node.
 #[derive(Debug, Clone, Copy)]
@@ -318,10 +318,12 @@ impl Broker {
                 ));
                 continue;
             }
+            let share = matches!(parsed, Filter::Shared { .. }).then_some(filter);
+            let node = self.subs.find(parsed.filter());
             let Some(session) = self.session_mut(sid) else {
                 return;
             };
-            let existing = session.subs.iter().position(|x| &*x.filter == filter);
+            let existing = node.filter(|&n| session.subs.contains(n, share));
             if existing.is_none() && session.subs.len() >= max_subs {
                 codes.push(refuse(
                     ReasonCode::QUOTA_EXCEEDED,
@@ -329,22 +331,17 @@ impl Broker {
                 ));
                 continue;
             }
-            let sub = Subscription {
-                filter: filter.into(),
-                opts,
-                sub_id,
-            };
             let is_new = existing.is_none();
             match existing {
                 // MQTT-3.8.4-3: a subscription to the same filter replaces the old one,
                 // in place, so no message matching both is lost in between.
-                Some(i) => {
-                    session.subs[i] = sub.clone();
-                    self.update_subscription(sid, &sub);
-                }
+                Some(node) => self.update_subscription(sid, node, share, opts, sub_id),
                 None => {
-                    session.subs.push(sub.clone());
-                    self.add_subscription(sid, sub);
+                    if let Some(r) = self.add_subscription(sid, filter, opts, sub_id)
+                        && let Some(session) = self.session_mut(sid)
+                    {
+                        session.subs.push(r);
+                    }
                 }
             }
             codes.push(opts.qos as u8);
@@ -447,16 +444,20 @@ impl Broker {
         };
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in u.filters.iter() {
+            // A filter the session holds is valid and has its node in the table.
+            let found = topic::parse_filter(filter).ok().and_then(|parsed| {
+                let share = matches!(parsed, Filter::Shared { .. }).then_some(filter);
+                Some((self.subs.find(parsed.filter())?, share))
+            });
             let Some(session) = self.session_mut(sid) else {
                 return;
             };
-            let found = session.subs.iter().position(|x| &*x.filter == filter);
-            if let Some(i) = found {
-                session.subs.remove(i);
-                self.remove_subscription(sid, filter);
-                codes.push(ReasonCode::SUCCESS.0);
-            } else {
-                codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED.0);
+            match found {
+                Some((node, share)) if session.subs.remove(node, share) => {
+                    self.remove_subscription(sid, node, share);
+                    codes.push(ReasonCode::SUCCESS.0);
+                }
+                _ => codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED.0),
             }
         }
         let codes: &[u8] = if version == Version::V5 { &codes } else { &[] };
@@ -468,33 +469,35 @@ impl Broker {
         Broker::write_packet(io, key, version, &pkt);
     }
 
-    /// Puts a subscription of session `sid` in the topic table and tells other shards.
-    pub(super) fn add_subscription(&mut self, sid: SessionId, sub: Subscription) {
-        let Ok(parsed) = topic::parse_filter(&sub.filter) else {
-            return;
-        };
-        let entry = Subscriber {
-            sid,
-            opts: sub.opts,
-            sub_id: sub.sub_id,
-        };
+    /// Puts a subscription of session `sid` to `filter` (valid) in the topic table and
+    /// tells other shards. Returns what the session keeps of it.
+    pub(super) fn add_subscription(
+        &mut self,
+        sid: SessionId,
+        filter: &str,
+        opts: SubscriptionOptions,
+        sub_id: u32,
+    ) -> Option<SubRef> {
+        let parsed = topic::parse_filter(filter).ok()?;
+        let entry = Subscriber { sid, opts, sub_id };
         match parsed {
             Filter::Plain(f) => {
                 let node = self.subs.insert(f);
                 self.subs.get_mut(node).push_plain(entry);
                 let prefix = interest_prefix(f, self.config().route_depth);
                 self.advertise(prefix, None, true);
+                Some(SubRef { node, share: None })
             }
-            Filter::Shared { filter, .. } => {
-                let node = self.subs.insert(filter);
+            Filter::Shared { filter: plain, .. } => {
+                let node = self.subs.insert(plain);
                 let groups = self.subs.get_mut(node).groups_vec();
-                let share: Arc<str> = match groups.iter_mut().find(|g| *g.share == *sub.filter) {
+                let share: Arc<str> = match groups.iter_mut().find(|g| &*g.share == filter) {
                     Some(g) => {
                         g.members.push(entry);
                         g.share.clone()
                     }
                     None => {
-                        let share: Arc<str> = Arc::from(&*sub.filter);
+                        let share: Arc<str> = Arc::from(filter);
                         groups.push(ShareGroup {
                             share: share.clone(),
                             members: vec![entry],
@@ -503,54 +506,96 @@ impl Broker {
                         share
                     }
                 };
-                self.advertise(filter, Some(share), true);
+                self.advertise(plain, Some(share.clone()), true);
+                Some(SubRef {
+                    node,
+                    share: Some(share),
+                })
             }
         }
     }
 
-    /// Changes the options of a subscription already in the topic table.
-    fn update_subscription(&mut self, sid: SessionId, sub: &Subscription) {
-        let Ok(parsed) = topic::parse_filter(&sub.filter) else {
-            return;
-        };
-        let Some(node) = self.subs.find(parsed.filter()) else {
-            return;
-        };
+    /// The entry of session `sid` at `node` (in group `share`, for a shared
+    /// subscription).
+    fn subscriber_mut(
+        &mut self,
+        sid: SessionId,
+        node: NodeId,
+        share: Option<&str>,
+    ) -> Option<&mut Subscriber> {
         let v = self.subs.get_mut(node);
-        let entry = match parsed {
-            Filter::Plain(_) => v.plain_mut().iter_mut().find(|s| s.sid == sid),
-            Filter::Shared { .. } => v
+        match share {
+            None => v.plain_mut().iter_mut().find(|s| s.sid == sid),
+            Some(share) => v
                 .groups_mut()
                 .iter_mut()
-                .find(|g| *g.share == *sub.filter)
+                .find(|g| &*g.share == share)
                 .and_then(|g| g.members.iter_mut().find(|s| s.sid == sid)),
-        };
-        if let Some(e) = entry {
-            e.opts = sub.opts;
-            e.sub_id = sub.sub_id;
         }
     }
 
-    /// Takes a subscription of session `sid` out of the topic table.
-    pub(super) fn remove_subscription(&mut self, sid: SessionId, filter: &str) {
-        let Ok(parsed) = topic::parse_filter(filter) else {
-            return;
-        };
-        let plain = parsed.filter();
-        let Some(node) = self.subs.find(plain) else {
-            return;
-        };
+    /// Changes the options of a subscription already in the topic table.
+    fn update_subscription(
+        &mut self,
+        sid: SessionId,
+        node: NodeId,
+        share: Option<&str>,
+        opts: SubscriptionOptions,
+        sub_id: u32,
+    ) {
+        if let Some(e) = self.subscriber_mut(sid, node, share) {
+            e.opts = opts;
+            e.sub_id = sub_id;
+        }
+    }
+
+    /// A session's subscriptions spelled out (filter, options, identifier), for a move to
+    /// another shard.
+    pub(super) fn spell_out_subs(
+        &mut self,
+        sid: SessionId,
+        subs: &SessionSubs,
+    ) -> Vec<Subscription> {
+        let mut out = Vec::with_capacity(subs.len());
+        for r in subs.iter() {
+            let Some(e) = self
+                .subscriber_mut(sid, r.node, r.share.as_deref())
+                .copied()
+            else {
+                continue;
+            };
+            let filter = match r.share {
+                Some(share) => (*share).into(),
+                None => self.subs.path_of(r.node).into(),
+            };
+            out.push(Subscription {
+                filter,
+                opts: e.opts,
+                sub_id: e.sub_id,
+            });
+        }
+        out
+    }
+
+    /// Takes the subscription of session `sid` at `node` (in group `share`, for a shared
+    /// one) out of the topic table.
+    pub(super) fn remove_subscription(
+        &mut self,
+        sid: SessionId,
+        node: NodeId,
+        share: Option<&str>,
+    ) {
         let value = self.subs.get_mut(node);
-        let removed_share = match parsed {
-            Filter::Plain(_) => {
+        let removed_share = match share {
+            None => {
                 if !value.remove_plain(sid) {
                     return;
                 }
                 None
             }
-            Filter::Shared { .. } => {
+            Some(share) => {
                 let groups = value.groups_mut();
-                let Some(gi) = groups.iter().position(|g| &*g.share == filter) else {
+                let Some(gi) = groups.iter().position(|g| &*g.share == share) else {
                     return;
                 };
                 let g = &mut groups[gi];
@@ -562,13 +607,19 @@ impl Broker {
                 Some(share)
             }
         };
+        // Only other shards hear about interest: a single shard needs no filter here.
+        let plain = if self.shards > 1 {
+            self.subs.path_of(node)
+        } else {
+            String::new()
+        };
         self.subs.prune(node);
         match removed_share {
             None => {
-                let prefix = interest_prefix(plain, self.config().route_depth);
+                let prefix = interest_prefix(&plain, self.config().route_depth);
                 self.advertise(prefix, None, false);
             }
-            Some(share) => self.advertise(plain, Some(share), false),
+            Some(share) => self.advertise(&plain, Some(share), false),
         }
     }
 
