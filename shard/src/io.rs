@@ -477,7 +477,7 @@ impl<S: Service> Io<S> {
         let kind = self.listener_kinds[listener as usize];
         let transport = match kind {
             ListenerKind::Mqtt => Transport::Tcp,
-            ListenerKind::MqttWs | ListenerKind::Ws => Transport::WsHandshake(Vec::new()),
+            ListenerKind::MqttWs | ListenerKind::Ws => Transport::WsHandshake(Box::default()),
         };
         let index = self.conns.insert(Conn {
             gen_,

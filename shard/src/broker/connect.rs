@@ -27,7 +27,7 @@ use ringmq_proto::mqtt::{
     Version,
 };
 
-use super::{Broker, Client, Msg, OutAliases, Phase};
+use super::{Broker, Client, Msg, OutAliases, Phase, client_flag};
 use crate::conn::ConnKey;
 use crate::io::Io;
 use crate::service::CloseReason;
@@ -99,11 +99,12 @@ impl Broker {
         let version = c.version;
         let max_packet = c.properties.maximum_packet_size().unwrap_or(u32::MAX);
         if let Some(client) = io.state(key) {
-            client.version = Some(version);
-            client.max_packet = Some(max_packet);
+            client.set_flag(client_flag::V5, version == Version::V5);
+            client.max_packet = max_packet;
             // MQTT-3.1.2-29: with Request Problem Information 0, no Reason String
             // except on CONNACK and DISCONNECT.
-            client.problem_info = c.properties.request_problem_information() != Some(0);
+            let problem_info = c.properties.request_problem_information() != Some(0);
+            client.set_flag(client_flag::PROBLEM_INFO, problem_info);
         }
         if io.is_over_limit(key) {
             let why = "the server's connection limit is reached";
@@ -164,12 +165,13 @@ impl Broker {
         let Some(client) = io.state(key) else { return };
         // MQTT-3.1.2-24 (3.1.1: MQTT-3.1.2-24 too): one and a half keep alives of silence
         // end the connection.
-        client.keep_alive_ms = keep_alive as u64 * 1500;
+        client.keep_alive_s = keep_alive;
         client.phase = Phase::Claiming;
+        let extra = client.extra_mut();
         if alias_max > 0 {
-            client.out_aliases = Some(Box::new(OutAliases::new(alias_max)));
+            extra.out_aliases = Some(OutAliases::new(alias_max));
         }
-        client.pending = Some(Box::new(PendingConnect {
+        extra.pending = Some(Box::new(PendingConnect {
             client_id: client_id.clone(),
             assigned_id,
             clean_start: c.clean_start,
@@ -372,7 +374,7 @@ impl Broker {
                 // The old connection no longer speaks for the session; its end must not
                 // publish the will a second time.
                 client.session = None;
-                client.graceful = true;
+                client.set_flag(client_flag::GRACEFUL, true);
             }
             self.disconnect(
                 io,
@@ -445,7 +447,7 @@ impl Broker {
         let pending = io
             .state(conn)
             .filter(|c| c.phase == Phase::Claiming)
-            .and_then(|c| c.pending.take());
+            .and_then(|c| c.extra.as_mut()?.pending.take());
         let Some(mut p) = pending else {
             // The connection went away while its session was being found.
             self.orphaned_claim(io, client_id, handed, stub, epoch);
@@ -513,7 +515,7 @@ impl Broker {
         };
         client.phase = Phase::Connected;
         client.session = Some(sid);
-        let ka = client.keep_alive_ms;
+        let ka = client.keep_alive_ms();
         if ka > 0 {
             let at = io.now_ms() + ka;
             io.set_deadline(conn, at);
@@ -527,7 +529,12 @@ impl Broker {
         // Packets that arrived while the session was being found.
         let carried = io
             .state(conn)
-            .map(|c| std::mem::take(&mut c.carry))
+            .map(|c| {
+                let carried = c.take_carry();
+                // The CONNECT is done with: an idle connection keeps no extra state.
+                c.tidy();
+                carried
+            })
             .unwrap_or_default();
         if !carried.is_empty() {
             self.process_input(io, conn, &carried);
@@ -747,7 +754,8 @@ impl Broker {
         if let Some(c) = io.state(key) {
             // MQTT-3.14.4-3: a DISCONNECT discards the will, unless (MQTT 5) its reason
             // is 0x04 "disconnect with will message".
-            c.graceful = d.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+            let graceful = d.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+            c.set_flag(client_flag::GRACEFUL, graceful);
         }
         io.close(key, CloseReason::Normal);
     }
@@ -766,7 +774,7 @@ impl Broker {
         let will = s
             .extra_opt_mut()
             .and_then(|e| e.will.take())
-            .filter(|_| !client.graceful);
+            .filter(|_| !client.graceful());
         let persistent = s.is_persistent();
         if let Some(w) = will {
             if w.delay_s > 0 && persistent {

@@ -155,11 +155,12 @@ impl Broker {
                 );
             }
             let slot = alias as usize - 1;
-            if client.aliases.len() <= slot {
-                client.aliases.resize(slot + 1, None);
+            let aliases = &mut client.extra_mut().aliases;
+            if aliases.len() <= slot {
+                aliases.resize(slot + 1, None);
             }
             if p.topic.is_empty() {
-                match &client.aliases[slot] {
+                match &aliases[slot] {
                     Some(t) => topic_buf.push_str(t),
                     None => {
                         self.fan.topic = topic_buf;
@@ -172,7 +173,7 @@ impl Broker {
                     }
                 }
             } else {
-                client.aliases[slot] = Some(p.topic.into());
+                aliases[slot] = Some(p.topic.into());
                 topic_buf.push_str(p.topic);
             }
         } else {
@@ -673,7 +674,7 @@ impl Broker {
             }
             alias = io
                 .state(conn)
-                .and_then(|c| c.out_aliases.as_ref())
+                .and_then(|c| c.out_aliases())
                 .and_then(|a| a.lookup(m.topic));
             if let Some((a, _)) = alias {
                 Property::TopicAlias(a).write_to(props);
@@ -711,7 +712,7 @@ impl Broker {
         }
         ShardStats::add(&io.stats().messages_out, 1);
         if let Some((a, true)) = alias
-            && let Some(aliases) = io.state(conn).and_then(|c| c.out_aliases.as_mut())
+            && let Some(aliases) = io.state(conn).and_then(|c| c.out_aliases())
         {
             aliases.set(m.topic, a);
         }

@@ -129,43 +129,140 @@ enum Phase {
 
 /// The broker's state for one connection (the session is separate: it may outlive the
 /// connection or move to another shard).
-#[derive(Default)]
+///
+/// A shard may serve a million mostly idle connections, so what every connection uses
+/// is inline, and what only some do (a packet split across receives, topic aliases, the
+/// CONNECT whose session is being found) is in [`ClientExtra`], made on first use and
+/// dropped when it is no longer used.
 pub struct Client {
-    phase: Phase,
-    version: Option<Version>,
     session: Option<SessionId>,
-    keep_alive_ms: u64,
+    extra: Option<Box<ClientExtra>>,
+    /// The largest packet the client accepts (MQTT 5 Maximum Packet Size); `u32::MAX`:
+    /// no limit but the protocol's.
+    max_packet: u32,
+    /// The keep alive in seconds (0: none); the connection ends after one and a half
+    /// keep alives of silence.
+    keep_alive_s: u16,
+    phase: Phase,
+    /// [`client_flag`] bits.
+    flags: u8,
+}
+
+/// Bits of `Client::flags`.
+mod client_flag {
+    /// The client speaks MQTT 5 (else 3.1.1, also before its CONNECT is read).
+    pub const V5: u8 = 1 << 0;
+    /// The connection ended with a DISCONNECT that does not ask for the will.
+    pub const GRACEFUL: u8 = 1 << 1;
+    /// MQTT 5 Request Problem Information: Reason Strings may be sent on packets other
+    /// than CONNACK and DISCONNECT. Set from CONNECT.
+    pub const PROBLEM_INFO: u8 = 1 << 2;
+}
+
+/// What a connection holds beyond an idle one's.
+#[derive(Default)]
+struct ClientExtra {
     /// Bytes of a packet split across receives (or, while claiming, of every packet).
     carry: Vec<u8>,
     /// Topic aliases the client set (MQTT 5), index = alias − 1.
     aliases: Vec<Option<Box<str>>>,
-    /// Topic aliases the broker set towards the client (MQTT 5), when the client allows
+    /// Topic aliases the broker sets towards the client (MQTT 5), when the client allows
     /// them.
-    out_aliases: Option<Box<OutAliases>>,
-    /// The largest packet the client accepts (MQTT 5 Maximum Packet Size); `None`: no
-    /// limit but the protocol's.
-    max_packet: Option<u32>,
-    /// The connection ended with a DISCONNECT that does not ask for the will.
-    graceful: bool,
-    /// MQTT 5 Request Problem Information: whether Reason Strings may be sent on packets
-    /// other than CONNACK and DISCONNECT. Set from CONNECT.
-    problem_info: bool,
+    out_aliases: Option<OutAliases>,
     pending: Option<Box<connect::PendingConnect>>,
+}
+
+impl ClientExtra {
+    fn is_unused(&self) -> bool {
+        self.carry.capacity() == 0
+            && self.aliases.is_empty()
+            && self.out_aliases.is_none()
+            && self.pending.is_none()
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client {
+            session: None,
+            extra: None,
+            max_packet: u32::MAX,
+            keep_alive_s: 0,
+            phase: Phase::AwaitConnect,
+            flags: 0,
+        }
+    }
 }
 
 impl Client {
     fn version(&self) -> Version {
-        self.version.unwrap_or(Version::V311)
+        if self.flags & client_flag::V5 != 0 {
+            Version::V5
+        } else {
+            Version::V311
+        }
+    }
+
+    fn set_flag(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    fn graceful(&self) -> bool {
+        self.flags & client_flag::GRACEFUL != 0
+    }
+
+    fn problem_info(&self) -> bool {
+        self.flags & client_flag::PROBLEM_INFO != 0
+    }
+
+    /// The keep alive deadline's distance, in ms (0: none).
+    fn keep_alive_ms(&self) -> u64 {
+        self.keep_alive_s as u64 * 1500
     }
 
     /// The largest packet the client accepts.
     fn max_packet(&self) -> u32 {
-        self.max_packet.unwrap_or(u32::MAX)
+        self.max_packet
     }
 
     /// Whether a packet of `len` bytes may be sent to this client (MQTT-3.1.2-24).
     fn accepts(&self, len: usize) -> bool {
-        self.max_packet.is_none_or(|max| len <= max as usize)
+        len <= self.max_packet as usize
+    }
+
+    fn extra_mut(&mut self) -> &mut ClientExtra {
+        self.extra.get_or_insert_default()
+    }
+
+    fn out_aliases(&mut self) -> Option<&mut OutAliases> {
+        self.extra.as_mut()?.out_aliases.as_mut()
+    }
+
+    /// Drops the extra state once nothing is in it.
+    fn tidy(&mut self) {
+        if self.extra.as_ref().is_some_and(|e| e.is_unused()) {
+            self.extra = None;
+        }
+    }
+
+    fn take_carry(&mut self) -> Vec<u8> {
+        self.extra
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.carry))
+            .unwrap_or_default()
+    }
+
+    /// Keeps `carry` (with its capacity, so packets split again need no allocation).
+    fn put_carry(&mut self, carry: Vec<u8>) {
+        if carry.capacity() > 0 {
+            self.extra_mut().carry = carry;
+        } else {
+            self.tidy();
+        }
     }
 }
 
@@ -173,7 +270,7 @@ impl Client {
 /// `max` topics sent get an alias each, kept for the life of the connection; later
 /// topics go by name. A fixed set never re-points an alias, so a PUBLISH resent after
 /// a lost acknowledgement still means what it meant.
-pub(crate) struct OutAliases {
+struct OutAliases {
     max: u16,
     by_topic: HashMap<Box<str>, u16>,
 }
@@ -402,7 +499,7 @@ impl Broker {
         let fits = version == Version::V5
             && io
                 .state(key)
-                .is_some_and(|c| c.accepts(len) && (always || c.problem_info));
+                .is_some_and(|c| c.accepts(len) && (always || c.problem_info()));
         Self::write_packet(io, key, version, if fits { full } else { bare })
     }
 
@@ -412,14 +509,12 @@ impl Broker {
         let max = io.config().max_packet_size;
         let paused = io.is_paused(key);
         let Some(client) = io.state(key) else { return };
-        let mut carry = std::mem::take(&mut client.carry);
+        let mut carry = client.take_carry();
         if paused {
             // Back-pressure: what arrived after the pause waits here until `on_resume`
             // (at most what the kernel had already received: the receive buffers).
             carry.extend_from_slice(input);
-            if let Some(client) = io.state(key) {
-                client.carry = carry;
-            }
+            client.put_carry(carry);
             return;
         }
         if client.phase == Phase::Claiming {
@@ -435,7 +530,7 @@ impl Broker {
             }
             carry.extend_from_slice(input);
             if let Some(client) = io.state(key) {
-                client.carry = carry;
+                client.put_carry(carry);
             }
             return;
         }
@@ -509,7 +604,7 @@ impl Broker {
             carry = Vec::new();
         }
         if let Some(client) = io.state(key) {
-            client.carry = carry;
+            client.put_carry(carry);
         }
     }
 
@@ -544,7 +639,7 @@ impl Broker {
         ShardStats::add(&io.stats().packets_in, 1);
         let Some(client) = io.state(key) else { return };
         let phase = client.phase;
-        let ka = client.keep_alive_ms;
+        let ka = client.keep_alive_ms();
         if phase == Phase::Connected && ka > 0 {
             let at = io.now_ms() + ka;
             io.set_deadline(key, at);
@@ -721,10 +816,7 @@ impl Service for Broker {
     }
 
     fn on_resume(&mut self, io: &mut Io<Self>, key: ConnKey) {
-        let held = io
-            .state(key)
-            .map(|c| std::mem::take(&mut c.carry))
-            .unwrap_or_default();
+        let held = io.state(key).map(|c| c.take_carry()).unwrap_or_default();
         if !held.is_empty() {
             self.process_input(io, key, &held);
         }
@@ -746,7 +838,7 @@ impl Service for Broker {
         for key in io.open_keys() {
             if let Some(c) = io.state(key) {
                 // Wills are not published when the whole server stops.
-                c.graceful = true;
+                c.set_flag(client_flag::GRACEFUL, true);
             }
             self.disconnect(
                 io,
