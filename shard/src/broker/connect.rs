@@ -206,9 +206,10 @@ impl Broker {
         conn: ConnKey,
         clean_start: bool,
     ) {
-        let entry = self.registry.entry(client_id.clone()).or_default();
-        if entry.busy {
-            entry.waiting.push_back((claimer, conn, clean_start));
+        let key = self.registry.key(&client_id);
+        if self.registry.entry(key).busy {
+            self.registry
+                .push_waiting(key, (claimer, conn, clean_start));
             return;
         }
         self.start_claim(io, client_id, claimer, conn, clean_start);
@@ -226,9 +227,10 @@ impl Broker {
     ) {
         self.claim_epoch += 1;
         let epoch = self.claim_epoch;
-        let entry = self.registry.entry(client_id.clone()).or_default();
+        let key = self.registry.key(&client_id);
+        let entry = self.registry.entry(key);
         entry.busy = true;
-        let previous = entry.owner.replace((claimer, epoch));
+        let previous = entry.replace_owner(claimer, epoch);
         match previous {
             Some((owner, _)) if owner != claimer => self.send(
                 io,
@@ -255,19 +257,19 @@ impl Broker {
 
     /// On the home shard: the claim under `epoch` is settled; the next one may go.
     pub(super) fn on_settled(&mut self, io: &mut Io<Self>, client_id: &str) {
-        let Some(entry) = self.registry.get_mut(client_id) else {
+        let key = self.registry.key(client_id);
+        let Some(entry) = self.registry.get_mut(key) else {
             return;
         };
         // One claim at a time: this is the one in progress (its owner may already have
         // been released, if its connection went away).
         entry.busy = false;
-        match entry.waiting.pop_front() {
+        let owned = entry.owner().is_some();
+        match self.registry.pop_waiting(key) {
             Some((claimer, conn, clean_start)) => {
                 self.start_claim(io, client_id.into(), claimer, conn, clean_start)
             }
-            None if entry.owner.is_none() => {
-                self.registry.remove(client_id);
-            }
+            None if !owned => self.registry.remove(key),
             None => {}
         }
     }
@@ -275,13 +277,14 @@ impl Broker {
     /// On the home shard: forget the owner of `client_id` if it is still the one
     /// registered under `epoch`.
     pub(super) fn on_release(&mut self, client_id: &str, owner: usize, epoch: u64) {
-        let Some(entry) = self.registry.get_mut(client_id) else {
+        let key = self.registry.key(client_id);
+        let Some(entry) = self.registry.get_mut(key) else {
             return;
         };
-        if entry.owner == Some((owner, epoch)) {
-            entry.owner = None;
-            if !entry.busy && entry.waiting.is_empty() {
-                self.registry.remove(client_id);
+        if entry.owner() == Some((owner, epoch)) {
+            entry.clear_owner();
+            if !entry.busy && !self.registry.has_waiting(key) {
+                self.registry.remove(key);
             }
         }
     }
@@ -303,7 +306,7 @@ impl Broker {
         clean_start: bool,
         epoch: u64,
     ) {
-        let (session, stub) = match self.by_client.get(client_id).copied() {
+        let (session, stub) = match self.by_client.get(&self.sessions, client_id) {
             None => (None, None),
             Some(sid) => {
                 self.kick_connection(io, sid, clean_start);
@@ -350,9 +353,7 @@ impl Broker {
         // subscriptions travel spelled out.
         let subs = self.spell_out_subs(sid, &session.subs);
         session.subs.clear();
-        if self.by_client.get(&session.client_id) == Some(&sid) {
-            self.by_client.remove(&session.client_id);
-        }
+        self.by_client.remove(&session.client_id, sid);
         self.offline.retain(|&o| o != sid);
         Some(MovingSession { session, subs })
     }
@@ -401,11 +402,10 @@ impl Broker {
     /// returns it. The registry is not told.
     pub(super) fn take_session(&mut self, sid: SessionId) -> Option<Session> {
         self.session(sid)?;
+        let client_id = &self.sessions[sid.index as usize].session.client_id;
+        self.by_client.remove(client_id, sid);
         let slot = self.sessions.remove(sid.index as usize);
         let mut session = slot.session;
-        if self.by_client.get(&session.client_id) == Some(&sid) {
-            self.by_client.remove(&session.client_id);
-        }
         for sub in session.subs.iter() {
             self.remove_subscription(sid, sub.node, sub.share.as_deref());
         }
@@ -457,7 +457,7 @@ impl Broker {
         let mut existing = if from_takeover {
             None
         } else {
-            self.by_client.get(&p.client_id).copied()
+            self.by_client.get(&self.sessions, &p.client_id)
         };
         if let Some(sid) = existing {
             self.kick_connection(io, sid, p.clean_start);
@@ -601,7 +601,7 @@ impl Broker {
             }
             None => {
                 let Some(client_id) = client_id else { return };
-                match self.by_client.get(client_id).copied() {
+                match self.by_client.get(&self.sessions, client_id) {
                     // An offline session here is the one the home now points at.
                     Some(sid) => {
                         if let Some(s) = self.session_mut(sid) {
@@ -710,7 +710,7 @@ impl Broker {
     /// has marked and the stub is gone, no copy of anything can still arrive twice.
     pub(super) fn on_arrival_progress(&mut self, from: Option<usize>, client_id: &str) {
         let all = self.all_shards();
-        let Some(sid) = self.by_client.get(client_id).copied() else {
+        let Some(sid) = self.by_client.get(&self.sessions, client_id) else {
             return;
         };
         let Some(s) = self.session_mut(sid) else {

@@ -382,7 +382,7 @@ impl Broker {
     ) {
         // Gone on (or ended) meanwhile: the move after this one forwards what it holds,
         // not this.
-        let Some(sid) = self.by_client.get(client_id).copied() else {
+        let Some(sid) = self.by_client.get(&self.sessions, client_id) else {
             return;
         };
         let mut src = Src::from_arc(m, from);

@@ -16,6 +16,7 @@
 
 mod connect;
 mod fanout;
+mod ids;
 mod msg;
 mod subscribe;
 mod sys;
@@ -36,6 +37,7 @@ use crate::session::{Session, SessionId};
 use crate::stats::ShardStats;
 use crate::topics::Trie;
 
+use ids::{ClientIndex, Registry};
 pub use msg::Msg;
 use subscribe::{InterestNode, PendingSuback, RetainedNode, SubsNode};
 
@@ -301,16 +303,6 @@ impl OutAliases {
     }
 }
 
-/// What a client id's home shard knows of it: the shard that owns its session and the
-/// epoch of the claim that made it the owner (none once released), whether a claim is
-/// in progress, and the claims waiting for it.
-#[derive(Default)]
-struct HomeEntry {
-    owner: Option<(usize, u64)>,
-    busy: bool,
-    waiting: VecDeque<(usize, ConnKey, bool)>,
-}
-
 /// A session in the table, with the generation that tells its id from an earlier
 /// session's in the same slot.
 struct SessionSlot {
@@ -325,7 +317,8 @@ pub struct Broker {
     shards: usize,
     sessions: Slab<SessionSlot>,
     session_gen: u32,
-    by_client: HashMap<Box<str>, SessionId>,
+    /// Client id → its session here.
+    by_client: ClientIndex,
     /// Local subscriptions: filter → sessions.
     subs: Trie<SubsNode>,
     /// Other shards' subscriptions: filter prefix → shards.
@@ -338,10 +331,9 @@ pub struct Broker {
     /// The shard clock at the last event (ms).
     clock_ms: u64,
     retained: Trie<RetainedNode>,
-    /// Client ids whose home is this shard → the shard that owns the session.
     /// Client ids whose home is this shard: which shard owns the session, and the claims
     /// in progress.
-    registry: HashMap<Box<str>, HomeEntry>,
+    registry: Registry,
     /// The last claim epoch given out by this shard (as a home).
     claim_epoch: u64,
     /// Messages this shard sends itself (handled at the end of the turn, in order).
@@ -373,14 +365,14 @@ impl Broker {
             shards,
             sessions: Slab::new(),
             session_gen: 1,
-            by_client: HashMap::new(),
+            by_client: ClientIndex::new(),
             subs: Trie::new(),
             interest: Trie::new(),
             advertised: HashMap::new(),
             lingering: VecDeque::new(),
             clock_ms: 0,
             retained: Trie::new(),
-            registry: HashMap::new(),
+            registry: Registry::new(),
             claim_epoch: 0,
             local_inbox: VecDeque::new(),
             outbox: Vec::new(),
@@ -418,10 +410,9 @@ impl Broker {
     fn add_session(&mut self, session: Session) -> SessionId {
         let gen_ = self.session_gen;
         self.session_gen = self.session_gen.wrapping_add(1).max(1);
-        let client_id = session.client_id.clone();
         let index = self.sessions.insert(SessionSlot { gen_, session }) as u32;
         let sid = SessionId { index, gen_ };
-        self.by_client.insert(client_id, sid);
+        self.by_client.insert(&self.sessions, sid);
         sid
     }
 

@@ -1,0 +1,254 @@
+//! The two tables a shard keeps by client id, each without a copy of the id string:
+//!
+//! - [`ClientIndex`]: which session on this shard belongs to a client id. The table holds
+//!   only slots of the session table and hashes the id the session itself holds.
+//! - [`Registry`]: on a client id's home shard, which shard owns its session and under
+//!   which claim epoch (see `connect`). Its entries are keyed by a 128-bit fingerprint
+//!   of the id instead of the id.
+//!
+//! A million idle clients cost a few bytes in each table (a `u32` and a control byte per
+//! bucket, plus the registry's 32-byte entry) instead of three heap copies of every id.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+use slab::Slab;
+
+use super::SessionSlot;
+use crate::conn::ConnKey;
+use crate::session::SessionId;
+
+/// Client id → the session that holds it on this shard (stubs of sessions that moved
+/// away are not in it).
+pub(super) struct ClientIndex {
+    /// Slots of the session table; each slot's session holds the id it is found by.
+    table: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl ClientIndex {
+    pub fn new() -> ClientIndex {
+        ClientIndex {
+            table: HashTable::new(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The session of `client_id`, if one on this shard is indexed under it.
+    pub fn get(&self, sessions: &Slab<SessionSlot>, client_id: &str) -> Option<SessionId> {
+        let h = self.hasher.hash_one(client_id);
+        let index = *self.table.find(h, |&i| {
+            sessions
+                .get(i as usize)
+                .is_some_and(|s| *s.session.client_id == *client_id)
+        })?;
+        let gen_ = sessions.get(index as usize)?.gen_;
+        Some(SessionId { index, gen_ })
+    }
+
+    /// Indexes session `sid` (already in `sessions`) under its client id, in place of
+    /// any other session indexed under that id.
+    pub fn insert(&mut self, sessions: &Slab<SessionSlot>, sid: SessionId) {
+        let Some(slot) = sessions.get(sid.index as usize) else {
+            return;
+        };
+        let client_id = &*slot.session.client_id;
+        let h = self.hasher.hash_one(client_id);
+        let same_id = |&i: &u32| {
+            sessions
+                .get(i as usize)
+                .is_some_and(|s| *s.session.client_id == *client_id)
+        };
+        if let Some(i) = self.table.find_mut(h, same_id) {
+            *i = sid.index;
+            return;
+        }
+        let hasher = &self.hasher;
+        // Every indexed slot holds a session (see `remove`), so rehashing finds its id.
+        let rehash = |&i: &u32| {
+            sessions
+                .get(i as usize)
+                .map_or(0, |s| hasher.hash_one(&*s.session.client_id))
+        };
+        self.table.insert_unique(h, sid.index, rehash);
+    }
+
+    /// Removes the entry of `client_id` if it names session `sid`. Must be called before
+    /// the session leaves its slot.
+    pub fn remove(&mut self, client_id: &str, sid: SessionId) {
+        let h = self.hasher.hash_one(client_id);
+        if let Ok(e) = self.table.find_entry(h, |&i| i == sid.index) {
+            e.remove();
+        }
+    }
+}
+
+/// A client id as the registry knows it: a 128-bit keyed hash.
+///
+/// Why a hash can stand for the id: the two halves are SipHash-1-3 of the id under one
+/// random key, with different domain tags, i.e. two outputs of a keyed pseudo-random
+/// function, so distinct ids collide with probability 2^-128 per pair: among a million
+/// ids registered at once, about 10^-27 (and about 10^-21 over 10^12 ids ever seen). The
+/// key is drawn per process and never leaves it, so a client cannot pick ids that
+/// collide. Even then no session would reach the wrong client: sessions themselves are
+/// found by the id (`ClientIndex`); the two ids would only share their home shard's
+/// record of where the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct IdKey([u64; 2]);
+
+/// What a client id's home shard knows of it: the shard that owns its session and the
+/// epoch of the claim that made it the owner (none once released), and whether a claim
+/// is in progress.
+pub(super) struct HomeEntry {
+    key: IdKey,
+    /// The owner's claim epoch; 0: no owner (epochs start at 1).
+    epoch: u64,
+    shard: u32,
+    pub busy: bool,
+}
+
+impl HomeEntry {
+    pub fn owner(&self) -> Option<(usize, u64)> {
+        (self.epoch != 0).then_some((self.shard as usize, self.epoch))
+    }
+
+    /// Records a new owner; returns the previous one.
+    pub fn replace_owner(&mut self, shard: usize, epoch: u64) -> Option<(usize, u64)> {
+        debug_assert!(epoch != 0, "claim epochs start at 1");
+        let previous = self.owner();
+        self.shard = shard as u32;
+        self.epoch = epoch;
+        previous
+    }
+
+    pub fn clear_owner(&mut self) {
+        self.epoch = 0;
+    }
+}
+
+/// A claim waiting for the one in progress: (claiming shard, its connection, clean start).
+pub(super) type WaitingClaim = (usize, ConnKey, bool);
+
+/// The client ids whose home is this shard.
+pub(super) struct Registry {
+    hasher: RandomState,
+    entries: Slab<HomeEntry>,
+    /// Slots of `entries`, hashed by their key (already a hash: its first half).
+    table: HashTable<u32>,
+    /// Claims waiting, per id (rare: only while one id is claimed twice at once).
+    waiting: HashMap<IdKey, VecDeque<WaitingClaim>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry {
+            hasher: RandomState::new(),
+            entries: Slab::new(),
+            table: HashTable::new(),
+            waiting: HashMap::new(),
+        }
+    }
+
+    pub fn key(&self, client_id: &str) -> IdKey {
+        IdKey([
+            self.hasher.hash_one((1u8, client_id)),
+            self.hasher.hash_one((2u8, client_id)),
+        ])
+    }
+
+    fn slot(&self, key: IdKey) -> Option<u32> {
+        let entries = &self.entries;
+        self.table
+            .find(key.0[0], |&i| entries[i as usize].key == key)
+            .copied()
+    }
+
+    pub fn get_mut(&mut self, key: IdKey) -> Option<&mut HomeEntry> {
+        let slot = self.slot(key)?;
+        self.entries.get_mut(slot as usize)
+    }
+
+    /// The entry of `key`, made (no owner, not busy) if there is none.
+    pub fn entry(&mut self, key: IdKey) -> &mut HomeEntry {
+        let slot = match self.slot(key) {
+            Some(slot) => slot,
+            None => {
+                let slot = self.entries.insert(HomeEntry {
+                    key,
+                    epoch: 0,
+                    shard: 0,
+                    busy: false,
+                }) as u32;
+                let entries = &self.entries;
+                self.table
+                    .insert_unique(key.0[0], slot, |&i| entries[i as usize].key.0[0]);
+                slot
+            }
+        };
+        &mut self.entries[slot as usize]
+    }
+
+    pub fn remove(&mut self, key: IdKey) {
+        let entries = &self.entries;
+        if let Ok(e) = self
+            .table
+            .find_entry(key.0[0], |&i| entries[i as usize].key == key)
+        {
+            let (slot, _) = e.remove();
+            self.entries.remove(slot as usize);
+        }
+    }
+
+    pub fn push_waiting(&mut self, key: IdKey, claim: WaitingClaim) {
+        self.waiting.entry(key).or_default().push_back(claim);
+    }
+
+    pub fn pop_waiting(&mut self, key: IdKey) -> Option<WaitingClaim> {
+        let queue = self.waiting.get_mut(&key)?;
+        let claim = queue.pop_front();
+        if queue.is_empty() {
+            self.waiting.remove(&key);
+        }
+        claim
+    }
+
+    pub fn has_waiting(&self, key: IdKey) -> bool {
+        self.waiting.contains_key(&key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_entries_by_fingerprint() {
+        let mut r = Registry::new();
+        let (a, b) = (r.key("client-a"), r.key("client-b"));
+        assert_ne!(a, b);
+        assert_eq!(a, r.key("client-a"), "the same id, the same key");
+        assert!(r.get_mut(a).is_none());
+        assert_eq!(r.entry(a).replace_owner(3, 7), None);
+        assert_eq!(r.entry(a).owner(), Some((3, 7)));
+        assert!(r.get_mut(b).is_none());
+        for i in 0..1000 {
+            let k = r.key(&format!("c{i}"));
+            r.entry(k).replace_owner(1, i + 1);
+        }
+        assert_eq!(r.get_mut(a).unwrap().replace_owner(4, 8), Some((3, 7)));
+        r.get_mut(a).unwrap().clear_owner();
+        assert_eq!(r.get_mut(a).unwrap().owner(), None);
+        r.remove(a);
+        assert!(r.get_mut(a).is_none());
+        assert_eq!(r.get_mut(r.key("c999")).unwrap().owner(), Some((1, 1000)));
+        assert_eq!(std::mem::size_of::<HomeEntry>(), 32);
+
+        r.push_waiting(b, (1, ConnKey { index: 1, gen_: 1 }, true));
+        r.push_waiting(b, (2, ConnKey { index: 2, gen_: 1 }, false));
+        assert!(r.has_waiting(b));
+        assert_eq!(r.pop_waiting(b).map(|w| w.0), Some(1));
+        assert_eq!(r.pop_waiting(b).map(|w| w.0), Some(2));
+        assert!(!r.has_waiting(b) && r.pop_waiting(b).is_none());
+    }
+}
