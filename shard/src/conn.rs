@@ -7,27 +7,31 @@
 //! only while bytes are processed) and no send buffer (one is borrowed from a pool while
 //! bytes are queued or in flight).
 
+use std::num::NonZeroU32;
+
 use ringmq_proto::ws;
 
 /// Names a connection: its slab index and the generation of that slab entry, so a
-/// completion or a timer for a closed connection never reaches its successor.
+/// completion or a timer for a closed connection never reaches its successor. The
+/// generation is never 0, so an `Option<ConnKey>` is 8 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnKey {
     pub index: u32,
-    pub gen_: u32,
+    pub gen_: NonZeroU32,
 }
 
 impl ConnKey {
     /// Packs the key into a timer-wheel key.
     pub fn to_u64(self) -> u64 {
-        ((self.gen_ as u64) << 32) | self.index as u64
+        ((self.gen_.get() as u64) << 32) | self.index as u64
     }
 
-    pub fn from_u64(v: u64) -> ConnKey {
-        ConnKey {
+    /// The key `to_u64` packed (`None` for a value it never gives).
+    pub fn from_u64(v: u64) -> Option<ConnKey> {
+        Some(ConnKey {
             index: v as u32,
-            gen_: (v >> 32) as u32,
-        }
+            gen_: NonZeroU32::new((v >> 32) as u32)?,
+        })
     }
 }
 
@@ -115,7 +119,7 @@ impl OutBuf {
 
 /// One connection in a shard's slab.
 pub struct Conn<T> {
-    pub gen_: u32,
+    pub gen_: NonZeroU32,
     /// The connection's direct descriptor: its slot in the ring's fixed-file table.
     pub slot: u32,
     pub flags: u32,
@@ -157,9 +161,10 @@ mod tests {
     fn conn_key_packs_into_u64() {
         let k = ConnKey {
             index: 7,
-            gen_: 0xabcdef,
+            gen_: NonZeroU32::new(0xabcdef).unwrap(),
         };
-        assert_eq!(ConnKey::from_u64(k.to_u64()), k);
+        assert_eq!(ConnKey::from_u64(k.to_u64()), Some(k));
+        assert_eq!(ConnKey::from_u64(7), None);
     }
 
     #[test]

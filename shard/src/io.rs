@@ -2,6 +2,7 @@
 //! other shards. `Io` owns the ring, the connection slab, the timer wheel and the mesh
 //! ends; the runtime (`runtime.rs`) drives it from completions.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,7 +44,7 @@ pub struct Io<S: Service> {
     /// pooled box is reused without allocating.
     #[allow(clippy::vec_box)]
     outbuf_pool: Vec<Box<OutBuf>>,
-    next_gen: u32,
+    next_gen: NonZeroU32,
     pub(crate) shutting_down: bool,
     pub(crate) hists: Recorder,
     /// PUBLISH packets handled this turn (for the publish-to-delivery histogram).
@@ -83,7 +84,7 @@ impl<S: Service> Io<S> {
             closed_list: Vec::new(),
             recv_list: Vec::new(),
             outbuf_pool: Vec::new(),
-            next_gen: 1,
+            next_gen: NonZeroU32::MIN,
             shutting_down: false,
             hists,
             publishes_this_turn: 0,
@@ -470,10 +471,7 @@ impl<S: Service> Io<S> {
 
     pub(crate) fn new_conn(&mut self, slot: u32, listener: u8, state: S::ConnState) -> ConnKey {
         let gen_ = self.next_gen;
-        self.next_gen = (self.next_gen + 1) & GEN_MASK;
-        if self.next_gen == 0 {
-            self.next_gen = 1;
-        }
+        self.next_gen = NonZeroU32::new((gen_.get() + 1) & GEN_MASK).unwrap_or(NonZeroU32::MIN);
         let kind = self.listener_kinds[listener as usize];
         let transport = match kind {
             ListenerKind::Mqtt => Transport::Tcp,
@@ -495,7 +493,7 @@ impl<S: Service> Io<S> {
 
     pub(crate) fn key_of(&self, token: Token) -> Option<ConnKey> {
         let c = self.conns.get(token.index as usize)?;
-        (c.gen_ & GEN_MASK == token.gen_).then_some(ConnKey {
+        (c.gen_.get() & GEN_MASK == token.gen_).then_some(ConnKey {
             index: token.index,
             gen_: c.gen_,
         })
@@ -519,7 +517,7 @@ impl<S: Service> Io<S> {
         c.clear(flag::NEEDS_RECV);
         let e = opcode::RecvMulti::new(types::Fixed(c.slot), group)
             .build()
-            .user_data(Token::new(Op::Recv, key.index, key.gen_).encode());
+            .user_data(Token::new(Op::Recv, key.index, key.gen_.get()).encode());
         self.ring.push(e);
     }
 
@@ -564,7 +562,7 @@ impl<S: Service> Io<S> {
         let e = opcode::Send::new(types::Fixed(slot), pending.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
-            .user_data(Token::new(Op::Send, key.index, key.gen_).encode());
+            .user_data(Token::new(Op::Send, key.index, key.gen_.get()).encode());
         c.set(flag::SEND_INFLIGHT);
         self.ring.push(e);
     }
@@ -636,7 +634,7 @@ impl<S: Service> Io<S> {
             c.set(flag::SHUTDOWN_SENT);
             let e = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR)
                 .build()
-                .user_data(Token::new(Op::Shutdown, key.index, key.gen_).encode());
+                .user_data(Token::new(Op::Shutdown, key.index, key.gen_.get()).encode());
             self.ring.push(e);
             return;
         }
@@ -654,10 +652,10 @@ impl<S: Service> Io<S> {
     }
 
     pub(crate) fn cancel_recv(&mut self, key: ConnKey) {
-        let target = Token::new(Op::Recv, key.index, key.gen_).encode();
+        let target = Token::new(Op::Recv, key.index, key.gen_.get()).encode();
         let e = opcode::AsyncCancel::new(target)
             .build()
-            .user_data(Token::new(Op::Cancel, key.index, key.gen_).encode());
+            .user_data(Token::new(Op::Cancel, key.index, key.gen_.get()).encode());
         self.ring.push(e);
     }
 
@@ -666,7 +664,7 @@ impl<S: Service> Io<S> {
         c.set(flag::CLOSE_SENT);
         let e = opcode::Close::new(types::Fixed(c.slot))
             .build()
-            .user_data(Token::new(Op::Close, key.index, key.gen_).encode());
+            .user_data(Token::new(Op::Close, key.index, key.gen_.get()).encode());
         self.ring.push(e);
     }
 
@@ -709,7 +707,7 @@ impl<S: Service> Io<S> {
             let slot = c.slot;
             let e = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
                 .build()
-                .user_data(Token::new(Op::Cancel, key.index, key.gen_).encode());
+                .user_data(Token::new(Op::Cancel, key.index, key.gen_.get()).encode());
             self.ring.push(e);
             return;
         }

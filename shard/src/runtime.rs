@@ -711,7 +711,9 @@ impl<S: Service> Shard<S> {
         fired.clear();
         self.io.timers.advance_into(now, &mut fired);
         for &k in &fired {
-            let key = ConnKey::from_u64(k);
+            let Some(key) = ConnKey::from_u64(k) else {
+                continue;
+            };
             let Some(conn) = self.io.conn_raw(key) else {
                 continue;
             };

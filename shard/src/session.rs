@@ -20,11 +20,13 @@ use ringmq_proto::mqtt::{QoS, SubscriptionOptions, Version};
 use crate::conn::ConnKey;
 use crate::topics::NodeId;
 
-/// Names a session in its shard's session table.
+/// Names a session in its shard's session table: its slot and the slot's generation,
+/// which tells it from an earlier session in the same slot. The generation is never 0,
+/// so an `Option<SessionId>` is 8 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId {
     pub index: u32,
-    pub gen_: u32,
+    pub gen_: NonZeroU32,
 }
 
 /// A published message as the broker keeps it: topic, forwarded MQTT 5 properties and
@@ -172,85 +174,6 @@ pub struct SubRef {
     pub share: Option<Arc<str>>,
 }
 
-/// The subscriptions of a session. Most sessions hold one plain subscription (a topic
-/// per client): its node id is kept inline (4 bytes, no allocation); the others go to
-/// `more`, on the heap.
-#[derive(Debug, Clone, Default)]
-pub struct SessionSubs {
-    /// The node of one plain subscription. The root (node 0, the empty filter) never
-    /// holds a subscription, so 0 can mean none.
-    first: Option<NonZeroU32>,
-    /// Boxed: 8 bytes in every session rather than a `Vec`'s 24.
-    #[allow(clippy::box_collection)]
-    more: Option<Box<Vec<SubRef>>>,
-}
-
-impl SessionSubs {
-    pub fn len(&self) -> usize {
-        self.first.is_some() as usize + self.more.as_ref().map_or(0, |m| m.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = SubRef> + '_ {
-        let first = self.first.map(|n| SubRef {
-            node: n.get(),
-            share: None,
-        });
-        let more = self.more.iter().flat_map(|m| m.iter().cloned());
-        first.into_iter().chain(more)
-    }
-
-    /// Whether the session is subscribed at `node` (in group `share`, for a shared one).
-    pub fn contains(&self, node: NodeId, share: Option<&str>) -> bool {
-        let first = share.is_none() && self.first.is_some_and(|n| n.get() == node);
-        first
-            || self.more.as_ref().is_some_and(|m| {
-                m.iter()
-                    .any(|r| r.node == node && r.share.as_deref() == share)
-            })
-    }
-
-    pub fn push(&mut self, sub: SubRef) {
-        if self.first.is_none()
-            && sub.share.is_none()
-            && let Some(n) = NonZeroU32::new(sub.node)
-        {
-            self.first = Some(n);
-            return;
-        }
-        self.more.get_or_insert_default().push(sub);
-    }
-
-    /// Removes the subscription at `node` (in group `share`); whether there was one.
-    pub fn remove(&mut self, node: NodeId, share: Option<&str>) -> bool {
-        if share.is_none() && self.first.is_some_and(|n| n.get() == node) {
-            self.first = None;
-            return true;
-        }
-        let Some(more) = self.more.as_mut() else {
-            return false;
-        };
-        let Some(i) = more
-            .iter()
-            .position(|r| r.node == node && r.share.as_deref() == share)
-        else {
-            return false;
-        };
-        more.swap_remove(i);
-        if more.is_empty() {
-            self.more = None;
-        }
-        true
-    }
-
-    pub fn clear(&mut self) {
-        *self = SessionSubs::default();
-    }
-}
-
 /// A will message, published when the connection ends without a DISCONNECT.
 #[derive(Debug)]
 pub struct WillMsg {
@@ -317,6 +240,9 @@ impl Arrival {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Box<str>,
+    /// The generation of the slot holding the session in its shard's table (see
+    /// [`SessionId`]), set when the session is put there.
+    pub gen_: NonZeroU32,
     /// The claim under which the client id's home shard registered this session; its
     /// release names it, so a late release cannot unregister a newer claim.
     pub epoch: u64,
@@ -328,7 +254,10 @@ pub struct Session {
     /// How many QoS 1/2 deliveries may be in flight to the connected client.
     pub send_window: u16,
     pub version: Version,
-    pub subs: SessionSubs,
+    /// The node of one plain subscription, inline: most sessions hold exactly one (a
+    /// topic per client). The others are in `SessionExtra::more_subs`. The root (node 0,
+    /// the empty filter) never holds a subscription, so 0 can mean none.
+    first_sub: Option<NonZeroU32>,
     extra: Option<Box<SessionExtra>>,
 }
 
@@ -353,6 +282,8 @@ pub struct SessionExtra {
     pub fenced: u128,
     /// The session arrived from another shard that may still forward to it.
     pub arrival: Option<Box<Arrival>>,
+    /// Subscriptions beyond `Session::first_sub`.
+    more_subs: Vec<SubRef>,
 }
 
 impl SessionExtra {
@@ -400,12 +331,13 @@ impl Session {
     pub fn new(client_id: Box<str>, version: Version) -> Session {
         Session {
             client_id,
+            gen_: NonZeroU32::MIN,
             epoch: 0,
             conn: None,
             expiry_interval: 0,
             send_window: u16::MAX,
             version,
-            subs: SessionSubs::default(),
+            first_sub: None,
             extra: None,
         }
     }
@@ -449,6 +381,85 @@ impl Session {
     /// Deliveries waiting in the queue.
     pub fn queue_len(&self) -> usize {
         self.extra().map_or(0, |e| e.queue.len())
+    }
+
+    /// How many subscriptions the session holds.
+    pub fn subs_len(&self) -> usize {
+        self.first_sub.is_some() as usize + self.extra().map_or(0, |e| e.more_subs.len())
+    }
+
+    /// The session's subscriptions.
+    pub fn subs(&self) -> impl Iterator<Item = SubRef> + '_ {
+        let first = self.first_sub.map(|n| SubRef {
+            node: n.get(),
+            share: None,
+        });
+        let more = self
+            .extra()
+            .into_iter()
+            .flat_map(|e| e.more_subs.iter().cloned());
+        first.into_iter().chain(more)
+    }
+
+    /// Whether the session is subscribed at `node` (in group `share`, for a shared one).
+    pub fn has_sub(&self, node: NodeId, share: Option<&str>) -> bool {
+        let first = share.is_none() && self.first_sub.is_some_and(|n| n.get() == node);
+        first
+            || self.extra().is_some_and(|e| {
+                e.more_subs
+                    .iter()
+                    .any(|r| r.node == node && r.share.as_deref() == share)
+            })
+    }
+
+    pub fn add_sub(&mut self, sub: SubRef) {
+        if self.first_sub.is_none()
+            && sub.share.is_none()
+            && let Some(n) = NonZeroU32::new(sub.node)
+        {
+            self.first_sub = Some(n);
+            return;
+        }
+        self.extra_mut().more_subs.push(sub);
+    }
+
+    /// Removes the subscription at `node` (in group `share`); whether there was one.
+    pub fn remove_sub(&mut self, node: NodeId, share: Option<&str>) -> bool {
+        if share.is_none() && self.first_sub.is_some_and(|n| n.get() == node) {
+            self.first_sub = None;
+            return true;
+        }
+        let Some(more) = self.extra_opt_mut().map(|e| &mut e.more_subs) else {
+            return false;
+        };
+        let Some(i) = more
+            .iter()
+            .position(|r| r.node == node && r.share.as_deref() == share)
+        else {
+            return false;
+        };
+        more.swap_remove(i);
+        true
+    }
+
+    /// Takes every subscription out of the session.
+    pub fn take_subs(&mut self) -> Vec<SubRef> {
+        let subs = self.subs().collect();
+        self.first_sub = None;
+        if let Some(e) = self.extra_opt_mut() {
+            e.more_subs = Vec::new();
+        }
+        subs
+    }
+
+    /// Gives `other` the same subscriptions (on the same shard).
+    pub fn copy_subs_to(&self, other: &mut Session) {
+        other.first_sub = self.first_sub;
+        if let Some(e) = self.extra()
+            && !e.more_subs.is_empty()
+        {
+            other.extra_mut().more_subs = e.more_subs.clone();
+        }
     }
 }
 
@@ -520,33 +531,41 @@ mod tests {
 
     #[test]
     fn one_plain_subscription_is_inline() {
-        let mut subs = SessionSubs::default();
+        let mut s = Session::new("c".into(), Version::V5);
         let share: Arc<str> = "$share/g/a".into();
-        subs.push(SubRef {
+        s.add_sub(SubRef {
             node: 7,
             share: None,
         });
         assert!(
-            subs.more.is_none(),
+            s.extra().is_none(),
             "no allocation for one plain subscription"
         );
-        subs.push(SubRef {
+        s.add_sub(SubRef {
             node: 7,
             share: Some(share.clone()),
         });
-        subs.push(SubRef {
+        s.add_sub(SubRef {
             node: 9,
             share: None,
         });
-        assert_eq!(subs.len(), 3);
-        assert!(subs.contains(7, None) && subs.contains(7, Some("$share/g/a")));
-        assert!(!subs.contains(9, Some("$share/g/a")) && !subs.contains(8, None));
-        assert!(subs.remove(7, None));
-        assert!(!subs.remove(7, None));
-        assert!(subs.remove(7, Some("$share/g/a")));
-        assert_eq!(subs.iter().map(|r| r.node).collect::<Vec<_>>(), vec![9]);
-        assert!(subs.remove(9, None));
-        assert!(subs.is_empty() && subs.more.is_none());
+        assert_eq!(s.subs_len(), 3);
+        assert!(s.has_sub(7, None) && s.has_sub(7, Some("$share/g/a")));
+        assert!(!s.has_sub(9, Some("$share/g/a")) && !s.has_sub(8, None));
+        let mut stub = Session::new("c".into(), Version::V5);
+        s.copy_subs_to(&mut stub);
+        assert_eq!(
+            stub.subs().collect::<Vec<_>>(),
+            s.subs().collect::<Vec<_>>()
+        );
+        assert!(s.remove_sub(7, None));
+        assert!(!s.remove_sub(7, None));
+        assert!(s.remove_sub(7, Some("$share/g/a")));
+        assert_eq!(s.subs().map(|r| r.node).collect::<Vec<_>>(), vec![9]);
+        assert!(s.remove_sub(9, None));
+        assert_eq!(s.subs_len(), 0);
+        assert_eq!(stub.take_subs().len(), 3);
+        assert_eq!(stub.subs_len(), 0);
     }
 
     #[test]

@@ -341,7 +341,9 @@ impl Broker {
     fn leave_stub(&mut self, sid: SessionId, to: usize) -> Option<MovingSession> {
         let s = self.session_mut(sid)?;
         let mut stub = Session::new(s.client_id.clone(), s.version);
-        stub.subs = s.subs.clone();
+        // The stub keeps the slot, and its id.
+        stub.gen_ = s.gen_;
+        s.copy_subs_to(&mut stub);
         stub.extra_mut().moved_to = Some(to);
         let mut session = std::mem::replace(s, stub);
         // A session moving on again before its last move settled gives up deduplicating
@@ -351,8 +353,8 @@ impl Broker {
         }
         // The other shard's topic table numbers its nodes differently: the
         // subscriptions travel spelled out.
-        let subs = self.spell_out_subs(sid, &session.subs);
-        session.subs.clear();
+        let refs = session.take_subs();
+        let subs = self.spell_out_subs(sid, &refs);
         self.by_client.remove(&session.client_id, sid);
         self.offline.retain(|&o| o != sid);
         Some(MovingSession { session, subs })
@@ -402,14 +404,12 @@ impl Broker {
     /// returns it. The registry is not told.
     pub(super) fn take_session(&mut self, sid: SessionId) -> Option<Session> {
         self.session(sid)?;
-        let client_id = &self.sessions[sid.index as usize].session.client_id;
+        let client_id = &self.sessions[sid.index as usize].client_id;
         self.by_client.remove(client_id, sid);
-        let slot = self.sessions.remove(sid.index as usize);
-        let mut session = slot.session;
-        for sub in session.subs.iter() {
+        let mut session = self.sessions.remove(sid.index as usize);
+        for sub in session.take_subs() {
             self.remove_subscription(sid, sub.node, sub.share.as_deref());
         }
-        session.subs.clear();
         self.offline.retain(|&o| o != sid);
         Some(session)
     }
@@ -638,7 +638,7 @@ impl Broker {
             subs,
         } = moving;
         s.conn = None;
-        s.subs.clear();
+        s.take_subs();
         if let Some(e) = s.extra_opt_mut() {
             e.moved_to = None;
             e.fenced = 0;
@@ -657,7 +657,7 @@ impl Broker {
                 continue;
             };
             if let Some(s) = self.session_mut(sid) {
-                s.subs.push(r);
+                s.add_sub(r);
             }
         }
         if let Some((old, stub)) = stub {

@@ -419,7 +419,7 @@ impl Broker {
             let connected = self
                 .sessions
                 .get(m.sid.index as usize)
-                .is_some_and(|s| s.gen_ == m.sid.gen_ && s.session.conn.is_some());
+                .is_some_and(|s| s.gen_ == m.sid.gen_ && s.conn.is_some());
             if connected {
                 chosen = m;
                 break;
@@ -1052,7 +1052,10 @@ mod tests {
 
     fn t(index: u32, qos: QoS, id: u32) -> Target {
         Target {
-            sid: SessionId { index, gen_: 1 },
+            sid: SessionId {
+                index,
+                gen_: std::num::NonZeroU32::MIN,
+            },
             qos,
             retain_as_published: false,
             sub_ids: SubIds::one(id),

@@ -15,9 +15,8 @@ use std::hash::{BuildHasher, RandomState};
 use hashbrown::HashTable;
 use slab::Slab;
 
-use super::SessionSlot;
 use crate::conn::ConnKey;
-use crate::session::SessionId;
+use crate::session::{Session, SessionId};
 
 /// Client id → the session that holds it on this shard (stubs of sessions that moved
 /// away are not in it).
@@ -36,12 +35,12 @@ impl ClientIndex {
     }
 
     /// The session of `client_id`, if one on this shard is indexed under it.
-    pub fn get(&self, sessions: &Slab<SessionSlot>, client_id: &str) -> Option<SessionId> {
+    pub fn get(&self, sessions: &Slab<Session>, client_id: &str) -> Option<SessionId> {
         let h = self.hasher.hash_one(client_id);
         let index = *self.table.find(h, |&i| {
             sessions
                 .get(i as usize)
-                .is_some_and(|s| *s.session.client_id == *client_id)
+                .is_some_and(|s| *s.client_id == *client_id)
         })?;
         let gen_ = sessions.get(index as usize)?.gen_;
         Some(SessionId { index, gen_ })
@@ -49,16 +48,16 @@ impl ClientIndex {
 
     /// Indexes session `sid` (already in `sessions`) under its client id, in place of
     /// any other session indexed under that id.
-    pub fn insert(&mut self, sessions: &Slab<SessionSlot>, sid: SessionId) {
+    pub fn insert(&mut self, sessions: &Slab<Session>, sid: SessionId) {
         let Some(slot) = sessions.get(sid.index as usize) else {
             return;
         };
-        let client_id = &*slot.session.client_id;
+        let client_id = &*slot.client_id;
         let h = self.hasher.hash_one(client_id);
         let same_id = |&i: &u32| {
             sessions
                 .get(i as usize)
-                .is_some_and(|s| *s.session.client_id == *client_id)
+                .is_some_and(|s| *s.client_id == *client_id)
         };
         if let Some(i) = self.table.find_mut(h, same_id) {
             *i = sid.index;
@@ -69,7 +68,7 @@ impl ClientIndex {
         let rehash = |&i: &u32| {
             sessions
                 .get(i as usize)
-                .map_or(0, |s| hasher.hash_one(&*s.session.client_id))
+                .map_or(0, |s| hasher.hash_one(&*s.client_id))
         };
         self.table.insert_unique(h, sid.index, rehash);
     }
@@ -244,8 +243,12 @@ mod tests {
         assert_eq!(r.get_mut(r.key("c999")).unwrap().owner(), Some((1, 1000)));
         assert_eq!(std::mem::size_of::<HomeEntry>(), 32);
 
-        r.push_waiting(b, (1, ConnKey { index: 1, gen_: 1 }, true));
-        r.push_waiting(b, (2, ConnKey { index: 2, gen_: 1 }, false));
+        let conn = |index| ConnKey {
+            index,
+            gen_: std::num::NonZeroU32::MIN,
+        };
+        r.push_waiting(b, (1, conn(1), true));
+        r.push_waiting(b, (2, conn(2), false));
         assert!(r.has_waiting(b));
         assert_eq!(r.pop_waiting(b).map(|w| w.0), Some(1));
         assert_eq!(r.pop_waiting(b).map(|w| w.0), Some(2));

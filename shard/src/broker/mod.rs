@@ -22,6 +22,7 @@ mod subscribe;
 mod sys;
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -303,20 +304,14 @@ impl OutAliases {
     }
 }
 
-/// A session in the table, with the generation that tells its id from an earlier
-/// session's in the same slot.
-struct SessionSlot {
-    gen_: u32,
-    session: Session,
-}
-
 /// The MQTT broker of one shard.
 pub struct Broker {
     shared: Arc<Shared>,
     id: usize,
     shards: usize,
-    sessions: Slab<SessionSlot>,
-    session_gen: u32,
+    /// Sessions, each with the generation of its slot (`Session::gen_`).
+    sessions: Slab<Session>,
+    session_gen: NonZeroU32,
     /// Client id → its session here.
     by_client: ClientIndex,
     /// Local subscriptions: filter → sessions.
@@ -364,7 +359,7 @@ impl Broker {
             id: shard_id,
             shards,
             sessions: Slab::new(),
-            session_gen: 1,
+            session_gen: NonZeroU32::MIN,
             by_client: ClientIndex::new(),
             subs: Trie::new(),
             interest: Trie::new(),
@@ -396,21 +391,20 @@ impl Broker {
         self.sessions
             .get(sid.index as usize)
             .filter(|s| s.gen_ == sid.gen_)
-            .map(|s| &s.session)
     }
 
     fn session_mut(&mut self, sid: SessionId) -> Option<&mut Session> {
         self.sessions
             .get_mut(sid.index as usize)
             .filter(|s| s.gen_ == sid.gen_)
-            .map(|s| &mut s.session)
     }
 
     /// Puts a session in the table and the client-id index.
-    fn add_session(&mut self, session: Session) -> SessionId {
+    fn add_session(&mut self, mut session: Session) -> SessionId {
         let gen_ = self.session_gen;
-        self.session_gen = self.session_gen.wrapping_add(1).max(1);
-        let index = self.sessions.insert(SessionSlot { gen_, session }) as u32;
+        self.session_gen = gen_.checked_add(1).unwrap_or(NonZeroU32::MIN);
+        session.gen_ = gen_;
+        let index = self.sessions.insert(session) as u32;
         let sid = SessionId { index, gen_ };
         self.by_client.insert(&self.sessions, sid);
         sid

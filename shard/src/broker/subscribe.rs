@@ -16,7 +16,7 @@ use ringmq_proto::topic::{self, Filter};
 use super::{Broker, Msg};
 use crate::conn::ConnKey;
 use crate::io::Io;
-use crate::session::{Message, SessionId, SessionSubs, SubIds, SubRef, Subscription};
+use crate::session::{Message, SessionId, SubIds, SubRef, Subscription};
 use crate::topics::{NodeId, NodeValue};
 
 /// A session subscribed at a trie node.
@@ -323,8 +323,8 @@ impl Broker {
             let Some(session) = self.session_mut(sid) else {
                 return;
             };
-            let existing = node.filter(|&n| session.subs.contains(n, share));
-            if existing.is_none() && session.subs.len() >= max_subs {
+            let existing = node.filter(|&n| session.has_sub(n, share));
+            if existing.is_none() && session.subs_len() >= max_subs {
                 codes.push(refuse(
                     ReasonCode::QUOTA_EXCEEDED,
                     "too many subscriptions in this session",
@@ -340,7 +340,7 @@ impl Broker {
                     if let Some(r) = self.add_subscription(sid, filter, opts, sub_id)
                         && let Some(session) = self.session_mut(sid)
                     {
-                        session.subs.push(r);
+                        session.add_sub(r);
                     }
                 }
             }
@@ -453,7 +453,7 @@ impl Broker {
                 return;
             };
             match found {
-                Some((node, share)) if session.subs.remove(node, share) => {
+                Some((node, share)) if session.remove_sub(node, share) => {
                     self.remove_subscription(sid, node, share);
                     codes.push(ReasonCode::SUCCESS.0);
                 }
@@ -551,21 +551,17 @@ impl Broker {
 
     /// A session's subscriptions spelled out (filter, options, identifier), for a move to
     /// another shard.
-    pub(super) fn spell_out_subs(
-        &mut self,
-        sid: SessionId,
-        subs: &SessionSubs,
-    ) -> Vec<Subscription> {
+    pub(super) fn spell_out_subs(&mut self, sid: SessionId, subs: &[SubRef]) -> Vec<Subscription> {
         let mut out = Vec::with_capacity(subs.len());
-        for r in subs.iter() {
+        for r in subs {
             let Some(e) = self
                 .subscriber_mut(sid, r.node, r.share.as_deref())
                 .copied()
             else {
                 continue;
             };
-            let filter = match r.share {
-                Some(share) => (*share).into(),
+            let filter = match &r.share {
+                Some(share) => (**share).into(),
                 None => self.subs.path_of(r.node).into(),
             };
             out.push(Subscription {
@@ -842,7 +838,10 @@ mod tests {
     #[test]
     fn a_single_subscriber_stays_inline() {
         let sub = |index| Subscriber {
-            sid: SessionId { index, gen_: 1 },
+            sid: SessionId {
+                index,
+                gen_: std::num::NonZeroU32::MIN,
+            },
             opts: SubscriptionOptions {
                 qos: ringmq_proto::mqtt::QoS::AtLeastOnce,
                 no_local: false,
@@ -858,8 +857,12 @@ mod tests {
         v.push_plain(sub(2));
         assert!(matches!(v, SubsNode::Many(_)));
         assert_eq!(v.plain().len(), 2);
-        assert!(!v.remove_plain(SessionId { index: 3, gen_: 1 }));
-        assert!(v.remove_plain(SessionId { index: 1, gen_: 1 }));
+        let sid = |index| SessionId {
+            index,
+            gen_: std::num::NonZeroU32::MIN,
+        };
+        assert!(!v.remove_plain(sid(3)));
+        assert!(v.remove_plain(sid(1)));
         assert!(
             matches!(v, SubsNode::One(s) if s.sub_id == 2),
             "back inline"
@@ -870,7 +873,7 @@ mod tests {
             next: 0,
         });
         assert_eq!((v.plain().len(), v.groups().len()), (1, 1));
-        assert!(v.remove_plain(SessionId { index: 2, gen_: 1 }));
+        assert!(v.remove_plain(sid(2)));
         assert!(!v.is_empty(), "the group is left");
         v.remove_group(0);
         assert!(v.is_empty());
