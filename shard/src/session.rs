@@ -29,6 +29,54 @@ pub struct SessionId {
     pub gen_: NonZeroU32,
 }
 
+/// A client id, inline up to 22 bytes (generated ids, serial numbers, most device ids:
+/// no allocation), longer ones on the heap; 24 bytes either way.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ClientId {
+    Inline { len: u8, bytes: [u8; 22] },
+    Heap(Box<str>),
+}
+
+impl ClientId {
+    pub fn new(id: &str) -> ClientId {
+        let mut bytes = [0u8; 22];
+        match bytes.get_mut(..id.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(id.as_bytes());
+                ClientId::Inline {
+                    len: id.len() as u8,
+                    bytes,
+                }
+            }
+            None => ClientId::Heap(id.into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Always copied from a `&str` in `new`.
+            ClientId::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+            }
+            ClientId::Heap(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for ClientId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
 /// A published message as the broker keeps it: topic, forwarded MQTT 5 properties and
 /// payload in one allocation, shared by every queue and shard that holds it.
 #[derive(Debug)]
@@ -239,7 +287,7 @@ impl Arrival {
 /// (or an idle one), and never moves.
 #[derive(Debug)]
 pub struct Session {
-    pub client_id: Box<str>,
+    pub client_id: ClientId,
     /// The generation of the slot holding the session in its shard's table (see
     /// [`SessionId`]), set when the session is put there.
     pub gen_: NonZeroU32,
@@ -328,9 +376,9 @@ pub struct MovingSession {
 }
 
 impl Session {
-    pub fn new(client_id: Box<str>, version: Version) -> Session {
+    pub fn new(client_id: &str, version: Version) -> Session {
         Session {
-            client_id,
+            client_id: ClientId::new(client_id),
             gen_: NonZeroU32::MIN,
             epoch: 0,
             conn: None,
@@ -531,7 +579,7 @@ mod tests {
 
     #[test]
     fn one_plain_subscription_is_inline() {
-        let mut s = Session::new("c".into(), Version::V5);
+        let mut s = Session::new("c", Version::V5);
         let share: Arc<str> = "$share/g/a".into();
         s.add_sub(SubRef {
             node: 7,
@@ -552,7 +600,7 @@ mod tests {
         assert_eq!(s.subs_len(), 3);
         assert!(s.has_sub(7, None) && s.has_sub(7, Some("$share/g/a")));
         assert!(!s.has_sub(9, Some("$share/g/a")) && !s.has_sub(8, None));
-        let mut stub = Session::new("c".into(), Version::V5);
+        let mut stub = Session::new("c", Version::V5);
         s.copy_subs_to(&mut stub);
         assert_eq!(
             stub.subs().collect::<Vec<_>>(),
@@ -566,6 +614,21 @@ mod tests {
         assert_eq!(s.subs_len(), 0);
         assert_eq!(stub.take_subs().len(), 3);
         assert_eq!(stub.subs_len(), 0);
+    }
+
+    #[test]
+    fn client_ids_up_to_22_bytes_are_inline() {
+        assert_eq!(std::mem::size_of::<ClientId>(), 24);
+        for id in ["", "a", "swarm-12345-14999", &"x".repeat(22), "ünïcode-id"] {
+            let c = ClientId::new(id);
+            assert!(matches!(c, ClientId::Inline { .. }), "{id}");
+            assert_eq!(&*c, id);
+        }
+        let long = "y".repeat(23);
+        let c = ClientId::new(&long);
+        assert!(matches!(c, ClientId::Heap(_)));
+        assert_eq!(&*c, long);
+        assert_ne!(ClientId::new("ab"), ClientId::new("ab\0"));
     }
 
     #[test]

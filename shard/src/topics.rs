@@ -64,8 +64,17 @@ impl Level {
     }
 }
 
-/// The children of a node (but `+` and `#`, which the node points at directly).
-enum Children {
+/// The children of an inner node. Leaves (most nodes, when every client has a topic of
+/// its own) have none, so this lives apart from the nodes.
+struct Children {
+    /// The `+` child and the `#` child, kept apart so matching finds them directly.
+    plus: NodeId,
+    hash: NodeId,
+    named: Named,
+}
+
+/// The children of a node but `+` and `#`.
+enum Named {
     /// Few children: found by comparing each child's level, no hashing.
     Few(Vec<NodeId>),
     /// Many children (a topic per device): child ids hashed by their level, which lives
@@ -73,11 +82,19 @@ enum Children {
     Many(HashTable<NodeId>),
 }
 
+impl Children {
+    fn is_empty(&self) -> bool {
+        self.plus == NONE
+            && self.hash == NONE
+            && match &self.named {
+                Named::Few(ids) => ids.is_empty(),
+                Named::Many(table) => table.is_empty(),
+            }
+    }
+}
+
 struct Node<V> {
     parent: NodeId,
-    /// The `+` child and the `#` child, kept apart so matching finds them directly.
-    plus: NodeId,
-    hash: NodeId,
     /// Index of this node's entry in `Trie::children`, or `NONE` for a leaf.
     children: u32,
     level: Level,
@@ -88,8 +105,6 @@ impl<V: NodeValue> Node<V> {
     fn new(parent: NodeId, level: &str) -> Self {
         Node {
             parent,
-            plus: NONE,
-            hash: NONE,
             children: NONE,
             level: Level::new(level),
             value: V::default(),
@@ -134,19 +149,28 @@ impl<V: NodeValue> Trie<V> {
         self.nodes.len()
     }
 
+    /// The children of `node`, if it has any.
+    fn kids(&self, node: NodeId) -> Option<&Children> {
+        match self.nodes[node as usize].children {
+            NONE => None,
+            slot => Some(&self.children[slot as usize]),
+        }
+    }
+
     fn child(&self, node: NodeId, level: &str) -> NodeId {
-        let n = &self.nodes[node as usize];
+        let Some(kids) = self.kids(node) else {
+            return NONE;
+        };
         match level {
-            "+" => n.plus,
-            "#" => n.hash,
-            _ if n.children == NONE => NONE,
-            _ => match &self.children[n.children as usize] {
-                Children::Few(ids) => ids
+            "+" => kids.plus,
+            "#" => kids.hash,
+            _ => match &kids.named {
+                Named::Few(ids) => ids
                     .iter()
                     .copied()
                     .find(|&c| self.nodes[c as usize].level.as_bytes() == level.as_bytes())
                     .unwrap_or(NONE),
-                Children::Many(table) => {
+                Named::Many(table) => {
                     let h = self.hasher.hash_one(level.as_bytes());
                     let eq =
                         |c: &NodeId| self.nodes[*c as usize].level.as_bytes() == level.as_bytes();
@@ -184,36 +208,39 @@ impl<V: NodeValue> Trie<V> {
 
     fn add_child(&mut self, parent: NodeId, level: &str) -> NodeId {
         let id = self.nodes.insert(Node::new(parent, level)) as NodeId;
+        let Trie {
+            nodes,
+            children,
+            hasher,
+            ..
+        } = self;
+        let mut slot = nodes[parent as usize].children;
+        if slot == NONE {
+            slot = children.insert(Children {
+                plus: NONE,
+                hash: NONE,
+                named: Named::Few(Vec::new()),
+            }) as u32;
+            nodes[parent as usize].children = slot;
+        }
+        let kids = &mut children[slot as usize];
         match level {
-            "+" => self.nodes[parent as usize].plus = id,
-            "#" => self.nodes[parent as usize].hash = id,
+            "+" => kids.plus = id,
+            "#" => kids.hash = id,
             _ => {
-                let Trie {
-                    nodes,
-                    children,
-                    hasher,
-                    ..
-                } = self;
-                let slot = nodes[parent as usize].children;
-                if slot == NONE {
-                    nodes[parent as usize].children =
-                        children.insert(Children::Few(vec![id])) as u32;
-                    return id;
-                }
                 let rehash = |c: &NodeId| hasher.hash_one(nodes[*c as usize].level.as_bytes());
-                let entry = &mut children[slot as usize];
-                if let Children::Few(ids) = entry
+                if let Named::Few(ids) = &kids.named
                     && ids.len() >= FEW_CHILDREN
                 {
                     let mut table = HashTable::with_capacity(ids.len() * 2);
                     for &c in ids.iter() {
                         table.insert_unique(rehash(&c), c, rehash);
                     }
-                    *entry = Children::Many(table);
+                    kids.named = Named::Many(table);
                 }
-                match entry {
-                    Children::Few(ids) => ids.push(id),
-                    Children::Many(table) => {
+                match &mut kids.named {
+                    Named::Few(ids) => ids.push(id),
+                    Named::Many(table) => {
                         table.insert_unique(hasher.hash_one(level.as_bytes()), id, rehash);
                     }
                 }
@@ -246,35 +273,32 @@ impl<V: NodeValue> Trie<V> {
     pub fn prune(&mut self, mut node: NodeId) {
         while node != ROOT {
             let n = &self.nodes[node as usize];
-            if !n.value.is_empty() || n.plus != NONE || n.hash != NONE || n.children != NONE {
+            if !n.value.is_empty() || n.children != NONE {
                 return;
             }
             let parent = n.parent;
             let removed = self.nodes.remove(node as usize);
             let level = removed.level.as_bytes();
+            let slot = self.nodes[parent as usize].children;
+            let kids = &mut self.children[slot as usize];
             if level == b"+" {
-                self.nodes[parent as usize].plus = NONE;
+                kids.plus = NONE;
             } else if level == b"#" {
-                self.nodes[parent as usize].hash = NONE;
+                kids.hash = NONE;
             } else {
-                let slot = self.nodes[parent as usize].children;
-                let now_empty = match &mut self.children[slot as usize] {
-                    Children::Few(ids) => {
-                        ids.retain(|&c| c != node);
-                        ids.is_empty()
-                    }
-                    Children::Many(table) => {
+                match &mut kids.named {
+                    Named::Few(ids) => ids.retain(|&c| c != node),
+                    Named::Many(table) => {
                         let h = self.hasher.hash_one(level);
                         if let Ok(e) = table.find_entry(h, |&c| c == node) {
                             e.remove();
                         }
-                        table.is_empty()
                     }
-                };
-                if now_empty {
-                    self.children.remove(slot as usize);
-                    self.nodes[parent as usize].children = NONE;
                 }
+            }
+            if kids.is_empty() {
+                self.children.remove(slot as usize);
+                self.nodes[parent as usize].children = NONE;
             }
             node = parent;
         }
@@ -289,15 +313,15 @@ impl<V: NodeValue> Trie<V> {
         stack.clear();
         stack.push((ROOT, 0));
         while let Some((node, depth)) = stack.pop() {
-            let n = &self.nodes[node as usize];
+            let (plus, hash) = self.kids(node).map_or((NONE, NONE), |k| (k.plus, k.hash));
             // `#` matches this level and everything below it, but not `$` topics from
             // the first level.
-            if n.hash != NONE && !(depth == 0 && dollar) {
-                visit(n.hash, &self.nodes[n.hash as usize].value);
+            if hash != NONE && !(depth == 0 && dollar) {
+                visit(hash, &self.nodes[hash as usize].value);
             }
             if depth == n_levels {
                 if node != ROOT {
-                    visit(node, &n.value);
+                    visit(node, &self.nodes[node as usize].value);
                 }
                 continue;
             }
@@ -307,8 +331,8 @@ impl<V: NodeValue> Trie<V> {
             if exact != NONE {
                 stack.push((exact, depth + 1));
             }
-            if n.plus != NONE && !(depth == 0 && dollar) {
-                stack.push((n.plus, depth + 1));
+            if plus != NONE && !(depth == 0 && dollar) {
+                stack.push((plus, depth + 1));
             }
         }
         self.stack = stack;
@@ -361,16 +385,15 @@ impl<V: NodeValue> Trie<V> {
     }
 
     fn push_children(&self, node: NodeId, skip_dollar: bool, out: &mut Vec<NodeId>) {
-        let slot = self.nodes[node as usize].children;
-        if slot == NONE {
+        let Some(kids) = self.kids(node) else {
             return;
-        }
+        };
         let keep = |c: &NodeId| {
             !(skip_dollar && self.nodes[*c as usize].level.as_bytes().starts_with(b"$"))
         };
-        match &self.children[slot as usize] {
-            Children::Few(ids) => out.extend(ids.iter().copied().filter(keep)),
-            Children::Many(table) => out.extend(table.iter().copied().filter(keep)),
+        match &kids.named {
+            Named::Few(ids) => out.extend(ids.iter().copied().filter(keep)),
+            Named::Many(table) => out.extend(table.iter().copied().filter(keep)),
         }
     }
 
@@ -494,6 +517,20 @@ mod tests {
         assert!(t.find("a").is_none());
         let n = t.insert("x/+/#");
         assert_eq!(t.path_of(n), "x/+/#");
+    }
+
+    #[test]
+    fn wildcard_children_are_pruned_with_the_rest() {
+        let filters = ["a/+", "a/#", "a/+/b", "+", "#", "a/b"];
+        let mut t = trie_with(&filters);
+        assert_eq!(matched(&mut t, "a/x"), vec!["#", "a/#", "a/+"]);
+        for f in filters {
+            let n = t.find(f).unwrap();
+            t.get_mut(n).0.clear();
+            t.prune(n);
+        }
+        assert_eq!(t.node_count(), 1);
+        assert!(t.children.is_empty(), "no child list is left behind");
     }
 
     #[test]

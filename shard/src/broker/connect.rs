@@ -340,7 +340,7 @@ impl Broker {
     /// place a stub with the same subscriptions that forwards to `to`.
     fn leave_stub(&mut self, sid: SessionId, to: usize) -> Option<MovingSession> {
         let s = self.session_mut(sid)?;
-        let mut stub = Session::new(s.client_id.clone(), s.version);
+        let mut stub = Session::new(&s.client_id, s.version);
         // The stub keeps the slot, and its id.
         stub.gen_ = s.gen_;
         s.copy_subs_to(&mut stub);
@@ -423,7 +423,7 @@ impl Broker {
                 io,
                 home,
                 Msg::Release {
-                    client_id: session.client_id,
+                    client_id: (*session.client_id).into(),
                     owner,
                     epoch: session.epoch,
                 },
@@ -477,7 +477,7 @@ impl Broker {
                     let sid = self.install_session(io, *s, stub);
                     self.take_session(sid);
                 }
-                let sid = self.add_session(Session::new(p.client_id.clone(), version));
+                let sid = self.add_session(Session::new(&p.client_id, version));
                 (sid, false)
             }
         };
@@ -643,7 +643,7 @@ impl Broker {
             e.moved_to = None;
             e.fenced = 0;
         }
-        let client_id = s.client_id.clone();
+        let client_id: Box<str> = (*s.client_id).into();
         if stub.is_some() {
             s.extra_mut().arrival = Some(Box::new(Arrival {
                 marked: 1u128 << self.id,
@@ -700,7 +700,7 @@ impl Broker {
         let e = s.extra_mut();
         e.fenced |= 1u128 << from;
         if e.fenced & all == all {
-            let client_id = s.client_id.clone();
+            let client_id = (*s.client_id).into();
             self.take_session(stub);
             self.send(io, to, Msg::StubGone { client_id });
         }

@@ -505,7 +505,7 @@ impl Broker {
             // A stub: the session lives on shard `to` now. What came from a shard that
             // has fenced reaches `to` directly.
             if e.fenced & (1u128 << src.via) == 0 {
-                let client_id = s.client_id.clone();
+                let client_id = (*s.client_id).into();
                 let msg = src.shared();
                 let fwd = Msg::Forward {
                     client_id,
