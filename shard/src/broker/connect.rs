@@ -10,6 +10,12 @@
 //! inbox. A release names its epoch, so a session ending late cannot unregister a newer
 //! claim of the same id.
 //!
+//! The home keeps no record for an id whose session it holds itself once the claim is
+//! settled (every id on a single shard, 1/N of them on N shards): its own session index
+//! says the same, the session's epoch included (`home_owner`). The session stays indexed
+//! until it ends, which sends the release that would clear such a record anyway, or until
+//! a later claim (which makes a record again) moves or replaces it.
+//!
 //! A session that moves from shard P to shard A leaves a *stub* on P: P's topic table
 //! keeps the session's subscriptions, so a publisher whose shard has not yet learnt A's
 //! interest still reaches P, and the stub forwards such deliveries to A (`Forward`).
@@ -27,6 +33,7 @@ use ringmq_proto::mqtt::{
     Version,
 };
 
+use super::ids::IdKey;
 use super::{Broker, Client, Msg, OutAliases, Phase, client_flag};
 use crate::conn::ConnKey;
 use crate::io::Io;
@@ -207,7 +214,7 @@ impl Broker {
         clean_start: bool,
     ) {
         let key = self.registry.key(&client_id);
-        if self.registry.entry(key).busy {
+        if self.registry.get(key).is_some_and(|e| e.busy) {
             self.registry
                 .push_waiting(key, (claimer, conn, clean_start));
             return;
@@ -228,9 +235,10 @@ impl Broker {
         self.claim_epoch += 1;
         let epoch = self.claim_epoch;
         let key = self.registry.key(&client_id);
+        let previous = self.home_owner(key, &client_id);
         let entry = self.registry.entry(key);
         entry.busy = true;
-        let previous = entry.replace_owner(claimer, epoch);
+        entry.set_owner(claimer, epoch);
         match previous {
             Some((owner, _)) if owner != claimer => self.send(
                 io,
@@ -264,18 +272,38 @@ impl Broker {
         // One claim at a time: this is the one in progress (its owner may already have
         // been released, if its connection went away).
         entry.busy = false;
-        let owned = entry.owner().is_some();
+        let owner = entry.owner();
         match self.registry.pop_waiting(key) {
             Some((claimer, conn, clean_start)) => {
                 self.start_claim(io, client_id.into(), claimer, conn, clean_start)
             }
-            None if !owned => self.registry.remove(key),
+            None if owner.is_none() => self.registry.remove(key),
+            // This shard holds the session, under the same epoch: the record is not needed
+            // (see `home_owner`).
+            None if owner == self.local_owner(client_id) => self.registry.remove(key),
             None => {}
         }
     }
 
+    /// On the home shard: which shard owns the session of `client_id`, registered under
+    /// which epoch. A record says so; without one, the session of the id on this shard,
+    /// under its own epoch, if there is one.
+    fn home_owner(&self, key: IdKey, client_id: &str) -> Option<(usize, u64)> {
+        match self.registry.get(key) {
+            Some(entry) => entry.owner(),
+            None => self.local_owner(client_id),
+        }
+    }
+
+    /// This shard and the epoch of its session of `client_id`, if it has one.
+    fn local_owner(&self, client_id: &str) -> Option<(usize, u64)> {
+        let sid = self.by_client.get(&self.sessions, client_id)?;
+        Some((self.id, self.session(sid)?.epoch))
+    }
+
     /// On the home shard: forget the owner of `client_id` if it is still the one
-    /// registered under `epoch`.
+    /// registered under `epoch`. (Without a record, this shard's session is the owner,
+    /// and it leaves the index when it ends, before its release is sent.)
     pub(super) fn on_release(&mut self, client_id: &str, owner: usize, epoch: u64) {
         let key = self.registry.key(client_id);
         let Some(entry) = self.registry.get_mut(key) else {

@@ -3,8 +3,9 @@
 //! - [`ClientIndex`]: which session on this shard belongs to a client id. The table holds
 //!   only slots of the session table and hashes the id the session itself holds.
 //! - [`Registry`]: on a client id's home shard, which shard owns its session and under
-//!   which claim epoch (see `connect`). Its entries are keyed by a 128-bit fingerprint
-//!   of the id instead of the id.
+//!   which claim epoch (see `connect`), for ids claimed now or whose session is on
+//!   another shard. Its entries are keyed by a 128-bit fingerprint of the id instead of
+//!   the id.
 //!
 //! A million idle clients cost a few bytes in each table (a `u32` and a control byte per
 //! bucket, plus the registry's 32-byte entry) instead of three heap copies of every id.
@@ -112,13 +113,10 @@ impl HomeEntry {
         (self.epoch != 0).then_some((self.shard as usize, self.epoch))
     }
 
-    /// Records a new owner; returns the previous one.
-    pub fn replace_owner(&mut self, shard: usize, epoch: u64) -> Option<(usize, u64)> {
+    pub fn set_owner(&mut self, shard: usize, epoch: u64) {
         debug_assert!(epoch != 0, "claim epochs start at 1");
-        let previous = self.owner();
         self.shard = shard as u32;
         self.epoch = epoch;
-        previous
     }
 
     pub fn clear_owner(&mut self) {
@@ -161,6 +159,11 @@ impl Registry {
         self.table
             .find(key.0[0], |&i| entries[i as usize].key == key)
             .copied()
+    }
+
+    pub fn get(&self, key: IdKey) -> Option<&HomeEntry> {
+        let slot = self.slot(key)?;
+        self.entries.get(slot as usize)
     }
 
     pub fn get_mut(&mut self, key: IdKey) -> Option<&mut HomeEntry> {
@@ -227,15 +230,17 @@ mod tests {
         let (a, b) = (r.key("client-a"), r.key("client-b"));
         assert_ne!(a, b);
         assert_eq!(a, r.key("client-a"), "the same id, the same key");
-        assert!(r.get_mut(a).is_none());
-        assert_eq!(r.entry(a).replace_owner(3, 7), None);
-        assert_eq!(r.entry(a).owner(), Some((3, 7)));
+        assert!(r.get(a).is_none());
+        assert_eq!(r.entry(a).owner(), None);
+        r.entry(a).set_owner(3, 7);
+        assert_eq!(r.get(a).unwrap().owner(), Some((3, 7)));
         assert!(r.get_mut(b).is_none());
         for i in 0..1000 {
             let k = r.key(&format!("c{i}"));
-            r.entry(k).replace_owner(1, i + 1);
+            r.entry(k).set_owner(1, i + 1);
         }
-        assert_eq!(r.get_mut(a).unwrap().replace_owner(4, 8), Some((3, 7)));
+        r.get_mut(a).unwrap().set_owner(4, 8);
+        assert_eq!(r.get(a).unwrap().owner(), Some((4, 8)));
         r.get_mut(a).unwrap().clear_owner();
         assert_eq!(r.get_mut(a).unwrap().owner(), None);
         r.remove(a);

@@ -327,7 +327,7 @@ pub struct Broker {
     clock_ms: u64,
     retained: Trie<RetainedNode>,
     /// Client ids whose home is this shard: which shard owns the session, and the claims
-    /// in progress.
+    /// in progress (no record for a settled id whose session is here: see `connect`).
     registry: Registry,
     /// The last claim epoch given out by this shard (as a home).
     claim_epoch: u64,
