@@ -34,6 +34,7 @@ use ringmq_proto::mqtt::{
 };
 
 use super::ids::IdKey;
+use super::msg::{Handoff, Takeover};
 use super::{Broker, Client, Msg, OutAliases, Phase, client_flag};
 use crate::conn::ConnKey;
 use crate::io::Io;
@@ -243,13 +244,13 @@ impl Broker {
             Some((owner, _)) if owner != claimer => self.send(
                 io,
                 owner,
-                Msg::Takeover {
+                Msg::Takeover(Box::new(Takeover {
                     client_id,
                     to: claimer,
                     conn,
                     clean_start,
                     epoch,
-                },
+                })),
             ),
             _ => self.send(
                 io,
@@ -354,13 +355,13 @@ impl Broker {
         self.send(
             io,
             to,
-            Msg::Handoff {
+            Msg::Handoff(Box::new(Handoff {
                 conn,
                 client_id,
                 session,
                 stub,
                 epoch,
-            },
+            })),
         );
     }
 

@@ -16,6 +16,7 @@ use ringmq_proto::mqtt::{
 };
 use ringmq_proto::topic;
 
+use super::msg::Forward;
 use super::{Broker, Msg};
 use crate::conn::ConnKey;
 use crate::io::Io;
@@ -507,13 +508,13 @@ impl Broker {
             if e.fenced & (1u128 << src.via) == 0 {
                 let client_id = (*s.client_id).into();
                 let msg = src.shared();
-                let fwd = Msg::Forward {
+                let fwd = Msg::Forward(Box::new(Forward {
                     client_id,
                     msg,
                     qos,
                     retain,
                     sub_ids,
-                };
+                }));
                 io.send_to_shard(to, fwd);
             }
             return;

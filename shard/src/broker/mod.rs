@@ -687,12 +687,13 @@ impl Broker {
             Msg::Publish(m) => self.deliver_remote(io, from, &m),
             Msg::ShareDeliver { share, msg } => self.deliver_share(io, from, &share, &msg),
             Msg::Retain { msg, version } => self.store_retained(msg, version),
-            Msg::Interest {
-                filter,
-                share,
-                add,
-                seq,
-            } => {
+            Msg::Interest(i) => {
+                let msg::Interest {
+                    filter,
+                    share,
+                    add,
+                    seq,
+                } = *i;
                 self.apply_interest(from, &filter, share, add);
                 self.send(io, from, Msg::InterestAck { seq });
             }
@@ -715,21 +716,25 @@ impl Broker {
                 self.finish_connect(io, conn, Some(&client_id), None, None, epoch, false);
                 self.claim_settled(io, client_id, epoch);
             }
-            Msg::Takeover {
-                client_id,
-                to,
-                conn,
-                clean_start,
-                epoch,
-            } => self.on_takeover(io, &client_id, to, conn, clean_start, epoch),
+            Msg::Takeover(t) => {
+                let msg::Takeover {
+                    client_id,
+                    to,
+                    conn,
+                    clean_start,
+                    epoch,
+                } = *t;
+                self.on_takeover(io, &client_id, to, conn, clean_start, epoch)
+            }
             Msg::Settled { client_id, .. } => self.on_settled(io, &client_id),
-            Msg::Handoff {
-                conn,
-                client_id,
-                session,
-                stub,
-                epoch,
-            } => {
+            Msg::Handoff(h) => {
+                let msg::Handoff {
+                    conn,
+                    client_id,
+                    session,
+                    stub,
+                    epoch,
+                } = *h;
                 let stub = stub.map(|s| (from, s));
                 self.finish_connect(io, conn, Some(&client_id), session, stub, epoch, true);
                 self.claim_settled(io, client_id, epoch);
@@ -747,13 +752,16 @@ impl Broker {
             Msg::Fence { stub } => self.on_fence(io, from, stub),
             Msg::FenceMark { client_id } => self.on_arrival_progress(Some(from), &client_id),
             Msg::StubGone { client_id } => self.on_arrival_progress(None, &client_id),
-            Msg::Forward {
-                client_id,
-                msg,
-                qos,
-                retain,
-                sub_ids,
-            } => self.deliver_forwarded(io, from, &client_id, &msg, qos, retain, sub_ids),
+            Msg::Forward(f) => {
+                let msg::Forward {
+                    client_id,
+                    msg,
+                    qos,
+                    retain,
+                    sub_ids,
+                } = *f;
+                self.deliver_forwarded(io, from, &client_id, &msg, qos, retain, sub_ids)
+            }
         }
     }
 }

@@ -9,6 +9,10 @@ use crate::session::{Message, MovingSession, SessionId, SubIds};
 
 /// A cross-shard message. Payloads travel as `Arc<Message>`: one allocation per
 /// published message, shared by every shard and queue that holds it.
+///
+/// Every slot of every ring between two shards is the size of the largest variant, so
+/// the rare large ones are boxed: 40 bytes a message (16 shards hold 240 rings of
+/// 4,096 slots).
 pub enum Msg {
     /// Deliver to this shard's plain (not shared) subscribers that match.
     Publish(Arc<Message>),
@@ -20,12 +24,7 @@ pub enum Msg {
     /// The sender has (`add`) or no longer has subscribers for `filter` (a prefix of
     /// their filters, or the exact filter of a shared group `share`). Answered with
     /// `InterestAck { seq }` once applied.
-    Interest {
-        filter: Box<str>,
-        share: Option<Arc<str>>,
-        add: bool,
-        seq: u64,
-    },
+    Interest(Box<Interest>),
     /// Every `Interest` up to `seq` from the receiver has been applied by the sender.
     InterestAck { seq: u64 },
     /// To a client id's home shard: connection `conn` on shard `from` wants the session.
@@ -43,22 +42,10 @@ pub enum Msg {
     },
     /// From the home shard to the shard holding the session: close the old connection
     /// and hand the session to connection `conn` on shard `to`.
-    Takeover {
-        client_id: Box<str>,
-        to: usize,
-        conn: ConnKey,
-        clean_start: bool,
-        epoch: u64,
-    },
+    Takeover(Box<Takeover>),
     /// The session (or none, if it ended or a clean start was asked for) for `conn`.
     /// `stub` names the entry the sender keeps to forward what still reaches it.
-    Handoff {
-        conn: ConnKey,
-        client_id: Box<str>,
-        session: Option<Box<MovingSession>>,
-        stub: Option<SessionId>,
-        epoch: u64,
-    },
+    Handoff(Box<Handoff>),
     /// To the home shard: the claim of `client_id` under `epoch` is settled (the
     /// claimer answered CONNACK, or its connection is gone).
     Settled { client_id: Box<str>, epoch: u64 },
@@ -84,17 +71,46 @@ pub enum Msg {
     /// To the new holder: the stub is gone; nothing more is forwarded.
     StubGone { client_id: Box<str> },
     /// From a stub to the new holder: a delivery that reached the old shard.
-    Forward {
-        client_id: Box<str>,
-        msg: Arc<Message>,
-        qos: QoS,
-        retain: bool,
-        sub_ids: SubIds,
-    },
+    Forward(Box<Forward>),
     /// Answered with `InterestAck { seq }` once everything sent before it is handled: a
     /// SUBACK waits for it so retained messages published anywhere before the SUBSCRIBE
     /// are on this shard.
     Barrier { seq: u64 },
+}
+
+/// See [`Msg::Interest`].
+pub struct Interest {
+    pub filter: Box<str>,
+    pub share: Option<Arc<str>>,
+    pub add: bool,
+    pub seq: u64,
+}
+
+/// See [`Msg::Takeover`].
+pub struct Takeover {
+    pub client_id: Box<str>,
+    pub to: usize,
+    pub conn: ConnKey,
+    pub clean_start: bool,
+    pub epoch: u64,
+}
+
+/// See [`Msg::Handoff`].
+pub struct Handoff {
+    pub conn: ConnKey,
+    pub client_id: Box<str>,
+    pub session: Option<Box<MovingSession>>,
+    pub stub: Option<SessionId>,
+    pub epoch: u64,
+}
+
+/// See [`Msg::Forward`].
+pub struct Forward {
+    pub client_id: Box<str>,
+    pub msg: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub sub_ids: SubIds,
 }
 
 #[cfg(test)]
@@ -106,5 +122,10 @@ mod tests {
     #[test]
     fn cross_shard_messages_are_send() {
         assert_send::<Msg>();
+    }
+
+    #[test]
+    fn messages_are_small() {
+        assert_eq!(std::mem::size_of::<Msg>(), 40);
     }
 }

@@ -13,6 +13,7 @@ use ringmq_proto::mqtt::{
 };
 use ringmq_proto::topic::{self, Filter};
 
+use super::msg::Interest;
 use super::{Broker, Msg};
 use crate::conn::ConnKey;
 use crate::io::Io;
@@ -695,12 +696,12 @@ impl Broker {
         };
         for to in 0..self.shards {
             if to != self.id {
-                let msg = Msg::Interest {
+                let msg = Msg::Interest(Box::new(Interest {
                     filter: filter.clone(),
                     share: share.clone(),
                     add,
                     seq,
-                };
+                }));
                 // Interest must not wait behind a local inbox; it goes straight to the peer.
                 self.outbox.push((to, msg));
             }
