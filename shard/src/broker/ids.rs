@@ -202,6 +202,26 @@ impl Registry {
         }
     }
 
+    /// Rebuilds the tables at their live size once at most half of their room is used.
+    /// A connect storm keeps a record per client until its claim settles, and most are
+    /// dropped then (the session is on this shard) or later: without this, the vacant
+    /// slots of the peak would stay resident for good.
+    pub fn compact(&mut self) {
+        let live = self.entries.len();
+        if self.entries.capacity() < 1024 || live * 2 > self.entries.capacity() {
+            return;
+        }
+        let mut entries = Slab::with_capacity(live);
+        let mut table = HashTable::with_capacity(live);
+        for (_, e) in std::mem::take(&mut self.entries) {
+            let h = e.key.0[0];
+            let slot = entries.insert(e) as u32;
+            table.insert_unique(h, slot, |&i| entries[i as usize].key.0[0]);
+        }
+        self.entries = entries;
+        self.table = table;
+    }
+
     pub fn push_waiting(&mut self, key: IdKey, claim: WaitingClaim) {
         self.waiting.entry(key).or_default().push_back(claim);
     }
@@ -246,6 +266,15 @@ mod tests {
         r.remove(a);
         assert!(r.get_mut(a).is_none());
         assert_eq!(r.get_mut(r.key("c999")).unwrap().owner(), Some((1, 1000)));
+        for i in 0..900 {
+            r.remove(r.key(&format!("c{i}")));
+        }
+        r.compact();
+        assert!(r.entries.capacity() < 200, "rebuilt at its live size");
+        for i in 0..1000 {
+            let owner = r.get(r.key(&format!("c{i}"))).map(|e| e.owner());
+            assert_eq!(owner, (i >= 900).then_some(Some((1, i as u64 + 1))));
+        }
         assert_eq!(std::mem::size_of::<HomeEntry>(), 32);
 
         let conn = |index| ConnKey {

@@ -822,6 +822,7 @@ impl Service for Broker {
     fn on_tick(&mut self, io: &mut Io<Self>) {
         self.clock_ms = io.now_ms();
         self.expire_sessions(io);
+        self.registry.compact();
         self.withdraw_idle_interest();
         self.publish_sys(io);
         self.drain_local_inbox(io);
