@@ -145,6 +145,13 @@ pub struct Options {
     /// 1048576; a full ring is back-pressure. [default: 4096]
     #[arg(long, value_name = "N")]
     pub mesh_capacity: Option<usize>,
+
+    /// Outbound bytes queued on one shard above which it applies back-pressure: its
+    /// publishers are paused (their packets held, acknowledgements still read) until
+    /// the queue is below half of this, or for at most 250 ms at a time; 65536 to
+    /// 4294967296. [default: 16777216]
+    #[arg(long, value_name = "BYTES")]
+    pub shard_pressure_bytes: Option<u64>,
 }
 
 impl Options {

@@ -202,6 +202,8 @@ fn shard_config(
         recv_buffers: s.recv_buffers,
         recv_buffer_size: s.recv_buffer_size,
         mesh_capacity: s.mesh_capacity,
+        pressure_high: s.shard_pressure_bytes as usize,
+        pressure_low: s.shard_pressure_bytes as usize / 2,
         ..defaults
     }
 }
@@ -423,7 +425,14 @@ mod tests {
 
     #[test]
     fn the_shard_config_carries_the_settings() {
-        let s = settings(&["--max-packet-size", "33554432", "--max-connections", "7"]);
+        let s = settings(&[
+            "--max-packet-size",
+            "33554432",
+            "--max-connections",
+            "7",
+            "--shard-pressure-bytes",
+            "1000000",
+        ]);
         let r = system::reserve_port("127.0.0.1:0".parse().unwrap()).unwrap();
         let cfg = shard_config(&s, Some(&r), None);
         assert_eq!(cfg.listeners.len(), 1);
@@ -433,5 +442,6 @@ mod tests {
         assert_eq!(cfg.max_ws_message, 32 << 20);
         assert_eq!(cfg.max_connections, 7);
         assert_eq!(cfg.files_per_shard, 19_936);
+        assert_eq!((cfg.pressure_high, cfg.pressure_low), (1_000_000, 500_000));
     }
 }

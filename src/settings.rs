@@ -23,6 +23,7 @@ pub const DEFAULT_DENY_SUBSCRIBE: &str = "test/nosubscribe";
 pub const DEFAULT_RECV_BUFFERS: u16 = 4096;
 pub const DEFAULT_RECV_BUFFER_SIZE: u32 = 4096;
 pub const DEFAULT_MESH_CAPACITY: usize = 4096;
+pub const DEFAULT_SHARD_PRESSURE_BYTES: u64 = 16 * 1024 * 1024;
 /// Most shards a process runs (the mesh has shards² rings).
 pub const MAX_SHARDS: usize = 128;
 /// Open files kept for everything that is not a connection (listeners, eventfds, rings,
@@ -68,6 +69,7 @@ pub struct Settings {
     pub recv_buffers: u16,
     pub recv_buffer_size: u32,
     pub mesh_capacity: usize,
+    pub shard_pressure_bytes: u64,
 }
 
 impl Settings {
@@ -282,6 +284,14 @@ pub fn resolve(
     if !(2..=1 << 20).contains(&mesh_capacity.value) {
         return Err(mesh_capacity.bad("must be 2 to 1048576"));
     }
+    let shard_pressure_bytes = src.or(
+        "shard_pressure_bytes",
+        |o| &o.shard_pressure_bytes,
+        DEFAULT_SHARD_PRESSURE_BYTES,
+    );
+    if !(1 << 16..=1 << 32).contains(&shard_pressure_bytes.value) {
+        return Err(shard_pressure_bytes.bad("must be 65536 to 4294967296 bytes"));
+    }
 
     Ok(Settings {
         mqtt: mqtt.value.addr(),
@@ -301,6 +311,7 @@ pub fn resolve(
         recv_buffers: recv_buffers.value,
         recv_buffer_size: recv_buffer_size.value,
         mesh_capacity: mesh_capacity.value,
+        shard_pressure_bytes: shard_pressure_bytes.value,
     })
 }
 
@@ -436,8 +447,13 @@ mod tests {
         assert_eq!(s.max_keep_alive_s, 60);
         assert_eq!(s.deny_subscribe, ["test/nosubscribe"]);
         assert_eq!(
-            (s.recv_buffers, s.recv_buffer_size, s.mesh_capacity),
-            (4096, 4096, 4096)
+            (
+                s.recv_buffers,
+                s.recv_buffer_size,
+                s.mesh_capacity,
+                s.shard_pressure_bytes
+            ),
+            (4096, 4096, 4096, 16 << 20)
         );
     }
 
@@ -542,6 +558,7 @@ mod tests {
             (&["--recv-buffers", "1000"], "power of two"),
             (&["--recv-buffer-size", "8"], "64 to 1048576"),
             (&["--mesh-capacity", "1"], "2 to 1048576"),
+            (&["--shard-pressure-bytes", "1000"], "65536 to 4294967296"),
         ] {
             let e = resolve_flags(args).unwrap_err();
             assert!(e.contains(says), "{args:?}: {e}");

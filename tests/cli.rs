@@ -31,6 +31,7 @@ const FLAGS: &[&str] = &[
     "--recv-buffers",
     "--recv-buffer-size",
     "--mesh-capacity",
+    "--shard-pressure-bytes",
 ];
 
 /// A generous bound for things that happen at once, so a bug fails instead of hanging.

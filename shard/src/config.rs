@@ -71,7 +71,14 @@ pub struct ShardConfig {
     /// as messages come in.
     pub pressure_high: usize,
     pub pressure_low: usize,
+    /// Deliveries kept on a whole shard for connected clients whose in-flight window is
+    /// full (QoS 1 and 2), above which the shard is under pressure too, until they are
+    /// at most half of it.
+    pub waiting_high: usize,
     pub pause_max_ms: u64,
+    /// Bytes a paused publisher may send that are held for it (its acknowledgements are
+    /// taken up at once); past this, reading from it stops until the pause ends.
+    pub pause_hold_bytes: usize,
     /// Capacity of each cross-shard SPSC ring.
     pub mesh_capacity: usize,
     /// Messages queued locally for a peer whose ring is full, above which QoS 0
@@ -103,7 +110,9 @@ impl Default for ShardConfig {
             recv_buffer_size: 4096,
             pressure_high: 16 * 1024 * 1024,
             pressure_low: 8 * 1024 * 1024,
+            waiting_high: 65_536,
             pause_max_ms: 250,
+            pause_hold_bytes: 4 * 1024,
             mesh_capacity: 4096,
             mesh_overflow_limit: 65_536,
         }

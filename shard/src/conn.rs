@@ -69,8 +69,16 @@ pub mod flag {
     pub const WS: u32 = 1 << 14;
     /// MQTT over WebSocket: every write is framed as one binary message.
     pub const WS_MQTT: u32 = 1 << 15;
-    /// Reading is paused (back-pressure): no receive is posted until it is resumed.
+    /// Back-pressure: the service holds what this connection sends (acknowledgements
+    /// aside) until it is resumed. Receives go on, so the connection's acknowledgements
+    /// still free its own deliveries.
     pub const PAUSED: u32 = 1 << 16;
+    /// Paused, and the service holds as much as it will: no receive is posted until the
+    /// pause ends.
+    pub const READ_HELD: u32 = 1 << 17;
+    /// The peer closed its side while paused: the connection is closed once the service
+    /// has taken up what it held (a DISCONNECT among it closes it first).
+    pub const EOF_HELD: u32 = 1 << 18;
 }
 
 /// The transport a connection speaks below the service.

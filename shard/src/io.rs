@@ -51,6 +51,9 @@ pub struct Io<S: Service> {
     pub(crate) publishes_this_turn: u64,
     /// Outbound bytes queued on every connection of the shard, in flight included.
     out_total: usize,
+    /// Deliveries the service keeps for connected clients until their in-flight window
+    /// has room (QoS 1 and 2), on the whole shard.
+    waiting_total: usize,
     /// Connections whose reading is paused for back-pressure, and since when.
     pub(crate) paused: Vec<(ConnKey, u64)>,
     /// Connections resumed this turn; the service hears `on_resume` for each.
@@ -89,6 +92,7 @@ impl<S: Service> Io<S> {
             hists,
             publishes_this_turn: 0,
             out_total: 0,
+            waiting_total: 0,
             paused: Vec::new(),
             resumed: Vec::new(),
             _not_send: std::marker::PhantomData,
@@ -105,15 +109,32 @@ impl<S: Service> Io<S> {
     }
 
     /// Whether the shard has more to send than it keeps up with: its outbound queue is
-    /// over `pressure_high`, or a peer shard's ring is full and messages wait for it.
+    /// over `pressure_high`, more deliveries wait for connected clients' in-flight
+    /// windows than `waiting_high`, or a peer shard's ring is full and messages wait
+    /// for it.
     pub fn under_pressure(&self) -> bool {
         self.out_total > self.cfg.pressure_high
+            || self.waiting_total > self.cfg.waiting_high
             || self.mesh.backlog_total() > self.cfg.mesh_capacity
     }
 
-    /// Back-pressure: when the shard is under pressure, stops reading from `key` (a
-    /// connection that just published) until the pressure is gone or `pause_max_ms` has
-    /// passed. Returns whether it paused. Bytes already received are still delivered.
+    /// How many deliveries the service keeps for connected clients now (QoS 1 and 2
+    /// waiting for their in-flight window); they count towards the shard's pressure.
+    pub fn set_waiting(&mut self, n: usize) {
+        self.waiting_total = n;
+    }
+
+    /// Deliveries kept for connected clients on the whole shard.
+    pub fn waiting(&self) -> usize {
+        self.waiting_total
+    }
+
+    /// Back-pressure: when the shard is under pressure, pauses `key` (a connection that
+    /// just published) until the pressure is gone or `pause_max_ms` has passed. Returns
+    /// whether it paused. A paused connection is still read: the service holds its
+    /// packets in order and takes up only acknowledgements and pings at once, so its own
+    /// deliveries keep flowing; when the service holds as much as it will, it stops
+    /// reading altogether ([`Io::stop_reading`]).
     pub fn pause_if_pressured(&mut self, key: ConnKey) -> bool {
         if !self.under_pressure() {
             return false;
@@ -122,17 +143,30 @@ impl<S: Service> Io<S> {
         let Some(c) = self.conn_mut(key) else {
             return false;
         };
-        if c.has(flag::PAUSED) || c.has(flag::CLOSING) {
+        // A connection whose peer has closed sends nothing more: pausing it would only
+        // delay its end.
+        if c.has(flag::PAUSED) || c.has(flag::CLOSING) || c.has(flag::READ_DONE) {
             return false;
         }
         c.set(flag::PAUSED);
-        let armed = c.has(flag::RECV_ARMED);
-        if armed {
-            self.cancel_recv(key);
-        }
         self.paused.push((key, now));
         ShardStats::add(&self.stats.publishers_paused, 1);
         true
+    }
+
+    /// Stops reading from a paused connection until its pause ends: the service holds
+    /// as much of its input as it will. The kernel's socket buffer holds the rest, and
+    /// TCP flow control slows the sender.
+    pub fn stop_reading(&mut self, key: ConnKey) {
+        let Some(c) = self.conn_mut(key) else { return };
+        if !c.has(flag::PAUSED) || c.has(flag::READ_HELD) {
+            return;
+        }
+        c.set(flag::READ_HELD);
+        if c.has(flag::RECV_ARMED) {
+            self.cancel_recv(key);
+        }
+        ShardStats::add(&self.stats.publishers_read_stopped, 1);
     }
 
     /// Whether reading from the connection is paused for back-pressure.
@@ -147,11 +181,16 @@ impl<S: Service> Io<S> {
             return;
         }
         let low = self.out_total < self.cfg.pressure_low
+            && self.waiting_total <= self.cfg.waiting_high / 2
             && self.mesh.backlog_total() <= self.cfg.mesh_capacity / 2;
+        // The mesh always drains (a peer takes from its rings at least every
+        // `pause_max_ms`), so while it is backed up publishers stay paused past the
+        // deadline: resuming them would only grow the overflow.
+        let mesh_backed_up = self.mesh.backlog_total() > self.cfg.mesh_capacity;
         let deadline = self.now_ms.saturating_sub(self.cfg.pause_max_ms);
         let mut paused = std::mem::take(&mut self.paused);
         paused.retain(|&(key, since)| {
-            if !low && since > deadline {
+            if !low && (since > deadline || mesh_backed_up) {
                 return true;
             }
             if let Some(c) = self
@@ -159,7 +198,7 @@ impl<S: Service> Io<S> {
                 .get_mut(key.index as usize)
                 .filter(|c| c.gen_ == key.gen_)
             {
-                c.clear(flag::PAUSED);
+                c.clear(flag::PAUSED | flag::READ_HELD);
                 self.resumed.push(key);
                 if !c.has(flag::RECV_ARMED) && !c.has(flag::READ_DONE) && !c.has(flag::NEEDS_RECV) {
                     c.set(flag::NEEDS_RECV);
@@ -508,7 +547,7 @@ impl<S: Service> Io<S> {
         if c.has(flag::RECV_ARMED) || c.has(flag::READ_DONE) {
             return;
         }
-        if c.has(flag::PAUSED) {
+        if c.has(flag::READ_HELD) {
             // Posted again when the pause ends (`resume_paused`).
             c.clear(flag::NEEDS_RECV);
             return;

@@ -205,6 +205,14 @@ impl<S: Service> Shard<S> {
                 self.io.out_bytes() as u64,
                 std::sync::atomic::Ordering::Relaxed,
             );
+            self.io.stats.mesh_waiting.store(
+                self.io.mesh.backlog_total() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            self.io.stats.deliveries_waiting.store(
+                self.io.waiting() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let turn_us = turn_start.elapsed().as_micros() as u64;
             let published = std::mem::take(&mut self.io.publishes_this_turn);
             self.io.hists.publish_to_delivery(turn_us, published);
@@ -388,10 +396,19 @@ impl<S: Service> Shard<S> {
             }
             self.bufs.recycle(bid);
         } else if c.result == 0 {
+            let mut held = false;
             if let Some(conn) = self.io.conn_raw(key) {
                 conn.set(flag::READ_DONE);
+                // A paused connection's last packets (a DISCONNECT, say) may still be
+                // held by the service: they are taken up before it closes.
+                held = conn.has(flag::PAUSED) && !conn.has(flag::CLOSING);
+                if held {
+                    conn.set(flag::EOF_HELD);
+                }
             }
-            self.io.close(key, CloseReason::Lost);
+            if !held {
+                self.io.close(key, CloseReason::Lost);
+            }
         } else {
             match -c.result {
                 libc::ENOBUFS => {
@@ -401,9 +418,10 @@ impl<S: Service> Shard<S> {
                     self.bufs.grow(RECV_BUFFERS_STEP);
                 }
                 libc::ECANCELED => {
-                    // Cancelled to pause reading (back-pressure), or to finish a close.
+                    // Cancelled to finish a close, or to stop reading a paused connection
+                    // (posted again when its pause ends, even if that came first).
                     if let Some(conn) = self.io.conn_raw(key)
-                        && !conn.has(flag::PAUSED)
+                        && conn.has(flag::CLOSING)
                     {
                         conn.set(flag::READ_DONE);
                     }
@@ -751,6 +769,12 @@ impl<S: Service> Shard<S> {
         self.io.resume_paused();
         while let Some(key) = self.io.resumed.pop() {
             self.service.on_resume(&mut self.io, key);
+            let eof = self.io.conn_raw(key).is_some_and(|c| {
+                c.has(flag::EOF_HELD) && !c.has(flag::PAUSED) && !c.has(flag::CLOSING)
+            });
+            if eof {
+                self.io.close(key, CloseReason::Lost);
+            }
         }
         self.notify_closed();
     }

@@ -60,10 +60,15 @@ counters! {
     Counter ws_handshake_rejected: "WebSocket upgrades refused (400/404/426/431).",
     Counter recv_no_buffers: "Multishot receives that ended because the buffer ring was empty (re-armed).",
     Counter publishers_paused:
-        "Times reading from a publisher was paused because the shard was under pressure (back-pressure).",
+        "Times a publisher was paused because the shard was under pressure: its packets are held (acknowledgements aside) until the pressure is gone (back-pressure).",
+    Counter publishers_read_stopped:
+        "Times a paused publisher sent more than the broker holds for it (pause_hold_bytes), so reading from it stopped until the pause ended.",
     Counter mesh_sent: "Messages sent to other shards over the mesh.",
     Counter mesh_backpressure: "Messages that found a peer shard's ring full and waited in order.",
     Gauge outbound_bytes: "Outbound bytes queued on the shard's connections now.",
+    Gauge mesh_waiting: "Messages waiting in order for a full peer ring (the mesh overflow), now.",
+    Gauge deliveries_waiting:
+        "QoS 1/2 deliveries kept for connected clients until their in-flight window has room, now.",
     Counter loop_turns: "Turns of the shard loop.",
     Counter dedup_window_overflow:
         "Messages a session that just moved between shards could not check for a second copy (window full).",

@@ -67,6 +67,14 @@ impl PacketType {
     }
 }
 
+/// Whether a packet starting with `first_byte` only settles the sender's own exchange
+/// with its peer: PUBACK, PUBREC, PUBREL, PUBCOMP or PINGREQ. A broker may take these up
+/// ahead of packets it holds back (a paused publisher's), since none of them depends on
+/// a later packet nor changes what others receive.
+pub fn is_acknowledgement(first_byte: u8) -> bool {
+    matches!(first_byte >> 4, 4..=7 | 12)
+}
+
 /// The checked first byte: the type and its flags (only PUBLISH flags carry information).
 pub(crate) fn parse_first_byte(
     byte: u8,
@@ -157,6 +165,36 @@ pub fn peek_packet_len(buf: &[u8], max_packet_size: u32) -> Result<Decoded<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acknowledgements_are_the_four_publish_answers_and_pingreq() {
+        use PacketType::*;
+        let acks = [PubAck, PubRec, PubRel, PubComp, PingReq];
+        for kind in [
+            Connect,
+            ConnAck,
+            Publish,
+            PubAck,
+            PubRec,
+            PubRel,
+            PubComp,
+            Subscribe,
+            SubAck,
+            Unsubscribe,
+            UnsubAck,
+            PingReq,
+            PingResp,
+            Disconnect,
+            Auth,
+        ] {
+            assert_eq!(
+                is_acknowledgement(kind.first_byte()),
+                acks.contains(&kind),
+                "{kind:?}"
+            );
+        }
+        assert!(!is_acknowledgement(0x3B), "a QoS 1 retained DUP PUBLISH");
+    }
 
     #[test]
     fn first_bytes_round_trip() {

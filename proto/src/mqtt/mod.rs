@@ -38,7 +38,7 @@ mod wire;
 pub use check::{check_round_trip, check_split_feed, fuzz_decode};
 pub use connect::{ConnAck, Connect, Will, peek_connect_version};
 pub use error::{DecodeError, EncodeError};
-pub use header::peek_packet_len;
+pub use header::{is_acknowledgement, peek_packet_len};
 pub use packet::{Auth, Disconnect, Packet, decode};
 pub use properties::{Properties, Property, PropertyId, PropertyIter};
 pub use publish::{PubResp, Publish};

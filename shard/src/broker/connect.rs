@@ -400,7 +400,9 @@ impl Broker {
             return;
         };
         let old = s.conn.take();
+        let no_longer_waiting = if old.is_some() { s.queue_len() } else { 0 };
         let will = s.take_will();
+        self.waiting = self.waiting.saturating_sub(no_longer_waiting);
         if let Some(old) = old {
             if let Some(client) = io.state(old) {
                 // The old connection no longer speaks for the session; its end must not
@@ -436,6 +438,9 @@ impl Broker {
         let client_id = &self.sessions[sid.index as usize].client_id;
         self.by_client.remove(client_id, sid);
         let mut session = self.sessions.remove(sid.index as usize);
+        if session.conn.is_some() {
+            self.waiting = self.waiting.saturating_sub(session.queue_len());
+        }
         for sub in session.take_subs() {
             self.remove_subscription(sid, sub.node, sub.share.as_deref());
         }
@@ -511,6 +516,14 @@ impl Broker {
             }
         };
         let window = p.receive_maximum.min(self.config().max_inflight).max(1);
+        // Its queue (offline until now) waits for this connection's window from here.
+        let Some(offline) = self
+            .session(sid)
+            .map(|s| s.conn.is_none().then(|| s.queue_len()))
+        else {
+            return;
+        };
+        self.waiting += offline.unwrap_or(0);
         let Some(s) = self.session_mut(sid) else {
             return;
         };
@@ -800,11 +813,13 @@ impl Broker {
             return;
         }
         s.conn = None;
+        let no_longer_waiting = s.queue_len();
         let will = s
             .extra_opt_mut()
             .and_then(|e| e.will.take())
             .filter(|_| !client.graceful());
         let persistent = s.is_persistent();
+        self.waiting = self.waiting.saturating_sub(no_longer_waiting);
         if let Some(w) = will {
             if w.delay_s > 0 && persistent {
                 let at = io.now_ms() + w.delay_s as u64 * 1000;

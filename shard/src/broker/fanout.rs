@@ -258,10 +258,13 @@ impl Broker {
             }
         }
         io.note_publish();
-        // Back-pressure: a shard that cannot send as fast as it is fed stops reading from
-        // this publisher for a while (`pause_if_pressured`), instead of dropping messages;
-        // what it already sent waits in the carry buffer until `on_resume`.
-        io.pause_if_pressured(key);
+        // Back-pressure: a shard that cannot send as fast as it is fed pauses this
+        // publisher for a while (`pause_if_pressured`), instead of dropping messages: what
+        // it sends meanwhile is held (`hold_input`) until `on_resume`.
+        if self.may_pause_publisher(io) {
+            io.set_waiting(self.waiting);
+            io.pause_if_pressured(key);
+        }
     }
 
     /// Publishes a message made by the broker (a will, `$SYS`).
@@ -544,8 +547,12 @@ impl Broker {
                     retain,
                     sub_ids,
                 };
+                let closing = s.conn.is_some();
                 if s.extra_mut().enqueue(q, max_queued) {
                     ShardStats::add(&io.stats().dropped_queue_full, 1);
+                } else if closing {
+                    // Its connection is closing: counted until `connection_closed`.
+                    self.waiting += 1;
                 }
             }
             return;
@@ -585,6 +592,7 @@ impl Broker {
             let queue = &mut s.extra_mut().queue;
             if queue.len() < max_queued.max(1) {
                 queue.push_back(q);
+                self.waiting += 1;
                 return;
             }
             // DESIGN "Nothing unbounded": a connected client that lets more than its
@@ -593,6 +601,7 @@ impl Broker {
             // one too (its queue then drops the oldest, counted, as any offline queue).
             if s.is_persistent() {
                 s.extra_mut().queue.push_back(q);
+                self.waiting += 1;
             }
             ShardStats::add(&io.stats().disconnected_slow_consumer, 1);
             self.disconnect(
@@ -641,6 +650,8 @@ impl Broker {
                 } else if e.enqueue(delivery, max_queued) {
                     // The connection is going: the message waits for the next one.
                     ShardStats::add(&io.stats().dropped_queue_full, 1);
+                } else {
+                    self.waiting += 1;
                 }
             }
         }
@@ -966,9 +977,13 @@ impl Broker {
             let version = s.version;
             let Some(e) = s.extra_opt_mut() else { return };
             let Some(q) = e.queue.pop_front() else { return };
+            self.waiting = self.waiting.saturating_sub(1);
             if q.msg.is_expired(now) {
                 continue;
             }
+            let Some(e) = self.session_mut(sid).and_then(|s| s.extra_opt_mut()) else {
+                return;
+            };
             let pkid = e.next_pkid();
             let max_packet = io.state(conn).map_or(u32::MAX, |c| c.max_packet());
             let m = q.msg.clone();
@@ -999,6 +1014,7 @@ impl Broker {
                 Written::TooLarge => {}
                 Written::NotSent => {
                     e.queue.push_front(q);
+                    self.waiting += 1;
                     return;
                 }
             }

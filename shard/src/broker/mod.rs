@@ -24,7 +24,7 @@ mod sys;
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use ringmq_proto::Decoded;
@@ -41,6 +41,11 @@ use crate::topics::Trie;
 use ids::{ClientIndex, Registry};
 pub use msg::Msg;
 use subscribe::{InterestNode, PendingSuback, RetainedNode, SubsNode};
+
+/// Deliveries a paused connection's held packets may make when taken up, before it may
+/// be paused again: about one recv buffer of small one-to-one PUBLISHes, or a single
+/// fan-out one (so a resume adds little to a shard already near its pressure bound).
+const HELD_DELIVERY_BUDGET: u64 = 256;
 
 /// Broker-level settings shared by all shards.
 #[derive(Debug, Clone)]
@@ -165,8 +170,12 @@ mod client_flag {
 /// What a connection holds beyond an idle one's.
 #[derive(Default)]
 struct ClientExtra {
-    /// Bytes of a packet split across receives (or, while claiming, of every packet).
+    /// Bytes of a packet split across receives (or, while claiming or paused, of every
+    /// packet held back).
     carry: Vec<u8>,
+    /// While paused: how far `carry` holds whole packets already looked at (the rest is
+    /// the start of a packet still arriving).
+    held_scanned: u32,
     /// Topic aliases the client set (MQTT 5), index = alias − 1.
     aliases: Vec<Option<Box<str>>>,
     /// Topic aliases the broker sets towards the client (MQTT 5), when the client allows
@@ -325,6 +334,17 @@ pub struct Broker {
     lingering: VecDeque<(Box<str>, u64)>,
     /// The shard clock at the last event (ms).
     clock_ms: u64,
+    /// Deliveries queued for connected clients whose in-flight window is full: the sum
+    /// of `queue_len` over sessions with a connection. Handed to `Io::set_waiting` (part
+    /// of the shard's pressure) before every back-pressure decision.
+    waiting: usize,
+    /// Taking up a paused connection's held packets (`on_resume`): they are handled
+    /// until they have made `HELD_DELIVERY_BUDGET` deliveries, then the connection may
+    /// be paused again. A fan-out PUBLISH spends the budget at once; many small
+    /// one-to-one ones are taken up together.
+    taking_up_held: bool,
+    /// `deliveries_so_far` when the held packets began to be taken up.
+    held_budget_from: u64,
     retained: Trie<RetainedNode>,
     /// Client ids whose home is this shard: which shard owns the session, and the claims
     /// in progress (no record for a settled id whose session is here: see `connect`).
@@ -366,6 +386,9 @@ impl Broker {
             advertised: HashMap::new(),
             lingering: VecDeque::new(),
             clock_ms: 0,
+            taking_up_held: false,
+            held_budget_from: 0,
+            waiting: 0,
             retained: Trie::new(),
             registry: Registry::new(),
             claim_epoch: 0,
@@ -494,14 +517,12 @@ impl Broker {
         let max = io.config().max_packet_size;
         let paused = io.is_paused(key);
         let Some(client) = io.state(key) else { return };
-        let mut carry = client.take_carry();
         if paused {
-            // Back-pressure: what arrived after the pause waits here until `on_resume`
-            // (at most what the kernel had already received: the receive buffers).
-            carry.extend_from_slice(input);
-            client.put_carry(carry);
-            return;
+            let scanned = client.extra.as_ref().map_or(0, |e| e.held_scanned as usize);
+            let carry = client.take_carry();
+            return self.hold_input(io, key, carry, scanned, input);
         }
+        let mut carry = client.take_carry();
         if client.phase == Phase::Claiming {
             // The session is being found on another shard: keep the packets for later.
             if carry.len() + input.len() > max as usize * 2 {
@@ -554,7 +575,11 @@ impl Broker {
             if !io.is_open(key) {
                 return;
             }
-            if io.is_paused(key) || io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
+            if io.is_paused(key) {
+                // `carry` held one packet, now handled: what follows is held from here.
+                return self.hold_input(io, key, carry, 0, input);
+            }
+            if io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
                 carry.extend_from_slice(input);
                 return self.keep_carry(io, key, carry);
             }
@@ -576,12 +601,77 @@ impl Broker {
             if !io.is_open(key) {
                 return;
             }
-            if io.is_paused(key) || io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
+            if io.is_paused(key) {
+                return self.hold_input(io, key, carry, 0, input);
+            }
+            if io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
                 carry.extend_from_slice(input);
                 break;
             }
         }
         self.keep_carry(io, key, carry);
+    }
+
+    /// Back-pressure: a paused connection's packets wait in `held` (its carry buffer), in
+    /// order, until `on_resume`; its acknowledgements and pings are taken up at once, so
+    /// the deliveries it is waiting on keep flowing and its keep-alive holds. `held[..
+    /// scanned]` is whole packets already looked at. Past `pause_hold_bytes`, reading
+    /// from it stops until the pause ends.
+    fn hold_input(
+        &mut self,
+        io: &mut Io<Self>,
+        key: ConnKey,
+        mut held: Vec<u8>,
+        scanned: usize,
+        input: &[u8],
+    ) {
+        let max = io.config().max_packet_size;
+        held.extend_from_slice(input);
+        let mut at = scanned;
+        while at < held.len() {
+            let total = match mqtt::peek_packet_len(&held[at..], max) {
+                Err(e) => return self.decode_error(io, key, &held[at..], e),
+                Ok(Decoded::Partial { .. }) => break,
+                Ok(Decoded::Complete(total, _)) if at + total > held.len() => break,
+                Ok(Decoded::Complete(total, _)) => total,
+            };
+            if !mqtt::is_acknowledgement(held[at]) {
+                at += total;
+                continue;
+            }
+            let version = io.state(key).map_or(Version::V311, |c| c.version());
+            match mqtt::decode(&held[at..at + total], version, max) {
+                Err(e) => return self.decode_error(io, key, &held[at..], e),
+                Ok(Decoded::Partial { .. }) => break, // not reached: the packet is whole
+                Ok(Decoded::Complete(pkt, _)) => self.handle_packet(io, key, pkt),
+            }
+            held.drain(at..at + total);
+            if !io.is_open(key) {
+                return;
+            }
+        }
+        let over = held.len() > io.config().pause_hold_bytes;
+        let Some(client) = io.state(key) else { return };
+        client.put_carry(held);
+        if let Some(extra) = client.extra.as_mut() {
+            extra.held_scanned = at as u32;
+        }
+        if over {
+            io.stop_reading(key);
+        }
+    }
+
+    /// Deliveries made by this shard so far, to its clients or handed to other shards.
+    fn deliveries_so_far(io: &Io<Self>) -> u64 {
+        let stats = io.stats();
+        stats.messages_out.load(Ordering::Relaxed) + stats.mesh_sent.load(Ordering::Relaxed)
+    }
+
+    /// Whether a PUBLISH may pause its connection now: always, except while its held
+    /// packets are taken up within their budget.
+    pub(super) fn may_pause_publisher(&self, io: &Io<Self>) -> bool {
+        !self.taking_up_held
+            || Self::deliveries_so_far(io) - self.held_budget_from >= HELD_DELIVERY_BUDGET
     }
 
     fn keep_carry(&mut self, io: &mut Io<Self>, key: ConnKey, mut carry: Vec<u8>) {
@@ -809,17 +899,43 @@ impl Service for Broker {
     }
 
     fn on_resume(&mut self, io: &mut Io<Self>, key: ConnKey) {
-        let held = io.state(key).map(|c| c.take_carry()).unwrap_or_default();
+        let held = io.state(key).map_or_else(Vec::new, |c| {
+            if let Some(extra) = c.extra.as_mut() {
+                extra.held_scanned = 0;
+            }
+            c.take_carry()
+        });
         if !held.is_empty() {
+            self.taking_up_held = true;
+            self.held_budget_from = Self::deliveries_so_far(io);
             self.process_input(io, key, &held);
+            self.taking_up_held = false;
+            // Still pressured: pause again before reading more from it.
+            io.set_waiting(self.waiting);
+            io.pause_if_pressured(key);
         }
     }
 
     fn on_turn_end(&mut self, io: &mut Io<Self>) {
         self.drain_local_inbox(io);
+        io.set_waiting(self.waiting);
     }
 
     fn on_tick(&mut self, io: &mut Io<Self>) {
+        #[cfg(debug_assertions)]
+        {
+            // The running count must match a recount (tests run debug builds).
+            let recount: usize = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.conn.is_some())
+                .map(|(_, s)| s.queue_len())
+                .sum();
+            assert_eq!(
+                self.waiting, recount,
+                "deliveries waiting for connected clients"
+            );
+        }
         self.clock_ms = io.now_ms();
         self.expire_sessions(io);
         self.registry.compact();
