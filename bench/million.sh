@@ -14,12 +14,14 @@
 # to RLIMIT_NOFILE sockets, 20,000 here, which cannot be raised) → ramp two ringmq-swarm
 # processes (TCP and WebSocket, many loopback source addresses) → hold, measuring the
 # broker's CPU while only keepalives flow → probe: 1 publisher → 1,000 of the clients at
-# 1,000 msg/s → hold to the end → check every connection survived → tear down → print the
-# figures. Every step has a time limit; the script stops by itself.
+# 1,000 msg/s → a light probe at 100 msg/s → hold to the end → check every connection
+# survived → tear down → print the figures. Every step has a time limit; the script stops
+# by itself.
 #
 # Environment: SHARDS (default: one per 17,000 connections), PORT_BASE (default 31000),
 # OUT (results folder, default target/million), KEEPALIVE (default 60), PROBE_RATE
-# (messages per second of the probe, default 1000).
+# (messages per second of the probe, default 1000), PROBE2_RATE (the light probe, default
+# 100; 0 skips it), RECV_BUFFERS (ringmq --recv-buffers, default 256, see tuning.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,8 @@ KEEPALIVE=${KEEPALIVE:-60}
 PROBE_SUBS=1000
 PROBE_SECS=60
 PROBE_RATE=${PROBE_RATE:-1000}
+PROBE2_RATE=${PROBE2_RATE:-100}
+RECV_BUFFERS=${RECV_BUFFERS:-256}
 PROBE_CLIENTS=$((PROBE_SUBS + 1))
 WS_N=$(((N + 3) / 4))                       # at least a quarter over WebSocket
 TCP_N=$((N - WS_N - PROBE_CLIENTS))         # the probe's clients count in the million
@@ -70,7 +74,7 @@ tcp_slab_before=$(slab_kb)
 
 say "starting ringmq: $SHARDS shards for $N connections"
 "$BIN/ringmq" --mqtt "127.0.0.1:$MQTT_PORT" --ws "127.0.0.1:$WS_PORT" \
-  --metrics "127.0.0.1:$METRICS_PORT" --shards "$SHARDS" --recv-buffers 256 \
+  --metrics "127.0.0.1:$METRICS_PORT" --shards "$SHARDS" --recv-buffers "$RECV_BUFFERS" \
   --mesh-capacity 64 --data-dir "$OUT/data" >"$OUT/broker.log" 2>&1 &
 BROKER=$!
 for _ in $(seq 1 100); do grep -q listening "$OUT/broker.log" && break; sleep 0.2; done
@@ -123,6 +127,15 @@ say "probe: 1 publisher -> $PROBE_SUBS subscribers, $PROBE_RATE msg/s, ${PROBE_S
   --json "$OUT/probe.json" --hist "$OUT/probe.hlog" >"$OUT/probe.txt" 2>&1 || true
 
 rest=$((HOLD - idle_secs - PROBE_SECS))
+if ((PROBE2_RATE > 0 && rest >= PROBE_SECS + 20)); then
+  say "light probe: 1 publisher -> $PROBE_SUBS subscribers, $PROBE2_RATE msg/s, ${PROBE_SECS} s"
+  p2_start=$(date +%s)
+  "$BIN/ringmq-swarm" fanout --target "tcp://127.0.0.1:$MQTT_PORT" -n "$PROBE_SUBS" -p 1 \
+    --rate "$PROBE2_RATE" --qos 0 --payload 64 --duration "$PROBE_SECS" --warmup 5 --drain 10 \
+    --source-addrs 127.0.12.5-127.0.12.8 --client-id-prefix million-probe2 -q \
+    --json "$OUT/probe2.json" --hist "$OUT/probe2.hlog" >"$OUT/probe2.txt" 2>&1 || true
+  rest=$((rest - ($(date +%s) - p2_start)))
+fi
 ((rest > 0)) && { say "holding ${rest} s more"; sleep "$rest"; }
 
 # Everything measured at the end of the hold, with every connection still open.
@@ -172,6 +185,12 @@ if p and p.get("latency_us"):
           f"lost {m.get('lost', 0)}, duplicated {m.get('duplicates', 0)}")
 else:
     print("probe         no result (see probe.txt)")
+p2 = load("probe2.json")
+if p2 and p2.get("latency_us"):
+    l, m = p2["latency_us"], p2["messages"]
+    print(f"light probe   {m.get('published', 0):,} published to {p2['connections']} subscribers: "
+          f"p50 {l['p50']} µs, p99 {l['p99']} µs, p99.9 {l['p999']} µs, max {l['max']} µs; "
+          f"lost {m.get('lost', 0)}, duplicated {m.get('duplicates', 0)}")
 print(f"broker CPU    {float(idle_cpu):.1f}% of one core during the keepalive-only hold")
 print(f"broker RSS    {int(rss0) // 1024} MiB before, {int(rss1) // 1024} MiB held: "
       f"{kb(rss0, rss1) / conns:,.0f} B per connection")
