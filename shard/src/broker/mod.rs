@@ -652,6 +652,14 @@ impl Broker {
         }
         let over = held.len() > io.config().pause_hold_bytes;
         let Some(client) = io.state(key) else { return };
+        let ka = client.keep_alive_ms();
+        if at > scanned && ka > 0 {
+            // A held packet was received all the same: it counts for the keep-alive
+            // (MQTT-3.1.2-24 speaks of receiving, not of handling).
+            let at_ms = io.now_ms() + ka;
+            io.set_deadline(key, at_ms);
+        }
+        let Some(client) = io.state(key) else { return };
         client.put_carry(held);
         if let Some(extra) = client.extra.as_mut() {
             extra.held_scanned = at as u32;
