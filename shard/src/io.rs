@@ -169,6 +169,12 @@ impl<S: Service> Io<S> {
         ShardStats::add(&self.stats.publishers_read_stopped, 1);
     }
 
+    /// Whether reading from the connection has stopped (it is paused and the service holds
+    /// as much of its input as it will): its silence is then the shard's doing.
+    pub fn reading_stopped(&self, key: ConnKey) -> bool {
+        self.conn(key).is_some_and(|c| c.has(flag::READ_HELD))
+    }
+
     /// Whether reading from the connection is paused for back-pressure.
     pub fn is_paused(&self, key: ConnKey) -> bool {
         self.conn(key).is_some_and(|c| c.has(flag::PAUSED))

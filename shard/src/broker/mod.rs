@@ -886,8 +886,16 @@ impl Service for Broker {
 
     fn on_deadline(&mut self, io: &mut Io<Self>, key: ConnKey) {
         self.clock_ms = io.now_ms();
-        ShardStats::add(&io.stats().disconnected_timeout, 1);
         let connected = io.state(key).is_some_and(|c| c.phase == Phase::Connected);
+        if connected && io.reading_stopped(key) {
+            // Back-pressure stopped reading it: whatever it sent waits in its socket, so
+            // its keep-alive is not its fault. Looked at again once it is read.
+            let ka = io.state(key).map_or(0, |c| c.keep_alive_ms());
+            let at_ms = io.now_ms() + ka.max(1000);
+            io.set_deadline(key, at_ms);
+            return;
+        }
+        ShardStats::add(&io.stats().disconnected_timeout, 1);
         if connected {
             self.disconnect(
                 io,
