@@ -130,7 +130,8 @@ impl<S: Service> Io<S> {
     }
 
     /// Back-pressure: when the shard is under pressure, pauses `key` (a connection that
-    /// just published) until the pressure is gone or `pause_max_ms` has passed. Returns
+    /// just published) until the pressure is gone or `pause_max_ms` has passed (longer
+    /// while messages wait for a full peer ring: see `resume_paused`). Returns
     /// whether it paused. A paused connection is still read: the service holds its
     /// packets in order and takes up only acknowledgements and pings at once, so its own
     /// deliveries keep flowing; when the service holds as much as it will, it stops
