@@ -70,6 +70,16 @@ pub(super) struct Src<'a> {
 }
 
 impl<'a> Src<'a> {
+    /// What a PUBLISH of this message is written from.
+    fn view(&self) -> View<'a> {
+        View {
+            topic: self.topic,
+            props: self.props,
+            payload: self.payload,
+            expires_at: self.expires_at,
+        }
+    }
+
     pub(super) fn from_arc(m: &'a Arc<Message>, via: usize) -> Src<'a> {
         Src {
             topic: m.topic(),
@@ -259,12 +269,9 @@ impl Broker {
         }
         io.note_publish();
         // Back-pressure: a shard that cannot send as fast as it is fed pauses this
-        // publisher for a while (`pause_if_pressured`), instead of dropping messages: what
-        // it sends meanwhile is held (`hold_input`) until `on_resume`.
-        if self.may_pause_publisher(io) {
-            io.set_waiting(self.waiting);
-            io.pause_if_pressured(key);
-        }
+        // publisher for a while, instead of dropping messages: what it sends meanwhile is
+        // held (`hold_input`) until `on_resume`.
+        self.pause_publisher_if_pressured(io, key);
     }
 
     /// Publishes a message made by the broker (a will, `$SYS`).
@@ -564,12 +571,7 @@ impl Broker {
                 return;
             }
             let version = s.version;
-            let view = View {
-                topic: src.topic,
-                props: src.props,
-                payload: src.payload,
-                expires_at: src.expires_at,
-            };
+            let view = src.view();
             let out = Out {
                 qos,
                 retain,
@@ -615,12 +617,7 @@ impl Broker {
         }
         let pkid = s.extra_mut().next_pkid();
         let version = s.version;
-        let view = View {
-            topic: src.topic,
-            props: src.props,
-            payload: src.payload,
-            expires_at: src.expires_at,
-        };
+        let view = src.view();
         let out = Out {
             qos,
             retain,
@@ -925,12 +922,7 @@ impl Broker {
             match i.state {
                 OutState::Published => {
                     let m = &i.delivery.msg;
-                    let view = View {
-                        topic: m.topic(),
-                        props: m.props(),
-                        payload: m.payload(),
-                        expires_at: m.expires_at,
-                    };
+                    let view = View::of(m);
                     let d = &i.delivery;
                     let out = Out {
                         qos: d.qos,
@@ -987,12 +979,7 @@ impl Broker {
             let pkid = e.next_pkid();
             let max_packet = io.state(conn).map_or(u32::MAX, |c| c.max_packet());
             let m = q.msg.clone();
-            let view = View {
-                topic: m.topic(),
-                props: m.props(),
-                payload: m.payload(),
-                expires_at: m.expires_at,
-            };
+            let view = View::of(&m);
             let out = Out {
                 qos: q.qos,
                 retain: q.retain,
@@ -1028,6 +1015,18 @@ struct View<'a> {
     props: &'a [u8],
     payload: &'a [u8],
     expires_at: Option<Instant>,
+}
+
+impl View<'_> {
+    /// A stored message (queued or in flight).
+    fn of(m: &Message) -> View<'_> {
+        View {
+            topic: m.topic(),
+            props: m.props(),
+            payload: m.payload(),
+            expires_at: m.expires_at,
+        }
+    }
 }
 
 /// How one delivery goes out.

@@ -651,13 +651,10 @@ impl Broker {
             }
         }
         let over = held.len() > io.config().pause_hold_bytes;
-        let Some(client) = io.state(key) else { return };
-        let ka = client.keep_alive_ms();
-        if at > scanned && ka > 0 {
+        if at > scanned {
             // A held packet was received all the same: it counts for the keep-alive
             // (MQTT-3.1.2-24 speaks of receiving, not of handling).
-            let at_ms = io.now_ms() + ka;
-            io.set_deadline(key, at_ms);
+            Self::keep_alive_from_now(io, key);
         }
         let Some(client) = io.state(key) else { return };
         client.put_carry(held);
@@ -675,11 +672,17 @@ impl Broker {
         stats.messages_out.load(Ordering::Relaxed) + stats.mesh_sent.load(Ordering::Relaxed)
     }
 
-    /// Whether a PUBLISH may pause its connection now: always, except while its held
+    /// Back-pressure: pauses a connection that just published (or whose held packets
+    /// were just taken up) if the shard is under pressure — except while its held
     /// packets are taken up within their budget.
-    pub(super) fn may_pause_publisher(&self, io: &Io<Self>) -> bool {
-        !self.taking_up_held
-            || Self::deliveries_so_far(io) - self.held_budget_from >= HELD_DELIVERY_BUDGET
+    pub(super) fn pause_publisher_if_pressured(&self, io: &mut Io<Self>, key: ConnKey) {
+        if self.taking_up_held
+            && Self::deliveries_so_far(io) - self.held_budget_from < HELD_DELIVERY_BUDGET
+        {
+            return;
+        }
+        io.set_waiting(self.waiting);
+        io.pause_if_pressured(key);
     }
 
     fn keep_carry(&mut self, io: &mut Io<Self>, key: ConnKey, mut carry: Vec<u8>) {
@@ -718,14 +721,22 @@ impl Broker {
         self.protocol_error(io, key, code, &why);
     }
 
+    /// A packet was received from a connected client: its keep-alive deadline starts
+    /// over (none when it asked for no keep-alive).
+    fn keep_alive_from_now(io: &mut Io<Self>, key: ConnKey) {
+        let ka = io.state(key).map_or(0, |c| c.keep_alive_ms());
+        if ka > 0 {
+            let at = io.now_ms() + ka;
+            io.set_deadline(key, at);
+        }
+    }
+
     fn handle_packet(&mut self, io: &mut Io<Self>, key: ConnKey, pkt: Packet<'_>) {
         ShardStats::add(&io.stats().packets_in, 1);
         let Some(client) = io.state(key) else { return };
         let phase = client.phase;
-        let ka = client.keep_alive_ms();
-        if phase == Phase::Connected && ka > 0 {
-            let at = io.now_ms() + ka;
-            io.set_deadline(key, at);
+        if phase == Phase::Connected {
+            Self::keep_alive_from_now(io, key);
         }
         match (phase, pkt) {
             (Phase::AwaitConnect, Packet::Connect(c)) => self.on_connect(io, key, c),
@@ -927,8 +938,7 @@ impl Service for Broker {
             self.process_input(io, key, &held);
             self.taking_up_held = false;
             // Still pressured: pause again before reading more from it.
-            io.set_waiting(self.waiting);
-            io.pause_if_pressured(key);
+            self.pause_publisher_if_pressured(io, key);
         }
     }
 
