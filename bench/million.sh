@@ -120,20 +120,21 @@ c0=$(cpu_ticks "$BROKER"); sleep "$idle_secs"; c1=$(cpu_ticks "$BROKER")
 hz=$(getconf CLK_TCK)
 idle_cpu=$(echo "100 * ($c1 - $c0) / $hz / $idle_secs" | bc -l)
 
-say "probe: 1 publisher -> $PROBE_SUBS subscribers, $PROBE_RATE msg/s, ${PROBE_SECS} s"
-"$BIN/ringmq-swarm" fanout --target "tcp://127.0.0.1:$MQTT_PORT" -n "$PROBE_SUBS" -p 1 \
-  --rate "$PROBE_RATE" --qos 0 --payload 64 --duration "$PROBE_SECS" --warmup 5 --drain 10 \
-  --source-addrs 127.0.12.1-127.0.12.4 --client-id-prefix million-probe -q \
-  --json "$OUT/probe.json" --hist "$OUT/probe.hlog" >"$OUT/probe.txt" 2>&1 || true
+# probe NAME RATE SOURCE_ADDRS: 1 publisher -> PROBE_SUBS subscribers for PROBE_SECS, its
+# results in $OUT/NAME.{json,hlog,txt}.
+probe() {
+  say "$1: 1 publisher -> $PROBE_SUBS subscribers, $2 msg/s, ${PROBE_SECS} s"
+  "$BIN/ringmq-swarm" fanout --target "tcp://127.0.0.1:$MQTT_PORT" -n "$PROBE_SUBS" -p 1 \
+    --rate "$2" --qos 0 --payload 64 --duration "$PROBE_SECS" --warmup 5 --drain 10 \
+    --source-addrs "$3" --client-id-prefix "million-$1" -q \
+    --json "$OUT/$1.json" --hist "$OUT/$1.hlog" >"$OUT/$1.txt" 2>&1 || true
+}
+probe probe "$PROBE_RATE" 127.0.12.1-127.0.12.4
 
 rest=$((HOLD - idle_secs - PROBE_SECS))
 if ((PROBE2_RATE > 0 && rest >= PROBE_SECS + 20)); then
-  say "light probe: 1 publisher -> $PROBE_SUBS subscribers, $PROBE2_RATE msg/s, ${PROBE_SECS} s"
   p2_start=$(date +%s)
-  "$BIN/ringmq-swarm" fanout --target "tcp://127.0.0.1:$MQTT_PORT" -n "$PROBE_SUBS" -p 1 \
-    --rate "$PROBE2_RATE" --qos 0 --payload 64 --duration "$PROBE_SECS" --warmup 5 --drain 10 \
-    --source-addrs 127.0.12.5-127.0.12.8 --client-id-prefix million-probe2 -q \
-    --json "$OUT/probe2.json" --hist "$OUT/probe2.hlog" >"$OUT/probe2.txt" 2>&1 || true
+  probe probe2 "$PROBE2_RATE" 127.0.12.5-127.0.12.8
   rest=$((rest - ($(date +%s) - p2_start)))
 fi
 ((rest > 0)) && { say "holding ${rest} s more"; sleep "$rest"; }
@@ -177,20 +178,18 @@ for name in ("idle-tcp.json", "idle-ws.json"):
         c = d["connect"]
         print(f"  {name[:-5]:9} {d['connections']:,} clients, reconnects {c['reconnects']}, disconnects {c['disconnects']}, "
               f"connect failures {c['connect_failures']}, timeouts {c['timeouts']}")
-p = load("probe.json")
-if p and p.get("latency_us"):
-    l, m = p["latency_us"], p["messages"]
-    print(f"probe         {m.get('published', 0):,} published to {p['connections']} subscribers: "
-          f"p50 {l['p50']} µs, p99 {l['p99']} µs, p99.9 {l['p999']} µs, max {l['max']} µs; "
-          f"lost {m.get('lost', 0)}, duplicated {m.get('duplicates', 0)}")
-else:
-    print("probe         no result (see probe.txt)")
-p2 = load("probe2.json")
-if p2 and p2.get("latency_us"):
-    l, m = p2["latency_us"], p2["messages"]
-    print(f"light probe   {m.get('published', 0):,} published to {p2['connections']} subscribers: "
-          f"p50 {l['p50']} µs, p99 {l['p99']} µs, p99.9 {l['p999']} µs, max {l['max']} µs; "
-          f"lost {m.get('lost', 0)}, duplicated {m.get('duplicates', 0)}")
+def print_probe(label, name):
+    r = load(name + ".json")
+    if r and r.get("latency_us"):
+        l, m = r["latency_us"], r["messages"]
+        print(f"{label:13} {m.get('published', 0):,} published to {r['connections']} subscribers: "
+              f"p50 {l['p50']} µs, p99 {l['p99']} µs, p99.9 {l['p999']} µs, max {l['max']} µs; "
+              f"lost {m.get('lost', 0)}, duplicated {m.get('duplicates', 0)}")
+    elif os.path.exists(os.path.join(out, name + ".txt")):
+        print(f"{label:13} no result (see {name}.txt)")
+    return r
+p = print_probe("probe", "probe")
+print_probe("light probe", "probe2")
 print(f"broker CPU    {float(idle_cpu):.1f}% of one core during the keepalive-only hold")
 print(f"broker RSS    {int(rss0) // 1024} MiB before, {int(rss1) // 1024} MiB held: "
       f"{kb(rss0, rss1) / conns:,.0f} B per connection")
