@@ -21,18 +21,13 @@ use tokio::task::JoinHandle;
 
 use crate::common::Broker;
 
-/// How long something that should happen may take.
-pub const WAIT: Duration = Duration::from_secs(20);
+// The raw-packet basics and the runtime are the other e2e tests' (`e2e_support.rs`).
+#[path = "../e2e_support.rs"]
+mod support;
+pub use support::{WAIT, mqtt_str as utf8, packet, runtime, varint};
+
 /// How long to watch for something that must not happen.
 pub const QUIET: Duration = Duration::from_millis(700);
-
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 // ------------------------------------------------------------------------------------
 // rumqttc, MQTT 3.1.1
@@ -513,33 +508,6 @@ pub mod v5 {
 // ------------------------------------------------------------------------------------
 // Raw packets (MQTT 3.1.1 §3, MQTT 5.0 §3), written by hand.
 // ------------------------------------------------------------------------------------
-
-pub fn varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            return;
-        }
-    }
-}
-
-pub fn utf8(s: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-/// A whole packet: first byte, Remaining Length, body.
-pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![first];
-    varint(body.len(), &mut p);
-    p.extend_from_slice(body);
-    p
-}
 
 /// A will for a raw CONNECT: topic, payload, QoS, retain (3.1.1 and 5.0 without
 /// properties).
