@@ -7,10 +7,10 @@
 //! once the connection is being closed); an `Err` is a malformed stream.
 
 use ringmq_proto::Decoded;
-use ringmq_proto::mqtt::{self, Packet, Version};
+use ringmq_proto::mqtt::{Framer, Packet, Version};
 use ringmq_proto::ws::{self, Event, FrameDecoder};
 
-/// Feeds `data` (after whatever `carry` holds) to the MQTT decoder.
+/// Feeds `data` (after whatever `carry` holds) to the MQTT framer and decoder.
 pub fn feed_mqtt(
     carry: &mut Vec<u8>,
     data: &[u8],
@@ -18,53 +18,23 @@ pub fn feed_mqtt(
     max_packet: u32,
     mut on_packet: impl FnMut(Packet<'_>) -> Result<bool, String>,
 ) -> Result<(), String> {
-    let mut pos = 0;
-    if !carry.is_empty() {
-        loop {
-            match mqtt::peek_packet_len(carry, max_packet) {
-                Ok(Decoded::Partial { .. }) => {
-                    if pos == data.len() {
-                        return Ok(());
-                    }
-                    carry.push(data[pos]);
-                    pos += 1;
+    let malformed = |e| format!("packet from the broker: {e:?}");
+    let mut frames = Framer::new(std::mem::take(carry), data, max_packet);
+    let go_on = loop {
+        match frames.next_frame(version) {
+            Ok(Decoded::Complete(frame, _)) => {
+                if !on_packet(frame.decode(version).map_err(malformed)?)? {
+                    break false;
                 }
-                Ok(Decoded::Complete(total, _)) => {
-                    let take = (total - carry.len()).min(data.len() - pos);
-                    carry.extend_from_slice(&data[pos..pos + take]);
-                    pos += take;
-                    if carry.len() < total {
-                        return Ok(());
-                    }
-                    break;
-                }
-                Err(e) => return Err(format!("packet from the broker: {e:?}")),
             }
+            Ok(Decoded::Partial { .. }) => break true,
+            Err(e) => return Err(malformed(e)),
         }
-        let go_on = match mqtt::decode(carry, version, max_packet) {
-            Ok(Decoded::Complete(packet, _)) => on_packet(packet)?,
-            Ok(Decoded::Partial { .. }) => return Err("packet shorter than its length".into()),
-            Err(e) => return Err(format!("packet from the broker: {e:?}")),
-        };
+    };
+    *carry = frames.into_carry();
+    if !go_on {
+        // The connection is closing: what follows is not read.
         carry.clear();
-        if !go_on {
-            return Ok(());
-        }
-    }
-    while pos < data.len() {
-        match mqtt::decode(&data[pos..], version, max_packet) {
-            Ok(Decoded::Complete(packet, n)) => {
-                pos += n;
-                if !on_packet(packet)? {
-                    return Ok(());
-                }
-            }
-            Ok(Decoded::Partial { .. }) => {
-                carry.extend_from_slice(&data[pos..]);
-                return Ok(());
-            }
-            Err(e) => return Err(format!("packet from the broker: {e:?}")),
-        }
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
-//! The MQTT hot path allocates nothing: decoding a PUBLISH (3.1.1, and 5.0 with properties,
-//! including reading them through the getters), and encoding a PUBLISH into a `Vec` that
-//! has the capacity, into a `&mut [u8]`, and as a head for a vectored write. A counting
-//! global allocator proves it.
+//! The MQTT hot path allocates nothing: framing a stream of packets in place (and through
+//! a carry buffer that has the capacity), decoding a PUBLISH (3.1.1, and 5.0 with
+//! properties, including reading them through the getters), encoding a PUBLISH into a
+//! `Vec` that has the capacity, into a `&mut [u8]`, and as a head for a vectored write, and
+//! stamping copies of a fan-out's PUBLISH. A counting global allocator proves it.
 //!
 //! The counter is per thread, so the test harness's own threads do not disturb it.
 
@@ -11,8 +12,8 @@ use std::hint::black_box;
 
 use ringmq_proto::Decoded;
 use ringmq_proto::mqtt::{
-    Packet, Properties, Property, Publish, QoS, SubscribeFilters, SubscriptionOptions, Version,
-    decode,
+    Framer, Packet, Properties, Property, Publish, PublishTemplate, QoS, SubscribeFilters,
+    SubscriptionOptions, Version, decode,
 };
 
 thread_local! {
@@ -172,4 +173,58 @@ fn decoding_a_subscribe_allocates_nothing() {
         );
     });
     assert_eq!(n, 0);
+}
+
+#[test]
+fn framing_a_stream_allocates_nothing() {
+    let payload = [0x5A; 300];
+    for version in [Version::V311, Version::V5] {
+        let packet = Packet::Publish(publish(version, &payload));
+        let mut stream = Vec::new();
+        for _ in 0..3 {
+            packet.encode_to_vec(version, &mut stream).unwrap();
+        }
+        let one = stream.len() / 3;
+        // A carry buffer that has held a packet before keeps its capacity.
+        let carry = Vec::with_capacity(2 * one);
+        let n = allocations_in(|| {
+            // The stream cut inside the second packet: the first is framed in place, the
+            // second through the carry buffer, the third in place again.
+            let cut = one + one / 2;
+            let mut framer = Framer::new(carry, black_box(&stream[..cut]), u32::MAX);
+            let mut frames = 0;
+            while let Ok(Decoded::Complete(frame, _)) = framer.next_frame(version) {
+                assert!(matches!(frame.decode(version), Ok(Packet::Publish(_))));
+                frames += 1;
+            }
+            let mut framer = Framer::new(framer.into_carry(), &stream[cut..], u32::MAX);
+            while let Ok(Decoded::Complete(frame, _)) = framer.next_frame(version) {
+                assert!(matches!(frame.decode(version), Ok(Packet::Publish(_))));
+                frames += 1;
+            }
+            assert_eq!(frames, 3);
+            black_box(framer.into_carry());
+        });
+        assert_eq!(n, 0, "{version:?}");
+    }
+}
+
+#[test]
+fn stamping_a_fan_out_allocates_nothing_once_encoded() {
+    let payload = [0x5A; 1024];
+    for version in [Version::V311, Version::V5] {
+        let p = publish(version, &payload);
+        let mut template = PublishTemplate::default();
+        template.encode(&p, version).unwrap();
+        let mut out = Vec::with_capacity(100 * template.len());
+        let n = allocations_in(|| {
+            // The next message of the fan-out reuses the template's buffer.
+            template.encode(black_box(&p), version).unwrap();
+            for pkid in 1..=100 {
+                template.stamp_to_vec(pkid, &mut out);
+            }
+        });
+        assert_eq!(n, 0, "{version:?}");
+        assert_eq!(out.len(), 100 * template.len());
+    }
 }

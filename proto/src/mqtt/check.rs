@@ -4,9 +4,11 @@
 //! they are hidden from the documentation.
 
 use super::error::EncodeError;
+use super::framer::Framer;
 use super::header::peek_packet_len;
 use super::packet::{Packet, decode};
-use super::wire::Version;
+use super::publish::PublishTemplate;
+use super::wire::{QoS, Version};
 use crate::Decoded;
 
 /// No packet size limit.
@@ -82,6 +84,34 @@ pub fn check_round_trip(packet: &Packet<'_>, version: Version) -> Vec<u8> {
         assert_eq!(publish.encode_head(version, &mut head), Ok(head_len));
         head.extend_from_slice(publish.payload);
         assert_eq!(head, bytes, "head + payload differs from the whole packet");
+
+        let mut template = PublishTemplate::default();
+        template
+            .encode(publish, version)
+            .unwrap_or_else(|e| panic!("no template of {packet:?}: {e}"));
+        assert_eq!(template.len(), len);
+        let mut stamped = vec![0xAA];
+        template.stamp_to_vec(publish.pkid, &mut stamped);
+        assert_eq!(
+            &stamped[1..],
+            &bytes[..],
+            "template stamped with its own id"
+        );
+        let other = publish.pkid.wrapping_add(1).max(1);
+        let mut again = Packet::Publish(crate::mqtt::Publish {
+            pkid: other,
+            ..publish.clone()
+        });
+        if publish.qos == QoS::AtMostOnce {
+            again = packet.clone();
+        }
+        stamped.clear();
+        template.stamp_to_vec(other, &mut stamped);
+        let mut want = Vec::new();
+        again
+            .encode_to_vec(version, &mut want)
+            .expect("the same packet with another id");
+        assert_eq!(stamped, want, "template stamped with id {other}");
     }
 
     let decoded = match decode(&bytes, version, NO_LIMIT) {
@@ -100,7 +130,9 @@ pub fn check_round_trip(packet: &Packet<'_>, version: Version) -> Vec<u8> {
 ///   byte count after it;
 /// - reading `need` bytes at a time, starting from nothing, ends exactly at the packet's end;
 /// - byte by byte into a carry buffer, the packet appears with the last byte and not before;
-/// - followed by more bytes, the packet and its length are unchanged.
+/// - followed by more bytes, the packet and its length are unchanged;
+/// - cut in two at every point and fed to a [`Framer`] through its carry buffer, the
+///   packet comes out whole, once, with the second piece.
 pub fn check_split_feed(bytes: &[u8], version: Version) -> Packet<'_> {
     let packet = match decode(bytes, version, NO_LIMIT) {
         Ok(Decoded::Complete(packet, used)) if used == bytes.len() => packet,
@@ -163,5 +195,29 @@ pub fn check_split_feed(bytes: &[u8], version: Version) -> Packet<'_> {
         decode(&followed, version, NO_LIMIT),
         Ok(Decoded::Complete(packet.clone(), bytes.len()))
     );
+
+    for split in 0..=bytes.len() {
+        let mut first = Framer::new(Vec::new(), &bytes[..split], NO_LIMIT);
+        if split < bytes.len() {
+            assert!(
+                matches!(first.next_frame(version), Ok(Decoded::Partial { .. })),
+                "framed before its last byte, split at {split}"
+            );
+            let mut second = Framer::new(first.into_carry(), &bytes[split..], NO_LIMIT);
+            match second.next_frame(version) {
+                Ok(Decoded::Complete(frame, n)) => {
+                    assert_eq!((frame.bytes(), n), (bytes, bytes.len()));
+                    assert_eq!(frame.decode(version).as_ref(), Ok(&packet));
+                }
+                other => panic!("split at {split}: {other:?}"),
+            }
+            assert_eq!(second.next_frame(version), Ok(Decoded::Partial { need: 1 }));
+            assert!(second.into_carry().is_empty());
+        } else {
+            assert!(
+                matches!(first.next_frame(version), Ok(Decoded::Complete(f, _)) if f.bytes() == bytes)
+            );
+        }
+    }
     packet
 }

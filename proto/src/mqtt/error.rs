@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use super::properties::PropertyId;
+use super::property_id::PropertyId;
 use super::reason::{ConnectReturnCode, ReasonCode};
 
 /// A packet that the specs do not allow. Only malformed input is an error; input that ends

@@ -123,6 +123,58 @@ impl<'a> Publish<'a> {
     }
 }
 
+/// A PUBLISH encoded once for every receiver of a fan-out whose copies differ only in
+/// their packet identifier: the packet is written once, and each receiver's copy is the
+/// same bytes stamped with its own identifier at the offset the encoding knows (after the
+/// fixed header and the topic). The buffer is kept from one message to the next.
+#[derive(Debug, Clone, Default)]
+pub struct PublishTemplate {
+    bytes: Vec<u8>,
+    /// Where the packet identifier sits; `None` for QoS 0, which carries none.
+    pkid_at: Option<usize>,
+}
+
+impl PublishTemplate {
+    /// Encodes `publish` for `version`, in place of what the template held; its own
+    /// packet identifier stands until a copy is stamped. On error the template is empty.
+    pub fn encode(&mut self, publish: &Publish<'_>, version: Version) -> Result<(), EncodeError> {
+        self.bytes.clear();
+        self.pkid_at = None;
+        let body = publish.body_len(version);
+        if body > MAX_VARINT {
+            return Err(EncodeError::RemainingLengthTooLarge);
+        }
+        self.bytes.reserve(1 + varint_len(body) + body);
+        if let Err(e) = publish.write(version, body, &mut self.bytes) {
+            self.bytes.clear();
+            return Err(e);
+        }
+        if publish.qos != QoS::AtMostOnce {
+            self.pkid_at = Some(1 + varint_len(body) + 2 + publish.topic.len());
+        }
+        Ok(())
+    }
+
+    /// Bytes of every copy.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Appends a copy carrying packet identifier `pkid` to `out` (QoS 0: the bytes as
+    /// they are; `pkid` is ignored).
+    pub fn stamp_to_vec(&self, pkid: u16, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&self.bytes);
+        if let Some(at) = self.pkid_at {
+            out[start + at..start + at + 2].copy_from_slice(&pkid.to_be_bytes());
+        }
+    }
+}
+
 /// PUBACK, PUBREC, PUBREL or PUBCOMP (the [`Packet`](super::Packet) variant says which).
 ///
 /// In MQTT 5 a success without properties is sent in the short form (packet identifier

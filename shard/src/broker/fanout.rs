@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ringmq_proto::mqtt::{
-    Packet, Properties, Property, PubResp, Publish, QoS, ReasonCode, Version,
+    Packet, Properties, Property, PubResp, Publish, PublishTemplate, QoS, ReasonCode, Version,
 };
 use ringmq_proto::topic;
 
@@ -36,12 +36,11 @@ pub(super) struct Scratch {
     /// The topic behind a topic alias.
     topic: String,
     /// One message's fan-out encodes its PUBLISH once per variant (version, QoS, RETAIN,
-    /// DUP) and copies the bytes to each subscriber, patching the packet id: `enc` holds
-    /// the last encoding, `enc_key` its variant, `pkid_at` where its packet id sits.
-    /// Only valid while `enc_on` (inside one `deliver_local` loop).
-    enc: Vec<u8>,
+    /// DUP) and stamps each subscriber's copy with its packet id: `enc` holds the last
+    /// encoding, `enc_key` its variant. Only valid while `enc_on` (inside one
+    /// `deliver_local` loop).
+    enc: PublishTemplate,
     enc_key: Option<(Version, QoS, bool, bool)>,
-    pkid_at: usize,
     enc_on: bool,
 }
 
@@ -270,7 +269,7 @@ impl Broker {
         io.note_publish();
         // Back-pressure: a shard that cannot send as fast as it is fed pauses this
         // publisher for a while, instead of dropping messages: what it sends meanwhile is
-        // held (`hold_input`) until `on_resume`.
+        // held (`take_up`) until `on_resume`.
         self.pause_publisher_if_pressured(io, key);
     }
 
@@ -743,7 +742,7 @@ impl Broker {
         let fan = &mut self.fan;
         if fan.enc_key != Some(key) {
             let props = if version == Version::V5 { m.props } else { &[] };
-            let pkt = Packet::Publish(Publish {
+            let publish = Publish {
                 dup: out.dup,
                 qos: out.qos,
                 retain: out.retain,
@@ -751,15 +750,11 @@ impl Broker {
                 pkid: out.pkid.max(1),
                 properties: Properties::Raw(props),
                 payload: m.payload,
-            });
-            fan.enc.clear();
-            if pkt.encode_to_vec(version, &mut fan.enc).is_err() {
+            };
+            if fan.enc.encode(&publish, version).is_err() {
+                fan.enc_key = None;
                 return Written::NotSent;
             }
-            // Fixed header (type byte, remaining length), topic (length + bytes), then
-            // the packet id.
-            let len_bytes = fan.enc[1..].iter().position(|b| b & 0x80 == 0).unwrap_or(0) + 1;
-            fan.pkid_at = 1 + len_bytes + 2 + m.topic.len();
             fan.enc_key = Some(key);
         }
         let len = fan.enc.len();
@@ -767,15 +762,8 @@ impl Broker {
             ShardStats::add(&io.stats().dropped_too_large_for_client, 1);
             return Written::TooLarge;
         }
-        let (bytes, pkid_at, qos, pkid) = (&fan.enc, fan.pkid_at, out.qos, out.pkid);
-        let sent = io.write_vec(conn, len, |q| {
-            let start = q.len();
-            q.extend_from_slice(bytes);
-            if qos != QoS::AtMostOnce {
-                q[start + pkid_at..start + pkid_at + 2].copy_from_slice(&pkid.to_be_bytes());
-            }
-        });
-        if !sent {
+        let (template, pkid) = (&fan.enc, out.pkid);
+        if !io.write_vec(conn, len, |q| template.stamp_to_vec(pkid, q)) {
             return Written::NotSent;
         }
         let stats = io.stats();

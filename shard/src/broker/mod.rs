@@ -28,7 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use ringmq_proto::Decoded;
-use ringmq_proto::mqtt::{self, Disconnect, Packet, Properties, Property, ReasonCode, Version};
+use ringmq_proto::mqtt::{
+    self, Disconnect, Framer, Packet, Properties, Property, ReasonCode, Version,
+};
 use slab::Slab;
 
 use crate::conn::ConnKey;
@@ -170,12 +172,11 @@ mod client_flag {
 /// What a connection holds beyond an idle one's.
 #[derive(Default)]
 struct ClientExtra {
-    /// Bytes of a packet split across receives (or, while claiming or paused, of every
-    /// packet held back).
+    /// The front of a packet split across receives (or, while the session is being
+    /// claimed, every byte received after the CONNECT).
     carry: Vec<u8>,
-    /// While paused: how far `carry` holds whole packets already looked at (the rest is
-    /// the start of a packet still arriving).
-    held_scanned: u32,
+    /// While paused: the whole packets held back, in order (acknowledgements aside).
+    held: Vec<u8>,
     /// Topic aliases the client set (MQTT 5), index = alias − 1.
     aliases: Vec<Option<Box<str>>>,
     /// Topic aliases the broker sets towards the client (MQTT 5), when the client allows
@@ -187,6 +188,7 @@ struct ClientExtra {
 impl ClientExtra {
     fn is_unused(&self) -> bool {
         self.carry.capacity() == 0
+            && self.held.capacity() == 0
             && self.aliases.is_empty()
             && self.out_aliases.is_none()
             && self.pending.is_none()
@@ -262,16 +264,34 @@ impl Client {
     }
 
     fn take_carry(&mut self) -> Vec<u8> {
-        self.extra
-            .as_mut()
-            .map(|e| std::mem::take(&mut e.carry))
-            .unwrap_or_default()
+        self.take_buffer(|e| &mut e.carry)
     }
 
     /// Keeps `carry` (with its capacity, so packets split again need no allocation).
     fn put_carry(&mut self, carry: Vec<u8>) {
-        if carry.capacity() > 0 {
-            self.extra_mut().carry = carry;
+        self.put_buffer(|e| &mut e.carry, carry);
+    }
+
+    fn take_held(&mut self) -> Vec<u8> {
+        self.take_buffer(|e| &mut e.held)
+    }
+
+    fn put_held(&mut self, held: Vec<u8>) {
+        self.put_buffer(|e| &mut e.held, held);
+    }
+
+    fn take_buffer(&mut self, buffer: fn(&mut ClientExtra) -> &mut Vec<u8>) -> Vec<u8> {
+        self.extra
+            .as_mut()
+            .map(|e| std::mem::take(buffer(e)))
+            .unwrap_or_default()
+    }
+
+    /// Keeps `bytes` in one of the buffers of the extra state, or drops the extra state if
+    /// nothing is left in it.
+    fn put_buffer(&mut self, buffer: fn(&mut ClientExtra) -> &mut Vec<u8>, bytes: Vec<u8>) {
+        if bytes.capacity() > 0 {
+            *buffer(self.extra_mut()) = bytes;
         } else {
             self.tidy();
         }
@@ -511,17 +531,11 @@ impl Broker {
         Self::write_packet(io, key, version, if fits { full } else { bare })
     }
 
-    /// Decodes and handles every whole packet in `input`, keeping a split one in the
-    /// connection's carry buffer.
+    /// Decodes and handles every whole packet `input` completes after the connection's
+    /// carry buffer, keeping the front of a packet split across receives there.
     fn process_input(&mut self, io: &mut Io<Self>, key: ConnKey, input: &[u8]) {
         let max = io.config().max_packet_size;
-        let paused = io.is_paused(key);
         let Some(client) = io.state(key) else { return };
-        if paused {
-            let scanned = client.extra.as_ref().map_or(0, |e| e.held_scanned as usize);
-            let carry = client.take_carry();
-            return self.hold_input(io, key, carry, scanned, input);
-        }
         let mut carry = client.take_carry();
         if client.phase == Phase::Claiming {
             // The session is being found on another shard: keep the packets for later.
@@ -540,130 +554,56 @@ impl Broker {
             }
             return;
         }
-        let mut input = input;
-        // First finish a packet split across receives, taking only the bytes it needs.
-        while !carry.is_empty() {
-            let total = match mqtt::peek_packet_len(&carry, max) {
-                Err(e) => return self.decode_error(io, key, &carry, e),
-                Ok(Decoded::Partial { .. }) => carry.len() + 1,
-                Ok(Decoded::Complete(total, _)) => total,
+        self.take_up(io, key, Framer::new(carry, input, max));
+    }
+
+    /// Handles the packets `frames` cuts from the stream, as the connection's state
+    /// allows each. Back-pressure: while the connection is paused, its acknowledgements
+    /// and pings are taken up at once (so the deliveries it is waiting on keep flowing and
+    /// its keep-alive holds) and its other packets wait in order in its held buffer until
+    /// `on_resume`; past `pause_hold_bytes`, reading from it stops until the pause ends.
+    /// Once it is claiming its session, the rest of the stream waits unread in its carry
+    /// buffer.
+    fn take_up(&mut self, io: &mut Io<Self>, key: ConnKey, mut frames: Framer<'_>) {
+        let mut held: Option<Vec<u8>> = None;
+        loop {
+            let version = io.state(key).map_or(Version::V311, |c| c.version());
+            let frame = match frames.next_frame(version) {
+                Err(e) => return self.decode_error(io, key, frames.front(), e),
+                Ok(Decoded::Partial { .. }) => break,
+                Ok(Decoded::Complete(frame, _)) => frame,
             };
-            let want = total - carry.len();
-            if want > 0 {
-                if input.is_empty() {
-                    return self.keep_carry(io, key, carry);
-                }
-                let k = want.min(input.len());
-                carry.extend_from_slice(&input[..k]);
-                input = &input[k..];
-                if k < want {
-                    continue;
-                }
-            }
-            if carry.len() < total {
+            if io.is_paused(key) && !frame.is_acknowledgement() {
+                let held = held
+                    .get_or_insert_with(|| io.state(key).map_or_else(Vec::new, |c| c.take_held()));
+                held.extend_from_slice(frame.bytes());
                 continue;
             }
-            let version = io.state(key).map_or(Version::V311, |c| c.version());
-            match mqtt::decode(&carry, version, max) {
-                Err(e) => return self.decode_error(io, key, &carry, e),
-                Ok(Decoded::Partial { .. }) => continue,
-                Ok(Decoded::Complete(pkt, used)) => {
-                    self.handle_packet(io, key, pkt);
-                    carry.drain(..used);
-                }
+            match frame.decode(version) {
+                Err(e) => return self.decode_error(io, key, frame.bytes(), e),
+                Ok(pkt) => self.handle_packet(io, key, pkt),
             }
             if !io.is_open(key) {
                 return;
             }
-            if io.is_paused(key) {
-                // `carry` held one packet, now handled: what follows is held from here.
-                return self.hold_input(io, key, carry, 0, input);
-            }
             if io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
-                carry.extend_from_slice(input);
-                return self.keep_carry(io, key, carry);
-            }
-        }
-        // Then decode in place from the receive buffer.
-        while !input.is_empty() {
-            let version = io.state(key).map_or(Version::V311, |c| c.version());
-            match mqtt::decode(input, version, max) {
-                Err(e) => return self.decode_error(io, key, input, e),
-                Ok(Decoded::Partial { .. }) => {
-                    carry.extend_from_slice(input);
-                    break;
-                }
-                Ok(Decoded::Complete(pkt, used)) => {
-                    self.handle_packet(io, key, pkt);
-                    input = &input[used..];
-                }
-            }
-            if !io.is_open(key) {
-                return;
-            }
-            if io.is_paused(key) {
-                return self.hold_input(io, key, carry, 0, input);
-            }
-            if io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
-                carry.extend_from_slice(input);
                 break;
             }
         }
-        self.keep_carry(io, key, carry);
-    }
-
-    /// Back-pressure: a paused connection's packets wait in `held` (its carry buffer), in
-    /// order, until `on_resume`; its acknowledgements and pings are taken up at once, so
-    /// the deliveries it is waiting on keep flowing and its keep-alive holds. `held[..
-    /// scanned]` is whole packets already looked at. Past `pause_hold_bytes`, reading
-    /// from it stops until the pause ends.
-    fn hold_input(
-        &mut self,
-        io: &mut Io<Self>,
-        key: ConnKey,
-        mut held: Vec<u8>,
-        scanned: usize,
-        input: &[u8],
-    ) {
-        let max = io.config().max_packet_size;
-        held.extend_from_slice(input);
-        let mut at = scanned;
-        while at < held.len() {
-            let total = match mqtt::peek_packet_len(&held[at..], max) {
-                Err(e) => return self.decode_error(io, key, &held[at..], e),
-                Ok(Decoded::Partial { .. }) => break,
-                Ok(Decoded::Complete(total, _)) if at + total > held.len() => break,
-                Ok(Decoded::Complete(total, _)) => total,
-            };
-            if !mqtt::is_acknowledgement(held[at]) {
-                at += total;
-                continue;
-            }
-            let version = io.state(key).map_or(Version::V311, |c| c.version());
-            match mqtt::decode(&held[at..at + total], version, max) {
-                Err(e) => return self.decode_error(io, key, &held[at..], e),
-                Ok(Decoded::Partial { .. }) => break, // not reached: the packet is whole
-                Ok(Decoded::Complete(pkt, _)) => self.handle_packet(io, key, pkt),
-            }
-            held.drain(at..at + total);
-            if !io.is_open(key) {
-                return;
-            }
-        }
-        let over = held.len() > io.config().pause_hold_bytes;
-        if at > scanned {
+        let carry = frames.into_carry();
+        if let Some(held) = held {
             // A held packet was received all the same: it counts for the keep-alive
             // (MQTT-3.1.2-24 speaks of receiving, not of handling).
             Self::keep_alive_from_now(io, key);
+            let over = held.len() + carry.len() > io.config().pause_hold_bytes;
+            if let Some(client) = io.state(key) {
+                client.put_held(held);
+            }
+            if over {
+                io.stop_reading(key);
+            }
         }
-        let Some(client) = io.state(key) else { return };
-        client.put_carry(held);
-        if let Some(extra) = client.extra.as_mut() {
-            extra.held_scanned = at as u32;
-        }
-        if over {
-            io.stop_reading(key);
-        }
+        self.keep_carry(io, key, carry);
     }
 
     /// Deliveries made by this shard so far, to its clients or handed to other shards.
@@ -926,19 +866,22 @@ impl Service for Broker {
     }
 
     fn on_resume(&mut self, io: &mut Io<Self>, key: ConnKey) {
-        let held = io.state(key).map_or_else(Vec::new, |c| {
-            if let Some(extra) = c.extra.as_mut() {
-                extra.held_scanned = 0;
-            }
-            c.take_carry()
-        });
+        let max = io.config().max_packet_size;
+        let Some((held, carry)) = io.state(key).map(|c| (c.take_held(), c.take_carry())) else {
+            return;
+        };
         if !held.is_empty() {
             self.taking_up_held = true;
             self.held_budget_from = Self::deliveries_so_far(io);
-            self.process_input(io, key, &held);
+            // The held packets are whole and come before the carried front of the packet
+            // still arriving, which goes back once they are taken up.
+            self.take_up(io, key, Framer::new(Vec::new(), &held, max));
             self.taking_up_held = false;
             // Still pressured: pause again before reading more from it.
             self.pause_publisher_if_pressured(io, key);
+        }
+        if let Some(client) = io.state(key) {
+            client.put_carry(carry);
         }
     }
 
