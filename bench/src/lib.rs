@@ -9,8 +9,9 @@
 //! - [`run`]: the main thread. Starts one [`worker`] per thread, moves the run through its
 //!   phases (connect → publish: warm-up, measured window, drain → stop) through
 //!   [`control`], samples progress and the broker's `/proc` entry, collects the results.
-//! - [`worker`]: one thread, one [`ring`] (io_uring with a fixed-file table and a
-//!   provided-buffer ring), thousands of client state machines; received bytes go through
+//! - [`worker`]: one thread, one io_uring ring (the runtime's, `ringmq_shard::ring`: a
+//!   fixed-file table and a provided-buffer ring), thousands of client state machines;
+//!   received bytes go through
 //!   [`stream`] (frames and packets decoded in place with the workspace codec,
 //!   `ringmq_proto`, split ones completed in a carry buffer).
 //! - [`payload`] is the header each message carries (publisher, sequence, send time);
@@ -25,7 +26,6 @@ pub mod control;
 pub mod payload;
 pub mod plan;
 pub mod report;
-pub mod ring;
 pub mod run;
 pub mod seq;
 pub mod stream;

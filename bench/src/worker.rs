@@ -31,16 +31,63 @@ use ringmq_proto::mqtt::{
     SubscribeFilters, SubscriptionOptions, Version,
 };
 use ringmq_proto::ws::{self, Event, FrameDecoder, Opcode, Role};
+use ringmq_shard::listen::SockAddr;
+use ringmq_shard::ring::{BufRing, Completion, GEN_MASK, OpKind, Ring};
 
 use crate::backoff::{self, Rng};
 use crate::config::{Config, Transport};
 use crate::control::{Control, Counters, IntervalMsg, PHASE_RUN, PHASE_STOP, new_histogram};
 use crate::payload::{self, Header};
 use crate::plan::Plan;
-use crate::ring::{BufRing, Completion, Op, Ring, Token};
 use crate::seq::{SeqCounters, SeqTable};
 use crate::stream;
 use crate::sys::now_ns;
+
+/// What a client's operation was for, carried in its `user_data` (see [`Token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Op {
+    /// `socket()` straight into a fixed-file slot.
+    Socket = 1,
+    /// `setsockopt(TCP_NODELAY)`.
+    SockOpt = 2,
+    /// `bind()` to a source address, port 0.
+    Bind = 3,
+    Connect = 4,
+    /// Multishot receive into the provided-buffer ring.
+    Recv = 5,
+    Send = 6,
+    /// `shutdown()` followed (linked) by the close of the slot.
+    Shutdown = 7,
+    Close = 8,
+    /// Cancels a pending connect that ran past its deadline.
+    Cancel = 9,
+}
+
+impl OpKind for Op {
+    fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    fn from_u8(byte: u8) -> Option<Op> {
+        Some(match byte {
+            1 => Op::Socket,
+            2 => Op::SockOpt,
+            3 => Op::Bind,
+            4 => Op::Connect,
+            5 => Op::Recv,
+            6 => Op::Send,
+            7 => Op::Shutdown,
+            8 => Op::Close,
+            9 => Op::Cancel,
+            _ => return None,
+        })
+    }
+}
+
+/// A swarm operation's token: `index` is the client's place in its worker, `gen_` names
+/// the connection attempt, so a completion for a replaced attempt is recognised.
+type Token = ringmq_shard::ring::Token<Op>;
 
 /// Submission queue entries per ring.
 const RING_ENTRIES: u32 = 4096;
@@ -286,56 +333,6 @@ fn errno_name(res: i32) -> String {
     std::io::Error::from_raw_os_error(-res).to_string()
 }
 
-/// A socket address in the form the kernel reads, at a stable place.
-struct SockAddr {
-    storage: libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
-
-impl SockAddr {
-    fn new(addr: SocketAddr) -> SockAddr {
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(*a.ip()).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-                unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: a.port().to_be(),
-                    sin6_flowinfo: a.flowinfo(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: a.ip().octets(),
-                    },
-                    sin6_scope_id: a.scope_id(),
-                };
-                // SAFETY: as above, for sockaddr_in6.
-                unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        SockAddr {
-            storage,
-            len: len as libc::socklen_t,
-        }
-    }
-
-    fn ptr(&self) -> *const libc::sockaddr {
-        (&raw const self.storage).cast()
-    }
-}
-
 /// The addresses operations point at: boxed, never moved or changed while the ring lives.
 struct Addrs {
     domain: i32,
@@ -412,8 +409,15 @@ struct Core {
 
 pub fn run_worker(setup: WorkerSetup) -> std::io::Result<WorkerResult> {
     let files = setup.clients.len().max(1) as u32;
-    let ring = Ring::new(RING_ENTRIES, files)?;
-    let bufs = BufRing::new(&ring, BUFFER_GROUP, RECV_BUFFERS, RECV_BUFFER_SIZE)?;
+    // Every connection's multishot receive may post while the worker is busy.
+    let ring = Ring::new(RING_ENTRIES, RING_ENTRIES * 8, files)?;
+    let bufs = BufRing::new(
+        &ring,
+        BUFFER_GROUP,
+        RECV_BUFFERS,
+        RECV_BUFFERS,
+        RECV_BUFFER_SIZE,
+    )?;
     let mut core = Core::new(ring, setup);
     let mut cqes: Vec<Completion> = Vec::with_capacity(RING_ENTRIES as usize * 8);
     let mut w = Worker { core, bufs };
@@ -433,7 +437,7 @@ impl Worker {
         let mut wait_for = 0;
         let mut timeout = Duration::ZERO;
         loop {
-            self.core.ring.submit(wait_for, Some(timeout))?;
+            self.core.ring.enter(wait_for, Some(timeout))?;
             self.core.now = now_ns();
             self.core.ring.reap(cqes);
             self.core.c.turns += 1;
@@ -466,7 +470,7 @@ impl Worker {
     }
 
     fn completion(&mut self, cqe: &Completion) {
-        let Some(tok) = Token::decode(cqe.user_data) else {
+        let Some(tok) = cqe.token::<Op>() else {
             return;
         };
         if tok.op == Op::Recv {
@@ -841,7 +845,7 @@ impl Core {
     // ---- connection set-up and tear-down ------------------------------------------
 
     fn push(&mut self, entries: &[squeue::Entry]) {
-        self.ring.push(entries);
+        self.ring.push_all(entries);
     }
 
     /// socket → setsockopt(TCP_NODELAY) → [bind] → connect, linked, into a fixed slot.
@@ -857,7 +861,7 @@ impl Core {
         if c.connected_once || c.failures > 0 {
             self.c.reconnects += 1;
         }
-        c.gen_ = c.gen_.wrapping_add(1) & crate::ring::GEN_MASK;
+        c.gen_ = c.gen_.wrapping_add(1) & GEN_MASK;
         c.state = State::Connecting;
         c.slot = slot;
         c.has_socket = false;
@@ -896,19 +900,19 @@ impl Core {
         .flags(squeue::Flags::IO_HARDLINK)
         .user_data(tok(Op::SockOpt));
         let target = &self.addrs.target;
-        let connect = opcode::Connect::new(fixed, target.ptr(), target.len)
+        let connect = opcode::Connect::new(fixed, target.ptr(), target.len())
             .build()
             .user_data(tok(Op::Connect));
         let global = self.clients[li].global as usize;
         if self.addrs.sources.is_empty() {
-            self.ring.push(&[socket, nodelay, connect]);
+            self.ring.push_all(&[socket, nodelay, connect]);
         } else {
             let src = &self.addrs.sources[global % self.addrs.sources.len()];
-            let bind = opcode::Bind::new(fixed, src.ptr(), src.len)
+            let bind = opcode::Bind::new(fixed, src.ptr(), src.len())
                 .build()
                 .flags(squeue::Flags::IO_LINK)
                 .user_data(tok(Op::Bind));
-            self.ring.push(&[socket, nodelay, bind, connect]);
+            self.ring.push_all(&[socket, nodelay, bind, connect]);
         }
         self.add_timer(now + self.connect_timeout_ns, li, TimerKind::Deadline);
     }
@@ -1711,18 +1715,5 @@ mod tests {
         assert_eq!(pool.take(AWAIT_PUBACK), Some(b));
         assert_eq!(pool.get(0), None);
         assert_eq!(pool.get(4), None);
-    }
-
-    #[test]
-    fn socket_addresses_are_laid_out_for_the_kernel() {
-        let a = SockAddr::new("127.0.0.2:1883".parse().unwrap());
-        assert_eq!(a.len as usize, std::mem::size_of::<libc::sockaddr_in>());
-        // SAFETY: written as a sockaddr_in above.
-        let sin: libc::sockaddr_in = unsafe { std::ptr::read(a.ptr().cast()) };
-        assert_eq!(sin.sin_family, libc::AF_INET as libc::sa_family_t);
-        assert_eq!(u16::from_be(sin.sin_port), 1883);
-        assert_eq!(u32::from_be(sin.sin_addr.s_addr), 0x7f00_0002);
-        let b = SockAddr::new("[::1]:9".parse().unwrap());
-        assert_eq!(b.len as usize, std::mem::size_of::<libc::sockaddr_in6>());
     }
 }

@@ -14,10 +14,52 @@ use crate::config::{ListenerKind, ShardConfig};
 use crate::conn::{Conn, ConnKey, OutBuf, Transport, flag};
 use crate::hist::Recorder;
 use crate::mesh::links::{MeshLinks, Sent};
-use crate::ring::{GEN_MASK, Op, Ring, Token};
+use crate::ring::{GEN_MASK, OpKind, Ring};
 use crate::service::{CloseReason, Service};
 use crate::stats::ShardStats;
 use crate::timers::TimerWheel;
+
+/// What a shard's operation was for, carried in its `user_data` (see [`Token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Op {
+    /// Multishot accept on listener number `index`.
+    Accept = 1,
+    /// Multishot receive on a connection.
+    Recv = 2,
+    /// A send on a connection.
+    Send = 3,
+    /// `shutdown(SHUT_WR)` on a connection, the first step of a graceful close.
+    Shutdown = 4,
+    /// Closing a connection's fixed-file slot, the last step.
+    Close = 5,
+    /// The read on the shard's doorbell eventfd.
+    Doorbell = 6,
+    /// Cancellation requests; their completions carry nothing acted on.
+    Cancel = 7,
+}
+
+impl OpKind for Op {
+    fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    fn from_u8(byte: u8) -> Option<Op> {
+        Some(match byte {
+            1 => Op::Accept,
+            2 => Op::Recv,
+            3 => Op::Send,
+            4 => Op::Shutdown,
+            5 => Op::Close,
+            6 => Op::Doorbell,
+            7 => Op::Cancel,
+            _ => return None,
+        })
+    }
+}
+
+/// A shard's token: which operation, for which connection (or listener).
+pub(crate) type Token = crate::ring::Token<Op>;
 
 /// Send buffers kept for reuse, and the largest capacity a reused buffer keeps: at most
 /// 256 × 2 × 16 KiB = 8 MiB per shard stays allocated after a burst.

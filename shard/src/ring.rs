@@ -1,10 +1,11 @@
-//! The io_uring layer of a shard: ring set-up, the provided-buffer ring that multishot
-//! receives fill, the token that names each operation in its completion, and the
-//! submission helpers. Nothing here knows about MQTT or WebSocket.
+//! The io_uring layer: ring set-up, the provided-buffer ring that multishot receives fill,
+//! the token that names each operation in its completion, and the submission helpers. The
+//! shard loop uses it for the broker's side of connections, and the swarm (`bench/`) for
+//! the client side; nothing here knows what the bytes are.
 //!
-//! A shard's ring is created with `SINGLE_ISSUER | DEFER_TASKRUN`: only the shard thread
-//! touches it, and completion work runs when the shard asks for events, in one batch per
-//! loop turn, not in interrupts between its instructions.
+//! A ring is created with `SINGLE_ISSUER | DEFER_TASKRUN`: only its thread touches it, and
+//! completion work runs when the thread asks for events, in one batch per loop turn, not in
+//! interrupts between its instructions.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -14,32 +15,22 @@ use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, squeue, types};
 
-/// What an operation was for, carried in the top byte of its `user_data`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Op {
-    /// Multishot accept on listener number `index`.
-    Accept = 1,
-    /// Multishot receive on a connection.
-    Recv = 2,
-    /// A send on a connection.
-    Send = 3,
-    /// `shutdown(SHUT_WR)` on a connection, the first step of a graceful close.
-    Shutdown = 4,
-    /// Closing a connection's fixed-file slot, the last step.
-    Close = 5,
-    /// The read on the shard's doorbell eventfd.
-    Doorbell = 6,
-    /// Cancellation requests; their completions carry nothing we act on.
-    Cancel = 7,
+/// What an operation was for: each user of a ring names its operations with its own enum,
+/// carried in the top byte of the operation's `user_data` (see [`Token`]).
+pub trait OpKind: Copy {
+    /// The enum's byte; 0 is never used (a zero `user_data` names no operation).
+    fn to_u8(self) -> u8;
+    /// The enum of a byte that `to_u8` gave, `None` for any other byte.
+    fn from_u8(byte: u8) -> Option<Self>;
 }
 
-/// The 64-bit `user_data` of an operation: `op` (8 bits) | `gen` (24 bits) | `index` (32 bits).
-/// `index` is a connection's slab key or a listener's number; `gen` tells a completion for a
-/// connection that has since been replaced by another in the same slab entry.
+/// The 64-bit `user_data` of an operation: `op` (8 bits) | `gen` (24 bits) | `index` (32
+/// bits). `index` names what the operation is for (a connection's slab key, a listener's
+/// number); `gen` tells a completion for a connection from one for the connection that has
+/// since replaced it in the same slab entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Token {
-    pub op: Op,
+pub struct Token<O> {
+    pub op: O,
     pub gen_: u32,
     pub index: u32,
 }
@@ -47,8 +38,8 @@ pub struct Token {
 /// Generations wrap at 24 bits.
 pub const GEN_MASK: u32 = 0x00ff_ffff;
 
-impl Token {
-    pub fn new(op: Op, index: u32, gen_: u32) -> Self {
+impl<O: OpKind> Token<O> {
+    pub fn new(op: O, index: u32, gen_: u32) -> Self {
         Token {
             op,
             gen_: gen_ & GEN_MASK,
@@ -57,22 +48,12 @@ impl Token {
     }
 
     pub fn encode(self) -> u64 {
-        ((self.op as u64) << 56) | ((self.gen_ as u64) << 32) | self.index as u64
+        (u64::from(self.op.to_u8()) << 56) | (u64::from(self.gen_) << 32) | u64::from(self.index)
     }
 
-    pub fn decode(v: u64) -> Option<Token> {
-        let op = match (v >> 56) as u8 {
-            1 => Op::Accept,
-            2 => Op::Recv,
-            3 => Op::Send,
-            4 => Op::Shutdown,
-            5 => Op::Close,
-            6 => Op::Doorbell,
-            7 => Op::Cancel,
-            _ => return None,
-        };
+    pub fn decode(v: u64) -> Option<Self> {
         Some(Token {
-            op,
+            op: O::from_u8((v >> 56) as u8)?,
             gen_: ((v >> 32) as u32) & GEN_MASK,
             index: v as u32,
         })
@@ -82,12 +63,17 @@ impl Token {
 /// A completion, copied out of the completion queue.
 #[derive(Debug, Clone, Copy)]
 pub struct Completion {
-    pub token: Option<Token>,
+    pub user_data: u64,
     pub result: i32,
     pub flags: u32,
 }
 
 impl Completion {
+    /// The operation this completion is for, if its `user_data` names one of `O`.
+    pub fn token<O: OpKind>(&self) -> Option<Token<O>> {
+        Token::decode(self.user_data)
+    }
+
     /// The multishot operation that produced this completion is still armed.
     pub fn more(&self) -> bool {
         cqueue::more(self.flags)
@@ -99,54 +85,71 @@ impl Completion {
     }
 }
 
-/// One shard's io_uring instance with its fixed-file table.
+fn copy_completion(cqe: cqueue::Entry) -> Completion {
+    Completion {
+        user_data: cqe.user_data(),
+        result: cqe.result(),
+        flags: cqe.flags(),
+    }
+}
+
+/// One thread's io_uring instance with its fixed-file table.
 pub struct Ring {
     ring: IoUring,
-    /// Submissions pushed since the last `enter`.
-    pending: u32,
+    /// Completions read early, while making room to submit (see `push_all`); handed out
+    /// first by the next `reap`.
+    stash: Vec<Completion>,
 }
 
 impl Ring {
-    /// Creates a ring with `entries` submission slots, a completion queue four times as
-    /// large (multishot operations post many completions per submission), and a sparse
-    /// fixed-file table of `files` slots for direct descriptors.
-    pub fn new(entries: u32, files: u32) -> io::Result<Ring> {
+    /// Creates a ring with `entries` submission slots, `cq_entries` completion slots (more
+    /// than `entries`: multishot operations post many completions per submission), and a
+    /// sparse fixed-file table of `files` slots for direct descriptors.
+    pub fn new(entries: u32, cq_entries: u32, files: u32) -> io::Result<Ring> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
-            .setup_cqsize(entries * 4)
+            .setup_cqsize(cq_entries)
             .setup_submit_all()
             .build(entries)?;
         if files > 0 {
             ring.submitter().register_files_sparse(files)?;
         }
-        Ok(Ring { ring, pending: 0 })
+        Ok(Ring {
+            ring,
+            stash: Vec::new(),
+        })
     }
 
     pub fn fd(&self) -> i32 {
         self.ring.as_raw_fd()
     }
 
-    /// Queues one submission. When the submission queue is full, what is queued is handed
-    /// to the kernel first, so a burst larger than the queue never fails.
+    /// Queues one submission (see `push_all`).
     pub fn push(&mut self, entry: squeue::Entry) {
+        self.push_all(std::slice::from_ref(&entry));
+    }
+
+    /// Queues `entries` together, so that a linked chain is never split across two
+    /// submissions (the kernel would end the chain at the split). When the submission queue
+    /// lacks room, what is queued is handed to the kernel first; when the kernel refuses
+    /// that because the completion queue is full, the completions are read out (kept for the
+    /// next `reap`) and it is handed over again. A burst larger than the queue never fails.
+    pub fn push_all(&mut self, entries: &[squeue::Entry]) {
         loop {
-            // SAFETY: every entry built by this crate points only at memory that outlives
-            // the operation: the provided-buffer ring, connection send buffers that stay
-            // in place until their send completes, and the doorbell's buffer; see the
-            // callers.
-            let pushed = unsafe { self.ring.submission().push(&entry) };
-            if pushed.is_ok() {
-                self.pending += 1;
+            // SAFETY: every entry built by this crate's users points only at memory that
+            // outlives the operation: provided-buffer rings, send buffers that stay in place
+            // until their send completes, socket addresses and doorbell buffers that are
+            // boxed and dropped after the ring; see the callers.
+            if unsafe { self.ring.submission().push_multiple(entries) }.is_ok() {
                 return;
             }
             if let Err(e) = self.enter(0, None) {
-                // EBUSY: the completion queue is full; it is drained by the caller's next
-                // turn, and submitting again after that succeeds. Keep trying after
-                // reaping nothing: the kernel accepts submissions once it made room.
                 if e.raw_os_error() != Some(libc::EBUSY) {
                     panic!("io_uring_enter failed: {e}");
                 }
+                let stash = &mut self.stash;
+                stash.extend(self.ring.completion().map(copy_completion));
             }
         }
     }
@@ -180,41 +183,33 @@ impl Ring {
             }
         };
         match res {
-            Ok(()) => {
-                self.pending = 0;
-                Ok(())
-            }
             // A timeout or a signal ends the wait; both are normal.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => {
-                self.pending = 0;
-                Ok(())
-            }
-            Err(e) => Err(e),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => Ok(()),
+            res => res,
         }
     }
 
-    /// Copies up to `out.capacity()` completions out of the completion queue.
+    /// Moves up to `out.capacity()` completions (at least one) into `out`, cleared first:
+    /// those read early, then the completion queue's.
     pub fn reap(&mut self, out: &mut Vec<Completion>) {
         out.clear();
         let cap = out.capacity().max(1);
-        for cqe in self.ring.completion().take(cap) {
-            out.push(Completion {
-                token: Token::decode(cqe.user_data()),
-                result: cqe.result(),
-                flags: cqe.flags(),
-            });
-        }
+        let early = self.stash.len().min(cap);
+        out.extend(self.stash.drain(..early));
+        let room = cap - out.len();
+        out.extend(self.ring.completion().take(room).map(copy_completion));
     }
 
+    /// Whether completions wait to be reaped.
     pub fn completions_ready(&mut self) -> bool {
-        !self.ring.completion().is_empty()
+        !self.stash.is_empty() || !self.ring.completion().is_empty()
     }
 
     /// Registers a provided-buffer ring with the kernel.
     fn register_buf_ring(&self, addr: u64, entries: u16, group: u16) -> io::Result<()> {
         // SAFETY: `addr` points at a page-aligned mapping of `entries` ring entries that
-        // the `BufRing` owning it keeps alive until the ring is dropped (the `BufRing` is
-        // dropped after the `Ring`: see `Shard` field order).
+        // the `BufRing` owning it keeps alive until after the ring is dropped (its owner
+        // drops the `Ring` first: see `BufRing`).
         unsafe {
             self.ring
                 .submitter()
@@ -232,6 +227,9 @@ impl Ring {
 /// `provided` of them are given to the kernel: a quiet shard touches (and holds in RSS)
 /// only those few pages; when receives run out of buffers (`-ENOBUFS`) the runtime calls
 /// `grow` and more join the ring, up to `count`.
+///
+/// Its owner must drop the [`Ring`] that registered it first, so the kernel has let go of
+/// the buffers before they are unmapped (field order in the shard and in a swarm worker).
 pub struct BufRing {
     /// The ring of `io_uring_buf` entries (one page-aligned mapping) followed by the
     /// buffers themselves (a second mapping).
@@ -351,7 +349,7 @@ impl BufRing {
 impl Drop for BufRing {
     fn drop(&mut self) {
         // SAFETY: both mappings were created in `new` with these lengths. The ring that
-        // registered them is dropped first (field order in `Shard`), so the kernel no
+        // registered them is dropped first (see the type's documentation), so the kernel no
         // longer uses them.
         unsafe {
             libc::munmap(self.entries.as_ptr().cast(), self.entries_len);
@@ -382,23 +380,66 @@ fn map_anonymous(len: usize) -> io::Result<NonNull<u8>> {
 mod tests {
     use super::*;
 
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum TestOp {
+        Read = 1,
+        Write = 200,
+    }
+
+    impl OpKind for TestOp {
+        fn to_u8(self) -> u8 {
+            self as u8
+        }
+
+        fn from_u8(byte: u8) -> Option<Self> {
+            match byte {
+                1 => Some(TestOp::Read),
+                200 => Some(TestOp::Write),
+                _ => None,
+            }
+        }
+    }
+
     #[test]
     fn token_round_trips_and_wraps_generation() {
-        for op in [
-            Op::Accept,
-            Op::Recv,
-            Op::Send,
-            Op::Shutdown,
-            Op::Close,
-            Op::Doorbell,
-            Op::Cancel,
-        ] {
+        for op in [TestOp::Read, TestOp::Write] {
             let t = Token::new(op, 0xdead_beef, 0x1ff_ffff);
-            let d = Token::decode(t.encode()).unwrap();
-            assert_eq!(d.op, op);
-            assert_eq!(d.index, 0xdead_beef);
+            let d = Token::<TestOp>::decode(t.encode()).unwrap();
+            assert_eq!(d, Token::new(op, 0xdead_beef, 0xff_ffff));
             assert_eq!(d.gen_, 0xff_ffff);
         }
-        assert_eq!(Token::decode(0), None);
+        assert_eq!(Token::<TestOp>::decode(0), None);
+        assert_eq!(Token::<TestOp>::decode(7 << 56), None);
+    }
+
+    /// A burst of submissions far larger than both queues: every one completes once, none
+    /// is lost while the completion queue is full.
+    #[test]
+    fn a_burst_past_both_queues_completes_in_full() {
+        let mut ring = Ring::new(8, 16, 0).unwrap();
+        for i in 0..1000u32 {
+            let nop = io_uring::opcode::Nop::new()
+                .build()
+                .user_data(Token::new(TestOp::Read, i, 0).encode());
+            ring.push(nop);
+        }
+        ring.enter(0, None).unwrap();
+        let mut seen = vec![false; 1000];
+        let mut out = Vec::with_capacity(64);
+        let mut idle_waits = 0;
+        while seen.iter().any(|s| !s) {
+            ring.reap(&mut out);
+            if out.is_empty() {
+                idle_waits += 1;
+                assert!(idle_waits < 50, "completions lost");
+                ring.enter(1, Some(Duration::from_millis(100))).unwrap();
+                continue;
+            }
+            idle_waits = 0;
+            for c in &out {
+                let t = c.token::<TestOp>().expect("a test token");
+                assert!(!std::mem::replace(&mut seen[t.index as usize], true));
+            }
+        }
     }
 }

@@ -20,10 +20,10 @@ use ringmq_proto::ws;
 use crate::config::{ListenerKind, ShardConfig};
 use crate::conn::{ConnKey, Transport, WsConn, flag};
 use crate::hist::{Recorder, SharedHists};
-use crate::io::Io;
+use crate::io::{Io, Op, Token};
 use crate::listen::reuseport_listener;
 use crate::mesh::links::MeshLinks;
-use crate::ring::{BufRing, Completion, Op, Ring, Token};
+use crate::ring::{BufRing, Completion, Ring};
 use crate::service::{CloseReason, Data, Service};
 use crate::stats::ShardStats;
 
@@ -131,7 +131,8 @@ struct Shard<S: Service> {
 impl<S: Service> Shard<S> {
     fn new(spec: ShardSpec<S::Msg>, service: S) -> io::Result<Shard<S>> {
         let cfg = spec.cfg;
-        let ring = Ring::new(cfg.ring_entries, cfg.files_per_shard)?;
+        // Multishot operations post many completions per submission.
+        let ring = Ring::new(cfg.ring_entries, cfg.ring_entries * 4, cfg.files_per_shard)?;
         let bufs = BufRing::new(
             &ring,
             RECV_GROUP,
@@ -284,7 +285,9 @@ impl<S: Service> Shard<S> {
     }
 
     fn handle_completion(&mut self, c: Completion) {
-        let Some(token) = c.token else { return };
+        let Some(token) = c.token::<Op>() else {
+            return;
+        };
         match token.op {
             Op::Accept => self.on_accept(token.index as usize, c),
             Op::Recv => self.on_recv(token, c),
