@@ -1,19 +1,10 @@
 //! ringmq: the broker binary. It reads flags and the config file, prepares the process
-//! (open-file limit, signals), starts one shard per placement entry, serves the metrics
-//! endpoint, and shuts down gracefully on SIGINT/SIGTERM.
-//!
-//! - [`cli`]: the flags, which are also the config file's keys.
-//! - [`settings`]: flag > file > default, validated, and where each shard runs.
-//! - [`system`]: open-file limit, affinity, signal mask, port reservations.
-//! - [`server`]: start the shards, announce, wait for signals, stop.
-//! - [`metrics`]: `/metrics` (Prometheus text) and `/healthz`.
+//! (open-file limit, signals), and hands over to [`server::run`], which starts one shard
+//! per placement entry, serves the metrics endpoint, and shuts down gracefully on
+//! SIGINT/SIGTERM. The modules are the library's (`lib.rs` maps them).
 
-mod cli;
-mod histograms;
-mod metrics;
-mod server;
-mod settings;
-mod system;
+use ringmq::config::{cli, settings};
+use ringmq::{server, system};
 
 /// Exit status for bad flags or a bad config file (clap uses it too).
 const EXIT_USAGE: i32 = 2;

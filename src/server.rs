@@ -12,17 +12,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::broker::{Broker, BrokerConfig, Msg, Shared};
 use crossbeam_channel::Sender;
-use ringmq_shard::broker::{Broker, BrokerConfig, Msg, Shared};
 use ringmq_shard::config::{Listen, ListenerKind, ShardConfig};
 use ringmq_shard::hist::SharedHists;
 use ringmq_shard::mesh::links::{self, Doorbell};
 use ringmq_shard::runtime::{self, Control, ShardSpec};
 use ringmq_shard::stats::ShardStats;
 
-use crate::histograms;
-use crate::metrics;
-use crate::settings::Settings;
+use crate::config::settings::Settings;
+use crate::control::histograms;
+use crate::control::metrics;
 use crate::system::{self, PortReservation, Signals};
 
 /// How long shards get to stop before the process gives up on them. They close their
@@ -390,11 +390,11 @@ fn counters(shard_stats: &[Arc<ShardStats>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{Host, resolve};
+    use crate::config::settings::{Host, resolve};
     use clap::Parser;
 
     fn settings(args: &[&str]) -> Settings {
-        let flags = crate::cli::Options::try_parse_from(
+        let flags = crate::config::cli::Options::try_parse_from(
             std::iter::once("ringmq").chain(args.iter().copied()),
         )
         .unwrap();

@@ -5,7 +5,7 @@ use std::fmt::{self, Display};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{CoreList, ListenAddr, Options};
+use crate::config::cli::{CoreList, ListenAddr, Options};
 
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 pub const DEFAULT_WS: &str = "127.0.0.1:8083";

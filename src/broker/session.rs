@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use ringmq_proto::mqtt::{QoS, SubscriptionOptions, Version};
 
-use crate::conn::ConnKey;
-use crate::topics::NodeId;
+use crate::broker::topics::NodeId;
+use ringmq_shard::conn::ConnKey;
 
 /// Names a session in its shard's session table: its slot and the slot's generation,
 /// which tells it from an earlier session in the same slot. The generation is never 0,

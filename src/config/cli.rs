@@ -1,7 +1,7 @@
 //! The flags and the config file: one struct serves both, so every flag is a key of the
 //! file under the same name (with `_` for `-`) and neither can drift from the other.
 //!
-//! Every field is an `Option`: `None` means "not given here", so [`crate::settings`] can
+//! Every field is an `Option`: `None` means "not given here", so [`crate::config::settings`] can
 //! apply the precedence flag > file > default. Defaults live in `settings`, and each
 //! flag's help names its default.
 
@@ -13,7 +13,7 @@ use std::str::FromStr;
 use clap::{Arg, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
-use crate::settings::{self, Host, Ranges};
+use crate::config::settings::{self, Host, Ranges};
 
 /// Text shown after the flag list of `--help`.
 const AFTER_HELP: &str = "\

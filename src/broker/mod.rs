@@ -18,8 +18,10 @@ mod connect;
 mod fanout;
 mod ids;
 mod msg;
+pub mod session;
 mod subscribe;
 mod sys;
+pub mod topics;
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
@@ -33,12 +35,12 @@ use ringmq_proto::mqtt::{
 };
 use slab::Slab;
 
-use crate::conn::ConnKey;
-use crate::io::Io;
-use crate::service::{CloseReason, Data, Service};
-use crate::session::{Session, SessionId};
-use crate::stats::ShardStats;
-use crate::topics::Trie;
+use crate::broker::session::{Session, SessionId};
+use crate::broker::topics::Trie;
+use ringmq_shard::conn::ConnKey;
+use ringmq_shard::io::Io;
+use ringmq_shard::service::{CloseReason, Data, Service};
+use ringmq_shard::stats::ShardStats;
 
 use ids::{ClientIndex, Registry};
 pub use msg::Msg;

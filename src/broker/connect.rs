@@ -36,10 +36,10 @@ use ringmq_proto::mqtt::{
 use super::ids::IdKey;
 use super::msg::{Handoff, Takeover};
 use super::{Broker, Client, Msg, OutAliases, Phase, client_flag};
-use crate::conn::ConnKey;
-use crate::io::Io;
-use crate::service::CloseReason;
-use crate::session::{Arrival, Message, MovingSession, Session, SessionId, WillMsg};
+use crate::broker::session::{Arrival, Message, MovingSession, Session, SessionId, WillMsg};
+use ringmq_shard::conn::ConnKey;
+use ringmq_shard::io::Io;
+use ringmq_shard::service::CloseReason;
 
 /// Session Expiry Interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
 const NEVER_EXPIRES: u32 = u32::MAX;

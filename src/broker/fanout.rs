@@ -18,11 +18,11 @@ use ringmq_proto::topic;
 
 use super::msg::Forward;
 use super::{Broker, Msg};
-use crate::conn::ConnKey;
-use crate::io::Io;
-use crate::service::CloseReason;
-use crate::session::{Inflight, Message, OutState, Queued, SessionId, SubIds};
-use crate::stats::ShardStats;
+use crate::broker::session::{Inflight, Message, OutState, Queued, SessionId, SubIds};
+use ringmq_shard::conn::ConnKey;
+use ringmq_shard::io::Io;
+use ringmq_shard::service::CloseReason;
+use ringmq_shard::stats::ShardStats;
 
 /// Buffers reused by every publish, so routing allocates nothing in steady state.
 #[derive(Default)]

@@ -15,10 +15,10 @@ use ringmq_proto::topic::{self, Filter};
 
 use super::msg::Interest;
 use super::{Broker, Msg};
-use crate::conn::ConnKey;
-use crate::io::Io;
-use crate::session::{Message, SessionId, SubIds, SubRef, Subscription};
-use crate::topics::{NodeId, NodeValue};
+use crate::broker::session::{Message, SessionId, SubIds, SubRef, Subscription};
+use crate::broker::topics::{NodeId, NodeValue};
+use ringmq_shard::conn::ConnKey;
+use ringmq_shard::io::Io;
 
 /// A session subscribed at a trie node.
 #[derive(Debug, Clone, Copy)]

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use ringmq_proto::mqtt::QoS;
 
 use super::Broker;
-use crate::io::Io;
-use crate::session::Message;
+use crate::broker::session::Message;
+use ringmq_shard::io::Io;
 
 impl Broker {
     pub(super) fn publish_sys(&mut self, io: &mut Io<Self>) {
@@ -22,13 +22,14 @@ impl Broker {
             return;
         }
         self.last_sys_ms = now.max(1);
-        let sum = |f: fn(&crate::stats::ShardStats) -> &std::sync::atomic::AtomicU64| -> u64 {
-            self.shared
-                .shard_stats
-                .iter()
-                .map(|s| f(s).load(Ordering::Relaxed))
-                .sum()
-        };
+        let sum =
+            |f: fn(&ringmq_shard::stats::ShardStats) -> &std::sync::atomic::AtomicU64| -> u64 {
+                self.shared
+                    .shard_stats
+                    .iter()
+                    .map(|s| f(s).load(Ordering::Relaxed))
+                    .sum()
+            };
         let figures: [(&str, String); 9] = [
             ("version", format!("ringmq {}", env!("CARGO_PKG_VERSION"))),
             (

@@ -16,8 +16,8 @@ use std::hash::{BuildHasher, RandomState};
 use hashbrown::HashTable;
 use slab::Slab;
 
-use crate::conn::ConnKey;
-use crate::session::{Session, SessionId};
+use crate::broker::session::{Session, SessionId};
+use ringmq_shard::conn::ConnKey;
 
 /// Client id → the session that holds it on this shard (stubs of sessions that moved
 /// away are not in it).

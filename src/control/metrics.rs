@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ringmq_shard::hist::SharedHists;
 use ringmq_shard::stats::{Kind, ShardStats};
 
-use crate::histograms;
+use crate::control::histograms;
 
 /// Largest request head read; a bigger one gets 431.
 const MAX_REQUEST: usize = 8 * 1024;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use ringmq_proto::mqtt::QoS;
 
-use crate::conn::ConnKey;
-use crate::session::{Message, MovingSession, SessionId, SubIds};
+use crate::broker::session::{Message, MovingSession, SessionId, SubIds};
+use ringmq_shard::conn::ConnKey;
 
 /// A cross-shard message. Payloads travel as `Arc<Message>`: one allocation per
 /// published message, shared by every shard and queue that holds it.

@@ -1,0 +1,30 @@
+//! ringmq: a thread-per-core io_uring MQTT broker. The binary (`main.rs`) only wires these
+//! modules together; in the order a run and its messages pass through them:
+//!
+//! - [`config`]: flags and the config file → one checked `Settings`.
+//! - [`system`]: the host: open-file limit, affinity, signal mask, port reservations.
+//! - [`server`]: starts one shard per placement entry (the `ringmq_shard` runtime serving a
+//!   [`broker::Broker`] each), announces, waits for signals, stops.
+//! - [`broker`]: the MQTT service a shard runs: packets in, sessions, subscriptions,
+//!   fan-out, QoS flows, the cross-shard protocol, `$SYS`.
+//! - [`control`]: the HTTP endpoint (`/metrics`, `/healthz`, `/debug/histograms`).
+//!
+//! The threading contract is checked at compile time: what crosses shards is `Send`, a
+//! shard's own state is not.
+//!
+//! ```
+//! fn assert_send<T: Send>() {}
+//! assert_send::<ringmq::broker::Msg>();
+//! assert_send::<ringmq_shard::runtime::ShardSpec<ringmq::broker::Msg>>();
+//! ```
+//!
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<ringmq_shard::io::Io<ringmq::broker::Broker>>();
+//! ```
+
+pub mod broker;
+pub mod config;
+pub mod control;
+pub mod server;
+pub mod system;
