@@ -9,13 +9,12 @@
 use std::sync::Arc;
 
 use ringmq_proto::ws::MessageAssembler;
-use ringmq_shard::config::{Listen, ListenerKind, ShardConfig};
-use ringmq_shard::conn::ConnKey;
-use ringmq_shard::io::Io;
+use ringmq_shard::config::{Listen, ListenerKind, ShardConfig, WsFraming, WsOptions};
+use ringmq_shard::conn::{CloseReason, ConnKey};
+use ringmq_shard::hist;
 use ringmq_shard::mesh::links;
 use ringmq_shard::runtime::{self, ShardSpec};
-use ringmq_shard::service::{CloseReason, Data, Service};
-use ringmq_shard::stats::ShardStats;
+use ringmq_shard::service::{Data, Io, Service};
 
 /// Largest message echoed (Autobahn's largest cases send 16 MiB).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -74,10 +73,13 @@ fn main() -> std::io::Result<()> {
     let cfg = Arc::new(ShardConfig {
         listeners: vec![Listen {
             addr,
-            kind: ListenerKind::Ws,
+            kind: ListenerKind::WebSocket(WsOptions {
+                path: "/".into(),
+                subprotocol: None,
+                require_subprotocol: false,
+                framing: WsFraming::Messages,
+            }),
         }],
-        ws_path: "/".into(),
-        ws_require_subprotocol: false,
         max_ws_message: MAX_MESSAGE as u64,
         out_hard_limit: 4 * MAX_MESSAGE,
         ..ShardConfig::default()
@@ -89,10 +91,10 @@ fn main() -> std::io::Result<()> {
             id,
             core: None,
             cfg: cfg.clone(),
-            stats: Arc::new(ShardStats::default()),
+            stats: Arc::default(),
             mesh,
             control,
-            hists: Default::default(),
+            hists: hist::shared(hist::RUNTIME),
         };
         let (handle, ready) = runtime::spawn(spec, || Echo)?;
         ready.recv().map_err(std::io::Error::other)??;

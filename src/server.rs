@@ -12,14 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::broker::{Broker, BrokerConfig, Msg, Shared};
 use crossbeam_channel::Sender;
-use ringmq_shard::config::{Listen, ListenerKind, ShardConfig};
-use ringmq_shard::hist::SharedHists;
+use ringmq_shard::config::{Listen, ListenerKind, ShardConfig, WsFraming, WsOptions};
 use ringmq_shard::mesh::links::{self, Doorbell};
 use ringmq_shard::runtime::{self, Control, ShardSpec};
-use ringmq_shard::stats::ShardStats;
+use ringmq_shard::stats::{CounterSet, RuntimeStats};
 
+use crate::broker::{Broker, BrokerConfig, BrokerStats, Msg, ShardFigures, Shared};
 use crate::config::settings::Settings;
 use crate::control::histograms;
 use crate::control::metrics;
@@ -61,11 +60,10 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
     };
 
     let cfg = Arc::new(shard_config(&settings, mqtt.as_ref(), ws.as_ref()));
-    let shard_stats: Vec<Arc<ShardStats>> = (0..settings.shards())
-        .map(|_| Arc::new(ShardStats::default()))
+    let figures: Vec<ShardFigures> = (0..settings.shards())
+        .map(|_| ShardFigures::default())
         .collect();
-    let histograms: Vec<SharedHists> = (0..settings.shards()).map(|_| Arc::default()).collect();
-    let shards = match start_shards(&settings, cfg, &shard_stats, &histograms) {
+    let shards = match start_shards(&settings, cfg, &figures) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -77,10 +75,9 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
     if let Some(listener) = metrics_listener {
         metrics_addr = listener.local_addr().ok();
         let state = metrics::State {
-            shard_stats: shard_stats.clone(),
+            shards: figures.clone(),
             started,
             shutting_down: shutting_down.clone(),
-            histograms: histograms.clone(),
         };
         if let Err(e) = metrics::spawn(listener, state) {
             shards.stop();
@@ -94,16 +91,16 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         announcement(&settings, mqtt, ws, metrics_addr)
     ));
     let dump = HistogramDump {
-        shards: histograms,
+        shards: figures,
         started,
         dir: settings.data_dir.clone(),
     };
-    watch(shards, &signals, &shard_stats, &shutting_down, &dump)
+    watch(shards, &signals, &shutting_down, &dump)
 }
 
 /// Where SIGUSR1 writes the latency histograms.
 struct HistogramDump {
-    shards: Vec<SharedHists>,
+    shards: Vec<ShardFigures>,
     started: Instant,
     dir: std::path::PathBuf,
 }
@@ -112,7 +109,8 @@ impl HistogramDump {
     /// Writes `histograms.hlog` in the data directory and says where on stderr.
     fn write(&self) {
         let path = self.dir.join("histograms.hlog");
-        let log = histograms::dump(&self.shards, self.started.elapsed());
+        let sets = metrics::histogram_sets(&self.shards);
+        let log = histograms::dump(&sets, self.started.elapsed());
         match std::fs::write(&path, log) {
             Ok(()) => eprintln!("ringmq: histograms written to {}", path.display()),
             Err(e) => eprintln!("ringmq: cannot write {}: {e}", path.display()),
@@ -154,12 +152,13 @@ fn announcement(
 }
 
 /// What every shard's broker reads. Built here only, so new fields go in one place.
-fn shared(settings: &Settings, shard_stats: &[Arc<ShardStats>]) -> Arc<Shared> {
+fn shared(settings: &Settings, figures: &[ShardFigures]) -> Arc<Shared> {
     let config = BrokerConfig {
         max_queued_messages: settings.max_queued_messages,
         max_inflight: settings.max_inflight,
         sys_interval_s: settings.sys_interval_s,
         max_keep_alive_s: settings.max_keep_alive_s,
+        max_packet_size: settings.max_packet_size,
         deny_subscribe: settings
             .deny_subscribe
             .iter()
@@ -167,7 +166,7 @@ fn shared(settings: &Settings, shard_stats: &[Arc<ShardStats>]) -> Arc<Shared> {
             .collect(),
         ..BrokerConfig::default()
     };
-    Arc::new(Shared::new(config, shard_stats.to_vec()))
+    Arc::new(Shared::new(config, figures.to_vec()))
 }
 
 /// The one `ShardConfig` all shards share, listening on the reserved (concrete) ports.
@@ -181,19 +180,24 @@ fn shard_config(
     if let Some(r) = mqtt {
         listeners.push(Listen {
             addr: r.addr,
-            kind: ListenerKind::Mqtt,
+            kind: ListenerKind::Tcp,
         });
     }
     if let Some(r) = ws {
         listeners.push(Listen {
             addr: r.addr,
-            kind: ListenerKind::MqttWs,
+            // MQTT §6: subprotocol `mqtt`, which the client must offer; packets travel in
+            // binary messages.
+            kind: ListenerKind::WebSocket(WsOptions {
+                path: s.ws_path.clone(),
+                subprotocol: Some("mqtt".into()),
+                require_subprotocol: true,
+                framing: WsFraming::ByteStream,
+            }),
         });
     }
     ShardConfig {
         listeners,
-        ws_path: s.ws_path.clone(),
-        max_packet_size: s.max_packet_size,
         // A WebSocket frame must be able to carry the largest packet.
         max_ws_message: defaults.max_ws_message.max(u64::from(s.max_packet_size)),
         max_connections: s.max_connections.unwrap_or(usize::MAX),
@@ -251,11 +255,10 @@ impl Shards {
 fn start_shards(
     settings: &Settings,
     cfg: Arc<ShardConfig>,
-    shard_stats: &[Arc<ShardStats>],
-    histograms: &[SharedHists],
+    figures: &[ShardFigures],
 ) -> Result<Shards, String> {
     let n = settings.shards();
-    let shared = shared(settings, shard_stats);
+    let shared = shared(settings, figures);
     let mesh = links::build::<Msg>(n, settings.mesh_capacity)
         .map_err(|e| format!("cannot build the mesh between {n} shards: {e}"))?;
     let doorbells = mesh[0].doorbells().clone();
@@ -273,10 +276,10 @@ fn start_shards(
             id,
             core: Some(core),
             cfg: cfg.clone(),
-            stats: shard_stats[id].clone(),
+            stats: figures[id].runtime.clone(),
             mesh: links,
             control: control_rx,
-            hists: histograms[id].clone(),
+            hists: figures[id].runtime_hists.clone(),
         };
         let shared = shared.clone();
         match runtime::spawn(spec, move || Broker::new(id, shared)) {
@@ -312,7 +315,6 @@ fn start_shards(
 fn watch(
     shards: Shards,
     signals: &Signals,
-    shard_stats: &[Arc<ShardStats>],
     shutting_down: &AtomicBool,
     dump: &HistogramDump,
 ) -> i32 {
@@ -326,7 +328,7 @@ fn watch(
         };
         match signals.wait(interval) {
             Some(libc::SIGUSR1) => {
-                eprintln!("ringmq: counters: {}", counters(shard_stats));
+                eprintln!("ringmq: counters: {}", counters(&dump.shards));
                 dump.write();
             }
             Some(sig) => {
@@ -372,18 +374,26 @@ fn watch(
     }
 }
 
-/// Every counter summed over the shards, as `name=value` pairs.
-fn counters(shard_stats: &[Arc<ShardStats>]) -> String {
-    let mut sums: Vec<(&'static str, u64)> = Vec::new();
-    for stats in shard_stats {
-        for (i, (name, v)) in stats.snapshot().into_iter().enumerate() {
-            match sums.get_mut(i) {
-                Some(s) => s.1 = s.1.wrapping_add(v),
-                None => sums.push((name, v)),
+/// Every counter summed over the shards, as `name=value` pairs, the runtime's then the
+/// broker's.
+fn counters(shards: &[ShardFigures]) -> String {
+    fn sums<C: CounterSet>(sets: impl Iterator<Item = Vec<u64>>) -> Vec<String> {
+        let mut sums = vec![0u64; C::DESCRIPTIONS.len()];
+        for values in sets {
+            for (sum, v) in sums.iter_mut().zip(values) {
+                *sum = sum.wrapping_add(v);
             }
         }
+        C::DESCRIPTIONS
+            .iter()
+            .zip(sums)
+            .map(|(d, v)| format!("{}={v}", d.0))
+            .collect()
     }
-    let pairs: Vec<String> = sums.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let mut pairs = sums::<RuntimeStats>(shards.iter().map(|s| s.runtime.values()));
+    pairs.extend(sums::<BrokerStats>(
+        shards.iter().map(|s| s.broker.values()),
+    ));
     pairs.join(" ")
 }
 
@@ -437,8 +447,7 @@ mod tests {
         let cfg = shard_config(&s, Some(&r), None);
         assert_eq!(cfg.listeners.len(), 1);
         assert_eq!(cfg.listeners[0].addr, r.addr);
-        assert_eq!(cfg.listeners[0].kind, ListenerKind::Mqtt);
-        assert_eq!(cfg.max_packet_size, 32 << 20);
+        assert_eq!(cfg.listeners[0].kind, ListenerKind::Tcp);
         assert_eq!(cfg.max_ws_message, 32 << 20);
         assert_eq!(cfg.max_connections, 7);
         assert_eq!(cfg.files_per_shard, 19_936);

@@ -1,22 +1,48 @@
 //! What a shard is told at start: its listeners and its limits. The binary fills this
-//! from flags and the config file; every field has the default `cargo run` gets.
+//! from flags and the config file; every field has the default `cargo run` gets, and
+//! these defaults are the only place the runtime's are written.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-/// What a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a listener's connections speak below the service. The transports stack: bytes
+/// from the socket, then (for WebSocket) the upgrade and frames. A TLS variant belongs
+/// here too, below WebSocket: it would carry its certificates, and the connection's
+/// `conn::Transport` would decrypt before the stage above it sees the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerKind {
-    /// MQTT over plain TCP.
-    Mqtt,
-    /// MQTT over WebSocket: HTTP Upgrade on `ws_path`, subprotocol `mqtt`, binary frames.
-    MqttWs,
-    /// Plain WebSocket messages, each handed to the service whole (the echo example).
-    Ws,
+    /// Plain TCP: the service gets the byte stream as it arrives.
+    Tcp,
+    /// WebSocket (RFC 6455): an HTTP Upgrade, then frames.
+    WebSocket(WsOptions),
 }
 
-#[derive(Debug, Clone)]
+/// How a WebSocket listener upgrades its connections and frames their data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsOptions {
+    /// The HTTP path an upgrade must ask for.
+    pub path: String,
+    /// The subprotocol the server offers (`Sec-WebSocket-Protocol`), if any.
+    pub subprotocol: Option<String>,
+    /// Whether a client must offer `subprotocol` to be upgraded.
+    pub require_subprotocol: bool,
+    pub framing: WsFraming,
+}
+
+/// What the service sees of a WebSocket connection's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsFraming {
+    /// A byte stream carried in binary messages (MQTT over WebSocket, MQTT §6): message
+    /// boundaries mean nothing, every write goes out as one binary message, and a text
+    /// message is a protocol error.
+    ByteStream,
+    /// Messages: the service gets each message's pieces with their text flag and end,
+    /// and writes whole messages (`Io::write_message`).
+    Messages,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
     pub addr: SocketAddr,
     pub kind: ListenerKind,
@@ -26,30 +52,21 @@ pub struct Listen {
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
     pub listeners: Vec<Listen>,
-    /// The HTTP path a WebSocket upgrade must ask for.
-    pub ws_path: String,
-    /// Whether a WebSocket client must offer the `mqtt` subprotocol (MQTT §6 says it MUST).
-    pub ws_require_subprotocol: bool,
-    /// Largest MQTT packet accepted, in bytes (fixed header included).
-    pub max_packet_size: u32,
-    /// Largest WebSocket message (echo) or frame payload accepted, in bytes.
+    /// Largest WebSocket message (`WsFraming::Messages`) or frame payload accepted, in
+    /// bytes.
     pub max_ws_message: u64,
     /// Largest HTTP upgrade request, in bytes.
     pub max_handshake_bytes: usize,
     /// Time allowed for the WebSocket upgrade request, from accept.
     pub handshake_timeout_ms: u64,
-    /// Time allowed for CONNECT, from accept (or from the upgrade for WebSocket).
-    pub connect_timeout_ms: u64,
     /// Time a closing connection may take to flush and say goodbye before it is cut.
     pub close_timeout_ms: u64,
-    /// Outbound bytes queued on one connection above which QoS 0 messages to it are
-    /// dropped (and counted).
-    pub out_soft_limit: usize,
     /// Outbound bytes queued on one connection above which it is disconnected as a
     /// slow consumer (and counted).
     pub out_hard_limit: usize,
-    /// Connections this process serves at most; past it a client is answered with
-    /// CONNACK "server unavailable" (3.1.1) / 0x97 quota exceeded (5.0) and closed.
+    /// Connections this process serves at most; past it a connection is still accepted,
+    /// marked over the limit (`Io::is_over_limit`) so that the service can answer with a
+    /// refusal its protocol understands, and counted.
     pub max_connections: usize,
     /// Process-wide count of open connections, shared by all shards.
     pub open_connections: Arc<AtomicUsize>,
@@ -65,40 +82,25 @@ pub struct ShardConfig {
     pub recv_buffers_initial: u16,
     pub recv_buffer_size: u32,
     /// Outbound bytes queued on a whole shard above which it is "under pressure": the
-    /// service pauses reading from publishers (and the shard stops taking messages from
-    /// other shards) until the queue drains below `pressure_low`, or for at most
-    /// `pause_max_ms`. Back-pressure instead of loss when the shard cannot send as fast
-    /// as messages come in.
+    /// service pauses reading from the connections that feed it (and the shard stops
+    /// taking messages from other shards) until the queue drains below `pressure_low`, or
+    /// for at most `pause_max_ms`. Back-pressure instead of loss when the shard cannot send
+    /// as fast as messages come in.
     pub pressure_high: usize,
     pub pressure_low: usize,
-    /// Deliveries kept on a whole shard for connected clients whose in-flight window is
-    /// full (QoS 1 and 2), above which the shard is under pressure too, until they are
-    /// at most half of it.
-    pub waiting_high: usize,
     pub pause_max_ms: u64,
-    /// Bytes a paused publisher may send that are held for it (its acknowledgements are
-    /// taken up at once); past this, reading from it stops until the pause ends.
-    pub pause_hold_bytes: usize,
     /// Capacity of each cross-shard SPSC ring.
     pub mesh_capacity: usize,
-    /// Messages queued locally for a peer whose ring is full, above which QoS 0
-    /// publishes to that peer are dropped (and counted).
-    pub mesh_overflow_limit: usize,
 }
 
 impl Default for ShardConfig {
     fn default() -> Self {
         ShardConfig {
             listeners: Vec::new(),
-            ws_path: "/mqtt".into(),
-            ws_require_subprotocol: true,
-            max_packet_size: 1024 * 1024,
             max_ws_message: 16 * 1024 * 1024,
             max_handshake_bytes: 8 * 1024,
             handshake_timeout_ms: 10_000,
-            connect_timeout_ms: 10_000,
             close_timeout_ms: 2_000,
-            out_soft_limit: 256 * 1024,
             out_hard_limit: 4 * 1024 * 1024,
             max_connections: usize::MAX,
             open_connections: Arc::new(AtomicUsize::new(0)),
@@ -110,11 +112,8 @@ impl Default for ShardConfig {
             recv_buffer_size: 4096,
             pressure_high: 16 * 1024 * 1024,
             pressure_low: 8 * 1024 * 1024,
-            waiting_high: 65_536,
             pause_max_ms: 250,
-            pause_hold_bytes: 4 * 1024,
             mesh_capacity: 4096,
-            mesh_overflow_limit: 65_536,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One connection's state machine, as the runtime sees it: its fixed-file slot, the
 //! operations it has in flight, its transport (plain TCP, a WebSocket upgrade in
-//! progress, or WebSocket frames), and its outbound bytes. The service's own state for
-//! the connection (`T`, an MQTT session for the broker) rides along.
+//! progress, or WebSocket frames), its outbound bytes, and why it closes. The service's
+//! own state for the connection (`T`) rides along.
 //!
 //! An idle connection is small: no receive buffer (the provided-buffer ring lends one
 //! only while bytes are processed) and no send buffer (one is borrowed from a pool while
@@ -67,8 +67,9 @@ pub mod flag {
     pub const SHUTDOWN_DONE: u32 = 1 << 13;
     /// The connection speaks WebSocket (after the upgrade).
     pub const WS: u32 = 1 << 14;
-    /// MQTT over WebSocket: every write is framed as one binary message.
-    pub const WS_MQTT: u32 = 1 << 15;
+    /// A WebSocket byte stream (`WsFraming::ByteStream`): every write is framed as one
+    /// binary message.
+    pub const WS_BYTE_STREAM: u32 = 1 << 15;
     /// Back-pressure: the service holds what this connection sends (acknowledgements
     /// aside) until it is resumed. Receives go on, so the connection's acknowledgements
     /// still free its own deliveries.
@@ -81,7 +82,8 @@ pub mod flag {
     pub const EOF_HELD: u32 = 1 << 18;
 }
 
-/// The transport a connection speaks below the service.
+/// The transport a connection speaks below the service (see `config::ListenerKind`; a TLS
+/// stage would be one more state here, decrypting before the others).
 pub enum Transport {
     /// Bytes go to the service as they arrive.
     Tcp,
@@ -99,9 +101,52 @@ pub struct WsConn {
     /// Bytes of a frame head or of a control frame split across receives (at most
     /// one head plus 125 bytes).
     pub carry: Vec<u8>,
-    /// Whether every write is framed as one binary message (MQTT over WebSocket), or the
-    /// service frames its own messages (plain WebSocket).
-    pub mqtt: bool,
+    /// A byte stream in binary messages (every write is one message, text is refused),
+    /// or messages the service frames itself (`config::WsFraming`).
+    pub byte_stream: bool,
+}
+
+/// Why a connection is being closed; decides the WebSocket close code the runtime sends
+/// and which counter the close is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The service is done with the connection (after its peer said goodbye, a refusal,
+    /// …).
+    Normal,
+    /// The server is shutting down.
+    GoingAway,
+    /// The peer broke the protocol.
+    ProtocolError,
+    /// The peer sent something too large.
+    TooBig,
+    /// The peer sent text that is not UTF-8 (WebSocket) or an invalid payload.
+    InvalidPayload,
+    /// A deadline passed (handshake, or one the service set).
+    Timeout,
+    /// The peer does not read what it is sent.
+    SlowConsumer,
+    /// A policy refusal (limits, taken over by another connection).
+    Policy,
+    /// The runtime refused the connection's WebSocket upgrade, with an HTTP answer.
+    UpgradeRefused,
+    /// The socket failed or the peer went away; nothing more can be sent.
+    Lost,
+}
+
+impl CloseReason {
+    /// The WebSocket close code (RFC 6455 §7.4.1) sent for this reason, if one is sent.
+    pub fn ws_code(self) -> Option<u16> {
+        Some(match self {
+            CloseReason::Normal => 1000,
+            CloseReason::GoingAway => 1001,
+            CloseReason::ProtocolError => 1002,
+            CloseReason::InvalidPayload => 1007,
+            CloseReason::Policy | CloseReason::Timeout | CloseReason::SlowConsumer => 1008,
+            CloseReason::TooBig => 1009,
+            // Not upgraded: there is no WebSocket to close.
+            CloseReason::UpgradeRefused | CloseReason::Lost => return None,
+        })
+    }
 }
 
 /// Outbound bytes of one connection. `sending[sent..]` is in flight (the kernel reads

@@ -1,13 +1,14 @@
-//! Latency histograms of one shard, in microseconds (HdrHistogram, 2 significant digits,
-//! 1 µs to 60 s, so each is ~50 KB whatever it records):
+//! Latency histograms, in microseconds (HdrHistogram, 2 significant digits, 1 µs to 60 s,
+//! so each is ~50 KB whatever it records). The runtime keeps two per shard
+//! ([`RUNTIME`]):
 //!
-//! - `publish_to_delivery`: from the loop turn in which a PUBLISH arrived to the
-//!   submission of that turn's sends (its deliveries on this shard);
 //! - `mesh_hop`: from the turn that sent a cross-shard message to the turn that
 //!   received it;
 //! - `loop_turn`: one turn of the shard loop, from reaping completions to submitting.
 //!
-//! The shard records into its own histograms (no lock, no allocation: the range is fixed
+//! A service keeps its own set the same way (the broker's `publish_to_delivery`).
+//!
+//! A shard records into its own histograms (no lock, no allocation: the range is fixed
 //! and auto-resize is off). Once a second it adds them into a shared copy behind a mutex
 //! and resets its own; the metrics thread reads the shared copy to dump it.
 
@@ -18,8 +19,11 @@ use hdrhistogram::Histogram;
 /// Highest value recorded, µs; larger values are counted as this.
 const MAX_US: u64 = 60_000_000;
 
-/// The names of a shard's histograms, in dump order.
-pub const NAMES: [&str; 3] = ["publish_to_delivery", "mesh_hop", "loop_turn"];
+/// The runtime's histograms, in dump order.
+pub const RUNTIME: &[&str] = &["mesh_hop", "loop_turn"];
+/// Indexes into a set of [`RUNTIME`] histograms.
+pub const MESH_HOP: usize = 0;
+pub const LOOP_TURN: usize = 1;
 
 fn new_hist() -> Histogram<u64> {
     let mut h = Histogram::new_with_bounds(1, MAX_US, 2).expect("valid histogram bounds");
@@ -27,51 +31,53 @@ fn new_hist() -> Histogram<u64> {
     h
 }
 
-/// A set of the three histograms.
+/// A set of named histograms.
 #[derive(Clone)]
 pub struct HistSet {
-    pub publish_to_delivery: Histogram<u64>,
-    pub mesh_hop: Histogram<u64>,
-    pub loop_turn: Histogram<u64>,
-}
-
-impl Default for HistSet {
-    fn default() -> Self {
-        HistSet {
-            publish_to_delivery: new_hist(),
-            mesh_hop: new_hist(),
-            loop_turn: new_hist(),
-        }
-    }
+    names: &'static [&'static str],
+    hists: Vec<Histogram<u64>>,
 }
 
 impl HistSet {
-    /// The histograms with their names, in `NAMES` order.
-    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 3] {
-        [
-            (NAMES[0], &self.publish_to_delivery),
-            (NAMES[1], &self.mesh_hop),
-            (NAMES[2], &self.loop_turn),
-        ]
+    /// One empty histogram per name.
+    pub fn new(names: &'static [&'static str]) -> HistSet {
+        HistSet {
+            names,
+            hists: names.iter().map(|_| new_hist()).collect(),
+        }
     }
 
-    /// Adds every histogram of `other` into this set.
+    /// The histograms with their names, in the order the set was made with.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, &Histogram<u64>)> {
+        self.names.iter().copied().zip(&self.hists)
+    }
+
+    /// The histogram at `i` (an index into the names).
+    pub fn get_mut(&mut self, i: usize) -> &mut Histogram<u64> {
+        &mut self.hists[i]
+    }
+
+    /// Adds every histogram of `other` (a set with the same names) into this one.
     pub fn add(&mut self, other: &HistSet) {
-        // Same bounds on both sides: addition cannot fail.
-        let _ = self.publish_to_delivery.add(&other.publish_to_delivery);
-        let _ = self.mesh_hop.add(&other.mesh_hop);
-        let _ = self.loop_turn.add(&other.loop_turn);
+        debug_assert_eq!(self.names, other.names);
+        for (mine, theirs) in self.hists.iter_mut().zip(&other.hists) {
+            // Same bounds on both sides: addition cannot fail.
+            let _ = mine.add(theirs);
+        }
     }
 
     fn reset(&mut self) {
-        self.publish_to_delivery.reset();
-        self.mesh_hop.reset();
-        self.loop_turn.reset();
+        self.hists.iter_mut().for_each(Histogram::reset);
     }
 }
 
 /// The shared copy of a shard's histograms, read by the metrics thread.
 pub type SharedHists = Arc<Mutex<HistSet>>;
+
+/// An empty shared set of the histograms `names`.
+pub fn shared(names: &'static [&'static str]) -> SharedHists {
+    Arc::new(Mutex::new(HistSet::new(names)))
+}
 
 /// What a shard records into, and publishes to its shared copy once a second.
 pub struct Recorder {
@@ -80,27 +86,27 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Records into a set with the names of `shared`.
     pub fn new(shared: SharedHists) -> Recorder {
+        let names = shared.lock().map_or(&[][..], |s| s.names);
         Recorder {
-            local: HistSet::default(),
+            local: HistSet::new(names),
             shared,
         }
     }
 
-    pub fn publish_to_delivery(&mut self, us: u64, count: u64) {
+    /// Records `us` in histogram `i`, `count` times.
+    pub fn record_n(&mut self, i: usize, us: u64, count: u64) {
         if count > 0 {
             self.local
-                .publish_to_delivery
+                .get_mut(i)
                 .saturating_record_n(us.clamp(1, MAX_US), count);
         }
     }
 
-    pub fn mesh_hop(&mut self, us: u64) {
-        self.local.mesh_hop.saturating_record(us.clamp(1, MAX_US));
-    }
-
-    pub fn loop_turn(&mut self, us: u64) {
-        self.local.loop_turn.saturating_record(us.clamp(1, MAX_US));
+    /// Records `us` in histogram `i`.
+    pub fn record(&mut self, i: usize, us: u64) {
+        self.record_n(i, us, 1);
     }
 
     /// Adds what was recorded since the last call to the shared copy.
@@ -118,18 +124,20 @@ mod tests {
 
     #[test]
     fn recorded_values_reach_the_shared_copy_and_clamp() {
-        let shared: SharedHists = Arc::default();
+        let shared = shared(RUNTIME);
         let mut r = Recorder::new(shared.clone());
-        r.publish_to_delivery(10, 3);
-        r.publish_to_delivery(10, 0);
-        r.mesh_hop(0);
-        r.loop_turn(u64::MAX);
+        r.record_n(MESH_HOP, 10, 3);
+        r.record_n(MESH_HOP, 10, 0);
+        r.record(MESH_HOP, 0);
+        r.record(LOOP_TURN, u64::MAX);
         r.publish();
-        r.loop_turn(5);
+        r.record(LOOP_TURN, 5);
         let s = shared.lock().unwrap();
-        assert_eq!(s.publish_to_delivery.len(), 3);
-        assert_eq!(s.mesh_hop.min(), 1, "0 µs is counted as 1 µs");
-        assert_eq!(s.loop_turn.len(), 1, "unpublished values stay local");
-        assert!(s.loop_turn.max() >= MAX_US / 2);
+        let h: Vec<_> = s.named().collect();
+        assert_eq!((h[0].0, h[1].0), ("mesh_hop", "loop_turn"));
+        assert_eq!(h[0].1.len(), 4);
+        assert_eq!(h[0].1.min(), 1, "0 µs is counted as 1 µs");
+        assert_eq!(h[1].1.len(), 1, "unpublished values stay local");
+        assert!(h[1].1.max() >= MAX_US / 2);
     }
 }

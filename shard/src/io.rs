@@ -1,6 +1,10 @@
-//! What a service may do: write to a connection, close it, set its deadline, send to
-//! other shards. `Io` owns the ring, the connection slab, the timer wheel and the mesh
-//! ends; the runtime (`runtime.rs`) drives it from completions.
+//! What a service may do: write to a connection, close it, set its deadline, pause
+//! reading from it, send to other shards. `Io` owns the ring, the connection slab, the
+//! timer wheel and the mesh ends; the runtime (`runtime.rs`) drives it from completions.
+//!
+//! `Io<C, M>` is generic over the service's per-connection state `C` and cross-shard
+//! message `M`, not over the service itself, so this module does not depend on
+//! `service.rs` (which hands each service its `Io`).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -11,12 +15,11 @@ use ringmq_proto::ws;
 use slab::Slab;
 
 use crate::config::{ListenerKind, ShardConfig};
-use crate::conn::{Conn, ConnKey, OutBuf, Transport, flag};
+use crate::conn::{CloseReason, Conn, ConnKey, OutBuf, Transport, flag};
 use crate::hist::Recorder;
 use crate::mesh::links::{MeshLinks, Sent};
 use crate::ring::{GEN_MASK, OpKind, Ring};
-use crate::service::{CloseReason, Service};
-use crate::stats::ShardStats;
+use crate::stats::RuntimeStats;
 use crate::timers::TimerWheel;
 
 /// What a shard's operation was for, carried in its `user_data` (see [`Token`]).
@@ -66,14 +69,26 @@ pub(crate) type Token = crate::ring::Token<Op>;
 const OUTBUF_POOL_MAX: usize = 256;
 const OUTBUF_KEEP_CAPACITY: usize = 16 * 1024;
 
-pub struct Io<S: Service> {
+/// How loaded a service says it is (`Io::set_service_load`), beside what the runtime
+/// measures itself (outbound bytes, the mesh's backlog), for back-pressure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceLoad {
+    /// Back-pressure may end as far as the service is concerned.
+    #[default]
+    Light,
+    /// Not loaded enough to pause more connections, but too loaded to resume paused ones.
+    Heavy,
+    /// The shard is under pressure: connections that feed it are paused.
+    Overloaded,
+}
+
+pub struct Io<C, M> {
     pub(crate) ring: Ring,
-    pub(crate) conns: Slab<Conn<S::ConnState>>,
+    pub(crate) conns: Slab<Conn<C>>,
     pub(crate) cfg: Arc<ShardConfig>,
-    pub(crate) stats: Arc<ShardStats>,
-    pub(crate) mesh: MeshLinks<S::Msg>,
+    pub(crate) stats: Arc<RuntimeStats>,
+    pub(crate) mesh: MeshLinks<M>,
     pub(crate) timers: TimerWheel,
-    pub(crate) listener_kinds: Vec<ListenerKind>,
     clock_origin: Instant,
     now_ms: u64,
     /// Connections with bytes to send this turn.
@@ -88,14 +103,12 @@ pub struct Io<S: Service> {
     outbuf_pool: Vec<Box<OutBuf>>,
     next_gen: NonZeroU32,
     pub(crate) shutting_down: bool,
+    /// The runtime's histograms (`hist::RUNTIME`).
     pub(crate) hists: Recorder,
-    /// PUBLISH packets handled this turn (for the publish-to-delivery histogram).
-    pub(crate) publishes_this_turn: u64,
     /// Outbound bytes queued on every connection of the shard, in flight included.
     out_total: usize,
-    /// Deliveries the service keeps for connected clients until their in-flight window
-    /// has room (QoS 1 and 2), on the whole shard.
-    waiting_total: usize,
+    /// What the service last said of its load.
+    service_load: ServiceLoad,
     /// Connections whose reading is paused for back-pressure, and since when.
     pub(crate) paused: Vec<(ConnKey, u64)>,
     /// Connections resumed this turn; the service hears `on_resume` for each.
@@ -105,13 +118,12 @@ pub struct Io<S: Service> {
     _not_send: std::marker::PhantomData<std::rc::Rc<()>>,
 }
 
-impl<S: Service> Io<S> {
+impl<C: Default, M: Send> Io<C, M> {
     pub(crate) fn new(
         ring: Ring,
         cfg: Arc<ShardConfig>,
-        stats: Arc<ShardStats>,
-        mesh: MeshLinks<S::Msg>,
-        listener_kinds: Vec<ListenerKind>,
+        stats: Arc<RuntimeStats>,
+        mesh: MeshLinks<M>,
         hists: Recorder,
     ) -> Self {
         let clock_origin = Instant::now();
@@ -122,7 +134,6 @@ impl<S: Service> Io<S> {
             stats,
             mesh,
             timers: TimerWheel::new(100, 1024, 0),
-            listener_kinds,
             clock_origin,
             now_ms: 0,
             flush_list: Vec::new(),
@@ -132,9 +143,8 @@ impl<S: Service> Io<S> {
             next_gen: NonZeroU32::MIN,
             shutting_down: false,
             hists,
-            publishes_this_turn: 0,
             out_total: 0,
-            waiting_total: 0,
+            service_load: ServiceLoad::Light,
             paused: Vec::new(),
             resumed: Vec::new(),
             _not_send: std::marker::PhantomData,
@@ -151,33 +161,27 @@ impl<S: Service> Io<S> {
     }
 
     /// Whether the shard has more to send than it keeps up with: its outbound queue is
-    /// over `pressure_high`, more deliveries wait for connected clients' in-flight
-    /// windows than `waiting_high`, or a peer shard's ring is full and messages wait
-    /// for it.
+    /// over `pressure_high`, the service says it is overloaded, or a peer shard's ring is
+    /// full and messages wait for it.
     pub fn under_pressure(&self) -> bool {
         self.out_total > self.cfg.pressure_high
-            || self.waiting_total > self.cfg.waiting_high
+            || self.service_load == ServiceLoad::Overloaded
             || self.mesh.backlog_total() > self.cfg.mesh_capacity
     }
 
-    /// How many deliveries the service keeps for connected clients now (QoS 1 and 2
-    /// waiting for their in-flight window); they count towards the shard's pressure.
-    pub fn set_waiting(&mut self, n: usize) {
-        self.waiting_total = n;
+    /// What the service says of its own load; it counts towards the shard's pressure
+    /// until the service says otherwise.
+    pub fn set_service_load(&mut self, load: ServiceLoad) {
+        self.service_load = load;
     }
 
-    /// Deliveries kept for connected clients on the whole shard.
-    pub fn waiting(&self) -> usize {
-        self.waiting_total
-    }
-
-    /// Back-pressure: when the shard is under pressure, pauses `key` (a connection that
-    /// just published) until the pressure is gone or `pause_max_ms` has passed (longer
-    /// while messages wait for a full peer ring: see `resume_paused`). Returns
-    /// whether it paused. A paused connection is still read: the service holds its
-    /// packets in order and takes up only acknowledgements and pings at once, so its own
-    /// deliveries keep flowing; when the service holds as much as it will, it stops
-    /// reading altogether ([`Io::stop_reading`]).
+    /// Back-pressure: when the shard is under pressure, pauses reading `key` (a
+    /// connection that just fed it) until the pressure is gone or `pause_max_ms` has
+    /// passed (longer while messages wait for a full peer ring: see `resume_paused`).
+    /// Returns whether it paused. A paused connection is still read, and the service
+    /// decides what to take up of what it sends meanwhile (its acknowledgements, say)
+    /// and what to hold; when it holds as much as it will, it stops reading altogether
+    /// ([`Io::stop_reading`]).
     pub fn pause_if_pressured(&mut self, key: ConnKey) -> bool {
         if !self.under_pressure() {
             return false;
@@ -193,23 +197,25 @@ impl<S: Service> Io<S> {
         }
         c.set(flag::PAUSED);
         self.paused.push((key, now));
-        ShardStats::add(&self.stats.publishers_paused, 1);
         true
     }
 
     /// Stops reading from a paused connection until its pause ends: the service holds
     /// as much of its input as it will. The kernel's socket buffer holds the rest, and
-    /// TCP flow control slows the sender.
-    pub fn stop_reading(&mut self, key: ConnKey) {
-        let Some(c) = self.conn_mut(key) else { return };
+    /// TCP flow control slows the sender. Returns whether reading stopped now (false if
+    /// it had already, or the connection is not paused).
+    pub fn stop_reading(&mut self, key: ConnKey) -> bool {
+        let Some(c) = self.conn_mut(key) else {
+            return false;
+        };
         if !c.has(flag::PAUSED) || c.has(flag::READ_HELD) {
-            return;
+            return false;
         }
         c.set(flag::READ_HELD);
         if c.has(flag::RECV_ARMED) {
             self.cancel_recv(key);
         }
-        ShardStats::add(&self.stats.publishers_read_stopped, 1);
+        true
     }
 
     /// Whether reading from the connection has stopped (it is paused and the service holds
@@ -230,7 +236,7 @@ impl<S: Service> Io<S> {
             return;
         }
         let low = self.out_total < self.cfg.pressure_low
-            && self.waiting_total <= self.cfg.waiting_high / 2
+            && self.service_load == ServiceLoad::Light
             && self.mesh.backlog_total() <= self.cfg.mesh_capacity / 2;
         // The mesh always drains (a peer takes from its rings at least every
         // `pause_max_ms`), so while it is backed up publishers stay paused past the
@@ -260,12 +266,6 @@ impl<S: Service> Io<S> {
         self.paused = paused;
     }
 
-    /// Counts a PUBLISH handled this turn: its deliveries on this shard are submitted at
-    /// the end of the turn, and the publish-to-delivery histogram records that wait.
-    pub fn note_publish(&mut self) {
-        self.publishes_this_turn += 1;
-    }
-
     /// Milliseconds since the shard started, read once per loop turn.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
@@ -283,7 +283,7 @@ impl<S: Service> Io<S> {
         &self.cfg
     }
 
-    pub fn stats(&self) -> &ShardStats {
+    pub fn stats(&self) -> &RuntimeStats {
         &self.stats
     }
 
@@ -296,20 +296,20 @@ impl<S: Service> Io<S> {
         self.conns.len()
     }
 
-    fn conn(&self, key: ConnKey) -> Option<&Conn<S::ConnState>> {
+    fn conn(&self, key: ConnKey) -> Option<&Conn<C>> {
         self.conns
             .get(key.index as usize)
             .filter(|c| c.gen_ == key.gen_)
     }
 
-    fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn<S::ConnState>> {
+    fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn<C>> {
         self.conns
             .get_mut(key.index as usize)
             .filter(|c| c.gen_ == key.gen_)
     }
 
     /// The service state of an open connection (`None` once it is closing).
-    pub fn state(&mut self, key: ConnKey) -> Option<&mut S::ConnState> {
+    pub fn state(&mut self, key: ConnKey) -> Option<&mut C> {
         self.conn_mut(key)
             .filter(|c| !c.has(flag::CLOSING))
             .map(|c| &mut c.state)
@@ -326,9 +326,9 @@ impl<S: Service> Io<S> {
     }
 
     /// What the listener that accepted this connection speaks.
-    pub fn listener_kind(&self, key: ConnKey) -> Option<ListenerKind> {
-        self.conn(key)
-            .and_then(|c| self.listener_kinds.get(c.listener as usize).copied())
+    pub fn listener_kind(&self, key: ConnKey) -> Option<&ListenerKind> {
+        let c = self.conn(key)?;
+        Some(&self.cfg.listeners.get(c.listener as usize)?.kind)
     }
 
     /// Outbound bytes queued on the connection, in flight included.
@@ -336,9 +336,9 @@ impl<S: Service> Io<S> {
         self.conn(key).map_or(0, |c| c.out_len())
     }
 
-    /// Queues `bytes` for the connection: on TCP as they are, on MQTT-over-WebSocket as
-    /// one binary message. Returns false when the connection is gone or closing, or when
-    /// these bytes push it past the hard outbound limit (it is then closed as a slow
+    /// Queues `bytes` for the connection: on TCP as they are, on a WebSocket byte stream
+    /// as one binary message. Returns false when the connection is gone or closing, or
+    /// when these bytes push it past the hard outbound limit (it is then closed as a slow
     /// consumer).
     pub fn write(&mut self, key: ConnKey, bytes: &[u8]) -> bool {
         self.write_with(key, bytes.len(), |out| out.copy_from_slice(bytes))
@@ -370,16 +370,17 @@ impl<S: Service> Io<S> {
             return false;
         }
         if conn.out_len() + len > hard {
-            ShardStats::add(&self.stats.disconnected_slow_consumer, 1);
             self.close(key, CloseReason::SlowConsumer);
             return false;
         }
-        let opcode = conn.has(flag::WS_MQTT).then_some(ws::frame::Opcode::BINARY);
+        let opcode = conn
+            .has(flag::WS_BYTE_STREAM)
+            .then_some(ws::frame::Opcode::BINARY);
         self.append_vec(key, opcode, len, write);
         true
     }
 
-    /// Queues one WebSocket message (plain WebSocket listeners only; on other
+    /// Queues one WebSocket message (`WsFraming::Messages` listeners; on other
     /// connections the bytes are written as they are).
     pub fn write_message(&mut self, key: ConnKey, text: bool, bytes: &[u8]) -> bool {
         let Some(conn) = self.conn_mut(key) else {
@@ -458,10 +459,12 @@ impl<S: Service> Io<S> {
 
     /// Starts closing the connection: nothing more reaches the service, queued bytes are
     /// flushed (after a WebSocket close frame for `reason`), then the socket is shut down
-    /// and closed. The service hears `on_close` after the current callback.
+    /// and closed. The service hears `on_close` after the current callback. A close for
+    /// a timeout, a protocol violation or a slow consumer is counted here, once.
     pub fn close(&mut self, key: ConnKey, reason: CloseReason) {
         let close_timeout = self.cfg.close_timeout_ms;
         let now = self.now_ms;
+        let stats = self.stats.clone();
         let Some(conn) = self.conn_mut(key) else {
             return;
         };
@@ -469,6 +472,14 @@ impl<S: Service> Io<S> {
             return;
         }
         conn.set(flag::CLOSING);
+        match reason {
+            CloseReason::Timeout => stats.disconnected_timeout.add(1),
+            CloseReason::ProtocolError | CloseReason::TooBig | CloseReason::InvalidPayload => {
+                stats.disconnected_protocol_error.add(1)
+            }
+            CloseReason::SlowConsumer => stats.disconnected_slow_consumer.add(1),
+            _ => {}
+        }
         let ws_close = if conn.has(flag::WS) && !conn.has(flag::WS_CLOSE_SENT) {
             reason.ws_code()
         } else {
@@ -529,11 +540,11 @@ impl<S: Service> Io<S> {
     }
 
     /// Sends a message to shard `to` (never this shard).
-    pub fn send_to_shard(&mut self, to: usize, msg: S::Msg) -> Sent {
-        ShardStats::add(&self.stats.mesh_sent, 1);
+    pub fn send_to_shard(&mut self, to: usize, msg: M) -> Sent {
+        self.stats.mesh_sent.add(1);
         let sent = self.mesh.send(to, msg);
         if sent == Sent::Overflow {
-            ShardStats::add(&self.stats.mesh_backpressure, 1);
+            self.stats.mesh_backpressure.add(1);
         }
         sent
     }
@@ -557,13 +568,12 @@ impl<S: Service> Io<S> {
 
     // ---- runtime side ----
 
-    pub(crate) fn new_conn(&mut self, slot: u32, listener: u8, state: S::ConnState) -> ConnKey {
+    pub(crate) fn new_conn(&mut self, slot: u32, listener: u8, state: C) -> ConnKey {
         let gen_ = self.next_gen;
         self.next_gen = NonZeroU32::new((gen_.get() + 1) & GEN_MASK).unwrap_or(NonZeroU32::MIN);
-        let kind = self.listener_kinds[listener as usize];
-        let transport = match kind {
-            ListenerKind::Mqtt => Transport::Tcp,
-            ListenerKind::MqttWs | ListenerKind::Ws => Transport::WsHandshake(Box::default()),
+        let transport = match self.cfg.listeners[listener as usize].kind {
+            ListenerKind::Tcp => Transport::Tcp,
+            ListenerKind::WebSocket(_) => Transport::WsHandshake(Box::default()),
         };
         let index = self.conns.insert(Conn {
             gen_,
@@ -587,7 +597,7 @@ impl<S: Service> Io<S> {
         })
     }
 
-    pub(crate) fn conn_raw(&mut self, key: ConnKey) -> Option<&mut Conn<S::ConnState>> {
+    pub(crate) fn conn_raw(&mut self, key: ConnKey) -> Option<&mut Conn<C>> {
         self.conn_mut(key)
     }
 
@@ -673,7 +683,7 @@ impl<S: Service> Io<S> {
             self.progress_close(key);
             return;
         }
-        ShardStats::add(&stats.bytes_out, result as u64);
+        stats.bytes_out.add(result as u64);
         let out = c.out.as_mut().expect("send completed without a buffer");
         out.sent += result as usize;
         if out.is_empty() {
@@ -763,16 +773,14 @@ impl<S: Service> Io<S> {
         }
         let c = self.conns.remove(key.index as usize);
         self.release_outbuf(c.out);
-        self.stats
-            .connections_current
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.connections_current.sub(1);
         self.cfg
             .open_connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Takes the service state out of a connection whose service must hear `on_close`.
-    pub(crate) fn take_state(&mut self, key: ConnKey) -> Option<S::ConnState> {
+    pub(crate) fn take_state(&mut self, key: ConnKey) -> Option<C> {
         let c = self.conn_mut(key)?;
         if !c.has(flag::OPEN) {
             return None;

@@ -17,15 +17,15 @@ use io_uring::{opcode, types};
 use ringmq_proto::Decoded;
 use ringmq_proto::ws;
 
-use crate::config::{ListenerKind, ShardConfig};
-use crate::conn::{ConnKey, Transport, WsConn, flag};
-use crate::hist::{Recorder, SharedHists};
-use crate::io::{Io, Op, Token};
+use crate::config::{ListenerKind, ShardConfig, WsFraming};
+use crate::conn::{CloseReason, ConnKey, Transport, WsConn, flag};
+use crate::hist::{self, Recorder, SharedHists};
+use crate::io::{Op, Token};
 use crate::listen::reuseport_listener;
 use crate::mesh::links::MeshLinks;
 use crate::ring::{BufRing, Completion, Ring};
-use crate::service::{CloseReason, Data, Service};
-use crate::stats::ShardStats;
+use crate::service::{Data, Io, Service};
+use crate::stats::RuntimeStats;
 
 /// Messages from the main thread to a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +54,11 @@ pub struct ShardSpec<M> {
     /// The core to pin to, if any.
     pub core: Option<usize>,
     pub cfg: Arc<ShardConfig>,
-    pub stats: Arc<ShardStats>,
+    pub stats: Arc<RuntimeStats>,
     pub mesh: MeshLinks<M>,
     pub control: Receiver<Control>,
-    /// Where the shard publishes its latency histograms once a second.
+    /// Where the shard publishes the runtime's latency histograms once a second (a set of
+    /// `hist::RUNTIME`).
     pub hists: SharedHists,
 }
 
@@ -141,16 +142,14 @@ impl<S: Service> Shard<S> {
             cfg.recv_buffer_size,
         )?;
         let mut listeners = Vec::new();
-        let mut kinds = Vec::new();
         for l in &cfg.listeners {
             listeners.push(reuseport_listener(l.addr, cfg.backlog)?);
-            kinds.push(l.kind);
         }
         let reserve = cfg.backlog + ACCEPT_MARGIN;
         let high_water = cfg.files_per_shard.saturating_sub(reserve).max(1) as usize;
         let low_water = high_water.saturating_sub(ACCEPT_MARGIN as usize).max(1);
         let hists = Recorder::new(spec.hists);
-        let io = Io::new(ring, cfg.clone(), spec.stats, spec.mesh, kinds, hists);
+        let io = Io::<S>::new(ring, cfg.clone(), spec.stats, spec.mesh, hists);
         Ok(Shard {
             io,
             bufs,
@@ -183,7 +182,7 @@ impl<S: Service> Shard<S> {
             self.io
                 .mesh
                 .set_clock(turn_start.duration_since(origin).as_nanos() as u64);
-            ShardStats::add(&self.io.stats.loop_turns, 1);
+            self.io.stats.loop_turns.add(1);
             self.handle_completions();
             self.handle_mesh();
             self.handle_control();
@@ -202,22 +201,12 @@ impl<S: Service> Shard<S> {
             self.bufs.commit();
             self.io.mesh.flush();
             self.manage_accept();
-            self.io.stats.outbound_bytes.store(
-                self.io.out_bytes() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            self.io.stats.mesh_waiting.store(
-                self.io.mesh.backlog_total() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            self.io.stats.deliveries_waiting.store(
-                self.io.waiting() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            let stats = &self.io.stats;
+            stats.outbound_bytes.set(self.io.out_bytes() as u64);
+            stats.mesh_waiting.set(self.io.mesh.backlog_total() as u64);
             let turn_us = turn_start.elapsed().as_micros() as u64;
-            let published = std::mem::take(&mut self.io.publishes_this_turn);
-            self.io.hists.publish_to_delivery(turn_us, published);
-            self.io.hists.loop_turn(turn_us);
+            self.service.on_turn_flushed(turn_us);
+            self.io.hists.record(hist::LOOP_TURN, turn_us);
             if let Some(deadline) = self.shutdown_deadline
                 && (self.io.conns.is_empty() || now >= deadline)
             {
@@ -322,9 +311,7 @@ impl<S: Service> Shard<S> {
         }
         if c.result < 0 {
             match -c.result {
-                libc::ENFILE | libc::EMFILE => {
-                    ShardStats::add(&self.io.stats.connections_refused_table_full, 1)
-                }
+                libc::ENFILE | libc::EMFILE => self.io.stats.connections_refused_table_full.add(1),
                 libc::ECANCELED => {}
                 e => eprintln!(
                     "shard {}: accept failed: {}",
@@ -336,8 +323,8 @@ impl<S: Service> Shard<S> {
         }
         let slot = c.result as u32;
         let stats = self.io.stats.clone();
-        ShardStats::add(&stats.connections_current, 1);
-        ShardStats::add(&stats.connections_total, 1);
+        stats.connections_current.add(1);
+        stats.connections_total.add(1);
         let open = self
             .io
             .cfg
@@ -347,22 +334,22 @@ impl<S: Service> Shard<S> {
             .io
             .new_conn(slot, listener as u8, S::ConnState::default());
         if open >= self.io.cfg.max_connections {
-            ShardStats::add(&stats.connections_refused_limit, 1);
+            stats.connections_refused_limit.add(1);
             if let Some(conn) = self.io.conn_raw(key) {
                 conn.set(flag::OVER_LIMIT);
             }
         }
         self.io.arm_recv(key, self.bufs.group());
-        match self.io.listener_kinds[listener] {
-            ListenerKind::Mqtt => self.open(key),
-            ListenerKind::MqttWs | ListenerKind::Ws => {
+        match self.io.cfg.listeners[listener].kind {
+            ListenerKind::Tcp => self.open(key),
+            ListenerKind::WebSocket(_) => {
                 let at = self.io.now_ms() + self.io.cfg.handshake_timeout_ms;
                 self.io.set_deadline_raw(key, at);
             }
         }
         if self.accepting && self.io.conns.len() >= self.high_water {
             self.pause_accepts();
-            ShardStats::add(&stats.accept_paused, 1);
+            stats.accept_paused.add(1);
         }
     }
 
@@ -383,7 +370,7 @@ impl<S: Service> Shard<S> {
         };
         if c.result > 0 {
             let bid = c.buffer_id().expect("a receive with data names its buffer");
-            ShardStats::add(&self.io.stats.bytes_in, c.result as u64);
+            self.io.stats.bytes_in.add(c.result as u64);
             let closing = self
                 .io
                 .conn_raw(key)
@@ -417,7 +404,7 @@ impl<S: Service> Shard<S> {
                 libc::ENOBUFS => {
                     // More connections are sending at once than there are buffers: add
                     // some (the receive is posted again at the end of the turn).
-                    ShardStats::add(&self.io.stats.recv_no_buffers, 1);
+                    self.io.stats.recv_no_buffers.add(1);
                     self.bufs.grow(RECV_BUFFERS_STEP);
                 }
                 libc::ECANCELED => {
@@ -478,7 +465,8 @@ impl<S: Service> Shard<S> {
     }
 
     fn ws_handshake(&mut self, key: ConnKey, data: &mut [u8]) {
-        let Some(kind) = self.io.listener_kind(key) else {
+        let cfg = self.io.cfg.clone();
+        let Some(ListenerKind::WebSocket(options)) = self.io.listener_kind(key).cloned() else {
             return;
         };
         let Some(conn) = self.io.conn_raw(key) else {
@@ -489,12 +477,11 @@ impl<S: Service> Shard<S> {
         else {
             return;
         };
-        let mqtt = kind == ListenerKind::MqttWs;
-        let cfg = self.io.cfg.clone();
+        let byte_stream = options.framing == WsFraming::ByteStream;
         let server = ws::handshake::ServerConfig {
-            path: &cfg.ws_path,
-            subprotocol: mqtt.then_some("mqtt"),
-            require_subprotocol: mqtt && cfg.ws_require_subprotocol,
+            path: &options.path,
+            subprotocol: options.subprotocol.as_deref(),
+            require_subprotocol: options.require_subprotocol,
             max_header_bytes: cfg.max_handshake_bytes,
             max_headers: 64,
         };
@@ -529,23 +516,23 @@ impl<S: Service> Shard<S> {
                 }
             }
             Some(Err(())) => {
-                ShardStats::add(&self.io.stats.ws_handshake_rejected, 1);
+                self.io.stats.ws_handshake_rejected.add(1);
                 self.io
                     .append(key, None, scratch_len, |out| out.copy_from_slice(scratch));
-                self.io.close(key, CloseReason::ProtocolError);
+                self.io.close(key, CloseReason::UpgradeRefused);
             }
             Some(Ok(used)) => {
                 self.io
                     .append(key, None, scratch_len, |out| out.copy_from_slice(scratch));
                 if let Some(conn) = self.io.conn_raw(key) {
                     conn.set(flag::WS);
-                    if mqtt {
-                        conn.set(flag::WS_MQTT);
+                    if byte_stream {
+                        conn.set(flag::WS_BYTE_STREAM);
                     }
                     conn.transport = Transport::Ws(Box::new(WsConn {
                         decoder: ws::frame::FrameDecoder::new(ws::Role::Server, cfg.max_ws_message),
                         carry: Vec::new(),
-                        mqtt,
+                        byte_stream,
                     }));
                 }
                 self.open(key);
@@ -578,7 +565,7 @@ impl<S: Service> Shard<S> {
                     input = &mut std::mem::take(&mut input)[k..];
                 }
                 Ok(Decoded::Complete(event, used)) => {
-                    let go_on = self.ws_event(key, event, w.mqtt);
+                    let go_on = self.ws_event(key, event, w.byte_stream);
                     w.carry.drain(..used);
                     if !go_on {
                         return;
@@ -594,7 +581,7 @@ impl<S: Service> Shard<S> {
                     return;
                 }
                 Ok(Decoded::Complete(event, used)) => {
-                    if !self.ws_event(key, event, w.mqtt) {
+                    if !self.ws_event(key, event, w.byte_stream) {
                         return;
                     }
                     used
@@ -605,7 +592,7 @@ impl<S: Service> Shard<S> {
     }
 
     /// Handles one WebSocket event; false when the connection stopped taking input.
-    fn ws_event(&mut self, key: ConnKey, event: ws::frame::Event<'_>, mqtt: bool) -> bool {
+    fn ws_event(&mut self, key: ConnKey, event: ws::frame::Event<'_>, byte_stream: bool) -> bool {
         use ws::frame::{Event, Opcode};
         match event {
             Event::Data {
@@ -613,9 +600,9 @@ impl<S: Service> Shard<S> {
                 chunk,
                 message_end,
             } => {
-                if mqtt && text {
-                    // MQTT §6: control packets travel in binary frames only.
-                    ShardStats::add(&self.io.stats.disconnected_protocol_error, 1);
+                if byte_stream && text {
+                    // A byte stream travels in binary messages only (MQTT §6 says so of
+                    // MQTT's).
                     self.io.close(key, CloseReason::ProtocolError);
                     return false;
                 }
@@ -656,7 +643,6 @@ impl<S: Service> Shard<S> {
     }
 
     fn ws_fail(&mut self, key: ConnKey, e: ws::frame::FrameError) {
-        ShardStats::add(&self.io.stats.disconnected_protocol_error, 1);
         let reason = match e.close_code().0 {
             1007 => CloseReason::InvalidPayload,
             1009 => CloseReason::TooBig,
@@ -693,7 +679,7 @@ impl<S: Service> Shard<S> {
         let now_ns = Instant::now().duration_since(origin).as_nanos() as u64;
         let hists = &mut self.io.hists;
         self.io.mesh.drain(MESH_BATCH, |from, m, sent_ns| {
-            hists.mesh_hop(now_ns.saturating_sub(sent_ns) / 1000);
+            hists.record(hist::MESH_HOP, now_ns.saturating_sub(sent_ns) / 1000);
             inbox.push((from, m));
         });
         for (from, m) in inbox.drain(..) {
@@ -756,7 +742,6 @@ impl<S: Service> Shard<S> {
             if conn.has(flag::CLOSING) {
                 self.io.force_close(key);
             } else if matches!(conn.transport, Transport::WsHandshake(_)) {
-                ShardStats::add(&self.io.stats.disconnected_timeout, 1);
                 self.io.close(key, CloseReason::Timeout);
             } else {
                 self.service.on_deadline(&mut self.io, key);

@@ -1,12 +1,15 @@
 //! The contract between the runtime and what it serves. The runtime owns sockets,
 //! buffers, WebSocket framing, timers and the mesh; a `Service` (the MQTT broker, or the
-//! WebSocket echo example) gets events and answers through [`Io`].
+//! WebSocket echo example) gets events and answers through its [`Io`].
 //!
 //! Every callback runs on the shard thread, between two submissions of its ring, and
 //! must not block.
 
 use crate::conn::ConnKey;
-use crate::io::Io;
+use crate::io;
+
+/// The [`io::Io`] a service `S` is handed: its connection state and message types.
+pub type Io<S> = io::Io<<S as Service>::ConnState, <S as Service>::Msg>;
 
 /// Bytes that arrived on a connection, as the service sees them: the TCP stream, or an
 /// unmasked piece of a WebSocket data message. The slice is the runtime's receive
@@ -17,44 +20,6 @@ pub struct Data<'a> {
     pub text: bool,
     /// WebSocket only: this piece ends a message.
     pub message_end: bool,
-}
-
-/// Why a connection is being closed; decides the WebSocket close code the runtime sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The service is done with the connection (after a DISCONNECT, a refusal, …).
-    Normal,
-    /// The server is shutting down.
-    GoingAway,
-    /// The peer broke the protocol.
-    ProtocolError,
-    /// The peer sent something too large.
-    TooBig,
-    /// The peer sent text that is not UTF-8 (WebSocket) or an invalid payload.
-    InvalidPayload,
-    /// A deadline passed (handshake, CONNECT, keepalive).
-    Timeout,
-    /// The peer does not read what it is sent.
-    SlowConsumer,
-    /// A policy refusal (limits, taken over by another connection).
-    Policy,
-    /// The socket failed or the peer went away; nothing more can be sent.
-    Lost,
-}
-
-impl CloseReason {
-    /// The WebSocket close code (RFC 6455 §7.4.1) sent for this reason, if one is sent.
-    pub fn ws_code(self) -> Option<u16> {
-        Some(match self {
-            CloseReason::Normal => 1000,
-            CloseReason::GoingAway => 1001,
-            CloseReason::ProtocolError => 1002,
-            CloseReason::InvalidPayload => 1007,
-            CloseReason::Policy | CloseReason::Timeout | CloseReason::SlowConsumer => 1008,
-            CloseReason::TooBig => 1009,
-            CloseReason::Lost => return None,
-        })
-    }
 }
 
 /// What the runtime serves.
@@ -87,6 +52,11 @@ pub trait Service: Sized + 'static {
 
     /// End of a loop turn, before outbound bytes are flushed and the mesh is rung.
     fn on_turn_end(&mut self, _io: &mut Io<Self>) {}
+
+    /// The turn's writes are handed to the ring, `turn_us` µs after the turn began: what
+    /// the service handled this turn waited that long for its answers to leave (a service
+    /// may record it; nothing may be written now).
+    fn on_turn_flushed(&mut self, _turn_us: u64) {}
 
     /// About once a second (and when woken without work): periodic duties.
     fn on_tick(&mut self, _io: &mut Io<Self>) {}

@@ -1,6 +1,8 @@
-//! Counters of one shard. Only the shard thread writes them (relaxed atomic adds on
-//! cache lines no other thread writes); the metrics endpoint reads and sums them.
-//! Each is declared once, with its kind and the help text `/metrics` shows.
+//! Counters. Only the shard thread writes a shard's counters (plain relaxed loads and
+//! stores on cache lines no other thread writes); the metrics endpoint reads and sums
+//! them. Each counter is declared once, with its kind and the help text `/metrics` shows,
+//! in a [`counters!`](crate::counters) block: [`RuntimeStats`] here for what the runtime
+//! counts (connections, bytes, closes, the mesh), and one in the service for its own.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,78 +13,92 @@ pub enum Kind {
     Gauge,
 }
 
+/// A counter's name (the metric's, less the `ringmq_` prefix), kind and help text.
+pub type Description = (&'static str, Kind, &'static str);
+
+/// One figure of one shard, written by its shard thread only.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. The shard thread is the only writer, so a plain load and store is enough
+    /// (readers may see the old value a moment longer); a locked read-modify-write per
+    /// delivery would cost far more.
+    pub fn add(&self, n: u64) {
+        self.set(self.get().wrapping_add(n));
+    }
+
+    /// Takes `n` off a gauge.
+    pub fn sub(&self, n: u64) {
+        self.set(self.get().wrapping_sub(n));
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A set of counters the metrics endpoint can list.
+pub trait CounterSet {
+    /// Every counter's name, kind and help, in declaration order.
+    const DESCRIPTIONS: &'static [Description];
+
+    /// Every counter's value, in the order of `DESCRIPTIONS`.
+    fn values(&self) -> Vec<u64>;
+}
+
+/// Declares a struct of [`Counter`]s, each with its kind and help text, and its
+/// [`CounterSet`]: `counters! { pub struct Name { Counter name: "help", Gauge other: "help" } }`.
+#[macro_export]
 macro_rules! counters {
-    ($( $kind:ident $name:ident : $help:literal ),* $(,)?) => {
-        /// Per-shard counters; see each field for what it counts.
+    ($(#[$meta:meta])* $vis:vis struct $set:ident {
+        $( $kind:ident $name:ident : $help:literal ),* $(,)?
+    }) => {
+        $(#[$meta])*
         #[derive(Debug, Default)]
-        pub struct ShardStats {
-            $( #[doc = $help] pub $name: AtomicU64, )*
+        $vis struct $set {
+            $( #[doc = $help] pub $name: $crate::stats::Counter, )*
         }
 
-        impl ShardStats {
-            /// Every counter with its name, for the metrics endpoint.
-            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-                vec![$( (stringify!($name), self.$name.load(Ordering::Relaxed)) ),*]
-            }
+        impl $crate::stats::CounterSet for $set {
+            const DESCRIPTIONS: &'static [$crate::stats::Description] =
+                &[$( (stringify!($name), $crate::stats::Kind::$kind, $help) ),*];
 
-            /// Every counter's name, kind and help text, in declaration order.
-            pub const DESCRIPTIONS: &'static [(&'static str, Kind, &'static str)] =
-                &[$( (stringify!($name), Kind::$kind, $help) ),*];
+            fn values(&self) -> Vec<u64> {
+                vec![$( self.$name.get() ),*]
+            }
         }
     };
 }
 
 counters! {
-    Gauge connections_current: "Connections open now.",
-    Counter connections_total: "Connections accepted since start.",
-    Counter connections_refused_limit:
-        "Connections refused for max_connections (answered with a CONNACK refusal).",
-    Counter connections_refused_table_full:
-        "Accepts that failed because the fixed-file table was full (the client sees the connection closed).",
-    Counter accept_paused: "Times the shard stopped accepting because its fixed-file table was near full.",
-    Counter packets_in: "MQTT packets received.",
-    Counter packets_out: "MQTT packets sent.",
-    Counter messages_in: "PUBLISH packets received from clients.",
-    Counter messages_out: "Messages delivered to subscribers.",
-    Counter bytes_in: "Bytes received from sockets.",
-    Counter bytes_out: "Bytes handed to sockets.",
-    Counter dropped_qos0_slow_consumer:
-        "QoS 0 deliveries dropped because the subscriber's outbound queue was over its soft limit.",
-    Counter dropped_qos0_mesh_full:
-        "QoS 0 messages not sent to a peer shard because its ring and overflow were full.",
-    Counter dropped_queue_full: "QoS 1/2 messages dropped from a full offline session queue (the oldest goes).",
-    Counter dropped_too_large_for_client:
-        "Messages not sent because they exceed the client's maximum packet size.",
-    Counter disconnected_slow_consumer:
-        "Connections closed because their outbound queue passed the hard limit.",
-    Counter disconnected_timeout: "Connections closed for a keepalive, CONNECT or handshake timeout.",
-    Counter disconnected_protocol_error: "Connections closed for an MQTT or WebSocket protocol violation.",
-    Counter ws_handshake_rejected: "WebSocket upgrades refused (400/404/426/431).",
-    Counter recv_no_buffers: "Multishot receives that ended because the buffer ring was empty (re-armed).",
-    Counter publishers_paused:
-        "Times a publisher was paused because the shard was under pressure: its packets are held (acknowledgements aside) until the pressure is gone (back-pressure).",
-    Counter publishers_read_stopped:
-        "Times a paused publisher sent more than the broker holds for it (pause_hold_bytes), so reading from it stopped until the pause ended.",
-    Counter mesh_sent: "Messages sent to other shards over the mesh.",
-    Counter mesh_backpressure: "Messages that found a peer shard's ring full and waited in order.",
-    Gauge outbound_bytes: "Outbound bytes queued on the shard's connections now.",
-    Gauge mesh_waiting: "Messages waiting in order for a full peer ring (the mesh overflow), now.",
-    Gauge deliveries_waiting:
-        "QoS 1/2 deliveries kept for connected clients until their in-flight window has room, now.",
-    Counter loop_turns: "Turns of the shard loop.",
-    Counter dedup_window_overflow:
-        "Messages a session that just moved between shards could not check for a second copy (window full).",
-}
-
-impl ShardStats {
-    /// Adds `n` to a counter of this shard. Only the owning shard thread writes its
-    /// counters, so a plain load and store is enough (readers may see the old value a
-    /// moment longer); a locked read-modify-write per delivery would cost far more.
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
+    /// What the runtime of one shard counts.
+    pub struct RuntimeStats {
+        Gauge connections_current: "Connections open now.",
+        Counter connections_total: "Connections accepted since start.",
+        Counter connections_refused_limit:
+            "Connections refused for max_connections (answered with the service's refusal).",
+        Counter connections_refused_table_full:
+            "Accepts that failed because the fixed-file table was full (the client sees the connection closed).",
+        Counter accept_paused: "Times the shard stopped accepting because its fixed-file table was near full.",
+        Counter bytes_in: "Bytes received from sockets.",
+        Counter bytes_out: "Bytes handed to sockets.",
+        Counter disconnected_slow_consumer:
+            "Connections closed because they did not read what they were sent (outbound queue past its hard limit, or too much waiting for them).",
+        Counter disconnected_timeout: "Connections closed when a deadline passed (the WebSocket handshake's, or one the service set: CONNECT, keepalive).",
+        Counter disconnected_protocol_error: "Connections closed for a protocol violation (WebSocket framing, or the service's protocol).",
+        Counter ws_handshake_rejected: "WebSocket upgrades refused (400/404/426/431).",
+        Counter recv_no_buffers: "Multishot receives that ended because the buffer ring was empty (re-armed).",
+        Counter mesh_sent: "Messages sent to other shards over the mesh.",
+        Counter mesh_backpressure: "Messages that found a peer shard's ring full and waited in order.",
+        Gauge outbound_bytes: "Outbound bytes queued on the shard's connections now.",
+        Gauge mesh_waiting: "Messages waiting in order for a full peer ring (the mesh overflow), now.",
+        Counter loop_turns: "Turns of the shard loop.",
     }
 }
 
@@ -91,14 +107,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_counter_is_described_once() {
-        let names: Vec<_> = ShardStats::default()
-            .snapshot()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        let described: Vec<_> = ShardStats::DESCRIPTIONS.iter().map(|d| d.0).collect();
-        assert_eq!(names, described);
-        assert!(ShardStats::DESCRIPTIONS.iter().all(|d| !d.2.is_empty()));
+    fn every_counter_is_described_once_in_order() {
+        let stats = RuntimeStats::default();
+        stats.bytes_in.add(5);
+        stats.connections_current.add(2);
+        stats.connections_current.sub(1);
+        stats.outbound_bytes.set(7);
+        let values = stats.values();
+        assert_eq!(values.len(), RuntimeStats::DESCRIPTIONS.len());
+        let value = |name| {
+            let i = RuntimeStats::DESCRIPTIONS.iter().position(|d| d.0 == name);
+            values[i.expect(name)]
+        };
+        assert_eq!(
+            (
+                value("bytes_in"),
+                value("connections_current"),
+                value("outbound_bytes")
+            ),
+            (5, 1, 7)
+        );
+        let mut names: Vec<_> = RuntimeStats::DESCRIPTIONS.iter().map(|d| d.0).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), RuntimeStats::DESCRIPTIONS.len());
+        assert!(RuntimeStats::DESCRIPTIONS.iter().all(|d| !d.2.is_empty()));
     }
 }

@@ -33,13 +33,13 @@ use ringmq_proto::mqtt::{
     Version,
 };
 
+use super::Io;
 use super::ids::IdKey;
 use super::msg::{Handoff, Takeover};
-use super::{Broker, Client, Msg, OutAliases, Phase, client_flag};
+use super::{Broker, BrokerStats, Client, Msg, OutAliases, Phase, client_flag};
 use crate::broker::session::{Arrival, Message, MovingSession, Session, SessionId, WillMsg};
+use ringmq_shard::conn::CloseReason;
 use ringmq_shard::conn::ConnKey;
-use ringmq_shard::io::Io;
-use ringmq_shard::service::CloseReason;
 
 /// Session Expiry Interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
 const NEVER_EXPIRES: u32 = u32::MAX;
@@ -59,7 +59,8 @@ pub(super) struct PendingConnect {
 /// Answers a CONNECT with a refusal: the MQTT 5 reason code with a reason string, or its
 /// 3.1.1 return code.
 pub(super) fn refuse(
-    io: &mut Io<Broker>,
+    io: &mut Io,
+    stats: &BrokerStats,
     key: ConnKey,
     version: Version,
     reason: ReasonCode,
@@ -80,16 +81,16 @@ pub(super) fn refuse(
         code,
         properties: Properties::EMPTY,
     });
-    Broker::write_answer(io, key, version, &full, &bare);
+    Broker::write_answer(io, stats, key, version, &full, &bare);
 }
 
-pub(super) fn refuse_v3(io: &mut Io<Broker>, key: ConnKey, code: ConnectReturnCode) {
+pub(super) fn refuse_v3(io: &mut Io, stats: &BrokerStats, key: ConnKey, code: ConnectReturnCode) {
     let pkt = Packet::ConnAck(ConnAck {
         session_present: false,
         code: code.0,
         properties: Properties::EMPTY,
     });
-    Broker::write_packet(io, key, Version::V311, &pkt);
+    Broker::write_packet(io, stats, key, Version::V311, &pkt);
 }
 
 /// The home shard of a client id (FNV-1a: the same on every shard and every run).
@@ -103,7 +104,7 @@ fn home_shard(client_id: &str, shards: usize) -> usize {
 }
 
 impl Broker {
-    pub(super) fn on_connect(&mut self, io: &mut Io<Self>, key: ConnKey, c: Connect<'_>) {
+    pub(super) fn on_connect(&mut self, io: &mut Io, key: ConnKey, c: Connect<'_>) {
         let version = c.version;
         let max_packet = c.properties.maximum_packet_size().unwrap_or(u32::MAX);
         if let Some(client) = io.state(key) {
@@ -116,7 +117,14 @@ impl Broker {
         }
         if io.is_over_limit(key) {
             let why = "the server's connection limit is reached";
-            refuse(io, key, version, ReasonCode::QUOTA_EXCEEDED, why);
+            refuse(
+                io,
+                &self.stats,
+                key,
+                version,
+                ReasonCode::QUOTA_EXCEEDED,
+                why,
+            );
             io.close(key, CloseReason::Policy);
             return;
         }
@@ -127,6 +135,7 @@ impl Broker {
                 let why = "an empty client id needs a clean session";
                 refuse(
                     io,
+                    &self.stats,
                     key,
                     version,
                     ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
@@ -191,7 +200,7 @@ impl Broker {
         self.send_claim(io, client_id, key, c.clean_start);
     }
 
-    fn send_claim(&mut self, io: &mut Io<Self>, client_id: Box<str>, conn: ConnKey, clean: bool) {
+    fn send_claim(&mut self, io: &mut Io, client_id: Box<str>, conn: ConnKey, clean: bool) {
         let home = home_shard(&client_id, self.shards);
         let from = self.id;
         let claim = Msg::Claim {
@@ -208,7 +217,7 @@ impl Broker {
     /// one says it is settled, so a takeover never crosses an unfinished one.
     pub(super) fn on_claim(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         client_id: Box<str>,
         claimer: usize,
         conn: ConnKey,
@@ -227,7 +236,7 @@ impl Broker {
     /// if another shard holds the session.
     fn start_claim(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         client_id: Box<str>,
         claimer: usize,
         conn: ConnKey,
@@ -265,7 +274,7 @@ impl Broker {
     }
 
     /// On the home shard: the claim under `epoch` is settled; the next one may go.
-    pub(super) fn on_settled(&mut self, io: &mut Io<Self>, client_id: &str) {
+    pub(super) fn on_settled(&mut self, io: &mut Io, client_id: &str) {
         let key = self.registry.key(client_id);
         let Some(entry) = self.registry.get_mut(key) else {
             return;
@@ -320,7 +329,7 @@ impl Broker {
 
     /// On the claiming shard: the claim under `epoch` is settled (its connection has its
     /// CONNACK, or is gone); the home may handle the next claim of the id.
-    pub(super) fn claim_settled(&mut self, io: &mut Io<Self>, client_id: Box<str>, epoch: u64) {
+    pub(super) fn claim_settled(&mut self, io: &mut Io, client_id: Box<str>, epoch: u64) {
         let home = home_shard(&client_id, self.shards);
         self.send(io, home, Msg::Settled { client_id, epoch });
     }
@@ -328,7 +337,7 @@ impl Broker {
     /// On the shard holding a session that a connection on shard `to` takes over.
     pub(super) fn on_takeover(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         client_id: &str,
         to: usize,
         conn: ConnKey,
@@ -395,7 +404,7 @@ impl Broker {
     /// new connection arrived within the delay, MQTT-3.1.3-9); a delayed will still
     /// waiting from an earlier connection is published if the session ends now (MQTT 5
     /// §3.1.3.2.2: at the end of the delay or of the session, whichever comes first).
-    fn kick_connection(&mut self, io: &mut Io<Self>, sid: SessionId, session_ends: bool) {
+    fn kick_connection(&mut self, io: &mut Io, sid: SessionId, session_ends: bool) {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
@@ -426,7 +435,7 @@ impl Broker {
     }
 
     /// Publishes a will, its Message Expiry Interval counted from now.
-    pub(super) fn publish_will(&mut self, io: &mut Io<Self>, w: WillMsg) {
+    pub(super) fn publish_will(&mut self, io: &mut Io, w: WillMsg) {
         let m = w.into_message(Instant::now());
         self.publish_message(io, &m);
     }
@@ -449,7 +458,7 @@ impl Broker {
     }
 
     /// Ends a session for good: drops it and tells the client id's home shard.
-    pub(super) fn end_session(&mut self, io: &mut Io<Self>, sid: SessionId) {
+    pub(super) fn end_session(&mut self, io: &mut Io, sid: SessionId) {
         if let Some(session) = self.take_session(sid) {
             let home = home_shard(&session.client_id, self.shards);
             let owner = self.id;
@@ -470,7 +479,7 @@ impl Broker {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn finish_connect(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         conn: ConnKey,
         client_id: Option<&str>,
         handed: Option<Box<MovingSession>>,
@@ -550,7 +559,7 @@ impl Broker {
                 code: 0,
                 properties: Properties::EMPTY,
             });
-            Broker::write_packet(io, conn, version, &pkt);
+            Broker::write_packet(io, &self.stats, conn, version, &pkt);
         }
         let Some(client) = io.state(conn) else {
             return;
@@ -586,7 +595,7 @@ impl Broker {
     /// The MQTT 5 CONNACK: what the client must know of this broker's limits.
     fn write_connack_v5(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         conn: ConnKey,
         p: &PendingConnect,
         session_present: bool,
@@ -604,7 +613,7 @@ impl Broker {
         }
         props.extend([
             Property::TopicAliasMaximum(cfg.topic_alias_max),
-            Property::MaximumPacketSize(io.config().max_packet_size),
+            Property::MaximumPacketSize(self.config().max_packet_size),
             Property::RetainAvailable(1),
             Property::WildcardSubscriptionAvailable(1),
             Property::SubscriptionIdentifierAvailable(1),
@@ -615,14 +624,14 @@ impl Broker {
             code: 0,
             properties: Properties::List(&props),
         });
-        Broker::write_packet(io, conn, Version::V5, &pkt);
+        Broker::write_packet(io, &self.stats, conn, Version::V5, &pkt);
     }
 
     /// A claim finished after its connection closed: keep a handed-over persistent
     /// session (offline), or let the home shard forget the id.
     fn orphaned_claim(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         client_id: Option<&str>,
         handed: Option<Box<MovingSession>>,
         stub: Option<(usize, SessionId)>,
@@ -671,7 +680,7 @@ impl Broker {
     /// subscriptions raised, which goes first through the same outbox).
     fn install_session(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         moving: MovingSession,
         stub: Option<(usize, SessionId)>,
     ) -> SessionId {
@@ -721,7 +730,7 @@ impl Broker {
     /// On every shard but the session's new holder: the holder routes from now on.
     pub(super) fn on_moved(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         holder: usize,
         client_id: Box<str>,
         old: usize,
@@ -733,7 +742,7 @@ impl Broker {
 
     /// On the old holder: shard `from` fenced the stub; with every shard fenced, the stub
     /// goes and the new holder hears that nothing more will be forwarded.
-    pub(super) fn on_fence(&mut self, io: &mut Io<Self>, from: usize, stub: SessionId) {
+    pub(super) fn on_fence(&mut self, io: &mut Io, from: usize, stub: SessionId) {
         let all = self.all_shards();
         let Some(s) = self.session_mut(stub) else {
             return;
@@ -774,7 +783,7 @@ impl Broker {
         u128::MAX >> (128 - self.shards.min(128))
     }
 
-    pub(super) fn on_disconnect(&mut self, io: &mut Io<Self>, key: ConnKey, d: Disconnect<'_>) {
+    pub(super) fn on_disconnect(&mut self, io: &mut Io, key: ConnKey, d: Disconnect<'_>) {
         let sid = io.state(key).and_then(|c| c.session);
         if let Some(expiry) = d.properties.session_expiry_interval() {
             let was_zero = sid
@@ -804,7 +813,7 @@ impl Broker {
 
     /// A connection ended: its session goes offline or ends, and its will is published
     /// (now, or after the will delay) unless the client said goodbye (MQTT-3.1.2-8).
-    pub(super) fn connection_closed(&mut self, io: &mut Io<Self>, key: ConnKey, client: Client) {
+    pub(super) fn connection_closed(&mut self, io: &mut Io, key: ConnKey, client: Client) {
         let Some(sid) = client.session else { return };
         let Some(s) = self.session_mut(sid) else {
             return;
@@ -839,7 +848,7 @@ impl Broker {
         }
     }
 
-    fn went_offline(&mut self, io: &mut Io<Self>, sid: SessionId) {
+    fn went_offline(&mut self, io: &mut Io, sid: SessionId) {
         let now = io.now_ms();
         let Some(s) = self.session_mut(sid) else {
             return;
@@ -857,7 +866,7 @@ impl Broker {
 
     /// Each tick: publish delayed wills that are due, end sessions that expired (their
     /// pending will is published then, MQTT 5 §3.1.3.2.2).
-    pub(super) fn expire_sessions(&mut self, io: &mut Io<Self>) {
+    pub(super) fn expire_sessions(&mut self, io: &mut Io) {
         let now = io.now_ms();
         let offline = std::mem::take(&mut self.offline);
         let mut keep = Vec::with_capacity(offline.len());

@@ -16,13 +16,12 @@ use ringmq_proto::mqtt::{
 };
 use ringmq_proto::topic;
 
+use super::Io;
 use super::msg::Forward;
-use super::{Broker, Msg};
+use super::{Broker, BrokerStats, Msg};
 use crate::broker::session::{Inflight, Message, OutState, Queued, SessionId, SubIds};
+use ringmq_shard::conn::CloseReason;
 use ringmq_shard::conn::ConnKey;
-use ringmq_shard::io::Io;
-use ringmq_shard::service::CloseReason;
-use ringmq_shard::stats::ShardStats;
 
 /// Buffers reused by every publish, so routing allocates nothing in steady state.
 #[derive(Default)]
@@ -143,8 +142,8 @@ pub(super) fn forward_props(props: Properties<'_>, out: &mut Vec<u8>) -> Option<
 }
 
 impl Broker {
-    pub(super) fn on_publish(&mut self, io: &mut Io<Self>, key: ConnKey, p: Publish<'_>) {
-        ShardStats::add(&io.stats().messages_in, 1);
+    pub(super) fn on_publish(&mut self, io: &mut Io, key: ConnKey, p: Publish<'_>) {
+        self.stats.messages_in.add(1);
         let receive_maximum = self.config().max_inflight;
         let Some(client) = io.state(key) else { return };
         let Some(sid) = client.session else { return };
@@ -252,7 +251,7 @@ impl Broker {
                     reason: ReasonCode::SUCCESS,
                     properties: Properties::EMPTY,
                 });
-                Broker::write_packet(io, key, version, &ack);
+                Broker::write_packet(io, &self.stats, key, version, &ack);
             }
             QoS::ExactlyOnce => {
                 if !duplicate && let Some(s) = self.session_mut(sid) {
@@ -263,10 +262,10 @@ impl Broker {
                     reason: ReasonCode::SUCCESS,
                     properties: Properties::EMPTY,
                 });
-                Broker::write_packet(io, key, version, &rec);
+                Broker::write_packet(io, &self.stats, key, version, &rec);
             }
         }
-        io.note_publish();
+        self.publishes_this_turn += 1;
         // Back-pressure: a shard that cannot send as fast as it is fed pauses this
         // publisher for a while, instead of dropping messages: what it sends meanwhile is
         // held (`take_up`) until `on_resume`.
@@ -274,7 +273,7 @@ impl Broker {
     }
 
     /// Publishes a message made by the broker (a will, `$SYS`).
-    pub(super) fn publish_message(&mut self, io: &mut Io<Self>, m: &Arc<Message>) {
+    pub(super) fn publish_message(&mut self, io: &mut Io, m: &Arc<Message>) {
         if m.retain {
             self.retain(io, m.clone());
         }
@@ -283,7 +282,7 @@ impl Broker {
     }
 
     /// Stores a retained message here and on every other shard.
-    fn retain(&mut self, io: &mut Io<Self>, m: Arc<Message>) {
+    fn retain(&mut self, io: &mut Io, m: Arc<Message>) {
         let version = self.shared.retain_clock.fetch_add(1, Ordering::Relaxed);
         for to in 0..self.shards {
             if to != self.id {
@@ -301,7 +300,7 @@ impl Broker {
 
     /// Delivers a message published on this shard: to local subscribers, to the shards
     /// with matching interest, and to one member of each matching shared group.
-    fn route(&mut self, io: &mut Io<Self>, src: &mut Src<'_>) {
+    fn route(&mut self, io: &mut Io, src: &mut Src<'_>) {
         let mut groups = std::mem::take(&mut self.fan.groups);
         groups.clear();
         self.deliver_local(io, src, Some(&mut groups));
@@ -317,12 +316,12 @@ impl Broker {
                 }
             });
             mask &= !(1u128 << self.id);
-            let overflow_limit = io.config().mesh_overflow_limit;
+            let overflow_limit = self.config().mesh_overflow_limit;
             while mask != 0 {
                 let to = mask.trailing_zeros() as usize;
                 mask &= mask - 1;
                 if src.qos == QoS::AtMostOnce && io.mesh_backlog(to) >= overflow_limit {
-                    ShardStats::add(&io.stats().dropped_qos0_mesh_full, 1);
+                    self.stats.dropped_qos0_mesh_full.add(1);
                     continue;
                 }
                 io.send_to_shard(to, Msg::Publish(src.shared()));
@@ -361,7 +360,7 @@ impl Broker {
     }
 
     /// A message from shard `from` for this shard's plain subscribers.
-    pub(super) fn deliver_remote(&mut self, io: &mut Io<Self>, from: usize, m: &Arc<Message>) {
+    pub(super) fn deliver_remote(&mut self, io: &mut Io, from: usize, m: &Arc<Message>) {
         let mut src = Src::from_arc(m, from);
         self.deliver_local(io, &mut src, None);
     }
@@ -369,7 +368,7 @@ impl Broker {
     /// A message from shard `from` for one member of a shared group here.
     pub(super) fn deliver_share(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         from: usize,
         share: &Arc<str>,
         m: &Arc<Message>,
@@ -382,7 +381,7 @@ impl Broker {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn deliver_forwarded(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         from: usize,
         client_id: &str,
         m: &Arc<Message>,
@@ -399,7 +398,7 @@ impl Broker {
         self.deliver(io, sid, &mut src, qos, retain, sub_ids);
     }
 
-    fn deliver_share_local(&mut self, io: &mut Io<Self>, share: &str, src: &mut Src<'_>) {
+    fn deliver_share_local(&mut self, io: &mut Io, share: &str, src: &mut Src<'_>) {
         let Ok(parsed) = topic::parse_filter(share) else {
             return;
         };
@@ -444,7 +443,7 @@ impl Broker {
     /// `groups` when given.
     fn deliver_local(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         src: &mut Src<'_>,
         groups: Option<&mut Vec<(Arc<str>, bool, u128)>>,
     ) {
@@ -492,7 +491,7 @@ impl Broker {
     /// in-flight window), or dropped (QoS 0 to a slow or absent client), each counted.
     pub(super) fn deliver(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         sid: SessionId,
         src: &mut Src<'_>,
         qos: QoS,
@@ -505,8 +504,13 @@ impl Broker {
             return;
         }
         let max_queued = self.config().max_queued_messages;
-        let soft_limit = io.config().out_soft_limit;
-        let Some(s) = self.session_mut(sid) else {
+        let soft_limit = self.config().out_soft_limit;
+        let stats = &self.stats;
+        let Some(s) = self
+            .sessions
+            .get_mut(sid.index as usize)
+            .filter(|s| s.gen_ == sid.gen_)
+        else {
             return;
         };
         if let Some(e) = s.extra_opt_mut()
@@ -535,7 +539,7 @@ impl Broker {
             // Just moved here: a message may come both directly and through the stub.
             let (dup, forgot) = a.seen_before(m);
             if forgot {
-                ShardStats::add(&io.stats().dedup_window_overflow, 1);
+                stats.dedup_window_overflow.add(1);
             }
             if dup {
                 return;
@@ -555,7 +559,7 @@ impl Broker {
                 };
                 let closing = s.conn.is_some();
                 if s.extra_mut().enqueue(q, max_queued) {
-                    ShardStats::add(&io.stats().dropped_queue_full, 1);
+                    self.stats.dropped_queue_full.add(1);
                 } else if closing {
                     // Its connection is closing: counted until `connection_closed`.
                     self.waiting += 1;
@@ -566,7 +570,7 @@ impl Broker {
         let max_packet = io.state(conn).map_or(u32::MAX, |c| c.max_packet());
         if qos == QoS::AtMostOnce {
             if io.out_len(conn) > soft_limit {
-                ShardStats::add(&io.stats().dropped_qos0_slow_consumer, 1);
+                self.stats.dropped_qos0_slow_consumer.add(1);
                 return;
             }
             let version = s.version;
@@ -604,7 +608,6 @@ impl Broker {
                 s.extra_mut().queue.push_back(q);
                 self.waiting += 1;
             }
-            ShardStats::add(&io.stats().disconnected_slow_consumer, 1);
             self.disconnect(
                 io,
                 conn,
@@ -645,7 +648,7 @@ impl Broker {
                     });
                 } else if e.enqueue(delivery, max_queued) {
                     // The connection is going: the message waits for the next one.
-                    ShardStats::add(&io.stats().dropped_queue_full, 1);
+                    self.stats.dropped_queue_full.add(1);
                 } else {
                     self.waiting += 1;
                 }
@@ -657,7 +660,7 @@ impl Broker {
     /// where the client allows them.
     fn write_publish(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         conn: ConnKey,
         version: Version,
         max_packet: u32,
@@ -712,13 +715,13 @@ impl Broker {
         if pkt.encoded_len(version) > max_packet as usize {
             // MQTT-3.1.2-25: never send a client more than it accepts; the message is
             // dropped for this client as if delivered.
-            ShardStats::add(&io.stats().dropped_too_large_for_client, 1);
+            self.stats.dropped_too_large_for_client.add(1);
             return Written::TooLarge;
         }
-        if !Broker::write_packet(io, conn, version, &pkt) {
+        if !Broker::write_packet(io, &self.stats, conn, version, &pkt) {
             return Written::NotSent;
         }
-        ShardStats::add(&io.stats().messages_out, 1);
+        self.stats.messages_out.add(1);
         if let Some((a, true)) = alias
             && let Some(aliases) = io.state(conn).and_then(|c| c.out_aliases())
         {
@@ -731,7 +734,7 @@ impl Broker {
     /// this fan-out but for the packet id: encodes once per variant, then copies.
     fn write_shared_publish(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         conn: ConnKey,
         version: Version,
         max_packet: u32,
@@ -759,20 +762,19 @@ impl Broker {
         }
         let len = fan.enc.len();
         if len > max_packet as usize {
-            ShardStats::add(&io.stats().dropped_too_large_for_client, 1);
+            self.stats.dropped_too_large_for_client.add(1);
             return Written::TooLarge;
         }
         let (template, pkid) = (&fan.enc, out.pkid);
         if !io.write_vec(conn, len, |q| template.stamp_to_vec(pkid, q)) {
             return Written::NotSent;
         }
-        let stats = io.stats();
-        ShardStats::add(&stats.packets_out, 1);
-        ShardStats::add(&stats.messages_out, 1);
+        self.stats.packets_out.add(1);
+        self.stats.messages_out.add(1);
         Written::Sent
     }
 
-    pub(super) fn on_puback(&mut self, io: &mut Io<Self>, key: ConnKey, pkid: u16) {
+    pub(super) fn on_puback(&mut self, io: &mut Io, key: ConnKey, pkid: u16) {
         let Some(sid) = io.state(key).and_then(|c| c.session) else {
             return;
         };
@@ -788,13 +790,7 @@ impl Broker {
         self.drain_queue(io, sid);
     }
 
-    pub(super) fn on_pubrec(
-        &mut self,
-        io: &mut Io<Self>,
-        key: ConnKey,
-        pkid: u16,
-        reason: ReasonCode,
-    ) {
+    pub(super) fn on_pubrec(&mut self, io: &mut Io, key: ConnKey, pkid: u16, reason: ReasonCode) {
         let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version())))
         else {
             return;
@@ -803,7 +799,7 @@ impl Broker {
             return;
         };
         let Some(e) = s.extra_opt_mut() else {
-            return Self::answer_release(io, key, version, true, pkid, false);
+            return Self::answer_release(io, &self.stats, key, version, true, pkid, false);
         };
         let known = match e.inflight_pos(pkid) {
             Some(i) if reason.is_error() => {
@@ -818,10 +814,10 @@ impl Broker {
             }
             None => false,
         };
-        Self::answer_release(io, key, version, true, pkid, known);
+        Self::answer_release(io, &self.stats, key, version, true, pkid, known);
     }
 
-    pub(super) fn on_pubrel(&mut self, io: &mut Io<Self>, key: ConnKey, pkid: u16) {
+    pub(super) fn on_pubrel(&mut self, io: &mut Io, key: ConnKey, pkid: u16) {
         let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version())))
         else {
             return;
@@ -839,13 +835,14 @@ impl Broker {
             }
             None => false,
         };
-        Self::answer_release(io, key, version, false, pkid, known);
+        Self::answer_release(io, &self.stats, key, version, false, pkid, known);
     }
 
     /// PUBREL (after a PUBREC) or PUBCOMP (after a PUBREL): MQTT 5 says 0x92 when the
     /// packet id is unknown (3.1.1 has no codes and answers all the same, MQTT-4.3.3-11).
     fn answer_release(
-        io: &mut Io<Self>,
+        io: &mut Io,
+        stats: &BrokerStats,
         key: ConnKey,
         version: Version,
         rel: bool,
@@ -872,13 +869,20 @@ impl Broker {
         };
         let bare = make(Properties::EMPTY);
         if reason == ReasonCode::SUCCESS {
-            Broker::write_packet(io, key, version, &bare);
+            Broker::write_packet(io, stats, key, version, &bare);
         } else {
-            Broker::write_answer(io, key, version, &make(Properties::List(&why)), &bare);
+            Broker::write_answer(
+                io,
+                stats,
+                key,
+                version,
+                &make(Properties::List(&why)),
+                &bare,
+            );
         }
     }
 
-    pub(super) fn on_pubcomp(&mut self, io: &mut Io<Self>, key: ConnKey, pkid: u16) {
+    pub(super) fn on_pubcomp(&mut self, io: &mut Io, key: ConnKey, pkid: u16) {
         let Some(sid) = io.state(key).and_then(|c| c.session) else {
             return;
         };
@@ -897,7 +901,7 @@ impl Broker {
     /// After a reconnect: what was in flight goes again, PUBLISH with DUP set or PUBREL
     /// where PUBREC was seen (MQTT-4.4.0-1, MQTT-3.3.1-1). A PUBLISH larger than the new
     /// connection accepts is dropped from the window.
-    pub(super) fn resend_inflight(&mut self, io: &mut Io<Self>, sid: SessionId) {
+    pub(super) fn resend_inflight(&mut self, io: &mut Io, sid: SessionId) {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
@@ -935,7 +939,7 @@ impl Broker {
                         reason: ReasonCode::SUCCESS,
                         properties: Properties::EMPTY,
                     });
-                    if !Broker::write_packet(io, conn, version, &rel) {
+                    if !Broker::write_packet(io, &self.stats, conn, version, &rel) {
                         return;
                     }
                 }
@@ -944,7 +948,7 @@ impl Broker {
     }
 
     /// Sends queued deliveries while the in-flight window has room.
-    pub(super) fn drain_queue(&mut self, io: &mut Io<Self>, sid: SessionId) {
+    pub(super) fn drain_queue(&mut self, io: &mut Io, sid: SessionId) {
         let now = Instant::now();
         loop {
             let Some(s) = self.session_mut(sid) else {

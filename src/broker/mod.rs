@@ -19,6 +19,7 @@ mod fanout;
 mod ids;
 mod msg;
 pub mod session;
+mod stats;
 mod subscribe;
 mod sys;
 pub mod topics;
@@ -26,7 +27,7 @@ pub mod topics;
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use ringmq_proto::Decoded;
@@ -37,13 +38,24 @@ use slab::Slab;
 
 use crate::broker::session::{Session, SessionId};
 use crate::broker::topics::Trie;
-use ringmq_shard::conn::ConnKey;
-use ringmq_shard::io::Io;
-use ringmq_shard::service::{CloseReason, Data, Service};
-use ringmq_shard::stats::ShardStats;
+use ringmq_shard::conn::{CloseReason, ConnKey};
+use ringmq_shard::hist::Recorder;
+use ringmq_shard::io::ServiceLoad;
+use ringmq_shard::service::{Data, Service};
 
 use ids::{ClientIndex, Registry};
 pub use msg::Msg;
+pub use stats::{BrokerStats, ShardFigures};
+
+/// What the runtime hands the broker: connections carrying a [`Client`] each, and the
+/// mesh carrying [`Msg`]s.
+pub type Io = ringmq_shard::io::Io<Client, Msg>;
+
+/// The broker's latency histograms (`/debug/histograms`), a set per shard:
+/// `publish_to_delivery`, from the loop turn in which a PUBLISH arrived to the submission
+/// of that turn's sends (its deliveries on this shard).
+pub const HISTOGRAMS: &[&str] = &["publish_to_delivery"];
+const PUBLISH_TO_DELIVERY: usize = 0;
 use subscribe::{InterestNode, PendingSuback, RetainedNode, SubsNode};
 
 /// Deliveries a paused connection's held packets may make when taken up, before it may
@@ -87,6 +99,24 @@ pub struct BrokerConfig {
     /// with SUBACK 0x80. It decides what may be subscribed, not what is delivered: `#`
     /// stays allowed even if `a/b` is denied.
     pub deny_subscribe: Vec<Box<str>>,
+    /// Largest MQTT packet accepted, in bytes (fixed header included).
+    pub max_packet_size: u32,
+    /// Time allowed for CONNECT, from the connection's opening (after the upgrade, for
+    /// WebSocket).
+    pub connect_timeout_ms: u64,
+    /// Outbound bytes queued on one connection above which QoS 0 messages to it are
+    /// dropped (and counted).
+    pub out_soft_limit: usize,
+    /// Messages queued locally for a peer shard whose ring is full, above which QoS 0
+    /// publishes to that peer are dropped (and counted).
+    pub mesh_overflow_limit: usize,
+    /// QoS 1/2 deliveries kept on a whole shard for connected clients whose in-flight
+    /// window is full, above which the shard is under pressure (its publishers are
+    /// paused), until they are at most half of it.
+    pub max_deliveries_waiting: usize,
+    /// Bytes a paused publisher may send that are held for it (its acknowledgements are
+    /// taken up at once); past this, reading from it stops until the pause ends.
+    pub pause_hold_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -99,9 +129,13 @@ impl Default for BrokerConfig {
             topic_alias_max: 64,
             max_subscriptions: 10_000,
             max_keep_alive_s: 60,
-            // The filter the Eclipse Paho interoperability suite expects to be refused
-            // (its `test_subscribe_failure`); see the report to the lead.
             deny_subscribe: vec!["test/nosubscribe".into()],
+            max_packet_size: 1024 * 1024,
+            connect_timeout_ms: 10_000,
+            out_soft_limit: 256 * 1024,
+            mesh_overflow_limit: 65_536,
+            max_deliveries_waiting: 65_536,
+            pause_hold_bytes: 4 * 1024,
         }
     }
 }
@@ -110,17 +144,18 @@ impl Default for BrokerConfig {
 /// that orders retained-message updates across shards.
 pub struct Shared {
     pub config: BrokerConfig,
-    pub shard_stats: Vec<Arc<ShardStats>>,
+    /// Each shard's counters and histograms, in shard order.
+    pub shards: Vec<ShardFigures>,
     pub started: Instant,
     /// Each retained update takes the next value, so every shard keeps the same latest one.
     pub retain_clock: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(config: BrokerConfig, shard_stats: Vec<Arc<ShardStats>>) -> Shared {
+    pub fn new(config: BrokerConfig, shards: Vec<ShardFigures>) -> Shared {
         Shared {
             config,
-            shard_stats,
+            shards,
             started: Instant::now(),
             retain_clock: AtomicU64::new(1),
         }
@@ -338,6 +373,12 @@ impl OutAliases {
 /// The MQTT broker of one shard.
 pub struct Broker {
     shared: Arc<Shared>,
+    /// This shard's counters.
+    stats: Arc<BrokerStats>,
+    /// This shard's histograms ([`HISTOGRAMS`]).
+    hists: Recorder,
+    /// PUBLISH packets handled this turn: they wait for the turn's sends.
+    publishes_this_turn: u64,
     id: usize,
     shards: usize,
     /// Sessions, each with the generation of its slot (`Session::gen_`).
@@ -357,8 +398,8 @@ pub struct Broker {
     /// The shard clock at the last event (ms).
     clock_ms: u64,
     /// Deliveries queued for connected clients whose in-flight window is full: the sum
-    /// of `queue_len` over sessions with a connection. Handed to `Io::set_waiting` (part
-    /// of the shard's pressure) before every back-pressure decision.
+    /// of `queue_len` over sessions with a connection. Told to the runtime as the
+    /// service's load (`Broker::load`) before every back-pressure decision.
     waiting: usize,
     /// Taking up a paused connection's held packets (`on_resume`): they are handled
     /// until they have made `HELD_DELIVERY_BUDGET` deliveries, then the connection may
@@ -395,9 +436,13 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(shard_id: usize, shared: Arc<Shared>) -> Broker {
-        let shards = shared.shard_stats.len().max(1);
+        let shards = shared.shards.len().max(1);
+        let figures = shared.shards[shard_id].clone();
         Broker {
             shared,
+            stats: figures.broker,
+            hists: Recorder::new(figures.broker_hists),
+            publishes_this_turn: 0,
             id: shard_id,
             shards,
             sessions: Slab::new(),
@@ -456,7 +501,7 @@ impl Broker {
     }
 
     /// Sends `msg` to shard `to`; to itself, it is handled at the end of this turn.
-    fn send(&mut self, io: &mut Io<Self>, to: usize, msg: Msg) {
+    fn send(&mut self, io: &mut Io, to: usize, msg: Msg) {
         if to == self.id {
             self.local_inbox.push_back(msg);
         } else {
@@ -465,29 +510,34 @@ impl Broker {
     }
 
     /// Writes one packet to a connection. Returns false if it could not be queued.
-    fn write_packet(io: &mut Io<Self>, key: ConnKey, version: Version, pkt: &Packet<'_>) -> bool {
+    fn write_packet(
+        io: &mut Io,
+        stats: &BrokerStats,
+        key: ConnKey,
+        version: Version,
+        pkt: &Packet<'_>,
+    ) -> bool {
         let len = pkt.encoded_len(version);
         let ok = io.write_vec(key, len, |buf| {
             // Appends exactly `len` bytes: the length was computed for this packet.
             let _ = pkt.encode_to_vec(version, buf);
         });
         if ok {
-            ShardStats::add(&io.stats().packets_out, 1);
+            stats.packets_out.add(1);
         }
         ok
     }
 
     /// Ends a connection for a protocol violation: MQTT 5 clients get a DISCONNECT with
     /// the reason (and a reason string), 3.1.1 clients are just closed.
-    fn protocol_error(&mut self, io: &mut Io<Self>, key: ConnKey, code: ReasonCode, why: &str) {
-        ShardStats::add(&io.stats().disconnected_protocol_error, 1);
+    fn protocol_error(&mut self, io: &mut Io, key: ConnKey, code: ReasonCode, why: &str) {
         self.disconnect(io, key, code, why, CloseReason::ProtocolError);
     }
 
     /// Sends a server DISCONNECT (MQTT 5 only) and closes.
     fn disconnect(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         key: ConnKey,
         code: ReasonCode,
         why: &str,
@@ -507,7 +557,7 @@ impl Broker {
                 reason: code,
                 properties: Properties::EMPTY,
             });
-            Self::write_answer(io, key, version, &full, &bare);
+            Self::write_answer(io, &self.stats, key, version, &full, &bare);
         }
         io.close(key, reason);
     }
@@ -518,7 +568,8 @@ impl Broker {
     /// MQTT-3.1.2-29: only CONNACK and DISCONNECT carry one if the client asked for no
     /// problem information).
     fn write_answer(
-        io: &mut Io<Self>,
+        io: &mut Io,
+        stats: &BrokerStats,
         key: ConnKey,
         version: Version,
         full: &Packet<'_>,
@@ -530,13 +581,13 @@ impl Broker {
             && io
                 .state(key)
                 .is_some_and(|c| c.accepts(len) && (always || c.problem_info()));
-        Self::write_packet(io, key, version, if fits { full } else { bare })
+        Self::write_packet(io, stats, key, version, if fits { full } else { bare })
     }
 
     /// Decodes and handles every whole packet `input` completes after the connection's
     /// carry buffer, keeping the front of a packet split across receives there.
-    fn process_input(&mut self, io: &mut Io<Self>, key: ConnKey, input: &[u8]) {
-        let max = io.config().max_packet_size;
+    fn process_input(&mut self, io: &mut Io, key: ConnKey, input: &[u8]) {
+        let max = self.config().max_packet_size;
         let Some(client) = io.state(key) else { return };
         let mut carry = client.take_carry();
         if client.phase == Phase::Claiming {
@@ -566,7 +617,7 @@ impl Broker {
     /// `on_resume`; past `pause_hold_bytes`, reading from it stops until the pause ends.
     /// Once it is claiming its session, the rest of the stream waits unread in its carry
     /// buffer.
-    fn take_up(&mut self, io: &mut Io<Self>, key: ConnKey, mut frames: Framer<'_>) {
+    fn take_up(&mut self, io: &mut Io, key: ConnKey, mut frames: Framer<'_>) {
         let mut held: Option<Vec<u8>> = None;
         loop {
             let version = io.state(key).map_or(Version::V311, |c| c.version());
@@ -597,37 +648,52 @@ impl Broker {
             // A held packet was received all the same: it counts for the keep-alive
             // (MQTT-3.1.2-24 speaks of receiving, not of handling).
             Self::keep_alive_from_now(io, key);
-            let over = held.len() + carry.len() > io.config().pause_hold_bytes;
+            let over = held.len() + carry.len() > self.config().pause_hold_bytes;
             if let Some(client) = io.state(key) {
                 client.put_held(held);
             }
-            if over {
-                io.stop_reading(key);
+            if over && io.stop_reading(key) {
+                self.stats.publishers_read_stopped.add(1);
             }
         }
         self.keep_carry(io, key, carry);
     }
 
     /// Deliveries made by this shard so far, to its clients or handed to other shards.
-    fn deliveries_so_far(io: &Io<Self>) -> u64 {
-        let stats = io.stats();
-        stats.messages_out.load(Ordering::Relaxed) + stats.mesh_sent.load(Ordering::Relaxed)
+    fn deliveries_so_far(&self, io: &Io) -> u64 {
+        self.stats.messages_out.get() + io.stats().mesh_sent.get()
+    }
+
+    /// The broker's load, for back-pressure: overloaded while more deliveries wait for
+    /// connected clients' in-flight windows than `max_deliveries_waiting`, light again
+    /// once they are at most half of it.
+    fn load(&self) -> ServiceLoad {
+        let high = self.config().max_deliveries_waiting;
+        if self.waiting > high {
+            ServiceLoad::Overloaded
+        } else if self.waiting > high / 2 {
+            ServiceLoad::Heavy
+        } else {
+            ServiceLoad::Light
+        }
     }
 
     /// Back-pressure: pauses a connection that just published (or whose held packets
     /// were just taken up) if the shard is under pressure — except while its held
     /// packets are taken up within their budget.
-    pub(super) fn pause_publisher_if_pressured(&self, io: &mut Io<Self>, key: ConnKey) {
+    pub(super) fn pause_publisher_if_pressured(&self, io: &mut Io, key: ConnKey) {
         if self.taking_up_held
-            && Self::deliveries_so_far(io) - self.held_budget_from < HELD_DELIVERY_BUDGET
+            && self.deliveries_so_far(io) - self.held_budget_from < HELD_DELIVERY_BUDGET
         {
             return;
         }
-        io.set_waiting(self.waiting);
-        io.pause_if_pressured(key);
+        io.set_service_load(self.load());
+        if io.pause_if_pressured(key) {
+            self.stats.publishers_paused.add(1);
+        }
     }
 
-    fn keep_carry(&mut self, io: &mut Io<Self>, key: ConnKey, mut carry: Vec<u8>) {
+    fn keep_carry(&mut self, io: &mut Io, key: ConnKey, mut carry: Vec<u8>) {
         if carry.is_empty() && carry.capacity() > 4096 {
             carry = Vec::new();
         }
@@ -637,24 +703,17 @@ impl Broker {
     }
 
     /// A packet could not be decoded: answer as the spec says and close.
-    fn decode_error(
-        &mut self,
-        io: &mut Io<Self>,
-        key: ConnKey,
-        bytes: &[u8],
-        e: mqtt::DecodeError,
-    ) {
+    fn decode_error(&mut self, io: &mut Io, key: ConnKey, bytes: &[u8], e: mqtt::DecodeError) {
         let Some(client) = io.state(key) else { return };
         if client.phase == Phase::AwaitConnect {
             // A bad CONNECT: answer with a CONNACK refusal in the version it asked for.
             let v5 = mqtt::peek_connect_version(bytes) == Some(Version::V5);
             if v5 {
                 let why = e.to_string();
-                connect::refuse(io, key, Version::V5, e.reason_code(), &why);
+                connect::refuse(io, &self.stats, key, Version::V5, e.reason_code(), &why);
             } else if let Some(code) = e.connack_return_code() {
-                connect::refuse_v3(io, key, code);
+                connect::refuse_v3(io, &self.stats, key, code);
             }
-            ShardStats::add(&io.stats().disconnected_protocol_error, 1);
             io.close(key, CloseReason::ProtocolError);
             return;
         }
@@ -665,7 +724,7 @@ impl Broker {
 
     /// A packet was received from a connected client: its keep-alive deadline starts
     /// over (none when it asked for no keep-alive).
-    fn keep_alive_from_now(io: &mut Io<Self>, key: ConnKey) {
+    fn keep_alive_from_now(io: &mut Io, key: ConnKey) {
         let ka = io.state(key).map_or(0, |c| c.keep_alive_ms());
         if ka > 0 {
             let at = io.now_ms() + ka;
@@ -673,8 +732,8 @@ impl Broker {
         }
     }
 
-    fn handle_packet(&mut self, io: &mut Io<Self>, key: ConnKey, pkt: Packet<'_>) {
-        ShardStats::add(&io.stats().packets_in, 1);
+    fn handle_packet(&mut self, io: &mut Io, key: ConnKey, pkt: Packet<'_>) {
+        self.stats.packets_in.add(1);
         let Some(client) = io.state(key) else { return };
         let phase = client.phase;
         if phase == Phase::Connected {
@@ -684,7 +743,6 @@ impl Broker {
             (Phase::AwaitConnect, Packet::Connect(c)) => self.on_connect(io, key, c),
             (Phase::AwaitConnect, _) => {
                 // MQTT-3.1.0-1: the first packet must be CONNECT.
-                ShardStats::add(&io.stats().disconnected_protocol_error, 1);
                 io.close(key, CloseReason::ProtocolError);
             }
             (Phase::Claiming, _) => {} // not reached: packets wait in the carry buffer
@@ -700,7 +758,7 @@ impl Broker {
             (Phase::Connected, Packet::Unsubscribe(u)) => self.on_unsubscribe(io, key, u),
             (Phase::Connected, Packet::PingReq) => {
                 let v = io.state(key).map_or(Version::V311, |c| c.version());
-                Self::write_packet(io, key, v, &Packet::PingResp);
+                Self::write_packet(io, &self.stats, key, v, &Packet::PingResp);
             }
             (Phase::Connected, Packet::Disconnect(d)) => self.on_disconnect(io, key, d),
             (Phase::Connected, Packet::Auth(_)) => self.protocol_error(
@@ -719,7 +777,7 @@ impl Broker {
     }
 
     /// Handles the messages this shard sent itself, and sends the outbox.
-    fn drain_local_inbox(&mut self, io: &mut Io<Self>) {
+    fn drain_local_inbox(&mut self, io: &mut Io) {
         loop {
             for (to, m) in self.outbox.drain(..) {
                 io.send_to_shard(to, m);
@@ -733,7 +791,7 @@ impl Broker {
         }
     }
 
-    fn handle_msg(&mut self, io: &mut Io<Self>, from: usize, msg: Msg) {
+    fn handle_msg(&mut self, io: &mut Io, from: usize, msg: Msg) {
         match msg {
             Msg::Publish(m) => self.deliver_remote(io, from, &m),
             Msg::ShareDeliver { share, msg } => self.deliver_share(io, from, &share, &msg),
@@ -821,23 +879,23 @@ impl Service for Broker {
     type ConnState = Client;
     type Msg = Msg;
 
-    fn on_open(&mut self, io: &mut Io<Self>, key: ConnKey) {
+    fn on_open(&mut self, io: &mut Io, key: ConnKey) {
         self.clock_ms = io.now_ms();
-        let at = io.now_ms() + io.config().connect_timeout_ms;
+        let at = io.now_ms() + self.config().connect_timeout_ms;
         io.set_deadline(key, at);
     }
 
-    fn on_data(&mut self, io: &mut Io<Self>, key: ConnKey, data: Data<'_>) {
+    fn on_data(&mut self, io: &mut Io, key: ConnKey, data: Data<'_>) {
         self.clock_ms = io.now_ms();
         self.process_input(io, key, data.bytes);
     }
 
-    fn on_close(&mut self, io: &mut Io<Self>, key: ConnKey, state: Client) {
+    fn on_close(&mut self, io: &mut Io, key: ConnKey, state: Client) {
         self.clock_ms = io.now_ms();
         self.connection_closed(io, key, state);
     }
 
-    fn on_deadline(&mut self, io: &mut Io<Self>, key: ConnKey) {
+    fn on_deadline(&mut self, io: &mut Io, key: ConnKey) {
         self.clock_ms = io.now_ms();
         let connected = io.state(key).is_some_and(|c| c.phase == Phase::Connected);
         if connected && io.reading_stopped(key) {
@@ -848,7 +906,6 @@ impl Service for Broker {
             io.set_deadline(key, at_ms);
             return;
         }
-        ShardStats::add(&io.stats().disconnected_timeout, 1);
         if connected {
             self.disconnect(
                 io,
@@ -862,19 +919,19 @@ impl Service for Broker {
         }
     }
 
-    fn on_message(&mut self, io: &mut Io<Self>, from: usize, msg: Msg) {
+    fn on_message(&mut self, io: &mut Io, from: usize, msg: Msg) {
         self.clock_ms = io.now_ms();
         self.handle_msg(io, from, msg);
     }
 
-    fn on_resume(&mut self, io: &mut Io<Self>, key: ConnKey) {
-        let max = io.config().max_packet_size;
+    fn on_resume(&mut self, io: &mut Io, key: ConnKey) {
+        let max = self.config().max_packet_size;
         let Some((held, carry)) = io.state(key).map(|c| (c.take_held(), c.take_carry())) else {
             return;
         };
         if !held.is_empty() {
             self.taking_up_held = true;
-            self.held_budget_from = Self::deliveries_so_far(io);
+            self.held_budget_from = self.deliveries_so_far(io);
             // The held packets are whole and come before the carried front of the packet
             // still arriving, which goes back once they are taken up.
             self.take_up(io, key, Framer::new(Vec::new(), &held, max));
@@ -887,12 +944,18 @@ impl Service for Broker {
         }
     }
 
-    fn on_turn_end(&mut self, io: &mut Io<Self>) {
+    fn on_turn_end(&mut self, io: &mut Io) {
         self.drain_local_inbox(io);
-        io.set_waiting(self.waiting);
+        io.set_service_load(self.load());
     }
 
-    fn on_tick(&mut self, io: &mut Io<Self>) {
+    fn on_turn_flushed(&mut self, turn_us: u64) {
+        let published = std::mem::take(&mut self.publishes_this_turn);
+        self.hists.record_n(PUBLISH_TO_DELIVERY, turn_us, published);
+        self.stats.deliveries_waiting.set(self.waiting as u64);
+    }
+
+    fn on_tick(&mut self, io: &mut Io) {
         #[cfg(debug_assertions)]
         {
             // The running count must match a recount (tests run debug builds).
@@ -913,9 +976,10 @@ impl Service for Broker {
         self.withdraw_idle_interest();
         self.publish_sys(io);
         self.drain_local_inbox(io);
+        self.hists.publish();
     }
 
-    fn on_shutdown(&mut self, io: &mut Io<Self>) {
+    fn on_shutdown(&mut self, io: &mut Io) {
         for key in io.open_keys() {
             if let Some(c) = io.state(key) {
                 // Wills are not published when the whole server stops.

@@ -13,12 +13,12 @@ use ringmq_proto::mqtt::{
 };
 use ringmq_proto::topic::{self, Filter};
 
+use super::Io;
 use super::msg::Interest;
 use super::{Broker, Msg};
 use crate::broker::session::{Message, SessionId, SubIds, SubRef, Subscription};
 use crate::broker::topics::{NodeId, NodeValue};
 use ringmq_shard::conn::ConnKey;
-use ringmq_shard::io::Io;
 
 /// A session subscribed at a trie node.
 #[derive(Debug, Clone, Copy)]
@@ -265,7 +265,7 @@ fn advertised_filter(prefix: &str) -> Box<str> {
 }
 
 impl Broker {
-    pub(super) fn on_subscribe(&mut self, io: &mut Io<Self>, key: ConnKey, s: Subscribe<'_>) {
+    pub(super) fn on_subscribe(&mut self, io: &mut Io, key: ConnKey, s: Subscribe<'_>) {
         let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version())))
         else {
             return;
@@ -400,7 +400,7 @@ impl Broker {
         (0..self.shards).all(|s| s == self.id || self.interest_acked[s] >= seq)
     }
 
-    pub(super) fn release_subacks(&mut self, io: &mut Io<Self>) {
+    pub(super) fn release_subacks(&mut self, io: &mut Io) {
         while let Some(p) = self.pending_subacks.front() {
             if !self.interest_applied_everywhere(p.seq) {
                 break;
@@ -410,7 +410,7 @@ impl Broker {
         }
     }
 
-    fn send_suback(&mut self, io: &mut Io<Self>, p: PendingSuback) {
+    fn send_suback(&mut self, io: &mut Io, p: PendingSuback) {
         let Some(version) = io.state(p.conn).map(|c| c.version()) else {
             return;
         };
@@ -427,10 +427,10 @@ impl Broker {
                     properties: Properties::List(&props),
                     codes: &p.codes,
                 });
-                Broker::write_answer(io, p.conn, version, &full, &bare);
+                Broker::write_answer(io, &self.stats, p.conn, version, &full, &bare);
             }
             None => {
-                Broker::write_packet(io, p.conn, version, &bare);
+                Broker::write_packet(io, &self.stats, p.conn, version, &bare);
             }
         }
         for (filter, opts, sub_id) in p.retained {
@@ -438,7 +438,7 @@ impl Broker {
         }
     }
 
-    pub(super) fn on_unsubscribe(&mut self, io: &mut Io<Self>, key: ConnKey, u: Unsubscribe<'_>) {
+    pub(super) fn on_unsubscribe(&mut self, io: &mut Io, key: ConnKey, u: Unsubscribe<'_>) {
         let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version())))
         else {
             return;
@@ -467,7 +467,7 @@ impl Broker {
             properties: Properties::EMPTY,
             codes,
         });
-        Broker::write_packet(io, key, version, &pkt);
+        Broker::write_packet(io, &self.stats, key, version, &pkt);
     }
 
     /// Puts a subscription of session `sid` to `filter` (valid) in the topic table and
@@ -774,7 +774,7 @@ impl Broker {
     /// Sends the retained messages matching a new subscription, with RETAIN set.
     fn send_retained(
         &mut self,
-        io: &mut Io<Self>,
+        io: &mut Io,
         sid: SessionId,
         filter: &str,
         opts: SubscriptionOptions,

@@ -3,16 +3,16 @@
 //! counters). A `#` subscription does not match them (`$` topics); `$SYS/#` does.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use ringmq_proto::mqtt::QoS;
 
-use super::Broker;
+use super::Io;
+use super::{Broker, BrokerStats};
 use crate::broker::session::Message;
-use ringmq_shard::io::Io;
+use ringmq_shard::stats::{Counter, RuntimeStats};
 
 impl Broker {
-    pub(super) fn publish_sys(&mut self, io: &mut Io<Self>) {
+    pub(super) fn publish_sys(&mut self, io: &mut Io) {
         let interval = self.config().sys_interval_s;
         if self.id != 0 || interval == 0 {
             return;
@@ -22,14 +22,13 @@ impl Broker {
             return;
         }
         self.last_sys_ms = now.max(1);
-        let sum =
-            |f: fn(&ringmq_shard::stats::ShardStats) -> &std::sync::atomic::AtomicU64| -> u64 {
-                self.shared
-                    .shard_stats
-                    .iter()
-                    .map(|s| f(s).load(Ordering::Relaxed))
-                    .sum()
-            };
+        let shards = &self.shared.shards;
+        let runtime = |f: fn(&RuntimeStats) -> &Counter| -> u64 {
+            shards.iter().map(|s| f(&s.runtime).get()).sum()
+        };
+        let broker = |f: fn(&BrokerStats) -> &Counter| -> u64 {
+            shards.iter().map(|s| f(&s.broker).get()).sum()
+        };
         let figures: [(&str, String); 9] = [
             ("version", format!("ringmq {}", env!("CARGO_PKG_VERSION"))),
             (
@@ -38,13 +37,16 @@ impl Broker {
             ),
             (
                 "clients/connected",
-                sum(|s| &s.connections_current).to_string(),
+                runtime(|s| &s.connections_current).to_string(),
             ),
-            ("clients/total", sum(|s| &s.connections_total).to_string()),
-            ("messages/received", sum(|s| &s.messages_in).to_string()),
-            ("messages/sent", sum(|s| &s.messages_out).to_string()),
-            ("bytes/received", sum(|s| &s.bytes_in).to_string()),
-            ("bytes/sent", sum(|s| &s.bytes_out).to_string()),
+            (
+                "clients/total",
+                runtime(|s| &s.connections_total).to_string(),
+            ),
+            ("messages/received", broker(|s| &s.messages_in).to_string()),
+            ("messages/sent", broker(|s| &s.messages_out).to_string()),
+            ("bytes/received", runtime(|s| &s.bytes_in).to_string()),
+            ("bytes/sent", runtime(|s| &s.bytes_out).to_string()),
             ("shards", self.shards.to_string()),
         ];
         for (name, value) in figures {

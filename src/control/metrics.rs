@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ringmq_shard::hist::SharedHists;
-use ringmq_shard::stats::{Kind, ShardStats};
+use ringmq_shard::stats::{CounterSet, Description, Kind, RuntimeStats};
 
+use crate::broker::{BrokerStats, ShardFigures};
 use crate::control::histograms;
 
 /// Largest request head read; a bigger one gets 431.
@@ -27,12 +27,11 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// What the endpoint reads.
 pub struct State {
-    pub shard_stats: Vec<Arc<ShardStats>>,
+    /// Each shard's counters and histograms, in shard order.
+    pub shards: Vec<ShardFigures>,
     pub started: Instant,
     /// Set when shutdown begins; `/healthz` then answers 503.
     pub shutting_down: Arc<AtomicBool>,
-    /// Each shard's latency histograms.
-    pub histograms: Vec<SharedHists>,
 }
 
 /// Serves requests on `listener` on a new thread, for the life of the process.
@@ -169,7 +168,7 @@ fn route(head: &str, state: &State) -> (Response, bool) {
             status: 200,
             content_type: "text/plain; charset=utf-8",
             body: String::from_utf8_lossy(&histograms::dump(
-                &state.histograms,
+                &histogram_sets(&state.shards),
                 state.started.elapsed(),
             ))
             .into_owned(),
@@ -211,26 +210,23 @@ fn write_response(w: &mut impl Write, r: &Response, head_only: bool) -> io::Resu
     Ok(())
 }
 
-/// The Prometheus text exposition (format 0.0.4) of every counter: one sample per shard
-/// (label `shard`) and their sum (no label), then process-wide values.
+/// Each shard's histogram sets, the broker's first (the order of their dump).
+pub fn histogram_sets(shards: &[ShardFigures]) -> Vec<Vec<ringmq_shard::hist::SharedHists>> {
+    shards
+        .iter()
+        .map(|s| vec![s.broker_hists.clone(), s.runtime_hists.clone()])
+        .collect()
+}
+
+/// The Prometheus text exposition (format 0.0.4) of every counter, the runtime's then the
+/// broker's: one sample per shard (label `shard`) and their sum (no label), then
+/// process-wide values.
 pub fn render(state: &State) -> String {
-    let snapshots: Vec<Vec<(&'static str, u64)>> =
-        state.shard_stats.iter().map(|s| s.snapshot()).collect();
-    let mut out = String::with_capacity(4096 + 64 * snapshots.len() * 24);
-    if let Some(first) = snapshots.first() {
-        for (i, &(name, _)) in first.iter().enumerate() {
-            let kind = if is_gauge(name) { "gauge" } else { "counter" };
-            let _ = writeln!(out, "# HELP ringmq_{name} {}", help(name));
-            let _ = writeln!(out, "# TYPE ringmq_{name} {kind}");
-            let mut sum: u64 = 0;
-            for (shard, snap) in snapshots.iter().enumerate() {
-                let v = snap[i].1;
-                sum = sum.wrapping_add(v);
-                let _ = writeln!(out, "ringmq_{name}{{shard=\"{shard}\"}} {v}");
-            }
-            let _ = writeln!(out, "ringmq_{name} {sum}");
-        }
-    }
+    let mut out = String::with_capacity(4096 + 64 * state.shards.len() * 32);
+    let runtime: Vec<_> = state.shards.iter().map(|s| s.runtime.values()).collect();
+    counter_family(&mut out, RuntimeStats::DESCRIPTIONS, &runtime);
+    let broker: Vec<_> = state.shards.iter().map(|s| s.broker.values()).collect();
+    counter_family(&mut out, BrokerStats::DESCRIPTIONS, &broker);
     let uptime = state.started.elapsed().as_secs_f64();
     let version = env!("CARGO_PKG_VERSION");
     let _ = write!(
@@ -244,22 +240,29 @@ pub fn render(state: &State) -> String {
          # HELP ringmq_build_info The running ringmq version.\n\
          # TYPE ringmq_build_info gauge\n\
          ringmq_build_info{{version=\"{version}\"}} 1\n",
-        snapshots.len()
+        state.shards.len()
     );
     out
 }
 
-fn is_gauge(name: &str) -> bool {
-    description(name).is_some_and(|d| d.1 == Kind::Gauge)
-}
-
-/// The `# HELP` text of a shard counter, as declared in `ringmq_shard::stats`.
-fn help(name: &str) -> &'static str {
-    description(name).map_or("A shard counter.", |d| d.2)
-}
-
-fn description(name: &str) -> Option<&'static (&'static str, Kind, &'static str)> {
-    ShardStats::DESCRIPTIONS.iter().find(|d| d.0 == name)
+/// One set of counters: for each, its HELP and TYPE lines, a sample per shard
+/// (`per_shard[shard][counter]`) and their sum.
+fn counter_family(out: &mut String, descriptions: &[Description], per_shard: &[Vec<u64>]) {
+    for (i, &(name, kind, help)) in descriptions.iter().enumerate() {
+        let kind = match kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        };
+        let _ = writeln!(out, "# HELP ringmq_{name} {help}");
+        let _ = writeln!(out, "# TYPE ringmq_{name} {kind}");
+        let mut sum: u64 = 0;
+        for (shard, values) in per_shard.iter().enumerate() {
+            let v = values[i];
+            sum = sum.wrapping_add(v);
+            let _ = writeln!(out, "ringmq_{name}{{shard=\"{shard}\"}} {v}");
+        }
+        let _ = writeln!(out, "ringmq_{name} {sum}");
+    }
 }
 
 #[cfg(test)]
@@ -268,21 +271,20 @@ mod tests {
 
     fn state(shards: usize) -> State {
         State {
-            shard_stats: (0..shards)
-                .map(|_| Arc::new(ShardStats::default()))
-                .collect(),
+            shards: (0..shards).map(|_| ShardFigures::default()).collect(),
             started: Instant::now(),
             shutting_down: Arc::new(AtomicBool::new(false)),
-            histograms: (0..shards).map(|_| Arc::default()).collect(),
         }
     }
 
     #[test]
     fn every_counter_per_shard_and_summed() {
         let s = state(2);
-        ShardStats::add(&s.shard_stats[0].connections_total, 3);
-        ShardStats::add(&s.shard_stats[1].connections_total, 4);
-        ShardStats::add(&s.shard_stats[1].connections_current, 1);
+        s.shards[0].runtime.connections_total.add(3);
+        s.shards[1].runtime.connections_total.add(4);
+        s.shards[1].runtime.connections_current.add(1);
+        s.shards[0].broker.messages_out.add(5);
+        s.shards[1].broker.deliveries_waiting.set(2);
         let text = render(&s);
         let lines: Vec<&str> = text.lines().collect();
         for want in [
@@ -292,15 +294,25 @@ mod tests {
             "ringmq_connections_total{shard=\"1\"} 4",
             "ringmq_connections_total 7",
             "ringmq_connections_current 1",
+            "# TYPE ringmq_messages_out counter",
+            "ringmq_messages_out{shard=\"0\"} 5",
+            "ringmq_messages_out 5",
+            "# TYPE ringmq_deliveries_waiting gauge",
+            "ringmq_deliveries_waiting 2",
             "ringmq_shards 2",
             "# TYPE ringmq_shards gauge",
             "ringmq_build_info{version=\"0.1.0\"} 1",
         ] {
             assert!(lines.contains(&want), "missing {want:?} in\n{text}");
         }
-        for (name, _) in ShardStats::default().snapshot() {
+        let names = RuntimeStats::DESCRIPTIONS
+            .iter()
+            .chain(BrokerStats::DESCRIPTIONS)
+            .map(|d| d.0);
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            assert!(seen.insert(name), "{name} is counted twice");
             let help = format!("# HELP ringmq_{name} ");
-            // A counter added to the shard without a line in `help` gets the generic text.
             assert!(text.contains(&help), "no HELP for {name}");
         }
         assert!(text.contains("\nringmq_uptime_seconds "));
