@@ -152,7 +152,7 @@ fn announcement(
 }
 
 /// What every shard's broker reads. Built here only, so new fields go in one place.
-fn shared(settings: &Settings, figures: &[ShardFigures]) -> Arc<Shared> {
+fn shared(settings: &Settings, figures: &[ShardFigures]) -> Result<Arc<Shared>, String> {
     let config = BrokerConfig {
         max_queued_messages: settings.max_queued_messages,
         max_inflight: settings.max_inflight,
@@ -166,7 +166,7 @@ fn shared(settings: &Settings, figures: &[ShardFigures]) -> Arc<Shared> {
             .collect(),
         ..BrokerConfig::default()
     };
-    Arc::new(Shared::new(config, figures.to_vec()))
+    Shared::new(config, figures.to_vec()).map(Arc::new)
 }
 
 /// The one `ShardConfig` all shards share, listening on the reserved (concrete) ports.
@@ -258,7 +258,7 @@ fn start_shards(
     figures: &[ShardFigures],
 ) -> Result<Shards, String> {
     let n = settings.shards();
-    let shared = shared(settings, figures);
+    let shared = shared(settings, figures)?;
     let mesh = links::build::<Msg>(n, settings.mesh_capacity)
         .map_err(|e| format!("cannot build the mesh between {n} shards: {e}"))?;
     let doorbells = mesh[0].doorbells().clone();
@@ -400,7 +400,8 @@ fn counters(shards: &[ShardFigures]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::settings::{Host, resolve};
+    use crate::config::settings::resolve;
+    use crate::config::values::Host;
     use clap::Parser;
 
     fn settings(args: &[&str]) -> Settings {

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use crate::config::settings::Host;
+use crate::config::values::Host;
 
 /// The open-file limit after `raise_nofile`, and what went wrong raising it, if anything.
 pub struct NoFile {

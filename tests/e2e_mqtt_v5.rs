@@ -733,7 +733,14 @@ fn assigned_client_identifier_names_a_real_session() {
 /// an unknown packet id (0x92), CONNACK refusal (0x97 over the connection limit).
 #[test]
 fn negative_answers_carry_reason_codes_and_strings() {
-    let broker = Broker::start(&["--shards", "2", "--max-connections", "3"]);
+    let broker = Broker::start(&[
+        "--shards",
+        "2",
+        "--max-connections",
+        "3",
+        "--deny-subscribe",
+        "test/nosubscribe",
+    ]);
     let addr = broker.mqtt_addr();
     let reason_string = |props: &[(u8, Vec<u8>)]| props.iter().any(|p| p.0 == REASON_STRING);
 

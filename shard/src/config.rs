@@ -33,7 +33,7 @@ pub struct WsOptions {
 /// What the service sees of a WebSocket connection's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WsFraming {
-    /// A byte stream carried in binary messages (MQTT over WebSocket, MQTT §6): message
+    /// A byte stream carried in binary messages (as MQTT over WebSocket is): message
     /// boundaries mean nothing, every write goes out as one binary message, and a text
     /// message is a protocol error.
     ByteStream,

@@ -239,7 +239,7 @@ impl<C: Default, M: Send> Io<C, M> {
             && self.service_load == ServiceLoad::Light
             && self.mesh.backlog_total() <= self.cfg.mesh_capacity / 2;
         // The mesh always drains (a peer takes from its rings at least every
-        // `pause_max_ms`), so while it is backed up publishers stay paused past the
+        // `pause_max_ms`), so while it is backed up paused connections stay paused past the
         // deadline: resuming them would only grow the overflow.
         let mesh_backed_up = self.mesh.backlog_total() > self.cfg.mesh_capacity;
         let deadline = self.now_ms.saturating_sub(self.cfg.pause_max_ms);

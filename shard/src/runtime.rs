@@ -666,7 +666,7 @@ impl<S: Service> Shard<S> {
     fn handle_mesh(&mut self) {
         // Back-pressure across shards: while this shard has more to send than it keeps
         // up with, it leaves other shards' messages in their rings (theirs fill, and they
-        // pause their publishers), for at most `pause_max_ms` at a time.
+        // pause the connections that feed them), for at most `pause_max_ms` at a time.
         let now = self.io.now_ms();
         self.mesh_deferred = self.io.out_bytes() > self.io.cfg.pressure_high
             && now < self.last_mesh_drain_ms + self.io.cfg.pause_max_ms;

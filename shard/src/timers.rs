@@ -7,7 +7,7 @@
 //!
 //! - **Lazy re-arming.** A connection keeps its own current deadline and at most one wheel
 //!   entry. When its deadline moves later, nothing happens in the wheel. When the entry
-//!   fires, the broker compares it with the connection's deadline: if the deadline has
+//!   fires, the runtime compares it with the connection's deadline: if the deadline has
 //!   moved, it inserts a new entry for the new deadline; otherwise the timer really
 //!   expired. Only a deadline that moves *earlier* needs an extra entry (the stale one
 //!   then fires harmlessly later).
@@ -26,7 +26,7 @@
 //! is cleared in place, never freed, so a wheel in steady state does not allocate.
 //!
 //! `advance` fires through a callback while it holds `&mut self`, so the callback cannot
-//! re-insert into the wheel. The broker collects the fired keys first
+//! re-insert into the wheel. The runtime collects the fired keys first
 //! ([`TimerWheel::advance_into`] into a reused `Vec`), then looks each one up and
 //! re-inserts where the deadline moved.
 
@@ -357,7 +357,7 @@ mod tests {
 
     /// Random deadlines (past, near, beyond several revolutions), random steps of time
     /// (small, and jumps over many revolutions), keys re-inserted from the fired list like
-    /// the broker does: each entry fires exactly once, on the first `advance` whose time
+    /// the runtime does: each entry fires exactly once, on the first `advance` whose time
     /// reached its deadline.
     #[test]
     fn random_deadlines_fire_once_on_time() {

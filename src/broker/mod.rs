@@ -38,6 +38,7 @@ use slab::Slab;
 
 use crate::broker::session::{Session, SessionId};
 use crate::broker::topics::Trie;
+use crate::config::defaults::{self, MAX_SHARDS};
 use ringmq_shard::conn::{CloseReason, ConnKey};
 use ringmq_shard::hist::Recorder;
 use ringmq_shard::io::ServiceLoad;
@@ -122,20 +123,20 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            max_queued_messages: 1000,
-            max_inflight: 64,
-            sys_interval_s: 10,
-            route_depth: 1,
-            topic_alias_max: 64,
-            max_subscriptions: 10_000,
-            max_keep_alive_s: 60,
-            deny_subscribe: vec!["test/nosubscribe".into()],
-            max_packet_size: 1024 * 1024,
-            connect_timeout_ms: 10_000,
-            out_soft_limit: 256 * 1024,
-            mesh_overflow_limit: 65_536,
-            max_deliveries_waiting: 65_536,
-            pause_hold_bytes: 4 * 1024,
+            max_queued_messages: defaults::MAX_QUEUED_MESSAGES,
+            max_inflight: defaults::MAX_INFLIGHT,
+            sys_interval_s: defaults::SYS_INTERVAL_S,
+            route_depth: defaults::ROUTE_DEPTH,
+            topic_alias_max: defaults::TOPIC_ALIAS_MAX,
+            max_subscriptions: defaults::MAX_SUBSCRIPTIONS,
+            max_keep_alive_s: defaults::MAX_KEEP_ALIVE_S,
+            deny_subscribe: defaults::DENY_SUBSCRIBE.iter().map(|&f| f.into()).collect(),
+            max_packet_size: defaults::MAX_PACKET_SIZE,
+            connect_timeout_ms: defaults::CONNECT_TIMEOUT_MS,
+            out_soft_limit: defaults::OUT_SOFT_LIMIT,
+            mesh_overflow_limit: defaults::MESH_OVERFLOW_LIMIT,
+            max_deliveries_waiting: defaults::MAX_DELIVERIES_WAITING,
+            pause_hold_bytes: defaults::PAUSE_HOLD_BYTES,
         }
     }
 }
@@ -152,13 +153,21 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: BrokerConfig, shards: Vec<ShardFigures>) -> Shared {
-        Shared {
+    /// What `shards.len()` shards share; at most [`MAX_SHARDS`] (sets of shards are
+    /// 128-bit masks).
+    pub fn new(config: BrokerConfig, shards: Vec<ShardFigures>) -> Result<Shared, String> {
+        if shards.is_empty() || shards.len() > MAX_SHARDS {
+            return Err(format!(
+                "a broker runs 1 to {MAX_SHARDS} shards, not {}",
+                shards.len()
+            ));
+        }
+        Ok(Shared {
             config,
             shards,
             started: Instant::now(),
             retain_clock: AtomicU64::new(1),
-        }
+        })
     }
 }
 

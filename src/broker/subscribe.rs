@@ -18,6 +18,7 @@ use super::msg::Interest;
 use super::{Broker, Msg};
 use crate::broker::session::{Message, SessionId, SubIds, SubRef, Subscription};
 use crate::broker::topics::{NodeId, NodeValue};
+use crate::config::defaults::MAX_SHARDS;
 use ringmq_shard::conn::ConnKey;
 
 /// A session subscribed at a trie node.
@@ -215,9 +216,6 @@ pub(super) struct Advert {
     pub count: u32,
     pub idle_since: u64,
 }
-
-/// Largest shard count the interest bitmasks hold.
-pub const MAX_SHARDS: usize = 128;
 
 /// The prefix of a plain filter that other shards are told about: its first `depth`
 /// levels, then `#` when it goes deeper (a superset of what it matches).

@@ -1,19 +1,18 @@
 //! The flags and the config file: one struct serves both, so every flag is a key of the
 //! file under the same name (with `_` for `-`) and neither can drift from the other.
 //!
-//! Every field is an `Option`: `None` means "not given here", so [`crate::config::settings`] can
-//! apply the precedence flag > file > default. Defaults live in `settings`, and each
-//! flag's help names its default.
+//! Every field is an `Option`: `None` means "not given here", so [`super::settings`] can
+//! apply the precedence flag > file > default. Defaults live in [`super::defaults`], and
+//! each flag's help names its default.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use clap::{Arg, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
-use crate::config::settings::{self, Host, Ranges};
+use super::defaults::{self, MAX_SHARDS};
+use super::values::{CoreList, Host, ListenAddr, Ranges};
 
 /// Text shown after the flag list of `--help`.
 const AFTER_HELP: &str = "\
@@ -116,9 +115,7 @@ pub struct Options {
 
     /// A topic filter clients may not subscribe to, nor to any filter inside it (the
     /// SUBSCRIBE gets return code 0x80); repeat the flag for several, or give a list in
-    /// the file; `none` refuses nothing. The default refuses `test/nosubscribe`, the
-    /// filter conformance suites (Eclipse Paho's interoperability tests) use to check
-    /// refusals. [default: test/nosubscribe]
+    /// the file; `none` refuses nothing. [default: none]
     #[arg(long, value_name = "FILTER", action = clap::ArgAction::Append)]
     pub deny_subscribe: Option<Vec<String>>,
 
@@ -158,8 +155,8 @@ impl Options {
     /// Parses the command line (exiting on an error, `--help` or `--version`). The help
     /// also shows what the host-dependent defaults come to on this host.
     pub fn parse_with(host: &Host) -> Options {
-        let files = settings::default_files_per_shard(host.nofile);
-        let shards = host.parallelism.clamp(1, settings::MAX_SHARDS);
+        let files = defaults::files_per_shard(host.nofile);
+        let shards = host.parallelism.clamp(1, MAX_SHARDS);
         let cmd = Options::command()
             .mut_arg("cores", |a| here(a, Ranges(&host.cores)))
             .mut_arg("shards", |a| here(a, shards))
@@ -186,124 +183,6 @@ fn here(arg: Arg, value: impl fmt::Display) -> Arg {
     arg.help(help)
 }
 
-/// Where a listener listens: an address, or nowhere (`none`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub enum ListenAddr {
-    Off,
-    At(SocketAddr),
-}
-
-impl ListenAddr {
-    pub fn addr(self) -> Option<SocketAddr> {
-        match self {
-            ListenAddr::Off => None,
-            ListenAddr::At(a) => Some(a),
-        }
-    }
-}
-
-impl FromStr for ListenAddr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<ListenAddr, String> {
-        let s = s.trim();
-        if s.eq_ignore_ascii_case("none") {
-            return Ok(ListenAddr::Off);
-        }
-        if s.is_empty() {
-            return Err("empty address (use `none` to turn the listener off)".into());
-        }
-        if let Ok(a) = s.parse::<SocketAddr>() {
-            return Ok(ListenAddr::At(a));
-        }
-        let expected = "expected IP:PORT (like 127.0.0.1:1883 or [::1]:1883), HOST:PORT, or `none`";
-        if !s.contains(':') {
-            return Err(format!("no port in `{s}`: {expected}"));
-        }
-        match s.to_socket_addrs() {
-            Ok(mut addrs) => match addrs.next() {
-                Some(a) => Ok(ListenAddr::At(a)),
-                None => Err(format!("`{s}` resolves to no address")),
-            },
-            Err(e) => Err(format!("cannot resolve `{s}` ({e}): {expected}")),
-        }
-    }
-}
-
-impl TryFrom<String> for ListenAddr {
-    type Error = String;
-    fn try_from(s: String) -> Result<ListenAddr, String> {
-        s.parse()
-    }
-}
-
-impl fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenAddr::Off => f.write_str("none"),
-            ListenAddr::At(a) => a.fmt(f),
-        }
-    }
-}
-
-/// CPU cores as written in `--cores`: `0-3,8`, in the order given, each at most once.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct CoreList(pub Vec<usize>);
-
-/// Cores `sched_setaffinity` can name with a `cpu_set_t`.
-pub const MAX_CORE: usize = libc::CPU_SETSIZE as usize - 1;
-
-impl FromStr for CoreList {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<CoreList, String> {
-        let hint = "expected cores and ranges like `0-3,8`";
-        let number = |t: &str| -> Result<usize, String> {
-            let t = t.trim();
-            match t.parse::<usize>() {
-                Ok(n) if n <= MAX_CORE => Ok(n),
-                Ok(n) => Err(format!(
-                    "core {n} is past the highest core number, {MAX_CORE}"
-                )),
-                Err(_) => Err(format!("`{t}` is not a core number; {hint}")),
-            }
-        };
-        let mut cores = Vec::new();
-        for item in s.split(',') {
-            let item = item.trim();
-            if item.is_empty() {
-                return Err(format!("empty item in `{s}`; {hint}"));
-            }
-            match item.split_once('-') {
-                Some((a, b)) => {
-                    let (a, b) = (number(a)?, number(b)?);
-                    if a > b {
-                        return Err(format!("range `{item}` runs backwards; write `{b}-{a}`"));
-                    }
-                    cores.extend(a..=b);
-                }
-                None => cores.push(number(item)?),
-            }
-        }
-        let mut seen = [false; MAX_CORE + 1];
-        for &c in &cores {
-            if std::mem::replace(&mut seen[c], true) {
-                return Err(format!("core {c} is listed twice in `{s}`"));
-            }
-        }
-        Ok(CoreList(cores))
-    }
-}
-
-impl TryFrom<String> for CoreList {
-    type Error = String;
-    fn try_from(s: String) -> Result<CoreList, String> {
-        s.parse()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,58 +190,6 @@ mod tests {
     #[test]
     fn the_flags_are_well_formed() {
         Options::command().debug_assert();
-    }
-
-    #[test]
-    fn core_lists_parse() {
-        assert_eq!("0-1".parse::<CoreList>().unwrap().0, [0, 1]);
-        assert_eq!("0,2,4".parse::<CoreList>().unwrap().0, [0, 2, 4]);
-        assert_eq!("0-3,8".parse::<CoreList>().unwrap().0, [0, 1, 2, 3, 8]);
-        assert_eq!(" 3 , 1-2 ".parse::<CoreList>().unwrap().0, [3, 1, 2]);
-        assert_eq!("5".parse::<CoreList>().unwrap().0, [5]);
-    }
-
-    #[test]
-    fn bad_core_lists_say_what_is_wrong() {
-        for (input, says) in [
-            ("", "empty item"),
-            ("0,,1", "empty item"),
-            ("0-x", "`x` is not a core number"),
-            ("a", "`a` is not a core number"),
-            ("-1", "`` is not a core number"),
-            ("3-1", "runs backwards"),
-            ("0,1,0", "core 0 is listed twice"),
-            ("0-2,1", "core 1 is listed twice"),
-            ("5000", "past the highest core number"),
-        ] {
-            let e = input.parse::<CoreList>().unwrap_err();
-            assert!(e.contains(says), "{input:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn listen_addresses_parse() {
-        assert_eq!("none".parse::<ListenAddr>().unwrap(), ListenAddr::Off);
-        assert_eq!("NONE".parse::<ListenAddr>().unwrap(), ListenAddr::Off);
-        let a: SocketAddr = "127.0.0.1:1883".parse().unwrap();
-        assert_eq!(
-            "127.0.0.1:1883".parse::<ListenAddr>().unwrap(),
-            ListenAddr::At(a)
-        );
-        let v6: SocketAddr = "[::1]:0".parse().unwrap();
-        assert_eq!("[::1]:0".parse::<ListenAddr>().unwrap(), ListenAddr::At(v6));
-        assert!(matches!(
-            "localhost:1883".parse::<ListenAddr>(),
-            Ok(ListenAddr::At(_))
-        ));
-        assert!("".parse::<ListenAddr>().unwrap_err().contains("use `none`"));
-        assert!(
-            "127.0.0.1"
-                .parse::<ListenAddr>()
-                .unwrap_err()
-                .contains("no port")
-        );
-        assert!("127.0.0.1:99999".parse::<ListenAddr>().is_err());
     }
 
     #[test]

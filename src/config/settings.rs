@@ -1,51 +1,15 @@
 //! From flags, config file and host to one checked [`Settings`]: precedence flag > file >
 //! default, every value validated with an error that says where it came from.
 
-use std::fmt::{self, Display};
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::config::cli::{CoreList, ListenAddr, Options};
+use ringmq_shard::config::ShardConfig;
 
-pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
-pub const DEFAULT_WS: &str = "127.0.0.1:8083";
-pub const DEFAULT_WS_PATH: &str = "/mqtt";
-pub const DEFAULT_METRICS: &str = "127.0.0.1:9883";
-pub const DEFAULT_DATA_DIR: &str = "./ringmq-data";
-pub const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024;
-pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1000;
-pub const DEFAULT_MAX_INFLIGHT: u16 = 64;
-pub const DEFAULT_SYS_INTERVAL_S: u64 = 10;
-pub const DEFAULT_MAX_KEEP_ALIVE_S: u16 = 60;
-/// Refused by default: the filter conformance suites subscribe to in order to check that
-/// a refusal is answered (SUBACK 0x80). `--deny-subscribe none` clears it.
-pub const DEFAULT_DENY_SUBSCRIBE: &str = "test/nosubscribe";
-pub const DEFAULT_RECV_BUFFERS: u16 = 4096;
-pub const DEFAULT_RECV_BUFFER_SIZE: u32 = 4096;
-pub const DEFAULT_MESH_CAPACITY: usize = 4096;
-pub const DEFAULT_SHARD_PRESSURE_BYTES: u64 = 16 * 1024 * 1024;
-/// Most shards a process runs (the mesh has shards² rings).
-pub const MAX_SHARDS: usize = 128;
-/// Open files kept for everything that is not a connection (listeners, eventfds, rings,
-/// the metrics endpoint, stdio) when sizing the default fixed-file table.
-pub const FD_RESERVE: u64 = 64;
-/// Default fixed-file table size on hosts whose open-file limit is higher.
-pub const MAX_DEFAULT_FILES_PER_SHARD: u64 = 65_536;
-/// The kernel's cap on a fixed-file table (`IORING_MAX_FIXED_FILES`).
-const IORING_MAX_FIXED_FILES: u32 = 1 << 20;
-/// Largest MQTT packet there is: a 5-byte fixed header and 268,435,455 bytes.
-const MQTT_MAX_PACKET: u32 = 5 + 268_435_455;
-
-/// What the host allows; found at start by `system`, and passed in so tests can fake it.
-#[derive(Debug, Clone)]
-pub struct Host {
-    /// Cores this process may run on (its affinity mask), ascending.
-    pub cores: Vec<usize>,
-    /// `std::thread::available_parallelism`.
-    pub parallelism: usize,
-    /// The open-file limit in force (the soft limit, after raising it to the hard one).
-    pub nofile: u64,
-}
+use super::cli::Options;
+use super::defaults::{self, IORING_MAX_FIXED_FILES, MAX_SHARDS, MQTT_MAX_PACKET};
+use super::values::{CoreList, Host, ListenAddr, Ranges};
 
 /// Everything the broker runs with, checked.
 #[derive(Debug, Clone)]
@@ -155,9 +119,9 @@ pub fn resolve(
     let src = Sources { flags, file };
     let default_addr = |s: &str| ListenAddr::At(s.parse().expect("default address"));
 
-    let mqtt = src.or("mqtt", |o| &o.mqtt, default_addr(DEFAULT_MQTT));
-    let ws = src.or("ws", |o| &o.ws, default_addr(DEFAULT_WS));
-    let metrics = src.or("metrics", |o| &o.metrics, default_addr(DEFAULT_METRICS));
+    let mqtt = src.or("mqtt", |o| &o.mqtt, default_addr(defaults::MQTT));
+    let ws = src.or("ws", |o| &o.ws, default_addr(defaults::WS));
+    let metrics = src.or("metrics", |o| &o.metrics, default_addr(defaults::METRICS));
     if mqtt.value == ListenAddr::Off && ws.value == ListenAddr::Off {
         return Err(ws.bad("with mqtt also `none`, the broker would listen nowhere"));
     }
@@ -176,7 +140,7 @@ pub fn resolve(
         }
     }
 
-    let ws_path = src.or("ws_path", |o| &o.ws_path, DEFAULT_WS_PATH.to_string());
+    let ws_path = src.or("ws_path", |o| &o.ws_path, defaults::WS_PATH.to_string());
     let p = &ws_path.value;
     if !p.starts_with('/') || p.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
         return Err(ws_path.bad("must start with `/` and hold no spaces, `?` or `#`"));
@@ -198,13 +162,17 @@ pub fn resolve(
     let max_packet_size = src.or(
         "max_packet_size",
         |o| &o.max_packet_size,
-        DEFAULT_MAX_PACKET_SIZE,
+        defaults::MAX_PACKET_SIZE,
     );
     if !(2..=MQTT_MAX_PACKET).contains(&max_packet_size.value) {
         return Err(max_packet_size.bad(format_args!("must be 2 to {MQTT_MAX_PACKET} bytes")));
     }
 
-    let data_dir = src.or("data_dir", |o| &o.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    let data_dir = src.or(
+        "data_dir",
+        |o| &o.data_dir,
+        PathBuf::from(defaults::DATA_DIR),
+    );
     if data_dir.value.as_os_str().is_empty() {
         return Err(format!("{} is empty", flag_name(data_dir.key)));
     }
@@ -212,22 +180,29 @@ pub fn resolve(
     let max_queued_messages = src.or(
         "max_queued_messages",
         |o| &o.max_queued_messages,
-        DEFAULT_MAX_QUEUED_MESSAGES,
+        defaults::MAX_QUEUED_MESSAGES,
     );
-    let max_inflight = src.or("max_inflight", |o| &o.max_inflight, DEFAULT_MAX_INFLIGHT);
+    let max_inflight = src.or("max_inflight", |o| &o.max_inflight, defaults::MAX_INFLIGHT);
     if max_inflight.value == 0 {
         return Err(max_inflight.bad("must be 1 to 65535"));
     }
-    let sys_interval = src.or("sys_interval", |o| &o.sys_interval, DEFAULT_SYS_INTERVAL_S);
+    let sys_interval = src.or(
+        "sys_interval",
+        |o| &o.sys_interval,
+        defaults::SYS_INTERVAL_S,
+    );
     let max_keep_alive = src.or(
         "max_keep_alive",
         |o| &o.max_keep_alive,
-        DEFAULT_MAX_KEEP_ALIVE_S,
+        defaults::MAX_KEEP_ALIVE_S,
     );
     let deny_subscribe = src.or(
         "deny_subscribe",
         |o| &o.deny_subscribe,
-        vec![DEFAULT_DENY_SUBSCRIBE.to_string()],
+        defaults::DENY_SUBSCRIBE
+            .iter()
+            .map(|f| f.to_string())
+            .collect(),
     );
     let deny: Vec<String> = deny_subscribe
         .value
@@ -249,7 +224,7 @@ pub fn resolve(
     let files_per_shard = src.or(
         "files_per_shard",
         |o| &o.files_per_shard,
-        default_files_per_shard(host.nofile),
+        defaults::files_per_shard(host.nofile),
     );
     let fps = files_per_shard.value;
     if fps < 16 {
@@ -268,26 +243,27 @@ pub fn resolve(
         )));
     }
 
-    let recv_buffers = src.or("recv_buffers", |o| &o.recv_buffers, DEFAULT_RECV_BUFFERS);
+    let runtime = ShardConfig::default();
+    let recv_buffers = src.or("recv_buffers", |o| &o.recv_buffers, runtime.recv_buffers);
     if !recv_buffers.value.is_power_of_two() || recv_buffers.value > 32_768 {
         return Err(recv_buffers.bad("must be a power of two from 1 to 32768"));
     }
     let recv_buffer_size = src.or(
         "recv_buffer_size",
         |o| &o.recv_buffer_size,
-        DEFAULT_RECV_BUFFER_SIZE,
+        runtime.recv_buffer_size,
     );
     if !(64..=1 << 20).contains(&recv_buffer_size.value) {
         return Err(recv_buffer_size.bad("must be 64 to 1048576 bytes"));
     }
-    let mesh_capacity = src.or("mesh_capacity", |o| &o.mesh_capacity, DEFAULT_MESH_CAPACITY);
+    let mesh_capacity = src.or("mesh_capacity", |o| &o.mesh_capacity, runtime.mesh_capacity);
     if !(2..=1 << 20).contains(&mesh_capacity.value) {
         return Err(mesh_capacity.bad("must be 2 to 1048576"));
     }
     let shard_pressure_bytes = src.or(
         "shard_pressure_bytes",
         |o| &o.shard_pressure_bytes,
-        DEFAULT_SHARD_PRESSURE_BYTES,
+        runtime.pressure_high as u64,
     );
     if !(1 << 16..=1 << 32).contains(&shard_pressure_bytes.value) {
         return Err(shard_pressure_bytes.bad("must be 65536 to 4294967296 bytes"));
@@ -313,14 +289,6 @@ pub fn resolve(
         mesh_capacity: mesh_capacity.value,
         shard_pressure_bytes: shard_pressure_bytes.value,
     })
-}
-
-/// `min(nofile − 64, 65536)`: all the open-file limit allows, less a reserve for
-/// everything else the process opens.
-pub fn default_files_per_shard(nofile: u64) -> u32 {
-    nofile
-        .saturating_sub(FD_RESERVE)
-        .min(MAX_DEFAULT_FILES_PER_SHARD) as u32
 }
 
 /// Whether two listeners would take the same port (port 0 always gets a fresh one).
@@ -371,38 +339,6 @@ fn place_shards(
     Ok((0..n).map(|i| list[i % list.len()]).collect())
 }
 
-impl Display for CoreList {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Ranges(&self.0).fmt(f)
-    }
-}
-
-/// Writes cores the way `--cores` takes them: `0-3,8`.
-pub struct Ranges<'a>(pub &'a [usize]);
-
-impl Display for Ranges<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut i = 0;
-        let s = self.0;
-        while i < s.len() {
-            let mut j = i;
-            while j + 1 < s.len() && s[j + 1] == s[j] + 1 {
-                j += 1;
-            }
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            if j > i {
-                write!(f, "{}-{}", s[i], s[j])?;
-            } else {
-                write!(f, "{}", s[i])?;
-            }
-            i = j + 1;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,7 +381,7 @@ mod tests {
         );
         assert_eq!(s.files_per_shard, 20_000 - 64);
         assert_eq!(s.max_keep_alive_s, 60);
-        assert_eq!(s.deny_subscribe, ["test/nosubscribe"]);
+        assert!(s.deny_subscribe.is_empty(), "the default refuses nothing");
         assert_eq!(
             (
                 s.recv_buffers,
@@ -468,14 +404,6 @@ mod tests {
         let f = file("deny_subscribe = [\"x\", \"y/#\"]\n");
         let s = resolve(&flags(&[]), Some((Path::new("r.toml"), &f)), &host()).unwrap();
         assert_eq!(s.deny_subscribe, ["x", "y/#"]);
-    }
-
-    #[test]
-    fn files_per_shard_default_follows_the_limit() {
-        assert_eq!(default_files_per_shard(20_000), 19_936);
-        assert_eq!(default_files_per_shard(1 << 20), 65_536);
-        assert_eq!(default_files_per_shard(u64::MAX), 65_536);
-        assert_eq!(default_files_per_shard(10), 0);
     }
 
     #[test]
@@ -576,13 +504,5 @@ mod tests {
         let s = resolve_flags(&["--ws", "none", "--metrics", "none"]).unwrap();
         assert_eq!((s.ws, s.metrics), (None, None));
         assert!(s.mqtt.is_some());
-    }
-
-    #[test]
-    fn ranges_print_compactly() {
-        assert_eq!(Ranges(&[0, 1, 2, 3, 8]).to_string(), "0-3,8");
-        assert_eq!(Ranges(&[4, 2, 3]).to_string(), "4,2-3");
-        assert_eq!(Ranges(&[5]).to_string(), "5");
-        assert_eq!(Ranges(&[]).to_string(), "");
     }
 }
