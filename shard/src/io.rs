@@ -113,7 +113,7 @@ pub struct Io<C, M> {
     pub(crate) paused: Vec<(ConnKey, u64)>,
     /// Connections resumed this turn; the service hears `on_resume` for each.
     pub(crate) resumed: Vec<ConnKey>,
-    /// A shard's state never leaves its thread (DESIGN.md: shared nothing); this marker
+    /// A shard's state never leaves its thread (shared nothing); this marker
     /// makes that a compile-time fact.
     _not_send: std::marker::PhantomData<std::rc::Rc<()>>,
 }

@@ -1,45 +1,19 @@
-//! CONNECT to DISCONNECT: accepting a client, finding its session wherever it lives,
-//! taking over an older connection, the will, and the end of a session.
-//!
-//! A client id belongs to one home shard (a hash of the id). The home shard keeps, for
-//! its ids, which shard holds the session now, under a claim epoch. A CONNECT on shard A
-//! asks the home (`Claim`); the home records A as the owner and either lets A go ahead
-//! (`Granted`: no session elsewhere) or tells the previous owner P to close its
-//! connection and hand the session to A (`Takeover` → `Handoff`). All of it is message
-//! passing over the mesh; a single-shard broker runs the same steps through its local
-//! inbox. A release names its epoch, so a session ending late cannot unregister a newer
-//! claim of the same id.
-//!
-//! The home keeps no record for an id whose session it holds itself once the claim is
-//! settled (every id on a single shard, 1/N of them on N shards): its own session index
-//! says the same, the session's epoch included (`home_owner`). The session stays indexed
-//! until it ends, which sends the release that would clear such a record anyway, or until
-//! a later claim (which makes a record again) moves or replaces it.
-//!
-//! A session that moves from shard P to shard A leaves a *stub* on P: P's topic table
-//! keeps the session's subscriptions, so a publisher whose shard has not yet learnt A's
-//! interest still reaches P, and the stub forwards such deliveries to A (`Forward`).
-//! Once A has advertised its interest it tells every shard (`Moved`); each answers P with
-//! a `Fence` (what I send after this, I also send to A directly) and A with a
-//! `FenceMark` (what I sent to you before my fence has arrived). The stub forwards only
-//! what came from shards that have not fenced yet, and goes when all have. A message can
-//! reach A both ways in between; A remembers what it delivered to the session meanwhile
-//! (the same `Arc<Message>` travels both ways) and delivers it once.
+//! CONNECT to DISCONNECT: accepting a client, finding its session wherever it lives (the
+//! claim: see `takeover`), answering CONNACK, the will, DISCONNECT, the end of a
+//! connection, and the end of a session (expiry).
 
 use std::time::Instant;
 
 use ringmq_proto::mqtt::{
-    ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, Properties, Property, ReasonCode,
-    Version,
+    ConnAck, Connect, Disconnect, Packet, Properties, Property, ReasonCode, Version,
 };
+use ringmq_shard::conn::{CloseReason, ConnKey};
 
-use super::Io;
-use super::ids::IdKey;
-use super::msg::{Handoff, Takeover};
-use super::{Broker, BrokerStats, Client, Msg, OutAliases, Phase, client_flag};
-use crate::broker::session::{Arrival, Message, MovingSession, Session, SessionId, WillMsg};
-use ringmq_shard::conn::CloseReason;
-use ringmq_shard::conn::ConnKey;
+use super::client::{Client, OutAliases, Phase, client_flag};
+use super::msg::Claimant;
+use super::publish::forward_props;
+use super::session::{Message, MovingSession, Session, SessionId, WillMsg};
+use super::{Broker, Io, Msg};
 
 /// Session Expiry Interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
 const NEVER_EXPIRES: u32 = u32::MAX;
@@ -56,51 +30,18 @@ pub(super) struct PendingConnect {
     server_keep_alive: Option<u16>,
 }
 
-/// Answers a CONNECT with a refusal: the MQTT 5 reason code with a reason string, or its
-/// 3.1.1 return code.
-pub(super) fn refuse(
-    io: &mut Io,
-    stats: &BrokerStats,
-    key: ConnKey,
-    version: Version,
-    reason: ReasonCode,
-    why: &str,
-) {
-    let code = match version {
-        Version::V5 => reason.0,
-        Version::V311 => ConnectReturnCode::from_reason(reason).0,
-    };
-    let props = [Property::ReasonString(why)];
-    let full = Packet::ConnAck(ConnAck {
-        session_present: false,
-        code,
-        properties: Properties::List(&props),
-    });
-    let bare = Packet::ConnAck(ConnAck {
-        session_present: false,
-        code,
-        properties: Properties::EMPTY,
-    });
-    Broker::write_answer(io, stats, key, version, &full, &bare);
-}
-
-pub(super) fn refuse_v3(io: &mut Io, stats: &BrokerStats, key: ConnKey, code: ConnectReturnCode) {
-    let pkt = Packet::ConnAck(ConnAck {
-        session_present: false,
-        code: code.0,
-        properties: Properties::EMPTY,
-    });
-    Broker::write_packet(io, stats, key, Version::V311, &pkt);
-}
-
-/// The home shard of a client id (FNV-1a: the same on every shard and every run).
-fn home_shard(client_id: &str, shards: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in client_id.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % shards as u64) as usize
+/// How the claim of a client id ended, for the connection that made it.
+pub(super) enum Claim {
+    /// No other shard holds the session (`Msg::Granted`): a session of the id here, if
+    /// there is one, is this connection's.
+    Granted,
+    /// The shard that held the session handed it over (`Msg::Handoff`): the session (none
+    /// if it had ended, or a clean start was asked for), and the stub it left there to
+    /// forward what still reaches it (that shard, the stub's slot).
+    TakenOver {
+        session: Option<Box<MovingSession>>,
+        stub: Option<(usize, SessionId)>,
+    },
 }
 
 impl Broker {
@@ -117,14 +58,8 @@ impl Broker {
         }
         if io.is_over_limit(key) {
             let why = "the server's connection limit is reached";
-            refuse(
-                io,
-                &self.stats,
-                key,
-                version,
-                ReasonCode::QUOTA_EXCEEDED,
-                why,
-            );
+            self.writer
+                .refuse_connect(io, key, version, ReasonCode::QUOTA_EXCEEDED, why);
             io.close(key, CloseReason::Policy);
             return;
         }
@@ -133,9 +68,8 @@ impl Broker {
         let (client_id, assigned_id): (Box<str>, bool) = if c.client_id.is_empty() {
             if version == Version::V311 && !c.clean_start {
                 let why = "an empty client id needs a clean session";
-                refuse(
+                self.writer.refuse_connect(
                     io,
-                    &self.stats,
                     key,
                     version,
                     ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
@@ -144,9 +78,15 @@ impl Broker {
                 io.close(key, CloseReason::Policy);
                 return;
             }
-            self.auto_id += 1;
+            self.sessions.assigned_ids += 1;
             (
-                format!("ringmq-{}-{}-{:x}", self.id, self.auto_id, key.to_u64()).into(),
+                format!(
+                    "ringmq-{}-{}-{:x}",
+                    self.peers.id,
+                    self.sessions.assigned_ids,
+                    key.to_u64()
+                )
+                .into(),
                 true,
             )
         } else {
@@ -159,7 +99,7 @@ impl Broker {
         };
         let will = c.will.as_ref().map(|w| {
             let mut props = Vec::new();
-            let expiry_s = super::fanout::forward_props(w.properties, &mut props);
+            let expiry_s = forward_props(w.properties, &mut props);
             WillMsg {
                 msg: Message::new(w.topic, &props, w.payload, w.qos, w.retain, None, None),
                 expiry_s,
@@ -200,292 +140,34 @@ impl Broker {
         self.send_claim(io, client_id, key, c.clean_start);
     }
 
-    fn send_claim(&mut self, io: &mut Io, client_id: Box<str>, conn: ConnKey, clean: bool) {
-        let home = home_shard(&client_id, self.shards);
-        let from = self.id;
-        let claim = Msg::Claim {
-            client_id,
-            from,
+    /// Asks the home shard of `client_id` for its session, for connection `conn` here.
+    fn send_claim(&mut self, io: &mut Io, client_id: Box<str>, conn: ConnKey, clean_start: bool) {
+        let home = self.peers.home_of(&client_id);
+        let claimant = Claimant {
+            shard: self.peers.id,
             conn,
-            clean_start: clean,
+            clean_start,
         };
-        self.send(io, home, claim);
-    }
-
-    /// On the home shard: a claim for `client_id`. Claims of one id are handled one at
-    /// a time, in the order they arrive: the next waits until the shard that made this
-    /// one says it is settled, so a takeover never crosses an unfinished one.
-    pub(super) fn on_claim(
-        &mut self,
-        io: &mut Io,
-        client_id: Box<str>,
-        claimer: usize,
-        conn: ConnKey,
-        clean_start: bool,
-    ) {
-        let key = self.registry.key(&client_id);
-        if self.registry.get(key).is_some_and(|e| e.busy) {
-            self.registry
-                .push_waiting(key, (claimer, conn, clean_start));
-            return;
-        }
-        self.start_claim(io, client_id, claimer, conn, clean_start);
-    }
-
-    /// On the home shard: record the new owner under a new epoch and start the takeover
-    /// if another shard holds the session.
-    fn start_claim(
-        &mut self,
-        io: &mut Io,
-        client_id: Box<str>,
-        claimer: usize,
-        conn: ConnKey,
-        clean_start: bool,
-    ) {
-        self.claim_epoch += 1;
-        let epoch = self.claim_epoch;
-        let key = self.registry.key(&client_id);
-        let previous = self.home_owner(key, &client_id);
-        let entry = self.registry.entry(key);
-        entry.busy = true;
-        entry.set_owner(claimer, epoch);
-        match previous {
-            Some((owner, _)) if owner != claimer => self.send(
-                io,
-                owner,
-                Msg::Takeover(Box::new(Takeover {
-                    client_id,
-                    to: claimer,
-                    conn,
-                    clean_start,
-                    epoch,
-                })),
-            ),
-            _ => self.send(
-                io,
-                claimer,
-                Msg::Granted {
-                    conn,
-                    client_id,
-                    epoch,
-                },
-            ),
-        }
-    }
-
-    /// On the home shard: the claim under `epoch` is settled; the next one may go.
-    pub(super) fn on_settled(&mut self, io: &mut Io, client_id: &str) {
-        let key = self.registry.key(client_id);
-        let Some(entry) = self.registry.get_mut(key) else {
-            return;
-        };
-        // One claim at a time: this is the one in progress (its owner may already have
-        // been released, if its connection went away).
-        entry.busy = false;
-        let owner = entry.owner();
-        match self.registry.pop_waiting(key) {
-            Some((claimer, conn, clean_start)) => {
-                self.start_claim(io, client_id.into(), claimer, conn, clean_start)
-            }
-            None if owner.is_none() => self.registry.remove(key),
-            // This shard holds the session, under the same epoch: the record is not needed
-            // (see `home_owner`).
-            None if owner == self.local_owner(client_id) => self.registry.remove(key),
-            None => {}
-        }
-    }
-
-    /// On the home shard: which shard owns the session of `client_id`, registered under
-    /// which epoch. A record says so; without one, the session of the id on this shard,
-    /// under its own epoch, if there is one.
-    fn home_owner(&self, key: IdKey, client_id: &str) -> Option<(usize, u64)> {
-        match self.registry.get(key) {
-            Some(entry) => entry.owner(),
-            None => self.local_owner(client_id),
-        }
-    }
-
-    /// This shard and the epoch of its session of `client_id`, if it has one.
-    fn local_owner(&self, client_id: &str) -> Option<(usize, u64)> {
-        let sid = self.by_client.get(&self.sessions, client_id)?;
-        Some((self.id, self.session(sid)?.epoch))
-    }
-
-    /// On the home shard: forget the owner of `client_id` if it is still the one
-    /// registered under `epoch`. (Without a record, this shard's session is the owner,
-    /// and it leaves the index when it ends, before its release is sent.)
-    pub(super) fn on_release(&mut self, client_id: &str, owner: usize, epoch: u64) {
-        let key = self.registry.key(client_id);
-        let Some(entry) = self.registry.get_mut(key) else {
-            return;
-        };
-        if entry.owner() == Some((owner, epoch)) {
-            entry.clear_owner();
-            if !entry.busy && !self.registry.has_waiting(key) {
-                self.registry.remove(key);
-            }
-        }
-    }
-
-    /// On the claiming shard: the claim under `epoch` is settled (its connection has its
-    /// CONNACK, or is gone); the home may handle the next claim of the id.
-    pub(super) fn claim_settled(&mut self, io: &mut Io, client_id: Box<str>, epoch: u64) {
-        let home = home_shard(&client_id, self.shards);
-        self.send(io, home, Msg::Settled { client_id, epoch });
-    }
-
-    /// On the shard holding a session that a connection on shard `to` takes over.
-    pub(super) fn on_takeover(
-        &mut self,
-        io: &mut Io,
-        client_id: &str,
-        to: usize,
-        conn: ConnKey,
-        clean_start: bool,
-        epoch: u64,
-    ) {
-        let (session, stub) = match self.by_client.get(&self.sessions, client_id) {
-            None => (None, None),
-            Some(sid) => {
-                self.kick_connection(io, sid, clean_start);
-                if clean_start {
-                    // MQTT-3.1.2-4: a clean start discards the old session.
-                    self.take_session(sid);
-                    (None, None)
-                } else {
-                    match self.leave_stub(sid, to) {
-                        Some(session) => (Some(Box::new(session)), Some(sid)),
-                        None => (None, None),
-                    }
-                }
-            }
-        };
-        let client_id = client_id.into();
         self.send(
             io,
-            to,
-            Msg::Handoff(Box::new(Handoff {
-                conn,
+            home,
+            Msg::Claim {
                 client_id,
-                session,
-                stub,
-                epoch,
-            })),
+                claimant,
+            },
         );
     }
 
-    /// Takes the state of session `sid` out to move it to shard `to`, and leaves in its
-    /// place a stub with the same subscriptions that forwards to `to`.
-    fn leave_stub(&mut self, sid: SessionId, to: usize) -> Option<MovingSession> {
-        let s = self.session_mut(sid)?;
-        let mut stub = Session::new(&s.client_id, s.version);
-        // The stub keeps the slot, and its id.
-        stub.gen_ = s.gen_;
-        s.copy_subs_to(&mut stub);
-        stub.extra_mut().moved_to = Some(to);
-        let mut session = std::mem::replace(s, stub);
-        // A session moving on again before its last move settled gives up deduplicating
-        // that move's late arrivals.
-        if let Some(e) = session.extra_opt_mut() {
-            e.arrival = None;
-        }
-        // The other shard's topic table numbers its nodes differently: the
-        // subscriptions travel spelled out.
-        let refs = session.take_subs();
-        let subs = self.spell_out_subs(sid, &refs);
-        self.by_client.remove(&session.client_id, sid);
-        self.offline.retain(|&o| o != sid);
-        Some(MovingSession { session, subs })
-    }
-
-    /// Closes the connection serving a session because another connection took the
-    /// session over (MQTT-3.1.4-3); MQTT 5 clients hear 0x8E first. The will of that
-    /// connection is published unless the session goes on and the will is delayed (the
-    /// new connection arrived within the delay, MQTT-3.1.3-9); a delayed will still
-    /// waiting from an earlier connection is published if the session ends now (MQTT 5
-    /// §3.1.3.2.2: at the end of the delay or of the session, whichever comes first).
-    fn kick_connection(&mut self, io: &mut Io, sid: SessionId, session_ends: bool) {
-        let Some(s) = self.session_mut(sid) else {
-            return;
-        };
-        let old = s.conn.take();
-        let no_longer_waiting = if old.is_some() { s.queue_len() } else { 0 };
-        let will = s.take_will();
-        self.waiting = self.waiting.saturating_sub(no_longer_waiting);
-        if let Some(old) = old {
-            if let Some(client) = io.state(old) {
-                // The old connection no longer speaks for the session; its end must not
-                // publish the will a second time.
-                client.session = None;
-                client.set_flag(client_flag::GRACEFUL, true);
-            }
-            self.disconnect(
-                io,
-                old,
-                ReasonCode::SESSION_TAKEN_OVER,
-                "another connection took the session over",
-                CloseReason::Policy,
-            );
-        }
-        if let Some(w) = will
-            && (session_ends || (old.is_some() && w.delay_s == 0))
-        {
-            self.publish_will(io, w);
-        }
-    }
-
-    /// Publishes a will, its Message Expiry Interval counted from now.
-    pub(super) fn publish_will(&mut self, io: &mut Io, w: WillMsg) {
-        let m = w.into_message(Instant::now());
-        self.publish_message(io, &m);
-    }
-
-    /// Removes a session from this shard (its subscriptions leave the topic table) and
-    /// returns it. The registry is not told.
-    pub(super) fn take_session(&mut self, sid: SessionId) -> Option<Session> {
-        self.session(sid)?;
-        let client_id = &self.sessions[sid.index as usize].client_id;
-        self.by_client.remove(client_id, sid);
-        let mut session = self.sessions.remove(sid.index as usize);
-        if session.conn.is_some() {
-            self.waiting = self.waiting.saturating_sub(session.queue_len());
-        }
-        for sub in session.take_subs() {
-            self.remove_subscription(sid, sub.node, sub.share.as_deref());
-        }
-        self.offline.retain(|&o| o != sid);
-        Some(session)
-    }
-
-    /// Ends a session for good: drops it and tells the client id's home shard.
-    pub(super) fn end_session(&mut self, io: &mut Io, sid: SessionId) {
-        if let Some(session) = self.take_session(sid) {
-            let home = home_shard(&session.client_id, self.shards);
-            let owner = self.id;
-            self.send(
-                io,
-                home,
-                Msg::Release {
-                    client_id: (*session.client_id).into(),
-                    owner,
-                    epoch: session.epoch,
-                },
-            );
-        }
-    }
-
-    /// On the claiming shard: the session is found (`handed` over from shard `from`, or
-    /// here, or there is none); answer CONNACK.
-    #[allow(clippy::too_many_arguments)]
+    /// On the claiming shard: the claim of `client_id` under `epoch` for connection `conn`
+    /// has ended as `claim` says; the session is found (handed over, or here, or there is
+    /// none): answer CONNACK.
     pub(super) fn finish_connect(
         &mut self,
         io: &mut Io,
         conn: ConnKey,
-        client_id: Option<&str>,
-        handed: Option<Box<MovingSession>>,
-        stub: Option<(usize, SessionId)>,
+        client_id: &str,
         epoch: u64,
-        from_takeover: bool,
+        claim: Claim,
     ) {
         let pending = io
             .state(conn)
@@ -493,14 +175,18 @@ impl Broker {
             .and_then(|c| c.extra.as_mut()?.pending.take());
         let Some(mut p) = pending else {
             // The connection went away while its session was being found.
-            self.orphaned_claim(io, client_id, handed, stub, epoch);
+            self.orphaned_claim(io, client_id, epoch, claim);
             return;
+        };
+        let (handed, stub, from_takeover) = match claim {
+            Claim::Granted => (None, None, false),
+            Claim::TakenOver { session, stub } => (session, stub, true),
         };
         // A session on this shard: an older connection here, or an offline session.
         let mut existing = if from_takeover {
             None
         } else {
-            self.by_client.get(&self.sessions, &p.client_id)
+            self.sessions.find(&p.client_id)
         };
         if let Some(sid) = existing {
             self.kick_connection(io, sid, p.clean_start);
@@ -520,20 +206,21 @@ impl Broker {
                     let sid = self.install_session(io, *s, stub);
                     self.take_session(sid);
                 }
-                let sid = self.add_session(Session::new(&p.client_id, version));
+                let sid = self.sessions.add(Session::new(&p.client_id, version));
                 (sid, false)
             }
         };
         let window = p.receive_maximum.min(self.config().max_inflight).max(1);
         // Its queue (offline until now) waits for this connection's window from here.
         let Some(offline) = self
-            .session(sid)
+            .sessions
+            .get(sid)
             .map(|s| s.conn.is_none().then(|| s.queue_len()))
         else {
             return;
         };
-        self.waiting += offline.unwrap_or(0);
-        let Some(s) = self.session_mut(sid) else {
+        self.pressure.waiting += offline.unwrap_or(0);
+        let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
         s.conn = Some(conn);
@@ -549,7 +236,7 @@ impl Broker {
         }
         s.send_window = window;
         s.epoch = epoch;
-        self.offline.retain(|&o| o != sid);
+        self.sessions.forget_offline(sid);
 
         if version == Version::V5 {
             self.write_connack_v5(io, conn, &p, session_present);
@@ -559,7 +246,7 @@ impl Broker {
                 code: 0,
                 properties: Properties::EMPTY,
             });
-            Broker::write_packet(io, &self.stats, conn, version, &pkt);
+            self.writer.packet(io, conn, version, &pkt);
         }
         let Some(client) = io.state(conn) else {
             return;
@@ -593,7 +280,7 @@ impl Broker {
     }
 
     /// The MQTT 5 CONNACK: what the client must know of this broker's limits.
-    fn write_connack_v5(
+    pub(super) fn write_connack_v5(
         &mut self,
         io: &mut Io,
         conn: ConnKey,
@@ -624,24 +311,26 @@ impl Broker {
             code: 0,
             properties: Properties::List(&props),
         });
-        Broker::write_packet(io, &self.stats, conn, Version::V5, &pkt);
+        self.writer.packet(io, conn, Version::V5, &pkt);
     }
 
     /// A claim finished after its connection closed: keep a handed-over persistent
     /// session (offline), or let the home shard forget the id.
-    fn orphaned_claim(
+    pub(super) fn orphaned_claim(
         &mut self,
         io: &mut Io,
-        client_id: Option<&str>,
-        handed: Option<Box<MovingSession>>,
-        stub: Option<(usize, SessionId)>,
+        client_id: &str,
         epoch: u64,
+        claim: Claim,
     ) {
-        match handed {
-            Some(s) => {
+        match claim {
+            Claim::TakenOver {
+                session: Some(s),
+                stub,
+            } => {
                 let persistent = s.session.is_persistent();
                 let sid = self.install_session(io, *s, stub);
-                if let Some(s) = self.session_mut(sid) {
+                if let Some(s) = self.sessions.get_mut(sid) {
                     s.epoch = epoch;
                 }
                 if persistent {
@@ -650,18 +339,17 @@ impl Broker {
                     self.end_session(io, sid);
                 }
             }
-            None => {
-                let Some(client_id) = client_id else { return };
-                match self.by_client.get(&self.sessions, client_id) {
+            _ => {
+                match self.sessions.find(client_id) {
                     // An offline session here is the one the home now points at.
                     Some(sid) => {
-                        if let Some(s) = self.session_mut(sid) {
+                        if let Some(s) = self.sessions.get_mut(sid) {
                             s.epoch = epoch;
                         }
                     }
                     None => {
-                        let home = home_shard(client_id, self.shards);
-                        let owner = self.id;
+                        let home = self.peers.home_of(client_id);
+                        let owner = self.peers.id;
                         let client_id = client_id.into();
                         let release = Msg::Release {
                             client_id,
@@ -675,119 +363,83 @@ impl Broker {
         }
     }
 
-    /// Adds a session handed over from another shard, subscriptions included. If that
-    /// shard left a stub, tell every shard to fence it (after the interest the
-    /// subscriptions raised, which goes first through the same outbox).
-    fn install_session(
-        &mut self,
-        io: &mut Io,
-        moving: MovingSession,
-        stub: Option<(usize, SessionId)>,
-    ) -> SessionId {
-        let MovingSession {
-            session: mut s,
-            subs,
-        } = moving;
-        s.conn = None;
-        s.take_subs();
-        if let Some(e) = s.extra_opt_mut() {
-            e.moved_to = None;
-            e.fenced = 0;
-        }
-        let client_id: Box<str> = (*s.client_id).into();
-        if stub.is_some() {
-            s.extra_mut().arrival = Some(Box::new(Arrival {
-                marked: 1u128 << self.id,
-                stub_gone: false,
-                seen: Default::default(),
-            }));
-        }
-        let sid = self.add_session(s);
-        for sub in subs {
-            let Some(r) = self.add_subscription(sid, &sub.filter, sub.opts, sub.sub_id) else {
-                continue;
-            };
-            if let Some(s) = self.session_mut(sid) {
-                s.add_sub(r);
+    /// Closes the connection serving a session because another connection took the
+    /// session over (MQTT-3.1.4-3); MQTT 5 clients hear 0x8E first. The will of that
+    /// connection is published unless the session goes on and the will is delayed (the
+    /// new connection arrived within the delay, MQTT-3.1.3-9); a delayed will still
+    /// waiting from an earlier connection is published if the session ends now (MQTT 5
+    /// §3.1.3.2.2: at the end of the delay or of the session, whichever comes first).
+    pub(super) fn kick_connection(&mut self, io: &mut Io, sid: SessionId, session_ends: bool) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let old = s.conn.take();
+        let no_longer_waiting = if old.is_some() { s.queue_len() } else { 0 };
+        let will = s.take_will();
+        self.pressure.waiting = self.pressure.waiting.saturating_sub(no_longer_waiting);
+        if let Some(old) = old {
+            if let Some(client) = io.state(old) {
+                // The old connection no longer speaks for the session; its end must not
+                // publish the will a second time.
+                client.session = None;
+                client.set_flag(client_flag::GRACEFUL, true);
             }
+            self.disconnect(
+                io,
+                old,
+                ReasonCode::SESSION_TAKEN_OVER,
+                "another connection took the session over",
+                CloseReason::Policy,
+            );
         }
-        if let Some((old, stub)) = stub {
-            // This shard's own fence goes at once: a message it routes to the old shard
-            // after this point is delivered here directly and must not come back.
-            io.send_to_shard(old, Msg::Fence { stub });
-            for to in (0..self.shards).filter(|&to| to != self.id) {
-                let moved = Msg::Moved {
-                    client_id: client_id.clone(),
-                    old,
-                    stub,
-                };
-                self.outbox.push((to, moved));
-            }
-        }
-        sid
-    }
-
-    /// On every shard but the session's new holder: the holder routes from now on.
-    pub(super) fn on_moved(
-        &mut self,
-        io: &mut Io,
-        holder: usize,
-        client_id: Box<str>,
-        old: usize,
-        stub: SessionId,
-    ) {
-        self.send(io, old, Msg::Fence { stub });
-        self.send(io, holder, Msg::FenceMark { client_id });
-    }
-
-    /// On the old holder: shard `from` fenced the stub; with every shard fenced, the stub
-    /// goes and the new holder hears that nothing more will be forwarded.
-    pub(super) fn on_fence(&mut self, io: &mut Io, from: usize, stub: SessionId) {
-        let all = self.all_shards();
-        let Some(s) = self.session_mut(stub) else {
-            return;
-        };
-        let Some(to) = s.moved_to() else { return };
-        let e = s.extra_mut();
-        e.fenced |= 1u128 << from;
-        if e.fenced & all == all {
-            let client_id = (*s.client_id).into();
-            self.take_session(stub);
-            self.send(io, to, Msg::StubGone { client_id });
+        if let Some(w) = will
+            && (session_ends || (old.is_some() && w.delay_s == 0))
+        {
+            self.publish_will(io, w);
         }
     }
 
-    /// On the new holder: `FenceMark` from `from` (`None`: `StubGone`). Once every shard
-    /// has marked and the stub is gone, no copy of anything can still arrive twice.
-    pub(super) fn on_arrival_progress(&mut self, from: Option<usize>, client_id: &str) {
-        let all = self.all_shards();
-        let Some(sid) = self.by_client.get(&self.sessions, client_id) else {
-            return;
-        };
-        let Some(s) = self.session_mut(sid) else {
-            return;
-        };
-        let Some(e) = s.extra_opt_mut() else { return };
-        let Some(a) = e.arrival.as_mut() else { return };
-        match from {
-            Some(shard) => a.marked |= 1u128 << shard,
-            None => a.stub_gone = true,
-        }
-        if a.stub_gone && a.marked & all == all {
-            e.arrival = None;
-        }
+    /// Publishes a will, its Message Expiry Interval counted from now.
+    pub(super) fn publish_will(&mut self, io: &mut Io, w: WillMsg) {
+        let m = w.into_message(Instant::now());
+        self.publish_message(io, &m);
     }
 
-    /// Every shard's bit.
-    fn all_shards(&self) -> u128 {
-        u128::MAX >> (128 - self.shards.min(128))
+    /// Removes a session from this shard (its subscriptions leave the topic table) and
+    /// returns it. The registry is not told.
+    pub(super) fn take_session(&mut self, sid: SessionId) -> Option<Session> {
+        let mut session = self.sessions.remove(sid)?;
+        if session.conn.is_some() {
+            self.pressure.waiting = self.pressure.waiting.saturating_sub(session.queue_len());
+        }
+        for sub in session.take_subs() {
+            self.remove_subscription(sid, sub.node, sub.share.as_deref());
+        }
+        Some(session)
+    }
+
+    /// Ends a session for good: drops it and tells the client id's home shard.
+    pub(super) fn end_session(&mut self, io: &mut Io, sid: SessionId) {
+        if let Some(session) = self.take_session(sid) {
+            let home = self.peers.home_of(&session.client_id);
+            let owner = self.peers.id;
+            self.send(
+                io,
+                home,
+                Msg::Release {
+                    client_id: (*session.client_id).into(),
+                    owner,
+                    epoch: session.epoch,
+                },
+            );
+        }
     }
 
     pub(super) fn on_disconnect(&mut self, io: &mut Io, key: ConnKey, d: Disconnect<'_>) {
         let sid = io.state(key).and_then(|c| c.session);
         if let Some(expiry) = d.properties.session_expiry_interval() {
             let was_zero = sid
-                .and_then(|s| self.session(s))
+                .and_then(|s| self.sessions.get(s))
                 .is_some_and(|s| s.expiry_interval == 0);
             if was_zero && expiry != 0 {
                 // MQTT-3.14.2-2: a session that was to end cannot be extended here.
@@ -798,7 +450,7 @@ impl Broker {
                     "session expiry set on DISCONNECT after 0 on CONNECT",
                 );
             }
-            if let Some(s) = sid.and_then(|s| self.session_mut(s)) {
+            if let Some(s) = sid.and_then(|s| self.sessions.get_mut(s)) {
                 s.expiry_interval = expiry;
             }
         }
@@ -815,7 +467,7 @@ impl Broker {
     /// (now, or after the will delay) unless the client said goodbye (MQTT-3.1.2-8).
     pub(super) fn connection_closed(&mut self, io: &mut Io, key: ConnKey, client: Client) {
         let Some(sid) = client.session else { return };
-        let Some(s) = self.session_mut(sid) else {
+        let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
         if s.conn != Some(key) {
@@ -828,11 +480,11 @@ impl Broker {
             .and_then(|e| e.will.take())
             .filter(|_| !client.graceful());
         let persistent = s.is_persistent();
-        self.waiting = self.waiting.saturating_sub(no_longer_waiting);
+        self.pressure.waiting = self.pressure.waiting.saturating_sub(no_longer_waiting);
         if let Some(w) = will {
             if w.delay_s > 0 && persistent {
                 let at = io.now_ms() + w.delay_s as u64 * 1000;
-                if let Some(s) = self.session_mut(sid) {
+                if let Some(s) = self.sessions.get_mut(sid) {
                     let e = s.extra_mut();
                     e.will = Some(w);
                     e.will_at_ms = Some(at);
@@ -848,9 +500,9 @@ impl Broker {
         }
     }
 
-    fn went_offline(&mut self, io: &mut Io, sid: SessionId) {
+    pub(super) fn went_offline(&mut self, io: &mut Io, sid: SessionId) {
         let now = io.now_ms();
-        let Some(s) = self.session_mut(sid) else {
+        let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
         match s.expiry_interval {
@@ -861,17 +513,17 @@ impl Broker {
             }
             secs => s.extra_mut().expires_at_ms = Some(now + secs as u64 * 1000),
         }
-        self.offline.push(sid);
+        self.sessions.went_offline(sid);
     }
 
     /// Each tick: publish delayed wills that are due, end sessions that expired (their
     /// pending will is published then, MQTT 5 §3.1.3.2.2).
     pub(super) fn expire_sessions(&mut self, io: &mut Io) {
         let now = io.now_ms();
-        let offline = std::mem::take(&mut self.offline);
+        let offline = self.sessions.take_offline();
         let mut keep = Vec::with_capacity(offline.len());
         for sid in offline {
-            let Some(s) = self.session_mut(sid) else {
+            let Some(s) = self.sessions.get_mut(sid) else {
                 continue;
             };
             if s.conn.is_some() {
@@ -891,24 +543,6 @@ impl Broker {
                 keep.push(sid);
             }
         }
-        keep.append(&mut self.offline);
-        self.offline = keep;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn home_shard_is_stable_and_in_range() {
-        for n in 1..8 {
-            for id in ["a", "client-1", "", "ünïcode"] {
-                let h = home_shard(id, n);
-                assert!(h < n);
-                assert_eq!(h, home_shard(id, n));
-            }
-        }
-        assert_ne!(home_shard("a", 1000), home_shard("b", 1000));
+        self.sessions.keep_offline(keep);
     }
 }

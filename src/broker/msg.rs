@@ -27,12 +27,10 @@ pub enum Msg {
     Interest(Box<Interest>),
     /// Every `Interest` up to `seq` from the receiver has been applied by the sender.
     InterestAck { seq: u64 },
-    /// To a client id's home shard: connection `conn` on shard `from` wants the session.
+    /// To a client id's home shard: `claimant` wants the session.
     Claim {
         client_id: Box<str>,
-        from: usize,
-        conn: ConnKey,
-        clean_start: bool,
+        claimant: Claimant,
     },
     /// From the home shard: no other shard holds the session; go ahead under `epoch`.
     Granted {
@@ -76,6 +74,15 @@ pub enum Msg {
     /// SUBACK waits for it so retained messages published anywhere before the SUBSCRIBE
     /// are on this shard.
     Barrier { seq: u64 },
+}
+
+/// Who claims a client id: connection `conn` on shard `shard`, asking for a clean start
+/// or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimant {
+    pub shard: usize,
+    pub conn: ConnKey,
+    pub clean_start: bool,
 }
 
 /// See [`Msg::Interest`].

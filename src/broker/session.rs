@@ -523,30 +523,27 @@ mod tests {
         assert_eq!(m.payload(), b"hello");
     }
 
+    /// A QoS 1 delivery of `payload` on topic `t`.
+    fn queued(payload: &[u8]) -> Queued {
+        let msg = Message::new("t", &[], payload, QoS::AtLeastOnce, false, None, None);
+        Queued {
+            msg: Arc::new(msg),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: SubIds::default(),
+        }
+    }
+
     #[test]
     fn pkids_skip_zero_and_ids_in_flight() {
         let mut s = SessionExtra {
             next_pkid: u16::MAX - 1,
             ..Default::default()
         };
-        let q = Queued {
-            msg: Arc::new(Message::new(
-                "t",
-                &[],
-                b"",
-                QoS::AtLeastOnce,
-                false,
-                None,
-                None,
-            )),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            sub_ids: SubIds::default(),
-        };
         s.inflight.push_back(Inflight {
             pkid: 1,
             state: OutState::Published,
-            delivery: q,
+            delivery: queued(b""),
         });
         assert_eq!(s.next_pkid(), u16::MAX);
         assert_eq!(s.next_pkid(), 2, "0 is not an id and 1 is in flight");
@@ -556,21 +553,7 @@ mod tests {
     fn queue_drops_oldest_at_its_bound() {
         let mut s = SessionExtra::default();
         for i in 0..5u8 {
-            let q = Queued {
-                msg: Arc::new(Message::new(
-                    "t",
-                    &[],
-                    &[i],
-                    QoS::AtLeastOnce,
-                    false,
-                    None,
-                    None,
-                )),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                sub_ids: SubIds::default(),
-            };
-            let dropped = s.enqueue(q, 3);
+            let dropped = s.enqueue(queued(&[i]), 3);
             assert_eq!(dropped, i >= 3);
         }
         let kept: Vec<u8> = s.queue.iter().map(|q| q.msg.payload()[0]).collect();

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ringmq_shard::hist::{self, SharedHists};
+use ringmq_shard::hist::{self, Recorder, SharedHists};
 use ringmq_shard::stats::RuntimeStats;
 
 /// One shard's figures: the runtime's and the broker's counters and latency histograms.
@@ -52,5 +52,39 @@ ringmq_shard::counters! {
             "QoS 1/2 deliveries kept for connected clients until their in-flight window has room, now.",
         Counter dedup_window_overflow:
             "Messages a session that just moved between shards could not check for a second copy (window full).",
+    }
+}
+
+/// Publish-to-delivery latency: PUBLISH packets handled in this loop turn wait for the
+/// turn's sends, and `turn_flushed` records that wait once for each.
+pub(super) struct Latency {
+    /// This shard's histograms ([`super::HISTOGRAMS`]).
+    hists: Recorder,
+    publishes_this_turn: u64,
+}
+
+impl Latency {
+    pub fn new(shared: SharedHists) -> Latency {
+        Latency {
+            hists: Recorder::new(shared),
+            publishes_this_turn: 0,
+        }
+    }
+
+    /// A PUBLISH was handled this turn.
+    pub fn note_publish(&mut self) {
+        self.publishes_this_turn += 1;
+    }
+
+    /// The turn's sends were handed to the ring `turn_us` after it began.
+    pub fn turn_flushed(&mut self, turn_us: u64) {
+        let published = std::mem::take(&mut self.publishes_this_turn);
+        self.hists
+            .record_n(super::PUBLISH_TO_DELIVERY, turn_us, published);
+    }
+
+    /// Adds what was recorded since the last call to the shared copy.
+    pub fn publish(&mut self) {
+        self.hists.publish();
     }
 }

@@ -1,236 +1,23 @@
-//! SUBSCRIBE and UNSUBSCRIBE: the local topic table, the interest other shards are told
-//! about, and the retained messages a new subscription receives.
+//! SUBSCRIBE and UNSUBSCRIBE: the session's subscriptions in the topic table (`routing`),
+//! the interest other shards are told about (`interest`), and the retained messages a new
+//! subscription receives (`retained`).
 //!
 //! A SUBACK is held until every other shard has applied the interest the subscription
 //! created (`Interest` → `InterestAck`), so a message published anywhere after the client
 //! saw its SUBACK reaches it.
-
-use std::sync::Arc;
 
 use ringmq_proto::mqtt::{
     Packet, Properties, Property, ReasonCode, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
     Unsubscribe, Version,
 };
 use ringmq_proto::topic::{self, Filter};
-
-use super::Io;
-use super::msg::Interest;
-use super::{Broker, Msg};
-use crate::broker::session::{Message, SessionId, SubIds, SubRef, Subscription};
-use crate::broker::topics::{NodeId, NodeValue};
-use crate::config::defaults::MAX_SHARDS;
 use ringmq_shard::conn::ConnKey;
 
-/// A session subscribed at a trie node.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Subscriber {
-    pub sid: SessionId,
-    pub opts: SubscriptionOptions,
-    pub sub_id: u32,
-}
-
-/// The sessions of one shared-subscription group at a node.
-pub(super) struct ShareGroup {
-    /// The whole filter, `$share/{group}/{filter}`.
-    pub share: Arc<str>,
-    pub members: Vec<Subscriber>,
-    pub next: u32,
-}
-
-/// Local subscriptions at one filter. Most filters have exactly one plain subscriber (a
-/// topic per client), so that one lives inline in the trie node, with no allocation: the
-/// whole value is 16 bytes (the enum's tag hides in a niche of the options). A second
-/// subscriber, or a shared group, moves the node's subscriptions to the heap.
-#[derive(Default)]
-pub(super) enum SubsNode {
-    #[default]
-    Empty,
-    One(Subscriber),
-    Many(Box<SubsMany>),
-}
-
-/// The subscriptions of a node with more than one plain subscriber or a shared group.
-#[derive(Default)]
-pub(super) struct SubsMany {
-    plain: Vec<Subscriber>,
-    groups: Vec<ShareGroup>,
-}
-
-impl SubsNode {
-    /// The plain (not shared) subscribers.
-    pub fn plain(&self) -> &[Subscriber] {
-        match self {
-            SubsNode::Empty => &[],
-            SubsNode::One(s) => std::slice::from_ref(s),
-            SubsNode::Many(m) => &m.plain,
-        }
-    }
-
-    pub fn plain_mut(&mut self) -> &mut [Subscriber] {
-        match self {
-            SubsNode::Empty => &mut [],
-            SubsNode::One(s) => std::slice::from_mut(s),
-            SubsNode::Many(m) => &mut m.plain,
-        }
-    }
-
-    /// The shared-subscription groups.
-    pub fn groups(&self) -> &[ShareGroup] {
-        match self {
-            SubsNode::Many(m) => &m.groups,
-            _ => &[],
-        }
-    }
-
-    pub fn groups_mut(&mut self) -> &mut [ShareGroup] {
-        match self {
-            SubsNode::Many(m) => &mut m.groups,
-            _ => &mut [],
-        }
-    }
-
-    pub fn push_plain(&mut self, sub: Subscriber) {
-        match self {
-            SubsNode::Empty => *self = SubsNode::One(sub),
-            SubsNode::One(_) => self.many().plain.push(sub),
-            SubsNode::Many(m) => m.plain.push(sub),
-        }
-    }
-
-    /// Removes the plain subscription of session `sid`; whether there was one.
-    pub fn remove_plain(&mut self, sid: SessionId) -> bool {
-        let removed = match self {
-            SubsNode::Empty => false,
-            SubsNode::One(s) if s.sid == sid => {
-                *self = SubsNode::Empty;
-                true
-            }
-            SubsNode::One(_) => false,
-            SubsNode::Many(m) => {
-                let before = m.plain.len();
-                m.plain.retain(|s| s.sid != sid);
-                m.plain.len() != before
-            }
-        };
-        self.tidy();
-        removed
-    }
-
-    /// The groups, to add one (the subscriptions move to the heap).
-    pub fn groups_vec(&mut self) -> &mut Vec<ShareGroup> {
-        &mut self.many().groups
-    }
-
-    /// Removes the group at `i`.
-    pub fn remove_group(&mut self, i: usize) {
-        if let SubsNode::Many(m) = self {
-            m.groups.swap_remove(i);
-        }
-        self.tidy();
-    }
-
-    /// The subscriptions on the heap, moved there first if they are inline.
-    fn many(&mut self) -> &mut SubsMany {
-        if !matches!(self, SubsNode::Many(_)) {
-            let plain = match std::mem::take(self) {
-                SubsNode::One(s) => vec![s],
-                _ => Vec::new(),
-            };
-            *self = SubsNode::Many(Box::new(SubsMany {
-                plain,
-                groups: Vec::new(),
-            }));
-        }
-        match self {
-            SubsNode::Many(m) => m,
-            _ => unreachable!("just made"),
-        }
-    }
-
-    /// Back inline once a single plain subscriber is left (or none).
-    fn tidy(&mut self) {
-        if let SubsNode::Many(m) = self
-            && m.groups.is_empty()
-            && m.plain.len() <= 1
-        {
-            *self = match m.plain.pop() {
-                Some(s) => SubsNode::One(s),
-                None => SubsNode::Empty,
-            };
-        }
-    }
-}
-
-impl NodeValue for SubsNode {
-    fn is_empty(&self) -> bool {
-        matches!(self, SubsNode::Empty)
-    }
-}
-
-/// Other shards' interest at one filter: a bit per shard.
-#[derive(Default)]
-pub(super) struct InterestNode {
-    pub shards: u128,
-    pub groups: Vec<(Arc<str>, u128)>,
-}
-
-impl NodeValue for InterestNode {
-    fn is_empty(&self) -> bool {
-        self.shards == 0 && self.groups.is_empty()
-    }
-}
-
-/// A retained message and the version that set it.
-#[derive(Default)]
-pub(super) struct RetainedNode {
-    pub msg: Option<(Arc<Message>, u64)>,
-}
-
-impl NodeValue for RetainedNode {
-    fn is_empty(&self) -> bool {
-        self.msg.is_none()
-    }
-}
-
-/// A SUBACK waiting for the other shards to apply interest `seq`, and the retained
-/// messages to send after it.
-pub(super) struct PendingSuback {
-    seq: u64,
-    conn: ConnKey,
-    sid: SessionId,
-    pkid: u16,
-    codes: Vec<u8>,
-    /// Why a filter was refused, for the Reason String (MQTT 5).
-    why: Option<&'static str>,
-    retained: Vec<(Box<str>, SubscriptionOptions, u32)>,
-}
-
-/// How long plain interest stays advertised after its last subscriber on this shard
-/// left (see `Broker::advertise`).
-pub const INTEREST_LINGER_MS: u64 = 30_000;
-
-/// Local interest in one advertised prefix: subscriptions behind it, and since when it
-/// has had none (0: in use).
-#[derive(Default)]
-pub(super) struct Advert {
-    pub count: u32,
-    pub idle_since: u64,
-}
-
-/// The prefix of a plain filter that other shards are told about: its first `depth`
-/// levels, then `#` when it goes deeper (a superset of what it matches).
-fn interest_prefix(filter: &str, depth: usize) -> &str {
-    let mut levels = 0;
-    for (i, b) in filter.bytes().enumerate() {
-        if b == b'/' {
-            levels += 1;
-            if levels == depth {
-                return &filter[..=i];
-            }
-        }
-    }
-    filter
-}
+use super::interest::{PendingSuback, interest_prefix};
+use super::routing::Subscriber;
+use super::session::{SessionId, SubRef, Subscription};
+use super::topics::NodeId;
+use super::{Broker, Io};
 
 /// Whether every topic the (valid) filter `filter` matches is also matched by `outer`:
 /// a subscription to `filter` lies within `outer`. `a/+` lies within `a/#` and `+/+`;
@@ -250,15 +37,6 @@ fn filter_within(filter: &str, outer: &str) -> bool {
             (None, None) => return true,
             _ => return false,
         }
-    }
-}
-
-/// The advertised form of a prefix cut at a `/`: `a/b/` → `a/b/#`.
-fn advertised_filter(prefix: &str) -> Box<str> {
-    if prefix.ends_with('/') {
-        format!("{prefix}#").into()
-    } else {
-        prefix.into()
     }
 }
 
@@ -318,8 +96,8 @@ impl Broker {
                 continue;
             }
             let share = matches!(parsed, Filter::Shared { .. }).then_some(filter);
-            let node = self.subs.find(parsed.filter());
-            let Some(session) = self.session_mut(sid) else {
+            let node = self.routes.subs.find(parsed.filter());
+            let Some(session) = self.sessions.get_mut(sid) else {
                 return;
             };
             let existing = node.filter(|&n| session.has_sub(n, share));
@@ -337,7 +115,7 @@ impl Broker {
                 Some(node) => self.update_subscription(sid, node, share, opts, sub_id),
                 None => {
                     if let Some(r) = self.add_subscription(sid, filter, opts, sub_id)
-                        && let Some(session) = self.session_mut(sid)
+                        && let Some(session) = self.sessions.get_mut(sid)
                     {
                         session.add_sub(r);
                     }
@@ -357,9 +135,9 @@ impl Broker {
             }
         }
         let seq = if retained.is_empty() {
-            self.interest_seq
+            self.interest.seq()
         } else {
-            self.barrier()
+            self.interest.barrier(&mut self.mail)
         };
         let pending = PendingSuback {
             seq,
@@ -370,45 +148,29 @@ impl Broker {
             why,
             retained,
         };
-        if self.interest_applied_everywhere(pending.seq) && self.pending_subacks.is_empty() {
+        if self.interest.applied_everywhere(pending.seq) && self.interest.pending_subacks.is_empty()
+        {
             self.send_suback(io, pending);
         } else {
-            self.pending_subacks.push_back(pending);
+            self.interest.pending_subacks.push_back(pending);
         }
-    }
-
-    /// A sequence number every other shard acknowledges only after handling everything
-    /// it sent this shard before: once acknowledged, every retained message published
-    /// anywhere before now is in this shard's store. An interest change still waiting in
-    /// the outbox serves; otherwise a `Barrier` goes out.
-    fn barrier(&mut self) -> u64 {
-        if self.shards == 1 || (self.outbox_seq != 0 && self.outbox_seq == self.interest_seq) {
-            return self.interest_seq;
-        }
-        self.interest_seq += 1;
-        let seq = self.interest_seq;
-        for to in (0..self.shards).filter(|&to| to != self.id) {
-            self.outbox.push((to, Msg::Barrier { seq }));
-        }
-        self.outbox_seq = seq;
-        seq
-    }
-
-    fn interest_applied_everywhere(&self, seq: u64) -> bool {
-        (0..self.shards).all(|s| s == self.id || self.interest_acked[s] >= seq)
     }
 
     pub(super) fn release_subacks(&mut self, io: &mut Io) {
-        while let Some(p) = self.pending_subacks.front() {
-            if !self.interest_applied_everywhere(p.seq) {
+        while let Some(p) = self.interest.pending_subacks.front() {
+            if !self.interest.applied_everywhere(p.seq) {
                 break;
             }
-            let p = self.pending_subacks.pop_front().expect("front exists");
+            let p = self
+                .interest
+                .pending_subacks
+                .pop_front()
+                .expect("front exists");
             self.send_suback(io, p);
         }
     }
 
-    fn send_suback(&mut self, io: &mut Io, p: PendingSuback) {
+    pub(super) fn send_suback(&mut self, io: &mut Io, p: PendingSuback) {
         let Some(version) = io.state(p.conn).map(|c| c.version()) else {
             return;
         };
@@ -425,10 +187,10 @@ impl Broker {
                     properties: Properties::List(&props),
                     codes: &p.codes,
                 });
-                Broker::write_answer(io, &self.stats, p.conn, version, &full, &bare);
+                self.writer.answer(io, p.conn, version, &full, &bare);
             }
             None => {
-                Broker::write_packet(io, &self.stats, p.conn, version, &bare);
+                self.writer.packet(io, p.conn, version, &bare);
             }
         }
         for (filter, opts, sub_id) in p.retained {
@@ -446,9 +208,9 @@ impl Broker {
             // A filter the session holds is valid and has its node in the table.
             let found = topic::parse_filter(filter).ok().and_then(|parsed| {
                 let share = matches!(parsed, Filter::Shared { .. }).then_some(filter);
-                Some((self.subs.find(parsed.filter())?, share))
+                Some((self.routes.subs.find(parsed.filter())?, share))
             });
-            let Some(session) = self.session_mut(sid) else {
+            let Some(session) = self.sessions.get_mut(sid) else {
                 return;
             };
             match found {
@@ -465,7 +227,7 @@ impl Broker {
             properties: Properties::EMPTY,
             codes,
         });
-        Broker::write_packet(io, &self.stats, key, version, &pkt);
+        self.writer.packet(io, key, version, &pkt);
     }
 
     /// Puts a subscription of session `sid` to `filter` (valid) in the topic table and
@@ -479,62 +241,19 @@ impl Broker {
     ) -> Option<SubRef> {
         let parsed = topic::parse_filter(filter).ok()?;
         let entry = Subscriber { sid, opts, sub_id };
-        match parsed {
-            Filter::Plain(f) => {
-                let node = self.subs.insert(f);
-                self.subs.get_mut(node).push_plain(entry);
-                let prefix = interest_prefix(f, self.config().route_depth);
-                self.advertise(prefix, None, true);
-                Some(SubRef { node, share: None })
-            }
-            Filter::Shared { filter: plain, .. } => {
-                let node = self.subs.insert(plain);
-                let groups = self.subs.get_mut(node).groups_vec();
-                let share: Arc<str> = match groups.iter_mut().find(|g| &*g.share == filter) {
-                    Some(g) => {
-                        g.members.push(entry);
-                        g.share.clone()
-                    }
-                    None => {
-                        let share: Arc<str> = Arc::from(filter);
-                        groups.push(ShareGroup {
-                            share: share.clone(),
-                            members: vec![entry],
-                            next: 0,
-                        });
-                        share
-                    }
-                };
-                self.advertise(plain, Some(share.clone()), true);
-                Some(SubRef {
-                    node,
-                    share: Some(share),
-                })
-            }
-        }
-    }
-
-    /// The entry of session `sid` at `node` (in group `share`, for a shared
-    /// subscription).
-    fn subscriber_mut(
-        &mut self,
-        sid: SessionId,
-        node: NodeId,
-        share: Option<&str>,
-    ) -> Option<&mut Subscriber> {
-        let v = self.subs.get_mut(node);
-        match share {
-            None => v.plain_mut().iter_mut().find(|s| s.sid == sid),
-            Some(share) => v
-                .groups_mut()
-                .iter_mut()
-                .find(|g| &*g.share == share)
-                .and_then(|g| g.members.iter_mut().find(|s| s.sid == sid)),
-        }
+        let (node, share) = self.routes.add(&parsed, filter, entry);
+        let advertised = match share {
+            None => interest_prefix(parsed.filter(), self.config().route_depth),
+            Some(_) => parsed.filter(),
+        };
+        let now = self.clock_ms;
+        self.interest
+            .advertise(advertised, share.clone(), true, now, &mut self.mail);
+        Some(SubRef { node, share })
     }
 
     /// Changes the options of a subscription already in the topic table.
-    fn update_subscription(
+    pub(super) fn update_subscription(
         &mut self,
         sid: SessionId,
         node: NodeId,
@@ -542,7 +261,7 @@ impl Broker {
         opts: SubscriptionOptions,
         sub_id: u32,
     ) {
-        if let Some(e) = self.subscriber_mut(sid, node, share) {
+        if let Some(e) = self.routes.subscriber_mut(sid, node, share) {
             e.opts = opts;
             e.sub_id = sub_id;
         }
@@ -554,6 +273,7 @@ impl Broker {
         let mut out = Vec::with_capacity(subs.len());
         for r in subs {
             let Some(e) = self
+                .routes
                 .subscriber_mut(sid, r.node, r.share.as_deref())
                 .copied()
             else {
@@ -561,7 +281,7 @@ impl Broker {
             };
             let filter = match &r.share {
                 Some(share) => (**share).into(),
-                None => self.subs.path_of(r.node).into(),
+                None => self.routes.subs.path_of(r.node).into(),
             };
             out.push(Subscription {
                 filter,
@@ -580,217 +300,26 @@ impl Broker {
         node: NodeId,
         share: Option<&str>,
     ) {
-        let value = self.subs.get_mut(node);
-        let removed_share = match share {
-            None => {
-                if !value.remove_plain(sid) {
-                    return;
-                }
-                None
-            }
-            Some(share) => {
-                let groups = value.groups_mut();
-                let Some(gi) = groups.iter().position(|g| &*g.share == share) else {
-                    return;
-                };
-                let g = &mut groups[gi];
-                g.members.retain(|s| s.sid != sid);
-                let share = g.share.clone();
-                if g.members.is_empty() {
-                    value.remove_group(gi);
-                }
-                Some(share)
-            }
+        let Some(removed_share) = self.routes.remove(sid, node, share) else {
+            return;
         };
         // Only other shards hear about interest: a single shard needs no filter here.
-        let plain = if self.shards > 1 {
-            self.subs.path_of(node)
+        let plain = if self.peers.count > 1 {
+            self.routes.subs.path_of(node)
         } else {
             String::new()
         };
-        self.subs.prune(node);
+        self.routes.subs.prune(node);
+        let now = self.clock_ms;
         match removed_share {
             None => {
                 let prefix = interest_prefix(&plain, self.config().route_depth);
-                self.advertise(prefix, None, false);
+                self.interest
+                    .advertise(prefix, None, false, now, &mut self.mail);
             }
-            Some(share) => self.advertise(&plain, Some(share), false),
-        }
-    }
-
-    /// Counts local interest in `prefix` (or in the exact filter of a shared group) and
-    /// tells every other shard when it appears or disappears. Plain interest lingers for
-    /// [`INTEREST_LINGER_MS`] after its last subscriber here leaves: a client that
-    /// reconnects and subscribes again (the usual churn) costs no broadcast, and other
-    /// shards keep routing to this one meanwhile, so a message published just after such
-    /// a SUBSCRIBE reached this shard does not depend on the interest having travelled
-    /// first. A group's interest goes at once: a publisher picks one shard per group, and
-    /// must not pick one without members.
-    fn advertise(&mut self, prefix: &str, share: Option<Arc<str>>, add: bool) {
-        if self.shards == 1 {
-            return;
-        }
-        let key: Box<str> = match &share {
-            Some(s) => (**s).into(),
-            None => prefix.into(),
-        };
-        let lingers = share.is_none();
-        let now = self.clock_ms.max(1);
-        let entry = self.advertised.entry(key.clone()).or_default();
-        let changed = if add {
-            entry.count += 1;
-            // Back from lingering: still advertised.
-            let was_idle = entry.idle_since != 0;
-            entry.idle_since = 0;
-            entry.count == 1 && !was_idle
-        } else {
-            entry.count = entry.count.saturating_sub(1);
-            entry.count == 0 && !lingers
-        };
-        if entry.count == 0 {
-            if lingers {
-                if entry.idle_since == 0 {
-                    entry.idle_since = now;
-                    self.lingering.push_back((key, now));
-                }
-                return;
-            }
-            self.advertised.remove(&key);
-        }
-        if changed {
-            self.broadcast_interest(prefix, share, add);
-        }
-    }
-
-    /// Each tick: plain interest idle for [`INTEREST_LINGER_MS`] is withdrawn.
-    pub(super) fn withdraw_idle_interest(&mut self) {
-        let now = self.clock_ms;
-        while let Some((key, since)) = self.lingering.front() {
-            if since + INTEREST_LINGER_MS > now {
-                return;
-            }
-            let (key, since) = (key.clone(), *since);
-            self.lingering.pop_front();
-            let idle = self
-                .advertised
-                .get(&key)
-                .is_some_and(|a| a.count == 0 && a.idle_since == since);
-            if idle {
-                self.advertised.remove(&key);
-                self.broadcast_interest(&key, None, false);
-            }
-        }
-    }
-
-    /// Tells every other shard that this one has (`add`) or no longer has subscribers
-    /// for a prefix (or a shared group's filter).
-    fn broadcast_interest(&mut self, prefix: &str, share: Option<Arc<str>>, add: bool) {
-        self.interest_seq += 1;
-        let seq = self.interest_seq;
-        let filter = if share.is_some() {
-            prefix.into()
-        } else {
-            advertised_filter(prefix)
-        };
-        for to in 0..self.shards {
-            if to != self.id {
-                let msg = Msg::Interest(Box::new(Interest {
-                    filter: filter.clone(),
-                    share: share.clone(),
-                    add,
-                    seq,
-                }));
-                // Interest must not wait behind a local inbox; it goes straight to the peer.
-                self.outbox.push((to, msg));
-            }
-        }
-        self.outbox_seq = seq;
-    }
-
-    /// Another shard gained or lost interest in `filter`.
-    pub(super) fn apply_interest(
-        &mut self,
-        from: usize,
-        filter: &str,
-        share: Option<Arc<str>>,
-        add: bool,
-    ) {
-        if from >= MAX_SHARDS {
-            return;
-        }
-        let bit = 1u128 << from;
-        let node = if add {
-            self.interest.insert(filter)
-        } else {
-            match self.interest.find(filter) {
-                Some(n) => n,
-                None => return,
-            }
-        };
-        let v = self.interest.get_mut(node);
-        match share {
-            None if add => v.shards |= bit,
-            None => v.shards &= !bit,
-            Some(share) => match v.groups.iter().position(|(s, _)| *s == share) {
-                Some(i) if add => v.groups[i].1 |= bit,
-                Some(i) => {
-                    v.groups[i].1 &= !bit;
-                    if v.groups[i].1 == 0 {
-                        v.groups.swap_remove(i);
-                    }
-                }
-                None if add => v.groups.push((share, bit)),
-                None => {}
-            },
-        }
-        if !add {
-            self.interest.prune(node);
-        }
-    }
-
-    /// Stores a retained message (an empty payload clears the topic) if it is newer than
-    /// what this shard holds.
-    pub(super) fn store_retained(&mut self, msg: Arc<Message>, version: u64) {
-        let topic = msg.topic().to_owned();
-        if msg.payload().is_empty() {
-            if let Some(node) = self.retained.find(&topic) {
-                let v = self.retained.get_mut(node);
-                if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
-                    v.msg = None;
-                    self.retained.prune(node);
-                }
-            }
-            return;
-        }
-        let node = self.retained.insert(&topic);
-        let v = self.retained.get_mut(node);
-        if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
-            v.msg = Some((msg, version));
-        }
-    }
-
-    /// Sends the retained messages matching a new subscription, with RETAIN set.
-    fn send_retained(
-        &mut self,
-        io: &mut Io,
-        sid: SessionId,
-        filter: &str,
-        opts: SubscriptionOptions,
-        sub_id: u32,
-    ) {
-        let mut found: Vec<Arc<Message>> = Vec::new();
-        let now = std::time::Instant::now();
-        self.retained.match_filter(filter, |_, v| {
-            if let Some((m, _)) = &v.msg
-                && !m.is_expired(now)
-            {
-                found.push(m.clone());
-            }
-        });
-        for m in found {
-            let qos = m.qos.min(opts.qos);
-            let mut src = super::fanout::Src::from_arc(&m, self.id);
-            self.deliver(io, sid, &mut src, qos, true, SubIds::one(sub_id));
+            Some(share) => self
+                .interest
+                .advertise(&plain, Some(share), false, now, &mut self.mail),
         }
     }
 }
@@ -830,68 +359,6 @@ mod tests {
                 if topic::matches(f, t) {
                     assert!(topic::matches(outer, t));
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn a_single_subscriber_stays_inline() {
-        let sub = |index| Subscriber {
-            sid: SessionId {
-                index,
-                gen_: std::num::NonZeroU32::MIN,
-            },
-            opts: SubscriptionOptions {
-                qos: ringmq_proto::mqtt::QoS::AtLeastOnce,
-                no_local: false,
-                retain_as_published: false,
-                retain_handling: 0,
-            },
-            sub_id: index,
-        };
-        assert_eq!(std::mem::size_of::<SubsNode>(), 16);
-        let mut v = SubsNode::default();
-        v.push_plain(sub(1));
-        assert!(matches!(v, SubsNode::One(_)));
-        v.push_plain(sub(2));
-        assert!(matches!(v, SubsNode::Many(_)));
-        assert_eq!(v.plain().len(), 2);
-        let sid = |index| SessionId {
-            index,
-            gen_: std::num::NonZeroU32::MIN,
-        };
-        assert!(!v.remove_plain(sid(3)));
-        assert!(v.remove_plain(sid(1)));
-        assert!(
-            matches!(v, SubsNode::One(s) if s.sub_id == 2),
-            "back inline"
-        );
-        v.groups_vec().push(ShareGroup {
-            share: "$share/g/t".into(),
-            members: vec![sub(4)],
-            next: 0,
-        });
-        assert_eq!((v.plain().len(), v.groups().len()), (1, 1));
-        assert!(v.remove_plain(sid(2)));
-        assert!(!v.is_empty(), "the group is left");
-        v.remove_group(0);
-        assert!(v.is_empty());
-    }
-
-    #[test]
-    fn interest_prefixes_cut_at_the_route_depth() {
-        assert_eq!(interest_prefix("a/b/c", 1), "a/");
-        assert_eq!(interest_prefix("a/b/c", 2), "a/b/");
-        assert_eq!(interest_prefix("a/b", 2), "a/b");
-        assert_eq!(interest_prefix("#", 1), "#");
-        assert_eq!(interest_prefix("+/x", 1), "+/");
-        assert_eq!(&*advertised_filter("a/b/"), "a/b/#");
-        assert_eq!(&*advertised_filter("a/b"), "a/b");
-        // The advertised filter matches everything the original does.
-        for (f, t) in [("a/b/c", "a/b/c"), ("a/+/c", "a/x/c"), ("a/b/#", "a/b")] {
-            for depth in 1..4 {
-                let adv = advertised_filter(interest_prefix(f, depth));
-                assert!(topic::matches(&adv, t), "{adv} should match {t}");
             }
         }
     }

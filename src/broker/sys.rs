@@ -11,17 +11,24 @@ use super::{Broker, BrokerStats};
 use crate::broker::session::Message;
 use ringmq_shard::stats::{Counter, RuntimeStats};
 
+/// When `$SYS` was last published.
+#[derive(Default)]
+pub(super) struct Sys {
+    /// Shard clock, ms (0: never).
+    pub last_ms: u64,
+}
+
 impl Broker {
     pub(super) fn publish_sys(&mut self, io: &mut Io) {
         let interval = self.config().sys_interval_s;
-        if self.id != 0 || interval == 0 {
+        if self.peers.id != 0 || interval == 0 {
             return;
         }
         let now = io.now_ms();
-        if self.last_sys_ms != 0 && now < self.last_sys_ms + interval * 1000 {
+        if self.sys.last_ms != 0 && now < self.sys.last_ms + interval * 1000 {
             return;
         }
-        self.last_sys_ms = now.max(1);
+        self.sys.last_ms = now.max(1);
         let shards = &self.shared.shards;
         let runtime = |f: fn(&RuntimeStats) -> &Counter| -> u64 {
             shards.iter().map(|s| f(&s.runtime).get()).sum()
@@ -47,7 +54,7 @@ impl Broker {
             ("messages/sent", broker(|s| &s.messages_out).to_string()),
             ("bytes/received", runtime(|s| &s.bytes_in).to_string()),
             ("bytes/sent", runtime(|s| &s.bytes_out).to_string()),
-            ("shards", self.shards.to_string()),
+            ("shards", self.peers.count.to_string()),
         ];
         for (name, value) in figures {
             let topic = format!("$SYS/broker/{name}");

@@ -1,14 +1,10 @@
-//! The two tables a shard keeps by client id, each without a copy of the id string:
-//!
-//! - [`ClientIndex`]: which session on this shard belongs to a client id. The table holds
-//!   only slots of the session table and hashes the id the session itself holds.
-//! - [`Registry`]: on a client id's home shard, which shard owns its session and under
-//!   which claim epoch (see `connect`), for ids claimed now or whose session is on
-//!   another shard. Its entries are keyed by a 128-bit fingerprint of the id instead of
-//!   the id.
-//!
-//! A million idle clients cost a few bytes in each table (a `u32` and a control byte per
-//! bucket, plus the registry's 32-byte entry) instead of three heap copies of every id.
+//! The home registry: on a client id's home shard, which shard owns its session and under
+//! which claim epoch (see `takeover`), for ids claimed now or whose session is on another
+//! shard, and the claims waiting for the one in progress. Its entries are keyed by a
+//! 128-bit fingerprint of the id instead of the id, so a million idle clients cost a
+//! 32-byte entry each (and a `u32` and a control byte per bucket) rather than a heap copy
+//! of every id. (Which session here holds an id is the session table's index,
+//! `sessions::ClientIndex`.)
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -16,73 +12,7 @@ use std::hash::{BuildHasher, RandomState};
 use hashbrown::HashTable;
 use slab::Slab;
 
-use crate::broker::session::{Session, SessionId};
-use ringmq_shard::conn::ConnKey;
-
-/// Client id → the session that holds it on this shard (stubs of sessions that moved
-/// away are not in it).
-pub(super) struct ClientIndex {
-    /// Slots of the session table; each slot's session holds the id it is found by.
-    table: HashTable<u32>,
-    hasher: RandomState,
-}
-
-impl ClientIndex {
-    pub fn new() -> ClientIndex {
-        ClientIndex {
-            table: HashTable::new(),
-            hasher: RandomState::new(),
-        }
-    }
-
-    /// The session of `client_id`, if one on this shard is indexed under it.
-    pub fn get(&self, sessions: &Slab<Session>, client_id: &str) -> Option<SessionId> {
-        let h = self.hasher.hash_one(client_id);
-        let index = *self.table.find(h, |&i| {
-            sessions
-                .get(i as usize)
-                .is_some_and(|s| *s.client_id == *client_id)
-        })?;
-        let gen_ = sessions.get(index as usize)?.gen_;
-        Some(SessionId { index, gen_ })
-    }
-
-    /// Indexes session `sid` (already in `sessions`) under its client id, in place of
-    /// any other session indexed under that id.
-    pub fn insert(&mut self, sessions: &Slab<Session>, sid: SessionId) {
-        let Some(slot) = sessions.get(sid.index as usize) else {
-            return;
-        };
-        let client_id = &*slot.client_id;
-        let h = self.hasher.hash_one(client_id);
-        let same_id = |&i: &u32| {
-            sessions
-                .get(i as usize)
-                .is_some_and(|s| *s.client_id == *client_id)
-        };
-        if let Some(i) = self.table.find_mut(h, same_id) {
-            *i = sid.index;
-            return;
-        }
-        let hasher = &self.hasher;
-        // Every indexed slot holds a session (see `remove`), so rehashing finds its id.
-        let rehash = |&i: &u32| {
-            sessions
-                .get(i as usize)
-                .map_or(0, |s| hasher.hash_one(&*s.client_id))
-        };
-        self.table.insert_unique(h, sid.index, rehash);
-    }
-
-    /// Removes the entry of `client_id` if it names session `sid`. Must be called before
-    /// the session leaves its slot.
-    pub fn remove(&mut self, client_id: &str, sid: SessionId) {
-        let h = self.hasher.hash_one(client_id);
-        if let Ok(e) = self.table.find_entry(h, |&i| i == sid.index) {
-            e.remove();
-        }
-    }
-}
+use super::msg::Claimant;
 
 /// A client id as the registry knows it: a 128-bit keyed hash.
 ///
@@ -124,27 +54,33 @@ impl HomeEntry {
     }
 }
 
-/// A claim waiting for the one in progress: (claiming shard, its connection, clean start).
-pub(super) type WaitingClaim = (usize, ConnKey, bool);
-
 /// The client ids whose home is this shard.
 pub(super) struct Registry {
+    /// The last claim epoch given out (epochs start at 1).
+    claim_epoch: u64,
     hasher: RandomState,
     entries: Slab<HomeEntry>,
     /// Slots of `entries`, hashed by their key (already a hash: its first half).
     table: HashTable<u32>,
     /// Claims waiting, per id (rare: only while one id is claimed twice at once).
-    waiting: HashMap<IdKey, VecDeque<WaitingClaim>>,
+    waiting: HashMap<IdKey, VecDeque<Claimant>>,
 }
 
 impl Registry {
     pub fn new() -> Registry {
         Registry {
+            claim_epoch: 0,
             hasher: RandomState::new(),
             entries: Slab::new(),
             table: HashTable::new(),
             waiting: HashMap::new(),
         }
+    }
+
+    /// A new claim epoch, later than every one given out before.
+    pub fn next_epoch(&mut self) -> u64 {
+        self.claim_epoch += 1;
+        self.claim_epoch
     }
 
     pub fn key(&self, client_id: &str) -> IdKey {
@@ -222,11 +158,11 @@ impl Registry {
         self.table = table;
     }
 
-    pub fn push_waiting(&mut self, key: IdKey, claim: WaitingClaim) {
+    pub fn push_waiting(&mut self, key: IdKey, claim: Claimant) {
         self.waiting.entry(key).or_default().push_back(claim);
     }
 
-    pub fn pop_waiting(&mut self, key: IdKey) -> Option<WaitingClaim> {
+    pub fn pop_waiting(&mut self, key: IdKey) -> Option<Claimant> {
         let queue = self.waiting.get_mut(&key)?;
         let claim = queue.pop_front();
         if queue.is_empty() {
@@ -243,6 +179,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringmq_shard::conn::ConnKey;
 
     #[test]
     fn registry_entries_by_fingerprint() {
@@ -281,11 +218,16 @@ mod tests {
             index,
             gen_: std::num::NonZeroU32::MIN,
         };
-        r.push_waiting(b, (1, conn(1), true));
-        r.push_waiting(b, (2, conn(2), false));
+        let claimant = |shard| Claimant {
+            shard,
+            conn: conn(shard as u32),
+            clean_start: shard == 1,
+        };
+        r.push_waiting(b, claimant(1));
+        r.push_waiting(b, claimant(2));
         assert!(r.has_waiting(b));
-        assert_eq!(r.pop_waiting(b).map(|w| w.0), Some(1));
-        assert_eq!(r.pop_waiting(b).map(|w| w.0), Some(2));
+        assert_eq!(r.pop_waiting(b), Some(claimant(1)));
+        assert_eq!(r.pop_waiting(b), Some(claimant(2)));
         assert!(!r.has_waiting(b) && r.pop_waiting(b).is_none());
     }
 }

@@ -1,0 +1,115 @@
+//! What the broker of every shard is told at start ([`BrokerConfig`]) and what it can
+//! read of the others ([`Shared`]).
+
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use super::ShardFigures;
+use crate::config::defaults::{self, MAX_SHARDS};
+
+/// Broker-level settings shared by all shards.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Offline queue bound per persistent session (messages); the oldest is dropped
+    /// (and counted) past it.
+    pub max_queued_messages: usize,
+    /// QoS 1/2 messages in flight to one client at a time; also the Receive Maximum
+    /// told MQTT 5 clients: QoS 2 messages from one client that may await PUBREL at a
+    /// time, one more being answered with DISCONNECT 0x93 (MQTT-3.3.4-8). QoS 1
+    /// messages are acknowledged at once and never wait.
+    pub max_inflight: u16,
+    /// How often `$SYS/broker/...` topics are published, in seconds (0: never).
+    pub sys_interval_s: u64,
+    /// Topic levels of a filter that other shards are told about: a publish goes to every
+    /// shard with a filter matching on these levels (a superset of the shards that have
+    /// matching subscribers). Fewer levels keep each shard's copy of the others' interest
+    /// small; more levels route more precisely. The default, 1, advertises `idle/#` once
+    /// for a million clients subscribed to `idle/<their id>` (with 2, every shard would
+    /// hold a node per other shard's client topic); a shard that gets a message it has no
+    /// subscriber for just finds no match.
+    pub route_depth: usize,
+    /// Topic aliases a client may use towards the broker (MQTT 5 Topic Alias Maximum).
+    pub topic_alias_max: u16,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions: usize,
+    /// Longest keep alive an MQTT 5 client may use, in seconds (0: whatever the client
+    /// asks). A client asking for more, or for none (0), is told this value as Server
+    /// Keep Alive (MQTT 5 §3.2.2.3.14) and held to it: a connection that never has to
+    /// speak cannot be told from a dead one. MQTT 3.1.1 has no way to say this; its
+    /// clients keep their own value.
+    pub max_keep_alive_s: u16,
+    /// Subscription authorization: a SUBSCRIBE filter that lies within one of these
+    /// filters (every topic it can match is matched by the denied filter) is refused
+    /// with SUBACK 0x80. It decides what may be subscribed, not what is delivered: `#`
+    /// stays allowed even if `a/b` is denied.
+    pub deny_subscribe: Vec<Box<str>>,
+    /// Largest MQTT packet accepted, in bytes (fixed header included).
+    pub max_packet_size: u32,
+    /// Time allowed for CONNECT, from the connection's opening (after the upgrade, for
+    /// WebSocket).
+    pub connect_timeout_ms: u64,
+    /// Outbound bytes queued on one connection above which QoS 0 messages to it are
+    /// dropped (and counted).
+    pub out_soft_limit: usize,
+    /// Messages queued locally for a peer shard whose ring is full, above which QoS 0
+    /// publishes to that peer are dropped (and counted).
+    pub mesh_overflow_limit: usize,
+    /// QoS 1/2 deliveries kept on a whole shard for connected clients whose in-flight
+    /// window is full, above which the shard is under pressure (its publishers are
+    /// paused), until they are at most half of it.
+    pub max_deliveries_waiting: usize,
+    /// Bytes a paused publisher may send that are held for it (its acknowledgements are
+    /// taken up at once); past this, reading from it stops until the pause ends.
+    pub pause_hold_bytes: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_queued_messages: defaults::MAX_QUEUED_MESSAGES,
+            max_inflight: defaults::MAX_INFLIGHT,
+            sys_interval_s: defaults::SYS_INTERVAL_S,
+            route_depth: defaults::ROUTE_DEPTH,
+            topic_alias_max: defaults::TOPIC_ALIAS_MAX,
+            max_subscriptions: defaults::MAX_SUBSCRIPTIONS,
+            max_keep_alive_s: defaults::MAX_KEEP_ALIVE_S,
+            deny_subscribe: defaults::DENY_SUBSCRIBE.iter().map(|&f| f.into()).collect(),
+            max_packet_size: defaults::MAX_PACKET_SIZE,
+            connect_timeout_ms: defaults::CONNECT_TIMEOUT_MS,
+            out_soft_limit: defaults::OUT_SOFT_LIMIT,
+            mesh_overflow_limit: defaults::MESH_OVERFLOW_LIMIT,
+            max_deliveries_waiting: defaults::MAX_DELIVERIES_WAITING,
+            pause_hold_bytes: defaults::PAUSE_HOLD_BYTES,
+        }
+    }
+}
+
+/// What every shard's broker can read: settings, every shard's counters, and the clock
+/// that orders retained-message updates across shards.
+pub struct Shared {
+    pub config: BrokerConfig,
+    /// Each shard's counters and histograms, in shard order.
+    pub shards: Vec<ShardFigures>,
+    pub started: Instant,
+    /// Each retained update takes the next value, so every shard keeps the same latest one.
+    pub retain_clock: AtomicU64,
+}
+
+impl Shared {
+    /// What `shards.len()` shards share; at most [`MAX_SHARDS`] (sets of shards are
+    /// 128-bit masks).
+    pub fn new(config: BrokerConfig, shards: Vec<ShardFigures>) -> Result<Shared, String> {
+        if shards.is_empty() || shards.len() > MAX_SHARDS {
+            return Err(format!(
+                "a broker runs 1 to {MAX_SHARDS} shards, not {}",
+                shards.len()
+            ));
+        }
+        Ok(Shared {
+            config,
+            shards,
+            started: Instant::now(),
+            retain_clock: AtomicU64::new(1),
+        })
+    }
+}

@@ -1,0 +1,254 @@
+//! One message to one session: sent now, queued (offline, or past the in-flight window),
+//! forwarded (the session moved to another shard), or dropped (QoS 0 to a slow or absent
+//! client, past a bound), each counted. Also the entry points for messages other shards
+//! route here.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ringmq_proto::mqtt::{QoS, ReasonCode};
+use ringmq_shard::conn::CloseReason;
+
+use super::msg::Forward;
+use super::session::{Inflight, Message, OutState, Queued, SessionId, SubIds};
+use super::writer::{Out, Recipient, View, Written};
+use super::{Broker, Io, Msg};
+
+/// A message being routed: borrowed from the packet that carried it, and shared
+/// (`Arc`) once something has to keep it.
+pub(super) struct Src<'a> {
+    pub topic: &'a str,
+    pub props: &'a [u8],
+    pub payload: &'a [u8],
+    pub qos: QoS,
+    pub retain: bool,
+    pub expires_at: Option<Instant>,
+    /// The shard and session that published it (for No Local), when known.
+    pub origin: Option<(usize, SessionId)>,
+    /// The shard this message came from to this one (this shard for its own publishes).
+    pub via: usize,
+    /// The message as kept, once something had to keep it.
+    pub shared: Option<Arc<Message>>,
+}
+
+impl<'a> Src<'a> {
+    /// What a PUBLISH of this message is written from.
+    pub fn view(&self) -> View<'a> {
+        View {
+            topic: self.topic,
+            props: self.props,
+            payload: self.payload,
+            expires_at: self.expires_at,
+        }
+    }
+
+    pub(super) fn from_arc(m: &'a Arc<Message>, via: usize) -> Src<'a> {
+        Src {
+            topic: m.topic(),
+            props: m.props(),
+            payload: m.payload(),
+            qos: m.qos,
+            retain: m.retain,
+            expires_at: m.expires_at,
+            origin: m.origin,
+            via,
+            shared: Some(m.clone()),
+        }
+    }
+
+    pub fn shared(&mut self) -> Arc<Message> {
+        self.shared
+            .get_or_insert_with(|| {
+                Arc::new(Message::new(
+                    self.topic,
+                    self.props,
+                    self.payload,
+                    self.qos,
+                    self.retain,
+                    self.expires_at,
+                    self.origin,
+                ))
+            })
+            .clone()
+    }
+}
+
+impl Broker {
+    /// A message from shard `from` for this shard's plain subscribers.
+    pub(super) fn deliver_remote(&mut self, io: &mut Io, from: usize, m: &Arc<Message>) {
+        let mut src = Src::from_arc(m, from);
+        self.deliver_local(io, &mut src, None);
+    }
+
+    /// A message from shard `from` for one member of a shared group here.
+    pub(super) fn deliver_share(
+        &mut self,
+        io: &mut Io,
+        from: usize,
+        share: &Arc<str>,
+        m: &Arc<Message>,
+    ) {
+        let mut src = Src::from_arc(m, from);
+        self.deliver_share_local(io, share, &mut src);
+    }
+
+    /// A delivery that reached the session's old shard after the session moved here.
+    pub(super) fn deliver_forwarded(&mut self, io: &mut Io, from: usize, f: Forward) {
+        // Gone on (or ended) meanwhile: the move after this one forwards what it holds,
+        // not this.
+        let Some(sid) = self.sessions.find(&f.client_id) else {
+            return;
+        };
+        let mut src = Src::from_arc(&f.msg, from);
+        self.deliver(io, sid, &mut src, f.qos, f.retain, f.sub_ids);
+    }
+
+    /// Delivers one message to one session: sent now, queued (offline, or past the
+    /// in-flight window), or dropped (QoS 0 to a slow or absent client), each counted.
+    pub(super) fn deliver(
+        &mut self,
+        io: &mut Io,
+        sid: SessionId,
+        src: &mut Src<'_>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+    ) {
+        // MQTT-3.3.2-5: an expired message is not delivered. (The clock is read only for
+        // messages that expire.)
+        if src.expires_at.is_some_and(|at| at <= Instant::now()) {
+            return;
+        }
+        let max_queued = self.config().max_queued_messages;
+        let soft_limit = self.config().out_soft_limit;
+        let stats = &self.stats;
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if let Some(e) = s.extra_opt_mut()
+            && let Some(to) = e.moved_to
+        {
+            // A stub: the session lives on shard `to` now. What came from a shard that
+            // has fenced reaches `to` directly.
+            if e.fenced & (1u128 << src.via) == 0 {
+                let client_id = (*s.client_id).into();
+                let msg = src.shared();
+                let fwd = Msg::Forward(Box::new(Forward {
+                    client_id,
+                    msg,
+                    qos,
+                    retain,
+                    sub_ids,
+                }));
+                io.send_to_shard(to, fwd);
+            }
+            return;
+        }
+        if let (Some(a), Some(m)) = (
+            s.extra_opt_mut().and_then(|e| e.arrival.as_mut()),
+            src.shared.as_ref(),
+        ) {
+            // Just moved here: a message may come both directly and through the stub.
+            let (dup, forgot) = a.seen_before(m);
+            if forgot {
+                stats.dedup_window_overflow.add(1);
+            }
+            if dup {
+                return;
+            }
+        }
+        // A closing connection counts as gone: a session that outlives it keeps the
+        // message, one that ends with it has nowhere to keep it.
+        let Some(conn) = s.conn.filter(|&c| io.is_open(c)) else {
+            // Offline: QoS 1 and 2 wait for the client (MQTT-3.1.2-5), the oldest
+            // dropped past the bound; QoS 0 is not kept.
+            if qos != QoS::AtMostOnce && s.is_persistent() {
+                let q = Queued {
+                    msg: src.shared(),
+                    qos,
+                    retain,
+                    sub_ids,
+                };
+                let closing = s.conn.is_some();
+                if s.extra_mut().enqueue(q, max_queued) {
+                    self.stats.dropped_queue_full.add(1);
+                } else if closing {
+                    // Its connection is closing: counted until `connection_closed`.
+                    self.pressure.waiting += 1;
+                }
+            }
+            return;
+        };
+        let to = Recipient::of(io, conn, s.version);
+        if qos == QoS::AtMostOnce {
+            if io.out_len(conn) > soft_limit {
+                self.stats.dropped_qos0_slow_consumer.add(1);
+                return;
+            }
+            let out = Out::first(qos, retain, sub_ids, 0);
+            self.writer.publish(io, to, &src.view(), out);
+            return;
+        }
+        if !s.window_open() || s.queue_len() > 0 {
+            // MQTT-3.3.4-9: no more unacknowledged than the client's Receive Maximum;
+            // the rest wait, in order.
+            let q = Queued {
+                msg: src.shared(),
+                qos,
+                retain,
+                sub_ids,
+            };
+            let queue = &mut s.extra_mut().queue;
+            if queue.len() < max_queued.max(1) {
+                queue.push_back(q);
+                self.pressure.waiting += 1;
+                return;
+            }
+            // Every queue is bounded: a connected client that lets more than its
+            // session's queue wait is disconnected as a slow consumer, rather than lose
+            // messages while it stays. A session that outlives the connection keeps this
+            // one too (its queue then drops the oldest, counted, as any offline queue).
+            if s.is_persistent() {
+                s.extra_mut().queue.push_back(q);
+                self.pressure.waiting += 1;
+            }
+            self.disconnect(
+                io,
+                conn,
+                ReasonCode::QUOTA_EXCEEDED,
+                "too many messages waiting for this client",
+                CloseReason::SlowConsumer,
+            );
+            return;
+        }
+        let pkid = s.extra_mut().next_pkid();
+        let out = Out::first(qos, retain, sub_ids, pkid);
+        match self.writer.publish(io, to, &src.view(), out) {
+            Written::TooLarge => {}
+            written => {
+                let delivery = Queued {
+                    msg: src.shared(),
+                    qos,
+                    retain,
+                    sub_ids,
+                };
+                let Some(s) = self.sessions.get_mut(sid) else {
+                    return;
+                };
+                let e = s.extra_mut();
+                if written == Written::Sent {
+                    e.inflight.push_back(Inflight {
+                        pkid,
+                        state: OutState::Published,
+                        delivery,
+                    });
+                } else if e.enqueue(delivery, max_queued) {
+                    // The connection is going: the message waits for the next one.
+                    self.stats.dropped_queue_full.add(1);
+                } else {
+                    self.pressure.waiting += 1;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! PUBLISH in: a client's PUBLISH (its topic alias resolved, a QoS 2 duplicate answered
+//! without a second delivery), or a message the broker makes (a will, `$SYS`), is
+//! retained if asked, routed (`routing`), and acknowledged; then the publisher may be
+//! paused for back-pressure (`pressure`).
+//!
+//! A message that only reaches QoS 0 subscribers on this shard is delivered straight
+//! from the receive buffer, with no allocation; it is copied into one shared
+//! `Arc<Message>` the first time something must keep it (another shard, a QoS 1/2
+//! delivery, an offline queue, the retained store: see `delivery::Src`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringmq_proto::mqtt::{
+    Packet, Properties, Property, PubResp, Publish, QoS, ReasonCode, Version,
+};
+use ringmq_proto::topic;
+use ringmq_shard::conn::ConnKey;
+
+use super::client::Client;
+use super::delivery::Src;
+use super::session::Message;
+use super::{Broker, Io};
+
+/// Copies the MQTT 5 properties a PUBLISH (or will) forwards to subscribers into `out`,
+/// and returns its Message Expiry Interval (kept apart: it is rewritten per delivery).
+/// Topic aliases and subscription identifiers are per connection and not forwarded
+/// (MQTT-3.3.2-7, MQTT-3.3.4-6); the rest go unaltered (MQTT-3.3.2-4, -3.3.2-15,
+/// -3.3.2-16, -3.3.2-17, -3.3.2-18, -3.3.2-20).
+pub(super) fn forward_props(props: Properties<'_>, out: &mut Vec<u8>) -> Option<u32> {
+    let mut expiry = None;
+    for p in props.iter() {
+        match p {
+            Property::MessageExpiryInterval(s) => expiry = Some(s),
+            Property::PayloadFormatIndicator(_)
+            | Property::ContentType(_)
+            | Property::ResponseTopic(_)
+            | Property::CorrelationData(_)
+            | Property::UserProperty(..) => p.write_to(out),
+            _ => {}
+        }
+    }
+    expiry
+}
+
+/// Writes into `topic` the topic a PUBLISH is for: its topic name, or the one its topic
+/// alias stands for (MQTT 5 §3.3.2.3.4: a PUBLISH with a topic sets the alias, one
+/// without uses it). An error is the reason code and string the protocol error carries.
+fn resolve_topic(
+    client: &mut Client,
+    p: &Publish<'_>,
+    max_alias: u16,
+    topic: &mut String,
+) -> Result<(), (ReasonCode, &'static str)> {
+    topic.clear();
+    if let Some(alias) = p.properties.topic_alias() {
+        if alias == 0 || alias > max_alias {
+            // MQTT-3.3.2-9, -3.3.2-10.
+            return Err((ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+        }
+        let slot = alias as usize - 1;
+        let aliases = &mut client.extra_mut().aliases;
+        if aliases.len() <= slot {
+            aliases.resize(slot + 1, None);
+        }
+        if p.topic.is_empty() {
+            let known = aliases[slot].as_deref();
+            topic.push_str(known.ok_or((ReasonCode::PROTOCOL_ERROR, "unknown topic alias"))?);
+        } else {
+            aliases[slot] = Some(p.topic.into());
+            topic.push_str(p.topic);
+        }
+    } else {
+        topic.push_str(p.topic);
+    }
+    topic::validate_name(topic).map_err(|_| (ReasonCode::TOPIC_NAME_INVALID, "invalid topic name"))
+}
+
+impl Broker {
+    /// A client's PUBLISH.
+    pub(super) fn on_publish(&mut self, io: &mut Io, key: ConnKey, p: Publish<'_>) {
+        self.stats.messages_in.add(1);
+        let receive_maximum = self.config().max_inflight;
+        let Some(client) = io.state(key) else { return };
+        let Some(sid) = client.session else { return };
+        let version = client.version();
+        let mut topic_buf = std::mem::take(&mut self.scratch.topic);
+        let max_alias = self.config().topic_alias_max;
+        let resolved = resolve_topic(client, &p, max_alias, &mut topic_buf);
+        // A QoS 2 PUBLISH whose id waits for PUBREL was delivered already (MQTT 4.3.3,
+        // MQTT-4.3.3-9): answered again, not delivered twice.
+        let (duplicate, waiting) = match self.sessions.get(sid) {
+            Some(s) if p.qos == QoS::ExactlyOnce => s.extra().map_or((false, 0), |e| {
+                (e.inbound_qos2.contains(&p.pkid), e.inbound_qos2.len())
+            }),
+            _ => (false, 0),
+        };
+        // MQTT-3.3.4-8: more QoS 2 messages unreleased than the Receive Maximum the
+        // broker gave in CONNACK.
+        let over_receive_maximum =
+            !duplicate && version == Version::V5 && waiting >= receive_maximum as usize;
+        let refused = resolved.err().or(over_receive_maximum.then_some((
+            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+            "more unacknowledged QoS 2 messages than the receive maximum",
+        )));
+        if let Some((code, why)) = refused {
+            self.scratch.topic = topic_buf;
+            return self.protocol_error(io, key, code, why);
+        }
+        if !duplicate {
+            let mut fwd = std::mem::take(&mut self.scratch.fwd);
+            fwd.clear();
+            let expiry = if version == Version::V5 {
+                forward_props(p.properties, &mut fwd)
+            } else {
+                None
+            };
+            let mut src = Src {
+                topic: &topic_buf,
+                props: &fwd,
+                payload: p.payload,
+                qos: p.qos,
+                retain: p.retain,
+                expires_at: expiry.map(|s| Instant::now() + Duration::from_secs(s as u64)),
+                origin: Some((self.peers.id, sid)),
+                via: self.peers.id,
+                shared: None,
+            };
+            if p.retain {
+                let m = src.shared();
+                self.retain(io, m);
+            }
+            self.route(io, &mut src);
+            self.scratch.fwd = fwd;
+        }
+        self.scratch.topic = topic_buf;
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                let ack = Packet::PubAck(PubResp {
+                    pkid: p.pkid,
+                    reason: ReasonCode::SUCCESS,
+                    properties: Properties::EMPTY,
+                });
+                self.writer.packet(io, key, version, &ack);
+            }
+            QoS::ExactlyOnce => {
+                if !duplicate && let Some(s) = self.sessions.get_mut(sid) {
+                    s.extra_mut().inbound_qos2.push(p.pkid);
+                }
+                let rec = Packet::PubRec(PubResp {
+                    pkid: p.pkid,
+                    reason: ReasonCode::SUCCESS,
+                    properties: Properties::EMPTY,
+                });
+                self.writer.packet(io, key, version, &rec);
+            }
+        }
+        self.latency.note_publish();
+        // Back-pressure: a shard that cannot send as fast as it is fed pauses this
+        // publisher for a while, instead of dropping messages: what it sends meanwhile is
+        // held (`take_up`) until `on_resume`.
+        self.pause_publisher_if_pressured(io, key);
+    }
+
+    /// Publishes a message made by the broker (a will, `$SYS`).
+    pub(super) fn publish_message(&mut self, io: &mut Io, m: &Arc<Message>) {
+        if m.retain {
+            self.retain(io, m.clone());
+        }
+        let mut src = Src::from_arc(m, self.peers.id);
+        self.route(io, &mut src);
+    }
+}

@@ -1,0 +1,102 @@
+//! Retained messages: every shard keeps the whole set, so a new subscription finds them
+//! where it is. A retained PUBLISH is stored on its own shard and sent to every other
+//! (`Msg::Retain`) with a version from a process-wide clock, so every shard keeps the same
+//! latest one of a topic whatever order the copies arrive in.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use ringmq_proto::mqtt::SubscriptionOptions;
+
+use super::delivery::Src;
+use super::session::{Message, SessionId, SubIds};
+use super::topics::{NodeValue, Trie};
+use super::{Broker, Io, Msg};
+
+/// A retained message and the version that set it.
+#[derive(Default)]
+pub(super) struct RetainedNode {
+    pub msg: Option<(Arc<Message>, u64)>,
+}
+
+impl NodeValue for RetainedNode {
+    fn is_empty(&self) -> bool {
+        self.msg.is_none()
+    }
+}
+
+/// This shard's copy of the retained messages: topic name → the latest message and its
+/// version.
+#[derive(Default)]
+pub(super) struct Retained {
+    trie: Trie<RetainedNode>,
+}
+
+impl Retained {
+    /// Stores a retained message (an empty payload clears the topic) if it is newer than
+    /// what this shard holds.
+    pub fn store(&mut self, msg: Arc<Message>, version: u64) {
+        let topic = msg.topic().to_owned();
+        if msg.payload().is_empty() {
+            if let Some(node) = self.trie.find(&topic) {
+                let v = self.trie.get_mut(node);
+                if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
+                    v.msg = None;
+                    self.trie.prune(node);
+                }
+            }
+            return;
+        }
+        let node = self.trie.insert(&topic);
+        let v = self.trie.get_mut(node);
+        if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
+            v.msg = Some((msg, version));
+        }
+    }
+
+    /// The retained messages whose topics `filter` matches, but those expired at `now`.
+    pub fn matching(&mut self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
+        let mut found = Vec::new();
+        self.trie.match_filter(filter, |_, v| {
+            if let Some((m, _)) = &v.msg
+                && !m.is_expired(now)
+            {
+                found.push(m.clone());
+            }
+        });
+        found
+    }
+}
+
+impl Broker {
+    /// Stores a retained message here and on every other shard.
+    pub(super) fn retain(&mut self, io: &mut Io, m: Arc<Message>) {
+        let version = self.shared.retain_clock.fetch_add(1, Ordering::Relaxed);
+        for to in self.peers.others() {
+            let msg = Msg::Retain {
+                msg: m.clone(),
+                version,
+            };
+            io.send_to_shard(to, msg);
+        }
+        self.retained.store(m, version);
+    }
+
+    /// Sends the retained messages matching a new subscription, with RETAIN set.
+    pub(super) fn send_retained(
+        &mut self,
+        io: &mut Io,
+        sid: SessionId,
+        filter: &str,
+        opts: SubscriptionOptions,
+        sub_id: u32,
+    ) {
+        let found = self.retained.matching(filter, Instant::now());
+        for m in found {
+            let qos = m.qos.min(opts.qos);
+            let mut src = Src::from_arc(&m, self.peers.id);
+            self.deliver(io, sid, &mut src, qos, true, SubIds::one(sub_id));
+        }
+    }
+}

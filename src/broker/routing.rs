@@ -1,0 +1,530 @@
+//! Routing: where a message published on this shard goes. [`Routes`] holds the shard's
+//! topic table (each filter with its plain subscribers and shared groups); `route` sends a
+//! message to the local sessions that match, to the other shards whose interest matches
+//! (see `interest`), and to one member of each matching shared group, taking turns over
+//! the shards that have members (MQTT 5 §4.8.2).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ringmq_proto::mqtt::{QoS, SubscriptionOptions};
+use ringmq_proto::topic::{self, Filter};
+
+use super::delivery::Src;
+use super::session::{SessionId, SubIds};
+use super::topics::{NodeId, NodeValue, Trie};
+use super::{Broker, Io, Msg};
+
+/// A session subscribed at a trie node.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Subscriber {
+    pub sid: SessionId,
+    pub opts: SubscriptionOptions,
+    pub sub_id: u32,
+}
+
+/// The sessions of one shared-subscription group at a node.
+pub(super) struct ShareGroup {
+    /// The whole filter, `$share/{group}/{filter}`.
+    pub share: Arc<str>,
+    pub members: Vec<Subscriber>,
+    pub next: u32,
+}
+
+/// Local subscriptions at one filter. Most filters have exactly one plain subscriber (a
+/// topic per client), so that one lives inline in the trie node, with no allocation: the
+/// whole value is 16 bytes (the enum's tag hides in a niche of the options). A second
+/// subscriber, or a shared group, moves the node's subscriptions to the heap.
+#[derive(Default)]
+pub(super) enum SubsNode {
+    #[default]
+    Empty,
+    One(Subscriber),
+    Many(Box<SubsMany>),
+}
+
+/// The subscriptions of a node with more than one plain subscriber or a shared group.
+#[derive(Default)]
+pub(super) struct SubsMany {
+    plain: Vec<Subscriber>,
+    groups: Vec<ShareGroup>,
+}
+
+impl SubsNode {
+    /// The plain (not shared) subscribers.
+    pub fn plain(&self) -> &[Subscriber] {
+        match self {
+            SubsNode::Empty => &[],
+            SubsNode::One(s) => std::slice::from_ref(s),
+            SubsNode::Many(m) => &m.plain,
+        }
+    }
+
+    pub fn plain_mut(&mut self) -> &mut [Subscriber] {
+        match self {
+            SubsNode::Empty => &mut [],
+            SubsNode::One(s) => std::slice::from_mut(s),
+            SubsNode::Many(m) => &mut m.plain,
+        }
+    }
+
+    /// The shared-subscription groups.
+    pub fn groups(&self) -> &[ShareGroup] {
+        match self {
+            SubsNode::Many(m) => &m.groups,
+            _ => &[],
+        }
+    }
+
+    pub fn groups_mut(&mut self) -> &mut [ShareGroup] {
+        match self {
+            SubsNode::Many(m) => &mut m.groups,
+            _ => &mut [],
+        }
+    }
+
+    pub fn push_plain(&mut self, sub: Subscriber) {
+        match self {
+            SubsNode::Empty => *self = SubsNode::One(sub),
+            SubsNode::One(_) => self.many().plain.push(sub),
+            SubsNode::Many(m) => m.plain.push(sub),
+        }
+    }
+
+    /// Removes the plain subscription of session `sid`; whether there was one.
+    pub fn remove_plain(&mut self, sid: SessionId) -> bool {
+        let removed = match self {
+            SubsNode::Empty => false,
+            SubsNode::One(s) if s.sid == sid => {
+                *self = SubsNode::Empty;
+                true
+            }
+            SubsNode::One(_) => false,
+            SubsNode::Many(m) => {
+                let before = m.plain.len();
+                m.plain.retain(|s| s.sid != sid);
+                m.plain.len() != before
+            }
+        };
+        self.tidy();
+        removed
+    }
+
+    /// The groups, to add one (the subscriptions move to the heap).
+    pub fn groups_vec(&mut self) -> &mut Vec<ShareGroup> {
+        &mut self.many().groups
+    }
+
+    /// Removes the group at `i`.
+    pub fn remove_group(&mut self, i: usize) {
+        if let SubsNode::Many(m) = self {
+            m.groups.swap_remove(i);
+        }
+        self.tidy();
+    }
+
+    /// The subscriptions on the heap, moved there first if they are inline.
+    fn many(&mut self) -> &mut SubsMany {
+        if !matches!(self, SubsNode::Many(_)) {
+            let plain = match std::mem::take(self) {
+                SubsNode::One(s) => vec![s],
+                _ => Vec::new(),
+            };
+            *self = SubsNode::Many(Box::new(SubsMany {
+                plain,
+                groups: Vec::new(),
+            }));
+        }
+        match self {
+            SubsNode::Many(m) => m,
+            _ => unreachable!("just made"),
+        }
+    }
+
+    /// Back inline once a single plain subscriber is left (or none).
+    fn tidy(&mut self) {
+        if let SubsNode::Many(m) = self
+            && m.groups.is_empty()
+            && m.plain.len() <= 1
+        {
+            *self = match m.plain.pop() {
+                Some(s) => SubsNode::One(s),
+                None => SubsNode::Empty,
+            };
+        }
+    }
+}
+
+impl NodeValue for SubsNode {
+    fn is_empty(&self) -> bool {
+        matches!(self, SubsNode::Empty)
+    }
+}
+
+/// This shard's subscriptions.
+#[derive(Default)]
+pub(super) struct Routes {
+    /// Filter → the sessions subscribed to it here, plain and by shared group.
+    pub subs: Trie<SubsNode>,
+    /// Whose turn it is in each shared group, across the shards that have members.
+    share_rr: HashMap<Arc<str>, u32>,
+}
+
+impl Routes {
+    /// Puts session `sid`'s subscription to `filter` (valid; `parsed` is its parse) in the
+    /// table. Returns its node and, for a shared one, the group's name as the table holds
+    /// it.
+    pub fn add(
+        &mut self,
+        parsed: &Filter<'_>,
+        filter: &str,
+        entry: Subscriber,
+    ) -> (NodeId, Option<Arc<str>>) {
+        match *parsed {
+            Filter::Plain(f) => {
+                let node = self.subs.insert(f);
+                self.subs.get_mut(node).push_plain(entry);
+                (node, None)
+            }
+            Filter::Shared { filter: plain, .. } => {
+                let node = self.subs.insert(plain);
+                let groups = self.subs.get_mut(node).groups_vec();
+                let share: Arc<str> = match groups.iter_mut().find(|g| &*g.share == filter) {
+                    Some(g) => {
+                        g.members.push(entry);
+                        g.share.clone()
+                    }
+                    None => {
+                        let share: Arc<str> = Arc::from(filter);
+                        groups.push(ShareGroup {
+                            share: share.clone(),
+                            members: vec![entry],
+                            next: 0,
+                        });
+                        share
+                    }
+                };
+                (node, Some(share))
+            }
+        }
+    }
+
+    /// The entry of session `sid` at `node` (in group `share`, for a shared subscription).
+    pub fn subscriber_mut(
+        &mut self,
+        sid: SessionId,
+        node: NodeId,
+        share: Option<&str>,
+    ) -> Option<&mut Subscriber> {
+        let v = self.subs.get_mut(node);
+        match share {
+            None => v.plain_mut().iter_mut().find(|s| s.sid == sid),
+            Some(share) => v
+                .groups_mut()
+                .iter_mut()
+                .find(|g| &*g.share == share)
+                .and_then(|g| g.members.iter_mut().find(|s| s.sid == sid)),
+        }
+    }
+
+    /// Takes session `sid`'s subscription at `node` (in group `share`) out of the node,
+    /// which is not pruned yet. `None` if it was not there; else the group it left
+    /// (`Some(None)` for a plain one).
+    pub fn remove(
+        &mut self,
+        sid: SessionId,
+        node: NodeId,
+        share: Option<&str>,
+    ) -> Option<Option<Arc<str>>> {
+        let value = self.subs.get_mut(node);
+        match share {
+            None => value.remove_plain(sid).then_some(None),
+            Some(share) => {
+                let groups = value.groups_mut();
+                let gi = groups.iter().position(|g| &*g.share == share)?;
+                let g = &mut groups[gi];
+                g.members.retain(|s| s.sid != sid);
+                let share = g.share.clone();
+                if g.members.is_empty() {
+                    value.remove_group(gi);
+                }
+                Some(Some(share))
+            }
+        }
+    }
+
+    /// The next turn in shared group `share`.
+    pub fn next_turn(&mut self, share: &Arc<str>) -> u32 {
+        let rr = self.share_rr.entry(share.clone()).or_insert(0);
+        let turn = *rr;
+        *rr = rr.wrapping_add(1);
+        turn
+    }
+}
+
+/// Buffers reused by every publish, so routing allocates nothing in steady state.
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// The local sessions a message goes to.
+    pub targets: Vec<Target>,
+    /// The shared groups that match it: (group, members here, shards with members).
+    pub groups: Vec<(Arc<str>, bool, u128)>,
+    /// Forwarded properties of the message being routed.
+    pub fwd: Vec<u8>,
+    /// The topic behind a topic alias.
+    pub topic: String,
+}
+
+/// One session a message goes to, after overlapping subscriptions are merged.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Target {
+    sid: SessionId,
+    qos: QoS,
+    retain_as_published: bool,
+    sub_ids: SubIds,
+}
+
+/// Merges the targets of one session matched through several filters into one
+/// delivery (MQTT-3.3.4-2): the highest QoS, every subscription identifier
+/// (MQTT-3.3.4-3), RETAIN kept if any subscription asks for it.
+fn merge_overlapping(targets: &mut Vec<Target>) {
+    targets.sort_unstable_by_key(|t| (t.sid.index, t.sid.gen_));
+    let mut out = 0;
+    for i in 0..targets.len() {
+        if out > 0 && targets[out - 1].sid == targets[i].sid {
+            let t = targets[i];
+            let m = &mut targets[out - 1];
+            m.qos = m.qos.max(t.qos);
+            m.retain_as_published |= t.retain_as_published;
+            for &id in t.sub_ids.as_slice() {
+                m.sub_ids.push(id);
+            }
+        } else {
+            targets[out] = targets[i];
+            out += 1;
+        }
+    }
+    targets.truncate(out);
+}
+
+impl Broker {
+    /// Delivers a message published on this shard: to local subscribers, to the shards
+    /// with matching interest, and to one member of each matching shared group.
+    pub(super) fn route(&mut self, io: &mut Io, src: &mut Src<'_>) {
+        let mut groups = std::mem::take(&mut self.scratch.groups);
+        groups.clear();
+        self.deliver_local(io, src, Some(&mut groups));
+        if self.peers.count > 1 {
+            let mut mask = 0u128;
+            self.interest.others.match_topic(src.topic, |_, v| {
+                mask |= v.shards;
+                for (share, m) in &v.groups {
+                    match groups.iter_mut().find(|g| g.0 == *share) {
+                        Some(g) => g.2 |= m,
+                        None => groups.push((share.clone(), false, *m)),
+                    }
+                }
+            });
+            mask &= !(1u128 << self.peers.id);
+            let overflow_limit = self.config().mesh_overflow_limit;
+            while mask != 0 {
+                let to = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                if src.qos == QoS::AtMostOnce && io.mesh_backlog(to) >= overflow_limit {
+                    self.stats.dropped_qos0_mesh_full.add(1);
+                    continue;
+                }
+                io.send_to_shard(to, Msg::Publish(src.shared()));
+            }
+        }
+        // Shared subscriptions (MQTT 5 §4.8.2): each matching group gets the message
+        // once, at one member, taking turns over the shards that have members.
+        for (share, local, remote) in groups.drain(..) {
+            let candidates = remote | if local { 1u128 << self.peers.id } else { 0 };
+            let n = candidates.count_ones();
+            if n == 0 {
+                continue;
+            }
+            let mut pick = self.routes.next_turn(&share) % n;
+            let mut bits = candidates;
+            while pick > 0 {
+                bits &= bits - 1;
+                pick -= 1;
+            }
+            let to = bits.trailing_zeros() as usize;
+            if to == self.peers.id {
+                self.deliver_share_local(io, &share, src);
+            } else {
+                io.send_to_shard(
+                    to,
+                    Msg::ShareDeliver {
+                        share,
+                        msg: src.shared(),
+                    },
+                );
+            }
+        }
+        self.scratch.groups = groups;
+    }
+
+    /// Delivers to this shard's plain subscribers; collects shared groups that match into
+    /// `groups` when given.
+    pub(super) fn deliver_local(
+        &mut self,
+        io: &mut Io,
+        src: &mut Src<'_>,
+        groups: Option<&mut Vec<(Arc<str>, bool, u128)>>,
+    ) {
+        let mut targets = std::mem::take(&mut self.scratch.targets);
+        targets.clear();
+        let mut nodes = 0;
+        let mut groups = groups;
+        let origin = src.origin;
+        let here = self.peers.id;
+        self.routes.subs.match_topic(src.topic, |_, v| {
+            nodes += 1;
+            // MQTT-3.8.3-3: No Local keeps a client's own messages from it.
+            let own = |s: &Subscriber| s.opts.no_local && origin == Some((here, s.sid));
+            targets.extend(v.plain().iter().filter(|s| !own(s)).map(|s| Target {
+                sid: s.sid,
+                qos: s.opts.qos,
+                retain_as_published: s.opts.retain_as_published,
+                sub_ids: SubIds::one(s.sub_id),
+            }));
+            if let Some(groups) = groups.as_deref_mut() {
+                for g in v.groups() {
+                    if !groups.iter().any(|x| x.0 == g.share) {
+                        groups.push((g.share.clone(), true, 0));
+                    }
+                }
+            }
+        });
+        if nodes > 1 {
+            merge_overlapping(&mut targets);
+        }
+        self.writer.begin_fanout();
+        for t in targets.iter() {
+            let qos = src.qos.min(t.qos);
+            // MQTT-3.3.1-12, -3.3.1-13: RETAIN as published only where asked for.
+            let retain = t.retain_as_published && src.retain;
+            self.deliver(io, t.sid, src, qos, retain, t.sub_ids);
+        }
+        self.writer.end_fanout();
+        self.scratch.targets = targets;
+    }
+
+    pub(super) fn deliver_share_local(&mut self, io: &mut Io, share: &str, src: &mut Src<'_>) {
+        let Ok(parsed) = topic::parse_filter(share) else {
+            return;
+        };
+        let Some(node) = self.routes.subs.find(parsed.filter()) else {
+            return;
+        };
+        let Some(g) = self
+            .routes
+            .subs
+            .get_mut(node)
+            .groups_mut()
+            .iter_mut()
+            .find(|g| &*g.share == share)
+        else {
+            return;
+        };
+        let n = g.members.len();
+        if n == 0 {
+            return;
+        }
+        let start = g.next as usize % n;
+        g.next = g.next.wrapping_add(1);
+        // Prefer a connected member, taking turns; with none connected, the next in turn
+        // queues it.
+        let mut chosen = g.members[start];
+        for i in 0..n {
+            let m = g.members[(start + i) % n];
+            let connected = self.sessions.get(m.sid).is_some_and(|s| s.conn.is_some());
+            if connected {
+                chosen = m;
+                break;
+            }
+        }
+        let qos = src.qos.min(chosen.opts.qos);
+        let retain = chosen.opts.retain_as_published && src.retain;
+        self.deliver(io, chosen.sid, src, qos, retain, SubIds::one(chosen.sub_id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_subscriber_stays_inline() {
+        let sub = |index| Subscriber {
+            sid: SessionId {
+                index,
+                gen_: std::num::NonZeroU32::MIN,
+            },
+            opts: SubscriptionOptions {
+                qos: ringmq_proto::mqtt::QoS::AtLeastOnce,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            },
+            sub_id: index,
+        };
+        assert_eq!(std::mem::size_of::<SubsNode>(), 16);
+        let mut v = SubsNode::default();
+        v.push_plain(sub(1));
+        assert!(matches!(v, SubsNode::One(_)));
+        v.push_plain(sub(2));
+        assert!(matches!(v, SubsNode::Many(_)));
+        assert_eq!(v.plain().len(), 2);
+        let sid = |index| SessionId {
+            index,
+            gen_: std::num::NonZeroU32::MIN,
+        };
+        assert!(!v.remove_plain(sid(3)));
+        assert!(v.remove_plain(sid(1)));
+        assert!(
+            matches!(v, SubsNode::One(s) if s.sub_id == 2),
+            "back inline"
+        );
+        v.groups_vec().push(ShareGroup {
+            share: "$share/g/t".into(),
+            members: vec![sub(4)],
+            next: 0,
+        });
+        assert_eq!((v.plain().len(), v.groups().len()), (1, 1));
+        assert!(v.remove_plain(sid(2)));
+        assert!(!v.is_empty(), "the group is left");
+        v.remove_group(0);
+        assert!(v.is_empty());
+    }
+
+    fn t(index: u32, qos: QoS, id: u32) -> Target {
+        Target {
+            sid: SessionId {
+                index,
+                gen_: std::num::NonZeroU32::MIN,
+            },
+            qos,
+            retain_as_published: false,
+            sub_ids: SubIds::one(id),
+        }
+    }
+
+    #[test]
+    fn overlapping_subscriptions_give_one_delivery_at_the_highest_qos() {
+        let mut v = vec![
+            t(2, QoS::AtMostOnce, 1),
+            t(1, QoS::AtMostOnce, 0),
+            t(2, QoS::ExactlyOnce, 3),
+            t(1, QoS::AtLeastOnce, 0),
+        ];
+        merge_overlapping(&mut v);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].qos, QoS::AtLeastOnce);
+        assert_eq!(v[1].qos, QoS::ExactlyOnce);
+        assert_eq!(v[1].sub_ids.as_slice(), &[1, 3]);
+    }
+}
