@@ -904,16 +904,17 @@ fn encode_errors() {
     });
     assert_eq!(auth.encode(V311, &mut out), Err(EncodeError::NotInVersion));
 
+    let filters = [(
+        "a",
+        SubscriptionOptions {
+            retain_handling: 4,
+            ..SubscriptionOptions::new(QoS::AtMostOnce)
+        },
+    )];
     let subscribe = Packet::Subscribe(Subscribe {
         pkid: 1,
         properties: Properties::List(&[Property::SubscriptionIdentifier(268_435_456)]),
-        filters: SubscribeFilters::List(&[(
-            "a",
-            SubscriptionOptions {
-                retain_handling: 4,
-                ..SubscriptionOptions::new(QoS::AtMostOnce)
-            },
-        )]),
+        filters: SubscribeFilters::List(&filters),
     });
     assert_eq!(
         subscribe.encode(V5, &mut out),

@@ -53,6 +53,6 @@ pub use publish::{PubResp, Publish, PublishTemplate};
 pub use reason::{ConnectReturnCode, ReasonCode};
 pub use subscribe::{
     SubAck, Subscribe, SubscribeFilters, SubscribeFiltersIter, SubscriptionOptions, TopicList,
-    TopicListIter, UnsubAck, Unsubscribe,
+    TopicListIter, UnsubAck, Unsubscribe, WireItem, WireList, WireListIter,
 };
 pub use wire::{MAX_VARINT, QoS, Version};

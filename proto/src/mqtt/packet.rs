@@ -9,7 +9,7 @@ use super::header::{PacketType, parse_first_byte, peek_packet_len};
 use super::properties::{Context, Properties};
 use super::publish::{PubResp, Publish};
 use super::reason::{AUTH_CODES, DISCONNECT_CODES, ReasonCode};
-use super::subscribe::{SubAck, Subscribe, UnsubAck, Unsubscribe};
+use super::subscribe::{SubAck, Subscribe, UnsubAck, Unsubscribe, list_body_len, write_list_body};
 use super::wire::{MAX_VARINT, Out, SliceOut, Version, read_u8, varint_len};
 use crate::Decoded;
 use crate::reader::Reader;
@@ -188,9 +188,9 @@ impl Packet<'_> {
             Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
                 r.body_len(version)
             }
-            Packet::Subscribe(s) => s.body_len(version),
+            Packet::Subscribe(s) => list_body_len(&s.properties, &s.filters, version),
             Packet::SubAck(s) => s.body_len(version),
-            Packet::Unsubscribe(u) => u.body_len(version),
+            Packet::Unsubscribe(u) => list_body_len(&u.properties, &u.filters, version),
             Packet::UnsubAck(u) => u.body_len(version),
             Packet::PingReq | Packet::PingResp => 0,
             Packet::Disconnect(_) if version == Version::V311 => 0,
@@ -256,9 +256,13 @@ impl Packet<'_> {
             Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
                 r.write_body(version, out)
             }
-            Packet::Subscribe(s) => s.write_body(version, out),
+            Packet::Subscribe(s) => {
+                write_list_body(s.pkid, &s.properties, &s.filters, version, out)
+            }
             Packet::SubAck(s) => s.write_body(version, out),
-            Packet::Unsubscribe(u) => u.write_body(version, out),
+            Packet::Unsubscribe(u) => {
+                write_list_body(u.pkid, &u.properties, &u.filters, version, out)
+            }
             Packet::UnsubAck(u) => u.write_body(version, out),
             Packet::Disconnect(_) if version == Version::V311 => Ok(()),
             Packet::Disconnect(d) => write_reason_body(d.reason, &d.properties, out),

@@ -315,16 +315,12 @@ impl<'a> Property<'a> {
 
     /// The range rules of 5.0 §3 that a value of the right type can still break.
     fn value_is_valid(&self) -> bool {
+        // Every byte-valued property is a flag: "a value other than 0 or 1" is a protocol
+        // error.
+        if let Value::Byte(v) = self.value() {
+            return v <= 1;
+        }
         match *self {
-            // Flags: "a value other than 0 or 1" is a protocol error.
-            Property::PayloadFormatIndicator(v)
-            | Property::RequestProblemInformation(v)
-            | Property::RequestResponseInformation(v)
-            | Property::MaximumQoS(v)
-            | Property::RetainAvailable(v)
-            | Property::WildcardSubscriptionAvailable(v)
-            | Property::SubscriptionIdentifierAvailable(v)
-            | Property::SharedSubscriptionAvailable(v) => v <= 1,
             Property::ReceiveMaximum(v) | Property::TopicAlias(v) => v != 0,
             Property::MaximumPacketSize(v) | Property::SubscriptionIdentifier(v) => v != 0,
             // MQTT-3.3.2-14: a response topic is a topic name, so no wildcards.

@@ -91,73 +91,146 @@ impl SubscriptionOptions {
     }
 }
 
-/// The (filter, options) pairs of a SUBSCRIBE.
+/// A list a packet carries: as received ([`WireList::Raw`], bytes the decoder validated,
+/// walked on demand) or to encode ([`WireList::List`]).
 #[derive(Clone, Copy)]
-pub enum SubscribeFilters<'a> {
+pub enum WireList<'a, T> {
     /// The payload as received, validated by the decoder.
     Raw(&'a [u8]),
-    /// Pairs to encode.
-    List(&'a [(&'a str, SubscriptionOptions)]),
+    /// Items to encode.
+    List(&'a [T]),
 }
 
-impl<'a> SubscribeFilters<'a> {
-    /// The pairs in wire order. A `Raw` payload not made by the decoder yields pairs up to
+/// The (filter, options) pairs of a SUBSCRIBE.
+pub type SubscribeFilters<'a> = WireList<'a, (&'a str, SubscriptionOptions)>;
+/// A list of topic filters: the payload of an UNSUBSCRIBE.
+pub type TopicList<'a> = WireList<'a, &'a str>;
+/// Iterator over [`SubscribeFilters`].
+pub type SubscribeFiltersIter<'a> = WireListIter<'a, (&'a str, SubscriptionOptions)>;
+/// Iterator over [`TopicList`].
+pub type TopicListIter<'a> = WireListIter<'a, &'a str>;
+
+/// An item of a [`WireList`]: how it is read from a validated payload.
+pub trait WireItem<'a>: Copy + fmt::Debug + PartialEq + 'a {
+    /// Reads one item; an error ends the list.
+    fn read(r: &mut Reader<'a>) -> Result<Self, DecodeError>;
+}
+
+/// How an item of a [`WireList`] is written.
+pub(crate) trait WriteItem<'a>: WireItem<'a> {
+    /// Bytes [`WriteItem::write`] writes.
+    fn wire_len(&self) -> usize;
+    fn write<O: Out>(&self, version: Version, out: &mut O) -> Result<(), EncodeError>;
+}
+
+impl<'a> WireItem<'a> for (&'a str, SubscriptionOptions) {
+    fn read(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let filter = read_str(r)?;
+        // The MQTT 5 layout reads a validated 3.1.1 byte the same way.
+        let options = SubscriptionOptions::from_byte(read_u8(r)?, Version::V5)?;
+        Ok((filter, options))
+    }
+}
+
+impl<'a> WriteItem<'a> for (&'a str, SubscriptionOptions) {
+    fn wire_len(&self) -> usize {
+        2 + self.0.len() + 1
+    }
+
+    fn write<O: Out>(&self, version: Version, out: &mut O) -> Result<(), EncodeError> {
+        // Rewritten rather than copied, so v5 options sent as 3.1.1 lose their v5-only
+        // bits.
+        out.put_str(self.0)?;
+        out.put_u8(self.1.to_byte(version)?)
+    }
+}
+
+impl<'a> WireItem<'a> for &'a str {
+    fn read(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        read_str(r)
+    }
+}
+
+impl<'a> WriteItem<'a> for &'a str {
+    fn wire_len(&self) -> usize {
+        2 + self.len()
+    }
+
+    fn write<O: Out>(&self, _: Version, out: &mut O) -> Result<(), EncodeError> {
+        out.put_str(self)
+    }
+}
+
+impl<'a, T: WireItem<'a>> WireList<'a, T> {
+    /// The items in wire order. A `Raw` payload not made by the decoder yields items up to
     /// the first it cannot read.
-    pub fn iter(&self) -> SubscribeFiltersIter<'a> {
-        SubscribeFiltersIter(match *self {
-            SubscribeFilters::Raw(bytes) => ListState::Raw(Reader::new(bytes)),
-            SubscribeFilters::List(list) => ListState::List(list.iter()),
+    pub fn iter(&self) -> WireListIter<'a, T> {
+        WireListIter(match *self {
+            WireList::Raw(bytes) => ListState::Raw(Reader::new(bytes)),
+            WireList::List(list) => ListState::List(list.iter()),
         })
     }
 
-    /// The number of pairs (walks a `Raw` payload).
+    /// The number of items (walks a `Raw` payload).
     pub fn len(&self) -> usize {
         match self {
-            SubscribeFilters::Raw(_) => self.iter().count(),
-            SubscribeFilters::List(list) => list.len(),
+            WireList::Raw(_) => self.iter().count(),
+            WireList::List(list) => list.len(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         match self {
-            SubscribeFilters::Raw(bytes) => bytes.is_empty(),
-            SubscribeFilters::List(list) => list.is_empty(),
-        }
-    }
-
-    fn encoded_len(&self) -> usize {
-        match self {
-            // Counted as `write` writes it, even for a payload the decoder did not check.
-            SubscribeFilters::Raw(_) => self.iter().map(|(f, _)| 2 + f.len() + 1).sum(),
-            SubscribeFilters::List(list) => list.iter().map(|(f, _)| 2 + f.len() + 1).sum(),
-        }
-    }
-
-    fn write<O: Out>(&self, version: Version, out: &mut O) -> Result<(), EncodeError> {
-        match self {
-            // Decoded in some version: rewrite rather than copy, so a v5 payload sent as
-            // 3.1.1 loses its v5-only option bits.
-            SubscribeFilters::Raw(_) => self.iter().try_for_each(|(f, o)| {
-                out.put_str(f)?;
-                out.put_u8(o.to_byte(version)?)
-            }),
-            SubscribeFilters::List(list) => list.iter().try_for_each(|(f, o)| {
-                out.put_str(f)?;
-                out.put_u8(o.to_byte(version)?)
-            }),
+            WireList::Raw(bytes) => bytes.is_empty(),
+            WireList::List(list) => list.is_empty(),
         }
     }
 }
 
-impl PartialEq for SubscribeFilters<'_> {
+/// Bytes of the body of a SUBSCRIBE or UNSUBSCRIBE (packet id, properties, list), the list
+/// counted as `write_list_body` writes it, item by item, even for a payload the decoder
+/// did not check.
+pub(crate) fn list_body_len<'a, T: WriteItem<'a>>(
+    properties: &Properties<'a>,
+    list: &WireList<'a, T>,
+    version: Version,
+) -> usize {
+    2 + properties.wire_len(version) + list.iter().map(|item| item.wire_len()).sum::<usize>()
+}
+
+/// Writes the body of a SUBSCRIBE or UNSUBSCRIBE.
+pub(crate) fn write_list_body<'a, T: WriteItem<'a>, O: Out>(
+    pkid: u16,
+    properties: &Properties<'a>,
+    list: &WireList<'a, T>,
+    version: Version,
+    out: &mut O,
+) -> Result<(), EncodeError> {
+    write_id_and_properties(pkid, properties, version, out)?;
+    list.iter().try_for_each(|item| item.write(version, out))
+}
+
+/// Writes the packet identifier and the properties that open the body of each packet of
+/// this module.
+fn write_id_and_properties<O: Out>(
+    pkid: u16,
+    properties: &Properties<'_>,
+    version: Version,
+    out: &mut O,
+) -> Result<(), EncodeError> {
+    out.put_u16(pkid)?;
+    properties.write(version, out)
+}
+
+impl<'a, T: WireItem<'a>> PartialEq for WireList<'a, T> {
     fn eq(&self, other: &Self) -> bool {
         self.iter().eq(other.iter())
     }
 }
 
-impl Eq for SubscribeFilters<'_> {}
+impl<'a, T: WireItem<'a>> Eq for WireList<'a, T> {}
 
-impl fmt::Debug for SubscribeFilters<'_> {
+impl<'a, T: WireItem<'a>> fmt::Debug for WireList<'a, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
@@ -170,112 +243,46 @@ enum ListState<'a, T> {
     List(core::slice::Iter<'a, T>),
 }
 
-/// Iterator over [`SubscribeFilters`].
+/// Iterator over a [`WireList`].
 #[derive(Debug, Clone)]
-pub struct SubscribeFiltersIter<'a>(ListState<'a, (&'a str, SubscriptionOptions)>);
+pub struct WireListIter<'a, T>(ListState<'a, T>);
 
-impl<'a> Iterator for SubscribeFiltersIter<'a> {
-    type Item = (&'a str, SubscriptionOptions);
+impl<'a, T: WireItem<'a>> Iterator for WireListIter<'a, T> {
+    type Item = T;
 
-    fn next(&mut self) -> Option<Self::Item> {
+    fn next(&mut self) -> Option<T> {
         match &mut self.0 {
             ListState::List(list) => list.next().copied(),
             ListState::Raw(r) => {
-                let pair = read_str(r).and_then(|filter| {
-                    // The MQTT 5 layout reads a validated 3.1.1 byte the same way.
-                    let options = SubscriptionOptions::from_byte(read_u8(r)?, Version::V5)?;
-                    Ok((filter, options))
-                });
-                if pair.is_err() {
+                let item = T::read(r);
+                if item.is_err() {
                     r.rest();
                 }
-                pair.ok()
+                item.ok()
             }
         }
     }
 }
 
-/// A list of topic filters: the payload of an UNSUBSCRIBE.
-#[derive(Clone, Copy)]
-pub enum TopicList<'a> {
-    /// The payload as received, validated by the decoder.
-    Raw(&'a [u8]),
-    /// Filters to encode.
-    List(&'a [&'a str]),
-}
-
-impl<'a> TopicList<'a> {
-    /// The filters in wire order.
-    pub fn iter(&self) -> TopicListIter<'a> {
-        TopicListIter(match *self {
-            TopicList::Raw(bytes) => ListState::Raw(Reader::new(bytes)),
-            TopicList::List(list) => ListState::List(list.iter()),
-        })
+/// Reads what a SUBSCRIBE or UNSUBSCRIBE holds: the packet id, the properties, and a
+/// payload of at least one item, each checked by `check_item` (which reads one).
+fn read_list_packet<'a>(
+    r: &mut Reader<'a>,
+    version: Version,
+    context: Context,
+    mut check_item: impl FnMut(&mut Reader<'a>) -> Result<(), DecodeError>,
+) -> Result<(u16, Properties<'a>, &'a [u8]), DecodeError> {
+    let pkid = read_packet_id(r)?;
+    let properties = Properties::read(r, version, context)?;
+    let payload = r.rest();
+    if payload.is_empty() {
+        return Err(DecodeError::EmptySubscription);
     }
-
-    /// The number of filters (walks a `Raw` payload).
-    pub fn len(&self) -> usize {
-        match self {
-            TopicList::Raw(_) => self.iter().count(),
-            TopicList::List(list) => list.len(),
-        }
+    let mut p = Reader::new(payload);
+    while !p.is_empty() {
+        check_item(&mut p)?;
     }
-
-    pub fn is_empty(&self) -> bool {
-        match self {
-            TopicList::Raw(bytes) => bytes.is_empty(),
-            TopicList::List(list) => list.is_empty(),
-        }
-    }
-
-    fn encoded_len(&self) -> usize {
-        match self {
-            TopicList::Raw(bytes) => bytes.len(),
-            TopicList::List(list) => list.iter().map(|f| 2 + f.len()).sum(),
-        }
-    }
-
-    fn write<O: Out>(&self, out: &mut O) -> Result<(), EncodeError> {
-        match self {
-            TopicList::Raw(bytes) => out.put(bytes),
-            TopicList::List(list) => list.iter().try_for_each(|f| out.put_str(f)),
-        }
-    }
-}
-
-impl PartialEq for TopicList<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.iter().eq(other.iter())
-    }
-}
-
-impl Eq for TopicList<'_> {}
-
-impl fmt::Debug for TopicList<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-/// Iterator over [`TopicList`].
-#[derive(Debug, Clone)]
-pub struct TopicListIter<'a>(ListState<'a, &'a str>);
-
-impl<'a> Iterator for TopicListIter<'a> {
-    type Item = &'a str;
-
-    fn next(&mut self) -> Option<&'a str> {
-        match &mut self.0 {
-            ListState::List(list) => list.next().copied(),
-            ListState::Raw(r) => {
-                let filter = read_str(r);
-                if filter.is_err() {
-                    r.rest();
-                }
-                filter.ok()
-            }
-        }
-    }
+    Ok((pkid, properties, payload))
 }
 
 /// A SUBSCRIBE packet.
@@ -288,42 +295,22 @@ pub struct Subscribe<'a> {
 
 impl<'a> Subscribe<'a> {
     pub(crate) fn decode(r: &mut Reader<'a>, version: Version) -> Result<Self, DecodeError> {
-        let pkid = read_packet_id(r)?;
-        let properties = Properties::read(r, version, Context::Subscribe)?;
-        let payload = r.rest();
         // MQTT-3.8.3-3: at least one pair.
-        if payload.is_empty() {
-            return Err(DecodeError::EmptySubscription);
-        }
-        let mut p = Reader::new(payload);
-        while !p.is_empty() {
-            let filter = read_topic_filter(&mut p, version)?;
-            let options = SubscriptionOptions::from_byte(read_u8(&mut p)?, version)?;
+        let (pkid, properties, payload) = read_list_packet(r, version, Context::Subscribe, |p| {
+            let filter = read_topic_filter(p, version)?;
+            let options = SubscriptionOptions::from_byte(read_u8(p)?, version)?;
             // MQTT-3.8.3-4: a client never receives its own message on a shared
             // subscription anyway, so asking for it is a protocol error.
             if options.no_local && filter.starts_with(SHARED_PREFIX) {
                 return Err(DecodeError::NoLocalOnSharedSubscription);
             }
-        }
+            Ok(())
+        })?;
         Ok(Subscribe {
             pkid,
             properties,
             filters: SubscribeFilters::Raw(payload),
         })
-    }
-
-    pub(crate) fn body_len(&self, version: Version) -> usize {
-        2 + self.properties.wire_len(version) + self.filters.encoded_len()
-    }
-
-    pub(crate) fn write_body<O: Out>(
-        &self,
-        version: Version,
-        out: &mut O,
-    ) -> Result<(), EncodeError> {
-        out.put_u16(self.pkid)?;
-        self.properties.write(version, out)?;
-        self.filters.write(version, out)
     }
 }
 
@@ -362,8 +349,7 @@ impl<'a> SubAck<'a> {
         version: Version,
         out: &mut O,
     ) -> Result<(), EncodeError> {
-        out.put_u16(self.pkid)?;
-        self.properties.write(version, out)?;
+        write_id_and_properties(self.pkid, &self.properties, version, out)?;
         out.put(self.codes)
     }
 }
@@ -390,36 +376,16 @@ pub struct Unsubscribe<'a> {
 
 impl<'a> Unsubscribe<'a> {
     pub(crate) fn decode(r: &mut Reader<'a>, version: Version) -> Result<Self, DecodeError> {
-        let pkid = read_packet_id(r)?;
-        let properties = Properties::read(r, version, Context::Unsubscribe)?;
-        let payload = r.rest();
         // 3.1.1 MQTT-3.10.3-2, 5.0 MQTT-3.10.3-2: at least one filter.
-        if payload.is_empty() {
-            return Err(DecodeError::EmptySubscription);
-        }
-        let mut p = Reader::new(payload);
-        while !p.is_empty() {
-            read_topic_filter(&mut p, version)?;
-        }
+        let (pkid, properties, payload) =
+            read_list_packet(r, version, Context::Unsubscribe, |p| {
+                read_topic_filter(p, version).map(|_| ())
+            })?;
         Ok(Unsubscribe {
             pkid,
             properties,
             filters: TopicList::Raw(payload),
         })
-    }
-
-    pub(crate) fn body_len(&self, version: Version) -> usize {
-        2 + self.properties.wire_len(version) + self.filters.encoded_len()
-    }
-
-    pub(crate) fn write_body<O: Out>(
-        &self,
-        version: Version,
-        out: &mut O,
-    ) -> Result<(), EncodeError> {
-        out.put_u16(self.pkid)?;
-        self.properties.write(version, out)?;
-        self.filters.write(out)
     }
 }
 
@@ -464,11 +430,10 @@ impl<'a> UnsubAck<'a> {
         version: Version,
         out: &mut O,
     ) -> Result<(), EncodeError> {
-        out.put_u16(self.pkid)?;
-        if version == Version::V5 {
-            self.properties.write(version, out)?;
-            out.put(self.codes)?;
+        if version == Version::V311 {
+            return out.put_u16(self.pkid);
         }
-        Ok(())
+        write_id_and_properties(self.pkid, &self.properties, version, out)?;
+        out.put(self.codes)
     }
 }
