@@ -7,8 +7,7 @@ use std::collections::HashMap;
 
 use ringmq_proto::mqtt::Version;
 
-use super::connect::PendingConnect;
-use super::session::SessionId;
+use super::session::{SessionId, WillMsg};
 
 /// Where a connection is in the MQTT conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -220,4 +219,16 @@ impl OutAliases {
     pub(super) fn set(&mut self, topic: &str, alias: u16) {
         self.by_topic.insert(topic.into(), alias);
     }
+}
+
+/// What a CONNECT asked for, kept while the session is being found.
+pub(super) struct PendingConnect {
+    pub(super) client_id: Box<str>,
+    pub(super) assigned_id: bool,
+    pub(super) clean_start: bool,
+    pub(super) expiry_interval: u32,
+    pub(super) will: Option<WillMsg>,
+    pub(super) receive_maximum: u16,
+    /// The keep alive the broker imposes (MQTT 5 Server Keep Alive), if it does.
+    pub(super) server_keep_alive: Option<u16>,
 }

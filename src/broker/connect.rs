@@ -9,7 +9,7 @@ use ringmq_proto::mqtt::{
 };
 use ringmq_shard::conn::{CloseReason, ConnKey};
 
-use super::client::{Client, OutAliases, Phase, client_flag};
+use super::client::{Client, OutAliases, PendingConnect, Phase, client_flag};
 use super::msg::Claimant;
 use super::publish::forward_props;
 use super::session::{Message, MovingSession, Session, SessionId, WillMsg};
@@ -17,18 +17,6 @@ use super::{Broker, Io, Msg};
 
 /// Session Expiry Interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
 const NEVER_EXPIRES: u32 = u32::MAX;
-
-/// What a CONNECT asked for, kept while the session is being found.
-pub(super) struct PendingConnect {
-    client_id: Box<str>,
-    assigned_id: bool,
-    clean_start: bool,
-    expiry_interval: u32,
-    will: Option<WillMsg>,
-    receive_maximum: u16,
-    /// The keep alive the broker imposes (MQTT 5 Server Keep Alive), if it does.
-    server_keep_alive: Option<u16>,
-}
 
 /// How the claim of a client id ended, for the connection that made it.
 pub(super) enum Claim {

@@ -1,9 +1,9 @@
 //! The flags and the config file: one struct serves both, so every flag is a key of the
 //! file under the same name (with `_` for `-`) and neither can drift from the other.
 //!
-//! Every field is an `Option`: `None` means "not given here", so [`super::settings`] can
-//! apply the precedence flag > file > default. Defaults live in [`super::defaults`], and
-//! each flag's help names its default.
+//! Every field is an `Option`: `None` means "not given here", so the settings can apply
+//! the precedence flag > file > default. Defaults live in [`super::defaults`], and each
+//! flag's help names its default.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
