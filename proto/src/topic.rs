@@ -11,7 +11,7 @@
 //! - [`parse_filter`]: splits a shared subscription `$share/{group}/{filter}` into its
 //!   group and the filter that is matched against topic names; anything else is a plain
 //!   filter.
-//! - [`matches`]: the spec's matching of one filter against one name, including the rule
+//! - [`matches()`]: the spec's matching of one filter against one name, including the rule
 //!   that a filter starting with a wildcard never matches a name starting with `$`
 //!   (`$SYS/...`). The shard's topic trie is the fast path for many filters; this
 //!   function is the definition it is tested against and the path for one-off checks.

@@ -26,7 +26,7 @@ pub(super) enum Phase {
 ///
 /// A shard may serve a million mostly idle connections, so what every connection uses
 /// is inline, and what only some do (a packet split across receives, topic aliases, the
-/// CONNECT whose session is being found) is in [`ClientExtra`], made on first use and
+/// CONNECT whose session is being found) is in `ClientExtra`, made on first use and
 /// dropped when it is no longer used.
 pub struct Client {
     pub(super) session: Option<SessionId>,
@@ -38,7 +38,7 @@ pub struct Client {
     /// keep alives of silence.
     pub(super) keep_alive_s: u16,
     pub(super) phase: Phase,
-    /// [`client_flag`] bits.
+    /// `client_flag` bits.
     pub(super) flags: u8,
 }
 

@@ -2,29 +2,29 @@
 //! a lock; what crosses shards is a [`Msg`] over the mesh.
 //!
 //! A [`Broker`] is made of parts, each with its own state and file, named by what it
-//! holds: [`sessions::Sessions`] (sessions by slot and client id, the offline ones),
-//! [`registry::Registry`] (the client ids whose home is this shard), [`routing::Routes`]
-//! (the topic table), [`interest::Interest`] (what other shards subscribe to),
-//! [`retained::Retained`], [`pressure::Pressure`] (back-pressure), [`writer::Writer`]
-//! (packets out, counted), [`sys::Sys`], and the mesh messages waiting to go ([`Mail`]).
+//! holds: `sessions::Sessions` (sessions by slot and client id, the offline ones),
+//! `registry::Registry` (the client ids whose home is this shard), `routing::Routes`
+//! (the topic table), `interest::Interest` (what other shards subscribe to),
+//! `retained::Retained`, `pressure::Pressure` (back-pressure), `writer::Writer`
+//! (packets out, counted), `sys::Sys`, and the mesh messages waiting to go (`Mail`).
 //! The work on them is spread over files by stage, in the order a message passes
 //! through them:
 //!
-//! - [`input`]: bytes → packets (the framer, held and claimed input), each packet to its
-//!   handler; [`client`]: the broker's state for one connection.
-//! - [`connect`]: CONNECT/CONNACK, DISCONNECT, wills, the end of a connection and of a
-//!   session; [`takeover`]: the cross-shard protocol that finds a session wherever it
+//! - `input`: bytes → packets (the framer, held and claimed input), each packet to its
+//!   handler; `client`: the broker's state for one connection.
+//! - `connect`: CONNECT/CONNACK, DISCONNECT, wills, the end of a connection and of a
+//!   session; `takeover`: the cross-shard protocol that finds a session wherever it
 //!   lives (claim → takeover → hand-off, stubs and fences).
-//! - [`subscribe`]: SUBSCRIBE/UNSUBSCRIBE over [`routing`], [`interest`] and
-//!   [`retained`].
-//! - [`publish`]: PUBLISH in; [`routing`]: where a message goes; [`delivery`]: one
-//!   message to one session; [`qos`]: the acknowledgements of QoS 1 and 2, in-flight
-//!   windows and queues; [`writer`]: the packets out.
-//! - [`pressure`]: back-pressure; [`sys`]: the `$SYS/broker/...` topics; [`stats`]: the
+//! - `subscribe`: SUBSCRIBE/UNSUBSCRIBE over `routing`, `interest` and
+//!   `retained`.
+//! - `publish`: PUBLISH in; `routing`: where a message goes; `delivery`: one
+//!   message to one session; `qos`: the acknowledgements of QoS 1 and 2, in-flight
+//!   windows and queues; `writer`: the packets out.
+//! - `pressure`: back-pressure; `sys`: the `$SYS/broker/...` topics; `stats`: the
 //!   counters and latency histograms.
-//! - Vocabulary: [`msg`] (cross-shard messages), [`session`] (what a session holds),
-//!   [`topics`] (the trie the topic table, the interest table and the retained store are
-//!   made of), [`config`].
+//! - Vocabulary: `msg` (cross-shard messages), `session` (what a session holds),
+//!   `topics` (the trie the topic table, the interest table and the retained store are
+//!   made of), `config`.
 
 mod client;
 mod config;
