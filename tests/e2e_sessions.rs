@@ -428,9 +428,7 @@ fn offline_queue_keeps_the_newest_1000_and_counts_what_it_drops() {
 
 /// A persistent session left on one shard resumes on the other with what was queued
 /// meanwhile, published from both shards, in each publisher's order (MQTT-4.6.0-6 for
-/// one publisher's messages on one topic). (The client is raw: a connection that lands
-/// on the wrong shard leaves without acknowledging anything, so what it was sent is
-/// sent again to the next.)
+/// one publisher's messages on one topic). The client is raw, to answer QoS 2 by hand.
 #[test]
 fn session_resumes_on_another_shard_with_messages_queued_from_both() {
     let broker = Broker::start(&["--shards", "2"]);

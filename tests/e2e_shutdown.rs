@@ -80,7 +80,9 @@ fn sigterm_says_goodbye_to_every_client_and_exits_0() {
     let (reason, props) = packets[0].v5_disconnect();
     assert_eq!(reason, 0x8B, "server shutting down");
     assert!(
-        props.iter().all(|(id, _)| *id == 0x1F || *id == 0x26),
+        props
+            .iter()
+            .all(|(id, _)| *id == REASON_STRING || *id == USER_PROPERTY),
         "{props:02x?}"
     );
 

@@ -203,8 +203,10 @@ impl<P: Protocol> Client<P> {
                 );
             };
             if let Some(t) = pick(&p) {
-                skipped.extend(self.inbox.drain(..));
-                self.inbox = skipped;
+                // The skipped packets go back in front of the ones not looked at yet.
+                while let Some(q) = skipped.pop_back() {
+                    self.inbox.push_front(q);
+                }
                 return t;
             }
             skipped.push_back(p);

@@ -155,7 +155,6 @@ pub const PINGRESP: [u8; 2] = [0xD0, 0x00];
 pub const CONNACK_V311_OK: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 
 // MQTT 5 property identifiers (§2.2.2.2) the tests use.
-pub const MESSAGE_EXPIRY: u8 = 0x02;
 pub const SUBSCRIPTION_ID: u8 = 0x0B;
 pub const SESSION_EXPIRY: u8 = 0x11;
 pub const ASSIGNED_ID: u8 = 0x12;
