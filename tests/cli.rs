@@ -1,14 +1,13 @@
 //! End-to-end tests of the binary itself: flags, config file, startup, the metrics
 //! endpoint, signals. Plain std sockets only; MQTT behaviour is tested elsewhere.
 
-mod common;
+mod support;
 
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::Duration;
 
-use common::{Broker, TempDir, http_get, parse_metric, run};
+use support::{Broker, TempDir, WAIT, http_get, parse_metric, run};
 
 /// Every flag of `ringmq` (besides --help and --version).
 const FLAGS: &[&str] = &[
@@ -33,9 +32,6 @@ const FLAGS: &[&str] = &[
     "--mesh-capacity",
     "--shard-pressure-bytes",
 ];
-
-/// A generous bound for things that happen at once, so a bug fails instead of hanging.
-const WAIT: Duration = Duration::from_secs(30);
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -1,23 +1,51 @@
-//! Back-pressure (README, "Limits and what happens at them"): a shard with more queued
-//! for its clients than `--shard-pressure-bytes` pauses its publishers. A paused
-//! publisher is still read: its acknowledgements are taken up at once and everything
-//! else is held, in order, until the pause ends — nothing it sent is lost or reordered,
-//! and a DISCONNECT it sent before closing its socket still counts.
+//! Clients that cannot keep up (README, "Limits and what happens at them"). A QoS 1
+//! subscriber past its queue bound is disconnected, not silently robbed of messages.
+//! A shard with more queued for its clients than `--shard-pressure-bytes` pauses its
+//! publishers; a paused publisher is still read: its acknowledgements are taken up at
+//! once and everything else is held, in order, until the pause ends — nothing it sent
+//! is lost or reordered, and a DISCONNECT it sent before closing its socket still
+//! counts.
 //!
-//! Each test puts one shard under lasting pressure the same way: a QoS 0 subscriber that
-//! never reads, fed until the broker drops messages for it (its queue is then past the
-//! 256 KiB slow-consumer bound, so the shard is past a 64 KiB pressure bound).
+//! Each back-pressure test puts one shard under lasting pressure the same way: a QoS 0
+//! subscriber that never reads, fed until the broker drops messages for it (its queue is
+//! then past the 256 KiB slow-consumer bound, so the shard is past a 64 KiB pressure
+//! bound).
 
-mod common;
-#[path = "e2e_support.rs"]
 mod support;
 
-use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::thread;
 
-use common::Broker;
 use support::*;
+
+/// QoS 1/2 messages for a connected client are queued up to the session's bound, then
+/// the client is disconnected (and counted), never has messages dropped while it stays
+/// connected. Here: in-flight window 2, queue 5, a subscriber that never acknowledges,
+/// 20 QoS 1 messages.
+#[test]
+fn qos1_subscriber_past_the_queue_limit_is_disconnected_not_dropped() {
+    let broker = Broker::start(&["--max-inflight", "2", "--max-queued-messages", "5"]);
+    let addr = broker.mqtt_addr();
+    let mut s = raw_v311_client(addr, "never-acks", 30);
+    s.send(&subscribe(4, 1, "nq/#", 0x01, &[]));
+    assert_eq!(s.read_packet().body, [0x00, 0x01, 0x01]);
+
+    let rt = runtime();
+    rt.block_on(async {
+        let mut publisher = V4::connect(v311::options("nq-pub", addr)).await;
+        for i in 0..20 {
+            publisher
+                .publish("nq/x", 1, format!("n{i}").as_bytes())
+                .await;
+        }
+    });
+    // The two in flight arrive; then the broker must end the connection.
+    let end = s.read_until_closed(WAIT);
+    let packets = split_packets(&end.bytes);
+    assert!(packets.iter().all(|p| p.kind() == 3), "{packets:02x?}");
+    assert_eq!(broker.metric("ringmq_disconnected_slow_consumer"), 1);
+    assert_eq!(broker.metric("ringmq_dropped_queue_full"), 0);
+}
 
 /// A one-shard broker whose pressure bound is 64 KiB.
 fn broker() -> Broker {
@@ -37,19 +65,17 @@ fn broker() -> Broker {
 fn put_under_pressure(broker: &Broker) -> TcpStream {
     let addr = broker.mqtt_addr();
     let mut stalled = raw_v311_client(addr, "stalled", 0);
-    stalled
-        .write_all(&subscribe(1, "bp/#", 0x00, false))
-        .unwrap();
-    assert_eq!(read_packet(&mut stalled).body, [0x00, 0x01, 0x00]);
+    stalled.send(&subscribe(4, 1, "bp/#", 0x00, &[]));
+    assert_eq!(stalled.read_packet().body, [0x00, 0x01, 0x00]);
 
     let filler = thread::spawn(move || {
         let mut p = raw_v311_client(addr, "filler", 0);
-        let chunk = publish_qos0("bp/fill", &[b'x'; 8192], false);
+        let chunk = publish_qos0(4, "bp/fill", &[b'x'; 8192]);
         // ~40 MiB: more than the stalled client's socket buffers and its 256 KiB queue.
         for _ in 0..5000 {
-            p.write_all(&chunk).unwrap();
+            p.send(&chunk);
         }
-        p.write_all(&[0xE0, 0x00]).unwrap();
+        p.send(&DISCONNECT);
         p
     });
     broker.wait_for_metric("ringmq_dropped_qos0_slow_consumer", WAIT, |n| n > 0);
@@ -68,9 +94,9 @@ fn a_paused_publisher_loses_and_reorders_nothing() {
     const N: usize = 300;
     let rt = runtime();
     rt.block_on(async {
-        let mut other = V4::connect(v4_tcp("bp-other", broker.mqtt_addr())).await;
+        let mut other = V4::connect(v311::options("bp-other", broker.mqtt_addr())).await;
         other.subscribe_ok("bp/a", 1).await;
-        let mut a = V4::connect(v4_tcp("bp-a", broker.mqtt_addr())).await;
+        let mut a = V4::connect(v311::options("bp-a", broker.mqtt_addr())).await;
         a.subscribe_ok("bp/a", 1).await;
         let client = a.client.clone();
         let publishing = tokio::spawn(async move {
@@ -84,13 +110,13 @@ fn a_paused_publisher_loses_and_reorders_nothing() {
         });
         let (mut acked, mut received) = (0, Vec::new());
         while acked < N || received.len() < N {
-            match a.next_event().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    received.push(String::from_utf8_lossy(&p.payload[..5]).into_owned());
+            match a.next_packet().await {
+                Seen::PubAck { success } => {
+                    assert!(success, "PUBACK {acked}");
+                    acked += 1;
                 }
-                Ok(_) => {}
-                Err(e) => panic!("publisher: {e:?} after {acked} PUBACKs"),
+                Seen::Publish(g) => received.push(g.text()[..5].to_string()),
+                _ => {}
             }
         }
         publishing.await.unwrap();
@@ -110,19 +136,6 @@ fn a_paused_publisher_loses_and_reorders_nothing() {
     assert_eq!(broker.metric("ringmq_disconnected_slow_consumer"), 0);
 }
 
-/// A CONNECT with a will (QoS 0) and Clean Session, MQTT 3.1.1.
-fn connect_with_will(client_id: &str, will_topic: &str, will_message: &str) -> Vec<u8> {
-    let mut b = Vec::new();
-    mqtt_str(b"MQTT", &mut b);
-    b.push(4);
-    b.push(0x06); // Will Flag, Clean Session
-    b.extend_from_slice(&0u16.to_be_bytes());
-    mqtt_str(client_id.as_bytes(), &mut b);
-    mqtt_str(will_topic.as_bytes(), &mut b);
-    mqtt_str(will_message.as_bytes(), &mut b);
-    packet(0x10, &b)
-}
-
 /// A client sends a burst of PUBLISHes and a DISCONNECT and closes its socket while the
 /// shard is under pressure: the burst is held, the socket's end is seen meanwhile, and
 /// still every message is delivered and the will is not published (the DISCONNECT was
@@ -135,22 +148,27 @@ fn a_paused_publishers_burst_and_disconnect_survive_its_socket_closing() {
     const N: usize = 20;
     let rt = runtime();
     rt.block_on(async {
-        let mut watcher = V4::connect(v4_tcp("bp-watcher", broker.mqtt_addr())).await;
+        let mut watcher = V4::connect(v311::options("bp-watcher", broker.mqtt_addr())).await;
         watcher.subscribe_ok("bp/d", 1).await;
         watcher.subscribe_ok("bp/will", 1).await;
 
+        let will = RawWill {
+            topic: "bp/will",
+            payload: b"will",
+            qos: 0,
+            retain: false,
+        };
         let mut d = tcp(broker.mqtt_addr());
-        d.write_all(&connect_with_will("bp-d", "bp/will", "will"))
-            .unwrap();
-        assert_eq!(read_n(&mut d, 4), CONNACK_V311_OK);
+        d.send(&connect(4, "bp-d", true, 0, Some(will), &[]));
+        assert_eq!(d.read_bytes(4), CONNACK_V311_OK);
         let mut burst = Vec::new();
         for i in 0..N {
-            burst.extend(publish_qos0("bp/d", format!("d{i}").as_bytes(), false));
+            burst.extend(publish_qos0(4, "bp/d", format!("d{i}").as_bytes()));
         }
-        burst.extend([0xE0, 0x00]); // DISCONNECT
-        d.write_all(&burst).unwrap();
+        burst.extend(DISCONNECT);
+        d.send(&burst);
         d.shutdown(Shutdown::Write).unwrap();
-        let ended = read_until_closed(&mut d, WAIT);
+        let ended = d.read_until_closed(WAIT);
         assert!(ended.bytes.is_empty(), "{:02x?}", ended.bytes);
 
         let mut got = Vec::new();
@@ -164,11 +182,7 @@ fn a_paused_publishers_burst_and_disconnect_survive_its_socket_closing() {
         assert_eq!(got, expected);
         // A will would have been published as the connection closed, before the last
         // message above was delivered; a marker sent now comes after it.
-        watcher
-            .client
-            .publish("bp/d", rumqttc::QoS::AtLeastOnce, false, "end")
-            .await
-            .unwrap();
+        watcher.publish("bp/d", 1, b"end").await;
         let after = watcher.publishes_until("end").await;
         assert!(after.is_empty(), "after the burst: {after:?}");
     });

@@ -3,23 +3,15 @@
 //! several in one frame (MQTT 3.1.1 §6 / 5.0 §6: "MQTT Control Packets can be split
 //! across WebSocket frames"), plus WebSocket framing errors (RFC 6455 §5.1-5.5).
 
-mod common;
-#[path = "e2e_support.rs"]
 mod support;
 
-use std::io::Write;
-use std::net::TcpStream;
 use std::time::Duration;
 
-use common::Broker;
 use support::*;
 
 /// SUBSCRIBE (3.1.1) to one filter at QoS 0.
 fn subscribe_v311(pkid: u16, filter: &str) -> Vec<u8> {
-    let mut b = pkid.to_be_bytes().to_vec();
-    mqtt_str(filter.as_bytes(), &mut b);
-    b.push(0);
-    packet(0x82, &b)
+    subscribe(4, pkid, filter, 0, &[])
 }
 
 fn suback_v311(pkid: u16) -> Vec<u8> {
@@ -46,16 +38,16 @@ fn tcp_packets_split_byte_by_byte() {
     let mut s = tcp(broker.mqtt_addr());
     let mut bytes = connect_v311("trickle", 30);
     bytes.extend(subscribe_v311(7, "trickle/#"));
-    bytes.extend(publish_qos0("trickle/a", b"drip", false));
+    bytes.extend(publish_qos0(4, "trickle/a", b"drip"));
     bytes.extend(PINGREQ);
     for b in bytes {
-        s.write_all(&[b]).unwrap();
+        s.send(&[b]);
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert_eq!(read_n(&mut s, 4), CONNACK_V311_OK);
-    let mut got: Vec<RawPacket> = (0..3).map(|_| read_packet(&mut s)).collect();
+    assert_eq!(s.read_bytes(4), CONNACK_V311_OK);
+    let mut got: Vec<RawPacket> = (0..3).map(|_| s.read_packet()).collect();
     take_suback(&mut got, 7);
-    let mut want = split_packets(&publish_qos0("trickle/a", b"drip", false));
+    let mut want = split_packets(&publish_qos0(4, "trickle/a", b"drip"));
     want.extend(split_packets(&PINGRESP));
     assert_eq!(got, want);
 }
@@ -68,46 +60,39 @@ fn tcp_packets_batched_in_one_write() {
     let mut bytes = connect_v311("batch", 30);
     bytes.extend(subscribe_v311(9, "batch/#"));
     for i in 0..50 {
-        bytes.extend(publish_qos0("batch/a", format!("m{i}").as_bytes(), false));
+        bytes.extend(publish_qos0(4, "batch/a", format!("m{i}").as_bytes()));
     }
     bytes.extend(PINGREQ);
-    s.write_all(&bytes).unwrap();
-    assert_eq!(read_n(&mut s, 4), CONNACK_V311_OK);
-    let mut got: Vec<RawPacket> = (0..52).map(|_| read_packet(&mut s)).collect();
+    s.send(&bytes);
+    assert_eq!(s.read_bytes(4), CONNACK_V311_OK);
+    let mut got: Vec<RawPacket> = (0..52).map(|_| s.read_packet()).collect();
     take_suback(&mut got, 9);
     let mut want = Vec::new();
     for i in 0..50 {
         want.extend(split_packets(&publish_qos0(
+            4,
             "batch/a",
             format!("m{i}").as_bytes(),
-            false,
         )));
     }
     want.extend(split_packets(&PINGRESP));
     assert_eq!(got, want);
 }
 
-fn ws(broker: &Broker) -> TcpStream {
-    let addr = broker.ws_addr().to_string();
-    let url = broker.ws_url();
-    let path = &url[url.find(&addr).unwrap() + addr.len()..];
-    raw_ws(broker.ws_addr(), path)
-}
-
 /// Several packets in one binary message, and one packet split across two messages.
 #[test]
 fn ws_packets_not_aligned_with_messages() {
     let broker = Broker::start(&[]);
-    let mut s = ws(&broker);
+    let mut s = raw_ws(&broker);
     let mut first = connect_v311("ws-batch", 30);
     first.extend(subscribe_v311(3, "wsb/#"));
-    let publish = publish_qos0("wsb/x", b"split across messages", false);
+    let publish = publish_qos0(4, "wsb/x", b"split across messages");
     let (a, b) = publish.split_at(5);
     first.extend_from_slice(a);
-    s.write_all(&ws_frame(0x2, &first)).unwrap();
+    s.send(&ws_frame(0x2, &first));
     let mut second = b.to_vec();
     second.extend(PINGREQ);
-    s.write_all(&ws_frame(0x2, &second)).unwrap();
+    s.send(&ws_frame(0x2, &second));
 
     // The broker's answers, however they are framed.
     let mut answers = Vec::new();
@@ -130,19 +115,19 @@ fn ws_packets_not_aligned_with_messages() {
 #[test]
 fn ws_packet_in_fragmented_message() {
     let broker = Broker::start(&[]);
-    let mut s = ws(&broker);
+    let mut s = raw_ws(&broker);
     let connect = connect_v311("ws-frag", 30);
     let (a, rest) = connect.split_at(3);
     let (b, c) = rest.split_at(4);
     // Binary without FIN, continuation without FIN, ping, final continuation.
     let mut f = ws_frame(0x2, a);
     f[0] &= 0x7F;
-    s.write_all(&f).unwrap();
+    s.send(&f);
     let mut f = ws_frame(0x0, b);
     f[0] &= 0x7F;
-    s.write_all(&f).unwrap();
-    s.write_all(&ws_frame(0x9, b"mid")).unwrap();
-    s.write_all(&ws_frame(0x0, c)).unwrap();
+    s.send(&f);
+    s.send(&ws_frame(0x9, b"mid"));
+    s.send(&ws_frame(0x0, c));
     assert_eq!(read_ws_frame(&mut s), (0x8A, b"mid".to_vec()), "pong");
     assert_eq!(read_ws_frame(&mut s), (0x82, CONNACK_V311_OK.to_vec()));
 }
@@ -151,11 +136,11 @@ fn ws_packet_in_fragmented_message() {
 #[test]
 fn ws_unmasked_client_frame_is_closed_with_1002() {
     let broker = Broker::start(&[]);
-    let mut s = ws(&broker);
+    let mut s = raw_ws(&broker);
     let mut f = vec![0x82, PINGREQ.len() as u8];
     f.extend(PINGREQ);
-    s.write_all(&f).unwrap();
-    let end = read_until_closed(&mut s, WAIT);
+    s.send(&f);
+    let end = s.read_until_closed(WAIT);
     assert_eq!(end.bytes, [0x88, 0x02, 0x03, 0xEA]);
     assert_eq!(broker.metric("ringmq_disconnected_protocol_error"), 1);
 }
@@ -164,9 +149,9 @@ fn ws_unmasked_client_frame_is_closed_with_1002() {
 #[test]
 fn ws_oversized_control_frame_is_closed_with_1002() {
     let broker = Broker::start(&[]);
-    let mut s = ws(&broker);
-    s.write_all(&ws_frame(0x9, &[0u8; 126])).unwrap();
-    let end = read_until_closed(&mut s, WAIT);
+    let mut s = raw_ws(&broker);
+    s.send(&ws_frame(0x9, &[0u8; 126]));
+    let end = s.read_until_closed(WAIT);
     assert_eq!(end.bytes, [0x88, 0x02, 0x03, 0xEA]);
 }
 
@@ -174,9 +159,9 @@ fn ws_oversized_control_frame_is_closed_with_1002() {
 #[test]
 fn ws_reserved_opcode_is_closed_with_1002() {
     let broker = Broker::start(&[]);
-    let mut s = ws(&broker);
-    s.write_all(&ws_frame(0x3, b"x")).unwrap();
-    let end = read_until_closed(&mut s, WAIT);
+    let mut s = raw_ws(&broker);
+    s.send(&ws_frame(0x3, b"x"));
+    let end = s.read_until_closed(WAIT);
     assert_eq!(end.bytes, [0x88, 0x02, 0x03, 0xEA]);
 }
 
@@ -185,23 +170,21 @@ fn ws_reserved_opcode_is_closed_with_1002() {
 #[test]
 fn ws_v5_packet_over_max_packet_size_gets_disconnect_0x95() {
     let broker = Broker::start(&["--max-packet-size", "1024"]);
-    let mut s = ws(&broker);
-    s.write_all(&ws_frame(0x2, &connect_v5("ws-big", 30)))
-        .unwrap();
+    let mut s = raw_ws(&broker);
+    s.send(&ws_frame(0x2, &connect_v5("ws-big", 30)));
     let (head, connack) = read_ws_frame(&mut s);
     assert_eq!(head, 0x82);
     let packets = split_packets(&connack);
-    assert_eq!(parse_v5_connack(&packets[0]).1, 0);
-    s.write_all(&ws_frame(0x2, &publish_qos0("big", &[0u8; 2000], true)))
-        .unwrap();
+    assert_eq!(packets[0].v5_connack().1, 0);
+    s.send(&ws_frame(0x2, &publish_qos0(5, "big", &[0u8; 2000])));
     let (head, payload) = read_ws_frame(&mut s);
     assert_eq!(head, 0x82, "the DISCONNECT in a binary message");
     let packets = split_packets(&payload);
-    assert_eq!(parse_v5_disconnect(&packets[0]).0, 0x95);
+    assert_eq!(packets[0].v5_disconnect().0, 0x95);
     let (head, payload) = read_ws_frame(&mut s);
     assert_eq!(head, 0x88, "then a close frame");
     assert_eq!(payload.len(), 2);
-    let end = read_until_closed(&mut s, WAIT);
+    let end = s.read_until_closed(WAIT);
     assert!(end.bytes.is_empty(), "{:02x?}", end.bytes);
 }
 
@@ -212,8 +195,8 @@ fn ws_v5_packet_over_max_packet_size_gets_disconnect_0x95() {
 fn short_http_request_on_the_mqtt_port_is_a_protocol_error() {
     let broker = Broker::start(&[]);
     let mut s = tcp(broker.mqtt_addr());
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    expect_closed_silently(&mut s, "short GET");
+    s.send(b"GET / HTTP/1.0\r\n\r\n");
+    s.expect_closed_silently("short GET");
     assert_eq!(broker.metric("ringmq_disconnected_protocol_error"), 1);
     assert_eq!(broker.metric("ringmq_disconnected_timeout"), 0);
 }

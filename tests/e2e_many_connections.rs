@@ -4,17 +4,18 @@
 //!
 //! The clients are independent of ringmq's code: tokio sockets with hand-written MQTT
 //! 3.1.1 bytes. One test process cannot hold 40,000 sockets (RLIMIT_NOFILE), so the test
-//! runs itself as `CLIENT_PROCS` child processes (the ignored test `client_process`),
-//! each from its own loopback source address, and talks to them over stdin/stdout.
+//! runs itself again as `CLIENT_PROCS` child processes, each from its own loopback source
+//! address, and talks to them over stdin/stdout; an environment variable tells a child
+//! that it is one.
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use common::Broker;
+use support::*;
 
 const SHARDS: usize = 4;
 const CLIENT_PROCS: usize = 4;
@@ -23,20 +24,6 @@ const TOTAL: usize = CLIENT_PROCS * PER_PROC;
 /// Generous guard against a hang; nothing asserts how long it takes.
 const STEP_TIMEOUT: Duration = Duration::from_secs(300);
 const CHILD_ENV: &str = "RINGMQ_MANY_CONNECTIONS_CHILD";
-
-/// MQTT 3.1.1 CONNECT, clean session, keepalive 300 s (so no ping is due during the test).
-fn connect_packet(client_id: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x01, 0x2c];
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    let mut p = vec![0x10, body.len() as u8];
-    p.extend_from_slice(&body);
-    p
-}
-
-const CONNACK_ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
-const PINGREQ: [u8; 2] = [0xc0, 0x00];
-const PINGRESP: [u8; 2] = [0xd0, 0x00];
 
 struct ClientProc {
     child: Child,
@@ -48,9 +35,8 @@ impl ClientProc {
         let exe = std::env::current_exe().expect("test binary path");
         let mut child = Command::new(exe)
             .args([
-                "--ignored",
                 "--exact",
-                "client_process",
+                "forty_thousand_connections_over_four_shards_each_answer_a_ping",
                 "--nocapture",
                 "--test-threads=1",
             ])
@@ -105,6 +91,9 @@ impl Drop for ClientProc {
 
 #[test]
 fn forty_thousand_connections_over_four_shards_each_answer_a_ping() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        return client_process(&spec);
+    }
     let broker = Broker::start(&["--shards", &SHARDS.to_string()]);
     let addr = broker.mqtt_addr();
     let mut procs: Vec<ClientProc> = (0..CLIENT_PROCS)
@@ -118,12 +107,9 @@ fn forty_thousand_connections_over_four_shards_each_answer_a_ping() {
     });
     assert_eq!(open as usize, TOTAL);
     // More than one ring's table: the connections are spread over every shard.
-    let metrics = broker.metrics();
-    for shard in 0..SHARDS {
-        let name = format!("ringmq_connections_current{{shard=\"{shard}\"}}");
-        let n = common::parse_metric(&metrics, &name).expect("per-shard gauge");
-        assert!(n > 0, "shard {shard} holds no connection");
-    }
+    let per_shard = per_shard(&broker, "ringmq_connections_current");
+    assert_eq!(per_shard.len(), SHARDS);
+    assert!(per_shard.iter().all(|&n| n > 0), "{per_shard:?}");
     assert!(
         open > 20_000,
         "more connections than one fixed-file table holds"
@@ -137,14 +123,8 @@ fn forty_thousand_connections_over_four_shards_each_answer_a_ping() {
     assert_eq!(broker.metric("ringmq_connections_refused_table_full"), 0);
 }
 
-/// One client process (run by the test above through `current_exe`; does nothing when
-/// run on its own).
-#[test]
-#[ignore = "a child process of forty_thousand_connections_over_four_shards_each_answer_a_ping"]
-fn client_process() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+/// The test above as one of its child processes: `spec` is "ADDRESS NUMBER".
+fn client_process(spec: &str) {
     let mut parts = spec.split_whitespace();
     let addr: std::net::SocketAddr = parts.next().unwrap().parse().unwrap();
     let proc_no: usize = parts.next().unwrap().parse().unwrap();
@@ -200,12 +180,12 @@ async fn run_clients(addr: std::net::SocketAddr, proc_no: usize) {
                 no_port_at_bind(&socket);
                 socket.bind(source).unwrap();
                 let mut s = socket.connect(addr).await.expect("connect");
-                s.write_all(&connect_packet(&format!("many-{proc_no}-{i}")))
-                    .await
-                    .unwrap();
+                // Keep alive 300 s: no ping is due during the test.
+                let connect = connect_v311(&format!("many-{proc_no}-{i}"), 300);
+                s.write_all(&connect).await.unwrap();
                 let mut ack = [0u8; 4];
                 s.read_exact(&mut ack).await.expect("CONNACK");
-                assert_eq!(ack, CONNACK_ACCEPTED, "client {proc_no}-{i}");
+                assert_eq!(ack, CONNACK_V311_OK, "client {proc_no}-{i}");
                 s
             }));
         }

@@ -2,41 +2,18 @@
 //! DISCONNECT 0x8B "server shutting down", WebSocket close 1001 "going away", plain EOF
 //! for MQTT 3.1.1), and the broker exits with status 0.
 
-mod common;
-#[path = "e2e_support.rs"]
 mod support;
 
 use std::net::TcpStream;
 use std::thread::JoinHandle;
 
-use common::Broker;
 use support::*;
 use tungstenite::Message;
-use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
-
-type Ws = tungstenite::WebSocket<TcpStream>;
-
-/// An MQTT-over-WebSocket client on tungstenite that has sent `connect` and read the
-/// CONNACK.
-fn ws_client(broker: &Broker, connect: Vec<u8>) -> Ws {
-    let mut req = broker.ws_url().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
-    let s = tcp(broker.ws_addr());
-    let (mut ws, resp) = tungstenite::client(req, s).expect("WebSocket handshake");
-    assert_eq!(resp.status(), 101);
-    ws.send(Message::Binary(connect)).unwrap();
-    match ws.read().unwrap() {
-        Message::Binary(b) => assert_eq!(b[..2], [0x20, b.len() as u8 - 2], "CONNACK {b:02x?}"),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-    ws
-}
 
 /// Reads WebSocket messages until the close handshake ends, then checks the TCP
 /// connection ends too; returns the messages (the close frame included).
-fn ws_read_to_close(mut ws: Ws) -> JoinHandle<Vec<Message>> {
+fn ws_read_to_close(mut ws: Tungstenite) -> JoinHandle<Vec<Message>> {
     std::thread::spawn(move || {
         let mut got = Vec::new();
         loop {
@@ -46,7 +23,7 @@ fn ws_read_to_close(mut ws: Ws) -> JoinHandle<Vec<Message>> {
                 Err(e) => panic!("WebSocket read: {e} after {got:?}"),
             }
         }
-        let end = read_until_closed(ws.get_mut(), WAIT);
+        let end = ws.get_mut().read_until_closed(WAIT);
         assert!(
             end.bytes.is_empty(),
             "bytes after close: {:02x?}",
@@ -57,7 +34,7 @@ fn ws_read_to_close(mut ws: Ws) -> JoinHandle<Vec<Message>> {
 }
 
 fn tcp_read_to_close(mut s: TcpStream) -> JoinHandle<Ended> {
-    std::thread::spawn(move || read_until_closed(&mut s, WAIT))
+    std::thread::spawn(move || s.read_until_closed(WAIT))
 }
 
 #[test]
@@ -68,12 +45,12 @@ fn sigterm_says_goodbye_to_every_client_and_exits_0() {
 
     let (raw5, _) = raw_v5_client(mqtt, "raw-v5", 30);
     let raw4 = raw_v311_client(mqtt, "raw-v311", 30);
-    let ws5 = ws_client(&broker, connect_v5("ws-v5", 30));
-    let ws4 = ws_client(&broker, connect_v311("ws-v311", 30));
+    let ws5 = tungstenite_mqtt_client(&broker, connect_v5("ws-v5", 30));
+    let ws4 = tungstenite_mqtt_client(&broker, connect_v311("ws-v311", 30));
     let (mut rumq5, mut rumq4) = rt.block_on(async {
-        let mut c5 = V5::connect(v5_tcp("rumqttc-v5", mqtt)).await;
+        let mut c5 = V5::connect(v5::options("rumqttc-v5", mqtt)).await;
         c5.subscribe_ok("any/#", 1).await;
-        let c4 = V4::connect(v4_tcp("rumqttc-v311", mqtt)).await;
+        let c4 = V4::connect(v311::options("rumqttc-v311", mqtt)).await;
         (c5, c4)
     });
     // Mid-upgrade: connected to the WebSocket port, no request yet.
@@ -100,10 +77,12 @@ fn sigterm_says_goodbye_to_every_client_and_exits_0() {
     let end = raw5.join().unwrap();
     let packets = split_packets(&end.bytes);
     assert_eq!(packets.len(), 1, "{packets:02x?}");
-    let (reason, props) = parse_v5_disconnect(&packets[0]);
+    let (reason, props) = packets[0].v5_disconnect();
     assert_eq!(reason, 0x8B, "server shutting down");
     assert!(
-        props.iter().all(|(id, _)| *id == 0x1F || *id == 0x26),
+        props
+            .iter()
+            .all(|(id, _)| *id == REASON_STRING || *id == USER_PROPERTY),
         "{props:02x?}"
     );
 
@@ -120,7 +99,7 @@ fn sigterm_says_goodbye_to_every_client_and_exits_0() {
         Message::Binary(b) => {
             let packets = split_packets(b);
             assert_eq!(packets.len(), 1, "{packets:02x?}");
-            assert_eq!(parse_v5_disconnect(&packets[0]).0, 0x8B);
+            assert_eq!(packets[0].v5_disconnect().0, 0x8B);
         }
         other => panic!("expected the DISCONNECT, got {other:?}"),
     }

@@ -3,39 +3,37 @@
 //! timeouts (10 s by default; no flag changes them) for sockets that say nothing.
 //! Only generous upper bounds are waited for; nothing asserts how fast.
 
-mod common;
-#[path = "e2e_support.rs"]
 mod support;
 
-use std::io::Write;
 use std::time::Duration;
 
-use common::Broker;
 use support::*;
 
 #[test]
 fn silent_v311_client_is_closed_after_its_keepalive() {
     let broker = Broker::start(&[]);
     let rt = runtime();
-    let mut healthy = rt.block_on(Healthy::start(v4_tcp("healthy", broker.mqtt_addr())));
+    let mut healthy = rt.block_on(Healthy::start(v311::options("healthy", broker.mqtt_addr())));
     let mut s = raw_v311_client(broker.mqtt_addr(), "silent-4", 1);
     // 3.1.1 has no server DISCONNECT: the connection just ends.
-    expect_closed_silently(&mut s, "keepalive expiry");
+    s.expect_closed_silently("keepalive expiry");
     assert_eq!(broker.metric("ringmq_disconnected_timeout"), 1);
     assert_eq!(broker.metric("ringmq_disconnected_protocol_error"), 0);
     rt.block_on(healthy.check());
 }
 
-/// MQTT 5: the server says why (DISCONNECT 0x8D, keep alive timeout) before closing.
+/// MQTT 5: the server says why (DISCONNECT 0x8D, keep alive timeout, with a Reason
+/// String) before closing.
 #[test]
 fn silent_v5_client_gets_disconnect_0x8d() {
     let broker = Broker::start(&[]);
     let (mut s, _) = raw_v5_client(broker.mqtt_addr(), "silent-5", 1);
-    let end = read_until_closed(&mut s, WAIT);
+    let end = s.read_until_closed(WAIT);
     let packets = split_packets(&end.bytes);
     assert_eq!(packets.len(), 1, "{packets:02x?}");
-    let (reason, _) = parse_v5_disconnect(&packets[0]);
+    let (reason, props) = packets[0].v5_disconnect();
     assert_eq!(reason, 0x8D, "keep alive timeout");
+    assert!(has_reason_string(&props), "{props:02x?}");
     assert_eq!(broker.metric("ringmq_disconnected_timeout"), 1);
 }
 
@@ -47,11 +45,11 @@ fn client_pinging_within_its_keepalive_stays_connected() {
     let mut s = raw_v311_client(broker.mqtt_addr(), "pinger", 1);
     for _ in 0..6 {
         std::thread::sleep(Duration::from_millis(500));
-        s.write_all(&PINGREQ).unwrap();
-        assert_eq!(read_n(&mut s, 2), PINGRESP);
+        s.send(&PINGREQ);
+        assert_eq!(s.read_bytes(2), PINGRESP);
     }
-    s.write_all(&PINGREQ).unwrap();
-    assert_eq!(read_n(&mut s, 2), PINGRESP);
+    s.send(&PINGREQ);
+    assert_eq!(s.read_bytes(2), PINGRESP);
     assert_eq!(broker.metric("ringmq_disconnected_timeout"), 0);
     assert_eq!(broker.metric("ringmq_connections_current"), 1);
 }
@@ -62,9 +60,9 @@ fn client_pinging_within_its_keepalive_stays_connected() {
 fn keepalive_zero_is_never_timed_out() {
     let broker = Broker::start(&[]);
     let mut s = raw_v311_client(broker.mqtt_addr(), "no-keepalive", 0);
-    expect_still_open(&mut s, Duration::from_secs(3));
-    s.write_all(&PINGREQ).unwrap();
-    assert_eq!(read_n(&mut s, 2), PINGRESP);
+    s.expect_still_open(Duration::from_secs(3));
+    s.send(&PINGREQ);
+    assert_eq!(s.read_bytes(2), PINGRESP);
     assert_eq!(broker.metric("ringmq_disconnected_timeout"), 0);
 }
 
@@ -75,25 +73,15 @@ fn keepalive_zero_is_never_timed_out() {
 fn silent_sockets_are_closed_by_the_connect_and_handshake_timeouts() {
     let broker = Broker::start(&[]);
     let rt = runtime();
-    let mut healthy = rt.block_on(Healthy::start(v4_tcp("healthy", broker.mqtt_addr())));
+    let mut healthy = rt.block_on(Healthy::start(v311::options("healthy", broker.mqtt_addr())));
     let limit = Duration::from_secs(60);
 
-    let mqtt = broker.mqtt_addr();
-    let ws = broker.ws_addr();
-    let ws_url = broker.ws_url();
-    let path = ws_url[ws_url.find(&ws.to_string()).unwrap() + ws.to_string().len()..].to_string();
-    let tcp_silent = std::thread::spawn(move || {
-        let mut s = tcp(mqtt);
-        read_until_closed(&mut s, limit)
-    });
-    let ws_no_upgrade = std::thread::spawn(move || {
-        let mut s = tcp(ws);
-        read_until_closed(&mut s, limit)
-    });
-    let ws_no_connect = std::thread::spawn(move || {
-        let mut s = raw_ws(ws, &path);
-        read_until_closed(&mut s, limit)
-    });
+    let mut tcp_silent = tcp(broker.mqtt_addr());
+    let mut ws_no_upgrade = tcp(broker.ws_addr());
+    let mut ws_no_connect = raw_ws(&broker);
+    let tcp_silent = std::thread::spawn(move || tcp_silent.read_until_closed(limit));
+    let ws_no_upgrade = std::thread::spawn(move || ws_no_upgrade.read_until_closed(limit));
+    let ws_no_connect = std::thread::spawn(move || ws_no_connect.read_until_closed(limit));
 
     let end = tcp_silent.join().unwrap();
     assert!(end.bytes.is_empty(), "TCP: {:02x?}", end.bytes);
@@ -120,20 +108,14 @@ fn silent_sockets_are_closed_by_the_connect_and_handshake_timeouts() {
 #[test]
 fn silent_v5_client_over_websocket_gets_disconnect_0x8d() {
     let broker = Broker::start(&[]);
-    let addr = broker.ws_addr().to_string();
-    let url = broker.ws_url();
-    let mut s = raw_ws(
-        broker.ws_addr(),
-        &url[url.find(&addr).unwrap() + addr.len()..],
-    );
-    s.write_all(&ws_frame(0x2, &connect_v5("ws-silent", 1)))
-        .unwrap();
+    let mut s = raw_ws(&broker);
+    s.send(&ws_frame(0x2, &connect_v5("ws-silent", 1)));
     let (head, payload) = read_ws_frame(&mut s);
     assert_eq!(head, 0x82);
-    assert_eq!(parse_v5_connack(&split_packets(&payload)[0]).1, 0);
+    assert_eq!(split_packets(&payload)[0].v5_connack().1, 0);
     loop {
         // Pings keep the WebSocket busy, not the MQTT session.
-        s.write_all(&ws_frame(0x9, b"p")).unwrap();
+        s.send(&ws_frame(0x9, b"p"));
         let (head, payload) = read_ws_frame(&mut s);
         if head == 0x8A {
             assert_eq!(payload, b"p");
@@ -142,7 +124,7 @@ fn silent_v5_client_over_websocket_gets_disconnect_0x8d() {
         }
         assert_eq!(head, 0x82, "the DISCONNECT in a binary message");
         let packets = split_packets(&payload);
-        assert_eq!(parse_v5_disconnect(&packets[0]).0, 0x8D);
+        assert_eq!(packets[0].v5_disconnect().0, 0x8D);
         break;
     }
     let (head, close) = read_ws_frame(&mut s);

@@ -4,16 +4,10 @@
 //! than the maximum message), each of which ends only its own connection while a
 //! healthy client keeps working.
 
-mod common;
-#[path = "e2e_support.rs"]
 mod support;
 
-use std::io::Write;
-
-use common::Broker;
 use support::*;
 use tungstenite::Message;
-use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 #[test]
@@ -21,11 +15,11 @@ fn ws_subscriber_receives_from_tcp_publisher() {
     let broker = Broker::start(&[]);
     let rt = runtime();
     rt.block_on(async {
-        let mut sub4 = V4::connect(v4_ws("ws-sub4", &broker.ws_url())).await;
+        let mut sub4 = V4::connect(v311::ws_options("ws-sub4", &broker.ws_url())).await;
         sub4.subscribe_ok("ws/in/#", 1).await;
-        let mut sub5 = V5::connect(v5_ws("ws-sub5", &broker.ws_url())).await;
+        let mut sub5 = V5::connect(v5::ws_options("ws-sub5", &broker.ws_url())).await;
         sub5.subscribe_ok("ws/in/+", 0).await;
-        let mut publisher = V4::connect(v4_tcp("tcp-pub", broker.mqtt_addr())).await;
+        let mut publisher = V4::connect(v311::options("tcp-pub", broker.mqtt_addr())).await;
         let big = vec![0xA5u8; 5000]; // several TCP segments, one WebSocket frame
         publisher.publish("ws/in/a", 1, b"one").await;
         publisher.publish("ws/in/b", 0, b"two").await;
@@ -49,10 +43,10 @@ fn tcp_subscriber_receives_from_ws_publisher() {
     let broker = Broker::start(&[]);
     let rt = runtime();
     rt.block_on(async {
-        let mut sub = V4::connect(v4_tcp("tcp-sub", broker.mqtt_addr())).await;
+        let mut sub = V4::connect(v311::options("tcp-sub", broker.mqtt_addr())).await;
         sub.subscribe_ok("from/ws/#", 1).await;
-        let mut pub4 = V4::connect(v4_ws("ws-pub4", &broker.ws_url())).await;
-        let mut pub5 = V5::connect(v5_ws("ws-pub5", &broker.ws_url())).await;
+        let mut pub4 = V4::connect(v311::ws_options("ws-pub4", &broker.ws_url())).await;
+        let mut pub5 = V5::connect(v5::ws_options("ws-pub5", &broker.ws_url())).await;
         let mut want = Vec::new();
         for i in 0..10u8 {
             let qos = i % 2;
@@ -98,10 +92,9 @@ fn tcp_subscriber_receives_from_ws_publisher() {
 fn ws_upgrade_selects_the_mqtt_subprotocol() {
     let broker = Broker::start(&[]);
     let addr = broker.ws_addr();
-    let path = ws_path(&broker);
+    let path = broker.ws_path();
     let mut s = tcp(addr);
-    s.write_all(ws_request(addr, &path, Some("mqtt")).as_bytes())
-        .unwrap();
+    s.send(ws_request(addr, path, Some("mqtt")).as_bytes());
     let (status, headers) = read_http_head(&mut s);
     assert_eq!(status, 101, "{headers:?}");
     assert_eq!(
@@ -117,32 +110,16 @@ fn ws_upgrade_selects_the_mqtt_subprotocol() {
 
     // A client offering several subprotocols gets `mqtt` picked.
     let mut s2 = tcp(addr);
-    s2.write_all(ws_request(addr, &path, Some("chat, mqtt")).as_bytes())
-        .unwrap();
+    s2.send(ws_request(addr, path, Some("chat, mqtt")).as_bytes());
     let (status, headers) = read_http_head(&mut s2);
     assert_eq!(status, 101, "{headers:?}");
     assert_eq!(header(&headers, "sec-websocket-protocol"), Some("mqtt"));
 
     // MQTT in a binary frame; the CONNACK comes back in one binary frame.
-    s.write_all(&ws_frame(0x2, &connect_v311("raw-ws", 30)))
-        .unwrap();
+    s.send(&ws_frame(0x2, &connect_v311("raw-ws", 30)));
     assert_eq!(read_ws_frame(&mut s), (0x82, CONNACK_V311_OK.to_vec()));
-    s.write_all(&ws_frame(0x2, &PINGREQ)).unwrap();
+    s.send(&ws_frame(0x2, &PINGREQ));
     assert_eq!(read_ws_frame(&mut s), (0x82, PINGRESP.to_vec()));
-}
-
-fn tungstenite_client(
-    broker: &Broker,
-) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
-    let mut req = broker.ws_url().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
-    let (ws, resp) = tungstenite::connect(req).expect("WebSocket connect");
-    assert_eq!(resp.status(), 101);
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(WAIT)).unwrap();
-    }
-    ws
 }
 
 /// RFC 6455 §5.5.2-3 and §5.5.1: a ping gets a pong with the same payload; a close
@@ -173,10 +150,7 @@ fn ws_ping_pong_and_close_handshake() {
         other => panic!("expected close 1000, got {other:?}"),
     }
     // The close handshake is complete; the server closes the TCP connection.
-    let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() else {
-        unreachable!()
-    };
-    let end = read_until_closed(s, WAIT);
+    let end = ws.get_mut().read_until_closed(WAIT);
     assert!(
         end.bytes.is_empty(),
         "bytes after close: {:02x?}",
@@ -190,18 +164,16 @@ fn ws_ping_pong_and_close_handshake() {
 fn bad_ws_input(counter: &str, bad: impl FnOnce(&Broker)) {
     let broker = Broker::start(&[]);
     let rt = runtime();
-    let mut healthy = rt.block_on(Healthy::start(v4_ws("healthy", &broker.ws_url())));
+    let mut healthy = rt.block_on(Healthy::start(v311::ws_options(
+        "healthy",
+        &broker.ws_url(),
+    )));
     let before = broker.metric(counter);
     bad(&broker);
     assert_eq!(broker.metric(counter), before + 1, "{counter}");
     rt.block_on(healthy.check());
     // The healthy connection is the only one left open.
     broker.wait_for_metric("ringmq_connections_current", WAIT, |v| v == 1);
-}
-
-fn ws_path(broker: &Broker) -> String {
-    let addr = broker.ws_addr().to_string();
-    broker.ws_url().rsplit_once(&addr).unwrap().1.to_string()
 }
 
 /// MQTT §6 (MQTT-6.0.0-3/4): the client must offer `mqtt`; without it the upgrade is
@@ -211,9 +183,8 @@ fn ws_upgrade_without_mqtt_subprotocol_is_refused() {
     bad_ws_input("ringmq_ws_handshake_rejected", |broker| {
         let addr = broker.ws_addr();
         let mut s = tcp(addr);
-        s.write_all(ws_request(addr, &ws_path(broker), None).as_bytes())
-            .unwrap();
-        let end = read_until_closed(&mut s, WAIT);
+        s.send(ws_request(addr, broker.ws_path(), None).as_bytes());
+        let end = s.read_until_closed(WAIT);
         let text = String::from_utf8_lossy(&end.bytes).to_string();
         let (head, _) = text.split_once("\r\n\r\n").expect("a whole answer");
         let (status, headers) = parse_http_head(head);
@@ -227,9 +198,8 @@ fn ws_upgrade_without_mqtt_subprotocol_offering_another_is_refused() {
     bad_ws_input("ringmq_ws_handshake_rejected", |broker| {
         let addr = broker.ws_addr();
         let mut s = tcp(addr);
-        s.write_all(ws_request(addr, &ws_path(broker), Some("chat, superchat")).as_bytes())
-            .unwrap();
-        let end = read_until_closed(&mut s, WAIT);
+        s.send(ws_request(addr, broker.ws_path(), Some("chat, superchat")).as_bytes());
+        let end = s.read_until_closed(WAIT);
         let text = String::from_utf8_lossy(&end.bytes).to_string();
         let (status, _) = parse_http_head(text.split_once("\r\n\r\n").expect("answer").0);
         assert_eq!(status, 400, "{text}");
@@ -241,9 +211,8 @@ fn ws_upgrade_to_the_wrong_path_is_404() {
     bad_ws_input("ringmq_ws_handshake_rejected", |broker| {
         let addr = broker.ws_addr();
         let mut s = tcp(addr);
-        s.write_all(ws_request(addr, "/not-mqtt", Some("mqtt")).as_bytes())
-            .unwrap();
-        let end = read_until_closed(&mut s, WAIT);
+        s.send(ws_request(addr, "/not-mqtt", Some("mqtt")).as_bytes());
+        let end = s.read_until_closed(WAIT);
         let text = String::from_utf8_lossy(&end.bytes).to_string();
         let (status, headers) = parse_http_head(text.split_once("\r\n\r\n").expect("answer").0);
         assert_eq!(status, 404, "{text}");
@@ -256,12 +225,11 @@ fn ws_upgrade_to_the_wrong_path_is_404() {
 #[test]
 fn ws_text_frame_closes_the_connection() {
     bad_ws_input("ringmq_disconnected_protocol_error", |broker| {
-        let mut s = raw_ws(broker.ws_addr(), &ws_path(broker));
-        s.write_all(&ws_frame(0x2, &connect_v311("texter", 30)))
-            .unwrap();
+        let mut s = raw_ws(broker);
+        s.send(&ws_frame(0x2, &connect_v311("texter", 30)));
         assert_eq!(read_ws_frame(&mut s), (0x82, CONNACK_V311_OK.to_vec()));
-        s.write_all(&ws_frame(0x1, b"hello")).unwrap();
-        let end = read_until_closed(&mut s, WAIT);
+        s.send(&ws_frame(0x1, b"hello"));
+        let end = s.read_until_closed(WAIT);
         // 1002 (protocol error) or 1003 (data of a type it cannot accept, RFC 6455
         // §7.4.1): both say why; MQTT only requires the close.
         assert!(
@@ -277,16 +245,15 @@ fn ws_text_frame_closes_the_connection() {
 #[test]
 fn ws_frame_over_the_max_message_size_is_closed_with_1009() {
     bad_ws_input("ringmq_disconnected_protocol_error", |broker| {
-        let mut s = raw_ws(broker.ws_addr(), &ws_path(broker));
-        s.write_all(&ws_frame(0x2, &connect_v311("big-framer", 30)))
-            .unwrap();
+        let mut s = raw_ws(broker);
+        s.send(&ws_frame(0x2, &connect_v311("big-framer", 30)));
         assert_eq!(read_ws_frame(&mut s), (0x82, CONNACK_V311_OK.to_vec()));
         let declared: u64 = 16 * 1024 * 1024 + 1;
         let mut head = vec![0x82, 0x80 | 127];
         head.extend_from_slice(&declared.to_be_bytes());
         head.extend_from_slice(&[1, 2, 3, 4]); // mask
-        s.write_all(&head).unwrap();
-        let end = read_until_closed(&mut s, WAIT);
+        s.send(&head);
+        let end = s.read_until_closed(WAIT);
         assert_eq!(end.bytes, [0x88, 0x02, 0x03, 0xF1], "close frame 1009");
     });
 }
@@ -295,12 +262,12 @@ fn ws_frame_over_the_max_message_size_is_closed_with_1009() {
 #[test]
 fn ws_frame_declaring_2_pow_62_bytes_is_closed_with_1009() {
     bad_ws_input("ringmq_disconnected_protocol_error", |broker| {
-        let mut s = raw_ws(broker.ws_addr(), &ws_path(broker));
+        let mut s = raw_ws(broker);
         let mut head = vec![0x82, 0x80 | 127];
         head.extend_from_slice(&(1u64 << 62).to_be_bytes());
         head.extend_from_slice(&[9, 8, 7, 6]);
-        s.write_all(&head).unwrap();
-        let end = read_until_closed(&mut s, WAIT);
+        s.send(&head);
+        let end = s.read_until_closed(WAIT);
         assert_eq!(end.bytes, [0x88, 0x02, 0x03, 0xF1], "close frame 1009");
     });
 }
@@ -312,13 +279,16 @@ fn ws_frame_declaring_2_pow_62_bytes_is_closed_with_1009() {
 fn ws_client_over_max_connections_gets_a_connack_refusal() {
     let broker = Broker::start(&["--max-connections", "1"]);
     let rt = runtime();
-    let mut healthy = rt.block_on(Healthy::start(v4_ws("healthy", &broker.ws_url())));
+    let mut healthy = rt.block_on(Healthy::start(v311::ws_options(
+        "healthy",
+        &broker.ws_url(),
+    )));
     for (connect, code) in [
         (connect_v311("ws-over-4", 30), 0x03),
         (connect_v5("ws-over-5", 30), 0x97),
     ] {
-        let mut s = raw_ws(broker.ws_addr(), &ws_path(&broker));
-        s.write_all(&ws_frame(0x2, &connect)).unwrap();
+        let mut s = raw_ws(&broker);
+        s.send(&ws_frame(0x2, &connect));
         let (head, payload) = read_ws_frame(&mut s);
         assert_eq!(head, 0x82);
         let packets = split_packets(&payload);
@@ -329,7 +299,7 @@ fn ws_client_over_max_connections_gets_a_connack_refusal() {
         let (head, close) = read_ws_frame(&mut s);
         assert_eq!(head, 0x88, "a close frame");
         assert_eq!(close.len(), 2);
-        let end = read_until_closed(&mut s, WAIT);
+        let end = s.read_until_closed(WAIT);
         assert!(end.bytes.is_empty(), "{:02x?}", end.bytes);
     }
     assert_eq!(broker.metric("ringmq_connections_refused_limit"), 2);
@@ -344,9 +314,8 @@ fn ws_upgrade_accepts_an_absolute_uri() {
     let broker = Broker::start(&[]);
     let addr = broker.ws_addr();
     let mut s = tcp(addr);
-    let target = format!("http://{addr}{}", ws_path(&broker));
-    s.write_all(ws_request(addr, &target, Some("mqtt")).as_bytes())
-        .unwrap();
+    let target = format!("http://{addr}{}", broker.ws_path());
+    s.send(ws_request(addr, &target, Some("mqtt")).as_bytes());
     let (status, headers) = read_http_head(&mut s);
     assert_eq!(status, 101, "{headers:?}");
     assert_eq!(header(&headers, "sec-websocket-protocol"), Some("mqtt"));

@@ -2,7 +2,8 @@
 //! free loopback ports (one plain MQTT listener, one WebSocket listener).
 //!
 //! NEEDS `mosquitto` on PATH (or in /usr/sbin, where Debian puts it): `apt-get install -y
-//! mosquitto`. Without it every test here prints "SKIPPED: mosquitto not found" and passes.
+//! mosquitto`. Without it every test here fails, saying so: a test that cannot run its
+//! broker has tested nothing, and must not pass.
 //!
 //! The runs are short (about 2 s each) and run one at a time, so that they do not compete
 //! for the CPU with each other. mosquitto is configured with `set_tcp_nodelay true`: its
@@ -65,11 +66,12 @@ struct Broker {
 }
 
 impl Broker {
-    fn start(name: &str) -> Option<Broker> {
-        let Some(bin) = find_mosquitto() else {
-            println!("SKIPPED: mosquitto not found (apt-get install -y mosquitto)");
-            return None;
-        };
+    /// Starts mosquitto; panics if it is not installed.
+    fn start(name: &str) -> Broker {
+        let bin = find_mosquitto().expect(
+            "mosquitto not found on PATH, in /usr/sbin or /usr/local/sbin: these tests need \
+             it (apt-get install -y mosquitto)",
+        );
         let dir =
             std::env::temp_dir().join(format!("ringmq-swarm-test-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -107,7 +109,7 @@ impl Broker {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        Some(broker)
+        broker
     }
 
     /// Kills the broker, waits `down`, and starts it again on the same ports.
@@ -198,9 +200,7 @@ fn assert_clean(r: &RunReport) {
 #[test]
 fn fanout_qos1_one_publisher_twenty_subscribers() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(b) = Broker::start("fanout") else {
-        return;
-    };
+    let b = Broker::start("fanout");
     let (json, hist, html) = (b.file("r.json"), b.file("r.hlog"), b.file("r.html"));
     let r = swarm(&[
         "fanout",
@@ -290,9 +290,7 @@ fn check_outputs(r: &RunReport, json: &Path, hist: &Path, html: &Path) {
 #[test]
 fn pairs_fifty_clients() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(b) = Broker::start("pairs") else {
-        return;
-    };
+    let b = Broker::start("pairs");
     let r = swarm(&[
         "pairs",
         "--target",
@@ -315,9 +313,7 @@ fn pairs_fifty_clients() {
 #[test]
 fn connect_storm_of_two_hundred() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(b) = Broker::start("connect") else {
-        return;
-    };
+    let b = Broker::start("connect");
     let r = swarm(&[
         "connect",
         "--target",
@@ -340,9 +336,7 @@ fn connect_storm_of_two_hundred() {
 #[test]
 fn websocket_fanout_qos2_mqtt5() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(b) = Broker::start("ws") else {
-        return;
-    };
+    let b = Broker::start("ws");
     let r = swarm(&[
         "fanout",
         "--target",
@@ -371,9 +365,7 @@ fn websocket_fanout_qos2_mqtt5() {
 #[test]
 fn idle_with_keepalive_and_broker_memory() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(b) = Broker::start("idle") else {
-        return;
-    };
+    let b = Broker::start("idle");
     let pid = b.pid().to_string();
     let r = swarm(&[
         "idle",
@@ -404,9 +396,7 @@ fn idle_with_keepalive_and_broker_memory() {
 #[test]
 fn lost_connections_come_back_after_a_broker_restart() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(mut b) = Broker::start("restart") else {
-        return;
-    };
+    let mut b = Broker::start("restart");
     let target = b.tcp();
     let swarm = std::thread::spawn(move || {
         swarm(&[

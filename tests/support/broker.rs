@@ -1,4 +1,5 @@
-//! Harness for end-to-end tests: starts the real `ringmq` binary and talks to it.
+//! The real `ringmq` binary, started for a test: on free ports, in its own data
+//! directory, stopped when the test is done; its `/metrics` read over plain HTTP.
 //!
 //! `Broker::start(&args)` runs the binary with `args`, adding what a test needs unless
 //! `args` already says it:
@@ -13,8 +14,6 @@
 //! Waits have generous deadlines so that a hang fails instead of blocking forever; no
 //! test asserts how long anything takes.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -24,14 +23,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::WAIT;
+
 /// How long the broker may take to print its startup line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the broker may take to exit after a signal.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a one-shot run (`--help`, bad flags) may take.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a socket read or write in a helper may block.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmq");
 
@@ -271,6 +270,11 @@ impl Broker {
         format!("ws://{}{}", self.ws_addr(), self.ws_path)
     }
 
+    /// The path of the MQTT/WebSocket endpoint (`/mqtt` unless the test chose another).
+    pub fn ws_path(&self) -> &str {
+        &self.ws_path
+    }
+
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics.expect("the metrics endpoint is off")
     }
@@ -417,8 +421,8 @@ impl Drop for Broker {
 /// `GET path` over a plain TcpStream: status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
