@@ -1,0 +1,239 @@
+//! Snapshots and the compaction policy.
+//!
+//! A snapshot is the state of a shard as of one LSN, written as the records that rebuild
+//! it, in a file shaped like a segment (header of kind [`Kind::Snapshot`], frames numbered
+//! from 1, a [`Record::SnapshotEnd`] last). Compaction is:
+//!
+//! 1. the log rolls to a new segment `S` at a turn boundary, LSN `base`;
+//! 2. the state is written to `S.snap.tmp` in chunks ([`State::snapshot_step`]), copy on
+//!    write, so records go on being appended meanwhile;
+//! 3. the file is synced, renamed to `S.snap`, and the directory synced;
+//! 4. segments and snapshots numbered below `S` are deleted, and the directory synced.
+//!
+//! A crash at any step leaves either the old files (a `.tmp` is ignored and deleted) or
+//! the new snapshot with the segments from `S` on; recovery ignores what is below the
+//! newest snapshot and deletes it.
+//!
+//! [`State::snapshot_step`]: super::State::snapshot_step
+
+use std::io::{self, Read};
+
+use ringmq_proto::Decoded;
+
+use super::record::{Lsn, Record, decode_frame};
+use super::recover::Problem;
+use super::segment::{DamageKind, HEADER_LEN, Header, Kind};
+use super::state::State;
+
+/// Where the walk over the state has got to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// The next session slot to look at.
+    Sessions(usize),
+    /// The next retained slot to look at.
+    Retained(usize),
+    Done,
+}
+
+/// A snapshot being written: its frames so far, and which entities it holds.
+#[derive(Debug)]
+pub struct SnapshotWriter {
+    /// The LSN the snapshot is the state as of: entities created after it are not in it.
+    pub(super) base: Lsn,
+    /// Entities marked with this number are in the snapshot already.
+    pub(super) mark: u32,
+    pub(super) cursor: Cursor,
+    seq: u64,
+    next: Lsn,
+    buf: Vec<u8>,
+    /// Bytes handed out before `buf`.
+    offset: u64,
+}
+
+/// Bytes of a snapshot to write at `offset` of `<seq>.snap.tmp`; `last`: the file is
+/// complete after them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub seq: u64,
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+    pub last: bool,
+}
+
+impl SnapshotWriter {
+    pub(super) fn new(shard: u32, seq: u64, base: Lsn, mark: u32) -> SnapshotWriter {
+        let header = Header {
+            kind: Kind::Snapshot,
+            shard,
+            seq,
+            lsn: base,
+        };
+        SnapshotWriter {
+            base,
+            mark,
+            cursor: Cursor::Sessions(0),
+            seq,
+            next: Lsn(1),
+            buf: header.encode().to_vec(),
+            offset: 0,
+        }
+    }
+
+    pub(super) fn push(&mut self, rec: &Record<'_>) {
+        rec.encode(self.next, &mut self.buf)
+            .expect("a record rebuilt from the state passes the checks it passed when applied");
+        self.next = self.next.next();
+    }
+
+    pub(super) fn finish(&mut self) {
+        self.push(&Record::SnapshotEnd {
+            base_lsn: self.base,
+        });
+        self.cursor = Cursor::Done;
+    }
+
+    pub(super) fn ready(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(super) fn take(&mut self) -> SnapshotChunk {
+        let bytes = std::mem::take(&mut self.buf);
+        let chunk = SnapshotChunk {
+            seq: self.seq,
+            offset: self.offset,
+            last: self.cursor == Cursor::Done,
+            bytes,
+        };
+        self.offset += chunk.bytes.len() as u64;
+        chunk
+    }
+}
+
+/// Reads a snapshot into `state` (which should be empty) from `input`, checking its
+/// header against `shard` and `seq`, and returns its base LSN. Frames are read in chunks,
+/// so a snapshot larger than memory allows is never held whole. On error: where, and what.
+pub fn load(
+    input: &mut dyn Read,
+    shard: u32,
+    seq: u64,
+    state: &mut State,
+) -> Result<Lsn, (u64, Problem)> {
+    const CHUNK: usize = 1 << 20;
+    let mut buf = Vec::with_capacity(CHUNK);
+    let io = |e: io::Error| (0, Problem::Io(e.kind()));
+    let at_eof = fill(input, &mut buf, HEADER_LEN).map_err(io)?;
+    let header = Header::decode(&buf).map_err(|e| (0, Problem::Header(e)))?;
+    check_header(&header, Kind::Snapshot, shard, seq).map_err(|p| (0, p))?;
+    let base = header.lsn;
+    let mut pos = HEADER_LEN;
+    let mut consumed = 0u64;
+    let mut next = Lsn(1);
+    let mut at_eof = at_eof;
+    loop {
+        let offset = consumed + pos as u64;
+        let (frame, used) = match decode_frame(&buf[pos..]) {
+            Ok(Decoded::Complete(f, used)) => (f, used),
+            Ok(Decoded::Partial { need }) => {
+                if at_eof {
+                    return Err((offset, Problem::Frame(DamageKind::Torn)));
+                }
+                buf.drain(..pos);
+                consumed += pos as u64;
+                pos = 0;
+                at_eof = fill(input, &mut buf, need.max(CHUNK)).map_err(io)?;
+                continue;
+            }
+            Err(e) => return Err((offset, Problem::Frame(DamageKind::Corrupt(e)))),
+        };
+        if frame.lsn != next {
+            let kind = DamageKind::WrongLsn {
+                expected: next,
+                found: frame.lsn,
+            };
+            return Err((offset, Problem::Frame(kind)));
+        }
+        pos += used;
+        next = next.next();
+        match frame.record {
+            Record::SnapshotEnd { base_lsn } if base_lsn == base => {
+                let more = buf.len() > pos || (!at_eof && !fill(input, &mut buf, 1).map_err(io)?);
+                if more {
+                    return Err((consumed + pos as u64, Problem::AfterEnd));
+                }
+                state.sweep();
+                return Ok(base);
+            }
+            rec => state
+                .apply(base, &rec)
+                .map_err(|e| (offset, Problem::Apply(e)))?,
+        }
+    }
+}
+
+/// Reads from `input` until `buf` holds `want` more bytes or the input ends; returns
+/// whether it ended.
+fn fill(input: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
+    let target = buf.len() + want;
+    while buf.len() < target {
+        let before = buf.len();
+        buf.resize(target, 0);
+        match input.read(&mut buf[before..]) {
+            Ok(0) => {
+                buf.truncate(before);
+                return Ok(true);
+            }
+            Ok(n) => buf.truncate(before + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(before),
+            Err(e) => {
+                buf.truncate(before);
+                return Err(e);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Whether a header is the one the file's place says it should be.
+pub(super) fn check_header(h: &Header, kind: Kind, shard: u32, seq: u64) -> Result<(), Problem> {
+    let mismatch = |field, expected: u64, found: u64| {
+        Err(Problem::HeaderMismatch {
+            field,
+            expected,
+            found,
+        })
+    };
+    if h.kind != kind {
+        return mismatch("kind", kind as u64, h.kind as u64);
+    }
+    if h.shard != shard {
+        return mismatch("shard", shard as u64, h.shard as u64);
+    }
+    if h.seq != seq {
+        return mismatch("sequence number", seq, h.seq);
+    }
+    Ok(())
+}
+
+/// When to compact: once the log holds more than `factor` times what a snapshot of the
+/// live state would, and more than `floor_bytes` (so that a small state is not
+/// rewritten for every few records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    pub factor: u64,
+    pub floor_bytes: u64,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy {
+            factor: 2,
+            floor_bytes: 64 << 20,
+        }
+    }
+}
+
+impl CompactionPolicy {
+    pub fn due(&self, log_bytes: u64, live_bytes: u64) -> bool {
+        log_bytes > self.floor_bytes.max(self.factor.saturating_mul(live_bytes))
+    }
+}
