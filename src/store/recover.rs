@@ -285,7 +285,6 @@ pub fn recover_shard(shard: u32, files: &dyn ShardFiles) -> Result<RecoveredShar
     };
     obsolete.extend(segments.range(..first_seq).map(|&s| StoreFile::Segment(s)));
 
-    // Read the segments to replay; drop trailing ones that never got a header.
     let mut logs: Vec<(u64, Vec<u8>)> = Vec::new();
     for &seq in segments.range(first_seq..) {
         let name = StoreFile::Segment(seq).name();
@@ -294,29 +293,31 @@ pub fn recover_shard(shard: u32, files: &dyn ShardFiles) -> Result<RecoveredShar
             .map_err(|e| err(&name, 0, Problem::Io(e.kind())))?;
         logs.push((seq, bytes));
     }
-    while let Some((seq, bytes)) = logs.last() {
-        let Err(e) = Header::decode(bytes) else {
-            break;
-        };
-        // A segment created just before a crash may have no header yet. One whose header
-        // was damaged after records were synced in it still holds a commit saying so:
-        // that is damage to keep, not a file to drop.
-        if find_proof_of_sync(bytes, HEADER_LEN.min(bytes.len()), next_lsn).is_some() {
-            let name = StoreFile::Segment(*seq).name();
-            return Err(err(&name, 0, Problem::Header(e)));
-        }
-        obsolete.push(StoreFile::Segment(*seq));
-        logs.pop();
-    }
+    // Segments from here on have no valid header: created just before a crash, unless a
+    // commit in them says otherwise (checked once the LSN they start at is known).
+    let headerless_from = logs
+        .iter()
+        .rposition(|(_, b)| Header::decode(b).is_ok())
+        .map_or(0, |i| i + 1);
 
     let mut expected_seq = first_seq;
     let mut tail = None;
     let mut kept_segments = BTreeMap::new();
-    let count = logs.len();
+    let count = headerless_from;
     for (i, (seq, bytes)) in logs.iter().enumerate() {
         let name = StoreFile::Segment(*seq).name();
         if *seq != expected_seq {
             return Err(err(&name, 0, Problem::MissingSegment(expected_seq)));
+        }
+        if i >= headerless_from {
+            let e = Header::decode(bytes).err().unwrap_or(HeaderError::Magic);
+            // A commit in it that says records from where it starts on were synced: a
+            // damaged header of acknowledged data, not a file to drop.
+            if find_proof_of_sync(bytes, 0, next_lsn).is_some() {
+                return Err(err(&name, 0, Problem::Header(e)));
+            }
+            obsolete.push(StoreFile::Segment(*seq));
+            continue;
         }
         expected_seq += 1;
         let header = Header::decode(bytes).map_err(|e| err(&name, 0, Problem::Header(e)))?;

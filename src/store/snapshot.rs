@@ -173,24 +173,8 @@ pub fn load(
 /// Reads from `input` until `buf` holds `want` more bytes or the input ends; returns
 /// whether it ended.
 fn fill(input: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
-    let target = buf.len() + want;
-    while buf.len() < target {
-        let before = buf.len();
-        buf.resize(target, 0);
-        match input.read(&mut buf[before..]) {
-            Ok(0) => {
-                buf.truncate(before);
-                return Ok(true);
-            }
-            Ok(n) => buf.truncate(before + n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(before),
-            Err(e) => {
-                buf.truncate(before);
-                return Err(e);
-            }
-        }
-    }
-    Ok(false)
+    let got = input.take(want as u64).read_to_end(buf)?;
+    Ok(got < want)
 }
 
 /// Whether a header is the one the file's place says it should be.
