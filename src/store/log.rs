@@ -22,8 +22,9 @@
 //! Refusals: when the disk budget (`max_data_bytes`) is reached, or the disk is full
 //! (the driver reported `ENOSPC`), appends of records that grow the state are refused
 //! with [`Refusal`], decided at turn boundaries so that one packet's records are all
-//! accepted or all refused. Records that settle existing state (acknowledgements,
-//! removals) are always accepted. A batch that failed for lack of space is kept and
+//! accepted or all refused (the turn that reaches the budget is taken whole: the files
+//! may hold that one turn beyond it). Records that settle existing state
+//! (acknowledgements, removals) are always accepted. A batch that failed for lack of space is kept and
 //! retried; nothing appended before is dropped.
 
 use std::collections::BTreeMap;
