@@ -111,7 +111,7 @@ fn run(actions: Vec<Action>, durability: Durability) -> Result<(), TestCaseError
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn recovered_state_equals_the_model_fsync(actions in vec(action(), 1..150)) {

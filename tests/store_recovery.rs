@@ -69,7 +69,7 @@ fn client_turn(store: &mut ShardStore, client: &str, n: u64) {
             id: msg,
             message: MessageData {
                 qos: QoS::ExactlyOnce,
-                retain: n % 3 == 0,
+                retain: n.is_multiple_of(3),
                 expires_at: Deadline::at_ms(9_999_999),
                 content: Content {
                     topic: &topic,
@@ -92,7 +92,7 @@ fn client_turn(store: &mut ShardStore, client: &str, n: u64) {
     for r in &recs {
         store.append(r).unwrap();
     }
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         store
             .append(&Record::RetainSet { version: n, msg })
             .unwrap();

@@ -7,9 +7,10 @@
 //! ```
 //!
 //! The CRC32C covers `len`, `lsn` and the body, so a frame is only valid at the position
-//! in the log its LSN names. Strings are `u16` length + UTF-8, byte strings `u32` length
-//! + bytes; every length has a cap ([`MAX_BODY`], [`MAX_MESSAGE`], [`MAX_SUB_IDS`]) that
-//! the writer checks before writing and the reader checks before looking at the bytes.
+//! in the log its LSN names. Strings are a `u16` length and UTF-8, byte strings a `u32`
+//! length and the bytes; every length has a cap ([`MAX_BODY`], [`MAX_MESSAGE`],
+//! [`MAX_SUB_IDS`]) that the writer checks before writing and the reader checks before
+//! looking at the bytes.
 //!
 //! Decoding borrows strings and payloads from the input ([`Record<'a>`]) and returns
 //! [`Decoded::Partial`] when the input ends inside a frame; only damage is an `Err`.

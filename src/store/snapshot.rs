@@ -110,37 +110,32 @@ impl SnapshotWriter {
 }
 
 /// Reads a snapshot into `state` (which should be empty) from `input`, checking its
-/// header against `shard` and `seq`, and returns its base LSN. Frames are read in chunks,
-/// so a snapshot larger than memory allows is never held whole. On error: where, and what.
+/// header against `shard` and `seq`, and returns its base LSN. Frames are read through a
+/// window of about a megabyte, so a snapshot is never held whole. On error: where, and
+/// what.
 pub fn load(
     input: &mut dyn Read,
     shard: u32,
     seq: u64,
     state: &mut State,
 ) -> Result<Lsn, (u64, Problem)> {
-    const CHUNK: usize = 1 << 20;
-    let mut buf = Vec::with_capacity(CHUNK);
+    let mut w = Window::new(input);
     let io = |e: io::Error| (0, Problem::Io(e.kind()));
-    let at_eof = fill(input, &mut buf, HEADER_LEN).map_err(io)?;
-    let header = Header::decode(&buf).map_err(|e| (0, Problem::Header(e)))?;
+    w.more(HEADER_LEN).map_err(io)?;
+    let header = Header::decode(w.bytes()).map_err(|e| (0, Problem::Header(e)))?;
     check_header(&header, Kind::Snapshot, shard, seq).map_err(|p| (0, p))?;
     let base = header.lsn;
-    let mut pos = HEADER_LEN;
-    let mut consumed = 0u64;
+    w.consume(HEADER_LEN);
     let mut next = Lsn(1);
-    let mut at_eof = at_eof;
     loop {
-        let offset = consumed + pos as u64;
-        let (frame, used) = match decode_frame(&buf[pos..]) {
+        let offset = w.offset();
+        let (frame, used) = match decode_frame(w.bytes()) {
             Ok(Decoded::Complete(f, used)) => (f, used),
+            Ok(Decoded::Partial { .. }) if w.eof => {
+                return Err((offset, Problem::Frame(DamageKind::Torn)));
+            }
             Ok(Decoded::Partial { need }) => {
-                if at_eof {
-                    return Err((offset, Problem::Frame(DamageKind::Torn)));
-                }
-                buf.drain(..pos);
-                consumed += pos as u64;
-                pos = 0;
-                at_eof = fill(input, &mut buf, need.max(CHUNK)).map_err(io)?;
+                w.more(need).map_err(io)?;
                 continue;
             }
             Err(e) => return Err((offset, Problem::Frame(DamageKind::Corrupt(e)))),
@@ -152,29 +147,88 @@ pub fn load(
             };
             return Err((offset, Problem::Frame(kind)));
         }
-        pos += used;
         next = next.next();
-        match frame.record {
-            Record::SnapshotEnd { base_lsn } if base_lsn == base => {
-                let more = buf.len() > pos || (!at_eof && !fill(input, &mut buf, 1).map_err(io)?);
-                if more {
-                    return Err((consumed + pos as u64, Problem::AfterEnd));
-                }
-                state.sweep();
-                return Ok(base);
+        if let Record::SnapshotEnd { base_lsn } = frame.record
+            && base_lsn == base
+        {
+            w.consume(used);
+            if w.bytes().is_empty() && !w.eof {
+                w.more(1).map_err(io)?;
             }
-            rec => state
-                .apply(base, &rec)
-                .map_err(|e| (offset, Problem::Apply(e)))?,
+            if !w.bytes().is_empty() {
+                return Err((w.offset(), Problem::AfterEnd));
+            }
+            state.sweep();
+            return Ok(base);
         }
+        state
+            .apply(base, &frame.record)
+            .map_err(|e| (offset, Problem::Apply(e)))?;
+        w.consume(used);
     }
 }
 
-/// Reads from `input` until `buf` holds `want` more bytes or the input ends; returns
-/// whether it ended.
-fn fill(input: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
-    let got = input.take(want as u64).read_to_end(buf)?;
-    Ok(got < want)
+/// A window over a stream: `buf[start..end]` has been read and not yet consumed.
+struct Window<'a> {
+    input: &'a mut dyn Read,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Bytes of the stream before `buf[0]`.
+    consumed: u64,
+    eof: bool,
+}
+
+impl<'a> Window<'a> {
+    const SIZE: usize = 1 << 20;
+
+    fn new(input: &'a mut dyn Read) -> Window<'a> {
+        Window {
+            input,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            consumed: 0,
+            eof: false,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// The stream offset of `bytes()`.
+    fn offset(&self) -> u64 {
+        self.consumed + self.start as u64
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+    }
+
+    /// Reads until `need` more bytes are there, or the input ends (`eof`).
+    fn more(&mut self, need: usize) -> io::Result<()> {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.consumed += self.start as u64;
+        self.end -= self.start;
+        self.start = 0;
+        let want = self.end + need;
+        if self.buf.len() < want {
+            self.buf.resize(want.max(Self::SIZE), 0);
+        }
+        while self.end < want {
+            match self.input.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether a header is the one the file's place says it should be.
