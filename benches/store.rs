@@ -151,7 +151,7 @@ fn shard_files() -> (MemFiles, MemFiles, u64) {
     let mut store = ShardStore::new(0, config());
     let mut segment = Vec::new();
     let mut records = 0u64;
-    let mut flush = |store: &mut ShardStore, segment: &mut Vec<u8>| {
+    let flush = |store: &mut ShardStore, segment: &mut Vec<u8>| {
         while let Some(b) = store.take_batch(0) {
             segment.extend_from_slice(store.batch_bytes());
             store.synced(b.last_lsn);

@@ -24,7 +24,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::log::Resume;
-use super::record::Lsn;
+use super::record::{Lsn, Record};
 use super::segment::{
     Damage, DamageKind, HEADER_LEN, Header, HeaderError, Kind, StoreFile, find_proof_of_sync,
     scan_turns,
@@ -331,11 +331,12 @@ pub fn recover_shard(shard: u32, files: &dyn ShardFiles) -> Result<RecoveredShar
         }
         let end = scan_turns(bytes, HEADER_LEN, next_lsn, |turn| {
             for l in turn {
-                if let Err(e) = state.apply(l.frame.lsn, &l.frame.record)
-                    && e != ApplyError::NotAChange
-                {
-                    return Err(err(&name, l.offset as u64, Problem::Apply(e)));
+                if let Record::Commit { .. } = l.frame.record {
+                    continue;
                 }
+                state
+                    .apply(l.frame.lsn, &l.frame.record)
+                    .map_err(|e| err(&name, l.offset as u64, Problem::Apply(e)))?;
             }
             stats.records += turn.len() as u64;
             Ok(())

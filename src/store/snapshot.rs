@@ -214,7 +214,9 @@ impl<'a> Window<'a> {
         self.start = 0;
         let want = self.end + need;
         if self.buf.len() < want {
-            self.buf.resize(want.max(Self::SIZE), 0);
+            // From 64 KiB, doubling up to SIZE: a small snapshot needs no big buffer.
+            let grown = (self.buf.len() * 2).clamp(64 << 10, Self::SIZE);
+            self.buf.resize(want.max(grown), 0);
         }
         while self.end < want {
             match self.input.read(&mut self.buf[self.end..]) {
