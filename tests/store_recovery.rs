@@ -291,7 +291,7 @@ fn the_disk_budget_refuses_growth_and_recovers_after_compaction() {
     assert!(store.disk_bytes() <= budget + 200, "{}", store.disk_bytes());
     // Settling records still go in while growth is refused.
     assert!(
-        store.compaction_due(),
+        store.compaction_due(n),
         "refused, and a snapshot would free room"
     );
     d.compact(store, n).unwrap().expect("a snapshot");

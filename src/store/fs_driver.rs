@@ -128,7 +128,7 @@ impl FsDriver {
                 Ok(Some(bytes)) => store.snapshot_saved(seq, bytes),
                 Ok(None) => {}
                 Err(e) => {
-                    let tmp = store.snapshot_failed(seq);
+                    let tmp = store.snapshot_failed(seq, now_ms);
                     let _ = fs::remove_file(self.dir.join(tmp.name()));
                     return Err(e);
                 }

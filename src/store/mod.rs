@@ -57,7 +57,7 @@
 //!    alone. Then release every parked acknowledgement whose LSN is
 //!    `<=` [`ShardStore::durable_lsn`], in order. Arm a timeout for
 //!    [`ShardStore::next_deadline_ms`] (syncs in write mode, retries after ENOSPC).
-//! 4. **Compaction**, when [`ShardStore::compaction_due`]: [`ShardStore::begin_snapshot`]
+//! 4. **Compaction**, when [`ShardStore::compaction_due`]`(now)`: [`ShardStore::begin_snapshot`]
 //!    between turns, then each turn one [`ShardStore::snapshot_chunk`] (about
 //!    `snapshot_chunk_bytes` of work, copy on write: a record that changes a session the
 //!    snapshot has not reached writes that session first) until the last.

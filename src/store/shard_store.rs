@@ -56,6 +56,8 @@ pub struct ShardStore {
     /// Files a saved snapshot made obsolete, handed out once the log has rolled past them.
     obsolete: Vec<StoreFile>,
     newest_snapshot: Option<u64>,
+    /// After a snapshot failed: no compaction before this time.
+    compact_after_ms: u64,
 }
 
 impl ShardStore {
@@ -104,6 +106,7 @@ impl ShardStore {
             writing: None,
             obsolete: Vec::new(),
             newest_snapshot: None,
+            compact_after_ms: 0,
         }
     }
 
@@ -193,8 +196,11 @@ impl ShardStore {
 
     /// Whether to start a compaction: the log holds more than the policy allows for the
     /// live state, or appends are refused for room and a snapshot would free some.
-    pub fn compaction_due(&self) -> bool {
-        if self.writing.is_some() || self.log.refusing() == Some(Refusal::Failed) {
+    pub fn compaction_due(&self, now_ms: u64) -> bool {
+        if self.writing.is_some()
+            || self.log.refusing() == Some(Refusal::Failed)
+            || now_ms < self.compact_after_ms
+        {
             return false;
         }
         let history = self.log.segment_bytes();
@@ -247,10 +253,12 @@ impl ShardStore {
     }
 
     /// Snapshot `seq` could not be written: it is forgotten; the driver deletes its
-    /// temporary file (returned). Compaction may be tried again later.
-    pub fn snapshot_failed(&mut self, seq: u64) -> StoreFile {
+    /// temporary file (returned). Compaction is not due again for `retry_ms` (the log's),
+    /// so a full disk does not make a shard serialise its state every turn.
+    pub fn snapshot_failed(&mut self, seq: u64, now_ms: u64) -> StoreFile {
         self.state.abort_snapshot();
         self.writing = None;
+        self.compact_after_ms = now_ms + self.config.log.retry_ms;
         StoreFile::SnapshotTemp(seq)
     }
 

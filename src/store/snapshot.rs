@@ -277,3 +277,50 @@ impl CompactionPolicy {
         log_bytes > self.floor_bytes.max(self.factor.saturating_mul(live_bytes))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::shard_store::{ShardStore, StoreConfig};
+
+    #[test]
+    fn compaction_is_due_past_k_times_live_and_the_floor() {
+        let p = CompactionPolicy {
+            factor: 2,
+            floor_bytes: 1000,
+        };
+        assert!(!p.due(1000, 10), "under the floor");
+        assert!(p.due(1001, 10));
+        assert!(!p.due(4000, 2000), "history not above twice the live state");
+        assert!(p.due(4001, 2000));
+    }
+
+    #[test]
+    fn a_failed_snapshot_backs_off_before_the_next() {
+        let config = StoreConfig {
+            compaction: CompactionPolicy {
+                factor: 1,
+                floor_bytes: 0,
+            },
+            ..StoreConfig::default()
+        };
+        let mut store = ShardStore::new(0, config);
+        let session = store.allocate_session_key();
+        let open = Record::SessionOpened {
+            session,
+            client_id: "c",
+            protocol: ringmq_proto::mqtt::Version::V5,
+            expiry_interval_s: 9,
+            opened_at_ms: 1,
+        };
+        store.append(&open).unwrap();
+        let b = store.take_batch(0).unwrap();
+        store.synced(b.last_lsn);
+        assert!(store.compaction_due(0));
+        let seq = store.begin_snapshot().unwrap();
+        assert!(!store.compaction_due(0), "one at a time");
+        store.snapshot_failed(seq, 1000);
+        assert!(!store.compaction_due(1050));
+        assert!(store.compaction_due(1100));
+    }
+}
