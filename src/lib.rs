@@ -7,6 +7,9 @@
 //!   [`broker::Broker`] each), announces, waits for signals, stops.
 //! - [`broker`]: the MQTT service a shard runs: packets in, sessions, subscriptions,
 //!   fan-out, QoS flows, the cross-shard protocol, `$SYS`.
+//! - [`store`]: the per-shard write-ahead log, recovery, snapshots and compaction that
+//!   make persistent sessions, offline queues, in-flight messages, wills and retained
+//!   messages durable.
 //! - [`control`]: the HTTP endpoint (`/metrics`, `/healthz`, `/debug/histograms`).
 //!
 //! The threading contract is checked at compile time: what crosses shards is `Send`, a
@@ -27,4 +30,5 @@ pub mod broker;
 pub mod config;
 pub mod control;
 pub mod server;
+pub mod store;
 pub mod system;

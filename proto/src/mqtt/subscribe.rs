@@ -50,8 +50,9 @@ impl SubscriptionOptions {
         }
     }
 
-    /// Reserved bits set are malformed (3.1.1 MQTT-3.8.3-4, 5.0 MQTT-3.8.3-5).
-    fn from_byte(byte: u8, version: Version) -> Result<SubscriptionOptions, DecodeError> {
+    /// Reads the options byte. Reserved bits set are malformed (3.1.1 MQTT-3.8.3-4,
+    /// 5.0 MQTT-3.8.3-5).
+    pub fn from_byte(byte: u8, version: Version) -> Result<SubscriptionOptions, DecodeError> {
         let reserved = match version {
             Version::V311 => Self::RESERVED_V311,
             Version::V5 => Self::RESERVED_V5,
@@ -72,7 +73,8 @@ impl SubscriptionOptions {
         })
     }
 
-    fn to_byte(self, version: Version) -> Result<u8, EncodeError> {
+    /// The options byte as `version` sends it (3.1.1 keeps only the QoS).
+    pub fn to_byte(self, version: Version) -> Result<u8, EncodeError> {
         let mut byte = self.qos as u8;
         if version == Version::V311 {
             return Ok(byte);
