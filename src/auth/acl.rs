@@ -604,6 +604,16 @@ mod tests {
         assert!(!acl.may_publish(Some("bob"), "k2", "dev/k1/state"));
     }
 
+    /// (username, client id, topic or filter, may publish, may receive, subscribe verdict)
+    type Row<'a> = (
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        bool,
+        bool,
+        SubscribeVerdict,
+    );
+
     /// Each rule kind × publish / subscribe / receive, placeholders, anonymous, deny
     /// precedence and `$SYS`.
     #[test]
@@ -636,7 +646,7 @@ mod tests {
             check_each_delivery: true,
         };
         // (user, client id, topic or filter, publish, receive, subscribe)
-        let table: &[(Option<&str>, &str, &str, bool, bool, SubscribeVerdict)] = &[
+        let table: &[Row] = &[
             // read / write / readwrite
             (ann, "c1", "r/x", false, true, ok),
             (ann, "c1", "w/x", true, false, Refused),

@@ -591,42 +591,8 @@ impl Authenticator {
                 None,
             ));
         }
-        if let (Some(passwords), Some(username)) = (&self.passwords, creds.username) {
-            if let Some(entry) = passwords.get(username) {
-                let Some(password) = creds.password else {
-                    return Decision::Refused(Refusal::BadCredentials);
-                };
-                let key = self
-                    .cache
-                    .key(KEY_PASSWORD, &[username.as_bytes(), password]);
-                return match self.cache.try_get(&key) {
-                    Some(Cached::Password) => {
-                        self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                        Decision::Allowed(self.grant(
-                            creds.client_id,
-                            Some(username),
-                            Origin::Password(fingerprint(&entry.hash)),
-                            None,
-                            None,
-                        ))
-                    }
-                    Some(Cached::WrongPassword) => {
-                        self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                        Decision::Refused(Refusal::BadCredentials)
-                    }
-                    _ => self.park(
-                        Work::Password {
-                            username: username.into(),
-                            password: Zeroizing::new(password.to_vec()),
-                        },
-                        creds.client_id,
-                        key,
-                        reply,
-                        ticket,
-                        now,
-                    ),
-                };
-            }
+        if let (Some(username), Some(entry)) = (creds.username, self.password_entry(creds)) {
+            return self.decide_password(username, entry, creds, reply, ticket, now);
         }
         if let Some(token) = self.token_field(creds) {
             if token.len() > jwt::MAX_TOKEN_BYTES {
@@ -668,6 +634,56 @@ impl Authenticator {
         // With no credential source, a username is taken at its word (as in mosquitto).
         let username = creds.username.filter(|_| !self.verifies_usernames());
         Decision::Allowed(self.grant(creds.client_id, username, Origin::Anonymous, None, None))
+    }
+
+    /// The password file's entry for the CONNECT's username, if there is one.
+    fn password_entry(&self, creds: &Credentials<'_>) -> Option<&password::UserEntry> {
+        self.passwords.as_ref()?.get(creds.username?)
+    }
+
+    /// A password-file user's CONNECT: the cache, else the pool.
+    fn decide_password(
+        self: &Arc<Self>,
+        username: &str,
+        entry: &password::UserEntry,
+        creds: &Credentials<'_>,
+        reply: &ReplyTo,
+        ticket: u64,
+        now: u64,
+    ) -> Decision {
+        let Some(password) = creds.password else {
+            return Decision::Refused(Refusal::BadCredentials);
+        };
+        let key = self
+            .cache
+            .key(KEY_PASSWORD, &[username.as_bytes(), password]);
+        match self.cache.try_get(&key) {
+            Some(Cached::Password) => {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                Decision::Allowed(self.grant(
+                    creds.client_id,
+                    Some(username),
+                    Origin::Password(fingerprint(&entry.hash)),
+                    None,
+                    None,
+                ))
+            }
+            Some(Cached::WrongPassword) => {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                Decision::Refused(Refusal::BadCredentials)
+            }
+            _ => self.park(
+                Work::Password {
+                    username: username.into(),
+                    password: Zeroizing::new(password.to_vec()),
+                },
+                creds.client_id,
+                key,
+                reply,
+                ticket,
+                now,
+            ),
+        }
     }
 
     /// The token, if a JWT key is configured and the CONNECT's token field is not empty.

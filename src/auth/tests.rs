@@ -133,8 +133,10 @@ fn auth_allow_anonymous_default_depends_on_credential_sources() {
         c.allow_anonymous = Some(true);
         assert!(c.allow_anonymous());
     }
-    let mut c = AuthConfig::default();
-    c.allow_anonymous = Some(false);
+    let c = AuthConfig {
+        allow_anonymous: Some(false),
+        ..AuthConfig::default()
+    };
     assert!(!c.allow_anonymous());
 }
 
