@@ -26,7 +26,10 @@
 //! [`ringmq_proto::topic::matches`] applied to each rule after substitution; the tests
 //! check exactly that on generated rules and topics.
 
-use std::collections::HashMap;
+// hashbrown's default hasher (foldhash) is several times faster than SipHash on short
+// keys. Its weaker collision resistance does not matter here: the keys are the ACL file's
+// levels, and clients only look up, never insert.
+use hashbrown::HashMap;
 use std::ops::{BitOr, BitOrAssign};
 
 /// What a rule grants or refuses. Bits combine: a client may hold read from one rule and
@@ -166,7 +169,7 @@ pub struct RuleTrie {
 /// A depth-first work list that lives on the stack for ordinary topics and spills to the
 /// heap only for unusually deep or branching walks.
 struct WorkList<'a> {
-    inline: [(NodeId, Option<&'a str>); 32],
+    inline: [(NodeId, Option<&'a str>); 16],
     len: usize,
     spill: Vec<(NodeId, Option<&'a str>)>,
 }
@@ -174,7 +177,7 @@ struct WorkList<'a> {
 impl<'a> WorkList<'a> {
     fn new(root: NodeId, rest: &'a str) -> WorkList<'a> {
         let mut list = WorkList {
-            inline: [(0, None); 32],
+            inline: [(0, None); 16],
             len: 0,
             spill: Vec::new(),
         };
@@ -588,18 +591,23 @@ mod tests {
 
     #[test]
     fn rules_deep_and_wide_walks_spill_without_losing_rules() {
-        // 200 levels of `+` alternatives force the work list past its inline capacity.
-        let deep = vec!["+"; 200].join("/");
-        let literal = vec!["x"; 200].join("/");
-        let (t, root) = trie(&[(&deep, Access::READ), (&literal, Access::WRITE)], false);
-        assert_eq!(
-            t.topic_access(root, &literal, Who::NOBODY),
-            Access::READ_WRITE
-        );
-        assert_eq!(
-            t.covering_access(root, &literal, Who::NOBODY),
-            Access::READ_WRITE
-        );
+        // Along `+/+/…`, every node also has a literal `x` child (rules `+/…/+/x` of every
+        // length): each level leaves one pending entry behind, so walking a 40-level topic
+        // holds ~40 entries and spills past the inline capacity.
+        let plus_chain = vec!["+"; 40].join("/");
+        let mut rules = vec![(plus_chain, Access::READ)];
+        for i in 0..40 {
+            let mut levels = vec!["+"; i];
+            levels.push("x");
+            rules.push((levels.join("/"), Access::WRITE));
+        }
+        let refs: Vec<(&str, Access)> = rules.iter().map(|(r, a)| (r.as_str(), *a)).collect();
+        let (t, root) = trie(&refs, false);
+        let topic = vec!["x"; 40].join("/");
+        assert_eq!(t.topic_access(root, &topic, Who::NOBODY), Access::READ_WRITE);
+        assert_eq!(t.covering_access(root, &topic, Who::NOBODY), Access::READ_WRITE);
+        let shorter = vec!["x"; 39].join("/");
+        assert_eq!(t.topic_access(root, &shorter, Who::NOBODY), Access::WRITE);
     }
 
     // Generated rules and topics over a small alphabet, checked against proto's matcher.

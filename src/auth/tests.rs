@@ -587,3 +587,24 @@ fn auth_load_reads_files_and_names_bad_lines() {
     pool.shutdown();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn auth_pool_shutdown_does_not_wait_for_generations_to_drop() {
+    let pool = VerifyPool::start(PoolConfig::default()).unwrap();
+    let auth = Arc::new(Authenticator::new(
+        Sources {
+            passwords: Some(passwords(&[CAROL_6])),
+            ..Sources::default()
+        },
+        Some(pool.handle()),
+        Arc::new(AuthStats::default()),
+        16,
+    ));
+    pool.shutdown(); // `auth` still holds a handle
+    let (reply, _replies) = reply_channel(1, Arc::new(|| {}));
+    let carol = creds("c1", Some("carol"), Some(CAROL_PASSWORD));
+    assert!(matches!(
+        auth.authenticate(&carol, &reply, 1, NOW),
+        Decision::Refused(Refusal::ServerBusy)
+    ));
+}

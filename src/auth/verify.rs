@@ -263,6 +263,9 @@ impl PoolHandle {
 /// The verification threads.
 pub struct VerifyPool {
     handle: PoolHandle,
+    /// Dropped by [`VerifyPool::shutdown`]: the threads stop even while generations of the
+    /// `Authenticator` (which hold pool handles) are still alive.
+    stop: Sender<()>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -270,21 +273,30 @@ impl VerifyPool {
     /// Starts `config.threads` threads named `ringmq-auth-N`.
     pub fn start(config: PoolConfig) -> std::io::Result<VerifyPool> {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(config.queue.max(1));
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let mut workers = Vec::new();
         for i in 0..config.threads.max(1) {
             let rx = rx.clone();
+            let stopped = stopped.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("ringmq-auth-{i}"))
                     .spawn(move || {
-                        for job in rx {
-                            run(job);
+                        loop {
+                            crossbeam_channel::select! {
+                                recv(rx) -> job => match job {
+                                    Ok(job) => run(job),
+                                    Err(_) => break,
+                                },
+                                recv(stopped) -> _ => break,
+                            }
                         }
                     })?,
             );
         }
         Ok(VerifyPool {
             handle: PoolHandle { jobs: tx },
+            stop,
             workers,
         })
     }
@@ -293,10 +305,11 @@ impl VerifyPool {
         self.handle.clone()
     }
 
-    /// Stops taking jobs and waits for the threads to finish the queued ones. Handles
-    /// still held elsewhere (by an `Authenticator`) keep the queue open until dropped.
+    /// Stops the threads once each finishes the check in hand, and waits for them. Jobs
+    /// still queued are dropped unanswered (their shards are stopping too); later
+    /// submissions are refused as busy.
     pub fn shutdown(self) {
-        drop(self.handle);
+        drop(self.stop);
         for worker in self.workers {
             let _ = worker.join();
         }
