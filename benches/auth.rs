@@ -1,5 +1,6 @@
-//! Authorization and authentication costs: an ACL check with 1,000 rules against no ACL,
-//! and one password verification per hash format.
+//! Authorization and authentication costs: an ACL check with 1,000 rules (and 10,000, to
+//! show the cost does not grow with the rule count) against no ACL, and one password
+//! verification per hash format.
 //!
 //! `cargo bench -p ringmq --bench auth`. The ACL figures are per check; compare them
 //! within one run (the machine is shared and noisy), not across runs.
@@ -11,14 +12,14 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ringmq::auth::password::{PasswordHash, hash_argon2id};
 use ringmq::auth::{Acl, AuthStats, Authenticator, ClientAcl, Credentials, Decision, Sources};
 
-/// 1,000 rules in the shape of a real deployment: 200 users with four topic rules each
-/// (one of them a deny), and 200 patterns.
-fn thousand_rules() -> String {
+/// `5 * users` rules in the shape of a real deployment: `users` users with four topic
+/// rules each (one of them a deny), and as many patterns.
+fn rules(users: usize) -> String {
     let mut text = String::new();
-    for p in 0..200 {
+    for p in 0..users {
         text.push_str(&format!("pattern readwrite site{p}/%c/#\n"));
     }
-    for u in 0..200 {
+    for u in 0..users {
         text.push_str(&format!(
             "user user{u}\n\
              topic read sensors/+/user{u}/#\n\
@@ -53,17 +54,21 @@ fn client_acl(sources: Sources, username: &str, client_id: &str) -> ClientAcl {
 }
 
 fn acl_checks(c: &mut Criterion) {
-    let acl = Acl::parse(thousand_rules().as_bytes()).unwrap();
-    assert_eq!(acl.rule_count(), 1_000);
-    let with_acl = client_acl(
-        Sources {
-            acl: Some(acl),
-            allow_anonymous: true,
-            ..Sources::default()
-        },
-        "user42",
-        "dev-7",
-    );
+    let with_rules = |users: usize| {
+        let acl = Acl::parse(rules(users).as_bytes()).unwrap();
+        assert_eq!(acl.rule_count(), 5 * users);
+        client_acl(
+            Sources {
+                acl: Some(acl),
+                allow_anonymous: true,
+                ..Sources::default()
+            },
+            "user42",
+            "dev-7",
+        )
+    };
+    let with_acl = with_rules(200);
+    let with_10_000 = with_rules(2_000);
     let without = client_acl(
         Sources {
             allow_anonymous: true,
@@ -82,6 +87,9 @@ fn acl_checks(c: &mut Criterion) {
     });
     group.bench_function("publish_1000_rules", |b| {
         b.iter(|| black_box(&with_acl).may_publish(black_box("commands/user42/reboot")))
+    });
+    group.bench_function("publish_10000_rules", |b| {
+        b.iter(|| black_box(&with_10_000).may_publish(black_box("commands/user42/reboot")))
     });
     group.bench_function("receive_no_acl", |b| {
         b.iter(|| black_box(&without).may_receive(black_box("sensors/t1/user42/temp")))
