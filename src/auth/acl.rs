@@ -60,7 +60,7 @@
 //! `topic read a/#` allows `a/+/b`, `topic read a/+` does not allow `a/#`. A covering deny
 //! refuses it. When a deny rule matches only some of the filter's topics (`topic deny
 //! a/secret` under `a/#`), the subscription is allowed but every delivery on it must be
-//! checked with [`ClientRules::may_receive`]: [`SubscribeVerdict::Allowed`] says so.
+//! checked with [`Acl::may_receive`]: [`SubscribeVerdict::Allowed`] says so.
 //!
 //! ## Cost
 //!

@@ -113,7 +113,7 @@ impl fmt::Display for JwtKeyError {
 
 impl std::error::Error for JwtKeyError {}
 
-/// Why a token was refused. Each maps to a CONNACK code in [`TokenError::refusal`].
+/// Why a token was refused. The CONNECT is refused as bad credentials whichever it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenError {
     /// Longer than [`MAX_TOKEN_BYTES`].

@@ -3,7 +3,7 @@
 //!
 //! Password hashes are slow on purpose (tens of milliseconds for argon2id) and RS256/ES256
 //! signatures cost tens of microseconds, so no shard computes them. A shard that needs one
-//! parks the CONNECT and hands a [`Job`] to the [`VerifyPool`]: a few plain threads reading
+//! parks the CONNECT and hands a job to the [`VerifyPool`]: a few plain threads reading
 //! one bounded queue. The answer comes back on the shard's own bounded reply channel
 //! ([`Replies`]), which the shard drains each loop turn without blocking; the pool calls
 //! the shard's wake callback after each answer so a sleeping shard looks.
@@ -20,7 +20,7 @@
 //! - The [`CredentialCache`] holds at most its capacity of verified credentials; past that
 //!   the oldest entry goes. It is keyed by HMAC-SHA256 of the username and password under a
 //!   random per-process key: it never holds a password, and its keys are useless outside
-//!   this process. A reload builds a new [`Authenticator`](super::Authenticator) and with it
+//!   this process. A reload builds a new [`Authenticator`] and with it
 //!   an empty cache, so a changed password file takes effect for every client at once.
 //!
 //! The cache is read by shards: striped locks, and a shard only ever *tries* a stripe's
@@ -41,7 +41,7 @@ use zeroize::Zeroizing;
 use super::{Authenticator, Grant, Refusal};
 
 /// Counters for authentication, shared by every generation of the
-/// [`Authenticator`](super::Authenticator) (they survive reloads) and read by `/metrics`.
+/// [`Authenticator`] (they survive reloads) and read by `/metrics`.
 #[derive(Debug, Default)]
 pub struct AuthStats {
     /// Connections allowed (any way: anonymous, password, token, certificate).
