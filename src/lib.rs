@@ -7,6 +7,8 @@
 //!   [`broker::Broker`] each), announces, waits for signals, stops.
 //! - [`broker`]: the MQTT service a shard runs: packets in, sessions, subscriptions,
 //!   fan-out, QoS flows, the cross-shard protocol, `$SYS`.
+//! - [`auth`]: authentication (password file, JWT, verification pool) and authorization
+//!   (ACL file, token claims), decided off the shards' loops and checked on them.
 //! - [`store`]: the per-shard write-ahead log, recovery, snapshots and compaction that
 //!   make persistent sessions, offline queues, in-flight messages, wills and retained
 //!   messages durable.
@@ -26,6 +28,7 @@
 //! assert_send::<ringmq_shard::io::Io<ringmq::broker::Broker>>();
 //! ```
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod control;

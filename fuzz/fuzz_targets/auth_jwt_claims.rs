@@ -1,0 +1,3 @@
+#![no_main]
+// See `ringmq::auth::fuzz::fuzz_jwt_claims` for what is checked beyond "no panic".
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ringmq::auth::fuzz::fuzz_jwt_claims(data));
