@@ -14,6 +14,7 @@ use clap::{Arg, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 use crate::config::settings::{self, Host, Ranges};
+use crate::control::logging::{LogFormat, LogLevel};
 
 /// Text shown after the flag list of `--help`.
 const AFTER_HELP: &str = "\
@@ -60,10 +61,59 @@ pub struct Options {
     #[arg(long, value_name = "PATH")]
     pub ws_path: Option<String>,
 
-    /// Address of the HTTP endpoint serving /metrics (Prometheus text) and /healthz, or
-    /// `none` to turn it off. [default: 127.0.0.1:9883]
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<ListenAddr>,
+    /// Address of the HTTP server: the dashboard (/), the JSON API (/api/v1/), /metrics
+    /// (Prometheus text), /healthz and /debug/histograms; `none` turns it off. `--metrics`
+    /// is the same flag. [default: 127.0.0.1:9883]
+    #[arg(long, value_name = "ADDR", alias = "metrics")]
+    #[serde(alias = "metrics")]
+    pub http: Option<ListenAddr>,
+
+    /// File of API keys, one per line (at least 16 characters; `#` starts a comment). With
+    /// keys, the API wants `Authorization: Bearer KEY`; without, it answers only to
+    /// loopback peers. [default: no keys]
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Endpoint that receives webhook events: `URL` for every event, or
+    /// `URL#EVENT,EVENT` for some (client.connected, client.disconnected,
+    /// session.created, session.expired, message.dropped, message.queued_offline);
+    /// repeat the flag for several, or give a list in the file. Needs --webhook-secret.
+    /// [default: none]
+    #[arg(long, value_name = "URL", action = clap::ArgAction::Append)]
+    pub webhook_url: Option<Vec<String>>,
+
+    /// Key of the HMAC-SHA256 signature of every webhook request (header
+    /// X-Ringmq-Signature). [default: none]
+    #[arg(long, value_name = "SECRET")]
+    pub webhook_secret: Option<String>,
+
+    /// Most events in one webhook request, 1 to 10000. [default: 100]
+    #[arg(long, value_name = "N")]
+    pub webhook_batch: Option<usize>,
+
+    /// Longest an event waits for its webhook batch to fill, in milliseconds, 0 to 60000.
+    /// [default: 200]
+    #[arg(long, value_name = "MS")]
+    pub webhook_batch_ms: Option<u64>,
+
+    /// Events one webhook endpoint holds while it is slow or down; past it the oldest is
+    /// dropped and counted. [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub webhook_max_pending: Option<usize>,
+
+    /// Bytes of the payload copied (base64) into a message.queued_offline event, 0 to
+    /// 65536. [default: 256]
+    #[arg(long, value_name = "BYTES")]
+    pub webhook_payload_preview: Option<usize>,
+
+    /// Log lines as `text` (for people) or `json` (one object per line). [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Least severe log level written: error, warn, info, debug, trace or off (or a
+    /// `tracing` filter such as `info,ringmq::control=debug`). [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
 
     /// CPU cores to pin shards to, as cores and ranges like `0-3,8`; shards take them in
     /// order, round-robin when there are more shards than cores. [default: every core
