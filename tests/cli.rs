@@ -16,7 +16,7 @@ const FLAGS: &[&str] = &[
     "--mqtt",
     "--ws",
     "--ws-path",
-    "--metrics",
+    "--http",
     "--cores",
     "--shards",
     "--max-connections",
@@ -32,6 +32,15 @@ const FLAGS: &[&str] = &[
     "--recv-buffer-size",
     "--mesh-capacity",
     "--shard-pressure-bytes",
+    "--api-key-file",
+    "--webhook-url",
+    "--webhook-secret",
+    "--webhook-batch",
+    "--webhook-batch-ms",
+    "--webhook-max-pending",
+    "--webhook-payload-preview",
+    "--log-format",
+    "--log-level",
 ];
 
 /// A generous bound for things that happen at once, so a bug fails instead of hanging.
