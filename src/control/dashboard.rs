@@ -52,8 +52,10 @@ const ASSETS: [Asset; 6] = [
 
 /// What the page may load and connect to: its own origin, and WebSockets (the MQTT
 /// listener is on another port).
+/// (MQTT.js runs its keep-alive timer in a worker made from a blob: URL.)
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; \
-     img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
+     img-src 'self' data:; style-src 'self'; script-src 'self'; worker-src 'self' blob:; \
+     frame-ancestors 'none'";
 
 pub fn router() -> Router {
     let mut router = Router::new();

@@ -1,0 +1,17 @@
+//! MQTT.js (npm `mqtt`) under Node.js against the real binary, over TCP and WebSocket,
+//! MQTT 3.1.1 and 5.0, QoS 0, 1 and 2 (tests/js/mqttjs.mjs).
+
+mod common;
+mod js_support;
+
+use common::Broker;
+
+#[test]
+fn mqttjs_over_tcp_and_websocket() {
+    js_support::require_node(&["mqtt"]);
+    let b = Broker::start(&[]);
+    let tcp = format!("mqtt://{}", b.mqtt_addr());
+    let out = js_support::run_script("mqttjs.mjs", &[&tcp, &b.ws_url()]);
+    println!("{out}");
+    assert!(out.contains("mqttjs: 4 passed, 0 failed"), "{out}");
+}
