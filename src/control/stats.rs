@@ -117,8 +117,12 @@ pub struct Sampler {
     state: Mutex<SamplerState>,
 }
 
+/// Every shard's counters as `ShardStats::snapshot` gives them, in shard order.
+type Counters = Vec<Vec<(&'static str, u64)>>;
+
 struct SamplerState {
-    previous: Option<(Instant, Vec<Vec<(&'static str, u64)>>)>,
+    /// The last sample's time and counters, which the next sample's rates start from.
+    previous: Option<(Instant, Counters)>,
     merged: VecDeque<HistSet>,
     last: Arc<Stats>,
 }
@@ -164,7 +168,7 @@ impl Sampler {
     /// Reads the shards and computes a new [`Stats`].
     pub fn sample(&self) {
         let now = Instant::now();
-        let snapshots: Vec<Vec<(&'static str, u64)>> = self
+        let snapshots: Counters = self
             .sources
             .shard_stats
             .iter()
