@@ -42,7 +42,7 @@ use keys::ApiKeys;
 /// Largest request body the API reads; a larger one gets 413 `payload_too_large`.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// The API's own address, where a request came from (set by the HTTP server on every
+/// Where a request came from (set by the HTTP server on every
 /// request). A request without one counts as not from loopback.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
