@@ -341,3 +341,27 @@ fn logs_are_json_lines_with_log_format_json() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn configured_webhooks_are_counted_in_stats_and_metrics() {
+    let b = Broker::start(&[
+        "--webhook-url",
+        "http://127.0.0.1:9/a#client.connected",
+        "--webhook-url",
+        "http://127.0.0.1:9/b",
+        "--webhook-secret",
+        "s3cret-s3cret-s3cret",
+    ]);
+    let stats: Value = client()
+        .get(url(&b, "/api/v1/stats"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(stats["webhooks"]["endpoints"], 2);
+    let metrics = b.metrics();
+    assert!(
+        metrics.contains("\nringmq_webhook_dropped_total{reason=\"queue_full\"} 0\n"),
+        "{metrics}"
+    );
+}

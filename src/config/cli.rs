@@ -431,6 +431,20 @@ mod tests {
     }
 
     #[test]
+    fn metrics_is_the_old_name_of_http() {
+        let o: Options = toml::from_str("metrics = \"127.0.0.1:0\"\n").unwrap();
+        assert_eq!(o.http, Some("127.0.0.1:0".parse().unwrap()));
+        let o = Options::try_parse_from(["ringmq", "--metrics", "none"]).unwrap();
+        assert_eq!(o.http, Some(ListenAddr::Off));
+        let o: Options = toml::from_str(
+            "webhook_url = [\"http://127.0.0.1:9/h#client.connected\"]\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(o.webhook_url.unwrap().len(), 1);
+        assert_eq!(o.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = toml::from_str::<Options>("max_conections = 5\n")
             .unwrap_err()
