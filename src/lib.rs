@@ -7,7 +7,8 @@
 //!   [`broker::Broker`] each), announces, waits for signals, stops.
 //! - [`broker`]: the MQTT service a shard runs: packets in, sessions, subscriptions,
 //!   fan-out, QoS flows, the cross-shard protocol, `$SYS`.
-//! - [`control`]: the HTTP endpoint (`/metrics`, `/healthz`, `/debug/histograms`).
+//! - [`control`]: the control plane on its own threads: the HTTP server (dashboard, JSON
+//!   API, `/metrics`, `/healthz`, `/debug/histograms`), webhooks, logging.
 //!
 //! The threading contract is checked at compile time: what crosses shards is `Send`, a
 //! shard's own state is not.
