@@ -1,7 +1,8 @@
 //! ringmq: the broker binary. It reads flags and the config file, sets up the log,
 //! prepares the process (open-file limit, signals), and hands over to [`server::run`],
 //! which starts one shard per placement entry and the control plane (HTTP server,
-//! webhooks), and shuts down gracefully on SIGINT/SIGTERM. The modules are the library's (`lib.rs` maps them).
+//! webhooks), and shuts down gracefully on SIGINT/SIGTERM. The modules are the
+//! library's (`lib.rs` maps them).
 
 use ringmq::config::{cli, settings};
 use ringmq::control::logging;
