@@ -12,7 +12,8 @@
 //! - [`store`]: the per-shard write-ahead log, recovery, snapshots and compaction that
 //!   make persistent sessions, offline queues, in-flight messages, wills and retained
 //!   messages durable.
-//! - [`control`]: the HTTP endpoint (`/metrics`, `/healthz`, `/debug/histograms`).
+//! - [`control`]: the control plane on its own threads: the HTTP server (dashboard, JSON
+//!   API, `/metrics`, `/healthz`, `/debug/histograms`), webhooks, logging.
 //!
 //! The threading contract is checked at compile time: what crosses shards is `Send`, a
 //! shard's own state is not.

@@ -1,9 +1,11 @@
-//! ringmq: the broker binary. It reads flags and the config file, prepares the process
-//! (open-file limit, signals), and hands over to [`server::run`], which starts one shard
-//! per placement entry, serves the metrics endpoint, and shuts down gracefully on
-//! SIGINT/SIGTERM. The modules are the library's (`lib.rs` maps them).
+//! ringmq: the broker binary. It reads flags and the config file, sets up the log,
+//! prepares the process (open-file limit, signals), and hands over to [`server::run`],
+//! which starts one shard per placement entry and the control plane (HTTP server,
+//! webhooks), and shuts down gracefully on SIGINT/SIGTERM. The modules are the
+//! library's (`lib.rs` maps them).
 
 use ringmq::config::{cli, settings};
+use ringmq::control::logging;
 use ringmq::{server, system};
 
 /// Exit status for bad flags or a bad config file (clap uses it too).
@@ -16,9 +18,6 @@ fn main() {
 fn run() -> i32 {
     system::ignore_sigpipe();
     let nofile = system::raise_nofile();
-    if let Some(w) = &nofile.warning {
-        eprintln!("ringmq: warning: {w}");
-    }
     let host = system::host(&nofile);
 
     let flags = cli::Options::parse_with(&host);
@@ -35,10 +34,14 @@ fn run() -> i32 {
         Ok(s) => s,
         Err(e) => return usage_error(&e),
     };
+    logging::init(settings.log_format, &settings.log_level);
+    if let Some(w) = &nofile.warning {
+        tracing::warn!("{w}");
+    }
 
     if let Err(e) = std::fs::create_dir_all(&settings.data_dir) {
-        eprintln!(
-            "ringmq: cannot create the data directory {}: {e}",
+        tracing::error!(
+            "cannot create the data directory {}: {e}",
             settings.data_dir.display()
         );
         return 1;
@@ -49,13 +52,15 @@ fn run() -> i32 {
     let signals = match system::Signals::block() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("ringmq: cannot block signals: {e}");
+            tracing::error!("cannot block signals: {e}");
             return 1;
         }
     };
     server::run(settings, signals)
 }
 
+/// Bad flags or config come before the log is set up (its settings are among them), so
+/// they go to stderr as plain lines.
 fn usage_error(msg: &str) -> i32 {
     eprintln!("ringmq: {msg}");
     eprintln!("ringmq: see `ringmq --help`");

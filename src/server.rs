@@ -20,8 +20,7 @@ use ringmq_shard::stats::{CounterSet, RuntimeStats};
 
 use crate::broker::{Broker, BrokerConfig, BrokerStats, Msg, ShardFigures, Shared};
 use crate::config::settings::Settings;
-use crate::control::histograms;
-use crate::control::metrics;
+use crate::control::{histograms, metrics, plane};
 use crate::system::{self, PortReservation, Signals};
 
 /// How long shards get to stop before the process gives up on them. They close their
@@ -51,12 +50,16 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         (Ok(mqtt), Ok(ws)) => (mqtt, ws),
         (Err(e), _) | (_, Err(e)) => return fail(&e),
     };
-    let metrics_listener = match settings.metrics.map(TcpListener::bind).transpose() {
+    let http_listener = match settings.http.map(TcpListener::bind).transpose() {
         Ok(l) => l,
         Err(e) => {
-            let a = settings.metrics.expect("metrics address");
-            return fail(&format!("cannot listen for metrics on {a}: {e}"));
+            let a = settings.http.expect("http address");
+            return fail(&format!("cannot listen for http on {a}: {e}"));
         }
+    };
+    let access = match plane::access(&settings) {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
     };
 
     let cfg = Arc::new(shard_config(&settings, mqtt.as_ref(), ws.as_ref()));
@@ -71,20 +74,26 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
     let (mqtt, ws) = (mqtt.map(|r| r.addr), ws.map(|r| r.addr));
 
     let shutting_down = Arc::new(AtomicBool::new(false));
-    let mut metrics_addr = None;
-    if let Some(listener) = metrics_listener {
-        metrics_addr = listener.local_addr().ok();
-        let state = metrics::State {
-            shards: figures.clone(),
-            started,
-            shutting_down: shutting_down.clone(),
-        };
-        if let Err(e) = metrics::spawn(listener, state) {
+    let metrics_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    // Held until the broker stops. Its webhook sender goes to the shards once they emit
+    // events.
+    let _control = match plane::start(plane::Start {
+        settings: &settings,
+        http: http_listener,
+        access,
+        mqtt,
+        ws,
+        shards: figures.clone(),
+        started,
+        shutting_down: shutting_down.clone(),
+    }) {
+        Ok(c) => c,
+        Err(e) => {
             shards.stop();
             shards.join();
-            return fail(&format!("cannot start the metrics endpoint: {e}"));
+            return fail(&e);
         }
-    }
+    };
 
     say(format_args!(
         "{}",
@@ -112,14 +121,16 @@ impl HistogramDump {
         let sets = metrics::histogram_sets(&self.shards);
         let log = histograms::dump(&sets, self.started.elapsed());
         match std::fs::write(&path, log) {
-            Ok(()) => eprintln!("ringmq: histograms written to {}", path.display()),
-            Err(e) => eprintln!("ringmq: cannot write {}: {e}", path.display()),
+            Ok(()) => tracing::info!(path = %path.display(), "histograms written"),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the histograms")
+            }
         }
     }
 }
 
 fn fail(msg: &str) -> i32 {
-    eprintln!("ringmq: {msg}");
+    tracing::error!("{msg}");
     1
 }
 
@@ -242,7 +253,7 @@ impl Shards {
         let mut ok = true;
         for (i, h) in self.handles.into_iter().enumerate() {
             if h.join().is_err() {
-                eprintln!("ringmq: shard {i} panicked");
+                tracing::error!(shard = i, "shard panicked");
                 ok = false;
             }
         }
@@ -328,7 +339,7 @@ fn watch(
         };
         match signals.wait(interval) {
             Some(libc::SIGUSR1) => {
-                eprintln!("ringmq: counters: {}", counters(&dump.shards));
+                tracing::info!(counters = %counters(&dump.shards), "SIGUSR1");
                 dump.write();
             }
             Some(sig) => {
@@ -349,7 +360,7 @@ fn watch(
         match stopping {
             None => {
                 if let Some(i) = shards.first_finished() {
-                    eprintln!("ringmq: shard {i} stopped on its own; shutting down");
+                    tracing::error!(shard = i, "shard stopped on its own; shutting down");
                     failed = true;
                     shutting_down.store(true, Ordering::Relaxed);
                     shards.stop();
@@ -363,8 +374,8 @@ fn watch(
                     return if failed { 1 } else { 0 };
                 }
                 if since.elapsed() > SHUTDOWN_LIMIT {
-                    eprintln!(
-                        "ringmq: shards did not stop within {} s; exiting",
+                    tracing::error!(
+                        "shards did not stop within {} s; exiting",
                         SHUTDOWN_LIMIT.as_secs()
                     );
                     return 1;
@@ -420,14 +431,14 @@ mod tests {
     #[test]
     fn the_announcement_names_every_listener() {
         let s = settings(&[]);
-        let line = announcement(&s, s.mqtt, s.ws, s.metrics);
+        let line = announcement(&s, s.mqtt, s.ws, s.http);
         assert_eq!(
             line,
             "ringmq 0.1.0 listening: mqtt tcp 127.0.0.1:1883, mqtt ws 127.0.0.1:8083/mqtt, \
              metrics http://127.0.0.1:9883/metrics; 2 shards on cores [0, 1]"
         );
         let s = settings(&["--ws", "none", "--metrics", "none", "--shards", "1"]);
-        let line = announcement(&s, s.mqtt, s.ws, s.metrics);
+        let line = announcement(&s, s.mqtt, s.ws, s.http);
         assert_eq!(
             line,
             "ringmq 0.1.0 listening: mqtt tcp 127.0.0.1:1883; 1 shard on cores [0]"

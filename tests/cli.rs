@@ -15,7 +15,7 @@ const FLAGS: &[&str] = &[
     "--mqtt",
     "--ws",
     "--ws-path",
-    "--metrics",
+    "--http",
     "--cores",
     "--shards",
     "--max-connections",
@@ -31,6 +31,15 @@ const FLAGS: &[&str] = &[
     "--recv-buffer-size",
     "--mesh-capacity",
     "--shard-pressure-bytes",
+    "--api-key-file",
+    "--webhook-url",
+    "--webhook-secret",
+    "--webhook-batch",
+    "--webhook-batch-ms",
+    "--webhook-max-pending",
+    "--webhook-payload-preview",
+    "--log-format",
+    "--log-level",
 ];
 
 fn stderr(out: &std::process::Output) -> String {

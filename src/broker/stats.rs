@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ringmq_shard::hist::{self, Recorder, SharedHists};
-use ringmq_shard::stats::RuntimeStats;
+use ringmq_shard::stats::{CounterSet, Kind, RuntimeStats};
 
 /// One shard's figures: the runtime's and the broker's counters and latency histograms.
 /// The process makes them, the shard writes them, `$SYS` and the control plane read them.
@@ -27,6 +27,19 @@ impl Default for ShardFigures {
             runtime_hists: hist::shared(hist::RUNTIME),
             broker_hists: hist::shared(super::HISTOGRAMS),
         }
+    }
+}
+
+impl ShardFigures {
+    /// Every counter of the shard, the runtime's then the broker's, with its name and
+    /// kind, in the order `/metrics` shows them.
+    pub fn snapshot(&self) -> Vec<(&'static str, Kind, u64)> {
+        let runtime = RuntimeStats::DESCRIPTIONS.iter().zip(self.runtime.values());
+        let broker = BrokerStats::DESCRIPTIONS.iter().zip(self.broker.values());
+        runtime
+            .chain(broker)
+            .map(|(&(name, kind, _), value)| (name, kind, value))
+            .collect()
     }
 }
 

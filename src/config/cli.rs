@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::defaults::{self, MAX_SHARDS};
 use super::values::{CoreList, Host, ListenAddr, Ranges};
+use crate::control::logging::{LogFormat, LogLevel};
 
 /// Text shown after the flag list of `--help`.
 const AFTER_HELP: &str = "\
@@ -59,10 +60,59 @@ pub struct Options {
     #[arg(long, value_name = "PATH")]
     pub ws_path: Option<String>,
 
-    /// Address of the HTTP endpoint serving /metrics (Prometheus text) and /healthz, or
-    /// `none` to turn it off. [default: 127.0.0.1:9883]
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<ListenAddr>,
+    /// Address of the HTTP server: the dashboard (/), the JSON API (/api/v1/), /metrics
+    /// (Prometheus text), /healthz and /debug/histograms; `none` turns it off. `--metrics`
+    /// is the same flag. [default: 127.0.0.1:9883]
+    #[arg(long, value_name = "ADDR", alias = "metrics")]
+    #[serde(alias = "metrics")]
+    pub http: Option<ListenAddr>,
+
+    /// File of API keys, one per line (at least 16 characters; `#` starts a comment). With
+    /// keys, the API wants `Authorization: Bearer KEY`; without, it answers only to
+    /// loopback peers. [default: no keys]
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Endpoint that receives webhook events: `URL` for every event, or
+    /// `URL#EVENT,EVENT` for some (client.connected, client.disconnected,
+    /// session.created, session.expired, message.dropped, message.queued_offline);
+    /// repeat the flag for several, or give a list in the file. Needs --webhook-secret.
+    /// [default: none]
+    #[arg(long, value_name = "URL", action = clap::ArgAction::Append)]
+    pub webhook_url: Option<Vec<String>>,
+
+    /// Key of the HMAC-SHA256 signature of every webhook request (header
+    /// X-Ringmq-Signature). [default: none]
+    #[arg(long, value_name = "SECRET")]
+    pub webhook_secret: Option<String>,
+
+    /// Most events in one webhook request, 1 to 10000. [default: 100]
+    #[arg(long, value_name = "N")]
+    pub webhook_batch: Option<usize>,
+
+    /// Longest an event waits for its webhook batch to fill, in milliseconds, 0 to 60000.
+    /// [default: 200]
+    #[arg(long, value_name = "MS")]
+    pub webhook_batch_ms: Option<u64>,
+
+    /// Events one webhook endpoint holds while it is slow or down; past it the oldest is
+    /// dropped and counted. [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub webhook_max_pending: Option<usize>,
+
+    /// Bytes of the payload copied (base64) into a message.queued_offline event, 0 to
+    /// 65536. [default: 256]
+    #[arg(long, value_name = "BYTES")]
+    pub webhook_payload_preview: Option<usize>,
+
+    /// Log lines as `text` (for people) or `json` (one object per line). [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Least severe log level written: error, warn, info, debug, trace or off (or a
+    /// `tracing` filter such as `info,ringmq::control=debug`). [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
 
     /// CPU cores to pin shards to, as cores and ranges like `0-3,8`; shards take them in
     /// order, round-robin when there are more shards than cores. [default: every core
@@ -205,6 +255,20 @@ mod tests {
         assert_eq!(o.shards, Some(3));
         assert_eq!(o.max_inflight, Some(7));
         assert_eq!(o.sys_interval, Some(0));
+    }
+
+    #[test]
+    fn metrics_is_the_old_name_of_http() {
+        let o: Options = toml::from_str("metrics = \"127.0.0.1:0\"\n").unwrap();
+        assert_eq!(o.http, Some("127.0.0.1:0".parse().unwrap()));
+        let o = Options::try_parse_from(["ringmq", "--metrics", "none"]).unwrap();
+        assert_eq!(o.http, Some(ListenAddr::Off));
+        let o: Options = toml::from_str(
+            "webhook_url = [\"http://127.0.0.1:9/h#client.connected\"]\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(o.webhook_url.unwrap().len(), 1);
+        assert_eq!(o.log_format, Some(LogFormat::Json));
     }
 
     #[test]

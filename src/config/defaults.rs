@@ -11,8 +11,9 @@ pub const MQTT: &str = "127.0.0.1:1883";
 /// Where MQTT over WebSocket listens, and the path of its upgrade.
 pub const WS: &str = "127.0.0.1:8083";
 pub const WS_PATH: &str = "/mqtt";
-/// Where `/metrics`, `/healthz` and `/debug/histograms` are served.
-pub const METRICS: &str = "127.0.0.1:9883";
+/// Where the HTTP server (dashboard, JSON API, `/metrics`, `/healthz`,
+/// `/debug/histograms`) listens.
+pub const HTTP: &str = "127.0.0.1:9883";
 pub const DATA_DIR: &str = "./ringmq-data";
 
 /// Largest MQTT packet accepted, fixed header included.

@@ -10,6 +10,8 @@ use ringmq_shard::config::ShardConfig;
 use super::cli::Options;
 use super::defaults::{self, IORING_MAX_FIXED_FILES, MAX_SHARDS, MQTT_MAX_PACKET};
 use super::values::{CoreList, Host, ListenAddr, Ranges};
+use crate::control::logging::{LogFormat, LogLevel};
+use crate::control::webhook::{WebhookConfig, WebhookTarget};
 
 /// Everything the broker runs with, checked.
 #[derive(Debug, Clone)]
@@ -17,7 +19,13 @@ pub struct Settings {
     pub mqtt: Option<SocketAddr>,
     pub ws: Option<SocketAddr>,
     pub ws_path: String,
-    pub metrics: Option<SocketAddr>,
+    /// The HTTP server (dashboard, API, `/metrics`).
+    pub http: Option<SocketAddr>,
+    pub api_key_file: Option<PathBuf>,
+    /// `None` when no webhook URL is configured.
+    pub webhooks: Option<WebhookConfig>,
+    pub log_format: LogFormat,
+    pub log_level: LogLevel,
     /// The core of every shard, in shard order; its length is the shard count.
     pub placement: Vec<usize>,
     /// `None`: no limit beyond the shards' tables.
@@ -43,6 +51,7 @@ impl Settings {
 }
 
 /// Where a value came from, for error messages.
+#[derive(Clone, Copy)]
 enum Origin<'a> {
     Flag,
     File(&'a Path),
@@ -121,11 +130,11 @@ pub fn resolve(
 
     let mqtt = src.or("mqtt", |o| &o.mqtt, default_addr(defaults::MQTT));
     let ws = src.or("ws", |o| &o.ws, default_addr(defaults::WS));
-    let metrics = src.or("metrics", |o| &o.metrics, default_addr(defaults::METRICS));
+    let http = src.or("http", |o| &o.http, default_addr(defaults::HTTP));
     if mqtt.value == ListenAddr::Off && ws.value == ListenAddr::Off {
         return Err(ws.bad("with mqtt also `none`, the broker would listen nowhere"));
     }
-    let listeners = [&mqtt, &ws, &metrics];
+    let listeners = [&mqtt, &ws, &http];
     for (i, a) in listeners.iter().enumerate() {
         for b in &listeners[i + 1..] {
             if let (ListenAddr::At(x), ListenAddr::At(y)) = (a.value, b.value)
@@ -269,11 +278,22 @@ pub fn resolve(
         return Err(shard_pressure_bytes.bad("must be 65536 to 4294967296 bytes"));
     }
 
+    let webhooks = webhooks(&src)?;
+    let api_key_file = src
+        .get("api_key_file", |o| &o.api_key_file)
+        .map(|p| p.value);
+    let log_format = src.or("log_format", |o| &o.log_format, LogFormat::default());
+    let log_level = src.or("log_level", |o| &o.log_level, LogLevel::default());
+
     Ok(Settings {
         mqtt: mqtt.value.addr(),
         ws: ws.value.addr(),
         ws_path: ws_path.value,
-        metrics: metrics.value.addr(),
+        http: http.value.addr(),
+        api_key_file,
+        webhooks,
+        log_format: log_format.value,
+        log_level: log_level.value,
         placement,
         max_connections: max_connections.map(|m| m.value),
         max_packet_size: max_packet_size.value,
@@ -289,6 +309,69 @@ pub fn resolve(
         mesh_capacity: mesh_capacity.value,
         shard_pressure_bytes: shard_pressure_bytes.value,
     })
+}
+
+/// The webhook settings, checked; `None` without a URL.
+fn webhooks(src: &Sources<'_>) -> Result<Option<WebhookConfig>, String> {
+    let Some(urls) = src.get("webhook_url", |o| &o.webhook_url) else {
+        return Ok(None);
+    };
+    let mut targets = Vec::new();
+    for u in &urls.value {
+        let one = Picked {
+            key: urls.key,
+            value: u,
+            origin: urls.origin,
+        };
+        targets.push(u.parse::<WebhookTarget>().map_err(|e| one.bad(e))?);
+    }
+    if targets.is_empty() {
+        return Ok(None);
+    }
+    let secret = match src.get("webhook_secret", |o| &o.webhook_secret) {
+        Some(s) if !s.value.is_empty() => s.value,
+        _ => {
+            return Err(
+                "--webhook-url (webhook_url): webhooks are signed; give the key with \
+                 --webhook-secret (webhook_secret)"
+                    .into(),
+            );
+        }
+    };
+    let mut config = WebhookConfig::new(targets, secret);
+    let batch = src.or("webhook_batch", |o| &o.webhook_batch, config.batch_max);
+    if !(1..=10_000).contains(&batch.value) {
+        return Err(batch.bad("must be 1 to 10000"));
+    }
+    let batch_ms = src.or(
+        "webhook_batch_ms",
+        |o| &o.webhook_batch_ms,
+        config.batch_wait.as_millis() as u64,
+    );
+    if batch_ms.value > 60_000 {
+        return Err(batch_ms.bad("must be 0 to 60000 ms"));
+    }
+    let max_pending = src.or(
+        "webhook_max_pending",
+        |o| &o.webhook_max_pending,
+        config.max_pending,
+    );
+    if max_pending.value == 0 {
+        return Err(max_pending.bad("must be at least 1"));
+    }
+    let preview = src.or(
+        "webhook_payload_preview",
+        |o| &o.webhook_payload_preview,
+        config.payload_preview,
+    );
+    if preview.value > 65_536 {
+        return Err(preview.bad("must be 0 to 65536 bytes"));
+    }
+    config.batch_max = batch.value;
+    config.batch_wait = std::time::Duration::from_millis(batch_ms.value);
+    config.max_pending = max_pending.value;
+    config.payload_preview = preview.value;
+    Ok(Some(config))
 }
 
 /// Whether two listeners would take the same port (port 0 always gets a fresh one).
@@ -369,7 +452,7 @@ mod tests {
         let s = resolve_flags(&[]).unwrap();
         assert_eq!(s.mqtt, Some("127.0.0.1:1883".parse().unwrap()));
         assert_eq!(s.ws, Some("127.0.0.1:8083".parse().unwrap()));
-        assert_eq!(s.metrics, Some("127.0.0.1:9883".parse().unwrap()));
+        assert_eq!(s.http, Some("127.0.0.1:9883".parse().unwrap()));
         assert_eq!(s.ws_path, "/mqtt");
         assert_eq!(s.placement, [0, 1, 2, 3]);
         assert_eq!(s.max_connections, None);
@@ -502,7 +585,7 @@ mod tests {
     #[test]
     fn listeners_turn_off_with_none() {
         let s = resolve_flags(&["--ws", "none", "--metrics", "none"]).unwrap();
-        assert_eq!((s.ws, s.metrics), (None, None));
+        assert_eq!((s.ws, s.http), (None, None));
         assert!(s.mqtt.is_some());
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! `Broker::start(&args)` runs the binary with `args`, adding what a test needs unless
 //! `args` already says it:
-//! - `--mqtt 127.0.0.1:0 --ws 127.0.0.1:0 --metrics 127.0.0.1:0` (free ports; the real
+//! - `--mqtt 127.0.0.1:0 --ws 127.0.0.1:0 --http 127.0.0.1:0` (free ports; the real
 //!   ones are read from the startup line),
 //! - `--data-dir` in a fresh temporary directory,
 //! - `--shards 2`, unless `--shards` or `--config` is given (so a big CI host does not
@@ -150,10 +150,12 @@ impl Broker {
         for (flag, value) in [
             ("--mqtt", "127.0.0.1:0"),
             ("--ws", "127.0.0.1:0"),
-            ("--metrics", "127.0.0.1:0"),
+            ("--http", "127.0.0.1:0"),
             ("--data-dir", data_dir.as_str()),
         ] {
-            if !has_flag(args, flag) {
+            // `--metrics` is the old name of `--http`.
+            let given = has_flag(args, flag) || (flag == "--http" && has_flag(args, "--metrics"));
+            if !given {
                 full.extend([flag.to_string(), value.to_string()]);
             }
         }

@@ -12,6 +12,8 @@
 //! - `client`: a rumqttc client whose event loop runs in the background and whose
 //!   incoming packets wait in order until the test asks for them; `v311` and `v5` adapt
 //!   it to the two protocol versions (`V4`, `V5`).
+//! - `js`: running the Node.js scripts of `tests/js/` (MQTT.js, and Chromium through
+//!   playwright-core), failing with install instructions when something is missing.
 //! - `shards`: which shard a connection landed on, and placing clients on chosen shards.
 
 // Every test file compiles this whole tree and uses a part of it.
@@ -19,6 +21,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod js;
 pub mod raw;
 pub mod shards;
 pub mod v311;

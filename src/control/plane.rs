@@ -1,0 +1,102 @@
+//! Starting the control plane: its Tokio runtime, the stats sampler, the webhook
+//! dispatcher and the HTTP server, all on the runtime's threads.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use crate::broker::ShardFigures;
+use crate::config::settings::Settings;
+use crate::control::api::keys::ApiKeys;
+use crate::control::api::{self, Access, Info, ListenerInfo};
+use crate::control::http::{self, Limits};
+use crate::control::metrics;
+use crate::control::stats::{Sampler, Sources};
+use crate::control::webhook::{self, WebhookSender};
+
+/// The running control plane; dropping it stops its threads.
+pub struct ControlPlane {
+    /// What the shards will emit webhook events through (`None`: no webhook configured).
+    pub webhooks: Option<WebhookSender>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// What the control plane reads and where it listens.
+pub struct Start<'a> {
+    pub settings: &'a Settings,
+    pub http: Option<std::net::TcpListener>,
+    pub access: Access,
+    pub mqtt: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+    /// Each shard's counters and histograms, in shard order.
+    pub shards: Vec<ShardFigures>,
+    pub started: Instant,
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+/// Who may use the API, from `--api-key-file`.
+pub fn access(settings: &Settings) -> Result<Access, String> {
+    match &settings.api_key_file {
+        None => Ok(Access::LoopbackOnly),
+        Some(path) => ApiKeys::load(path).map(|k| Access::Keys(Arc::new(k))),
+    }
+}
+
+pub fn start(s: Start<'_>) -> Result<ControlPlane, String> {
+    let runtime =
+        http::runtime().map_err(|e| format!("cannot start the control plane's threads: {e}"))?;
+    let (webhooks, dispatcher) = match &s.settings.webhooks {
+        Some(config) => {
+            let (sender, dispatcher) = webhook::channel(config.clone());
+            (Some(sender), Some(dispatcher))
+        }
+        None => (None, None),
+    };
+    if let Some(d) = dispatcher {
+        runtime.spawn(d.run());
+    }
+    let webhook_stats = webhooks.as_ref().map(|w| w.stats().clone());
+    let sampler = Arc::new(Sampler::new(Sources {
+        shards: s.shards.clone(),
+        started: s.started,
+        webhooks: webhook_stats.clone(),
+    }));
+    runtime.spawn(sampler.clone().run());
+
+    if let Some(listener) = s.http {
+        let state = Arc::new(metrics::State {
+            shards: s.shards,
+            started: s.started,
+            shutting_down: s.shutting_down,
+            webhooks: webhook_stats,
+        });
+        let info = Info {
+            version: env!("CARGO_PKG_VERSION"),
+            shards: s.settings.shards(),
+            mqtt: s.mqtt.map(|a| ListenerInfo::new(a, None)),
+            ws: s
+                .ws
+                .map(|a| ListenerInfo::new(a, Some(s.settings.ws_path.clone()))),
+            broker_api: false,
+        };
+        // The shard-backed routes (publish, clients, sessions, retained) are mounted
+        // once the shards answer API requests over their control channels.
+        let api = api::router(sampler, info, s.access, None);
+        let limits = Limits::default();
+        let app = http::app(state, api, limits);
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot set up the HTTP listener: {e}"))?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| format!("cannot set up the HTTP listener: {e}"))?
+        };
+        runtime.spawn(http::serve(listener, app, limits));
+    }
+    Ok(ControlPlane {
+        webhooks,
+        _runtime: runtime,
+    })
+}
