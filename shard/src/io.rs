@@ -10,12 +10,16 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::os::fd::OwnedFd;
+
 use io_uring::{opcode, types};
 use ringmq_proto::ws;
 use slab::Slab;
 
 use crate::config::{ListenerKind, ShardConfig};
 use crate::conn::{CloseReason, Conn, ConnKey, OutBuf, Transport, flag};
+use crate::disk::{Disk, FileSlot, Part};
+use crate::helper::{Helper, Job};
 use crate::hist::Recorder;
 use crate::mesh::links::{MeshLinks, Sent};
 use crate::ring::{GEN_MASK, OpKind, Ring};
@@ -40,6 +44,10 @@ pub(crate) enum Op {
     Doorbell = 6,
     /// Cancellation requests; their completions carry nothing acted on.
     Cancel = 7,
+    /// A file write (`index`: the write's entry in `Disk`).
+    FileWrite = 8,
+    /// The data sync linked to a file write.
+    FileSync = 9,
 }
 
 impl OpKind for Op {
@@ -56,6 +64,8 @@ impl OpKind for Op {
             5 => Op::Close,
             6 => Op::Doorbell,
             7 => Op::Cancel,
+            8 => Op::FileWrite,
+            9 => Op::FileSync,
             _ => return None,
         })
     }
@@ -63,6 +73,15 @@ impl OpKind for Op {
 
 /// A shard's token: which operation, for which connection (or listener).
 pub(crate) type Token = crate::ring::Token<Op>;
+
+/// The `user_data` of one part of file write `id`.
+fn file_token(part: Part, id: u32) -> u64 {
+    let op = match part {
+        Part::Write => Op::FileWrite,
+        Part::Sync => Op::FileSync,
+    };
+    Token::new(op, id, 0).encode()
+}
 
 /// Send buffers kept for reuse, and the largest capacity a reused buffer keeps: at most
 /// 256 × 2 × 16 KiB = 8 MiB per shard stays allocated after a burst.
@@ -113,21 +132,31 @@ pub struct Io<C, M> {
     pub(crate) paused: Vec<(ConnKey, u64)>,
     /// Connections resumed this turn; the service hears `on_resume` for each.
     pub(crate) resumed: Vec<ConnKey>,
+    /// File writes and syncs in flight, and the slots of the files.
+    pub(crate) disk: Disk,
+    /// Entries a file write adds to the submission queue.
+    file_sqes: Vec<io_uring::squeue::Entry>,
+    /// The helper thread for work that may block.
+    pub(crate) helper: Helper<M>,
+    /// When the service wants a turn even if nothing happens (see `wake_at`).
+    pub(crate) wake_at: Option<u64>,
     /// A shard's state never leaves its thread (shared nothing); this marker
     /// makes that a compile-time fact.
     _not_send: std::marker::PhantomData<std::rc::Rc<()>>,
 }
 
-impl<C: Default, M: Send> Io<C, M> {
+impl<C: Default, M: Send + 'static> Io<C, M> {
     pub(crate) fn new(
         ring: Ring,
         cfg: Arc<ShardConfig>,
         stats: Arc<RuntimeStats>,
         mesh: MeshLinks<M>,
         hists: Recorder,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let clock_origin = Instant::now();
-        Io {
+        let disk = Disk::new(&ring, cfg.files_per_shard)?;
+        let helper = Helper::new(mesh.id(), mesh.doorbells().clone());
+        Ok(Io {
             ring,
             conns: Slab::new(),
             cfg,
@@ -147,8 +176,12 @@ impl<C: Default, M: Send> Io<C, M> {
             service_load: ServiceLoad::Light,
             paused: Vec::new(),
             resumed: Vec::new(),
+            disk,
+            file_sqes: Vec::new(),
+            helper,
+            wake_at: None,
             _not_send: std::marker::PhantomData,
-        }
+        })
     }
 
     pub(crate) fn update_clock(&mut self) {
@@ -566,7 +599,73 @@ impl<C: Default, M: Send> Io<C, M> {
             .collect()
     }
 
+    /// Puts an open file in one of the shard's file slots (`disk::FILE_SLOTS` of them),
+    /// for [`Io::write_file`]. The slot holds its own reference: `fd` is closed here.
+    pub fn register_file(&mut self, fd: OwnedFd) -> std::io::Result<FileSlot> {
+        self.disk.register(&self.ring, fd)
+    }
+
+    /// Empties a file slot. Writes in flight on the file finish normally.
+    pub fn unregister_file(&mut self, slot: FileSlot) -> std::io::Result<()> {
+        self.disk.unregister(&self.ring, slot)
+    }
+
+    /// Writes `buf` at `offset` of the file in `slot`, then (`sync`) syncs its data
+    /// (`fdatasync`, linked so it starts once the write is done); an empty `buf` with
+    /// `sync` is a sync alone. The runtime keeps `buf` until the write ends and hands it
+    /// back with the outcome in `Service::on_file_done`, tagged `tag`. Submitted with the
+    /// turn's other operations.
+    pub fn write_file(&mut self, slot: FileSlot, offset: u64, buf: Vec<u8>, sync: bool, tag: u64) {
+        let mut sqes = std::mem::take(&mut self.file_sqes);
+        sqes.clear();
+        self.disk
+            .start(slot, offset, buf, sync, tag, file_token, &mut sqes);
+        self.ring.push_all(&sqes);
+        self.file_sqes = sqes;
+    }
+
+    /// File writes (and syncs) in flight.
+    pub fn files_in_flight(&self) -> usize {
+        self.disk.in_flight()
+    }
+
+    /// Runs `job` on the shard's helper thread (started on first use), for work that may
+    /// block: its result comes back to `Service::on_blocking_done` in a later turn. Jobs
+    /// run one at a time, in order. The job comes back if the helper's queue is full
+    /// (`helper::HELPER_QUEUE`).
+    pub fn run_blocking(&mut self, job: Job<M>) -> Result<(), Job<M>> {
+        self.helper.run(job)
+    }
+
+    /// Jobs given to the helper thread whose results have not been handed back yet.
+    pub fn blocking_pending(&self) -> usize {
+        self.helper.pending()
+    }
+
+    /// Asks for a loop turn by `at_ms` (shard clock) even if nothing else happens; good
+    /// for this turn's wait only (a service asks again each turn it needs one).
+    pub fn wake_at(&mut self, at_ms: u64) {
+        self.wake_at = Some(self.wake_at.map_or(at_ms, |w| w.min(at_ms)));
+    }
+
     // ---- runtime side ----
+
+    /// A completion of a file write or sync.
+    pub(crate) fn on_file_cqe(&mut self, token: Token, result: i32) {
+        let part = if token.op == Op::FileSync {
+            Part::Sync
+        } else {
+            Part::Write
+        };
+        let mut sqes = std::mem::take(&mut self.file_sqes);
+        sqes.clear();
+        self.disk
+            .complete(token.index, part, result, file_token, &mut sqes);
+        if !sqes.is_empty() {
+            self.ring.push_all(&sqes);
+        }
+        self.file_sqes = sqes;
+    }
 
     pub(crate) fn new_conn(&mut self, slot: u32, listener: u8, state: C) -> ConnKey {
         let gen_ = self.next_gen;

@@ -12,6 +12,9 @@
 //! - [`conn`]: a connection's state machine (operations in flight, WebSocket framing,
 //!   outbound bytes); [`io`]: what a service may do with connections.
 //! - [`service`]: the contract between the runtime and what it serves.
+//! - [`disk`]: file writes and data syncs through the shard's ring (a log's path), with
+//!   the buffers the runtime lends the kernel; [`helper`]: the shard's helper thread for
+//!   file work that may block (creating, renaming, deleting, directory syncs).
 //! - [`mesh`]: SPSC rings between shards and the doorbells that wake them.
 //! - [`timers`]: the hashed timing wheel for every connection's deadline.
 //! - [`stats`] (counters), [`hist`] (latency histograms), [`config`].
@@ -26,6 +29,8 @@
 
 pub mod config;
 pub mod conn;
+pub mod disk;
+pub mod helper;
 pub mod hist;
 pub mod io;
 pub mod listen;

@@ -205,6 +205,43 @@ impl Ring {
         !self.stash.is_empty() || !self.ring.completion().is_empty()
     }
 
+    /// Restricts the fixed-file slots the kernel picks for direct descriptors it
+    /// allocates (multishot accept with `allocate_file_index`) to `off..off + len`, so the
+    /// slots outside are the caller's own to fill (`update_file`).
+    pub fn set_file_alloc_range(&self, off: u32, len: u32) -> io::Result<()> {
+        /// `struct io_uring_file_index_range`.
+        #[repr(C)]
+        struct Range {
+            off: u32,
+            len: u32,
+            resv: u64,
+        }
+        const IORING_REGISTER_FILE_ALLOC_RANGE: libc::c_long = 25;
+        let range = Range { off, len, resv: 0 };
+        // SAFETY: io_uring_register(2) on our ring's fd with a pointer to a live,
+        // properly laid out range structure and nr_args 0, as the operation requires.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                self.fd(),
+                IORING_REGISTER_FILE_ALLOC_RANGE,
+                &range as *const Range,
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Puts file descriptor `fd` in fixed-file slot `slot` (the table takes its own
+    /// reference), or empties the slot with `fd` −1.
+    pub fn update_file(&self, slot: u32, fd: i32) -> io::Result<()> {
+        self.ring.submitter().register_files_update(slot, &[fd])?;
+        Ok(())
+    }
+
     /// Registers a provided-buffer ring with the kernel.
     fn register_buf_ring(&self, addr: u64, entries: u16, group: u16) -> io::Result<()> {
         // SAFETY: `addr` points at a page-aligned mapping of `entries` ring entries that

@@ -47,6 +47,8 @@ const MESH_BATCH: usize = 1024;
 const ACCEPT_MARGIN: u32 = 256;
 /// How often the service's `on_tick` runs.
 const TICK_MS: u64 = 1000;
+/// How long past the shutdown deadline a shard still waits for its file writes.
+const FILE_GRACE_MS: u64 = 10_000;
 
 /// Everything a shard thread needs; built by the main thread, moved into the thread.
 pub struct ShardSpec<M> {
@@ -145,11 +147,11 @@ impl<S: Service> Shard<S> {
         for l in &cfg.listeners {
             listeners.push(reuseport_listener(l.addr, cfg.backlog)?);
         }
-        let reserve = cfg.backlog + ACCEPT_MARGIN;
-        let high_water = cfg.files_per_shard.saturating_sub(reserve).max(1) as usize;
-        let low_water = high_water.saturating_sub(ACCEPT_MARGIN as usize).max(1);
         let hists = Recorder::new(spec.hists);
-        let io = Io::<S>::new(ring, cfg.clone(), spec.stats, spec.mesh, hists);
+        let io = Io::<S>::new(ring, cfg.clone(), spec.stats, spec.mesh, hists)?;
+        let reserve = cfg.backlog + ACCEPT_MARGIN;
+        let high_water = io.disk.connection_slots().saturating_sub(reserve).max(1) as usize;
+        let low_water = high_water.saturating_sub(ACCEPT_MARGIN as usize).max(1);
         Ok(Shard {
             io,
             bufs,
@@ -184,6 +186,7 @@ impl<S: Service> Shard<S> {
                 .set_clock(turn_start.duration_since(origin).as_nanos() as u64);
             self.io.stats.loop_turns.add(1);
             self.handle_completions();
+            self.handle_files();
             self.handle_mesh();
             self.handle_control();
             self.handle_timers();
@@ -207,10 +210,14 @@ impl<S: Service> Shard<S> {
             let turn_us = turn_start.elapsed().as_micros() as u64;
             self.service.on_turn_flushed(turn_us);
             self.io.hists.record(hist::LOOP_TURN, turn_us);
-            if let Some(deadline) = self.shutdown_deadline
-                && (self.io.conns.is_empty() || now >= deadline)
-            {
-                return;
+            if let Some(deadline) = self.shutdown_deadline {
+                let done = self.io.conns.is_empty() && self.service.is_idle();
+                // The kernel holds the buffers of file writes in flight: they end first
+                // (unless the disk hangs past the last grace period; see `Disk`'s drop).
+                let files_done = self.io.disk.in_flight() == 0;
+                if (done || now >= deadline) && (files_done || now >= deadline + FILE_GRACE_MS) {
+                    return;
+                }
             }
             if let Err(e) = self.wait() {
                 eprintln!("shard {}: io_uring_enter failed: {e}", self.io.shard_id());
@@ -224,13 +231,20 @@ impl<S: Service> Shard<S> {
     fn wait(&mut self) -> io::Result<()> {
         // Mesh messages left undrained on purpose (back-pressure) are no reason to spin.
         let mesh_ready = !self.mesh_deferred && self.io.mesh.inbound_pending();
-        let busy = self.io.ring.completions_ready() || mesh_ready || !self.control.is_empty();
+        let busy = self.io.ring.completions_ready()
+            || mesh_ready
+            || !self.control.is_empty()
+            || self.io.helper.has_results();
+        let wake_at = self.io.wake_at.take();
         if busy {
             return self.io.ring.enter(0, None);
         }
         let mut timeout_ms = (self.last_tick_ms + TICK_MS).saturating_sub(self.io.now_ms());
         if let Some(hint) = self.io.timers.next_deadline_hint_ms() {
             timeout_ms = timeout_ms.min(hint);
+        }
+        if let Some(at) = wake_at {
+            timeout_ms = timeout_ms.min(at.saturating_sub(self.io.now_ms()));
         }
         if self.io.mesh.has_backlog() {
             // A peer's ring is full; its consumer does not wake us when it drains.
@@ -242,7 +256,10 @@ impl<S: Service> Shard<S> {
         }
         let bell = &self.io.mesh.doorbells()[self.io.shard_id()];
         bell.prepare_sleep();
-        if (!self.mesh_deferred && self.io.mesh.inbound_pending()) || !self.control.is_empty() {
+        if (!self.mesh_deferred && self.io.mesh.inbound_pending())
+            || !self.control.is_empty()
+            || self.io.helper.has_results()
+        {
             bell.awake();
             return self.io.ring.enter(0, None);
         }
@@ -300,7 +317,23 @@ impl<S: Service> Shard<S> {
             }
             Op::Doorbell => self.arm_doorbell(),
             Op::Cancel => {}
+            Op::FileWrite | Op::FileSync => self.io.on_file_cqe(token, c.result),
         }
+    }
+
+    /// Hands the service the file writes that ended and the helper's results.
+    fn handle_files(&mut self) {
+        let mut done = std::mem::take(&mut self.io.disk.done);
+        for d in done.drain(..) {
+            self.service.on_file_done(&mut self.io, d);
+        }
+        if self.io.disk.done.is_empty() {
+            self.io.disk.done = done;
+        }
+        while let Some(m) = self.io.helper.try_result() {
+            self.service.on_blocking_done(&mut self.io, m);
+        }
+        self.notify_closed();
     }
 
     fn on_accept(&mut self, listener: usize, c: Completion) {

@@ -6,6 +6,7 @@
 //! must not block.
 
 use crate::conn::ConnKey;
+use crate::disk::FileDone;
 use crate::io;
 
 /// The [`io::Io`] a service `S` is handed: its connection state and message types.
@@ -60,6 +61,19 @@ pub trait Service: Sized + 'static {
 
     /// About once a second (and when woken without work): periodic duties.
     fn on_tick(&mut self, _io: &mut Io<Self>) {}
+
+    /// A file write or sync asked for with `io.write_file` ended; the buffer comes back.
+    fn on_file_done(&mut self, _io: &mut Io<Self>, _done: FileDone) {}
+
+    /// A job given to the helper thread (`io.run_blocking`) ended with this result.
+    fn on_blocking_done(&mut self, _io: &mut Io<Self>, _result: Self::Msg) {}
+
+    /// During shutdown: whether the service has nothing left to finish (a log to write
+    /// out, say). The shard ends once its connections are closed and this says so, or
+    /// after the close timeout; never while a file write is in flight.
+    fn is_idle(&self) -> bool {
+        true
+    }
 
     /// The process is shutting down: say goodbye to every connection and close it.
     /// The runtime then flushes what was written and exits once all are closed, or
