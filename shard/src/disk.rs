@@ -67,6 +67,17 @@ pub struct FileDone {
     pub buf: Vec<u8>,
 }
 
+/// `buf` to write at `offset` of the file in `slot`, then (`sync`) a data sync; an empty
+/// `buf` with `sync` is a sync alone. `tag` comes back with the outcome.
+#[derive(Debug)]
+pub(crate) struct WriteReq {
+    pub slot: FileSlot,
+    pub offset: u64,
+    pub buf: Vec<u8>,
+    pub sync: bool,
+    pub tag: u64,
+}
+
 /// One write in flight, continued after a short write until all of `buf` is written.
 #[derive(Debug)]
 struct FileOp {
@@ -164,25 +175,20 @@ impl Disk {
         }
     }
 
-    /// Starts writing `buf` at `offset` of `slot` (then a data sync if `sync`; an empty
-    /// `buf` with `sync` is a sync alone). Returns the entries to submit.
+    /// Starts a write (see [`WriteReq`]); the entries to submit go into `out`.
     pub(crate) fn start(
         &mut self,
-        slot: FileSlot,
-        offset: u64,
-        buf: Vec<u8>,
-        sync: bool,
-        tag: u64,
+        w: WriteReq,
         token: impl Fn(Part, u32) -> u64,
         out: &mut Vec<squeue::Entry>,
     ) {
         let id = self.ops.insert(FileOp {
-            slot: slot.0,
-            offset,
-            buf,
+            slot: w.slot.0,
+            offset: w.offset,
+            buf: w.buf,
             written: 0,
-            sync,
-            tag,
+            sync: w.sync,
+            tag: w.tag,
             waiting: 0,
             short: false,
             error: None,
@@ -348,9 +354,39 @@ mod tests {
         let slot = disk.register(&ring, file.into()).unwrap();
         assert!(slot.index() >= 32 - FILE_SLOTS);
         let mut sqes = Vec::new();
-        disk.start(slot, 0, b"hello ".to_vec(), true, 7, token, &mut sqes);
-        disk.start(slot, 6, b"world".to_vec(), false, 8, token, &mut sqes);
-        disk.start(slot, 11, Vec::new(), true, 9, token, &mut sqes);
+        disk.start(
+            WriteReq {
+                slot,
+                offset: 0,
+                buf: b"hello ".to_vec(),
+                sync: true,
+                tag: 7,
+            },
+            token,
+            &mut sqes,
+        );
+        disk.start(
+            WriteReq {
+                slot,
+                offset: 6,
+                buf: b"world".to_vec(),
+                sync: false,
+                tag: 8,
+            },
+            token,
+            &mut sqes,
+        );
+        disk.start(
+            WriteReq {
+                slot,
+                offset: 11,
+                buf: Vec::new(),
+                sync: true,
+                tag: 9,
+            },
+            token,
+            &mut sqes,
+        );
         ring.push_all(&sqes);
         let mut done = run(&mut ring, &mut disk);
         done.sort_by_key(|d| d.tag);
@@ -372,7 +408,17 @@ mod tests {
         let read_only = std::fs::File::open(&path).unwrap();
         let slot = disk.register(&ring, read_only.into()).unwrap();
         let mut sqes = Vec::new();
-        disk.start(slot, 0, b"data".to_vec(), true, 1, token, &mut sqes);
+        disk.start(
+            WriteReq {
+                slot,
+                offset: 0,
+                buf: b"data".to_vec(),
+                sync: true,
+                tag: 1,
+            },
+            token,
+            &mut sqes,
+        );
         ring.push_all(&sqes);
         let done = run(&mut ring, &mut disk);
         assert_eq!(done.len(), 1);
@@ -407,7 +453,17 @@ mod tests {
         assert_eq!(disk.done.len(), 1);
         assert_eq!((disk.done[0].tag, disk.done[0].result), (5, Ok(())));
         // A failed sync is the sync's failure.
-        disk.start(FileSlot(30), 0, b"x".to_vec(), true, 6, token, &mut sqes);
+        disk.start(
+            WriteReq {
+                slot: FileSlot(30),
+                offset: 0,
+                buf: b"x".to_vec(),
+                sync: true,
+                tag: 6,
+            },
+            token,
+            &mut sqes,
+        );
         disk.complete(0, Part::Write, 1, token, &mut sqes);
         disk.complete(0, Part::Sync, -libc::EIO, token, &mut sqes);
         let err = disk.done[1].result.unwrap_err();

@@ -18,7 +18,7 @@ use slab::Slab;
 
 use crate::config::{ListenerKind, ShardConfig};
 use crate::conn::{CloseReason, Conn, ConnKey, OutBuf, Transport, flag};
-use crate::disk::{Disk, FileSlot, Part};
+use crate::disk::{Disk, FileSlot, Part, WriteReq};
 use crate::helper::{Helper, Job};
 use crate::hist::Recorder;
 use crate::mesh::links::{MeshLinks, Sent};
@@ -618,8 +618,14 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
     pub fn write_file(&mut self, slot: FileSlot, offset: u64, buf: Vec<u8>, sync: bool, tag: u64) {
         let mut sqes = std::mem::take(&mut self.file_sqes);
         sqes.clear();
-        self.disk
-            .start(slot, offset, buf, sync, tag, file_token, &mut sqes);
+        let w = WriteReq {
+            slot,
+            offset,
+            buf,
+            sync,
+            tag,
+        };
+        self.disk.start(w, file_token, &mut sqes);
         self.ring.push_all(&sqes);
         self.file_sqes = sqes;
     }
