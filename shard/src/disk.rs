@@ -431,15 +431,14 @@ mod tests {
     fn a_short_write_is_continued_and_reported_once_whole() {
         let mut disk = Disk::default();
         let mut sqes = Vec::new();
-        disk.start(
-            FileSlot(30),
-            100,
-            b"abcdef".to_vec(),
-            true,
-            5,
-            token,
-            &mut sqes,
-        );
+        let w = WriteReq {
+            slot: FileSlot(30),
+            offset: 100,
+            buf: b"abcdef".to_vec(),
+            sync: true,
+            tag: 5,
+        };
+        disk.start(w, token, &mut sqes);
         assert_eq!(sqes.len(), 2, "write + linked sync");
         sqes.clear();
         disk.complete(0, Part::Write, 4, token, &mut sqes);
