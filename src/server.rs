@@ -18,9 +18,17 @@ use ringmq_shard::mesh::links::{self, Doorbell};
 use ringmq_shard::runtime::{self, Control, ShardSpec};
 use ringmq_shard::stats::{CounterSet, RuntimeStats};
 
-use crate::broker::{Broker, BrokerConfig, BrokerStats, Msg, ShardFigures, Shared};
+use crate::broker::{
+    Broker, BrokerConfig, BrokerStats, Msg, Recovery, ShardFigures, Shared, home_shard,
+    plan_recovery,
+};
 use crate::config::settings::Settings;
+use crate::config::values::DurabilityMode;
 use crate::control::{histograms, metrics, plane};
+use crate::store::lock::DirLock;
+use crate::store::open::{Homes, open};
+use crate::store::ring_driver::RingDriver;
+use crate::store::{Durability, LogConfig, StoreConfig};
 use crate::system::{self, PortReservation, Signals};
 
 /// How long shards get to stop before the process gives up on them. They close their
@@ -66,7 +74,13 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
     let figures: Vec<ShardFigures> = (0..settings.shards())
         .map(|_| ShardFigures::default())
         .collect();
-    let shards = match start_shards(&settings, cfg, &figures) {
+    // The data directory: locked for as long as the broker runs, every shard's log
+    // recovered before any shard starts.
+    let (_lock, recovered) = match open_data(&settings) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let shards = match start_shards(&settings, cfg, &figures, recovered) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -160,6 +174,86 @@ fn announcement(
         if n == 1 { "" } else { "s" },
         s.placement
     )
+}
+
+/// The store's configuration from the settings: the disk budget is shared equally by
+/// the shards.
+pub fn store_config(s: &Settings) -> StoreConfig {
+    let durability = match s.durability {
+        DurabilityMode::Fsync => Durability::Fsync,
+        DurabilityMode::Write => Durability::Write,
+        DurabilityMode::None => Durability::None,
+    };
+    let defaults = StoreConfig::default();
+    StoreConfig {
+        log: LogConfig {
+            durability,
+            fsync_interval_ms: s.fsync_interval_ms,
+            max_data_bytes: s.max_data_bytes.map(|b| b / s.shards() as u64),
+            ..defaults.log
+        },
+        ..defaults
+    }
+}
+
+/// What the shards start from: nothing with `--durability none`; else the data
+/// directory locked, and what each shard's log holds (recovered, repaired, dealt out
+/// again if the shard count changed). An error names the file and offset at fault.
+fn open_data(
+    settings: &Settings,
+) -> Result<(Option<DirLock>, Option<(Vec<Recovery>, u64)>), String> {
+    if settings.durability == DurabilityMode::None {
+        return Ok((None, None));
+    }
+    let started = Instant::now();
+    let n = settings.shards();
+    let dir = &settings.data_dir;
+    let session = |id: &str| home_shard(id, n);
+    let retained = |topic: &str| home_shard(topic, n);
+    let homes = Homes {
+        session: &session,
+        retained: &retained,
+    };
+    let opened = open(dir, n, store_config(settings), homes)
+        .map_err(|e| format!("cannot open the data directory {}: {e}", dir.display()))?;
+    let report = &opened.report;
+    for (shard, tail) in &report.tails {
+        tracing::warn!(shard, "log recovery: {tail}");
+    }
+    if let Some((from, to)) = report.reshard {
+        tracing::info!(
+            from,
+            to,
+            "the data was dealt out again for another shard count"
+        );
+    }
+    for id in &report.duplicates {
+        tracing::warn!(client_id = %id, "a session found on two shards (a crash during a move); the older copy was dropped");
+    }
+    let drivers: Vec<RingDriver> = opened
+        .stores
+        .into_iter()
+        .zip(opened.shard_dirs)
+        .map(|(store, dir)| RingDriver::new(store, dir))
+        .collect();
+    let ms = started.elapsed().as_millis() as u64;
+    let (plans, retain_version) = plan_recovery(drivers, crate::config::defaults::ROUTE_DEPTH, ms);
+    let sessions: usize = plans
+        .iter()
+        .map(|p| p.driver.store().state().sessions().count())
+        .sum();
+    let messages: usize = plans
+        .iter()
+        .map(|p| p.driver.store().state().messages_len())
+        .sum();
+    tracing::info!(
+        ms,
+        sessions,
+        messages,
+        dir = %dir.display(),
+        "data directory recovered"
+    );
+    Ok((Some(opened.lock), Some((plans, retain_version))))
 }
 
 /// What every shard's broker reads. Built here only, so new fields go in one place.
@@ -267,9 +361,20 @@ fn start_shards(
     settings: &Settings,
     cfg: Arc<ShardConfig>,
     figures: &[ShardFigures],
+    recovered: Option<(Vec<Recovery>, u64)>,
 ) -> Result<Shards, String> {
     let n = settings.shards();
     let shared = shared(settings, figures)?;
+    let mut recoveries: Vec<Option<Recovery>> = match recovered {
+        Some((plans, retain_version)) => {
+            // Retained updates from now on are newer than every one logged.
+            shared
+                .retain_clock
+                .store(retain_version + 1, std::sync::atomic::Ordering::Relaxed);
+            plans.into_iter().map(Some).collect()
+        }
+        None => (0..n).map(|_| None).collect(),
+    };
     let mesh = links::build::<Msg>(n, settings.mesh_capacity)
         .map_err(|e| format!("cannot build the mesh between {n} shards: {e}"))?;
     let doorbells = mesh[0].doorbells().clone();
@@ -293,7 +398,12 @@ fn start_shards(
             hists: figures[id].runtime_hists.clone(),
         };
         let shared = shared.clone();
-        match runtime::spawn(spec, move || Broker::new(id, shared)) {
+        let recovery = recoveries[id].take();
+        let make = move || match recovery {
+            Some(r) => Broker::recovered(id, shared, r),
+            None => Broker::new(id, shared),
+        };
+        match runtime::spawn(spec, make) {
             Ok((handle, ready_rx)) => {
                 shards.handles.push(handle);
                 shards.controls.push(control_tx);

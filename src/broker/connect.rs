@@ -10,10 +10,12 @@ use ringmq_proto::mqtt::{
 use ringmq_shard::conn::{CloseReason, ConnKey};
 
 use super::client::{Client, OutAliases, PendingConnect, Phase, client_flag};
+use super::durable::Then;
 use super::msg::Claimant;
 use super::publish::forward_props;
 use super::session::{Message, MovingSession, Session, SessionId, WillMsg};
 use super::{Broker, Io, Msg};
+use crate::store::record::EndReason;
 
 /// Session Expiry Interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
 const NEVER_EXPIRES: u32 = u32::MAX;
@@ -179,7 +181,7 @@ impl Broker {
         if let Some(sid) = existing {
             self.kick_connection(io, sid, p.clean_start);
             if p.clean_start {
-                self.take_session(sid);
+                self.take_session(sid, EndReason::Discarded);
                 existing = None;
             }
         }
@@ -192,7 +194,7 @@ impl Broker {
                     // A clean start asked for after the session left its old shard: it
                     // still has to settle its stub there.
                     let sid = self.install_session(io, *s, stub);
-                    self.take_session(sid);
+                    self.take_session(sid, EndReason::Discarded);
                 }
                 let sid = self.sessions.add(Session::new(&p.client_id, version));
                 (sid, false)
@@ -225,6 +227,7 @@ impl Broker {
         s.send_window = window;
         s.epoch = epoch;
         self.sessions.forget_offline(sid);
+        self.log_connected(sid);
 
         if version == Version::V5 {
             self.write_connack_v5(io, conn, &p, session_present);
@@ -249,9 +252,14 @@ impl Broker {
             io.clear_deadline(conn);
         }
         // What was left in flight goes again (MQTT-4.4.0-1), then what waited in the
-        // queue.
-        self.resend_inflight(io, sid);
-        self.drain_queue(io, sid);
+        // queue: for a logged session once the session's open is durable, so nothing
+        // reaches the client under a packet id the log might not hold after a crash.
+        if self.sessions.get(sid).is_some_and(|s| s.store_key != 0) {
+            self.park(io, Then::Resend { conn, sid }, None);
+        } else {
+            self.resend_inflight(io, sid);
+            self.drain_queue(io, sid);
+        }
         // Packets that arrived while the session was being found.
         let carried = io
             .state(conn)
@@ -324,7 +332,7 @@ impl Broker {
                 if persistent {
                     self.went_offline(io, sid);
                 } else {
-                    self.end_session(io, sid);
+                    self.end_session(io, sid, EndReason::Discarded);
                 }
             }
             _ => {
@@ -364,6 +372,10 @@ impl Broker {
         let old = s.conn.take();
         let no_longer_waiting = if old.is_some() { s.queue_len() } else { 0 };
         let will = s.take_will();
+        let store_key = s.store_key;
+        if will.is_some() && store_key != 0 {
+            self.log_will_gone(store_key);
+        }
         self.pressure.waiting = self.pressure.waiting.saturating_sub(no_longer_waiting);
         if let Some(old) = old {
             if let Some(client) = io.state(old) {
@@ -393,22 +405,26 @@ impl Broker {
         self.publish_message(io, &m);
     }
 
-    /// Removes a session from this shard (its subscriptions leave the topic table) and
-    /// returns it. The registry is not told.
-    pub(super) fn take_session(&mut self, sid: SessionId) -> Option<Session> {
+    /// Removes a session from this shard (its subscriptions leave the topic table, its
+    /// log ends it for `why`) and returns it. The registry is not told.
+    pub(super) fn take_session(&mut self, sid: SessionId, why: EndReason) -> Option<Session> {
+        self.log_session_ended(sid, why);
         let mut session = self.sessions.remove(sid)?;
         if session.conn.is_some() {
             self.pressure.waiting = self.pressure.waiting.saturating_sub(session.queue_len());
         }
         for sub in session.take_subs() {
+            if session.durable && sub.share.is_none() {
+                self.durable_interest_of(sub.node, false);
+            }
             self.remove_subscription(sid, sub.node, sub.share.as_deref());
         }
         Some(session)
     }
 
-    /// Ends a session for good: drops it and tells the client id's home shard.
-    pub(super) fn end_session(&mut self, io: &mut Io, sid: SessionId) {
-        if let Some(session) = self.take_session(sid) {
+    /// Ends a session for good (`why`): drops it and tells the client id's home shard.
+    pub(super) fn end_session(&mut self, io: &mut Io, sid: SessionId, why: EndReason) {
+        if let Some(session) = self.take_session(sid, why) {
             let home = self.peers.home_of(&session.client_id);
             let owner = self.peers.id;
             self.send(
@@ -438,8 +454,14 @@ impl Broker {
                     "session expiry set on DISCONNECT after 0 on CONNECT",
                 );
             }
-            if let Some(s) = sid.and_then(|s| self.sessions.get_mut(s)) {
+            if let Some(sid) = sid
+                && let Some(s) = self.sessions.get_mut(sid)
+            {
                 s.expiry_interval = expiry;
+                if s.store_key != 0 && expiry != 0 {
+                    // Its new expiry counts from this disconnect.
+                    self.log_reopened(sid);
+                }
             }
         }
         if let Some(c) = io.state(key) {
@@ -468,7 +490,9 @@ impl Broker {
             .and_then(|e| e.will.take())
             .filter(|_| !client.graceful());
         let persistent = s.is_persistent();
+        let store_key = s.store_key;
         self.pressure.waiting = self.pressure.waiting.saturating_sub(no_longer_waiting);
+        let mut will_kept = false;
         if let Some(w) = will {
             if w.delay_s > 0 && persistent {
                 let at = io.now_ms() + w.delay_s as u64 * 1000;
@@ -476,15 +500,19 @@ impl Broker {
                     let e = s.extra_mut();
                     e.will = Some(w);
                     e.will_at_ms = Some(at);
+                    will_kept = true;
                 }
             } else {
                 self.publish_will(io, w);
             }
         }
         if persistent {
+            if !will_kept && store_key != 0 {
+                self.log_will_gone(store_key);
+            }
             self.went_offline(io, sid);
         } else {
-            self.end_session(io, sid);
+            self.end_session(io, sid, EndReason::Discarded);
         }
     }
 
@@ -502,6 +530,7 @@ impl Broker {
             secs => s.extra_mut().expires_at_ms = Some(now + secs as u64 * 1000),
         }
         self.sessions.went_offline(sid);
+        self.log_offline(sid);
     }
 
     /// Each tick: publish delayed wills that are due, end sessions that expired (their
@@ -520,13 +549,18 @@ impl Broker {
             let e = s.extra();
             let expired = e.and_then(|e| e.expires_at_ms).is_some_and(|at| at <= now);
             let will_due = e.and_then(|e| e.will_at_ms).is_some_and(|at| at <= now);
+            let store_key = s.store_key;
             if (expired || will_due)
                 && let Some(w) = s.take_will()
             {
+                if store_key != 0 && !expired {
+                    self.log_will_gone(store_key);
+                    self.log_offline(sid);
+                }
                 self.publish_will(io, w);
             }
             if expired {
-                self.end_session(io, sid);
+                self.end_session(io, sid, EndReason::Expired);
             } else {
                 keep.push(sid);
             }

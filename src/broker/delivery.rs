@@ -9,7 +9,8 @@ use std::time::Instant;
 use ringmq_proto::mqtt::{QoS, ReasonCode};
 use ringmq_shard::conn::CloseReason;
 
-use super::msg::Forward;
+use super::durable::Then;
+use super::msg::{Forward, Ticket};
 use super::session::{Inflight, Message, OutState, Queued, SessionId, SubIds};
 use super::writer::{Out, Recipient, View, Written};
 use super::{Broker, Io, Msg};
@@ -29,6 +30,20 @@ pub(super) struct Src<'a> {
     pub via: usize,
     /// The message as kept, once something had to keep it.
     pub shared: Option<Arc<Message>>,
+    /// Durability of this routing: whether other shards are asked to answer once their
+    /// deliveries are durable (a QoS 1/2 PUBLISH whose acknowledgement promises it, or
+    /// a message that came with such a request).
+    pub track: bool,
+    /// The message's id in this shard's log once stored there (0: not yet).
+    pub store_id: u64,
+    /// Something was logged for it on this shard.
+    pub logged: bool,
+    /// The log refused what it needed (a full disk or budget).
+    pub refused: bool,
+    /// The entry that collects other shards' answers, once one is asked for.
+    pub ticket: Option<Ticket>,
+    /// Answers asked for.
+    pub waits: u32,
 }
 
 impl<'a> Src<'a> {
@@ -53,6 +68,33 @@ impl<'a> Src<'a> {
             origin: m.origin,
             via,
             shared: Some(m.clone()),
+            track: false,
+            store_id: 0,
+            logged: false,
+            refused: false,
+            ticket: None,
+            waits: 0,
+        }
+    }
+
+    /// A routing the log refused before anything was delivered (no message).
+    pub(super) fn refused() -> Src<'static> {
+        Src {
+            topic: "",
+            props: &[],
+            payload: &[],
+            qos: QoS::AtMostOnce,
+            retain: false,
+            expires_at: None,
+            origin: None,
+            via: 0,
+            shared: None,
+            track: false,
+            store_id: 0,
+            logged: false,
+            refused: true,
+            ticket: None,
+            waits: 0,
         }
     }
 
@@ -74,10 +116,19 @@ impl<'a> Src<'a> {
 }
 
 impl Broker {
-    /// A message from shard `from` for this shard's plain subscribers.
-    pub(super) fn deliver_remote(&mut self, io: &mut Io, from: usize, m: &Arc<Message>) {
+    /// A message from shard `from` for this shard's plain subscribers; with a ticket,
+    /// answered once what this shard logged for it is durable.
+    pub(super) fn deliver_remote(
+        &mut self,
+        io: &mut Io,
+        from: usize,
+        m: &Arc<Message>,
+        ticket: Option<Ticket>,
+    ) {
         let mut src = Src::from_arc(m, from);
+        src.track = ticket.is_some();
         self.deliver_local(io, &mut src, None);
+        self.answer(io, from, ticket, &src);
     }
 
     /// A message from shard `from` for one member of a shared group here.
@@ -87,24 +138,38 @@ impl Broker {
         from: usize,
         share: &Arc<str>,
         m: &Arc<Message>,
+        ticket: Option<Ticket>,
     ) {
         let mut src = Src::from_arc(m, from);
+        src.track = ticket.is_some();
         self.deliver_share_local(io, share, &mut src);
+        self.answer(io, from, ticket, &src);
+    }
+
+    /// Answers `ticket` of shard `to` once what was logged here for `src` (and whatever
+    /// it was forwarded to) is durable; closes `src`'s routing without one.
+    fn answer(&mut self, io: &mut Io, to: usize, ticket: Option<Ticket>, src: &Src<'_>) {
+        match ticket {
+            Some(ticket) => self.answer_when_durable(io, to, ticket, src),
+            None => self.settle_routing(io, src),
+        }
     }
 
     /// A delivery that reached the session's old shard after the session moved here.
     pub(super) fn deliver_forwarded(&mut self, io: &mut Io, from: usize, f: Forward) {
+        let mut src = Src::from_arc(&f.msg, from);
+        src.track = f.ticket.is_some();
         // Gone on (or ended) meanwhile: the move after this one forwards what it holds,
         // not this.
-        let Some(sid) = self.sessions.find(&f.client_id) else {
-            return;
-        };
-        let mut src = Src::from_arc(&f.msg, from);
-        self.deliver(io, sid, &mut src, f.qos, f.retain, f.sub_ids);
+        if let Some(sid) = self.sessions.find(&f.client_id) {
+            self.deliver(io, sid, &mut src, f.qos, f.retain, f.sub_ids);
+        }
+        self.answer(io, from, f.ticket, &src);
     }
 
     /// Delivers one message to one session: sent now, queued (offline, or past the
     /// in-flight window), or dropped (QoS 0 to a slow or absent client), each counted.
+    /// For a persistent session each is also logged (the message stored once per shard).
     pub(super) fn deliver(
         &mut self,
         io: &mut Io,
@@ -133,12 +198,16 @@ impl Broker {
             if e.fenced & (1u128 << src.via) == 0 {
                 let client_id = (*s.client_id).into();
                 let msg = src.shared();
+                // Whoever waits for this delivery to be durable waits for `to` too.
+                let ticket = (src.track && qos != QoS::AtMostOnce && self.logging())
+                    .then(|| self.wait_answer(src));
                 let fwd = Msg::Forward(Box::new(Forward {
                     client_id,
                     msg,
                     qos,
                     retain,
                     sub_ids,
+                    ticket,
                 }));
                 io.send_to_shard(to, fwd);
             }
@@ -157,25 +226,16 @@ impl Broker {
                 return;
             }
         }
+        let key = s.store_key;
+        let persistent = s.is_persistent();
         // A closing connection counts as gone: a session that outlives it keeps the
         // message, one that ends with it has nowhere to keep it.
         let Some(conn) = s.conn.filter(|&c| io.is_open(c)) else {
             // Offline: QoS 1 and 2 wait for the client (MQTT-3.1.2-5), the oldest
             // dropped past the bound; QoS 0 is not kept.
-            if qos != QoS::AtMostOnce && s.is_persistent() {
-                let q = Queued {
-                    msg: src.shared(),
-                    qos,
-                    retain,
-                    sub_ids,
-                };
+            if qos != QoS::AtMostOnce && persistent {
                 let closing = s.conn.is_some();
-                if s.extra_mut().enqueue(q, max_queued) {
-                    self.stats.dropped_queue_full.add(1);
-                } else if closing {
-                    // Its connection is closing: counted until `connection_closed`.
-                    self.pressure.waiting += 1;
-                }
+                self.enqueue(sid, key, src, qos, retain, sub_ids, closing);
             }
             return;
         };
@@ -192,46 +252,87 @@ impl Broker {
         if !s.window_open() || s.queue_len() > 0 {
             // MQTT-3.3.4-9: no more unacknowledged than the client's Receive Maximum;
             // the rest wait, in order.
+            let full = s.queue_len() >= max_queued.max(1);
+            if full && !persistent {
+                // Every queue is bounded: a connected client that lets more than its
+                // session's queue wait is disconnected as a slow consumer, rather than
+                // lose messages while it stays.
+                self.disconnect_slow(io, conn);
+                return;
+            }
+            let Some(store_id) = self.store_for(key, src) else {
+                return;
+            };
             let q = Queued {
                 msg: src.shared(),
                 qos,
                 retain,
                 sub_ids,
+                store_id,
             };
-            let queue = &mut s.extra_mut().queue;
-            if queue.len() < max_queued.max(1) {
-                queue.push_back(q);
-                self.pressure.waiting += 1;
-                return;
+            if key != 0 {
+                self.log_enqueued(key, &q, &[]);
             }
-            // Every queue is bounded: a connected client that lets more than its
-            // session's queue wait is disconnected as a slow consumer, rather than lose
-            // messages while it stays. A session that outlives the connection keeps this
-            // one too (its queue then drops the oldest, counted, as any offline queue).
-            if s.is_persistent() {
-                s.extra_mut().queue.push_back(q);
+            if let Some(e) = self.sessions.get_mut(sid).map(|s| s.extra_mut()) {
+                e.queue.push_back(q);
                 self.pressure.waiting += 1;
             }
-            self.disconnect(
-                io,
-                conn,
-                ReasonCode::QUOTA_EXCEEDED,
-                "too many messages waiting for this client",
-                CloseReason::SlowConsumer,
-            );
+            if full {
+                // A session that outlives the connection keeps this one too (its queue
+                // then drops the oldest, counted, as any offline queue).
+                self.disconnect_slow(io, conn);
+            }
             return;
         }
-        let pkid = s.extra_mut().next_pkid();
+        let Some(store_id) = self.store_for(key, src) else {
+            return;
+        };
+        let Some(e) = self.sessions.get_mut(sid).map(|s| s.extra_mut()) else {
+            return;
+        };
+        let pkid = e.next_pkid();
+        let delivery = Queued {
+            msg: src.shared(),
+            qos,
+            retain,
+            sub_ids,
+            store_id,
+        };
+        if key != 0 {
+            // The packet id is logged before the client can see it; a QoS 2 delivery
+            // (or one behind another that waits) goes out once that is durable.
+            self.log_sent(key, pkid, &delivery);
+            src.logged = true;
+            if let Some(e) = self.sessions.get_mut(sid).map(|s| s.extra_mut()) {
+                e.inflight.push_back(Inflight {
+                    pkid,
+                    state: OutState::Published,
+                    delivery,
+                });
+            }
+            if qos == QoS::ExactlyOnce || self.sends_waiting(conn) {
+                self.park(io, Then::Deliver { conn, sid, pkid }, None);
+                return;
+            }
+            let Some(q) = self
+                .sessions
+                .get(sid)
+                .and_then(|s| s.extra()?.inflight.back().cloned())
+            else {
+                return;
+            };
+            let out = Out::first(qos, retain, sub_ids, pkid);
+            // Not sent now because the connection is going: it stays in flight and goes
+            // again when the session next connects.
+            if self.writer.publish(io, to, &View::of(&q.delivery.msg), out) == Written::TooLarge {
+                self.drop_inflight(sid, pkid);
+            }
+            return;
+        }
         let out = Out::first(qos, retain, sub_ids, pkid);
         match self.writer.publish(io, to, &src.view(), out) {
             Written::TooLarge => {}
             written => {
-                let delivery = Queued {
-                    msg: src.shared(),
-                    qos,
-                    retain,
-                    sub_ids,
-                };
                 let Some(s) = self.sessions.get_mut(sid) else {
                     return;
                 };
@@ -242,7 +343,7 @@ impl Broker {
                         state: OutState::Published,
                         delivery,
                     });
-                } else if e.enqueue(delivery, max_queued) {
+                } else if e.enqueue(delivery, max_queued, |_| {}) {
                     // The connection is going: the message waits for the next one.
                     self.stats.dropped_queue_full.add(1);
                 } else {
@@ -250,5 +351,72 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// The message's id in this shard's log if session `key` is logged (stored now if
+    /// it was not yet), 0 for a session that is not; `None` if the log refused it.
+    fn store_for(&mut self, key: u64, src: &mut Src<'_>) -> Option<u64> {
+        if key == 0 {
+            return Some(0);
+        }
+        let id = self.ensure_stored(src);
+        if id.is_none() {
+            self.stats.dropped_log_refused.add(1);
+        }
+        id
+    }
+
+    /// Queues a delivery for a persistent session whose client is away (its connection
+    /// closing, if `closing`); past the bound the oldest is dropped, counted.
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &mut self,
+        sid: SessionId,
+        key: u64,
+        src: &mut Src<'_>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+        closing: bool,
+    ) {
+        let max_queued = self.config().max_queued_messages;
+        let Some(store_id) = self.store_for(key, src) else {
+            return;
+        };
+        let q = Queued {
+            msg: src.shared(),
+            qos,
+            retain,
+            sub_ids,
+            store_id,
+        };
+        let mut dropped_ids: Vec<u64> = Vec::new();
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let logged = (key != 0).then(|| q.clone());
+        let dropped = s
+            .extra_mut()
+            .enqueue(q, max_queued, |old| dropped_ids.push(old.store_id));
+        if let Some(q) = logged {
+            self.log_enqueued(key, &q, &dropped_ids);
+        }
+        if dropped {
+            self.stats.dropped_queue_full.add(1);
+        } else if closing {
+            // Its connection is closing: counted until `connection_closed`.
+            self.pressure.waiting += 1;
+        }
+    }
+
+    /// Disconnects a client that lets more messages wait than its session may queue.
+    fn disconnect_slow(&mut self, io: &mut Io, conn: ringmq_shard::conn::ConnKey) {
+        self.disconnect(
+            io,
+            conn,
+            ReasonCode::QUOTA_EXCEEDED,
+            "too many messages waiting for this client",
+            CloseReason::SlowConsumer,
+        );
     }
 }

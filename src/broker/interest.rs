@@ -6,6 +6,11 @@
 //! acknowledge once applied, so a SUBACK can wait until every shard routes to this one
 //! (`PendingSuback`), and a barrier can wait until every retained message published
 //! before a SUBSCRIBE has arrived here.
+//!
+//! Durable interest is told apart: the prefixes of subscriptions of persistent sessions
+//! (whose deliveries this shard logs), so that a publisher whose acknowledgement
+//! promises durability knows which shards must answer that they made it durable, and
+//! a QoS 0 or clean-session fan-out never waits for any.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,12 +28,14 @@ use crate::config::defaults::MAX_SHARDS;
 #[derive(Default)]
 pub(super) struct InterestNode {
     pub shards: u128,
+    /// The shards whose interest here is durable.
+    pub durable: u128,
     pub groups: Vec<(Arc<str>, u128)>,
 }
 
 impl NodeValue for InterestNode {
     fn is_empty(&self) -> bool {
-        self.shards == 0 && self.groups.is_empty()
+        self.shards == 0 && self.durable == 0 && self.groups.is_empty()
     }
 }
 
@@ -44,6 +51,9 @@ pub(super) struct PendingSuback {
     pub why: Option<&'static str>,
     /// The filters whose retained messages follow the SUBACK, with their options.
     pub retained: Vec<(Box<str>, SubscriptionOptions, u32)>,
+    /// The subscriptions were logged (a persistent session's): the SUBACK also waits
+    /// for them to be durable.
+    pub logged: bool,
 }
 
 /// How long plain interest stays advertised after its last subscriber on this shard
@@ -74,7 +84,7 @@ pub(super) fn interest_prefix(filter: &str, depth: usize) -> &str {
 }
 
 /// The advertised form of a prefix cut at a `/`: `a/b/` → `a/b/#`.
-fn advertised_filter(prefix: &str) -> Box<str> {
+pub(super) fn advertised_filter(prefix: &str) -> Box<str> {
     if prefix.ends_with('/') {
         format!("{prefix}#").into()
     } else {
@@ -89,6 +99,11 @@ pub(super) struct Interest {
     pub others: Trie<InterestNode>,
     /// Interest this shard has told the others about, with local reference counts.
     advertised: HashMap<Box<str>, Advert>,
+    /// Durable interest told about: prefix → subscriptions of persistent sessions.
+    advertised_durable: HashMap<Box<str>, u32>,
+    /// While the recovered sessions are put back: the other shards were told of their
+    /// interest before any shard started, so nothing is broadcast.
+    pub quiet: bool,
     /// Plain interest without local subscribers, oldest first, withdrawn once it has
     /// lingered long enough: (prefix, idle since).
     lingering: VecDeque<(Box<str>, u64)>,
@@ -108,6 +123,8 @@ impl Interest {
             peers,
             others: Trie::new(),
             advertised: HashMap::new(),
+            advertised_durable: HashMap::new(),
+            quiet: false,
             lingering: VecDeque::new(),
             seq: 0,
             outbox_seq: 0,
@@ -172,6 +189,35 @@ impl Interest {
         }
     }
 
+    /// Counts durable interest in `prefix` (the prefix of a persistent session's plain
+    /// subscription) and tells every other shard when it appears or disappears. It does
+    /// not linger: it only says who must answer for durability.
+    pub fn advertise_durable(&mut self, prefix: &str, add: bool, mail: &mut Mail) {
+        if self.peers.count == 1 {
+            return;
+        }
+        let changed = if add {
+            let n = self.advertised_durable.entry(prefix.into()).or_default();
+            *n += 1;
+            *n == 1
+        } else {
+            match self.advertised_durable.get_mut(prefix) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    self.advertised_durable.remove(prefix);
+                    true
+                }
+                None => false,
+            }
+        };
+        if changed {
+            self.broadcast_as(prefix, None, add, true, mail);
+        }
+    }
+
     /// Each tick: plain interest idle for [`INTEREST_LINGER_MS`] is withdrawn.
     pub fn withdraw_idle(&mut self, now_ms: u64, mail: &mut Mail) {
         while let Some((key, since)) = self.lingering.front() {
@@ -194,6 +240,20 @@ impl Interest {
     /// Tells every other shard that this one has (`add`) or no longer has subscribers
     /// for a prefix (or a shared group's filter).
     fn broadcast(&mut self, prefix: &str, share: Option<Arc<str>>, add: bool, mail: &mut Mail) {
+        self.broadcast_as(prefix, share, add, false, mail);
+    }
+
+    fn broadcast_as(
+        &mut self,
+        prefix: &str,
+        share: Option<Arc<str>>,
+        add: bool,
+        durable: bool,
+        mail: &mut Mail,
+    ) {
+        if self.quiet {
+            return;
+        }
         self.seq += 1;
         let seq = self.seq;
         let filter = if share.is_some() {
@@ -207,6 +267,7 @@ impl Interest {
                 share: share.clone(),
                 add,
                 seq,
+                durable,
             }));
             // Interest must not wait behind a local inbox; it goes straight to the peer.
             mail.outbox.push((to, msg));
@@ -214,8 +275,15 @@ impl Interest {
         self.outbox_seq = seq;
     }
 
-    /// Another shard gained or lost interest in `filter`.
-    pub fn apply(&mut self, from: usize, filter: &str, share: Option<Arc<str>>, add: bool) {
+    /// Another shard gained or lost interest (`durable`: durable interest) in `filter`.
+    pub fn apply(
+        &mut self,
+        from: usize,
+        filter: &str,
+        share: Option<Arc<str>>,
+        add: bool,
+        durable: bool,
+    ) {
         if from >= MAX_SHARDS {
             return;
         }
@@ -230,6 +298,8 @@ impl Interest {
         };
         let v = self.others.get_mut(node);
         match share {
+            None if durable && add => v.durable |= bit,
+            None if durable => v.durable &= !bit,
             None if add => v.shards |= bit,
             None => v.shards &= !bit,
             Some(share) => match v.groups.iter().position(|(s, _)| *s == share) {

@@ -30,12 +30,14 @@ mod client;
 mod config;
 mod connect;
 mod delivery;
+mod durable;
 mod input;
 mod interest;
 mod msg;
 mod pressure;
 mod publish;
 mod qos;
+mod recovery;
 mod registry;
 mod retained;
 mod routing;
@@ -59,9 +61,11 @@ pub use client::Client;
 use client::{Phase, client_flag};
 pub use config::{BrokerConfig, Shared};
 use connect::Claim;
+use durable::Durable;
 use interest::Interest;
 pub use msg::Msg;
 use pressure::Pressure;
+pub use recovery::{Recovery, plan as plan_recovery};
 use registry::Registry;
 use retained::Retained;
 use routing::{Routes, Scratch};
@@ -78,8 +82,11 @@ pub type Io = ringmq_shard::io::Io<Client, Msg>;
 /// The broker's latency histograms (`/debug/histograms`), a set per shard:
 /// `publish_to_delivery`, from the loop turn in which a PUBLISH arrived to the submission
 /// of that turn's sends (its deliveries on this shard).
-pub const HISTOGRAMS: &[&str] = &["publish_to_delivery"];
+/// `log_sync`, from a batch of the shard's log handed to the ring to the completion of
+/// its `fdatasync`.
+pub const HISTOGRAMS: &[&str] = &["publish_to_delivery", "log_sync"];
 const PUBLISH_TO_DELIVERY: usize = 0;
+const LOG_SYNC: usize = 1;
 
 /// Where this shard stands among the others. Sets of shards are 128-bit masks (at most
 /// `MAX_SHARDS` shards).
@@ -102,15 +109,21 @@ impl Peers {
         (0..self.count).filter(move |&s| s != self.id)
     }
 
-    /// The home shard of a client id (FNV-1a: the same on every shard and every run).
+    /// The home shard of a client id (or of a retained topic).
     fn home_of(self, client_id: &str) -> usize {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in client_id.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        (h % self.count as u64) as usize
+        home_shard(client_id, self.count)
     }
+}
+
+/// The home shard among `count` of a client id (its registry entry) or of a retained
+/// topic (its log): FNV-1a, the same on every shard and every run.
+pub fn home_shard(key: &str, count: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % count.max(1) as u64) as usize
 }
 
 /// Mesh messages waiting to go at the end of the turn.
@@ -154,11 +167,24 @@ pub struct Broker {
     scratch: Scratch,
     /// When `$SYS` was last published.
     sys: Sys,
+    /// The shard's log, and what waits for it.
+    durable: Durable,
 }
 
 impl Broker {
-    /// The broker of shard `shard_id` of `shared.shards.len()`.
+    /// The broker of shard `shard_id` of `shared.shards.len()`, with no log (durability
+    /// `none`).
     pub fn new(shard_id: usize, shared: Arc<Shared>) -> Broker {
+        Broker::with_log(shard_id, shared, None)
+    }
+
+    /// The broker of shard `shard_id`, writing its durable state to `log` (a fresh or a
+    /// recovered store; see `Broker::restore` for the state a recovered one holds).
+    pub fn with_log(
+        shard_id: usize,
+        shared: Arc<Shared>,
+        log: Option<crate::store::ring_driver::RingDriver>,
+    ) -> Broker {
         let peers = Peers {
             id: shard_id,
             count: shared.shards.len(),
@@ -180,6 +206,7 @@ impl Broker {
             mail: Mail::default(),
             scratch: Scratch::default(),
             sys: Sys::default(),
+            durable: Durable::new(log),
         }
     }
 
@@ -254,17 +281,27 @@ impl Broker {
     /// A message from shard `from` (or from this shard itself, through `Mail::local`).
     pub(super) fn handle_msg(&mut self, io: &mut Io, from: usize, msg: Msg) {
         match msg {
-            Msg::Publish(m) => self.deliver_remote(io, from, &m),
-            Msg::ShareDeliver { share, msg } => self.deliver_share(io, from, &share, &msg),
-            Msg::Retain { msg, version } => self.retained.store(msg, version),
+            Msg::Publish { msg, ticket } => self.deliver_remote(io, from, &msg, ticket),
+            Msg::ShareDeliver { share, msg, ticket } => {
+                self.deliver_share(io, from, &share, &msg, ticket)
+            }
+            Msg::Retain {
+                msg,
+                version,
+                ticket,
+            } => self.on_retain(io, from, msg, version, ticket),
+            Msg::Durable { ticket, refused } => self.on_durable_answer(io, ticket, refused),
+            Msg::MovedDurable { key } => self.on_moved_durable(key),
+            Msg::Store(done) => self.on_store_job(io, *done),
             Msg::Interest(i) => {
                 let msg::Interest {
                     filter,
                     share,
                     add,
                     seq,
+                    durable,
                 } = *i;
-                self.interest.apply(from, &filter, share, add);
+                self.interest.apply(from, &filter, share, add, durable);
                 self.send(io, from, Msg::InterestAck { seq });
             }
             Msg::Barrier { seq } => self.send(io, from, Msg::InterestAck { seq }),
@@ -374,7 +411,23 @@ impl Service for Broker {
 
     fn on_turn_end(&mut self, io: &mut Io) {
         self.drain_local_inbox(io);
+        self.durable_turn_end(io);
+        self.drain_local_inbox(io);
         self.report_load(io);
+    }
+
+    fn on_file_done(&mut self, io: &mut Io, done: ringmq_shard::disk::FileDone) {
+        self.clock_ms = io.now_ms();
+        self.on_log_written(io, done);
+    }
+
+    fn on_blocking_done(&mut self, io: &mut Io, result: Msg) {
+        self.clock_ms = io.now_ms();
+        self.handle_msg(io, self.peers.id, result);
+    }
+
+    fn is_idle(&self) -> bool {
+        self.durable.is_idle()
     }
 
     fn on_turn_flushed(&mut self, turn_us: u64) {
@@ -400,6 +453,8 @@ impl Service for Broker {
             );
         }
         self.clock_ms = io.now_ms();
+        self.durable.set_clock(self.clock_ms);
+        self.log_figures();
         self.expire_sessions(io);
         self.registry.compact();
         self.interest.withdraw_idle(self.clock_ms, &mut self.mail);

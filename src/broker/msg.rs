@@ -5,7 +5,14 @@ use std::sync::Arc;
 use ringmq_proto::mqtt::QoS;
 
 use crate::broker::session::{Message, MovingSession, SessionId, SubIds};
+use crate::store::ring_driver::JobDone;
 use ringmq_shard::conn::ConnKey;
+
+/// Names what a shard waits for when it asks another to answer once a delivery is
+/// durable there (`Msg::Durable`): an entry of the asker's table of acknowledgements
+/// and notices waiting for durability (see `durable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(pub u32);
 
 /// A cross-shard message. Payloads travel as `Arc<Message>`: one allocation per
 /// published message, shared by every shard and queue that holds it.
@@ -14,13 +21,36 @@ use ringmq_shard::conn::ConnKey;
 /// the rare large ones are boxed: 40 bytes a message (16 shards hold 240 rings of
 /// 4,096 slots).
 pub enum Msg {
-    /// Deliver to this shard's plain (not shared) subscribers that match.
-    Publish(Arc<Message>),
-    /// Deliver to one member of the shared-subscription group `share` (`$share/g/f`).
-    ShareDeliver { share: Arc<str>, msg: Arc<Message> },
+    /// Deliver to this shard's plain (not shared) subscribers that match. With a
+    /// ticket, answer `Durable` once what this shard logged for it is durable.
+    Publish {
+        msg: Arc<Message>,
+        ticket: Option<Ticket>,
+    },
+    /// Deliver to one member of the shared-subscription group `share` (`$share/g/f`);
+    /// a ticket as for `Publish`.
+    ShareDeliver {
+        share: Arc<str>,
+        msg: Arc<Message>,
+        ticket: Option<Ticket>,
+    },
     /// Store (or, with an empty payload, clear) a retained message; `version` orders
-    /// updates of one topic from different shards.
-    Retain { msg: Arc<Message>, version: u64 },
+    /// updates of one topic from different shards. The topic's home shard logs it (and
+    /// answers a ticket once that is durable).
+    Retain {
+        msg: Arc<Message>,
+        version: u64,
+        ticket: Option<Ticket>,
+    },
+    /// What the sender logged for the delivery or retained message that carried
+    /// `ticket` (and for everything before) is durable; `refused`: the sender could not
+    /// log it (its disk is full), so it is not promised.
+    Durable { ticket: Ticket, refused: bool },
+    /// To a moved session's old shard: its new shard has made the session durable; the
+    /// old shard's log may end it there (key `key` in that log).
+    MovedDurable { key: u64 },
+    /// A job of the store's on this shard's helper thread ended (never crosses shards).
+    Store(Box<JobDone>),
     /// The sender has (`add`) or no longer has subscribers for `filter` (a prefix of
     /// their filters, or the exact filter of a shared group `share`). Answered with
     /// `InterestAck { seq }` once applied.
@@ -91,6 +121,9 @@ pub struct Interest {
     pub share: Option<Arc<str>>,
     pub add: bool,
     pub seq: u64,
+    /// Durable interest: subscriptions of persistent sessions, whose deliveries are
+    /// logged (a publisher then asks for a `Durable` answer).
+    pub durable: bool,
 }
 
 /// See [`Msg::Takeover`].
@@ -118,6 +151,14 @@ pub struct Forward {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: SubIds,
+    /// Answer `Durable` to the forwarding shard once the delivery is durable here.
+    pub ticket: Option<Ticket>,
+}
+
+impl From<JobDone> for Msg {
+    fn from(done: JobDone) -> Msg {
+        Msg::Store(Box::new(done))
+    }
 }
 
 #[cfg(test)]

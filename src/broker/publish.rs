@@ -11,16 +11,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringmq_proto::mqtt::{
-    Packet, Properties, Property, PubResp, Publish, QoS, ReasonCode, Version,
-};
+use ringmq_proto::mqtt::{Properties, Property, Publish, QoS, ReasonCode, Version};
 use ringmq_proto::topic;
 use ringmq_shard::conn::ConnKey;
 
 use super::client::Client;
 use super::delivery::Src;
+use super::durable::Ack;
 use super::session::Message;
 use super::{Broker, Io};
+use crate::store::{Record, SessionKey};
 
 /// Copies the MQTT 5 properties a PUBLISH (or will) forwards to subscribers into `out`,
 /// and returns its Message Expiry Interval (kept apart: it is rewritten per delivery).
@@ -107,7 +107,28 @@ impl Broker {
             self.scratch.topic = topic_buf;
             return self.protocol_error(io, key, code, why);
         }
-        if !duplicate {
+        let ack = match p.qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(Ack::PubAck(p.pkid)),
+            QoS::ExactlyOnce => Some(Ack::PubRec(p.pkid)),
+        };
+        // The log refuses what grows the durable state (full disk or budget): a message
+        // that would be logged is refused before it reaches anyone; a retained QoS 0 one
+        // is delivered but not retained.
+        let mut retain = p.retain;
+        if !duplicate && self.refuses_publish(&topic_buf, p.qos, p.retain) {
+            if let Some(ack) = ack {
+                self.scratch.topic = topic_buf;
+                self.refuse_publish(io, key, ack);
+                return;
+            }
+            self.stats.durable_publishes_refused.add(1);
+            retain = false;
+        }
+        let mut logged_inbound = false;
+        if duplicate {
+            self.scratch.topic = topic_buf;
+        } else {
             let mut fwd = std::mem::take(&mut self.scratch.fwd);
             fwd.clear();
             let expiry = if version == Version::V5 {
@@ -125,36 +146,39 @@ impl Broker {
                 origin: Some((self.peers.id, sid)),
                 via: self.peers.id,
                 shared: None,
+                track: p.qos != QoS::AtMostOnce && self.logging(),
+                store_id: 0,
+                logged: false,
+                refused: false,
+                ticket: None,
+                waits: 0,
             };
-            if p.retain {
-                let m = src.shared();
-                self.retain(io, m);
+            if retain {
+                self.retain(io, &mut src);
             }
             self.route(io, &mut src);
+            if p.qos == QoS::ExactlyOnce
+                && let Some(s) = self.sessions.get_mut(sid)
+            {
+                let store_key = s.store_key;
+                s.extra_mut().inbound_qos2.push(p.pkid);
+                // Logged, so a PUBLISH sent again after a restart is still a duplicate.
+                logged_inbound = store_key != 0
+                    && self.log(&Record::InboundAdded {
+                        session: SessionKey(store_key),
+                        pkid: p.pkid,
+                    });
+            }
+            src.logged |= logged_inbound;
+            match ack {
+                Some(ack) => self.acknowledge(io, key, ack, Some(&src)),
+                None => self.settle_routing(io, &src),
+            }
             self.scratch.fwd = fwd;
+            self.scratch.topic = topic_buf;
         }
-        self.scratch.topic = topic_buf;
-        match p.qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => {
-                let ack = Packet::PubAck(PubResp {
-                    pkid: p.pkid,
-                    reason: ReasonCode::SUCCESS,
-                    properties: Properties::EMPTY,
-                });
-                self.writer.packet(io, key, version, &ack);
-            }
-            QoS::ExactlyOnce => {
-                if !duplicate && let Some(s) = self.sessions.get_mut(sid) {
-                    s.extra_mut().inbound_qos2.push(p.pkid);
-                }
-                let rec = Packet::PubRec(PubResp {
-                    pkid: p.pkid,
-                    reason: ReasonCode::SUCCESS,
-                    properties: Properties::EMPTY,
-                });
-                self.writer.packet(io, key, version, &rec);
-            }
+        if duplicate && let Some(ack) = ack {
+            self.acknowledge(io, key, ack, None);
         }
         self.latency.note_publish();
         // Back-pressure: a shard that cannot send as fast as it is fed pauses this
@@ -163,12 +187,21 @@ impl Broker {
         self.pause_publisher_if_pressured(io, key);
     }
 
-    /// Publishes a message made by the broker (a will, `$SYS`).
+    /// A QoS 1/2 PUBLISH the log cannot take: MQTT 5 hears 0x97 Quota exceeded, 3.1.1
+    /// is disconnected without an acknowledgement (it sends the message again later).
+    fn refuse_publish(&mut self, io: &mut Io, key: ConnKey, ack: Ack) {
+        let refused = Src::refused();
+        self.acknowledge(io, key, ack, Some(&refused));
+    }
+
+    /// Publishes a message made by the broker (a will, `$SYS`). Nothing waits for it to
+    /// be durable; a retained one is logged at its topic's home (`$SYS` topics never).
     pub(super) fn publish_message(&mut self, io: &mut Io, m: &Arc<Message>) {
-        if m.retain {
-            self.retain(io, m.clone());
-        }
         let mut src = Src::from_arc(m, self.peers.id);
+        if m.retain {
+            self.retain(io, &mut src);
+        }
         self.route(io, &mut src);
+        self.settle_routing(io, &src);
     }
 }

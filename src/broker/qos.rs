@@ -8,9 +8,12 @@ use std::time::Instant;
 use ringmq_proto::mqtt::{Packet, Properties, Property, PubResp, QoS, ReasonCode, Version};
 use ringmq_shard::conn::ConnKey;
 
+use super::durable::{Ack, Then};
 use super::session::{Inflight, OutState, SessionId};
 use super::writer::{Out, Recipient, View, Writer, Written};
 use super::{Broker, Io};
+use crate::store::record::{Done, Unqueue};
+use crate::store::{Record, SessionKey};
 
 impl Broker {
     /// PUBACK: a QoS 1 delivery is done.
@@ -38,11 +41,15 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
+        let store_key = s.store_key;
         if let Some(e) = s.extra_opt_mut()
             && let Some(i) = e.inflight_pos(pkid)
             && ends(&e.inflight[i])
         {
             e.inflight.remove(i);
+            if store_key != 0 {
+                self.log_inflight_done(store_key, pkid, Done::Acked);
+            }
         }
         self.drain_queue(io, sid);
     }
@@ -56,23 +63,36 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
+        let store_key = s.store_key;
         let Some(e) = s.extra_opt_mut() else {
             return answer_release(&self.writer, io, key, version, true, pkid, false);
         };
-        let known = match e.inflight_pos(pkid) {
+        let released = match e.inflight_pos(pkid) {
             Some(i) if reason.is_error() => {
                 // The client refused the message: it is done (MQTT 5 §4.3.3).
                 e.inflight.remove(i);
+                if store_key != 0 {
+                    self.log_inflight_done(store_key, pkid, Done::Refused);
+                }
                 self.drain_queue(io, sid);
                 return;
             }
             Some(i) => {
+                let first = e.inflight[i].state == OutState::Published;
                 e.inflight[i].state = OutState::Released;
-                true
+                first
             }
-            None => false,
+            None => return answer_release(&self.writer, io, key, version, true, pkid, false),
         };
-        answer_release(&self.writer, io, key, version, true, pkid, known);
+        // The PUBREL goes once the release is durable: a restart then sends PUBREL
+        // again, never the PUBLISH.
+        let logged = released
+            && store_key != 0
+            && self.log(&Record::Released {
+                session: SessionKey(store_key),
+                pkid,
+            });
+        self.acknowledge_logged(io, key, Ack::PubRel(pkid), logged);
     }
 
     /// PUBREL: an inbound QoS 2 message is released (PUBCOMP follows).
@@ -84,6 +104,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
+        let store_key = s.store_key;
         let known = match s.extra_opt_mut().and_then(|e| {
             let i = e.inbound_qos2.iter().position(|&p| p == pkid)?;
             Some((e, i))
@@ -94,7 +115,33 @@ impl Broker {
             }
             None => false,
         };
-        answer_release(&self.writer, io, key, version, false, pkid, known);
+        if !known {
+            return answer_release(&self.writer, io, key, version, false, pkid, false);
+        }
+        // PUBCOMP once the release is durable, so that the packet id, once reused, is
+        // never taken for the earlier message after a restart.
+        let logged = store_key != 0
+            && self.log(&Record::InboundReleased {
+                session: SessionKey(store_key),
+                pkid,
+            });
+        self.acknowledge_logged(io, key, Ack::PubComp(pkid), logged);
+    }
+
+    /// An acknowledgement that waits for what was just logged (`logged`), or for the
+    /// earlier ones of its connection.
+    pub(super) fn acknowledge_logged(
+        &mut self,
+        io: &mut Io,
+        conn: ConnKey,
+        ack: Ack,
+        logged: bool,
+    ) {
+        if logged {
+            self.park(io, Then::Ack { conn, ack }, None);
+        } else {
+            self.acknowledge(io, conn, ack, None);
+        }
     }
 
     /// After a reconnect: what was in flight goes again, PUBLISH with DUP set or PUBREL
@@ -116,13 +163,7 @@ impl Broker {
                     let out = Out::of(&i.delivery, i.pkid, true);
                     match self.writer.publish(io, to, &view, out) {
                         Written::Sent => {}
-                        Written::TooLarge => {
-                            if let Some(e) =
-                                self.sessions.get_mut(sid).and_then(|s| s.extra_opt_mut())
-                            {
-                                e.inflight.retain(|x| x.pkid != i.pkid);
-                            }
-                        }
+                        Written::TooLarge => self.drop_inflight(sid, i.pkid),
                         Written::NotSent => return,
                     }
                 }
@@ -140,7 +181,8 @@ impl Broker {
         }
     }
 
-    /// Sends queued deliveries while the in-flight window has room.
+    /// Sends queued deliveries while the in-flight window has room. For a logged
+    /// session each leaves the queue and enters the window in the log first.
     pub(super) fn drain_queue(&mut self, io: &mut Io, sid: SessionId) {
         let now = Instant::now();
         loop {
@@ -152,10 +194,14 @@ impl Broker {
                 return;
             }
             let version = s.version;
+            let store_key = s.store_key;
             let Some(e) = s.extra_opt_mut() else { return };
             let Some(q) = e.queue.pop_front() else { return };
             self.pressure.waiting = self.pressure.waiting.saturating_sub(1);
             if q.msg.is_expired(now) {
+                if store_key != 0 {
+                    self.log_unqueued(store_key, &q, Unqueue::Expired);
+                }
                 continue;
             }
             let Some(e) = self.sessions.get_mut(sid).and_then(|s| s.extra_opt_mut()) else {
@@ -163,6 +209,31 @@ impl Broker {
             };
             let pkid = e.next_pkid();
             let to = Recipient::of(io, conn, version);
+            if store_key != 0 {
+                self.log_unqueued(store_key, &q, Unqueue::Sending);
+                self.log_sent(store_key, pkid, &q);
+                let qos = q.qos;
+                let out = Out::of(&q, pkid, false);
+                let msg = q.msg.clone();
+                if let Some(e) = self.sessions.get_mut(sid).map(|s| s.extra_mut()) {
+                    e.inflight.push_back(Inflight {
+                        pkid,
+                        state: OutState::Published,
+                        delivery: q,
+                    });
+                }
+                if qos == QoS::ExactlyOnce || self.sends_waiting(conn) {
+                    self.park(io, Then::Deliver { conn, sid, pkid }, None);
+                    continue;
+                }
+                match self.writer.publish(io, to, &View::of(&msg), out) {
+                    Written::Sent => {}
+                    Written::TooLarge => self.drop_inflight(sid, pkid),
+                    // In flight: it goes again with the next connection.
+                    Written::NotSent => return,
+                }
+                continue;
+            }
             let out = Out::of(&q, pkid, false);
             let written = self.writer.publish(io, to, &View::of(&q.msg), out);
             let Some(s) = self.sessions.get_mut(sid) else {
@@ -181,6 +252,25 @@ impl Broker {
                     self.pressure.waiting += 1;
                     return;
                 }
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// Takes delivery `pkid` out of session `sid`'s in-flight window unacknowledged (it
+    /// is larger than the client accepts), logged.
+    pub(super) fn drop_inflight(&mut self, sid: SessionId, pkid: u16) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let key = s.store_key;
+        if let Some(e) = s.extra_opt_mut()
+            && let Some(i) = e.inflight_pos(pkid)
+        {
+            e.inflight.remove(i);
+            if key != 0 {
+                self.log_inflight_done(key, pkid, Done::Dropped);
             }
         }
     }

@@ -83,6 +83,14 @@ impl Registry {
         self.claim_epoch
     }
 
+    /// Records that shard `owner` holds the session of `client_id` under `epoch` (a
+    /// session recovered at startup); later epochs follow it.
+    pub fn seed(&mut self, client_id: &str, owner: usize, epoch: u64) {
+        let key = self.key(client_id);
+        self.entry(key).set_owner(owner, epoch);
+        self.claim_epoch = self.claim_epoch.max(epoch);
+    }
+
     pub fn key(&self, client_id: &str) -> IdKey {
         IdKey([
             self.hasher.hash_one((1u8, client_id)),

@@ -2,6 +2,12 @@
 //! where it is. A retained PUBLISH is stored on its own shard and sent to every other
 //! (`Msg::Retain`) with a version from a process-wide clock, so every shard keeps the same
 //! latest one of a topic whatever order the copies arrive in.
+//!
+//! Durably, a topic's retained message lives in one log: its home shard's (a hash of the
+//! topic, as for client ids), so that one log's order says which update is the latest
+//! and a change of the shard count deals them out by the same hash (see
+//! `store::state::redistribute`). The publisher's acknowledgement waits for the home to
+//! answer that the update is durable. `$SYS` topics are never logged.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,9 +16,11 @@ use std::time::Instant;
 use ringmq_proto::mqtt::SubscriptionOptions;
 
 use super::delivery::Src;
+use super::msg::Ticket;
 use super::session::{Message, SessionId, SubIds};
 use super::topics::{NodeValue, Trie};
 use super::{Broker, Io, Msg};
+use crate::store::{MsgId, Record};
 
 /// A retained message and the version that set it.
 #[derive(Default)]
@@ -35,8 +43,9 @@ pub(super) struct Retained {
 
 impl Retained {
     /// Stores a retained message (an empty payload clears the topic) if it is newer than
-    /// what this shard holds.
-    pub fn store(&mut self, msg: Arc<Message>, version: u64) {
+    /// what this shard holds. Returns whether it was (a clear of a topic without one
+    /// counts).
+    pub fn store(&mut self, msg: Arc<Message>, version: u64) -> bool {
         let topic = msg.topic().to_owned();
         if msg.payload().is_empty() {
             if let Some(node) = self.trie.find(&topic) {
@@ -44,15 +53,19 @@ impl Retained {
                 if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
                     v.msg = None;
                     self.trie.prune(node);
+                    return true;
                 }
+                return false;
             }
-            return;
+            return true;
         }
         let node = self.trie.insert(&topic);
         let v = self.trie.get_mut(node);
         if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
             v.msg = Some((msg, version));
+            return true;
         }
+        false
     }
 
     /// The retained messages whose topics `filter` matches, but those expired at `now`.
@@ -69,18 +82,83 @@ impl Retained {
     }
 }
 
+/// Whether a retained topic's updates are logged (`$SYS` topics are the broker's own
+/// figures, made again after a restart).
+fn logged_topic(topic: &str) -> bool {
+    !topic.starts_with("$SYS/")
+}
+
 impl Broker {
-    /// Stores a retained message here and on every other shard.
-    pub(super) fn retain(&mut self, io: &mut Io, m: Arc<Message>) {
+    /// Stores the retained message routed in `src` here and on every other shard, and
+    /// logs it at its topic's home (asking the home to answer when `src` is tracked).
+    pub(super) fn retain(&mut self, io: &mut Io, src: &mut Src<'_>) {
+        let m = src.shared();
         let version = self.shared.retain_clock.fetch_add(1, Ordering::Relaxed);
+        let home = self.peers.home_of(m.topic());
+        let logged = logged_topic(m.topic()) && self.logging();
         for to in self.peers.others() {
+            let ticket = (to == home && logged && src.track).then(|| self.wait_answer(src));
             let msg = Msg::Retain {
                 msg: m.clone(),
                 version,
+                ticket,
             };
             io.send_to_shard(to, msg);
         }
-        self.retained.store(m, version);
+        if self.retained.store(m, version) && home == self.peers.id && logged {
+            self.log_retained(src, version);
+        }
+    }
+
+    /// A retained message from shard `from`: stored, and logged if this is its home.
+    pub(super) fn on_retain(
+        &mut self,
+        io: &mut Io,
+        from: usize,
+        msg: Arc<Message>,
+        version: u64,
+        ticket: Option<Ticket>,
+    ) {
+        let mut src = Src::from_arc(&msg, from);
+        let home = self.peers.home_of(msg.topic()) == self.peers.id;
+        if self.retained.store(msg.clone(), version)
+            && home
+            && logged_topic(msg.topic())
+            && self.logging()
+        {
+            self.log_retained(&mut src, version);
+        }
+        match ticket {
+            Some(t) => self.answer_when_durable(io, from, t, &src),
+            None => self.settle_routing(io, &src),
+        }
+    }
+
+    /// Logs a retained update (set, or cleared by an empty payload) under `version`.
+    fn log_retained(&mut self, src: &mut Src<'_>, version: u64) {
+        if src.payload.is_empty() {
+            let rec = Record::RetainCleared {
+                version,
+                topic: src.topic,
+            };
+            if self.log(&rec) {
+                src.logged = true;
+            } else {
+                src.refused = true;
+            }
+            return;
+        }
+        let Some(id) = self.ensure_stored(src) else {
+            return;
+        };
+        if self.log(&Record::RetainSet {
+            version,
+            msg: MsgId(id),
+        }) {
+            src.logged = true;
+        } else {
+            src.refused = true;
+        }
     }
 
     /// Sends the retained messages matching a new subscription, with RETAIN set.

@@ -316,8 +316,10 @@ impl Broker {
         self.deliver_local(io, src, Some(&mut groups));
         if self.peers.count > 1 {
             let mut mask = 0u128;
+            let mut durable = 0u128;
             self.interest.others.match_topic(src.topic, |_, v| {
-                mask |= v.shards;
+                mask |= v.shards | v.durable;
+                durable |= v.durable;
                 for (share, m) in &v.groups {
                     match groups.iter_mut().find(|g| g.0 == *share) {
                         Some(g) => g.2 |= m,
@@ -334,7 +336,12 @@ impl Broker {
                     self.stats.dropped_qos0_mesh_full.add(1);
                     continue;
                 }
-                io.send_to_shard(to, Msg::Publish(src.shared()));
+                // A shard with durable subscribers answers once what it logged is
+                // durable, when an acknowledgement waits for that.
+                let ticket =
+                    (src.track && durable & (1u128 << to) != 0).then(|| self.wait_answer(src));
+                let msg = src.shared();
+                io.send_to_shard(to, Msg::Publish { msg, ticket });
             }
         }
         // Shared subscriptions (MQTT 5 §4.8.2): each matching group gets the message
@@ -355,13 +362,10 @@ impl Broker {
             if to == self.peers.id {
                 self.deliver_share_local(io, &share, src);
             } else {
-                io.send_to_shard(
-                    to,
-                    Msg::ShareDeliver {
-                        share,
-                        msg: src.shared(),
-                    },
-                );
+                // Whether the member it goes to is durable is that shard's to know.
+                let ticket = src.track.then(|| self.wait_answer(src));
+                let msg = src.shared();
+                io.send_to_shard(to, Msg::ShareDeliver { share, msg, ticket });
             }
         }
         self.scratch.groups = groups;

@@ -7,8 +7,10 @@
 //! shards whole (it is `Send`) when its client reconnects to another shard.
 //!
 //! Every change to a session is one of a few events (subscribe, unsubscribe, message
-//! queued, message in flight, acknowledged, session created/ended), so a later durable
-//! store can log exactly these.
+//! queued, message in flight, acknowledged, session created/ended): for a persistent
+//! session each is also a record of the shard's log (`durable`, `crate::store`), which
+//! names the session by its `store_key` and a message by the `store_id` of its copy in
+//! the log.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -182,6 +184,8 @@ pub struct Queued {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: SubIds,
+    /// The message's id in this shard's log (0: not stored there).
+    pub store_id: u64,
 }
 
 /// Where an outgoing QoS 1/2 delivery stands.
@@ -299,9 +303,15 @@ pub struct Session {
     /// Seconds the session outlives its connection (3.1.1 clean session = 0 → 0;
     /// clean session = 1 → forever, `u32::MAX`).
     pub expiry_interval: u32,
+    /// The session's key in this shard's log (0: not logged, a clean session or
+    /// durability off).
+    pub store_key: u64,
     /// How many QoS 1/2 deliveries may be in flight to the connected client.
     pub send_window: u16,
     pub version: Version,
+    /// Its subscriptions count as durable interest (see `interest`): a logged session,
+    /// or the stub left behind by one that moved.
+    pub durable: bool,
     /// The node of one plain subscription, inline: most sessions hold exactly one (a
     /// topic per client). The others are in `SessionExtra::more_subs`. The root (node 0,
     /// the empty filter) never holds a subscription, so 0 can mean none.
@@ -350,15 +360,18 @@ impl SessionExtra {
         }
     }
 
-    /// Queues a delivery; past `max` the oldest is dropped. Returns whether one was dropped.
-    pub fn enqueue(&mut self, q: Queued, max: usize) -> bool {
-        let mut dropped = false;
+    /// Queues a delivery; past `max` the oldest is dropped (and handed to `dropped`).
+    /// Returns whether one was dropped.
+    pub fn enqueue(&mut self, q: Queued, max: usize, mut dropped: impl FnMut(Queued)) -> bool {
+        let mut any = false;
         while self.queue.len() >= max.max(1) {
-            self.queue.pop_front();
-            dropped = true;
+            if let Some(old) = self.queue.pop_front() {
+                dropped(old);
+            }
+            any = true;
         }
         self.queue.push_back(q);
-        dropped
+        any
     }
 
     /// Position of the in-flight delivery with this packet id.
@@ -373,6 +386,10 @@ impl SessionExtra {
 pub struct MovingSession {
     pub session: Session,
     pub subs: Vec<Subscription>,
+    /// When the session was last opened, as its old shard's log says (0: not logged
+    /// there): the new shard's open must be later, so that of two logs holding it after
+    /// a crash, the new one's wins.
+    pub opened_at_ms: u64,
 }
 
 impl Session {
@@ -383,8 +400,10 @@ impl Session {
             epoch: 0,
             conn: None,
             expiry_interval: 0,
+            store_key: 0,
             send_window: u16::MAX,
             version,
+            durable: false,
             first_sub: None,
             extra: None,
         }
@@ -531,6 +550,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             sub_ids: SubIds::default(),
+            store_id: 0,
         }
     }
 
@@ -553,7 +573,7 @@ mod tests {
     fn queue_drops_oldest_at_its_bound() {
         let mut s = SessionExtra::default();
         for i in 0..5u8 {
-            let dropped = s.enqueue(queued(&[i]), 3);
+            let dropped = s.enqueue(queued(&[i]), 3, |_| {});
             assert_eq!(dropped, i >= 3);
         }
         let kept: Vec<u8> = s.queue.iter().map(|q| q.msg.payload()[0]).collect();

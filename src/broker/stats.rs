@@ -65,6 +65,27 @@ ringmq_shard::counters! {
             "QoS 1/2 deliveries kept for connected clients until their in-flight window has room, now.",
         Counter dedup_window_overflow:
             "Messages a session that just moved between shards could not check for a second copy (window full).",
+        Counter log_records: "Records appended to the shard's write-ahead log (commits included).",
+        Counter log_bytes_written: "Bytes appended to the shard's write-ahead log.",
+        Counter log_syncs: "fdatasync calls of the shard's log that completed.",
+        Gauge log_disk_bytes: "Bytes of the shard's log files on disk (segments and snapshots), now.",
+        Gauge log_refusing:
+            "Whether the shard's log refuses records that grow the durable state now: 0 no, 1 disk budget (--max-data-bytes) reached, 2 disk full, 3 the log failed (restart needed).",
+        Counter log_records_refused:
+            "Records the shard's log refused (disk budget reached, disk full, or a failed log).",
+        Counter log_records_rejected:
+            "Records the shard's log rejected as not fitting its state (a bug; logged).",
+        Counter log_write_failures: "Writes or syncs of the shard's log that failed.",
+        Counter durable_publishes_refused:
+            "QoS 1/2 publishes refused because they needed the log and it refused them (MQTT 5: PUBACK/PUBREC 0x97; 3.1.1: disconnected without acknowledgement).",
+        Counter dropped_log_refused:
+            "Deliveries to persistent sessions not made because the log refused to store them.",
+        Gauge durability_waiting:
+            "Acknowledgements, deliveries and notices waiting for the log to make their records durable, now.",
+        Gauge recovered_sessions: "Persistent sessions recovered from the shard's log at startup.",
+        Gauge recovered_messages: "Messages (queued or in flight) recovered from the shard's log at startup.",
+        Gauge recovered_retained: "Retained messages recovered from the shard's log at startup.",
+        Gauge recovery_ms: "Milliseconds the startup recovery of the data directory took (all shards).",
     }
 }
 
@@ -94,6 +115,11 @@ impl Latency {
         let published = std::mem::take(&mut self.publishes_this_turn);
         self.hists
             .record_n(super::PUBLISH_TO_DELIVERY, turn_us, published);
+    }
+
+    /// A sync of the shard's log completed `us` after its batch was handed to the ring.
+    pub fn log_synced(&mut self, us: u64) {
+        self.hists.record(super::LOG_SYNC, us);
     }
 
     /// Adds what was recorded since the last call to the shared copy.

@@ -13,11 +13,13 @@ use ringmq_proto::mqtt::{
 use ringmq_proto::topic::{self, Filter};
 use ringmq_shard::conn::ConnKey;
 
+use super::durable::Then;
 use super::interest::{PendingSuback, interest_prefix};
 use super::routing::Subscriber;
 use super::session::{SessionId, SubRef, Subscription};
 use super::topics::NodeId;
 use super::{Broker, Io};
+use crate::store::{Record, SessionKey};
 
 /// Whether every topic the (valid) filter `filter` matches is also matched by `outer`:
 /// a subscription to `filter` lies within `outer`. `a/+` lies within `a/#` and `+/+`;
@@ -50,6 +52,7 @@ impl Broker {
         let max_subs = self.config().max_subscriptions;
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
+        let mut logged = false;
         // The Reason String of the SUBACK: why the first refused filter was refused.
         let mut why: Option<&'static str> = None;
         let mut refuse = |code: ReasonCode, reason: &'static str| {
@@ -109,17 +112,29 @@ impl Broker {
                 continue;
             }
             let is_new = existing.is_none();
+            let (store_key, durable) = (session.store_key, session.durable);
             match existing {
                 // MQTT-3.8.4-3: a subscription to the same filter replaces the old one,
                 // in place, so no message matching both is lost in between.
                 Some(node) => self.update_subscription(sid, node, share, opts, sub_id),
                 None => {
-                    if let Some(r) = self.add_subscription(sid, filter, opts, sub_id)
-                        && let Some(session) = self.sessions.get_mut(sid)
-                    {
-                        session.add_sub(r);
+                    if let Some(r) = self.add_subscription(sid, filter, opts, sub_id) {
+                        if durable && r.share.is_none() {
+                            self.durable_interest_of(r.node, true);
+                        }
+                        if let Some(session) = self.sessions.get_mut(sid) {
+                            session.add_sub(r);
+                        }
                     }
                 }
+            }
+            if store_key != 0 {
+                logged |= self.log(&Record::SubAdded {
+                    session: SessionKey(store_key),
+                    filter,
+                    options: opts,
+                    sub_id,
+                });
             }
             codes.push(opts.qos as u8);
             // Retained messages: not for shared subscriptions (MQTT-3.8.4-? / MQTT 5
@@ -147,12 +162,23 @@ impl Broker {
             codes,
             why,
             retained,
+            logged,
         };
         if self.interest.applied_everywhere(pending.seq) && self.interest.pending_subacks.is_empty()
         {
-            self.send_suback(io, pending);
+            self.suback_when_durable(io, pending);
         } else {
             self.interest.pending_subacks.push_back(pending);
+        }
+    }
+
+    /// A SUBACK whose interest every shard has: sent once its subscriptions are durable
+    /// (and after the earlier acknowledgements of its connection).
+    fn suback_when_durable(&mut self, io: &mut Io, p: PendingSuback) {
+        if p.logged || self.durable_acks_waiting(p.conn) {
+            self.park(io, Then::Suback(Box::new(p)), None);
+        } else {
+            self.send_suback(io, p);
         }
     }
 
@@ -166,7 +192,7 @@ impl Broker {
                 .pending_subacks
                 .pop_front()
                 .expect("front exists");
-            self.send_suback(io, p);
+            self.suback_when_durable(io, p);
         }
     }
 
@@ -213,9 +239,19 @@ impl Broker {
             let Some(session) = self.sessions.get_mut(sid) else {
                 return;
             };
+            let (store_key, durable) = (session.store_key, session.durable);
             match found {
                 Some((node, share)) if session.remove_sub(node, share) => {
+                    if durable && share.is_none() {
+                        self.durable_interest_of(node, false);
+                    }
                     self.remove_subscription(sid, node, share);
+                    if store_key != 0 {
+                        self.log(&Record::SubRemoved {
+                            session: SessionKey(store_key),
+                            filter,
+                        });
+                    }
                     codes.push(ReasonCode::SUCCESS.0);
                 }
                 _ => codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED.0),

@@ -25,10 +25,12 @@
 //! reach A both ways in between; A remembers what it delivered to the session meanwhile
 //! (the same `Arc<Message>` travels both ways) and delivers it once.
 
+use super::durable::Then;
 use super::msg::{Claimant, Handoff, Takeover};
 use super::registry::IdKey;
 use super::session::{Arrival, MovingSession, Session, SessionId};
 use super::{Broker, Io, Msg};
+use crate::store::record::EndReason;
 
 impl Broker {
     /// On the home shard: a claim for `client_id`. Claims of one id are handled one at
@@ -155,7 +157,7 @@ impl Broker {
                 self.kick_connection(io, sid, clean_start);
                 if clean_start {
                     // MQTT-3.1.2-4: a clean start discards the old session.
-                    self.take_session(sid);
+                    self.take_session(sid, EndReason::Discarded);
                     (None, None)
                 } else {
                     match self.leave_stub(sid, to) {
@@ -181,13 +183,19 @@ impl Broker {
     /// Takes the state of session `sid` out to move it to shard `to`, and leaves in its
     /// place a stub with the same subscriptions that forwards to `to`.
     pub(super) fn leave_stub(&mut self, sid: SessionId, to: usize) -> Option<MovingSession> {
+        let opened_at_ms = self.logged_open(sid);
         let s = self.sessions.get_mut(sid)?;
         let mut stub = Session::new(&s.client_id, s.version);
         // The stub keeps the slot, and its id.
         stub.gen_ = s.gen_;
         s.copy_subs_to(&mut stub);
         stub.extra_mut().moved_to = Some(to);
+        // The stub's subscriptions stay in the topic table, and so does their durable
+        // interest, until it goes. The log keeps the session until its new shard has
+        // made it durable there (`Msg::MovedDurable`, naming the key it moves with).
+        stub.durable = s.durable;
         let mut session = std::mem::replace(s, stub);
+        session.durable = false;
         // A session moving on again before its last move settled gives up deduplicating
         // that move's late arrivals.
         if let Some(e) = session.extra_opt_mut() {
@@ -198,7 +206,11 @@ impl Broker {
         let refs = session.take_subs();
         let subs = self.spell_out_subs(sid, &refs);
         self.sessions.unindex(&session.client_id, sid);
-        Some(MovingSession { session, subs })
+        Some(MovingSession {
+            session,
+            subs,
+            opened_at_ms,
+        })
     }
 
     /// Adds a session handed over from another shard, subscriptions included. If that
@@ -213,13 +225,24 @@ impl Broker {
         let MovingSession {
             session: mut s,
             subs,
+            opened_at_ms,
         } = moving;
         s.conn = None;
         s.take_subs();
+        // Its key and message ids were the old shard's log's.
+        let old_key = std::mem::take(&mut s.store_key);
+        s.durable = false;
         if let Some(e) = s.extra_opt_mut() {
             e.moved_to = None;
             e.fenced = 0;
+            for q in e.queue.iter_mut() {
+                q.store_id = 0;
+            }
+            for i in e.inflight.iter_mut() {
+                i.delivery.store_id = 0;
+            }
         }
+        let persistent = s.is_persistent();
         let client_id: Box<str> = (*s.client_id).into();
         if stub.is_some() {
             s.extra_mut().arrival = Some(Box::new(Arrival {
@@ -236,6 +259,21 @@ impl Broker {
             if let Some(s) = self.sessions.get_mut(sid) {
                 s.add_sub(r);
             }
+        }
+        if persistent && self.logging() {
+            self.log_new_session(sid, opened_at_ms);
+        }
+        if old_key != 0
+            && let Some((old, _)) = stub
+        {
+            self.park(
+                io,
+                Then::MovedDurable {
+                    to: old,
+                    key: old_key,
+                },
+                None,
+            );
         }
         if let Some((old, stub)) = stub {
             // This shard's own fence goes at once: a message it routes to the old shard
@@ -278,7 +316,7 @@ impl Broker {
         e.fenced |= 1u128 << from;
         if e.fenced & all == all {
             let client_id = (*s.client_id).into();
-            self.take_session(stub);
+            self.take_session(stub, EndReason::Moved);
             self.send(io, to, Msg::StubGone { client_id });
         }
     }

@@ -12,7 +12,7 @@ use clap::{Arg, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 use super::defaults::{self, MAX_SHARDS};
-use super::values::{CoreList, Host, ListenAddr, Ranges};
+use super::values::{CoreList, DurabilityMode, Host, ListenAddr, Ranges};
 use crate::control::logging::{LogFormat, LogLevel};
 
 /// Text shown after the flag list of `--help`.
@@ -136,10 +136,30 @@ pub struct Options {
     #[arg(long, value_name = "BYTES")]
     pub max_packet_size: Option<u32>,
 
-    /// Directory for the broker's data, created if missing (nothing is stored there
-    /// yet). [default: ./ringmq-data]
+    /// Directory for the broker's data (the write-ahead log of every shard, locked while
+    /// the broker runs), created if missing. [default: ./ringmq-data]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// What the acknowledgement of a QoS 1/2 message for a persistent session (or of a
+    /// retained message) waits for: `fsync` (its records are on disk: survives power
+    /// loss), `write` (written to the log file, synced every --fsync-interval: survives
+    /// a crash of the process), `none` (memory only: nothing is written, nothing
+    /// survives a restart). [default: fsync]
+    #[arg(long, value_name = "MODE")]
+    pub durability: Option<DurabilityMode>,
+
+    /// With --durability write, milliseconds between syncs of the log, 1 to 60000.
+    /// [default: 100]
+    #[arg(long, value_name = "MS")]
+    pub fsync_interval: Option<u64>,
+
+    /// Most bytes the log may take on disk, all shards together (each shard an equal
+    /// share); at it, new QoS 1/2 messages for persistent sessions and new retained
+    /// messages are refused (MQTT 5: 0x97; 3.1.1: disconnected) until compaction or
+    /// acknowledgements make room. [default: no limit beyond the filesystem]
+    #[arg(long, value_name = "BYTES")]
+    pub max_data_bytes: Option<u64>,
 
     /// Messages kept for an offline persistent session; past it the oldest is dropped
     /// and counted. [default: 1000]

@@ -15,6 +15,13 @@ pub const WS_PATH: &str = "/mqtt";
 /// `/debug/histograms`) listens.
 pub const HTTP: &str = "127.0.0.1:9883";
 pub const DATA_DIR: &str = "./ringmq-data";
+/// In `--durability write`, how often the log is synced.
+pub const FSYNC_INTERVAL_MS: u64 = 100;
+/// The longest `--fsync-interval`.
+pub const MAX_FSYNC_INTERVAL_MS: u64 = 60_000;
+/// The smallest `--max-data-bytes` per shard: room for a few segments' headers and a
+/// small state.
+pub const MIN_DATA_BYTES_PER_SHARD: u64 = 64 * 1024;
 
 /// Largest MQTT packet accepted, fixed header included.
 pub const MAX_PACKET_SIZE: u32 = 1024 * 1024;

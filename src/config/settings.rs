@@ -9,7 +9,7 @@ use ringmq_shard::config::ShardConfig;
 
 use super::cli::Options;
 use super::defaults::{self, IORING_MAX_FIXED_FILES, MAX_SHARDS, MQTT_MAX_PACKET};
-use super::values::{CoreList, Host, ListenAddr, Ranges};
+use super::values::{CoreList, DurabilityMode, Host, ListenAddr, Ranges};
 use crate::control::logging::{LogFormat, LogLevel};
 use crate::control::webhook::{WebhookConfig, WebhookTarget};
 
@@ -32,6 +32,10 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     pub max_packet_size: u32,
     pub data_dir: PathBuf,
+    pub durability: DurabilityMode,
+    pub fsync_interval_ms: u64,
+    /// All shards together; `None`: no limit beyond the filesystem.
+    pub max_data_bytes: Option<u64>,
     pub max_queued_messages: usize,
     pub max_inflight: u16,
     pub sys_interval_s: u64,
@@ -186,6 +190,29 @@ pub fn resolve(
         return Err(format!("{} is empty", flag_name(data_dir.key)));
     }
 
+    let durability = src.or("durability", |o| &o.durability, DurabilityMode::Fsync);
+    let fsync_interval = src.or(
+        "fsync_interval",
+        |o| &o.fsync_interval,
+        defaults::FSYNC_INTERVAL_MS,
+    );
+    if !(1..=defaults::MAX_FSYNC_INTERVAL_MS).contains(&fsync_interval.value) {
+        return Err(fsync_interval.bad(format_args!(
+            "must be 1 to {} ms",
+            defaults::MAX_FSYNC_INTERVAL_MS
+        )));
+    }
+    let max_data_bytes = src.get("max_data_bytes", |o| &o.max_data_bytes);
+    if let Some(m) = &max_data_bytes {
+        let least = defaults::MIN_DATA_BYTES_PER_SHARD * placement.len() as u64;
+        if m.value < least {
+            return Err(m.bad(format_args!(
+                "must be at least {least} bytes ({} per shard)",
+                defaults::MIN_DATA_BYTES_PER_SHARD
+            )));
+        }
+    }
+
     let max_queued_messages = src.or(
         "max_queued_messages",
         |o| &o.max_queued_messages,
@@ -298,6 +325,9 @@ pub fn resolve(
         max_connections: max_connections.map(|m| m.value),
         max_packet_size: max_packet_size.value,
         data_dir: data_dir.value,
+        durability: durability.value,
+        fsync_interval_ms: fsync_interval.value,
+        max_data_bytes: max_data_bytes.map(|m| m.value),
         max_queued_messages: max_queued_messages.value,
         max_inflight: max_inflight.value,
         sys_interval_s: sys_interval.value,

@@ -169,6 +169,49 @@ impl Display for Ranges<'_> {
     }
 }
 
+/// `--durability`: what an acknowledgement that promises durability waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum DurabilityMode {
+    /// The records are on disk (`fdatasync`).
+    Fsync,
+    /// The records are written to the file (page cache), synced at an interval.
+    Write,
+    /// Nothing is written.
+    None,
+}
+
+impl FromStr for DurabilityMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DurabilityMode, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fsync" => Ok(DurabilityMode::Fsync),
+            "write" => Ok(DurabilityMode::Write),
+            "none" => Ok(DurabilityMode::None),
+            _ => Err(format!(
+                "unknown durability `{s}`: expected `fsync`, `write` or `none`"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for DurabilityMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<DurabilityMode, String> {
+        s.parse()
+    }
+}
+
+impl Display for DurabilityMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DurabilityMode::Fsync => "fsync",
+            DurabilityMode::Write => "write",
+            DurabilityMode::None => "none",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

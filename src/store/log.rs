@@ -413,6 +413,46 @@ impl Log {
         self.in_flight.as_ref().map_or(&[], |f| &f.bytes)
     }
 
+    /// Lends the bytes of the batch in flight to a driver that hands them to the kernel
+    /// by value (a ring that owns what it writes); they must come back with
+    /// [`Log::return_batch_bytes`] before the batch is reported written, synced or
+    /// failed.
+    pub fn lend_batch_bytes(&mut self) -> Vec<u8> {
+        self.in_flight
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.bytes))
+            .unwrap_or_default()
+    }
+
+    /// The bytes lent by [`Log::lend_batch_bytes`] come back.
+    pub fn return_batch_bytes(&mut self, bytes: Vec<u8>) {
+        match self.in_flight.as_mut() {
+            Some(f) if f.bytes.is_empty() => f.bytes = bytes,
+            _ => {}
+        }
+    }
+
+    /// The sequence number of the segment being written (or to be created next).
+    pub fn current_segment(&self) -> u64 {
+        self.current.seq
+    }
+
+    /// The LSN of the last record appended (0: none yet).
+    pub fn last_lsn(&self) -> Lsn {
+        Lsn(self.next_lsn.0 - 1)
+    }
+
+    /// Whether everything appended is written and synced (or the log stopped): nothing
+    /// is left for a driver to do.
+    pub fn is_settled(&self) -> bool {
+        if self.config.durability == Durability::None || self.fatal.is_some() {
+            return true;
+        }
+        !self.open_turn && self.pending.is_empty() && self.in_flight.is_none() && {
+            self.synced >= self.written
+        }
+    }
+
     /// The batch ending at `lsn` was written (all of it).
     pub fn written(&mut self, lsn: Lsn) {
         let Some(f) = self.in_flight.as_mut().filter(|f| f.batch.last_lsn == lsn) else {

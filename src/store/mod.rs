@@ -22,6 +22,8 @@
 //!   refusing damage anywhere else, several shards in parallel.
 //! - [`lock`] and [`open`]: the data directory at startup: lock, manifest, recovery,
 //!   repair, change of shard count.
+//! - [`ring_driver`]: the driver a shard runs: writes and syncs through its own ring,
+//!   file work on its helper thread.
 //! - [`fs_driver`]: a blocking `std::fs` driver for tests, tools and startup.
 //! - [`fuzz`]: the checks behind the fuzz targets.
 //!
@@ -99,6 +101,7 @@ pub mod log;
 pub mod open;
 pub mod record;
 pub mod recover;
+pub mod ring_driver;
 pub mod segment;
 pub mod shard_store;
 pub mod snapshot;

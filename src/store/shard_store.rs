@@ -155,6 +155,41 @@ impl ShardStore {
         self.log.batch_bytes()
     }
 
+    /// See [`Log::lend_batch_bytes`].
+    pub fn lend_batch_bytes(&mut self) -> Vec<u8> {
+        self.log.lend_batch_bytes()
+    }
+
+    /// See [`Log::return_batch_bytes`].
+    pub fn return_batch_bytes(&mut self, bytes: Vec<u8>) {
+        self.log.return_batch_bytes(bytes);
+    }
+
+    /// See [`Log::current_segment`].
+    pub fn current_segment(&self) -> u64 {
+        self.log.current_segment()
+    }
+
+    /// The LSN of the last record appended: what an acknowledgement that depends on this
+    /// turn's records waits for.
+    pub fn last_lsn(&self) -> Lsn {
+        self.log.last_lsn()
+    }
+
+    /// See [`Log::is_settled`].
+    pub fn is_settled(&self) -> bool {
+        self.log.is_settled()
+    }
+
+    /// Whether a snapshot is being written.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.writing.is_some()
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
     pub fn written(&mut self, lsn: Lsn) {
         self.log.written(lsn);
     }

@@ -1,0 +1,1069 @@
+//! Durability: the broker's side of its shard's write-ahead log (`crate::store`).
+//!
+//! Every change of durable state is a record appended to the shard's log as it happens
+//! (`Broker::log`): persistent sessions created, resumed, gone offline and ended, their
+//! subscriptions, queued and in-flight deliveries, inbound QoS 2 packet ids, delayed
+//! wills, and retained messages (at the topic's home shard). A message that fans out to
+//! many persistent sessions is stored once per shard and referred to by id.
+//!
+//! What promises durability waits for it (`Waiters`): the PUBACK or PUBREC of a QoS 1/2
+//! PUBLISH whose delivery logged something (here or on another shard), a PUBCOMP after
+//! its PUBREL was logged, a PUBREL after the PUBREC it answers was logged, a SUBACK of a
+//! persistent session, and a QoS 2 delivery to a persistent session (its packet id must
+//! be on disk before the client can see it, or a restart would send it again under
+//! another id). Each waits for the LSN of the last record appended when it was made,
+//! and releases in order once the log says that LSN is durable (after the sync in
+//! `fsync` mode, the write in `write` mode). A QoS 0 or clean-session fan-out logs
+//! nothing and waits for nothing.
+//!
+//! Across shards: a publisher's shard sends a message with a *ticket* to every shard
+//! whose durable interest matches (and to the retained topic's home shard, and with
+//! shared and forwarded deliveries); each answers `Msg::Durable { ticket }` once
+//! everything it had logged when it handled the message is durable, and the publisher's
+//! acknowledgement waits for all of them. A shard that could not log (its disk is full)
+//! answers `refused`, and the publisher is refused (0x97 / disconnect).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ringmq_proto::mqtt::{Packet, Properties, PubResp, QoS, ReasonCode, Version};
+use ringmq_shard::conn::{CloseReason, ConnKey};
+use slab::Slab;
+
+use super::delivery::Src;
+use super::interest::PendingSuback;
+use super::msg::Ticket;
+use super::session::{Message, Queued, SessionId};
+use super::{Broker, Io, Msg};
+use crate::store::record::{
+    Content, Deadline, Delivery, Done, EndReason, MessageData, SubIdList, Unqueue,
+};
+use crate::store::ring_driver::{Completed, JobDone, RingDriver};
+use crate::store::{AppendError, Lsn, MsgId, Record, SessionKey};
+
+/// An acknowledgement to a client that waits for durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ack {
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+}
+
+/// What happens once the records it depends on are durable.
+pub(super) enum Then {
+    /// An acknowledgement to connection `conn`.
+    Ack { conn: ConnKey, ack: Ack },
+    /// A SUBACK (and the retained messages after it).
+    Suback(Box<PendingSuback>),
+    /// A QoS 1/2 delivery of session `sid` in flight under `pkid`, written only now (on
+    /// connection `conn`).
+    Deliver {
+        conn: ConnKey,
+        sid: SessionId,
+        pkid: u16,
+    },
+    /// `Msg::Durable` to shard `to`.
+    Answer { to: usize, ticket: Ticket },
+    /// `Msg::MovedDurable` to a moved session's old shard.
+    MovedDurable { to: usize, key: u64 },
+    /// What a session that connected (on `conn`) had in flight and queued goes out.
+    Resend { conn: ConnKey, sid: SessionId },
+    /// Nothing (an entry that only collected answers).
+    Nothing,
+    /// Not decided yet: an entry opened while a message is routed.
+    Unset,
+}
+
+impl Then {
+    /// The connection whose packets must keep their order with this one's.
+    fn conn(&self) -> Option<ConnKey> {
+        match self {
+            Then::Ack { conn, .. } | Then::Deliver { conn, .. } | Then::Resend { conn, .. } => {
+                Some(*conn)
+            }
+            Then::Suback(p) => Some(p.conn),
+            _ => None,
+        }
+    }
+
+    /// Whether it is an answer to a client (else a delivery or a notice).
+    fn is_ack(&self) -> bool {
+        matches!(self, Then::Ack { .. } | Then::Suback(_))
+    }
+}
+
+struct Waiter {
+    lsn: Lsn,
+    /// Answers from other shards still to come.
+    waits: u32,
+    refused: bool,
+    then: Then,
+}
+
+/// What waits for durability, in the order it was made.
+#[derive(Default)]
+pub(super) struct Waiters {
+    entries: Slab<Waiter>,
+    order: VecDeque<u32>,
+    /// Entries in `order` still waiting for other shards.
+    blocked: usize,
+    /// Per connection: acknowledgements and deliveries waiting, so that what comes
+    /// after them waits too (MQTT keeps a connection's acknowledgements, and a
+    /// subscription's deliveries, in order).
+    acks: HashMap<ConnKey, u32>,
+    sends: HashMap<ConnKey, u32>,
+}
+
+impl Waiters {
+    fn count(&mut self, then: &Then, up: bool) {
+        let Some(conn) = then.conn() else { return };
+        let map = if then.is_ack() {
+            &mut self.acks
+        } else {
+            &mut self.sends
+        };
+        if up {
+            *map.entry(conn).or_default() += 1;
+        } else if let Some(n) = map.get_mut(&conn) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&conn);
+            }
+        }
+    }
+
+    fn acks_waiting(&self, conn: ConnKey) -> bool {
+        !self.acks.is_empty() && self.acks.contains_key(&conn)
+    }
+
+    fn sends_waiting(&self, conn: ConnKey) -> bool {
+        !self.sends.is_empty() && self.sends.contains_key(&conn)
+    }
+}
+
+/// The broker's durability: the shard's log driver (none with `--durability none`) and
+/// what waits for it.
+pub(super) struct Durable {
+    pub driver: Option<RingDriver>,
+    pub waiters: Waiters,
+    /// This process's offset from the shard clock to the wall clock, so deadlines can be
+    /// written as wall-clock times (what they mean after a restart).
+    wall_origin_ms: u64,
+    /// The LSN durable when the waiters were last looked at.
+    seen_durable: Lsn,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Durable {
+    pub fn new(driver: Option<RingDriver>) -> Durable {
+        Durable {
+            driver,
+            waiters: Waiters::default(),
+            // The shard clock starts at about 0 when the shard does.
+            wall_origin_ms: wall_ms(),
+            seen_durable: Lsn::ZERO,
+        }
+    }
+
+    /// Sets the offset between the shard clock (`now_ms`) and the wall clock.
+    pub fn set_clock(&mut self, now_ms: u64) {
+        self.wall_origin_ms = wall_ms().saturating_sub(now_ms);
+    }
+
+    /// A deadline at shard time `at_ms`, as a wall-clock deadline.
+    pub fn deadline(&self, at_ms: Option<u64>) -> Deadline {
+        at_ms.map_or(Deadline::NONE, |at| {
+            Deadline::at_ms(self.wall_origin_ms + at)
+        })
+    }
+
+    fn durable_lsn(&self) -> Lsn {
+        self.driver
+            .as_ref()
+            .map_or(Lsn(u64::MAX), |d| d.store().durable_lsn())
+    }
+
+    fn last_lsn(&self) -> Lsn {
+        self.driver
+            .as_ref()
+            .map_or(Lsn::ZERO, |d| d.store().last_lsn())
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.driver.as_ref().is_none_or(|d| d.is_idle())
+    }
+}
+
+/// An `Instant` as a wall-clock deadline.
+fn instant_deadline(at: Option<Instant>) -> Deadline {
+    match at {
+        None => Deadline::NONE,
+        Some(at) => {
+            let now = Instant::now();
+            let wall = wall_ms();
+            let ms = if at >= now {
+                wall + (at - now).as_millis() as u64
+            } else {
+                wall.saturating_sub((now - at).as_millis() as u64)
+            };
+            Deadline::at_ms(ms)
+        }
+    }
+}
+
+/// A wall-clock deadline as an `Instant`.
+pub(super) fn deadline_instant(d: Deadline) -> Option<Instant> {
+    let at = d.get()?;
+    let now = Instant::now();
+    let wall = wall_ms();
+    Some(if at >= wall {
+        now + Duration::from_millis(at - wall)
+    } else {
+        now.checked_sub(Duration::from_millis(wall - at))
+            .unwrap_or(now)
+    })
+}
+
+fn delivery(q: &Queued) -> Delivery {
+    Delivery {
+        msg: MsgId(q.store_id),
+        qos: q.qos,
+        retain: q.retain,
+        // At most four ids, each valid: `SubIds` keeps them so.
+        sub_ids: SubIdList::new(q.sub_ids.as_slice()).unwrap_or_default(),
+    }
+}
+
+/// The record that stores `m` as message `id`.
+pub(super) fn message_data(m: &Message) -> MessageData<'_> {
+    MessageData {
+        qos: m.qos,
+        retain: m.retain,
+        expires_at: instant_deadline(m.expires_at),
+        content: Content {
+            topic: m.topic(),
+            props: m.props(),
+            payload: m.payload(),
+        },
+    }
+}
+
+impl Broker {
+    /// Whether this shard logs (durability is not `none`).
+    pub(super) fn logging(&self) -> bool {
+        self.durable.driver.is_some()
+    }
+
+    /// Appends `rec` to the shard's log: false if it was refused (a full disk or
+    /// budget, or a failed log: counted) or there is no log.
+    pub(super) fn log(&mut self, rec: &Record<'_>) -> bool {
+        let Some(d) = self.durable.driver.as_mut() else {
+            return false;
+        };
+        match d.append(rec) {
+            Ok(_) => true,
+            Err(AppendError::Refused(_)) => {
+                self.stats.log_records_refused.add(1);
+                false
+            }
+            Err(e) => {
+                // The broker and its log disagree: a bug. Tests (debug builds) stop here.
+                self.stats.log_records_rejected.add(1);
+                tracing::error!(shard = self.peers.id, record = ?rec, error = ?e, "log record rejected");
+                debug_assert!(false, "log record rejected: {rec:?}: {e:?}");
+                false
+            }
+        }
+    }
+
+    /// Stores the message being routed in this shard's log, once: its id, or `None` if
+    /// the log refused it (the delivery is then not made, and the publisher refused).
+    pub(super) fn ensure_stored(&mut self, src: &mut Src<'_>) -> Option<u64> {
+        if src.store_id != 0 {
+            return Some(src.store_id);
+        }
+        let Some(d) = self.durable.driver.as_mut() else {
+            return Some(0);
+        };
+        let id = d.allocate_msg_id();
+        let m = src.shared();
+        let rec = Record::MessageStored {
+            id,
+            message: message_data(&m),
+        };
+        if self.log(&rec) {
+            src.store_id = id.0;
+            src.logged = true;
+            Some(id.0)
+        } else {
+            src.refused = true;
+            None
+        }
+    }
+
+    /// Logs that delivery `q` joined the back of session `key`'s queue, after the
+    /// deliveries `dropped` (store ids) left its front for lack of room.
+    pub(super) fn log_enqueued(&mut self, key: u64, q: &Queued, dropped: &[u64]) {
+        let session = SessionKey(key);
+        for &id in dropped {
+            self.log(&Record::Unqueued {
+                session,
+                msg: MsgId(id),
+                reason: Unqueue::Dropped,
+            });
+        }
+        self.log(&Record::Enqueued {
+            session,
+            delivery: delivery(q),
+        });
+    }
+
+    /// Logs that the front of session `key`'s queue left it (`why`).
+    pub(super) fn log_unqueued(&mut self, key: u64, q: &Queued, why: Unqueue) {
+        self.log(&Record::Unqueued {
+            session: SessionKey(key),
+            msg: MsgId(q.store_id),
+            reason: why,
+        });
+    }
+
+    /// Logs that delivery `q` went out to session `key` under `pkid`.
+    pub(super) fn log_sent(&mut self, key: u64, pkid: u16, q: &Queued) {
+        self.log(&Record::Sent {
+            session: SessionKey(key),
+            pkid,
+            delivery: delivery(q),
+        });
+    }
+
+    pub(super) fn log_inflight_done(&mut self, key: u64, pkid: u16, why: Done) {
+        self.log(&Record::InflightDone {
+            session: SessionKey(key),
+            pkid,
+            reason: why,
+        });
+    }
+
+    /// A ticket for an answer from another shard about the message being routed: the
+    /// message's entry (opened now if it has none) waits for one more answer.
+    pub(super) fn wait_answer(&mut self, src: &mut Src<'_>) -> Ticket {
+        let w = &mut self.durable.waiters;
+        let id = match src.ticket {
+            Some(t) => t.0,
+            None => {
+                let id = w.entries.insert(Waiter {
+                    lsn: Lsn::ZERO,
+                    waits: 0,
+                    refused: false,
+                    then: Then::Unset,
+                }) as u32;
+                src.ticket = Some(Ticket(id));
+                id
+            }
+        };
+        w.entries[id as usize].waits += 1;
+        src.waits += 1;
+        Ticket(id)
+    }
+
+    /// Parks `then` until what was logged so far is durable (and, for the message
+    /// routed in `src`, every answer it waits for has come). Done at once when nothing
+    /// is to wait for and nothing of the same connection waits before it.
+    pub(super) fn park(&mut self, io: &mut Io, then: Then, src: Option<&Src<'_>>) {
+        let lsn = self.durable.last_lsn();
+        let durable = self.durable.durable_lsn();
+        let ticket = src.and_then(|s| s.ticket);
+        let refused = src.is_some_and(|s| s.refused);
+        let w = &mut self.durable.waiters;
+        let in_order = match then.conn() {
+            Some(c) if then.is_ack() => w.acks_waiting(c),
+            Some(c) => w.sends_waiting(c),
+            None => false,
+        };
+        if ticket.is_none() && !in_order && lsn <= durable {
+            self.fire(io, then, refused);
+            return;
+        }
+        w.count(&then, true);
+        let id = match ticket {
+            Some(t) => {
+                let e = &mut w.entries[t.0 as usize];
+                e.lsn = lsn;
+                e.refused |= refused;
+                e.then = then;
+                if e.waits > 0 {
+                    w.blocked += 1;
+                }
+                t.0
+            }
+            None => w.entries.insert(Waiter {
+                lsn,
+                waits: 0,
+                refused,
+                then,
+            }) as u32,
+        };
+        w.order.push_back(id);
+        self.stats.durability_waiting.set(w.order.len() as u64);
+    }
+
+    /// Closes the routing of a message nobody waits for, whose entry may have collected
+    /// tickets (it must not stay open).
+    pub(super) fn settle_routing(&mut self, io: &mut Io, src: &Src<'_>) {
+        if src.ticket.is_some() {
+            self.park(io, Then::Nothing, Some(src));
+        }
+    }
+
+    /// Another shard answered `ticket`.
+    pub(super) fn on_durable_answer(&mut self, io: &mut Io, ticket: Ticket, refused: bool) {
+        let w = &mut self.durable.waiters;
+        let Some(e) = w.entries.get_mut(ticket.0 as usize) else {
+            return;
+        };
+        e.refused |= refused;
+        e.waits = e.waits.saturating_sub(1);
+        if e.waits == 0 && !matches!(e.then, Then::Unset) {
+            w.blocked = w.blocked.saturating_sub(1);
+            self.release_waiters(io);
+        }
+    }
+
+    /// Does what waits for records that are durable now, in order (a connection's
+    /// acknowledgements never overtake each other).
+    pub(super) fn release_waiters(&mut self, io: &mut Io) {
+        let durable = self.durable.durable_lsn();
+        self.durable.seen_durable = durable;
+        let w = &mut self.durable.waiters;
+        let mut ready = Vec::new();
+        if w.blocked == 0 {
+            while let Some(&id) = w.order.front() {
+                if w.entries[id as usize].lsn > durable {
+                    break;
+                }
+                w.order.pop_front();
+                ready.push(w.entries.remove(id as usize));
+            }
+        } else {
+            // Some wait for other shards: those, and what comes after them on the same
+            // connection, stay.
+            let order = std::mem::take(&mut w.order);
+            let mut keep = VecDeque::with_capacity(order.len());
+            let mut held: Vec<ConnKey> = Vec::new();
+            let mut past = false;
+            for id in order {
+                let e = &w.entries[id as usize];
+                past |= e.lsn > durable;
+                let conn = e.then.conn();
+                if past || e.waits > 0 || conn.is_some_and(|c| held.contains(&c)) {
+                    if let Some(c) = conn
+                        && !held.contains(&c)
+                    {
+                        held.push(c);
+                    }
+                    keep.push_back(id);
+                } else {
+                    ready.push(w.entries.remove(id as usize));
+                }
+            }
+            w.order = keep;
+        }
+        if ready.is_empty() {
+            return;
+        }
+        self.stats.durability_waiting.set(w.order.len() as u64);
+        for e in ready {
+            self.durable.waiters.count(&e.then, false);
+            self.fire(io, e.then, e.refused);
+        }
+    }
+
+    fn fire(&mut self, io: &mut Io, then: Then, refused: bool) {
+        match then {
+            Then::Ack { conn, ack } => self.send_ack(io, conn, ack, refused),
+            Then::Suback(p) => self.send_suback(io, *p),
+            Then::Deliver { conn, sid, pkid } => self.send_parked_delivery(io, conn, sid, pkid),
+            Then::Answer { to, ticket } => self.send(io, to, Msg::Durable { ticket, refused }),
+            Then::MovedDurable { to, key } => self.send(io, to, Msg::MovedDurable { key }),
+            Then::Resend { conn, sid } => {
+                if self.sessions.get(sid).is_some_and(|s| s.conn == Some(conn)) {
+                    self.resend_inflight(io, sid);
+                    self.drain_queue(io, sid);
+                }
+            }
+            Then::Nothing | Then::Unset => {}
+        }
+    }
+
+    /// Sends an acknowledgement now, or parks it behind earlier ones of its connection.
+    pub(super) fn acknowledge(
+        &mut self,
+        io: &mut Io,
+        conn: ConnKey,
+        ack: Ack,
+        src: Option<&Src<'_>>,
+    ) {
+        let waits = src.is_some_and(|s| s.logged || s.ticket.is_some() || s.refused);
+        if !waits && !self.durable.waiters.acks_waiting(conn) {
+            self.send_ack(io, conn, ack, false);
+            return;
+        }
+        self.park(io, Then::Ack { conn, ack }, src);
+    }
+
+    /// An acknowledgement whose records are durable, or a refusal: MQTT 5 gets 0x97
+    /// Quota exceeded on its PUBACK or PUBREC, 3.1.1 has no way to say it and is
+    /// disconnected without one.
+    fn send_ack(&mut self, io: &mut Io, conn: ConnKey, ack: Ack, refused: bool) {
+        let Some(version) = io.state(conn).map(|c| c.version()) else {
+            return;
+        };
+        if refused {
+            self.stats.durable_publishes_refused.add(1);
+            if version == Version::V311 {
+                io.close(conn, CloseReason::Policy);
+                return;
+            }
+        }
+        let reason = if refused {
+            ReasonCode::QUOTA_EXCEEDED
+        } else {
+            ReasonCode::SUCCESS
+        };
+        let r = |pkid| PubResp {
+            pkid,
+            reason,
+            properties: Properties::EMPTY,
+        };
+        let pkt = match ack {
+            Ack::PubAck(p) => Packet::PubAck(r(p)),
+            Ack::PubRec(p) => Packet::PubRec(r(p)),
+            Ack::PubRel(p) => Packet::PubRel(r(p)),
+            Ack::PubComp(p) => Packet::PubComp(r(p)),
+        };
+        self.writer.packet(io, conn, version, &pkt);
+    }
+
+    /// Whether acknowledgements to connection `conn` wait for durability (what follows
+    /// them waits too).
+    pub(super) fn durable_acks_waiting(&self, conn: ConnKey) -> bool {
+        self.durable.waiters.acks_waiting(conn)
+    }
+
+    /// Whether a delivery to connection `conn` must wait behind earlier ones that wait
+    /// for durability.
+    pub(super) fn sends_waiting(&self, conn: ConnKey) -> bool {
+        self.durable.waiters.sends_waiting(conn)
+    }
+
+    /// The end of a turn: the log's records go out, and what they made durable is done.
+    pub(super) fn durable_turn_end(&mut self, io: &mut Io) {
+        if let Some(d) = self.durable.driver.as_mut() {
+            d.end_turn(io);
+        }
+        let w = &self.durable.waiters;
+        let durable = self.durable.durable_lsn();
+        if w.order
+            .front()
+            .is_some_and(|&id| w.entries[id as usize].lsn <= durable || w.blocked > 0)
+        {
+            self.release_waiters(io);
+        }
+    }
+
+    /// A write or sync of the log ended.
+    pub(super) fn on_log_written(&mut self, io: &mut Io, done: ringmq_shard::disk::FileDone) {
+        let now = io.now_ms();
+        let Some(d) = self.durable.driver.as_mut() else {
+            return;
+        };
+        match d.on_file_done(now, done) {
+            Some(Completed::Batch { synced, latency_us }) => {
+                if synced {
+                    self.latency.log_synced(latency_us);
+                }
+                self.release_waiters(io);
+            }
+            Some(Completed::Failed) => self.stats.log_write_failures.add(1),
+            None => {}
+        }
+    }
+
+    /// A job of the store's on the helper thread ended.
+    pub(super) fn on_store_job(&mut self, io: &mut Io, done: JobDone) {
+        if let Some(d) = self.durable.driver.as_mut() {
+            d.on_job_done(io, done);
+        }
+    }
+
+    /// Each tick: the log's figures into the shard's counters.
+    pub(super) fn log_figures(&self) {
+        let Some(d) = &self.durable.driver else {
+            return;
+        };
+        let s = d.store().log_stats();
+        let st = &self.stats;
+        st.log_records.set(s.records);
+        st.log_bytes_written.set(s.bytes);
+        st.log_syncs.set(s.syncs);
+        st.log_disk_bytes.set(d.store().disk_bytes());
+        st.log_refusing
+            .set(d.store().refusing().map_or(0, |r| r as u64 + 1));
+    }
+
+    /// Whether a QoS 1/2 PUBLISH (or a retained one) must be refused before it is
+    /// delivered anywhere: the log refuses what grows the state (full disk or budget)
+    /// and the message would be logged (retained, or a durable subscription matches
+    /// here or on another shard).
+    pub(super) fn refuses_publish(&mut self, topic: &str, qos: QoS, retain: bool) -> bool {
+        let Some(d) = &self.durable.driver else {
+            return false;
+        };
+        if d.store().refusing().is_none() || (qos == QoS::AtMostOnce && !retain) {
+            return false;
+        }
+        if retain {
+            return true;
+        }
+        let mut durable = false;
+        let sessions = &self.sessions;
+        self.routes.subs.match_topic(topic, |_, v| {
+            durable |= v
+                .plain()
+                .iter()
+                .any(|s| sessions.get(s.sid).is_some_and(|x| x.durable));
+            durable |= v.groups().iter().any(|g| {
+                g.members
+                    .iter()
+                    .any(|s| sessions.get(s.sid).is_some_and(|x| x.durable))
+            });
+        });
+        if !durable && self.peers.count > 1 {
+            self.interest.others.match_topic(topic, |_, v| {
+                durable |= v.durable != 0 || !v.groups.is_empty();
+            });
+        }
+        durable
+    }
+
+    /// A delivery that waited for its packet id to be durable goes out now, if the
+    /// session still has it in flight on the same connection.
+    fn send_parked_delivery(&mut self, io: &mut Io, conn: ConnKey, sid: SessionId, pkid: u16) {
+        use super::writer::{Out, Recipient, View};
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        if s.conn != Some(conn) || !io.is_open(conn) {
+            return;
+        }
+        let version = s.version;
+        let Some(i) = s
+            .extra()
+            .and_then(|e| e.inflight.iter().find(|i| i.pkid == pkid))
+        else {
+            return;
+        };
+        let q = i.delivery.clone();
+        let to = Recipient::of(io, conn, version);
+        let out = Out::of(&q, pkid, false);
+        self.writer.publish(io, to, &View::of(&q.msg), out);
+    }
+
+    /// Logs session `sid` whole under a new key (it became persistent here, or moved
+    /// here): open, subscriptions, will, queue, in flight, inbound ids, and its offline
+    /// deadlines. `opened_after_ms`: its last open elsewhere, which this one must follow.
+    pub(super) fn log_new_session(&mut self, sid: SessionId, opened_after_ms: u64) {
+        let Some(d) = self.durable.driver.as_mut() else {
+            return;
+        };
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        // A copy of this client's session still in the log (the session left and came
+        // back before its old copy was ended) ends in the same turn.
+        let stale = d
+            .store()
+            .state()
+            .session_by_client(&s.client_id)
+            .map(|x| x.key);
+        let key = d.allocate_session_key();
+        if let Some(old) = stale {
+            self.log(&Record::SessionEnded {
+                session: old,
+                reason: EndReason::Moved,
+            });
+        }
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        let client_id: Box<str> = (*s.client_id).into();
+        let opened = Record::SessionOpened {
+            session: key,
+            client_id: &client_id,
+            protocol: s.version,
+            expiry_interval_s: s.expiry_interval,
+            opened_at_ms: wall_ms().max(opened_after_ms + 1),
+        };
+        if !self.log(&opened) {
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.store_key = key.0;
+        }
+        self.set_durable_interest(sid, true);
+        let subs = self.session_subs(sid);
+        for sub in &subs {
+            self.log(&Record::SubAdded {
+                session: key,
+                filter: &sub.filter,
+                options: sub.opts,
+                sub_id: sub.sub_id,
+            });
+        }
+        self.log_will(sid);
+        // The messages it holds, stored once each.
+        let mut stored: HashMap<*const Message, u64> = HashMap::new();
+        let (queue, inflight, inbound, offline) = match self.sessions.get(sid) {
+            Some(s) => {
+                let e = s.extra();
+                let queue: Vec<Queued> = e
+                    .map(|e| e.queue.iter().cloned().collect())
+                    .unwrap_or_default();
+                let inflight: Vec<(u16, bool, Queued)> = e
+                    .map(|e| {
+                        e.inflight
+                            .iter()
+                            .map(|i| {
+                                (
+                                    i.pkid,
+                                    i.state == super::session::OutState::Released,
+                                    i.delivery.clone(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let inbound = e.map(|e| e.inbound_qos2.clone()).unwrap_or_default();
+                let offline = s.conn.is_none().then(|| {
+                    (
+                        e.and_then(|e| e.expires_at_ms),
+                        e.and_then(|e| e.will_at_ms),
+                    )
+                });
+                (queue, inflight, inbound, offline)
+            }
+            None => return,
+        };
+        let mut ids_queue = Vec::with_capacity(queue.len());
+        for q in &queue {
+            ids_queue.push(self.store_message(&mut stored, &q.msg));
+        }
+        let mut ids_inflight = Vec::with_capacity(inflight.len());
+        for (_, _, q) in &inflight {
+            ids_inflight.push(self.store_message(&mut stored, &q.msg));
+        }
+        for (q, id) in queue.iter().zip(&ids_queue) {
+            let q = Queued {
+                store_id: *id,
+                ..q.clone()
+            };
+            self.log(&Record::Enqueued {
+                session: key,
+                delivery: delivery(&q),
+            });
+        }
+        for ((pkid, released, q), id) in inflight.iter().zip(&ids_inflight) {
+            let q = Queued {
+                store_id: *id,
+                ..q.clone()
+            };
+            self.log_sent(key.0, *pkid, &q);
+            if *released {
+                self.log(&Record::Released {
+                    session: key,
+                    pkid: *pkid,
+                });
+            }
+        }
+        for pkid in inbound {
+            self.log(&Record::InboundAdded { session: key, pkid });
+        }
+        if let Some((expires, will_at)) = offline {
+            let rec = Record::SessionOffline {
+                session: key,
+                expires_at: self.durable.deadline(expires),
+                will_at: self.durable.deadline(will_at),
+            };
+            self.log(&rec);
+        }
+        // The session's entries now name this log's copies.
+        if let Some(e) = self.sessions.get_mut(sid).and_then(|s| s.extra_opt_mut()) {
+            for (q, id) in e.queue.iter_mut().zip(ids_queue) {
+                q.store_id = id;
+            }
+            for (i, id) in e.inflight.iter_mut().zip(ids_inflight) {
+                i.delivery.store_id = id;
+            }
+        }
+    }
+
+    /// A session got a connection (`finish_connect`): logged whole if it became
+    /// persistent here, reopened (with its new will) if it was logged, ended in the log
+    /// if it no longer outlives its connection.
+    pub(super) fn log_connected(&mut self, sid: SessionId) {
+        if !self.logging() {
+            return;
+        }
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        match (s.is_persistent(), s.store_key != 0) {
+            (true, false) => self.log_new_session(sid, 0),
+            (true, true) => {
+                self.log_reopened(sid);
+                self.log_will(sid);
+            }
+            (false, true) => {
+                self.log_session_ended(sid, EndReason::Discarded);
+                self.set_durable_interest(sid, false);
+            }
+            (false, false) => {}
+        }
+    }
+
+    /// From a moved session's new shard: its copy is durable there, so this shard's
+    /// log ends its own (unless the session came back and was logged anew meanwhile).
+    pub(super) fn on_moved_durable(&mut self, key: u64) {
+        let held = self
+            .durable
+            .driver
+            .as_ref()
+            .is_some_and(|d| d.store().state().session(SessionKey(key)).is_some());
+        let here = self.sessions_by_key(key);
+        if held && !here {
+            self.log(&Record::SessionEnded {
+                session: SessionKey(key),
+                reason: EndReason::Moved,
+            });
+        }
+    }
+
+    /// Stores `m` in the log once per call of `log_new_session`.
+    fn store_message(
+        &mut self,
+        stored: &mut HashMap<*const Message, u64>,
+        m: &std::sync::Arc<Message>,
+    ) -> u64 {
+        let ptr = std::sync::Arc::as_ptr(m);
+        if let Some(&id) = stored.get(&ptr) {
+            return id;
+        }
+        let Some(d) = self.durable.driver.as_mut() else {
+            return 0;
+        };
+        let id = d.allocate_msg_id();
+        // Settling a session's own state is not refused for room here: it is what the
+        // session held already.
+        self.log(&Record::MessageStored {
+            id,
+            message: message_data(m),
+        });
+        stored.insert(ptr, id.0);
+        id.0
+    }
+
+    /// Logs the session's will if it is one to keep (a persistent session's, with a
+    /// delay), clearing a logged one otherwise.
+    pub(super) fn log_will(&mut self, sid: SessionId) {
+        let Some(d) = self.durable.driver.as_ref() else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if s.store_key == 0 {
+            return;
+        }
+        let key = SessionKey(s.store_key);
+        let logged = d
+            .store()
+            .state()
+            .session(key)
+            .is_some_and(|x| x.will.is_some());
+        let persistent = s.is_persistent();
+        let will = s.extra_opt_mut().and_then(|e| e.will.take());
+        match &will {
+            Some(w) if w.delay_s > 0 && persistent => {
+                let rec = Record::WillSet {
+                    session: key,
+                    will: crate::store::record::WillData {
+                        delay_s: w.delay_s,
+                        expiry_s: w.expiry_s,
+                        qos: w.msg.qos,
+                        retain: w.msg.retain,
+                        content: Content {
+                            topic: w.msg.topic(),
+                            props: w.msg.props(),
+                            payload: w.msg.payload(),
+                        },
+                    },
+                };
+                // A will the log refuses (a full budget) is kept in memory only.
+                let _ = self.log(&rec);
+            }
+            _ if logged => {
+                self.log(&Record::WillCleared { session: key });
+            }
+            _ => {}
+        }
+        if let Some(e) = self.sessions.get_mut(sid).and_then(|s| s.extra_opt_mut()) {
+            e.will = will;
+        }
+    }
+
+    /// Clears the session's logged will (published or discarded).
+    pub(super) fn log_will_gone(&mut self, key: u64) {
+        let Some(d) = self.durable.driver.as_ref() else {
+            return;
+        };
+        let logged = d
+            .store()
+            .state()
+            .session(SessionKey(key))
+            .is_some_and(|x| x.will.is_some());
+        if logged {
+            self.log(&Record::WillCleared {
+                session: SessionKey(key),
+            });
+        }
+    }
+
+    /// Logs that session `sid` ended (`why`) and forgets its key; its subscriptions no
+    /// longer count as durable interest.
+    pub(super) fn log_session_ended(&mut self, sid: SessionId, why: EndReason) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let key = std::mem::take(&mut s.store_key);
+        if key != 0 {
+            self.log(&Record::SessionEnded {
+                session: SessionKey(key),
+                reason: why,
+            });
+        }
+    }
+
+    /// Logs that session `sid`'s client went away: when it expires, when its will is due.
+    pub(super) fn log_offline(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        if s.store_key == 0 {
+            return;
+        }
+        let e = s.extra();
+        let rec = Record::SessionOffline {
+            session: SessionKey(s.store_key),
+            expires_at: self.durable.deadline(e.and_then(|e| e.expires_at_ms)),
+            will_at: self.durable.deadline(e.and_then(|e| e.will_at_ms)),
+        };
+        self.log(&rec);
+    }
+
+    /// Logs that session `sid` is open again (same key), with its current expiry.
+    pub(super) fn log_reopened(&mut self, sid: SessionId) {
+        let Some(d) = self.durable.driver.as_ref() else {
+            return;
+        };
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        let key = SessionKey(s.store_key);
+        let last = d.store().state().session(key).map_or(0, |x| x.opened_at_ms);
+        let client_id: Box<str> = (*s.client_id).into();
+        let rec = Record::SessionOpened {
+            session: key,
+            client_id: &client_id,
+            protocol: s.version,
+            expiry_interval_s: s.expiry_interval,
+            opened_at_ms: wall_ms().max(last + 1),
+        };
+        self.log(&rec);
+    }
+
+    /// When session `sid` was last opened, as this shard's log says (0: not logged).
+    pub(super) fn logged_open(&self, sid: SessionId) -> u64 {
+        let (Some(d), Some(s)) = (self.durable.driver.as_ref(), self.sessions.get(sid)) else {
+            return 0;
+        };
+        d.store()
+            .state()
+            .session(SessionKey(s.store_key))
+            .map_or(0, |x| x.opened_at_ms)
+    }
+
+    /// Whether a session here holds log key `key`.
+    fn sessions_by_key(&self, key: u64) -> bool {
+        self.durable
+            .driver
+            .as_ref()
+            .and_then(|d| d.store().state().session(SessionKey(key)))
+            .and_then(|x| self.sessions.find(&x.client_id))
+            .and_then(|sid| self.sessions.get(sid))
+            .is_some_and(|s| s.store_key == key)
+    }
+
+    /// Counts session `sid`'s plain subscriptions as durable interest (or no longer).
+    pub(super) fn set_durable_interest(&mut self, sid: SessionId, on: bool) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if s.durable == on {
+            return;
+        }
+        s.durable = on;
+        let refs: Vec<_> = s.subs().filter(|r| r.share.is_none()).collect();
+        for r in refs {
+            self.durable_interest_of(r.node, on);
+        }
+    }
+
+    /// Durable interest in the plain filter at `node`, added or taken away.
+    pub(super) fn durable_interest_of(&mut self, node: super::topics::NodeId, add: bool) {
+        if self.peers.count == 1 {
+            return;
+        }
+        let filter = self.routes.subs.path_of(node);
+        let prefix = super::interest::interest_prefix(&filter, self.config().route_depth);
+        self.interest.advertise_durable(prefix, add, &mut self.mail);
+    }
+
+    /// The subscriptions of session `sid`, spelled out.
+    pub(super) fn session_subs(&mut self, sid: SessionId) -> Vec<super::session::Subscription> {
+        let refs: Vec<_> = self
+            .sessions
+            .get(sid)
+            .map(|s| s.subs().collect())
+            .unwrap_or_default();
+        self.spell_out_subs(sid, &refs)
+    }
+
+    /// A message for this shard's durable sessions from another shard that waits for an
+    /// answer (`ticket`): answered once what this shard logged is durable.
+    pub(super) fn answer_when_durable(
+        &mut self,
+        io: &mut Io,
+        to: usize,
+        ticket: Ticket,
+        src: &Src<'_>,
+    ) {
+        self.park(io, Then::Answer { to, ticket }, Some(src));
+    }
+}
