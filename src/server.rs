@@ -176,6 +176,10 @@ fn announcement(
     )
 }
 
+/// What the shards start from after recovery: one plan per shard, and the highest
+/// retained-message version logged.
+type Recovered = (Vec<Recovery>, u64);
+
 /// The store's configuration from the settings: the disk budget is shared equally by
 /// the shards.
 pub fn store_config(s: &Settings) -> StoreConfig {
@@ -199,9 +203,7 @@ pub fn store_config(s: &Settings) -> StoreConfig {
 /// What the shards start from: nothing with `--durability none`; else the data
 /// directory locked, and what each shard's log holds (recovered, repaired, dealt out
 /// again if the shard count changed). An error names the file and offset at fault.
-fn open_data(
-    settings: &Settings,
-) -> Result<(Option<DirLock>, Option<(Vec<Recovery>, u64)>), String> {
+fn open_data(settings: &Settings) -> Result<(Option<DirLock>, Option<Recovered>), String> {
     if settings.durability == DurabilityMode::None {
         return Ok((None, None));
     }
@@ -361,7 +363,7 @@ fn start_shards(
     settings: &Settings,
     cfg: Arc<ShardConfig>,
     figures: &[ShardFigures],
-    recovered: Option<(Vec<Recovery>, u64)>,
+    recovered: Option<Recovered>,
 ) -> Result<Shards, String> {
     let n = settings.shards();
     let shared = shared(settings, figures)?;

@@ -21,6 +21,9 @@ const FLAGS: &[&str] = &[
     "--max-connections",
     "--max-packet-size",
     "--data-dir",
+    "--durability",
+    "--fsync-interval",
+    "--max-data-bytes",
     "--max-queued-messages",
     "--max-inflight",
     "--sys-interval",
@@ -100,6 +103,18 @@ fn bad_cores_and_shards_fail_with_a_clear_message() {
         (&["--shards", "129"], "--shards 129: must be 1 to 128"),
         (&["--mqtt", "none", "--ws", "none"], "listen nowhere"),
         (&["--mqtt", "localhost"], "no port"),
+        (
+            &["--durability", "sometimes"],
+            "expected `fsync`, `write` or `none`",
+        ),
+        (
+            &["--fsync-interval", "0"],
+            "--fsync-interval 0: must be 1 to 60000 ms",
+        ),
+        (
+            &["--max-data-bytes", "1000", "--shards", "2"],
+            "--max-data-bytes 1000: must be at least 131072 bytes",
+        ),
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

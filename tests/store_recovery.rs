@@ -87,7 +87,11 @@ fn client_turn(store: &mut ShardStore, client: &str, n: u64) {
             pkid: 1,
             delivery: delivery(msg),
         },
-        Record::InboundAdded { session, pkid: 9 },
+        Record::InboundAdded {
+            session,
+            pkid: 9,
+            id: n,
+        },
     ];
     for r in &recs {
         store.append(r).unwrap();
@@ -342,6 +346,7 @@ fn no_space_refuses_growth_keeps_what_was_acknowledged_and_recovers_on_a_good_wr
     let grow = Record::InboundAdded {
         session: key,
         pkid: 10,
+        id: 10,
     };
     assert_eq!(
         store.append(&grow),
@@ -495,4 +500,32 @@ fn recovery_reports_its_figures() {
     // Every record and commit of the three turns.
     assert_eq!(stats.records, lsn.0);
     assert!(o.stores[0].durable_lsn() == lsn && o.stores[0].is_durable(Lsn(1)));
+}
+
+#[test]
+fn empty_segments_made_ahead_of_need_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (o, _) = shard_with_turns(tmp.path(), 3);
+    let full = merged(&o.stores);
+    let dir = o.shard_dirs[0].clone();
+    drop(o);
+    // A driver keeps the next segments created before they are needed; a crash leaves
+    // them empty.
+    for seq in [2, 3] {
+        fs::write(dir.join(StoreFile::Segment(seq).name()), b"").unwrap();
+    }
+    let o = open_dir(tmp.path(), 1);
+    assert_eq!(merged(&o.stores), full);
+    assert!(!dir.join(StoreFile::Segment(3).name()).exists(), "deleted");
+    drop(o);
+    // With nothing written at all, too.
+    let tmp = tempfile::tempdir().unwrap();
+    let o = open_dir(tmp.path(), 1);
+    let dir = o.shard_dirs[0].clone();
+    drop(o);
+    for seq in [1, 2] {
+        fs::write(dir.join(StoreFile::Segment(seq).name()), b"").unwrap();
+    }
+    let o = open_dir(tmp.path(), 1);
+    assert!(merged(&o.stores).sessions.is_empty());
 }

@@ -408,10 +408,28 @@ impl Broker {
     /// Removes a session from this shard (its subscriptions leave the topic table, its
     /// log ends it for `why`) and returns it. The registry is not told.
     pub(super) fn take_session(&mut self, sid: SessionId, why: EndReason) -> Option<Session> {
+        // QoS 2 messages of a logged session never released: the sessions that got
+        // them forget them.
+        let pending: Vec<u64> = match self.sessions.get(sid) {
+            Some(s) if s.store_key != 0 => s
+                .extra()
+                .map(|e| {
+                    e.inbound_qos2
+                        .iter()
+                        .map(|i| i.1)
+                        .filter(|&id| id != 0)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         self.log_session_ended(sid, why);
         let mut session = self.sessions.remove(sid)?;
-        if session.conn.is_some() {
-            self.pressure.waiting = self.pressure.waiting.saturating_sub(session.queue_len());
+        for id in pending {
+            self.on_peer_released(id);
+            for to in self.peers.others() {
+                self.mail.outbox.push((to, Msg::PeerReleased { id }));
+            }
         }
         for sub in session.take_subs() {
             if session.durable && sub.share.is_none() {

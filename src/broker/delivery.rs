@@ -44,6 +44,11 @@ pub(super) struct Src<'a> {
     pub ticket: Option<Ticket>,
     /// Answers asked for.
     pub waits: u32,
+    /// A QoS 2 message from a persistent session's client: the id it got, which goes
+    /// with it to every shard (see `Msg::Publish`).
+    pub exact: Option<u64>,
+    /// A copy sent again: only persistent sessions that never got it get it.
+    pub again: bool,
 }
 
 impl<'a> Src<'a> {
@@ -74,11 +79,22 @@ impl<'a> Src<'a> {
             refused: false,
             ticket: None,
             waits: 0,
+            exact: None,
+            again: false,
         }
     }
 
     /// A routing the log refused before anything was delivered (no message).
     pub(super) fn refused() -> Src<'static> {
+        Src {
+            refused: true,
+            ..Src::nothing()
+        }
+    }
+
+    /// No message: what collects answers from other shards for something else (a
+    /// release).
+    pub(super) fn nothing() -> Src<'static> {
         Src {
             topic: "",
             props: &[],
@@ -92,9 +108,11 @@ impl<'a> Src<'a> {
             track: false,
             store_id: 0,
             logged: false,
-            refused: true,
+            refused: false,
             ticket: None,
             waits: 0,
+            exact: None,
+            again: false,
         }
     }
 
@@ -124,9 +142,13 @@ impl Broker {
         from: usize,
         m: &Arc<Message>,
         ticket: Option<Ticket>,
+        origin: Option<u64>,
+        again: bool,
     ) {
         let mut src = Src::from_arc(m, from);
         src.track = ticket.is_some();
+        src.exact = origin.filter(|_| self.logging());
+        src.again = again;
         self.deliver_local(io, &mut src, None);
         self.answer(io, from, ticket, &src);
     }
@@ -159,6 +181,8 @@ impl Broker {
     pub(super) fn deliver_forwarded(&mut self, io: &mut Io, from: usize, f: Forward) {
         let mut src = Src::from_arc(&f.msg, from);
         src.track = f.ticket.is_some();
+        src.exact = f.origin.filter(|_| self.logging());
+        src.again = f.again;
         // Gone on (or ended) meanwhile: the move after this one forwards what it holds,
         // not this.
         if let Some(sid) = self.sessions.find(&f.client_id) {
@@ -201,6 +225,7 @@ impl Broker {
                 // Whoever waits for this delivery to be durable waits for `to` too.
                 let ticket = (src.track && qos != QoS::AtMostOnce && self.logging())
                     .then(|| self.wait_answer(src));
+                let (origin, again) = (src.exact, src.again);
                 let fwd = Msg::Forward(Box::new(Forward {
                     client_id,
                     msg,
@@ -208,6 +233,8 @@ impl Broker {
                     retain,
                     sub_ids,
                     ticket,
+                    origin,
+                    again,
                 }));
                 io.send_to_shard(to, fwd);
             }
@@ -228,6 +255,19 @@ impl Broker {
         }
         let key = s.store_key;
         let persistent = s.is_persistent();
+        if src.again && key == 0 {
+            // A copy sent again goes only where it is logged whether it came.
+            return;
+        }
+        if let Some(id) = src.exact
+            && key != 0
+            && !self.see(key, id, src)
+        {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
         // A closing connection counts as gone: a session that outlives it keeps the
         // message, one that ends with it has nowhere to keep it.
         let Some(conn) = s.conn.filter(|&c| io.is_open(c)) else {
@@ -303,14 +343,20 @@ impl Broker {
             // (or one behind another that waits) goes out once that is durable.
             self.log_sent(key, pkid, &delivery);
             src.logged = true;
+            let wait = qos == QoS::ExactlyOnce || self.sends_waiting(conn);
+            let state = if wait {
+                OutState::Logged(conn)
+            } else {
+                OutState::Published
+            };
             if let Some(e) = self.sessions.get_mut(sid).map(|s| s.extra_mut()) {
                 e.inflight.push_back(Inflight {
                     pkid,
-                    state: OutState::Published,
+                    state,
                     delivery,
                 });
             }
-            if qos == QoS::ExactlyOnce || self.sends_waiting(conn) {
+            if wait {
                 self.park(io, Then::Deliver { conn, sid, pkid }, None);
                 return;
             }

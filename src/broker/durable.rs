@@ -44,10 +44,10 @@ use crate::store::{AppendError, Lsn, MsgId, Record, SessionKey};
 /// An acknowledgement to a client that waits for durability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ack {
-    PubAck(u16),
-    PubRec(u16),
-    PubRel(u16),
-    PubComp(u16),
+    Puback(u16),
+    Pubrec(u16),
+    Pubrel(u16),
+    Pubcomp(u16),
 }
 
 /// What happens once the records it depends on are durable.
@@ -153,6 +153,9 @@ pub(super) struct Durable {
     /// The LSN durable when the waiters were last looked at.
     seen_durable: Lsn,
 }
+
+/// QoS 2 message ids a session remembers having got (see `Broker::see`).
+const MAX_SEEN: usize = 1024;
 
 /// Milliseconds since the Unix epoch.
 pub(super) fn wall_ms() -> u64 {
@@ -543,10 +546,10 @@ impl Broker {
             properties: Properties::EMPTY,
         };
         let pkt = match ack {
-            Ack::PubAck(p) => Packet::PubAck(r(p)),
-            Ack::PubRec(p) => Packet::PubRec(r(p)),
-            Ack::PubRel(p) => Packet::PubRel(r(p)),
-            Ack::PubComp(p) => Packet::PubComp(r(p)),
+            Ack::Puback(p) => Packet::PubAck(r(p)),
+            Ack::Pubrec(p) => Packet::PubRec(r(p)),
+            Ack::Pubrel(p) => Packet::PubRel(r(p)),
+            Ack::Pubcomp(p) => Packet::PubComp(r(p)),
         };
         self.writer.packet(io, conn, version, &pkt);
     }
@@ -656,7 +659,8 @@ impl Broker {
     /// A delivery that waited for its packet id to be durable goes out now, if the
     /// session still has it in flight on the same connection.
     fn send_parked_delivery(&mut self, io: &mut Io, conn: ConnKey, sid: SessionId, pkid: u16) {
-        use super::writer::{Out, Recipient, View};
+        use super::session::OutState;
+        use super::writer::{Out, Recipient, View, Written};
         let Some(s) = self.sessions.get(sid) else {
             return;
         };
@@ -667,19 +671,25 @@ impl Broker {
         let Some(i) = s
             .extra()
             .and_then(|e| e.inflight.iter().find(|i| i.pkid == pkid))
+            .filter(|i| i.state == OutState::Logged(conn))
         else {
             return;
         };
         let q = i.delivery.clone();
         let to = Recipient::of(io, conn, version);
         let out = Out::of(&q, pkid, false);
-        self.writer.publish(io, to, &View::of(&q.msg), out);
+        match self.writer.publish(io, to, &View::of(&q.msg), out) {
+            Written::Sent => self.set_published(sid, pkid),
+            Written::TooLarge => self.drop_inflight(sid, pkid),
+            // The connection is going: the next one's resend writes it.
+            Written::NotSent => {}
+        }
     }
 
     /// Logs session `sid` whole under a new key (it became persistent here, or moved
     /// here): open, subscriptions, will, queue, in flight, inbound ids, and its offline
     /// deadlines. `opened_after_ms`: its last open elsewhere, which this one must follow.
-    pub(super) fn log_new_session(&mut self, sid: SessionId, opened_after_ms: u64) {
+    pub(super) fn log_new_session(&mut self, sid: SessionId, opened_after_ms: u64, seen: &[u64]) {
         let Some(d) = self.durable.driver.as_mut() else {
             return;
         };
@@ -792,8 +802,15 @@ impl Broker {
                 });
             }
         }
-        for pkid in inbound {
-            self.log(&Record::InboundAdded { session: key, pkid });
+        for (pkid, id) in inbound {
+            self.log(&Record::InboundAdded {
+                session: key,
+                pkid,
+                id,
+            });
+        }
+        for &id in seen {
+            self.log(&Record::Seen { session: key, id });
         }
         if let Some((expires, will_at)) = offline {
             let rec = Record::SessionOffline {
@@ -825,7 +842,7 @@ impl Broker {
             return;
         };
         match (s.is_persistent(), s.store_key != 0) {
-            (true, false) => self.log_new_session(sid, 0),
+            (true, false) => self.log_new_session(sid, 0, &[]),
             (true, true) => {
                 self.log_reopened(sid);
                 self.log_will(sid);
@@ -1009,6 +1026,17 @@ impl Broker {
             .map_or(0, |x| x.opened_at_ms)
     }
 
+    /// The QoS 2 message ids session `sid` got, as this shard's log says.
+    pub(super) fn logged_seen(&self, sid: SessionId) -> Vec<u64> {
+        let (Some(d), Some(s)) = (self.durable.driver.as_ref(), self.sessions.get(sid)) else {
+            return Vec::new();
+        };
+        d.store()
+            .state()
+            .session(SessionKey(s.store_key))
+            .map_or_else(Vec::new, |x| x.seen.clone())
+    }
+
     /// Whether a session here holds log key `key`.
     fn sessions_by_key(&self, key: u64) -> bool {
         self.durable
@@ -1053,6 +1081,73 @@ impl Broker {
             .map(|s| s.subs().collect())
             .unwrap_or_default();
         self.spell_out_subs(sid, &refs)
+    }
+
+    /// Whether logged session `key` got QoS 2 message `id` already (false), else logs
+    /// that it gets it now (true).
+    pub(super) fn see(&mut self, key: u64, id: u64, src: &mut Src<'_>) -> bool {
+        let seen = self.durable.driver.as_ref().is_some_and(|d| {
+            d.store()
+                .state()
+                .session(SessionKey(key))
+                .is_some_and(|s| s.seen.contains(&id))
+        });
+        if seen {
+            return false;
+        }
+        // Bounded: the oldest is forgotten (its publisher has long been answered).
+        let oldest = self.durable.driver.as_ref().and_then(|d| {
+            let s = d.store().state().session(SessionKey(key))?;
+            (s.seen.len() >= MAX_SEEN).then(|| s.seen[0])
+        });
+        if let Some(old) = oldest {
+            self.log(&Record::SeenReleased { id: old });
+        }
+        if self.log(&Record::Seen {
+            session: SessionKey(key),
+            id,
+        }) {
+            src.logged = true;
+        }
+        true
+    }
+
+    /// The id of a QoS 2 message a persistent session's client sent: a digest of the
+    /// client id, packet id, topic and payload, so that the copy the client sends again
+    /// (after a restart that lost what its session logged, say) gets the same id
+    /// wherever it arrives and is not delivered twice to a session that got it.
+    pub(super) fn exact_id(client_id: &str, pkid: u16, topic: &str, payload: &[u8]) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [client_id.as_bytes(), topic.as_bytes()] {
+            h.update((part.len() as u32).to_be_bytes());
+            h.update(part);
+        }
+        h.update(pkid.to_be_bytes());
+        h.update(payload);
+        let d = h.finalize();
+        // 0 means no id.
+        u64::from_be_bytes(d[..8].try_into().unwrap_or_default()).max(1)
+    }
+
+    /// The publisher released QoS 2 message `id`: every shard's sessions forget it.
+    pub(super) fn release_seen(&mut self, io: &mut Io, id: u64) {
+        self.on_peer_released(id);
+        for to in self.peers.others() {
+            io.send_to_shard(to, Msg::PeerReleased { id });
+        }
+    }
+
+    /// Message `id` was released: the sessions here that got it forget it.
+    pub(super) fn on_peer_released(&mut self, id: u64) {
+        let seen = self
+            .durable
+            .driver
+            .as_ref()
+            .is_some_and(|d| d.store().state().is_seen(id));
+        if seen {
+            self.log(&Record::SeenReleased { id });
+        }
     }
 
     /// A message for this shard's durable sessions from another shard that waits for an

@@ -281,7 +281,13 @@ impl Broker {
     /// A message from shard `from` (or from this shard itself, through `Mail::local`).
     pub(super) fn handle_msg(&mut self, io: &mut Io, from: usize, msg: Msg) {
         match msg {
-            Msg::Publish { msg, ticket } => self.deliver_remote(io, from, &msg, ticket),
+            Msg::Publish {
+                msg,
+                ticket,
+                origin,
+                again,
+            } => self.deliver_remote(io, from, &msg, ticket, origin, again),
+            Msg::PeerReleased { id } => self.on_peer_released(id),
             Msg::ShareDeliver { share, msg, ticket } => {
                 self.deliver_share(io, from, &share, &msg, ticket)
             }

@@ -26,6 +26,12 @@ pub enum Msg {
     Publish {
         msg: Arc<Message>,
         ticket: Option<Ticket>,
+        /// A QoS 2 message from a persistent session's client: the id it got, so that
+        /// a copy sent again (after a restart) is not delivered twice to a session.
+        origin: Option<u64>,
+        /// A copy the publisher sent again: only persistent sessions that never got it
+        /// get it.
+        again: bool,
     },
     /// Deliver to one member of the shared-subscription group `share` (`$share/g/f`);
     /// a ticket as for `Publish`.
@@ -46,6 +52,9 @@ pub enum Msg {
     /// `ticket` (and for everything before) is durable; `refused`: the sender could not
     /// log it (its disk is full), so it is not promised.
     Durable { ticket: Ticket, refused: bool },
+    /// The publisher released QoS 2 message `id` (PUBREL): no copy of it comes again,
+    /// so the sessions that got it may forget it.
+    PeerReleased { id: u64 },
     /// To a moved session's old shard: its new shard has made the session durable; the
     /// old shard's log may end it there (key `key` in that log).
     MovedDurable { key: u64 },
@@ -153,6 +162,9 @@ pub struct Forward {
     pub sub_ids: SubIds,
     /// Answer `Durable` to the forwarding shard once the delivery is durable here.
     pub ticket: Option<Ticket>,
+    /// As for `Msg::Publish`.
+    pub origin: Option<u64>,
+    pub again: bool,
 }
 
 impl From<JobDone> for Msg {

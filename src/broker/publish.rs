@@ -89,12 +89,14 @@ impl Broker {
         let resolved = resolve_topic(client, &p, max_alias, &mut topic_buf);
         // A QoS 2 PUBLISH whose id waits for PUBREL was delivered already (MQTT 4.3.3,
         // MQTT-4.3.3-9): answered again, not delivered twice.
-        let (duplicate, waiting) = match self.sessions.get(sid) {
-            Some(s) if p.qos == QoS::ExactlyOnce => s.extra().map_or((false, 0), |e| {
-                (e.inbound_qos2.contains(&p.pkid), e.inbound_qos2.len())
+        let (inbound, waiting) = match self.sessions.get(sid) {
+            Some(s) if p.qos == QoS::ExactlyOnce => s.extra().map_or((None, 0), |e| {
+                let found = e.inbound_qos2.iter().find(|i| i.0 == p.pkid).map(|i| i.1);
+                (found, e.inbound_qos2.len())
             }),
-            _ => (false, 0),
+            _ => (None, 0),
         };
+        let duplicate = inbound.is_some();
         // MQTT-3.3.4-8: more QoS 2 messages unreleased than the Receive Maximum the
         // broker gave in CONNACK.
         let over_receive_maximum =
@@ -109,8 +111,8 @@ impl Broker {
         }
         let ack = match p.qos {
             QoS::AtMostOnce => None,
-            QoS::AtLeastOnce => Some(Ack::PubAck(p.pkid)),
-            QoS::ExactlyOnce => Some(Ack::PubRec(p.pkid)),
+            QoS::AtLeastOnce => Some(Ack::Puback(p.pkid)),
+            QoS::ExactlyOnce => Some(Ack::Pubrec(p.pkid)),
         };
         // The log refuses what grows the durable state (full disk or budget): a message
         // that would be logged is refused before it reaches anyone; a retained QoS 0 one
@@ -126,6 +128,57 @@ impl Broker {
             retain = false;
         }
         let mut logged_inbound = false;
+        // A persistent session's QoS 2 message gets an id that goes with it everywhere,
+        // so that a copy its client sends again is delivered once per session.
+        let store_key = self.sessions.get(sid).map_or(0, |s| s.store_key);
+        let exact = match inbound {
+            Some(id) if id != 0 => Some(id),
+            Some(_) => None,
+            None if p.qos == QoS::ExactlyOnce && store_key != 0 => {
+                let client_id = self.sessions.get(sid).map_or("", |s| &*s.client_id);
+                Some(Self::exact_id(client_id, p.pkid, &topic_buf, p.payload))
+            }
+            None => None,
+        };
+        if duplicate && exact.is_some() {
+            // Delivered here already; the shards that log deliveries get it again and
+            // deliver it only if they never did, and the PUBREC waits for them.
+            let mut fwd = std::mem::take(&mut self.scratch.fwd);
+            fwd.clear();
+            let expiry = if version == Version::V5 {
+                forward_props(p.properties, &mut fwd)
+            } else {
+                None
+            };
+            let mut src = Src {
+                topic: &topic_buf,
+                props: &fwd,
+                payload: p.payload,
+                qos: p.qos,
+                retain: p.retain,
+                expires_at: expiry.map(|s| Instant::now() + Duration::from_secs(s as u64)),
+                origin: Some((self.peers.id, sid)),
+                via: self.peers.id,
+                shared: None,
+                track: self.logging(),
+                store_id: 0,
+                logged: false,
+                refused: false,
+                ticket: None,
+                waits: 0,
+                exact,
+                again: true,
+            };
+            self.route_again(io, &mut src);
+            if let Some(ack) = ack {
+                self.acknowledge(io, key, ack, Some(&src));
+            }
+            self.scratch.fwd = fwd;
+            self.scratch.topic = topic_buf;
+            self.latency.note_publish();
+            self.pause_publisher_if_pressured(io, key);
+            return;
+        }
         if duplicate {
             self.scratch.topic = topic_buf;
         } else {
@@ -152,6 +205,8 @@ impl Broker {
                 refused: false,
                 ticket: None,
                 waits: 0,
+                exact,
+                again: false,
             };
             if retain {
                 self.retain(io, &mut src);
@@ -161,12 +216,14 @@ impl Broker {
                 && let Some(s) = self.sessions.get_mut(sid)
             {
                 let store_key = s.store_key;
-                s.extra_mut().inbound_qos2.push(p.pkid);
+                let id = exact.unwrap_or(0);
+                s.extra_mut().inbound_qos2.push((p.pkid, id));
                 // Logged, so a PUBLISH sent again after a restart is still a duplicate.
                 logged_inbound = store_key != 0
                     && self.log(&Record::InboundAdded {
                         session: SessionKey(store_key),
                         pkid: p.pkid,
+                        id,
                     });
             }
             src.logged |= logged_inbound;

@@ -77,12 +77,13 @@ impl Broker {
                 self.drain_queue(io, sid);
                 return;
             }
-            Some(i) => {
-                let first = e.inflight[i].state == OutState::Published;
+            Some(i) if e.inflight[i].state == OutState::Published => {
                 e.inflight[i].state = OutState::Released;
-                first
+                true
             }
-            None => return answer_release(&self.writer, io, key, version, true, pkid, false),
+            Some(i) if e.inflight[i].state == OutState::Released => false,
+            // Never sent on any connection: not for this PUBREC.
+            _ => return answer_release(&self.writer, io, key, version, true, pkid, false),
         };
         // The PUBREL goes once the release is durable: a restart then sends PUBREL
         // again, never the PUBLISH.
@@ -92,7 +93,7 @@ impl Broker {
                 session: SessionKey(store_key),
                 pkid,
             });
-        self.acknowledge_logged(io, key, Ack::PubRel(pkid), logged);
+        self.acknowledge_logged(io, key, Ack::Pubrel(pkid), logged);
     }
 
     /// PUBREL: an inbound QoS 2 message is released (PUBCOMP follows).
@@ -105,27 +106,25 @@ impl Broker {
             return;
         };
         let store_key = s.store_key;
-        let known = match s.extra_opt_mut().and_then(|e| {
-            let i = e.inbound_qos2.iter().position(|&p| p == pkid)?;
-            Some((e, i))
-        }) {
-            Some((e, i)) => {
-                e.inbound_qos2.swap_remove(i);
-                true
-            }
-            None => false,
-        };
-        if !known {
+        let released = s.extra_opt_mut().and_then(|e| {
+            let i = e.inbound_qos2.iter().position(|&(p, _)| p == pkid)?;
+            Some(e.inbound_qos2.swap_remove(i).1)
+        });
+        let Some(id) = released else {
             return answer_release(&self.writer, io, key, version, false, pkid, false);
-        }
+        };
         // PUBCOMP once the release is durable, so that the packet id, once reused, is
-        // never taken for the earlier message after a restart.
+        // never taken for the earlier message after a restart. The sessions that got
+        // the message may forget its id (no copy of it comes again).
         let logged = store_key != 0
             && self.log(&Record::InboundReleased {
                 session: SessionKey(store_key),
                 pkid,
             });
-        self.acknowledge_logged(io, key, Ack::PubComp(pkid), logged);
+        if id != 0 {
+            self.release_seen(io, id);
+        }
+        self.acknowledge_logged(io, key, Ack::Pubcomp(pkid), logged);
     }
 
     /// An acknowledgement that waits for what was just logged (`logged`), or for the
@@ -158,6 +157,18 @@ impl Broker {
         let to = Recipient::of(io, conn, version);
         for i in inflight {
             match i.state {
+                // Logged for this connection: it goes once durable (`Then::Deliver`).
+                OutState::Logged(c) if c == conn => {}
+                // Logged for an earlier connection and never written: a first send (its
+                // record is durable by the time a logged session's resend runs).
+                OutState::Logged(_) => {
+                    let out = Out::of(&i.delivery, i.pkid, false);
+                    match self.writer.publish(io, to, &View::of(&i.delivery.msg), out) {
+                        Written::Sent => self.set_published(sid, i.pkid),
+                        Written::TooLarge => self.drop_inflight(sid, i.pkid),
+                        Written::NotSent => return,
+                    }
+                }
                 OutState::Published => {
                     let view = View::of(&i.delivery.msg);
                     let out = Out::of(&i.delivery, i.pkid, true);
@@ -212,17 +223,22 @@ impl Broker {
             if store_key != 0 {
                 self.log_unqueued(store_key, &q, Unqueue::Sending);
                 self.log_sent(store_key, pkid, &q);
-                let qos = q.qos;
                 let out = Out::of(&q, pkid, false);
                 let msg = q.msg.clone();
+                let wait = q.qos == QoS::ExactlyOnce || self.sends_waiting(conn);
+                let state = if wait {
+                    OutState::Logged(conn)
+                } else {
+                    OutState::Published
+                };
                 if let Some(e) = self.sessions.get_mut(sid).map(|s| s.extra_mut()) {
                     e.inflight.push_back(Inflight {
                         pkid,
-                        state: OutState::Published,
+                        state,
                         delivery: q,
                     });
                 }
-                if qos == QoS::ExactlyOnce || self.sends_waiting(conn) {
+                if wait {
                     self.park(io, Then::Deliver { conn, sid, pkid }, None);
                     continue;
                 }
@@ -258,6 +274,15 @@ impl Broker {
 }
 
 impl Broker {
+    /// A delivery in flight was written to the client.
+    pub(super) fn set_published(&mut self, sid: SessionId, pkid: u16) {
+        if let Some(e) = self.sessions.get_mut(sid).and_then(|s| s.extra_opt_mut())
+            && let Some(i) = e.inflight_pos(pkid)
+        {
+            e.inflight[i].state = OutState::Published;
+        }
+    }
+
     /// Takes delivery `pkid` out of session `sid`'s in-flight window unacknowledged (it
     /// is larger than the client accepts), logged.
     pub(super) fn drop_inflight(&mut self, sid: SessionId, pkid: u16) {

@@ -249,10 +249,10 @@ impl Broker {
             e.inbound_qos2 = s.inbound_qos2.clone();
             let sid = self.sessions.add(session);
             for sub in &s.subscriptions {
-                if let Some(r) = self.add_subscription(sid, &sub.filter, sub.options, sub.sub_id) {
-                    if let Some(x) = self.sessions.get_mut(sid) {
-                        x.add_sub(r);
-                    }
+                if let Some(r) = self.add_subscription(sid, &sub.filter, sub.options, sub.sub_id)
+                    && let Some(x) = self.sessions.get_mut(sid)
+                {
+                    x.add_sub(r);
                 }
             }
             self.set_durable_interest(sid, true);

@@ -314,6 +314,32 @@ impl Broker {
         let mut groups = std::mem::take(&mut self.scratch.groups);
         groups.clear();
         self.deliver_local(io, src, Some(&mut groups));
+        self.route_remote(io, src, &mut groups, false);
+        self.scratch.groups = groups;
+    }
+
+    /// A QoS 2 message its persistent session's client sent again before it saw the
+    /// PUBREC (after a restart, say): it goes again to the persistent sessions here and
+    /// on the shards that log deliveries, and each that never got it gets it (see
+    /// `Msg::Publish`'s origin).
+    pub(super) fn route_again(&mut self, io: &mut Io, src: &mut Src<'_>) {
+        let mut groups = std::mem::take(&mut self.scratch.groups);
+        groups.clear();
+        src.again = true;
+        self.deliver_local(io, src, None);
+        self.route_remote(io, src, &mut groups, true);
+        self.scratch.groups = groups;
+    }
+
+    /// The other shards' part of `route`: the shards whose interest matches (only those
+    /// with durable interest, `durable_only`), and one member of each shared group.
+    fn route_remote(
+        &mut self,
+        io: &mut Io,
+        src: &mut Src<'_>,
+        groups: &mut Vec<(Arc<str>, bool, u128)>,
+        durable_only: bool,
+    ) {
         if self.peers.count > 1 {
             let mut mask = 0u128;
             let mut durable = 0u128;
@@ -328,6 +354,10 @@ impl Broker {
                 }
             });
             mask &= !(1u128 << self.peers.id);
+            if durable_only {
+                mask &= durable;
+                groups.clear();
+            }
             let overflow_limit = self.config().mesh_overflow_limit;
             while mask != 0 {
                 let to = mask.trailing_zeros() as usize;
@@ -340,8 +370,16 @@ impl Broker {
                 // durable, when an acknowledgement waits for that.
                 let ticket =
                     (src.track && durable & (1u128 << to) != 0).then(|| self.wait_answer(src));
+                let origin = ticket.and(src.exact);
                 let msg = src.shared();
-                io.send_to_shard(to, Msg::Publish { msg, ticket });
+                let again = src.again;
+                let publish = Msg::Publish {
+                    msg,
+                    ticket,
+                    origin,
+                    again,
+                };
+                io.send_to_shard(to, publish);
             }
         }
         // Shared subscriptions (MQTT 5 §4.8.2): each matching group gets the message
@@ -368,7 +406,6 @@ impl Broker {
                 io.send_to_shard(to, Msg::ShareDeliver { share, msg, ticket });
             }
         }
-        self.scratch.groups = groups;
     }
 
     /// Delivers to this shard's plain subscribers; collects shared groups that match into

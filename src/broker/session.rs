@@ -195,6 +195,10 @@ pub enum OutState {
     Published,
     /// QoS 2: PUBREL sent, waiting for PUBCOMP.
     Released,
+    /// Logged (a persistent session's) while its client was on connection `conn`, not
+    /// written yet: it goes out once its record is durable (see `durable`), or with the
+    /// resend of the next connection.
+    Logged(ConnKey),
 }
 
 /// An outgoing QoS 1/2 delivery that the client has not finished acknowledging.
@@ -328,8 +332,10 @@ pub struct SessionExtra {
     pub inflight: VecDeque<Inflight>,
     pub queue: VecDeque<Queued>,
     /// QoS 2 packet ids received and answered with PUBREC, waiting for PUBREL; a
-    /// PUBLISH with one of these ids is a duplicate and is not delivered again.
-    pub inbound_qos2: Vec<u16>,
+    /// PUBLISH with one of these ids is a duplicate and is not delivered again. With
+    /// each, the id its message got in a persistent session (0: none; see
+    /// `durable`).
+    pub inbound_qos2: Vec<(u16, u64)>,
     next_pkid: u16,
     pub will: Option<WillMsg>,
     /// A delayed will waits for this time (shard clock, ms).
@@ -386,6 +392,9 @@ impl SessionExtra {
 pub struct MovingSession {
     pub session: Session,
     pub subs: Vec<Subscription>,
+    /// Ids of QoS 2 messages the session got and their publishers have not released,
+    /// as its old shard's log says (see `durable`).
+    pub seen: Vec<u64>,
     /// When the session was last opened, as its old shard's log says (0: not logged
     /// there): the new shard's open must be later, so that of two logs holding it after
     /// a crash, the new one's wins.

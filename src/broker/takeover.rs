@@ -28,7 +28,7 @@
 use super::durable::Then;
 use super::msg::{Claimant, Handoff, Takeover};
 use super::registry::IdKey;
-use super::session::{Arrival, MovingSession, Session, SessionId};
+use super::session::{Arrival, MovingSession, OutState, Session, SessionId};
 use super::{Broker, Io, Msg};
 use crate::store::record::EndReason;
 
@@ -184,6 +184,7 @@ impl Broker {
     /// place a stub with the same subscriptions that forwards to `to`.
     pub(super) fn leave_stub(&mut self, sid: SessionId, to: usize) -> Option<MovingSession> {
         let opened_at_ms = self.logged_open(sid);
+        let seen = self.logged_seen(sid);
         let s = self.sessions.get_mut(sid)?;
         let mut stub = Session::new(&s.client_id, s.version);
         // The stub keeps the slot, and its id.
@@ -209,6 +210,7 @@ impl Broker {
         Some(MovingSession {
             session,
             subs,
+            seen,
             opened_at_ms,
         })
     }
@@ -225,6 +227,7 @@ impl Broker {
         let MovingSession {
             session: mut s,
             subs,
+            seen,
             opened_at_ms,
         } = moving;
         s.conn = None;
@@ -240,6 +243,11 @@ impl Broker {
             }
             for i in e.inflight.iter_mut() {
                 i.delivery.store_id = 0;
+                // Its connection was the old shard's: the next connection's resend
+                // writes it (marked DUP: the client may have had it).
+                if matches!(i.state, OutState::Logged(_)) {
+                    i.state = OutState::Published;
+                }
             }
         }
         let persistent = s.is_persistent();
@@ -261,7 +269,7 @@ impl Broker {
             }
         }
         if persistent && self.logging() {
-            self.log_new_session(sid, opened_at_ms);
+            self.log_new_session(sid, opened_at_ms, &seen);
         }
         if old_key != 0
             && let Some((old, _)) = stub

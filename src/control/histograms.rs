@@ -96,12 +96,15 @@ mod tests {
             tags,
             [
                 "shard0.publish_to_delivery",
+                "shard0.log_sync",
                 "shard0.mesh_hop",
                 "shard0.loop_turn",
                 "shard1.publish_to_delivery",
+                "shard1.log_sync",
                 "shard1.mesh_hop",
                 "shard1.loop_turn",
                 "merged.publish_to_delivery",
+                "merged.log_sync",
                 "merged.mesh_hop",
                 "merged.loop_turn",
             ]

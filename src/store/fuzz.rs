@@ -210,6 +210,7 @@ pub fn sample_segment() -> Vec<u8> {
             R::InboundAdded {
                 session: a,
                 pkid: 3,
+                id: 77,
             },
         ],
     );

@@ -255,8 +255,13 @@ pub enum Record<'a> {
         reason: Done,
     },
     /// QoS 2 in: a PUBLISH with `pkid` was delivered and answered with PUBREC; a
-    /// PUBLISH with this id is a duplicate until PUBREL comes.
-    InboundAdded { session: SessionKey, pkid: u16 },
+    /// PUBLISH with this id is a duplicate until PUBREL comes. `id` names the message
+    /// across shards and restarts (see [`Record::Seen`]).
+    InboundAdded {
+        session: SessionKey,
+        pkid: u16,
+        id: u64,
+    },
     /// QoS 2 in: PUBREL came for `pkid`.
     InboundReleased { session: SessionKey, pkid: u16 },
     /// The session's will (replacing any earlier one).
@@ -271,6 +276,13 @@ pub enum Record<'a> {
     RetainSet { version: u64, msg: MsgId },
     /// The topic's retained message was cleared, if `version` is newer than its.
     RetainCleared { version: u64, topic: &'a str },
+    /// The QoS 2 message `id` (the id its publisher's shard gave it with
+    /// [`Record::InboundAdded`]) was delivered to the session (in the same turn): a copy
+    /// its publisher sends again (after a restart, its session perhaps on another shard
+    /// by then) is not delivered to it twice.
+    Seen { session: SessionKey, id: u64 },
+    /// The publisher released message `id` (PUBREL): no copy of it comes again.
+    SeenReleased { id: u64 },
     /// Closes the records of one loop turn: recovery applies a turn only when its commit
     /// is there. `synced_through` is what had been synced when the turn was written, so a
     /// damaged record that a later commit says was synced is acknowledged data, never a
@@ -376,6 +388,8 @@ mod tag {
     pub const WILL_CLEARED: u8 = 15;
     pub const RETAIN_SET: u8 = 16;
     pub const RETAIN_CLEARED: u8 = 17;
+    pub const SEEN: u8 = 18;
+    pub const SEEN_RELEASED: u8 = 19;
     pub const COMMIT: u8 = 30;
     pub const SNAPSHOT_END: u8 = 31;
 }
@@ -449,10 +463,12 @@ impl<'a> Record<'a> {
             | Record::InboundAdded { session, .. }
             | Record::InboundReleased { session, .. }
             | Record::WillSet { session, .. }
+            | Record::Seen { session, .. }
             | Record::WillCleared { session } => Some(session),
             Record::MessageStored { .. }
             | Record::RetainSet { .. }
             | Record::RetainCleared { .. }
+            | Record::SeenReleased { .. }
             | Record::Commit { .. }
             | Record::SnapshotEnd { .. } => None,
         }
@@ -496,6 +512,8 @@ impl<'a> Record<'a> {
             | Record::Enqueued { .. }
             | Record::Unqueued { .. }
             | Record::WillCleared { .. }
+            | Record::Seen { .. }
+            | Record::SeenReleased { .. }
             | Record::RetainSet { .. }
             | Record::Commit { .. }
             | Record::SnapshotEnd { .. } => Ok(()),
@@ -514,14 +532,15 @@ impl<'a> Record<'a> {
             Record::Enqueued { delivery, .. } => 8 + delivery.len(),
             Record::Unqueued { .. } => 8 + 8 + 1,
             Record::Sent { delivery, .. } => 8 + 2 + delivery.len(),
-            Record::Released { .. }
-            | Record::InboundAdded { .. }
-            | Record::InboundReleased { .. } => 8 + 2,
+            Record::Released { .. } | Record::InboundReleased { .. } => 8 + 2,
+            Record::InboundAdded { .. } => 8 + 2 + 8,
             Record::InflightDone { .. } => 8 + 2 + 1,
             Record::WillSet { will, .. } => 8 + 4 + 1 + 4 + 1 + will.content.len(),
             Record::WillCleared { .. } => 8,
             Record::RetainSet { .. } => 8 + 8,
             Record::RetainCleared { topic, .. } => 8 + 2 + topic.len(),
+            Record::Seen { .. } => 8 + 8,
+            Record::SeenReleased { .. } => 8,
             Record::Commit { .. } | Record::SnapshotEnd { .. } => 8,
         }
     }
@@ -550,6 +569,8 @@ impl<'a> Record<'a> {
             Record::WillCleared { .. } => tag::WILL_CLEARED,
             Record::RetainSet { .. } => tag::RETAIN_SET,
             Record::RetainCleared { .. } => tag::RETAIN_CLEARED,
+            Record::Seen { .. } => tag::SEEN,
+            Record::SeenReleased { .. } => tag::SEEN_RELEASED,
             Record::Commit { .. } => tag::COMMIT,
             Record::SnapshotEnd { .. } => tag::SNAPSHOT_END,
         }
@@ -646,11 +667,14 @@ impl<'a> Record<'a> {
                 put_u16(out, pkid);
                 put_delivery(out, &delivery);
             }
-            Record::Released { session, pkid }
-            | Record::InboundAdded { session, pkid }
-            | Record::InboundReleased { session, pkid } => {
+            Record::Released { session, pkid } | Record::InboundReleased { session, pkid } => {
                 put_u64(out, session.0);
                 put_u16(out, pkid);
+            }
+            Record::InboundAdded { session, pkid, id } => {
+                put_u64(out, session.0);
+                put_u16(out, pkid);
+                put_u64(out, id);
             }
             Record::InflightDone {
                 session,
@@ -678,6 +702,11 @@ impl<'a> Record<'a> {
                 put_u64(out, version);
                 put_str(out, topic);
             }
+            Record::Seen { session, id } => {
+                put_u64(out, session.0);
+                put_u64(out, id);
+            }
+            Record::SeenReleased { id } => put_u64(out, id),
             Record::Commit { synced_through } => put_u64(out, synced_through.0),
             Record::SnapshotEnd { base_lsn } => put_u64(out, base_lsn.0),
         }
@@ -865,6 +894,7 @@ pub fn decode_body(body: &[u8]) -> Result<Record<'_>, RecordError> {
         tag::INBOUND_ADDED => Record::InboundAdded {
             session: r.key()?,
             pkid: r.pkid()?,
+            id: r.u64()?,
         },
         tag::INBOUND_RELEASED => Record::InboundReleased {
             session: r.key()?,
@@ -897,6 +927,11 @@ pub fn decode_body(body: &[u8]) -> Result<Record<'_>, RecordError> {
             version: r.u64()?,
             msg: MsgId(r.u64()?),
         },
+        tag::SEEN => Record::Seen {
+            session: r.key()?,
+            id: r.u64()?,
+        },
+        tag::SEEN_RELEASED => Record::SeenReleased { id: r.u64()? },
         tag::RETAIN_CLEARED => Record::RetainCleared {
             version: r.u64()?,
             topic: r.str(Field::Topic)?,
@@ -1094,6 +1129,7 @@ pub fn samples() -> Vec<Record<'static>> {
         Record::InboundAdded {
             session: key,
             pkid: 3,
+            id: 0x0123_4567_89ab_cdef,
         },
         Record::InboundReleased {
             session: key,
@@ -1122,6 +1158,13 @@ pub fn samples() -> Vec<Record<'static>> {
             synced_through: Lsn(41),
         },
         Record::SnapshotEnd { base_lsn: Lsn(40) },
+        Record::Seen {
+            session: key,
+            id: 0x0123_4567_89ab_cdef,
+        },
+        Record::SeenReleased {
+            id: 0x0123_4567_89ab_cdef,
+        },
     ]
 }
 
@@ -1147,7 +1190,7 @@ mod tests {
     #[test]
     fn every_record_round_trips() {
         let samples = samples();
-        assert_eq!(samples.len(), 19, "one sample per record kind");
+        assert_eq!(samples.len(), 21, "one sample per record kind");
         for (i, rec) in samples.iter().enumerate() {
             let bytes = frame(rec, 100 + i as u64);
             let got = decode_frame(&bytes).expect("decodes");

@@ -306,9 +306,8 @@ pub fn recover_shard(shard: u32, files: &dyn ShardFiles) -> Result<RecoveredShar
     let count = headerless_from;
     for (i, (seq, bytes)) in logs.iter().enumerate() {
         let name = StoreFile::Segment(*seq).name();
-        if *seq != expected_seq {
-            return Err(err(&name, 0, Problem::MissingSegment(expected_seq)));
-        }
+        // Checked before the numbering: a driver may have made more than one segment
+        // ahead of need, all empty.
         if i >= headerless_from {
             let e = Header::decode(bytes).err().unwrap_or(HeaderError::Magic);
             // A commit in it that says records from where it starts on were synced: a
@@ -318,6 +317,9 @@ pub fn recover_shard(shard: u32, files: &dyn ShardFiles) -> Result<RecoveredShar
             }
             obsolete.push(StoreFile::Segment(*seq));
             continue;
+        }
+        if *seq != expected_seq {
+            return Err(err(&name, 0, Problem::MissingSegment(expected_seq)));
         }
         expected_seq += 1;
         let header = Header::decode(bytes).map_err(|e| err(&name, 0, Problem::Header(e)))?;

@@ -140,8 +140,11 @@ pub struct Session {
     pub queue: VecDeque<Delivery>,
     /// In the order sent.
     pub inflight: VecDeque<Inflight>,
-    /// QoS 2 packet ids received and not yet released.
-    pub inbound_qos2: Vec<u16>,
+    /// QoS 2 packet ids received and not yet released, with the id each message got.
+    pub inbound_qos2: Vec<(u16, u64)>,
+    /// Ids of QoS 2 messages delivered to the session whose publisher has not released
+    /// them yet (see [`Record::Seen`]).
+    pub seen: Vec<u64>,
     /// The LSN of the record that created it.
     born: Lsn,
     /// The snapshot that has written it.
@@ -193,8 +196,11 @@ impl Session {
                 });
             }
         }
-        for &pkid in &self.inbound_qos2 {
-            each(Record::InboundAdded { session, pkid });
+        for &(pkid, id) in &self.inbound_qos2 {
+            each(Record::InboundAdded { session, pkid, id });
+        }
+        for &id in &self.seen {
+            each(Record::Seen { session, id });
         }
     }
 
@@ -296,6 +302,8 @@ pub struct State {
     unreferenced: Vec<MsgId>,
     pub(super) retained: Slab<Retained>,
     retained_by_topic: HashMap<Box<str>, usize>,
+    /// Which sessions have seen each QoS 2 message id (`Session::seen`).
+    seen: HashMap<u64, Vec<SessionKey>>,
     next_key: u64,
     next_msg: u64,
     retain_version: u64,
@@ -400,6 +408,9 @@ impl State {
             | Record::InboundAdded { .. }
             | Record::WillSet { .. }
             | Record::RetainSet { .. } => true,
+            Record::Seen { session, id } => {
+                self.session(*session).is_none_or(|s| !s.seen.contains(id))
+            }
             _ => false,
         }
     }
@@ -449,6 +460,7 @@ impl State {
                     queue: VecDeque::new(),
                     inflight: VecDeque::new(),
                     inbound_qos2: Vec::new(),
+                    seen: Vec::new(),
                     born: lsn,
                     mark: 0,
                 });
@@ -475,6 +487,9 @@ impl State {
                 let slot = self.slot(session)?;
                 self.preserve_session(slot);
                 let s = self.sessions.remove(slot);
+                for id in &s.seen {
+                    self.unsee(*id, session);
+                }
                 self.live_bytes -= s.image_len();
                 self.by_key.remove(&session);
                 self.by_client.remove(&s.client_id);
@@ -616,13 +631,16 @@ impl State {
                     self.release(done.delivery.msg);
                 }
             }
-            Record::InboundAdded { session, pkid } => {
+            Record::InboundAdded { session, pkid, .. } => {
                 let slot = self.slot(session)?;
-                if self.sessions[slot].inbound_qos2.contains(&pkid) {
+                if self.sessions[slot].inbound_qos2.iter().any(|i| i.0 == pkid) {
                     return Err(ApplyError::InboundExists(pkid));
                 }
+                let Record::InboundAdded { id, .. } = *rec else {
+                    unreachable!()
+                };
                 self.preserve_session(slot);
-                self.sessions[slot].inbound_qos2.push(pkid);
+                self.sessions[slot].inbound_qos2.push((pkid, id));
                 self.live_bytes += len(*rec);
             }
             Record::InboundReleased { session, pkid } => {
@@ -630,13 +648,13 @@ impl State {
                 let Some(i) = self.sessions[slot]
                     .inbound_qos2
                     .iter()
-                    .position(|&p| p == pkid)
+                    .position(|&(p, _)| p == pkid)
                 else {
                     return Err(ApplyError::UnknownInbound(pkid));
                 };
                 self.preserve_session(slot);
-                self.sessions[slot].inbound_qos2.swap_remove(i);
-                self.live_bytes -= len(Record::InboundAdded { session, pkid });
+                let (_, id) = self.sessions[slot].inbound_qos2.swap_remove(i);
+                self.live_bytes -= len(Record::InboundAdded { session, pkid, id });
             }
             Record::WillSet { session, will } => {
                 let slot = self.slot(session)?;
@@ -716,6 +734,24 @@ impl State {
                     self.live_bytes -= RETAIN_LEN;
                 }
             }
+            Record::Seen { session, id } => {
+                let slot = self.slot(session)?;
+                if !self.sessions[slot].seen.contains(&id) {
+                    self.preserve_session(slot);
+                    self.sessions[slot].seen.push(id);
+                    self.seen.entry(id).or_default().push(session);
+                    self.live_bytes += len(*rec);
+                }
+            }
+            Record::SeenReleased { id } => {
+                for session in self.seen.remove(&id).unwrap_or_default() {
+                    if let Some(&slot) = self.by_key.get(&session) {
+                        self.preserve_session(slot);
+                        self.sessions[slot].seen.retain(|&x| x != id);
+                        self.live_bytes -= len(Record::Seen { session, id });
+                    }
+                }
+            }
             Record::Commit { .. } | Record::SnapshotEnd { .. } => {
                 return Err(ApplyError::NotAChange);
             }
@@ -780,6 +816,21 @@ impl State {
     pub fn begin_snapshot(&mut self, shard: u32, seq: u64, base: Lsn) {
         self.snapshots_begun += 1;
         self.snapshot = Some(SnapshotWriter::new(shard, seq, base, self.snapshots_begun));
+    }
+
+    /// Whether any session here has seen QoS 2 message `id`.
+    pub fn is_seen(&self, id: u64) -> bool {
+        !self.seen.is_empty() && self.seen.contains_key(&id)
+    }
+
+    /// Forgets that `session` saw message `id` (it ended).
+    fn unsee(&mut self, id: u64, session: SessionKey) {
+        if let Some(keys) = self.seen.get_mut(&id) {
+            keys.retain(|&k| k != session);
+            if keys.is_empty() {
+                self.seen.remove(&id);
+            }
+        }
     }
 
     pub fn snapshot_in_progress(&self) -> bool {
@@ -866,7 +917,7 @@ impl State {
                     })
                     .collect();
                 subscriptions.sort();
-                let mut inbound_qos2 = s.inbound_qos2.clone();
+                let mut inbound_qos2: Vec<u16> = s.inbound_qos2.iter().map(|i| i.0).collect();
                 inbound_qos2.sort();
                 let view = SessionView {
                     protocol: s.protocol.level(),
@@ -1087,7 +1138,8 @@ fn with_session(rec: Record<'_>, key: SessionKey) -> Record<'_> {
         },
         Record::WillSet { will, .. } => Record::WillSet { session, will },
         Record::Released { pkid, .. } => Record::Released { session, pkid },
-        Record::InboundAdded { pkid, .. } => Record::InboundAdded { session, pkid },
+        Record::InboundAdded { pkid, id, .. } => Record::InboundAdded { session, pkid, id },
+        Record::Seen { id, .. } => Record::Seen { session, id },
         other => other,
     }
 }

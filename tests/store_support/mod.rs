@@ -527,7 +527,8 @@ impl World {
                 }
                 s.inbound_qos2.push(pkid);
                 s.inbound_qos2.sort();
-                self.append(Record::InboundAdded { session, pkid });
+                let id = u64::from(pkid) << 8 | client as u64;
+                self.append(Record::InboundAdded { session, pkid, id });
             }
             Event::InboundRelease { client, which } => {
                 let Some(session) = self.key(client) else {

@@ -278,6 +278,21 @@ impl<P: Protocol> Client<P> {
         }
     }
 
+    /// The next PUBACK's success, or why the connection ended first (rumqttc ends an
+    /// MQTT 5 connection on a PUBACK with a failure reason, naming the reason).
+    pub async fn puback_or_error(&mut self) -> Result<bool, String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.poll_seen(left).await {
+                Some(Seen::PubAck { success }) => return Ok(success),
+                Some(_) => {}
+                None if self.closed => return Err(format!("{:?}", self.error)),
+                None => panic!("{}: no PUBACK within {WAIT:?}", self.id),
+            }
+        }
+    }
+
     /// Waits for `n` PUBACKs (after publishes through `client` that did not wait).
     pub async fn wait_pubacks(&mut self, n: usize) {
         for _ in 0..n {
