@@ -109,6 +109,19 @@ pub struct SwarmArgs {
     /// Idle: subscribe each client to its own topic.
     #[arg(long)]
     pub subscribe_own: bool,
+    /// Persistent sessions: MQTT 3.1.1 clean session 0; MQTT 5 Clean Start 0 and a
+    /// Session Expiry Interval of --session-expiry. A reconnecting client resumes its
+    /// session (subscriptions kept, missed messages delivered).
+    #[arg(long)]
+    pub persistent: bool,
+    /// MQTT 5 Session Expiry Interval (seconds) of --persistent sessions.
+    #[arg(long, default_value_t = 3600)]
+    pub session_expiry: u32,
+    /// Every client leaves (DISCONNECT, once its publishes are acknowledged) about this
+    /// many seconds after it is ready, and connects again at once: with --persistent,
+    /// it resumes its session. 0: never.
+    #[arg(long, default_value_t = 0.0)]
+    pub reconnect_every: f64,
     /// The broker's process id: report its memory (and CPU) beside the results.
     #[arg(long)]
     pub broker_pid: Option<u32>,
@@ -338,6 +351,11 @@ pub struct Config {
     pub inflight: u16,
     pub peers: u32,
     pub subscribe_own: bool,
+    /// Persistent sessions (clean session 0), with this MQTT 5 session expiry.
+    pub persistent: bool,
+    pub session_expiry: u32,
+    /// Leave and connect again this long after being ready (jittered ±25 %).
+    pub reconnect_every: Option<Duration>,
     pub broker_pid: Option<u32>,
     pub close_after_connack: bool,
     pub connect_timeout: Duration,
@@ -405,6 +423,7 @@ impl Config {
             ("drain", a.drain),
             ("connect-rate", a.connect_rate),
             ("connect-timeout", a.connect_timeout),
+            ("reconnect-every", a.reconnect_every),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return Err(format!("--{name} must be a number ≥ 0"));
@@ -462,6 +481,10 @@ impl Config {
             inflight: a.inflight,
             peers: a.peers.clamp(1, a.connections.saturating_sub(1).max(1)),
             subscribe_own: a.subscribe_own,
+            persistent: a.persistent,
+            session_expiry: a.session_expiry,
+            reconnect_every: (a.reconnect_every > 0.0)
+                .then(|| Duration::from_secs_f64(a.reconnect_every)),
             broker_pid: a.broker_pid,
             close_after_connack: a.close,
             connect_timeout: Duration::from_secs_f64(a.connect_timeout),

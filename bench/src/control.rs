@@ -143,8 +143,11 @@ counters! {
     /// Messages that were not this run's (no swarm header, another run, a topic the
     /// client did not subscribe to).
     foreign,
-    /// Connection attempts after a lost or failed one.
+    /// Connection attempts after a lost or failed one, or after leaving to connect
+    /// again (`--reconnect-every`).
     reconnects,
+    /// Times a client left to connect again (`--reconnect-every`).
+    rejoins,
     /// Established connections lost (closed by the broker, reset, protocol error).
     disconnects,
     /// Attempts that failed before TCP was up (socket, bind, connect errors).

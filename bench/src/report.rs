@@ -144,6 +144,8 @@ pub struct ConnectFigures {
     pub suback_refused: u64,
     pub timeouts: u64,
     pub reconnects: u64,
+    /// Reconnects the client planned (`--reconnect-every`).
+    pub rejoins: u64,
     pub disconnects: u64,
     pub protocol_errors: u64,
 }
@@ -385,8 +387,9 @@ impl RunReport {
         }
         let _ = writeln!(
             w,
-            "connections  reconnects {}  lost {}  connect failures {}  CONNACK refused {}  SUBACK refused {}  timeouts {}  protocol errors {}",
+            "connections  reconnects {} (of them {} planned)  lost {}  connect failures {}  CONNACK refused {}  SUBACK refused {}  timeouts {}  protocol errors {}",
             c.reconnects,
+            c.rejoins,
             c.disconnects,
             c.connect_failures,
             c.connack_refused,

@@ -573,6 +573,7 @@ fn build_report(
         suback_refused: counters.suback_refused,
         timeouts: counters.timeouts,
         reconnects: counters.reconnects,
+        rejoins: counters.rejoins,
         disconnects: counters.disconnects,
         protocol_errors: counters.protocol_errors,
     };

@@ -27,8 +27,8 @@ use hdrhistogram::Histogram;
 use io_uring::{opcode, squeue, types};
 use ringmq_proto::Decoded;
 use ringmq_proto::mqtt::{
-    ConnAck, Connect, Disconnect, Packet, Properties, PubResp, Publish, QoS, ReasonCode, Subscribe,
-    SubscribeFilters, SubscriptionOptions, Version,
+    ConnAck, Connect, Disconnect, Packet, Properties, Property, PubResp, Publish, QoS, ReasonCode,
+    Subscribe, SubscribeFilters, SubscriptionOptions, Version,
 };
 use ringmq_proto::ws::{self, Event, FrameDecoder, Opcode, Role};
 use ringmq_shard::listen::SockAddr;
@@ -229,6 +229,8 @@ struct Client {
     timed_out: bool,
     /// Retry after the close completes.
     retry: bool,
+    /// Leaving to connect again (`--reconnect-every`): the broker's close is not the end.
+    rejoin: bool,
     recv_armed: bool,
     /// A send is in flight (from `inflight`); cleared by its completion whatever the
     /// attempt, so buffers are never touched while the kernel reads them.
@@ -351,6 +353,8 @@ enum TimerKind {
     Ping,
     /// Back-off over: try again.
     Retry,
+    /// Leave and connect again (`--reconnect-every`).
+    Rejoin,
 }
 
 /// Everything but the buffer ring, so that received bytes (borrowed from the buffer ring)
@@ -555,6 +559,7 @@ impl Core {
                 attempting: false,
                 timed_out: false,
                 retry: false,
+                rejoin: false,
                 recv_armed: false,
                 sending: false,
                 dirty: false,
@@ -761,6 +766,7 @@ impl Core {
                     self.start_attempt(li);
                 }
                 TimerKind::Retry => {}
+                TimerKind::Rejoin => self.rejoin(li),
             }
         }
     }
@@ -781,7 +787,10 @@ impl Core {
     fn deadline(&mut self, li: usize) {
         let c = &mut self.clients[li];
         match c.state {
-            State::Leaving => self.end_connection(li, false),
+            State::Leaving => {
+                let again = std::mem::take(&mut c.rejoin);
+                self.end_connection(li, again);
+            }
             State::Connecting => {
                 c.timed_out = true;
                 self.c.timeouts += 1;
@@ -801,6 +810,32 @@ impl Core {
             }
             _ => {}
         }
+    }
+
+    /// `--reconnect-every`: once nothing it published waits for an acknowledgement, the
+    /// client sends DISCONNECT, and connects again once the broker has closed.
+    fn rejoin(&mut self, li: usize) {
+        let now = self.now;
+        let c = &mut self.clients[li];
+        if c.state != State::Ready || self.stopping {
+            return;
+        }
+        if c.publisher
+            .as_ref()
+            .is_some_and(|p| p.pkids.in_flight() > 0)
+        {
+            self.add_timer(now + 10_000_000, li, TimerKind::Rejoin);
+            return;
+        }
+        let disconnect = Packet::Disconnect(Disconnect {
+            reason: ReasonCode::NORMAL_DISCONNECTION,
+            properties: Properties::EMPTY,
+        });
+        let _ = disconnect.encode_to_vec(self.version, c.out_buf());
+        c.close_when_flushed = true;
+        c.rejoin = true;
+        self.c.rejoins += 1;
+        self.mark_dirty(li);
     }
 
     fn ping(&mut self, li: usize) {
@@ -1063,15 +1098,21 @@ impl Core {
     fn send_connect(&mut self, li: usize) {
         let plan = Arc::clone(&self.plan);
         plan.client_id(self.clients[li].global, &mut self.id_buf);
+        let expiry = [Property::SessionExpiryInterval(self.cfg.session_expiry)];
+        let properties = if self.cfg.persistent && self.version == Version::V5 {
+            Properties::List(&expiry)
+        } else {
+            Properties::EMPTY
+        };
         let connect = Packet::Connect(Connect {
             version: self.version,
-            clean_start: true,
+            clean_start: !self.cfg.persistent,
             keep_alive: self.cfg.keepalive,
             client_id: &self.id_buf,
             will: None,
             username: self.cfg.username.as_deref(),
             password: self.cfg.password.as_deref().map(str::as_bytes),
-            properties: Properties::EMPTY,
+            properties,
         });
         let c = &mut self.clients[li];
         let _ = connect.encode_to_vec(self.version, c.out_buf());
@@ -1228,7 +1269,8 @@ impl Core {
         if c.state == State::Leaving {
             // Bytes after our DISCONNECT are ignored; the broker's close ends it.
             if res <= 0 && res != -libc::ENOBUFS {
-                self.end_connection(li, false);
+                let again = std::mem::take(&mut c.rejoin);
+                self.end_connection(li, again);
             } else if !more {
                 self.rearm_list.push(li as u32);
             }
@@ -1448,6 +1490,13 @@ impl Core {
         if c.keepalive_ns > 0 {
             let at = now + c.keepalive_ns;
             self.add_timer(at, li, TimerKind::Ping);
+        }
+        if let Some(every) = self.cfg.reconnect_every {
+            // Jittered ±25 %, so clients do not all leave at once.
+            let ns = every.as_nanos() as u64;
+            let jitter = self.rng.next_u64() % (ns / 2 + 1);
+            let at = now + ns - ns / 4 + jitter;
+            self.add_timer(at, li, TimerKind::Rejoin);
         }
         if self.cfg.close_after_connack {
             let c = &mut self.clients[li];

@@ -142,12 +142,12 @@ impl Broker {
         from: usize,
         m: &Arc<Message>,
         ticket: Option<Ticket>,
-        origin: Option<u64>,
+        origin: u64,
         again: bool,
     ) {
         let mut src = Src::from_arc(m, from);
         src.track = ticket.is_some();
-        src.exact = origin.filter(|_| self.logging());
+        src.exact = (origin != 0 && self.logging()).then_some(origin);
         src.again = again;
         self.deliver_local(io, &mut src, None);
         self.answer(io, from, ticket, &src);
@@ -181,7 +181,7 @@ impl Broker {
     pub(super) fn deliver_forwarded(&mut self, io: &mut Io, from: usize, f: Forward) {
         let mut src = Src::from_arc(&f.msg, from);
         src.track = f.ticket.is_some();
-        src.exact = f.origin.filter(|_| self.logging());
+        src.exact = (f.origin != 0 && self.logging()).then_some(f.origin);
         src.again = f.again;
         // Gone on (or ended) meanwhile: the move after this one forwards what it holds,
         // not this.
@@ -225,7 +225,7 @@ impl Broker {
                 // Whoever waits for this delivery to be durable waits for `to` too.
                 let ticket = (src.track && qos != QoS::AtMostOnce && self.logging())
                     .then(|| self.wait_answer(src));
-                let (origin, again) = (src.exact, src.again);
+                let (origin, again) = (src.exact.unwrap_or(0), src.again);
                 let fwd = Msg::Forward(Box::new(Forward {
                     client_id,
                     msg,

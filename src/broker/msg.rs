@@ -27,8 +27,9 @@ pub enum Msg {
         msg: Arc<Message>,
         ticket: Option<Ticket>,
         /// A QoS 2 message from a persistent session's client: the id it got, so that
-        /// a copy sent again (after a restart) is not delivered twice to a session.
-        origin: Option<u64>,
+        /// a copy sent again (after a restart) is not delivered twice to a session (0:
+        /// none; a plain `u64` keeps every ring slot at 40 bytes).
+        origin: u64,
         /// A copy the publisher sent again: only persistent sessions that never got it
         /// get it.
         again: bool,
@@ -163,7 +164,7 @@ pub struct Forward {
     /// Answer `Durable` to the forwarding shard once the delivery is durable here.
     pub ticket: Option<Ticket>,
     /// As for `Msg::Publish`.
-    pub origin: Option<u64>,
+    pub origin: u64,
     pub again: bool,
 }
 

@@ -370,7 +370,7 @@ impl Broker {
                 // durable, when an acknowledgement waits for that.
                 let ticket =
                     (src.track && durable & (1u128 << to) != 0).then(|| self.wait_answer(src));
-                let origin = ticket.and(src.exact);
+                let origin = ticket.and(src.exact).unwrap_or(0);
                 let msg = src.shared();
                 let again = src.again;
                 let publish = Msg::Publish {
