@@ -37,6 +37,8 @@ pub struct RunReport {
     pub messages: Option<MessageFigures>,
     /// End-to-end latency of messages sent inside the measured window.
     pub latency_us: Option<LatencyFigures>,
+    /// QoS 1/2: from a PUBLISH sent inside the window to its PUBACK (or PUBREC).
+    pub ack_latency_us: Option<LatencyFigures>,
     /// (percentile, µs) of the same distribution.
     pub latency_percentiles: Vec<(f64, u64)>,
     pub connect: ConnectFigures,
@@ -376,6 +378,19 @@ impl RunReport {
             let _ = writeln!(
                 w,
                 "latency µs   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, n={})",
+                thousands(l.p50),
+                thousands(l.p90),
+                thousands(l.p99),
+                thousands(l.p999),
+                thousands(l.max),
+                l.mean,
+                thousands(l.count)
+            );
+        }
+        if let Some(l) = &self.ack_latency_us {
+            let _ = writeln!(
+                w,
+                "ack µs       p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (publish to PUBACK/PUBREC, mean {:.0}, n={})",
                 thousands(l.p50),
                 thousands(l.p90),
                 thousands(l.p99),

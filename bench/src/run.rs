@@ -495,6 +495,7 @@ fn build_report(
     let mut counters = Counters::default();
     let mut seq = SeqCounters::default();
     let mut connect_hist = new_histogram();
+    let mut ack_hist = new_histogram();
     let mut errors: Vec<(String, u64)> = Vec::new();
     // Expected deliveries: every subscriber should get every message sent to its topic.
     let mut sent_to: HashMap<u32, Vec<(u32, u64)>> = HashMap::new();
@@ -510,6 +511,9 @@ fn build_report(
         seq.add(&r.seq);
         connect_hist
             .add(&r.connect_hist)
+            .expect("histograms of the same bounds");
+        ack_hist
+            .add(&r.ack_hist)
             .expect("histograms of the same bounds");
         for (e, n) in &r.errors {
             match errors.iter_mut().find(|(t, _)| t == e) {
@@ -633,6 +637,7 @@ fn build_report(
         source_addrs: cfg.source_addrs.len(),
         messages,
         latency_us: latency,
+        ack_latency_us: (!ack_hist.is_empty()).then(|| LatencyFigures::from_histogram(&ack_hist)),
         latency_percentiles: percentile_curve(&mon.total),
         connect,
         cpu,

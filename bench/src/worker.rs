@@ -200,6 +200,9 @@ struct Publisher {
     targets: Vec<u32>,
     seqs: Vec<u64>,
     pkids: PkidPool,
+    /// When each packet id's PUBLISH was made (index pkid - 1), for the time to its
+    /// PUBACK (QoS 1) or PUBREC (QoS 2).
+    sent_ns: Vec<u64>,
 }
 
 struct WsState {
@@ -312,6 +315,9 @@ pub struct WorkerResult {
     pub subscribers: Vec<(u32, SeqTable)>,
     /// Microseconds from the socket to CONNACK, per successful connection.
     pub connect_hist: Histogram<u64>,
+    /// Microseconds from a QoS 1/2 PUBLISH sent inside the measured window to its
+    /// PUBACK (QoS 1) or PUBREC (QoS 2).
+    pub ack_hist: Histogram<u64>,
     /// Distinct error messages with their counts.
     pub errors: Vec<(String, u64)>,
 }
@@ -389,6 +395,7 @@ struct Core {
     hist_index: u64,
     intervals: Sender<IntervalMsg>,
     connect_hist: Histogram<u64>,
+    ack_hist: Histogram<u64>,
     now: u64,
     phase: u8,
     publish_start: u64,
@@ -530,6 +537,14 @@ impl Core {
                     seqs: vec![0; targets.len()],
                     targets,
                     pkids: PkidPool::new(if publishes_qos { window } else { 0 }),
+                    sent_ns: vec![
+                        0;
+                        if publishes_qos {
+                            usize::from(u16::MAX)
+                        } else {
+                            0
+                        }
+                    ],
                 })
             });
             let table = role.subscribe.map(|_| {
@@ -610,6 +625,7 @@ impl Core {
             hist_index: 0,
             intervals: setup.intervals,
             connect_hist: new_histogram(),
+            ack_hist: new_histogram(),
             now: now_ns(),
             phase: setup.control.phase(),
             publish_start: u64::MAX,
@@ -654,6 +670,7 @@ impl Core {
             published,
             subscribers,
             connect_hist: self.connect_hist,
+            ack_hist: self.ack_hist,
             errors: self.errors.0,
         }
     }
@@ -1526,6 +1543,14 @@ impl Core {
             ));
         }
         let refused = r.reason.0 >= 0x80;
+        if kind != AWAIT_PUBCOMP
+            && let Some(&sent) = p.sent_ns.get(usize::from(r.pkid).wrapping_sub(1))
+            && sent >= self.measure_start
+            && sent < self.measure_end
+        {
+            self.ack_hist
+                .saturating_record(self.now.saturating_sub(sent) / 1_000);
+        }
         if refused {
             self.c.publish_refused += 1;
             self.errors
@@ -1671,6 +1696,9 @@ impl Core {
             QoS::AtLeastOnce => p.pkids.take(AWAIT_PUBACK).expect("checked by can_publish"),
             QoS::ExactlyOnce => p.pkids.take(AWAIT_PUBREC).expect("checked by can_publish"),
         };
+        if let Some(t) = p.sent_ns.get_mut(usize::from(pkid).wrapping_sub(1)) {
+            *t = now;
+        }
         Header {
             run_id: self.run_id,
             publisher: p.id,
