@@ -98,39 +98,35 @@ struct Waiter {
     /// Answers from other shards still to come.
     waits: u32,
     refused: bool,
+    /// What it waits for in this shard's log is durable.
+    local: bool,
     then: Then,
 }
 
-/// What waits for durability, in the order it was made.
+/// What waits for durability. Every entry waits for the log (in `fifo`, in the order
+/// made, which is the order of the LSNs it waits for) and perhaps for other shards'
+/// answers; one with a connection also waits behind the earlier ones of its connection
+/// (MQTT keeps a connection's acknowledgements, and a subscription's deliveries, in
+/// order). Each step is O(1) per entry.
 #[derive(Default)]
 pub(super) struct Waiters {
     entries: Slab<Waiter>,
-    order: VecDeque<u32>,
-    /// Entries in `order` still waiting for other shards.
-    blocked: usize,
-    /// Per connection: acknowledgements and deliveries waiting, so that what comes
-    /// after them waits too (MQTT keeps a connection's acknowledgements, and a
-    /// subscription's deliveries, in order).
-    acks: HashMap<ConnKey, u32>,
-    sends: HashMap<ConnKey, u32>,
+    /// Entries whose LSN is not durable yet (or was not when last looked at).
+    fifo: VecDeque<u32>,
+    /// Per connection: its acknowledgements, and its deliveries, in order.
+    acks: HashMap<ConnKey, VecDeque<u32>>,
+    sends: HashMap<ConnKey, VecDeque<u32>>,
 }
 
 impl Waiters {
-    fn count(&mut self, then: &Then, up: bool) {
-        let Some(conn) = then.conn() else { return };
+    fn queue(&mut self, then: &Then) -> Option<&mut VecDeque<u32>> {
+        let conn = then.conn()?;
         let map = if then.is_ack() {
             &mut self.acks
         } else {
             &mut self.sends
         };
-        if up {
-            *map.entry(conn).or_default() += 1;
-        } else if let Some(n) = map.get_mut(&conn) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&conn);
-            }
-        }
+        Some(map.entry(conn).or_default())
     }
 
     fn acks_waiting(&self, conn: ConnKey) -> bool {
@@ -139,6 +135,46 @@ impl Waiters {
 
     fn sends_waiting(&self, conn: ConnKey) -> bool {
         !self.sends.is_empty() && self.sends.contains_key(&conn)
+    }
+
+    /// Entries parked and not done.
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Moves the entries of `conn`'s queue (`ack`: its acknowledgements) that are ready,
+    /// from the front, into `ready`.
+    fn drain_conn(&mut self, conn: ConnKey, ack: bool, ready: &mut Vec<Waiter>) {
+        let map = if ack { &mut self.acks } else { &mut self.sends };
+        let Some(q) = map.get_mut(&conn) else {
+            return;
+        };
+        while let Some(&id) = q.front() {
+            let e = &self.entries[id as usize];
+            if !e.local || e.waits > 0 {
+                break;
+            }
+            q.pop_front();
+            ready.push(self.entries.remove(id as usize));
+        }
+        if q.is_empty() {
+            map.remove(&conn);
+        }
+    }
+
+    /// Entry `id` may be ready now: done with its log, and with its answers.
+    fn settle(&mut self, id: u32, ready: &mut Vec<Waiter>) {
+        let e = &self.entries[id as usize];
+        if !e.local || e.waits > 0 {
+            return;
+        }
+        match e.then.conn() {
+            Some(c) => {
+                let ack = e.then.is_ack();
+                self.drain_conn(c, ack, ready);
+            }
+            None => ready.push(self.entries.remove(id as usize)),
+        }
     }
 }
 
@@ -150,8 +186,6 @@ pub(super) struct Durable {
     /// This process's offset from the shard clock to the wall clock, so deadlines can be
     /// written as wall-clock times (what they mean after a restart).
     wall_origin_ms: u64,
-    /// The LSN durable when the waiters were last looked at.
-    seen_durable: Lsn,
 }
 
 /// QoS 2 message ids a session remembers having got (see `Broker::see`).
@@ -171,7 +205,6 @@ impl Durable {
             waiters: Waiters::default(),
             // The shard clock starts at about 0 when the shard does.
             wall_origin_ms: wall_ms(),
-            seen_durable: Lsn::ZERO,
         }
     }
 
@@ -365,6 +398,7 @@ impl Broker {
                     lsn: Lsn::ZERO,
                     waits: 0,
                     refused: false,
+                    local: false,
                     then: Then::Unset,
                 }) as u32;
                 src.ticket = Some(Ticket(id));
@@ -394,27 +428,27 @@ impl Broker {
             self.fire(io, then, refused);
             return;
         }
-        w.count(&then, true);
         let id = match ticket {
             Some(t) => {
                 let e = &mut w.entries[t.0 as usize];
                 e.lsn = lsn;
                 e.refused |= refused;
-                e.then = then;
-                if e.waits > 0 {
-                    w.blocked += 1;
-                }
                 t.0
             }
             None => w.entries.insert(Waiter {
                 lsn,
                 waits: 0,
                 refused,
-                then,
+                local: false,
+                then: Then::Unset,
             }) as u32,
         };
-        w.order.push_back(id);
-        self.stats.durability_waiting.set(w.order.len() as u64);
+        if let Some(q) = w.queue(&then) {
+            q.push_back(id);
+        }
+        w.entries[id as usize].then = then;
+        w.fifo.push_back(id);
+        self.stats.durability_waiting.set(w.len() as u64);
     }
 
     /// Closes the routing of a message nobody waits for, whose entry may have collected
@@ -433,57 +467,38 @@ impl Broker {
         };
         e.refused |= refused;
         e.waits = e.waits.saturating_sub(1);
-        if e.waits == 0 && !matches!(e.then, Then::Unset) {
-            w.blocked = w.blocked.saturating_sub(1);
-            self.release_waiters(io);
+        if e.waits > 0 || matches!(e.then, Then::Unset) {
+            return;
         }
+        let mut ready = Vec::new();
+        w.settle(ticket.0, &mut ready);
+        self.fire_all(io, ready);
     }
 
-    /// Does what waits for records that are durable now, in order (a connection's
-    /// acknowledgements never overtake each other).
+    /// Does what waits for records that are durable now (in each connection's order).
     pub(super) fn release_waiters(&mut self, io: &mut Io) {
         let durable = self.durable.durable_lsn();
-        self.durable.seen_durable = durable;
         let w = &mut self.durable.waiters;
         let mut ready = Vec::new();
-        if w.blocked == 0 {
-            while let Some(&id) = w.order.front() {
-                if w.entries[id as usize].lsn > durable {
-                    break;
-                }
-                w.order.pop_front();
-                ready.push(w.entries.remove(id as usize));
+        while let Some(&id) = w.fifo.front() {
+            if w.entries[id as usize].lsn > durable {
+                break;
             }
-        } else {
-            // Some wait for other shards: those, and what comes after them on the same
-            // connection, stay.
-            let order = std::mem::take(&mut w.order);
-            let mut keep = VecDeque::with_capacity(order.len());
-            let mut held: Vec<ConnKey> = Vec::new();
-            let mut past = false;
-            for id in order {
-                let e = &w.entries[id as usize];
-                past |= e.lsn > durable;
-                let conn = e.then.conn();
-                if past || e.waits > 0 || conn.is_some_and(|c| held.contains(&c)) {
-                    if let Some(c) = conn
-                        && !held.contains(&c)
-                    {
-                        held.push(c);
-                    }
-                    keep.push_back(id);
-                } else {
-                    ready.push(w.entries.remove(id as usize));
-                }
-            }
-            w.order = keep;
+            w.fifo.pop_front();
+            w.entries[id as usize].local = true;
+            w.settle(id, &mut ready);
         }
+        self.fire_all(io, ready);
+    }
+
+    fn fire_all(&mut self, io: &mut Io, ready: Vec<Waiter>) {
         if ready.is_empty() {
             return;
         }
-        self.stats.durability_waiting.set(w.order.len() as u64);
+        self.stats
+            .durability_waiting
+            .set(self.durable.waiters.len() as u64);
         for e in ready {
-            self.durable.waiters.count(&e.then, false);
             self.fire(io, e.then, e.refused);
         }
     }
@@ -573,9 +588,9 @@ impl Broker {
         }
         let w = &self.durable.waiters;
         let durable = self.durable.durable_lsn();
-        if w.order
+        if w.fifo
             .front()
-            .is_some_and(|&id| w.entries[id as usize].lsn <= durable || w.blocked > 0)
+            .is_some_and(|&id| w.entries[id as usize].lsn <= durable)
         {
             self.release_waiters(io);
         }
