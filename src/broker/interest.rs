@@ -157,13 +157,19 @@ impl Interest {
         if self.peers.count == 1 {
             return;
         }
-        let key: Box<str> = match &share {
-            Some(s) => (**s).into(),
-            None => prefix.into(),
+        let key: &str = match &share {
+            Some(s) => s,
+            None => prefix,
         };
         let lingers = share.is_none();
         let now = now_ms.max(1);
-        let entry = self.advertised.entry(key.clone()).or_default();
+        // Looked up first: most calls find their entry, and need no copy of the key.
+        if !self.advertised.contains_key(key) {
+            self.advertised.insert(key.into(), Advert::default());
+        }
+        let Some(entry) = self.advertised.get_mut(key) else {
+            return;
+        };
         let changed = if add {
             entry.count += 1;
             // Back from lingering: still advertised.
@@ -178,11 +184,11 @@ impl Interest {
             if lingers {
                 if entry.idle_since == 0 {
                     entry.idle_since = now;
-                    self.lingering.push_back((key, now));
+                    self.lingering.push_back((key.into(), now));
                 }
                 return;
             }
-            self.advertised.remove(&key);
+            self.advertised.remove(key);
         }
         if changed {
             self.broadcast(prefix, share, add, mail);
@@ -197,9 +203,16 @@ impl Interest {
             return;
         }
         let changed = if add {
-            let n = self.advertised_durable.entry(prefix.into()).or_default();
-            *n += 1;
-            *n == 1
+            match self.advertised_durable.get_mut(prefix) {
+                Some(n) => {
+                    *n += 1;
+                    false
+                }
+                None => {
+                    self.advertised_durable.insert(prefix.into(), 1);
+                    true
+                }
+            }
         } else {
             match self.advertised_durable.get_mut(prefix) {
                 Some(n) if *n > 1 => {

@@ -20,6 +20,10 @@
 //! - `publish`: PUBLISH in; `routing`: where a message goes; `delivery`: one
 //!   message to one session; `qos`: the acknowledgements of QoS 1 and 2, in-flight
 //!   windows and queues; `writer`: the packets out.
+//! - `durable`: the shard's write-ahead log (`crate::store`): every change of durable
+//!   state as a record, and what waits for records to be durable (acknowledgements,
+//!   QoS 2 deliveries, other shards' answers); `recovery`: a shard's state rebuilt from
+//!   its log at startup.
 //! - `pressure`: back-pressure; `sys`: the `$SYS/broker/...` topics; `stats`: the
 //!   counters and latency histograms.
 //! - Vocabulary: `msg` (cross-shard messages), `session` (what a session holds),

@@ -59,7 +59,8 @@ pub fn plan(
     let mut retain_version = 0;
     for (shard, d) in drivers.iter().enumerate() {
         let state = d.store().state();
-        let mut seen: HashSet<(Box<str>, Option<Arc<str>>, bool)> = HashSet::new();
+        // Prefixes (and shared filters) seen on this shard: most sessions share them.
+        let mut seen: HashSet<&str> = HashSet::new();
         for s in state.sessions() {
             let home = home_shard(&s.client_id, n);
             if home != shard {
@@ -74,20 +75,17 @@ pub fn plan(
                 };
                 match parsed {
                     Filter::Plain(f) => {
-                        let adv = advertised_filter(interest_prefix(f, route_depth));
-                        for durable in [false, true] {
-                            let a = (adv.clone(), None, durable);
-                            if !seen.contains(&a) {
-                                seen.insert(a.clone());
-                                interest[shard].push(a);
-                            }
+                        let prefix = interest_prefix(f, route_depth);
+                        if seen.insert(prefix) {
+                            let adv = advertised_filter(prefix);
+                            interest[shard].push((adv.clone(), None, false));
+                            interest[shard].push((adv, None, true));
                         }
                     }
                     Filter::Shared { filter, .. } => {
-                        let a = (filter.into(), Some(Arc::from(&*sub.filter)), false);
-                        if !seen.contains(&a) {
-                            seen.insert(a.clone());
-                            interest[shard].push(a);
+                        if seen.insert(&sub.filter) {
+                            let share = Some(Arc::from(&*sub.filter));
+                            interest[shard].push((filter.into(), share, false));
                         }
                     }
                 }
@@ -206,12 +204,17 @@ impl Broker {
                     delay_s: w.delay_s,
                 });
             }
+            // (A session that never expires and has no will looks the same offline:
+            // then there is nothing to count from now.)
+            let mut counts_from_now = false;
             if was_online {
                 if s.expiry_interval_s != u32::MAX {
                     e.expires_at_ms = Some(now + s.expiry_interval_s as u64 * 1000);
+                    counts_from_now = true;
                 }
                 if let Some(w) = &e.will {
                     e.will_at_ms = Some(now + w.delay_s as u64 * 1000);
+                    counts_from_now = true;
                 }
             }
             for d in &s.queue {
@@ -247,17 +250,23 @@ impl Broker {
                 queued += 1;
             }
             e.inbound_qos2 = s.inbound_qos2.clone();
+            session.durable = true;
             let sid = self.sessions.add(session);
             for sub in &s.subscriptions {
-                if let Some(r) = self.add_subscription(sid, &sub.filter, sub.options, sub.sub_id)
-                    && let Some(x) = self.sessions.get_mut(sid)
-                {
-                    x.add_sub(r);
+                if let Some(r) = self.add_subscription(sid, &sub.filter, sub.options, sub.sub_id) {
+                    if r.share.is_none() && self.peers.count > 1 {
+                        let depth = self.config().route_depth;
+                        let prefix = interest_prefix(&sub.filter, depth);
+                        self.interest
+                            .advertise_durable(prefix, true, &mut self.mail);
+                    }
+                    if let Some(x) = self.sessions.get_mut(sid) {
+                        x.add_sub(r);
+                    }
                 }
             }
-            self.set_durable_interest(sid, true);
             self.sessions.went_offline(sid);
-            if was_online {
+            if counts_from_now {
                 now_offline.push(sid);
             }
             sessions += 1;

@@ -76,9 +76,9 @@
 //! | deleting obsolete files + directory sync | helper thread | [`ShardStore::take_obsolete`], then [`ShardStore::file_deleted`] each |
 //! | recovery, repair, change of shard count | startup, [`open::open`] | before any shard runs; a thread per shard |
 //!
-//! The helper thread talks to its shard over the mesh's bounded rings like anything else
-//! that is not the shard; the [`FsDriver`] does the same work blocking, for tests and
-//! tools.
+//! The helper thread (`ringmq_shard::helper`) talks to its shard over a bounded channel
+//! and the shard's doorbell; [`ring_driver::RingDriver`] is the driver a shard runs, the
+//! [`FsDriver`] does the same work blocking, for tests and tools.
 //!
 //! # Durability modes
 //!
