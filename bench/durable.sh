@@ -101,7 +101,29 @@ CONF
 
 delivered_rate() { grep -o '"delivery_rate": *[0-9.]*' "$1" | head -1 | grep -o '[0-9.]*$'; }
 
+# The disk's own fdatasync latency (4 KiB appends), before and after: what an
+# acknowledgement in fsync mode waits for at least.
+fsync_probe() {
+  python3 - "$out" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+lat = []
+for _ in range(300):
+    os.write(fd, b"x" * 4096)
+    t = time.perf_counter()
+    os.fdatasync(fd)
+    lat.append((time.perf_counter() - t) * 1e3)
+os.close(fd)
+os.unlink(path)
+lat.sort()
+print("fdatasync of a 4 KiB append, ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f"
+      % (lat[150], lat[270], lat[297], lat[-1]))
+PY
+}
+
 : >"$out/summary.txt"
+{ echo "== disk before"; fsync_probe; uptime; } >>"$out/summary.txt"
 run persistent-none "ringmq none" "${pairs[@]}" --rate 0 --persistent
 run persistent-write "ringmq write" "${pairs[@]}" --rate 0 --persistent
 run persistent-fsync "ringmq fsync" "${pairs[@]}" --rate 0 --persistent
@@ -113,5 +135,6 @@ half=$(awk -v p="${peak:-0}" 'BEGIN { printf "%d", p / 2 }')
 run persistent-fsync-half "ringmq fsync" "${pairs[@]}" --rate "$half" --persistent
 run clean-fsync "ringmq fsync" "${pairs[@]}" --rate 0
 run clean-none "ringmq none" "${pairs[@]}" --rate 0
+{ echo "== disk after"; fsync_probe; uptime; } >>"$out/summary.txt"
 cat "$out/summary.txt"
 echo "runs in $out"
