@@ -9,7 +9,6 @@ use std::time::Instant;
 use ringmq_proto::mqtt::{QoS, ReasonCode};
 use ringmq_shard::conn::CloseReason;
 
-use super::durable::Then;
 use super::msg::{Forward, Ticket};
 use super::session::{Inflight, Message, OutState, Queued, SessionId, SubIds};
 use super::writer::{Out, Recipient, View, Written};
@@ -339,40 +338,16 @@ impl Broker {
             store_id,
         };
         if key != 0 {
-            // The packet id is logged before the client can see it; a QoS 2 delivery
-            // (or one behind another that waits) goes out once that is durable.
-            self.log_sent(key, pkid, &delivery);
+            let msg = delivery.msg.clone();
+            if self.enter_logged_inflight(io, sid, key, conn, pkid, delivery) {
+                let out = Out::first(qos, retain, sub_ids, pkid);
+                // Not sent now because the connection is going: it stays in flight and
+                // goes again when the session next connects.
+                if self.writer.publish(io, to, &View::of(&msg), out) == Written::TooLarge {
+                    self.drop_inflight(sid, pkid);
+                }
+            }
             src.logged = true;
-            let wait = qos == QoS::ExactlyOnce || self.sends_waiting(conn);
-            let state = if wait {
-                OutState::Logged(conn)
-            } else {
-                OutState::Published
-            };
-            if let Some(e) = self.sessions.get_mut(sid).map(|s| s.extra_mut()) {
-                e.inflight.push_back(Inflight {
-                    pkid,
-                    state,
-                    delivery,
-                });
-            }
-            if wait {
-                self.park(io, Then::Deliver { conn, sid, pkid }, None);
-                return;
-            }
-            let Some(q) = self
-                .sessions
-                .get(sid)
-                .and_then(|s| s.extra()?.inflight.back().cloned())
-            else {
-                return;
-            };
-            let out = Out::first(qos, retain, sub_ids, pkid);
-            // Not sent now because the connection is going: it stays in flight and goes
-            // again when the session next connects.
-            if self.writer.publish(io, to, &View::of(&q.delivery.msg), out) == Written::TooLarge {
-                self.drop_inflight(sid, pkid);
-            }
             return;
         }
         let out = Out::first(qos, retain, sub_ids, pkid);

@@ -33,7 +33,7 @@ use slab::Slab;
 use super::delivery::Src;
 use super::interest::PendingSuback;
 use super::msg::Ticket;
-use super::session::{Message, Queued, SessionId};
+use super::session::{Inflight, Message, OutState, Queued, SessionId};
 use super::{Broker, Io, Msg};
 use crate::store::record::{
     Content, Deadline, Delivery, Done, EndReason, MessageData, SubIdList, Unqueue,
@@ -377,6 +377,57 @@ impl Broker {
             pkid,
             delivery: delivery(q),
         });
+    }
+
+    /// A delivery to logged session `sid` (key `key`, connection `conn`) under `pkid`:
+    /// logged as sent (before the client can see it) and put in the in-flight window.
+    /// True if the caller writes it now; a QoS 2 one (or one behind another that waits)
+    /// goes out once its record is durable.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn enter_logged_inflight(
+        &mut self,
+        io: &mut Io,
+        sid: SessionId,
+        key: u64,
+        conn: ConnKey,
+        pkid: u16,
+        q: Queued,
+    ) -> bool {
+        self.log_sent(key, pkid, &q);
+        let wait = q.qos == QoS::ExactlyOnce || self.sends_waiting(conn);
+        let state = if wait {
+            OutState::Logged(conn)
+        } else {
+            OutState::Published
+        };
+        if let Some(e) = self.sessions.get_mut(sid).map(|s| s.extra_mut()) {
+            e.inflight.push_back(Inflight {
+                pkid,
+                state,
+                delivery: q,
+            });
+        }
+        if wait {
+            self.park(io, Then::Deliver { conn, sid, pkid }, None);
+        }
+        !wait
+    }
+
+    /// Logs that session `sid` opens under `key`, later than `after_ms` (its last open,
+    /// here or on another shard), with its current protocol and expiry.
+    fn log_open(&mut self, sid: SessionId, key: SessionKey, after_ms: u64) -> bool {
+        let Some(s) = self.sessions.get(sid) else {
+            return false;
+        };
+        let client_id: Box<str> = (*s.client_id).into();
+        let rec = Record::SessionOpened {
+            session: key,
+            client_id: &client_id,
+            protocol: s.version,
+            expiry_interval_s: s.expiry_interval,
+            opened_at_ms: wall_ms().max(after_ms + 1),
+        };
+        self.log(&rec)
     }
 
     pub(super) fn log_inflight_done(&mut self, key: u64, pkid: u16, why: Done) {
@@ -725,18 +776,7 @@ impl Broker {
                 reason: EndReason::Moved,
             });
         }
-        let Some(s) = self.sessions.get(sid) else {
-            return;
-        };
-        let client_id: Box<str> = (*s.client_id).into();
-        let opened = Record::SessionOpened {
-            session: key,
-            client_id: &client_id,
-            protocol: s.version,
-            expiry_interval_s: s.expiry_interval,
-            opened_at_ms: wall_ms().max(opened_after_ms + 1),
-        };
-        if !self.log(&opened) {
+        if !self.log_open(sid, key, opened_after_ms) {
             return;
         }
         if let Some(s) = self.sessions.get_mut(sid) {
@@ -1019,15 +1059,7 @@ impl Broker {
         };
         let key = SessionKey(s.store_key);
         let last = d.store().state().session(key).map_or(0, |x| x.opened_at_ms);
-        let client_id: Box<str> = (*s.client_id).into();
-        let rec = Record::SessionOpened {
-            session: key,
-            client_id: &client_id,
-            protocol: s.version,
-            expiry_interval_s: s.expiry_interval,
-            opened_at_ms: wall_ms().max(last + 1),
-        };
-        self.log(&rec);
+        self.log_open(sid, key, last);
     }
 
     /// When session `sid` was last opened, as this shard's log says (0: not logged).

@@ -127,7 +127,6 @@ impl Broker {
             self.stats.durable_publishes_refused.add(1);
             retain = false;
         }
-        let mut logged_inbound = false;
         // A persistent session's QoS 2 message gets an id that goes with it everywhere,
         // so that a copy its client sends again is delivered once per session.
         let store_key = self.sessions.get(sid).map_or(0, |s| s.store_key);
@@ -140,47 +139,14 @@ impl Broker {
             }
             None => None,
         };
-        if duplicate && exact.is_some() {
-            // Delivered here already; the shards that log deliveries get it again and
-            // deliver it only if they never did, and the PUBREC waits for them.
-            let mut fwd = std::mem::take(&mut self.scratch.fwd);
-            fwd.clear();
-            let expiry = if version == Version::V5 {
-                forward_props(p.properties, &mut fwd)
-            } else {
-                None
-            };
-            let mut src = Src {
-                topic: &topic_buf,
-                props: &fwd,
-                payload: p.payload,
-                qos: p.qos,
-                retain: p.retain,
-                expires_at: expiry.map(|s| Instant::now() + Duration::from_secs(s as u64)),
-                origin: Some((self.peers.id, sid)),
-                via: self.peers.id,
-                shared: None,
-                track: self.logging(),
-                store_id: 0,
-                logged: false,
-                refused: false,
-                ticket: None,
-                waits: 0,
-                exact,
-                again: true,
-            };
-            self.route_again(io, &mut src);
+        // A duplicate of a message without an id was delivered here already, and only
+        // here: it is answered again, not delivered again.
+        let again = duplicate && exact.is_some();
+        if duplicate && !again {
+            self.scratch.topic = topic_buf;
             if let Some(ack) = ack {
-                self.acknowledge(io, key, ack, Some(&src));
+                self.acknowledge(io, key, ack, None);
             }
-            self.scratch.fwd = fwd;
-            self.scratch.topic = topic_buf;
-            self.latency.note_publish();
-            self.pause_publisher_if_pressured(io, key);
-            return;
-        }
-        if duplicate {
-            self.scratch.topic = topic_buf;
         } else {
             let mut fwd = std::mem::take(&mut self.scratch.fwd);
             fwd.clear();
@@ -206,36 +172,38 @@ impl Broker {
                 ticket: None,
                 waits: 0,
                 exact,
-                again: false,
+                again,
             };
-            if retain {
-                self.retain(io, &mut src);
+            if again {
+                // Its persistent subscribers here and on the shards that log deliveries
+                // get it again and keep it only if they never got it; the PUBREC waits
+                // for them.
+                self.route_again(io, &mut src);
+            } else {
+                if retain {
+                    self.retain(io, &mut src);
+                }
+                self.route(io, &mut src);
+                if p.qos == QoS::ExactlyOnce
+                    && let Some(s) = self.sessions.get_mut(sid)
+                {
+                    let id = exact.unwrap_or(0);
+                    s.extra_mut().inbound_qos2.push((p.pkid, id));
+                    // Logged, so a PUBLISH sent again after a restart is still known.
+                    src.logged |= store_key != 0
+                        && self.log(&Record::InboundAdded {
+                            session: SessionKey(store_key),
+                            pkid: p.pkid,
+                            id,
+                        });
+                }
             }
-            self.route(io, &mut src);
-            if p.qos == QoS::ExactlyOnce
-                && let Some(s) = self.sessions.get_mut(sid)
-            {
-                let store_key = s.store_key;
-                let id = exact.unwrap_or(0);
-                s.extra_mut().inbound_qos2.push((p.pkid, id));
-                // Logged, so a PUBLISH sent again after a restart is still a duplicate.
-                logged_inbound = store_key != 0
-                    && self.log(&Record::InboundAdded {
-                        session: SessionKey(store_key),
-                        pkid: p.pkid,
-                        id,
-                    });
-            }
-            src.logged |= logged_inbound;
             match ack {
                 Some(ack) => self.acknowledge(io, key, ack, Some(&src)),
                 None => self.settle_routing(io, &src),
             }
             self.scratch.fwd = fwd;
             self.scratch.topic = topic_buf;
-        }
-        if duplicate && let Some(ack) = ack {
-            self.acknowledge(io, key, ack, None);
         }
         self.latency.note_publish();
         // Back-pressure: a shard that cannot send as fast as it is fed pauses this

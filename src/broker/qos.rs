@@ -222,24 +222,9 @@ impl Broker {
             let to = Recipient::of(io, conn, version);
             if store_key != 0 {
                 self.log_unqueued(store_key, &q, Unqueue::Sending);
-                self.log_sent(store_key, pkid, &q);
                 let out = Out::of(&q, pkid, false);
                 let msg = q.msg.clone();
-                let wait = q.qos == QoS::ExactlyOnce || self.sends_waiting(conn);
-                let state = if wait {
-                    OutState::Logged(conn)
-                } else {
-                    OutState::Published
-                };
-                if let Some(e) = self.sessions.get_mut(sid).map(|s| s.extra_mut()) {
-                    e.inflight.push_back(Inflight {
-                        pkid,
-                        state,
-                        delivery: q,
-                    });
-                }
-                if wait {
-                    self.park(io, Then::Deliver { conn, sid, pkid }, None);
+                if !self.enter_logged_inflight(io, sid, store_key, conn, pkid, q) {
                     continue;
                 }
                 match self.writer.publish(io, to, &View::of(&msg), out) {
