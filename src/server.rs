@@ -170,6 +170,11 @@ fn shared(settings: &Settings, figures: &[ShardFigures]) -> Result<Arc<Shared>, 
         sys_interval_s: settings.sys_interval_s,
         max_keep_alive_s: settings.max_keep_alive_s,
         max_packet_size: settings.max_packet_size,
+        max_subscriptions: settings.max_subscriptions,
+        max_subscription_bytes: settings.max_subscription_bytes,
+        max_topic_levels: settings.max_topic_levels,
+        max_sessions: settings.max_sessions,
+        v311_session_expiry_s: settings.v311_session_expiry_s,
         deny_subscribe: settings
             .deny_subscribe
             .iter()
