@@ -175,6 +175,7 @@ fn shared(settings: &Settings, figures: &[ShardFigures]) -> Result<Arc<Shared>, 
         max_topic_levels: settings.max_topic_levels,
         max_sessions: settings.max_sessions,
         v311_session_expiry_s: settings.v311_session_expiry_s,
+        retained_snapshot_entries: settings.retained_snapshot_entries,
         deny_subscribe: settings
             .deny_subscribe
             .iter()

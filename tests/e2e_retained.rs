@@ -223,3 +223,53 @@ fn every_retained_message_reaches_a_new_subscriber_over_websocket() {
     }
     check(&broker);
 }
+
+/// The snapshots of one shard are bounded: a subscription whose snapshot finds no room
+/// waits (counted) until another subscriber has taken its retained messages, then gets
+/// every one of its own.
+#[test]
+fn a_snapshot_past_the_bound_waits_for_room() {
+    let broker = Broker::start(&["--shards", "1", "--retained-snapshot-entries", "100"]);
+    let addr = broker.mqtt_addr();
+    // 1,000 retained messages of 10 KB: far more than a connection's soft limit and the
+    // sockets' buffers hold.
+    let mut p = raw_v311_client(addr, "big-retainer", 60);
+    let payload = vec![b'b'; 10_000];
+    for i in 0..1000 {
+        RawMqtt::send(
+            &mut p,
+            &publish(4, &format!("big/{i}"), 0, false, true, 0, &[], &payload),
+        );
+    }
+    RawMqtt::send(&mut p, &PINGREQ);
+    assert_eq!(p.read_packet().first, 0xD0);
+    // A subscribes and reads nothing: most of its snapshot stays in the broker.
+    let mut a = raw_v311_client(addr, "slow-a", 60);
+    RawMqtt::send(&mut a, &subscribe(4, 1, "big/#", 0, &[]));
+    broker.wait_for_metric("ringmq_retained_pending", WAIT, |v| v > 100);
+    // B's snapshot finds no room and waits.
+    let mut b = raw_v311_client(addr, "waits-b", 60);
+    RawMqtt::send(&mut b, &subscribe(4, 1, "big/#", 0, &[]));
+    broker.wait_for_metric("ringmq_retained_snapshots_waited", WAIT, |v| v == 1);
+    let mut b_stream = PacketStream::default();
+    assert_eq!(next_packet(&mut b, &mut b_stream).suback(4).1, [0]);
+    assert!(
+        b.try_read_packet(QUIET).is_none(),
+        "B gets nothing while it waits"
+    );
+    // A takes all of its own; then B gets all of its own.
+    for (who, s, stream) in [
+        ("A", &mut a, &mut PacketStream::default()),
+        ("B", &mut b, &mut b_stream),
+    ] {
+        let mut seen = HashSet::new();
+        while seen.len() < 1000 {
+            let p = next_packet(s, stream);
+            if p.kind() == 3 {
+                assert!(p.retain(), "{who}");
+                seen.insert(p.topic());
+            }
+        }
+    }
+    assert_eq!(broker.metric("ringmq_dropped_qos0_slow_consumer"), 0);
+}

@@ -183,6 +183,13 @@ pub struct Options {
     #[arg(long, value_name = "SECS")]
     pub v311_session_expiry: Option<u32>,
 
+    /// Retained messages one shard holds, 8 bytes each, in new subscriptions' snapshots
+    /// waiting to be sent at their subscribers' pace; past it, a new subscription's
+    /// retained messages wait until others are sent (one snapshot alone may be larger).
+    /// [default: 4194304]
+    #[arg(long, value_name = "N")]
+    pub retained_snapshot_entries: Option<usize>,
+
     /// Seconds between publications of the $SYS/broker/... topics; 0 turns them off.
     /// [default: 10]
     #[arg(long, value_name = "SECS")]

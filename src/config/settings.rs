@@ -41,6 +41,7 @@ pub struct Settings {
     pub max_sessions: Option<usize>,
     /// `None`: 3.1.1 persistent sessions never expire.
     pub v311_session_expiry_s: Option<u32>,
+    pub retained_snapshot_entries: usize,
     pub sys_interval_s: u64,
     pub max_keep_alive_s: u16,
     pub deny_subscribe: Vec<String>,
@@ -238,6 +239,14 @@ pub fn resolve(
     {
         return Err(e.bad("must be 1 to 4294967294 (leave it out for never)"));
     }
+    let retained_snapshot_entries = src.or(
+        "retained_snapshot_entries",
+        |o| &o.retained_snapshot_entries,
+        defaults::RETAINED_SNAPSHOT_ENTRIES,
+    );
+    if retained_snapshot_entries.value == 0 {
+        return Err(retained_snapshot_entries.bad("must be at least 1"));
+    }
     let sys_interval = src.or(
         "sys_interval",
         |o| &o.sys_interval,
@@ -348,6 +357,7 @@ pub fn resolve(
         max_topic_levels: max_topic_levels.value,
         max_sessions: max_sessions.map(|m| m.value),
         v311_session_expiry_s: v311_session_expiry.map(|e| e.value),
+        retained_snapshot_entries: retained_snapshot_entries.value,
         sys_interval_s: sys_interval.value,
         max_keep_alive_s: max_keep_alive.value,
         deny_subscribe: deny,
