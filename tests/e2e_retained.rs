@@ -198,30 +198,32 @@ fn check(broker: &Broker) {
     assert_eq!(broker.metric("ringmq_retained_pending"), 0);
 }
 
-#[test]
-fn every_retained_message_reaches_a_new_subscriber_over_tcp() {
+/// The retained messages, then a QoS 0 and a QoS 1 subscriber to `#` that `connect`
+/// connects (3.1.1) under `ids`, each receiving every one of them.
+fn every_retained_message_reaches<W: Wire>(ids: [&str; 2], connect: impl Fn(&Broker, &str) -> W) {
     let broker = Broker::start(&["--shards", "1"]);
     retain_many(&broker);
     let mut side = Side::new(&broker);
-    for (qos, id) in [(0, "all-q0"), (1, "all-q1")] {
-        let mut sub = raw_v311_client(broker.mqtt_addr(), id, 60);
+    for (qos, id) in [0, 1].into_iter().zip(ids) {
+        let mut sub = connect(&broker, id);
         receive_all(&broker, &mut sub, qos, &mut side);
-        RawMqtt::send(&mut sub, &DISCONNECT);
+        sub.send(&DISCONNECT);
     }
     check(&broker);
 }
 
 #[test]
+fn every_retained_message_reaches_a_new_subscriber_over_tcp() {
+    every_retained_message_reaches(["all-q0", "all-q1"], |b, id| {
+        raw_v311_client(b.mqtt_addr(), id, 60)
+    });
+}
+
+#[test]
 fn every_retained_message_reaches_a_new_subscriber_over_websocket() {
-    let broker = Broker::start(&["--shards", "1"]);
-    retain_many(&broker);
-    let mut side = Side::new(&broker);
-    for (qos, id) in [(0, "ws-all-q0"), (1, "ws-all-q1")] {
-        let mut ws = tungstenite_mqtt_client(&broker, connect_v311(id, 60));
-        receive_all(&broker, &mut ws, qos, &mut side);
-        Wire::send(&mut ws, &DISCONNECT);
-    }
-    check(&broker);
+    every_retained_message_reaches(["ws-all-q0", "ws-all-q1"], |b, id| {
+        tungstenite_mqtt_client(b, connect_v311(id, 60))
+    });
 }
 
 /// The snapshots of one shard are bounded: a subscription whose snapshot finds no room

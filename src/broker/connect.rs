@@ -91,7 +91,7 @@ impl Broker {
         {
             // A will is published like any PUBLISH (and retained, perhaps): held to the
             // same bound. 3.1.1 has no return code for it: the connection is closed
-            // without a CONNACK, as for a CONNECT it cannot take (MQTT-3.2.2-5 aside).
+            // without a CONNACK, as for any CONNECT the server does not accept.
             self.stats.topic_levels_refused.add(1);
             if version == Version::V5 {
                 let why = "the will topic has more levels than this server takes";

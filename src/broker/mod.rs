@@ -5,8 +5,10 @@
 //! holds: `sessions::Sessions` (sessions by slot and client id, the offline ones),
 //! `registry::Registry` (the client ids whose home is this shard), `routing::Routes`
 //! (the topic table), `interest::Interest` (what other shards subscribe to),
-//! `retained::Retained`, `pressure::Pressure` (back-pressure), `writer::Writer`
-//! (packets out, counted), `sys::Sys`, and the mesh messages waiting to go (`Mail`).
+//! `retained::Retained`, `retained_cursor::RetainedCursors` (retained messages new
+//! subscriptions are still to receive), `pressure::Pressure` (back-pressure),
+//! `writer::Writer` (packets out, counted), `sys::Sys`, and the mesh messages waiting to
+//! go (`Mail`).
 //! The work on them is spread over files by stage, in the order a message passes
 //! through them:
 //!
@@ -16,7 +18,8 @@
 //!   session; `takeover`: the cross-shard protocol that finds a session wherever it
 //!   lives (claim → takeover → hand-off, stubs and fences).
 //! - `subscribe`: SUBSCRIBE/UNSUBSCRIBE over `routing`, `interest` and
-//!   `retained`.
+//!   `retained`; `retained_cursor`: a new subscription's retained messages, sent at the
+//!   subscriber's pace.
 //! - `publish`: PUBLISH in; `routing`: where a message goes; `delivery`: one
 //!   message to one session; `qos`: the acknowledgements of QoS 1 and 2, in-flight
 //!   windows and queues; `writer`: the packets out.
