@@ -317,4 +317,40 @@ mod tests {
             }
         }
     }
+
+    /// A client that joins 10,000 groups in one turn costs each other shard one message,
+    /// which carries every change under one sequence number.
+    #[test]
+    fn a_turn_of_interest_changes_is_one_message_per_peer() {
+        let mut interest = Interest::new(Peers { id: 0, count: 3 });
+        let mut mail = Mail::default();
+        for g in 0..10_000 {
+            let share: Arc<str> = format!("$share/g{g}/load/t").into();
+            interest.advertise("load/t", Some(share), true, 1);
+        }
+        let seq = interest.seq();
+        assert_eq!(
+            interest.barrier(&mut mail),
+            seq,
+            "the batch serves as a barrier"
+        );
+        interest.flush(&mut mail);
+        assert_eq!(mail.outbox.len(), 2, "one message per peer");
+        for (_, m) in &mail.outbox {
+            let Msg::Interest(i) = m else {
+                panic!("an interest message")
+            };
+            assert_eq!((i.changes.len(), i.seq), (10_000, seq));
+        }
+        // Applied on a peer: every group found by name.
+        let mut peer = Interest::new(Peers { id: 1, count: 3 });
+        let Msg::Interest(i) = &mail.outbox[0].1 else {
+            unreachable!()
+        };
+        for c in i.changes.iter() {
+            peer.apply(0, c);
+        }
+        assert!(peer.has_group_elsewhere("$share/g9999/load/t"));
+        assert!(!peer.has_group_elsewhere("$share/other/load/t"));
+    }
 }
