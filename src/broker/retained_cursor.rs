@@ -212,6 +212,7 @@ impl Broker {
                 cursors.entries += snapshot.len();
                 c.snapshot = snapshot;
                 c.current = Some(next);
+                c.progress_ms = self.clock_ms;
                 continue;
             }
             if budget == 0 || io.out_len(conn) >= soft {
