@@ -217,3 +217,14 @@ fn gauges_show_sessions_subscriptions_and_retained_messages() {
     broker.wait_for_metric("ringmq_retained_messages", WAIT, |v| v == 1);
     assert_eq!(broker.metric("ringmq_retained_bytes"), 4 + 10);
 }
+
+/// Without the flag, the bound is 128 levels (EMQX's default).
+#[test]
+fn the_default_topic_level_bound_is_128() {
+    let broker = Broker::start(&[]);
+    let (mut c, _) = raw_v5_client(broker.mqtt_addr(), "default-depth", 60);
+    c.send(&subscribe(5, 1, &levels(129), 0, &[]));
+    assert_eq!(c.read_packet().suback(5).1, [0x8F]);
+    c.send(&subscribe(5, 2, &levels(128), 0, &[]));
+    assert_eq!(c.read_packet().suback(5).1, [0x00]);
+}
