@@ -52,7 +52,10 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         (Ok(mqtt), Ok(ws)) => (mqtt, ws),
         (Err(e), _) | (_, Err(e)) => return fail(&e),
     };
-    let (mqtts, wss) = match (reserve("mqtts", settings.mqtts), reserve("wss", settings.wss)) {
+    let (mqtts, wss) = match (
+        reserve("mqtts", settings.mqtts),
+        reserve("wss", settings.wss),
+    ) {
         (Ok(mqtts), Ok(wss)) => (mqtts, wss),
         (Err(e), _) | (_, Err(e)) => return fail(&e),
     };

@@ -733,7 +733,8 @@ impl<C: Default, M: Send> Io<C, M> {
         let Transport::Tls(t) = &mut c.transport else {
             return Ok(());
         };
-        if !has_plain && !(closing && t.owes_close_notify()) {
+        let owes = closing && t.owes_close_notify();
+        if !has_plain && !owes {
             return Ok(());
         }
         let Some(pump) = t.pump.as_mut() else {
@@ -748,7 +749,11 @@ impl<C: Default, M: Send> Io<C, M> {
             // Sealed, or never to be (the session failed): the plaintext is done with.
             out.plain.clear();
         }
-        let done = if matches!(sealed, Ok(false)) { 0 } else { plain };
+        let done = if matches!(sealed, Ok(false)) {
+            0
+        } else {
+            plain
+        };
         self.out_total = self.out_total + added - done;
         sealed.map(|_| ())
     }

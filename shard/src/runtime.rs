@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use io_uring::{opcode, types};
-use rustls::CommonState;
-use rustls::server::UnbufferedServerConnection;
 use ringmq_proto::Decoded;
 use ringmq_proto::ws;
+use rustls::CommonState;
+use rustls::server::UnbufferedServerConnection;
 
 use crate::config::{ListenerKind, ShardConfig, WsFraming};
 use crate::conn::{CloseReason, ConnKey, Transport, WsConn, flag};
-use crate::tls::{self, Fed, Pump, TlsConn, TlsError};
 use crate::hist::{self, Recorder, SharedHists};
 use crate::io::{Op, Token};
 use crate::listen::reuseport_listener;
@@ -29,6 +28,7 @@ use crate::mesh::links::MeshLinks;
 use crate::ring::{BufRing, Completion, Ring};
 use crate::service::{Data, Io, Service};
 use crate::stats::RuntimeStats;
+use crate::tls::{self, Fed, Pump, TlsConn, TlsError};
 
 /// Messages from the main thread to a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -597,7 +597,7 @@ impl<S: Service> Shard<S> {
             let room = (cfg.max_handshake_bytes + 1).saturating_sub(buf.len());
             buf.extend_from_slice(&data[..data.len().min(room)]);
         }
-        let src: &[u8] = if in_place { data } else { &buf };
+        let src: &[u8] = if in_place { data } else { buf };
         self.scratch.clear();
         let outcome = match ws::handshake::parse_request(src, &server) {
             Ok(Decoded::Partial { .. }) => None,

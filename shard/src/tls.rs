@@ -132,8 +132,10 @@ impl TlsConn {
 pub trait Endpoint: DerefMut<Target = UnbufferedConnectionCommon<Self::Data>> {
     type Data;
 
-    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8])
-    -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
 }
 
 impl Endpoint for UnbufferedServerConnection {
@@ -540,7 +542,11 @@ pub(crate) fn log_failure(shard: usize, handshaking: bool, e: &TlsError) {
         .map_or(0, |d| d.as_secs());
     LOG_BUDGET.with(|budget| {
         let (at, lines, skipped) = budget.get();
-        let (lines, skipped) = if at == second { (lines, skipped) } else { (0, skipped) };
+        let (lines, skipped) = if at == second {
+            (lines, skipped)
+        } else {
+            (0, skipped)
+        };
         if lines >= LOG_LINES_PER_SECOND {
             budget.set((second, lines, skipped + 1));
             return;
@@ -581,7 +587,9 @@ mod tests {
         let leaf = |names: Vec<String>, cn: &str| {
             let key = rcgen::KeyPair::generate().unwrap();
             let mut params = rcgen::CertificateParams::new(names).unwrap();
-            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
             let cert = params.signed_by(&key, &ca).unwrap();
             let key = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
             (cert.der().clone(), key)
@@ -703,7 +711,10 @@ mod tests {
             assert!(s.established && s.cn.is_none());
             // Client → server: several records, fed in pieces of `chunk`.
             assert!(client.seal(&message, false, &mut c.wire).unwrap());
-            assert_eq!(deliver(&mut c, &mut server, &mut s, chunk).unwrap(), Fed::Open);
+            assert_eq!(
+                deliver(&mut c, &mut server, &mut s, chunk).unwrap(),
+                Fed::Open
+            );
             assert_eq!(s.got, message, "chunk {chunk}");
             assert!(server.carry.is_empty(), "a whole record is not kept");
             // Server → client, then close_notify.
@@ -790,7 +801,10 @@ mod tests {
             }
             assert!(server.carry.len() <= MAX_BUFFERED);
         }
-        assert!(matches!(failed, Some(TlsError::TooMuchBuffered)), "{failed:?}");
+        assert!(
+            matches!(failed, Some(TlsError::TooMuchBuffered)),
+            "{failed:?}"
+        );
     }
 
     #[test]
@@ -811,7 +825,10 @@ mod tests {
             assert!(client.seal(word, false, &mut c.wire).unwrap());
         }
         s.stop_after = Some(1);
-        assert_eq!(deliver(&mut c, &mut server, &mut s, 4096).unwrap(), Fed::Stopped);
+        assert_eq!(
+            deliver(&mut c, &mut server, &mut s, 4096).unwrap(),
+            Fed::Stopped
+        );
         assert_eq!(s.got, b"first");
     }
 
@@ -824,6 +841,10 @@ mod tests {
         acceptor.replace(server_config(&pki, true));
         assert!(!Arc::ptr_eq(&old, &acceptor.current()));
         drop(session);
-        assert_eq!(Arc::strong_count(&old), 1, "only this test holds the old config");
+        assert_eq!(
+            Arc::strong_count(&old),
+            1,
+            "only this test holds the old config"
+        );
     }
 }

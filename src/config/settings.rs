@@ -169,7 +169,10 @@ pub fn resolve(
         return Err(ws_path.bad("must start with `/` and hold no spaces, `?` or `#`"));
     }
 
-    let tls = tls_files(&src, mqtts.value != ListenAddr::Off || wss.value != ListenAddr::Off)?;
+    let tls = tls_files(
+        &src,
+        mqtts.value != ListenAddr::Off || wss.value != ListenAddr::Off,
+    )?;
 
     let placement = place_shards(
         src.get("cores", |o| &o.cores),
@@ -677,12 +680,18 @@ mod tests {
         assert_eq!(s.wss, Some("127.0.0.1:8084".parse().unwrap()));
         assert!(s.tls.unwrap().require_client_cert);
         for (args, says) in [
-            (&["--mqtts", "127.0.0.1:8883"][..], "need a certificate and its key"),
+            (
+                &["--mqtts", "127.0.0.1:8883"][..],
+                "need a certificate and its key",
+            ),
             (
                 &["--wss", "127.0.0.1:8884", "--tls-cert", "c.pem"],
                 "need a certificate and its key",
             ),
-            (&["--tls-cert", "c.pem"], "--tls-cert: no TLS listener uses it"),
+            (
+                &["--tls-cert", "c.pem"],
+                "--tls-cert: no TLS listener uses it",
+            ),
             (
                 &["--tls-require-client-cert"],
                 "--tls-require-client-cert: no TLS listener",
