@@ -60,10 +60,15 @@ impl Tls {
 
 /// ring, not aws-lc-rs: it builds with a C compiler alone (what `.ci/run` has), at the
 /// cost of no post-quantum key exchange (X25519MLKEM768); the same choice as the webhook
-/// client's, so one provider is compiled in.
-#[allow(deprecated)]
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// client's, so one provider is compiled in. Key exchange prefers X25519, then P-256:
+/// ring's own order puts P-384 first, whose arithmetic it does without assembly, and a
+/// handshake then costs several times the CPU.
+pub fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::kx_group;
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    Arc::new(provider)
 }
 
 /// Builds the server settings from the files.

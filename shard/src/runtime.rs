@@ -439,6 +439,7 @@ impl<S: Service> Shard<S> {
                     }
                 }
                 _ => {
+                    self.count_abandoned_handshake(key);
                     if let Some(conn) = self.io.conn_raw(key) {
                         conn.set(flag::READ_DONE | flag::WRITE_FAILED);
                     }
@@ -460,6 +461,7 @@ impl<S: Service> Shard<S> {
 
     /// The peer sent its last bytes (the socket's end, or TLS close_notify).
     fn peer_done(&mut self, key: ConnKey) {
+        self.count_abandoned_handshake(key);
         let mut held = false;
         if let Some(conn) = self.io.conn_raw(key) {
             conn.set(flag::READ_DONE);
@@ -472,6 +474,17 @@ impl<S: Service> Shard<S> {
         }
         if !held {
             self.io.close(key, CloseReason::Lost);
+        }
+    }
+
+    /// A client that goes away in the middle of its TLS handshake (it refused the server's
+    /// certificate, say) failed it.
+    fn count_abandoned_handshake(&mut self, key: ConnKey) {
+        if let Some(conn) = self.io.conn_raw(key)
+            && !conn.has(flag::CLOSING)
+            && matches!(&conn.transport, Transport::Tls(t) if t.handshaking())
+        {
+            self.io.stats.tls_handshake_failed.add(1);
         }
     }
 

@@ -95,7 +95,7 @@ counters! {
         Counter ws_handshake_rejected: "WebSocket upgrades refused (400/404/426/431).",
         Counter tls_handshakes: "TLS handshakes completed.",
         Counter tls_handshake_failed:
-            "TLS handshakes that failed (not TLS at all, no common version or cipher suite, a missing or refused client certificate, …): answered with an alert and closed.",
+            "TLS handshakes that failed (not TLS at all, no common version or cipher suite, a missing or refused client certificate, …: answered with an alert and closed), or that the client left (it refused the server's certificate, say).",
         Counter tls_handshake_timeout:
             "TLS handshakes not finished within the handshake timeout: closed (also counted in disconnected_timeout).",
         Counter tls_errors:

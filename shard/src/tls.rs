@@ -305,10 +305,7 @@ impl<E: Endpoint> Pump<E> {
         // hears `established` first.
         let mut held_back = false;
         loop {
-            if !self.established && !self.conn.is_handshaking() {
-                self.established = true;
-                peer.established(&self.conn);
-            }
+            self.note_established(peer);
             let established = self.established;
             let UnbufferedStatus { mut discard, state } = self.conn.process(&mut buf[used..]);
             let state = match state {
@@ -351,8 +348,19 @@ impl<E: Endpoint> Pump<E> {
             }
             used += discard;
             if let Some(fed) = stop {
+                // The last record may have completed the handshake with nothing to answer
+                // (a TLS 1.2 client reading the server's Finished).
+                self.note_established(peer);
                 return Ok((used, fed));
             }
+        }
+    }
+
+    /// Tells `peer` once that the handshake completed.
+    fn note_established(&mut self, peer: &mut impl Peer) {
+        if !self.established && !self.conn.is_handshaking() {
+            self.established = true;
+            peer.established(&self.conn);
         }
     }
 
@@ -618,10 +626,15 @@ mod tests {
         Arc::new(builder.with_single_cert(vec![cert], key).unwrap())
     }
 
-    fn client(pki: &Pki, with_cert: bool) -> Pump<UnbufferedClientConnection> {
+    fn client(
+        pki: &Pki,
+        with_cert: bool,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> Pump<UnbufferedClientConnection> {
         let mut roots = RootCertStore::empty();
         roots.add(pki.ca.clone()).unwrap();
-        let builder = ClientConfig::builder().with_root_certificates(roots);
+        let builder =
+            ClientConfig::builder_with_protocol_versions(&[version]).with_root_certificates(roots);
         let config = if with_cert {
             let (cert, key) = (pki.client.0.clone(), pki.client.1.clone_key());
             builder.with_client_auth_cert(vec![cert], key).unwrap()
@@ -680,6 +693,7 @@ mod tests {
         pki: &Pki,
         client_certs: bool,
         chunk: usize,
+        version: &'static rustls::SupportedProtocolVersion,
     ) -> (
         Pump<UnbufferedClientConnection>,
         End,
@@ -688,7 +702,7 @@ mod tests {
     ) {
         let acceptor = TlsAcceptor::new(server_config(pki, client_certs));
         let mut server = acceptor.session().unwrap();
-        let mut client = client(pki, client_certs);
+        let mut client = client(pki, client_certs, version);
         let (mut c, mut s) = (End::default(), End::default());
         client.start(&mut c).unwrap();
         for _ in 0..8 {
@@ -699,6 +713,9 @@ mod tests {
             }
         }
         assert!(server.is_established() && client.is_established());
+        // Each side heard of it exactly when it happened.
+        assert!(c.established && s.established);
+        assert_eq!(client.state().protocol_version(), Some(version.version));
         (client, c, server, s)
     }
 
@@ -706,8 +723,12 @@ mod tests {
     fn data_crosses_both_ways_whatever_the_split() {
         let pki = pki();
         let message: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
-        for chunk in [1, 5, 7, 100, 1000, 4096, 65536] {
-            let (mut client, mut c, mut server, mut s) = handshake(&pki, false, chunk);
+        let versions = [&rustls::version::TLS12, &rustls::version::TLS13];
+        for (chunk, version) in [1, 5, 7, 100, 1000, 4096, 65536]
+            .into_iter()
+            .flat_map(|chunk| versions.map(|v| (chunk, v)))
+        {
+            let (mut client, mut c, mut server, mut s) = handshake(&pki, false, chunk, version);
             assert!(s.established && s.cn.is_none());
             // Client → server: several records, fed in pieces of `chunk`.
             assert!(client.seal(&message, false, &mut c.wire).unwrap());
@@ -734,7 +755,13 @@ mod tests {
     #[test]
     fn a_verified_client_certificate_gives_its_common_name() {
         let pki = pki();
-        let (_, _, server, s) = handshake(&pki, true, 4096);
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let (_, _, server, s) = handshake(&pki, true, 4096, version);
+            assert_eq!(s.cn.as_deref(), Some("device-7"));
+            let chain = server.state().peer_certificates().unwrap();
+            assert_eq!(peer_common_name(chain).as_deref(), Some("device-7"));
+        }
+        let (_, _, server, s) = handshake(&pki, true, 4096, &rustls::version::TLS13);
         assert_eq!(s.cn.as_deref(), Some("device-7"));
         let chain = server.state().peer_certificates().unwrap();
         assert_eq!(peer_common_name(chain).as_deref(), Some("device-7"));
@@ -745,7 +772,7 @@ mod tests {
         let pki = pki();
         let acceptor = TlsAcceptor::new(server_config(&pki, true));
         let mut server = acceptor.session().unwrap();
-        let mut client = client(&pki, false);
+        let mut client = client(&pki, false, &rustls::version::TLS13);
         let (mut c, mut s) = (End::default(), End::default());
         client.start(&mut c).unwrap();
         let mut failed = None;
@@ -820,7 +847,8 @@ mod tests {
     #[test]
     fn stopping_leaves_the_rest_unread() {
         let pki = pki();
-        let (mut client, mut c, mut server, mut s) = handshake(&pki, false, 4096);
+        let (mut client, mut c, mut server, mut s) =
+            handshake(&pki, false, 4096, &rustls::version::TLS13);
         for word in [&b"first"[..], b"second"] {
             assert!(client.seal(word, false, &mut c.wire).unwrap());
         }
