@@ -444,7 +444,7 @@ fn tls_fanout_on_1_2_and_1_3_and_over_wss() {
         assert_clean(&r);
         assert_eq!(
             r.transport,
-            &target[..target.find(':').unwrap()].replace("mqtts", "tls")
+            target[..target.find(':').unwrap()].replace("mqtts", "tls")
         );
         let m = r.messages.as_ref().unwrap();
         assert_eq!(m.expected, m.published * 10, "{target} TLS {version}");
