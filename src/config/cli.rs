@@ -37,7 +37,7 @@ running, 2 for bad flags or a bad config file.";
 #[command(
     name = "ringmq",
     version,
-    about = "A thread-per-core io_uring MQTT broker (MQTT 3.1.1 and 5.0, over TCP and WebSocket).",
+    about = "A thread-per-core io_uring MQTT broker (MQTT 3.1.1 and 5.0, over TCP and WebSocket, either over TLS).",
     after_help = AFTER_HELP,
     max_term_width = 100
 )]
