@@ -478,6 +478,20 @@ fn bad_input_ends_only_its_own_connection_and_is_counted() {
     }
     assert_eq!(broker.metric("ringmq_tls_handshake_failed"), 3);
 
+    // After the handshake, a record that does not decrypt: an alert (bad_record_mac), the
+    // end, counted as a TLS error.
+    let mut s = tls_connect(broker.mqtts_addr(), pki.client_config(None, &[])).unwrap();
+    s.send(&connect_v311("tampered", 30));
+    assert_eq!(s.read_packet().body, [0, 0]);
+    let mut forged = vec![23, 3, 3, 0, 40];
+    forged.extend([0x5A; 40]);
+    std::io::Write::write_all(&mut s.sock, &forged).unwrap();
+    let mut buf = [0u8; 64];
+    let e = std::io::Read::read(&mut s, &mut buf).expect_err("the broker answers with an alert");
+    assert!(e.to_string().contains("BadRecordMac"), "{e}");
+    broker.wait_for_metric("ringmq_tls_errors", WAIT, |n| n == 1);
+    rt.block_on(healthy.check());
+
     // A socket that never says anything is closed by the handshake deadline.
     let mut silent = tcp(broker.mqtts_addr());
     silent.expect_closed_silently("a silent TLS connection");

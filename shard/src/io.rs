@@ -762,7 +762,11 @@ impl<C: Default, M: Send> Io<C, M> {
     /// read, and the connection closes.
     pub(crate) fn tls_failed(&mut self, key: ConnKey, e: &TlsError) {
         let Some(c) = self.conn_mut(key) else { return };
-        let handshaking = c.transport.negotiating();
+        // No session at all yet, or one that had not finished its handshake.
+        let handshaking = match &c.transport {
+            Transport::Tls(t) => t.handshaking(),
+            _ => true,
+        };
         c.set(flag::READ_DONE);
         if handshaking {
             self.stats.tls_handshake_failed.add(1);
