@@ -1,6 +1,6 @@
 //! MQTT over TLS and over secure WebSocket, with independent clients and certificates the
 //! tests make: mosquitto_pub/sub (OpenSSL) on TLS 1.2 and 1.3, python paho-mqtt with
-//! `tls_set_context`, rumqttc (rustls) talking with plain TCP clients and sending payloads
+//! `tls_set` (and a context pinned to each version), rumqttc (rustls) talking with plain TCP clients and sending payloads
 //! many records long, a blocking rustls client for exact bytes (the negotiated version,
 //! the close_notify), rumqttc and tungstenite over secure WebSocket; client certificates
 //! (refused without one, the CN reaches the broker); a certificate reload on SIGHUP that
@@ -79,18 +79,22 @@ fn mosquitto_clients_talk_over_tls_1_2_and_1_3() {
     assert_eq!(broker.metric("ringmq_tls_handshake_failed"), 0);
 }
 
-/// Connects with paho-mqtt over TLS `version` ("1.2" or "1.3"), subscribes, publishes
-/// to itself and prints what came back and the TLS version Python's ssl negotiated.
+/// Connects with paho-mqtt over TLS (`tls_set` with the CA, or for "1.2" and "1.3" a
+/// context pinned to that version), subscribes, publishes to itself and prints what came
+/// back and the TLS version Python's ssl negotiated.
 const PAHO_SCRIPT: &str = r#"
 import ssl, sys, threading
 import paho.mqtt.client as mqtt
 port, ca, version = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-ctx = ssl.create_default_context(cafile=ca)
-v = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[version]
-ctx.minimum_version = ctx.maximum_version = v
 kw = {"callback_api_version": mqtt.CallbackAPIVersion.VERSION2} if hasattr(mqtt, "CallbackAPIVersion") else {}
 c = mqtt.Client(client_id="paho-" + version, **kw)
-c.tls_set_context(ctx)
+if version == "any":
+    c.tls_set(ca_certs=ca)
+else:
+    ctx = ssl.create_default_context(cafile=ca)
+    v = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[version]
+    ctx.minimum_version = ctx.maximum_version = v
+    c.tls_set_context(ctx)
 topic = "paho/" + version
 got, box = threading.Event(), {}
 def on_connect(client, userdata, flags, rc, props=None):
@@ -112,7 +116,7 @@ sys.exit(0 if ok else 1)
 "#;
 
 #[test]
-fn paho_mqtt_with_tls_set_context() {
+fn paho_mqtt_with_tls_set() {
     let has_paho = Command::new("python3")
         .args(["-c", "import paho.mqtt.client"])
         .status()
@@ -125,7 +129,7 @@ fn paho_mqtt_with_tls_set_context() {
     let pki = Pki::new("paho");
     let broker = tls_broker(&pki, &[]);
     let port = broker.mqtts_addr().port().to_string();
-    for (version, name) in [("1.2", "TLSv1.2"), ("1.3", "TLSv1.3")] {
+    for (version, name) in [("any", "TLSv1.3"), ("1.2", "TLSv1.2"), ("1.3", "TLSv1.3")] {
         let out = Command::new("python3")
             .args(["-c", PAHO_SCRIPT, &port, path(&pki.ca), version])
             .output()
