@@ -502,3 +502,19 @@ fn bad_input_ends_only_its_own_connection_and_is_counted() {
     assert_eq!(broker.metric("ringmq_tls_handshake_timeout"), 1);
     rt.block_on(healthy.check());
 }
+
+#[test]
+fn a_shutdown_says_goodbye_inside_tls() {
+    let pki = Pki::new("shutdown");
+    let mut broker = tls_broker(&pki, &[]);
+    let mut s = tls_connect(broker.mqtts_addr(), pki.client_config(None, &[])).unwrap();
+    s.send(&connect_v5("leaving-v5", 30));
+    assert_eq!(s.read_packet().first, 0x20);
+    broker.signal(libc::SIGTERM);
+    let end = s.read_until_closed(WAIT);
+    let packets = split_packets(&end.bytes);
+    assert_eq!(packets.len(), 1, "{packets:?}");
+    assert_eq!(packets[0].v5_disconnect().0, 0x8B, "server shutting down");
+    assert!(!end.reset, "the DISCONNECT is followed by a close_notify");
+    assert_eq!(broker.wait_exit().code(), Some(0));
+}

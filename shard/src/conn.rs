@@ -104,14 +104,6 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// The stage that hands the service its bytes (inside TLS, if any).
-    pub fn upper(&self) -> &Transport {
-        match self {
-            Transport::Tls(t) => &t.inner,
-            other => other,
-        }
-    }
-
     /// Whether the runtime still negotiates the connection (a TLS handshake or a
     /// WebSocket upgrade) before the service hears of it.
     pub fn negotiating(&self) -> bool {

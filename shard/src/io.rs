@@ -744,15 +744,14 @@ impl<C: Default, M: Send> Io<C, M> {
         let before = out.queued.len();
         let sealed = pump.seal(&out.plain, closing, &mut out.queued);
         let added = out.queued.len() - before;
-        let plain = out.plain.len();
-        if !matches!(sealed, Ok(false)) {
-            // Sealed, or never to be (the session failed): the plaintext is done with.
-            out.plain.clear();
-        }
+        // Sealed, or never to be (the session failed): the plaintext is done with. Not
+        // yet (the handshake goes on): it waits.
         let done = if matches!(sealed, Ok(false)) {
             0
         } else {
-            plain
+            let n = out.plain.len();
+            out.plain.clear();
+            n
         };
         self.out_total = self.out_total + added - done;
         sealed.map(|_| ())
@@ -816,9 +815,11 @@ impl<C: Default, M: Send> Io<C, M> {
         }
         out.sending.clear();
         out.queued.clear();
+        out.plain.clear();
         out.sent = 0;
         out.sending.shrink_to(OUTBUF_KEEP_CAPACITY);
         out.queued.shrink_to(OUTBUF_KEEP_CAPACITY);
+        out.plain.shrink_to(OUTBUF_KEEP_CAPACITY);
         self.outbuf_pool.push(out);
     }
 
