@@ -363,7 +363,9 @@ impl<S: Service> Shard<S> {
         if negotiates {
             // One deadline for the TLS handshake and the WebSocket upgrade together.
             let at = self.io.now_ms() + self.io.cfg.handshake_timeout_ms;
-            self.io.set_deadline_raw(key, at);
+            if self.io.is_open(key) {
+                self.io.set_deadline_raw(key, at);
+            }
         } else {
             self.open(key);
         }
