@@ -335,6 +335,9 @@ impl Service for Broker {
         self.clock_ms = io.now_ms();
         let at = io.now_ms() + self.config().connect_timeout_ms;
         io.set_deadline(key, at);
+        if let Some(cn) = io.peer_certificate_cn(key) {
+            tracing::debug!(shard = io.shard_id(), cn, "TLS client certificate verified");
+        }
     }
 
     fn on_data(&mut self, io: &mut Io, key: ConnKey, data: Data<'_>) {
