@@ -93,6 +93,7 @@ impl Running {
             listeners: vec![Listen {
                 addr,
                 kind: ListenerKind::Tcp,
+                tls: None,
             }],
             close_timeout_ms: 200,
             files_per_shard: 1024,
