@@ -26,6 +26,12 @@ const FLAGS: &[&str] = &[
     "--max-data-bytes",
     "--max-queued-messages",
     "--max-inflight",
+    "--max-subscriptions",
+    "--max-subscription-bytes",
+    "--max-topic-levels",
+    "--max-sessions",
+    "--v311-session-expiry",
+    "--retained-snapshot-entries",
     "--sys-interval",
     "--max-keep-alive",
     "--deny-subscribe",
@@ -43,6 +49,12 @@ const FLAGS: &[&str] = &[
     "--webhook-payload-preview",
     "--log-format",
     "--log-level",
+    "--mqtts",
+    "--wss",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
+    "--tls-require-client-cert",
 ];
 
 fn stderr(out: &std::process::Output) -> String {
@@ -55,8 +67,9 @@ fn help_lists_every_flag_with_its_default() {
     assert!(out.status.success(), "{}", stderr(&out));
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in FLAGS {
+        // A switch that may also take a value reads `--flag [<VALUE>]`.
         assert!(
-            help.contains(&format!("{flag} <")),
+            help.contains(&format!("{flag} <")) || help.contains(&format!("{flag} [<")),
             "--help lacks {flag}:\n{help}"
         );
     }

@@ -708,7 +708,7 @@ impl Broker {
                 .plain()
                 .iter()
                 .any(|s| sessions.get(s.sid).is_some_and(|x| x.durable));
-            durable |= v.groups().iter().any(|g| {
+            durable |= v.groups().any(|g| {
                 g.members
                     .iter()
                     .any(|s| sessions.get(s.sid).is_some_and(|x| x.durable))
@@ -1117,7 +1117,7 @@ impl Broker {
         }
         let filter = self.routes.subs.path_of(node);
         let prefix = super::interest::interest_prefix(&filter, self.config().route_depth);
-        self.interest.advertise_durable(prefix, add, &mut self.mail);
+        self.interest.advertise_durable(prefix, add);
     }
 
     /// The subscriptions of session `sid`, spelled out.

@@ -107,8 +107,12 @@ impl Broker {
         };
         let store_key = s.store_key;
         let released = s.extra_opt_mut().and_then(|e| {
-            let i = e.inbound_qos2.iter().position(|&(p, _)| p == pkid)?;
-            Some(e.inbound_qos2.swap_remove(i).1)
+            let id = e.inbound_qos2.remove(&pkid);
+            if e.inbound_qos2.is_empty() && e.inbound_qos2.capacity() > 64 {
+                // A burst is over: its table goes with it.
+                e.inbound_qos2 = Default::default();
+            }
+            id
         });
         let Some(id) = released else {
             return answer_release(&self.writer, io, key, version, false, pkid, false);
@@ -192,9 +196,15 @@ impl Broker {
         }
     }
 
-    /// Sends queued deliveries while the in-flight window has room. For a logged
-    /// session each leaves the queue and enters the window in the log first.
+    /// Sends queued deliveries while the in-flight window has room, then retained
+    /// messages a new subscription is still to receive. For a logged session each
+    /// delivery leaves the queue and enters the window in the log first.
     pub(super) fn drain_queue(&mut self, io: &mut Io, sid: SessionId) {
+        self.send_queued(io, sid);
+        self.send_retained(io, sid);
+    }
+
+    fn send_queued(&mut self, io: &mut Io, sid: SessionId) {
         let now = Instant::now();
         loop {
             let Some(s) = self.sessions.get_mut(sid) else {

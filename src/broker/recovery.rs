@@ -18,6 +18,7 @@ use std::sync::Arc;
 use ringmq_proto::topic::{self, Filter};
 
 use super::interest::{advertised_filter, interest_prefix};
+use super::msg::InterestChange;
 use super::session::{Inflight, Message, OutState, Queued, Session, SubIds, WillMsg};
 use super::{Broker, Shared, home_shard};
 use crate::store::MsgId;
@@ -163,8 +164,13 @@ impl Broker {
                 continue;
             }
             for (filter, share, durable) in adverts {
-                self.interest
-                    .apply(shard, filter, share.clone(), true, *durable);
+                let change = InterestChange {
+                    filter: filter.clone(),
+                    share: share.clone(),
+                    add: true,
+                    durable: *durable,
+                };
+                self.interest.apply(shard, &change);
             }
         }
         for (client_id, holder, epoch) in homes {
@@ -249,19 +255,20 @@ impl Broker {
                 });
                 queued += 1;
             }
-            e.inbound_qos2 = s.inbound_qos2.clone();
+            e.inbound_qos2 = s.inbound_qos2.iter().copied().collect();
             session.durable = true;
             let sid = self.sessions.add(session);
             for sub in &s.subscriptions {
-                if let Some(r) = self.add_subscription(sid, &sub.filter, sub.options, sub.sub_id) {
+                if let Some((r, cost)) =
+                    self.add_subscription(sid, &sub.filter, sub.options, sub.sub_id)
+                {
                     if r.share.is_none() && self.peers.count > 1 {
                         let depth = self.config().route_depth;
                         let prefix = interest_prefix(&sub.filter, depth);
-                        self.interest
-                            .advertise_durable(prefix, true, &mut self.mail);
+                        self.interest.advertise_durable(prefix, true);
                     }
                     if let Some(x) = self.sessions.get_mut(sid) {
-                        x.add_sub(r);
+                        x.add_sub(r, cost);
                     }
                 }
             }

@@ -1,7 +1,8 @@
 //! Retained messages: every shard keeps the whole set, so a new subscription finds them
 //! where it is. A retained PUBLISH is stored on its own shard and sent to every other
 //! (`Msg::Retain`) with a version from a process-wide clock, so every shard keeps the same
-//! latest one of a topic whatever order the copies arrive in.
+//! latest one of a topic whatever order the copies arrive in. A new subscription's
+//! retained messages are sent at the subscriber's pace by `retained_cursor`.
 //!
 //! Durably, a topic's retained message lives in one log: its home shard's (a hash of the
 //! topic, as for client ids), so that one log's order says which update is the latest
@@ -11,13 +12,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
-
-use ringmq_proto::mqtt::SubscriptionOptions;
 
 use super::delivery::Src;
 use super::msg::Ticket;
-use super::session::{Message, SessionId, SubIds};
+use super::session::Message;
 use super::topics::{NodeValue, Trie};
 use super::{Broker, Io, Msg};
 use crate::store::{MsgId, Record};
@@ -39,6 +37,9 @@ impl NodeValue for RetainedNode {
 #[derive(Default)]
 pub(super) struct Retained {
     trie: Trie<RetainedNode>,
+    /// Messages held, and their bytes (`Message::size`).
+    pub count: usize,
+    pub bytes: usize,
 }
 
 impl Retained {
@@ -51,7 +52,10 @@ impl Retained {
             if let Some(node) = self.trie.find(&topic) {
                 let v = self.trie.get_mut(node);
                 if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
-                    v.msg = None;
+                    if let Some((old, _)) = v.msg.take() {
+                        self.count -= 1;
+                        self.bytes -= old.size();
+                    }
                     self.trie.prune(node);
                     return true;
                 }
@@ -62,23 +66,30 @@ impl Retained {
         let node = self.trie.insert(&topic);
         let v = self.trie.get_mut(node);
         if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
-            v.msg = Some((msg, version));
+            self.bytes += msg.size();
+            match v.msg.replace((msg, version)) {
+                Some((old, _)) => self.bytes -= old.size(),
+                None => self.count += 1,
+            }
             return true;
         }
         false
     }
 
-    /// The retained messages whose topics `filter` matches, but those expired at `now`.
-    pub fn matching(&mut self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
-        let mut found = Vec::new();
+    /// The retained message of `topic` now, if there is one.
+    pub fn current(&self, topic: &str) -> Option<&Arc<Message>> {
+        let node = self.trie.find(topic)?;
+        self.trie.get(node).msg.as_ref().map(|(m, _)| m)
+    }
+
+    /// Calls `visit` for each retained message whose topic `filter` matches (expired
+    /// ones included: whoever sends them checks).
+    pub fn matching_each(&mut self, filter: &str, mut visit: impl FnMut(&Arc<Message>)) {
         self.trie.match_filter(filter, |_, v| {
-            if let Some((m, _)) = &v.msg
-                && !m.is_expired(now)
-            {
-                found.push(m.clone());
+            if let Some((m, _)) = &v.msg {
+                visit(m);
             }
         });
-        found
     }
 }
 
@@ -158,23 +169,6 @@ impl Broker {
             src.logged = true;
         } else {
             src.refused = true;
-        }
-    }
-
-    /// Sends the retained messages matching a new subscription, with RETAIN set.
-    pub(super) fn send_retained(
-        &mut self,
-        io: &mut Io,
-        sid: SessionId,
-        filter: &str,
-        opts: SubscriptionOptions,
-        sub_id: u32,
-    ) {
-        let found = self.retained.matching(filter, Instant::now());
-        for m in found {
-            let qos = m.qos.min(opts.qos);
-            let mut src = Src::from_arc(&m, self.peers.id);
-            self.deliver(io, sid, &mut src, qos, true, SubIds::one(sub_id));
         }
     }
 }
