@@ -48,6 +48,9 @@ pub(super) enum Ack {
     Pubrec(u16),
     Pubrel(u16),
     Pubcomp(u16),
+    /// A PINGRESP keeps its place behind the connection's acknowledgements, so that a
+    /// client may use PINGREQ to learn that everything it sent before was acknowledged.
+    Pingresp,
 }
 
 /// What happens once the records it depends on are durable.
@@ -616,6 +619,7 @@ impl Broker {
             Ack::Pubrec(p) => Packet::PubRec(r(p)),
             Ack::Pubrel(p) => Packet::PubRel(r(p)),
             Ack::Pubcomp(p) => Packet::PubComp(r(p)),
+            Ack::Pingresp => Packet::PingResp,
         };
         self.writer.packet(io, conn, version, &pkt);
     }

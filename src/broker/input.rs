@@ -10,6 +10,7 @@ use ringmq_proto::mqtt::{self, Framer, Packet, ReasonCode, Version};
 use ringmq_shard::conn::{CloseReason, ConnKey};
 
 use super::client::Phase;
+use super::durable::Ack;
 use super::{Broker, Io};
 
 impl Broker {
@@ -180,10 +181,7 @@ impl Broker {
             (Phase::Connected, Packet::PubComp(r)) => self.on_pubcomp(io, key, r.pkid),
             (Phase::Connected, Packet::Subscribe(s)) => self.on_subscribe(io, key, s),
             (Phase::Connected, Packet::Unsubscribe(u)) => self.on_unsubscribe(io, key, u),
-            (Phase::Connected, Packet::PingReq) => {
-                let v = io.state(key).map_or(Version::V311, |c| c.version());
-                self.writer.packet(io, key, v, &Packet::PingResp);
-            }
+            (Phase::Connected, Packet::PingReq) => self.acknowledge(io, key, Ack::Pingresp, None),
             (Phase::Connected, Packet::Disconnect(d)) => self.on_disconnect(io, key, d),
             (Phase::Connected, Packet::Auth(_)) => self.protocol_error(
                 io,
