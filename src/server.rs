@@ -13,14 +13,19 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use ringmq_shard::config::{Listen, ListenerKind, ShardConfig, WsFraming, WsOptions};
+use ringmq_shard::config::{ConnectRate, Listen, ListenerKind, ShardConfig, WsFraming, WsOptions};
 use ringmq_shard::mesh::links::{self, Doorbell};
+use ringmq_shard::rate::Rate;
 use ringmq_shard::runtime::{self, Control, ShardSpec};
 use ringmq_shard::stats::{CounterSet, RuntimeStats};
 
-use crate::broker::{Broker, BrokerConfig, BrokerStats, Msg, ShardFigures, Shared};
+use crate::auth::{AuthStats, Authenticator, CurrentAuth, VerifyPool};
+use crate::broker::{Broker, BrokerConfig, BrokerStats, Guards, Msg, ShardFigures, Shared};
+use crate::config::defaults;
 use crate::config::settings::Settings;
+use crate::config::values::RateSpec;
 use crate::control::{histograms, metrics, plane};
+use crate::limits::{Flapping, Limits, PerIp};
 use crate::system::{self, PortReservation, Signals};
 
 /// How long shards get to stop before the process gives up on them. They close their
@@ -62,11 +67,24 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         Err(e) => return fail(&e),
     };
 
-    let cfg = Arc::new(shard_config(&settings, mqtt.as_ref(), ws.as_ref()));
+    let security = match Security::start(&settings) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let cfg = Arc::new(shard_config(
+        &settings,
+        mqtt.as_ref(),
+        ws.as_ref(),
+        security.limits.needs_addresses(),
+    ));
     let figures: Vec<ShardFigures> = (0..settings.shards())
         .map(|_| ShardFigures::default())
         .collect();
-    let shards = match start_shards(&settings, cfg, &figures) {
+    let shared = match shared(&settings, &figures, &security) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let shards = match start_shards(&settings, cfg, &shared) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -86,6 +104,8 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         shards: figures.clone(),
         started,
         shutting_down: shutting_down.clone(),
+        auth_stats: security.stats.clone(),
+        limits: security.limits.clone(),
     }) {
         Ok(c) => c,
         Err(e) => {
@@ -104,7 +124,98 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         started,
         dir: settings.data_dir.clone(),
     };
-    watch(shards, &signals, &shutting_down, &dump)
+    let reload = Reload {
+        settings: &settings,
+        shared: &shared,
+        security: &security,
+    };
+    let status = watch(shards, &signals, &shutting_down, &dump, &reload);
+    security.stop();
+    status
+}
+
+/// Authentication and the process-wide limits, made once at start.
+struct Security {
+    stats: Arc<AuthStats>,
+    /// `None` when nothing needs verifying off the shards.
+    pool: Option<VerifyPool>,
+    /// The first generation (later ones come from `Reload`).
+    first: Arc<Authenticator>,
+    limits: Arc<Limits>,
+}
+
+impl Security {
+    /// Starts the verification pool if the configuration needs one and loads every file;
+    /// an error names the file and line.
+    fn start(settings: &Settings) -> Result<Security, String> {
+        let stats = Arc::new(AuthStats::default());
+        let pool = if settings.auth.needs_pool() {
+            let pool = VerifyPool::start(settings.auth_pool)
+                .map_err(|e| format!("cannot start the verification threads: {e}"))?;
+            Some(pool)
+        } else {
+            None
+        };
+        let first = Authenticator::load(
+            &settings.auth,
+            pool.as_ref().map(VerifyPool::handle),
+            stats.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let connections = settings
+            .max_connections
+            .unwrap_or(settings.shards() * settings.files_per_shard as usize);
+        let per_ip = settings
+            .max_connections_per_ip
+            .map(|limit| PerIp::new(connections, limit));
+        let flapping = Flapping::new(settings.flapping, defaults::FLAPPING_CAPACITY);
+        Ok(Security {
+            stats,
+            pool,
+            first,
+            limits: Arc::new(Limits::new(per_ip, flapping)),
+        })
+    }
+
+    fn stop(self) {
+        if let Some(pool) = self.pool {
+            pool.shutdown();
+        }
+    }
+}
+
+/// What SIGHUP reloads: the password file, the ACL file and the JWT key.
+struct Reload<'a> {
+    settings: &'a Settings,
+    shared: &'a Shared,
+    security: &'a Security,
+}
+
+impl Reload<'_> {
+    /// Builds a new generation and puts it in force; on an error the rules in force stay
+    /// and the log names the file and line.
+    fn run(&self) {
+        let pool = self.security.pool.as_ref().map(VerifyPool::handle);
+        let needs_pool = self.settings.auth.needs_pool();
+        if needs_pool && pool.is_none() {
+            tracing::error!("reload: the configuration needs the verification pool; none runs");
+            return;
+        }
+        match Authenticator::load(&self.settings.auth, pool, self.security.stats.clone()) {
+            Ok(next) => {
+                self.shared.auth.replace(next);
+                tracing::info!(
+                    generation = self.shared.auth.generation(),
+                    "reloaded the password file, ACL file and JWT key"
+                );
+                say(format_args!("ringmq: SIGHUP: reloaded"));
+            }
+            Err(e) => {
+                tracing::error!("reload failed, the rules in force stay: {e}");
+                say(format_args!("ringmq: SIGHUP: reload failed: {e}"));
+            }
+        }
+    }
 }
 
 /// Where SIGUSR1 writes the latency histograms.
@@ -162,8 +273,16 @@ fn announcement(
     )
 }
 
+fn rate(spec: RateSpec) -> Rate {
+    Rate::new(spec.per_s, spec.burst)
+}
+
 /// What every shard's broker reads. Built here only, so new fields go in one place.
-fn shared(settings: &Settings, figures: &[ShardFigures]) -> Result<Arc<Shared>, String> {
+fn shared(
+    settings: &Settings,
+    figures: &[ShardFigures],
+    security: &Security,
+) -> Result<Arc<Shared>, String> {
     let config = BrokerConfig {
         max_queued_messages: settings.max_queued_messages,
         max_inflight: settings.max_inflight,
@@ -175,9 +294,18 @@ fn shared(settings: &Settings, figures: &[ShardFigures]) -> Result<Arc<Shared>, 
             .iter()
             .map(|f| f.as_str().into())
             .collect(),
+        max_subscriptions: settings.max_subscriptions,
+        client_msg_rate: settings.client_msg_rate.map(rate),
+        client_byte_rate: settings.client_byte_rate.map(rate),
+        max_retained: settings.max_retained,
+        max_parked_connects: settings.auth_pool.queue,
         ..BrokerConfig::default()
     };
-    Shared::new(config, figures.to_vec()).map(Arc::new)
+    let guards = Guards {
+        auth: CurrentAuth::new(security.first.clone()),
+        limits: security.limits.clone(),
+    };
+    Shared::new(config, figures.to_vec(), guards).map(Arc::new)
 }
 
 /// The one `ShardConfig` all shards share, listening on the reserved (concrete) ports.
@@ -185,13 +313,17 @@ fn shard_config(
     s: &Settings,
     mqtt: Option<&PortReservation>,
     ws: Option<&PortReservation>,
+    peer_addresses: bool,
 ) -> ShardConfig {
     let defaults = ShardConfig::default();
     let mut listeners = Vec::new();
+    // Each listener has its own bucket, shared by every shard.
+    let connect_rate = || s.max_connect_rate.map(|r| ConnectRate::new(rate(r)));
     if let Some(r) = mqtt {
         listeners.push(Listen {
             addr: r.addr,
             kind: ListenerKind::Tcp,
+            connect_rate: connect_rate(),
         });
     }
     if let Some(r) = ws {
@@ -204,7 +336,9 @@ fn shard_config(
                 subprotocol: Some("mqtt".into()),
                 require_subprotocol: true,
                 framing: WsFraming::ByteStream,
+                allowed_origins: s.ws_allowed_origins.clone().map(Arc::from),
             }),
+            connect_rate: connect_rate(),
         });
     }
     ShardConfig {
@@ -219,6 +353,7 @@ fn shard_config(
         mesh_capacity: s.mesh_capacity,
         pressure_high: s.shard_pressure_bytes as usize,
         pressure_low: s.shard_pressure_bytes as usize / 2,
+        peer_addresses,
         ..defaults
     }
 }
@@ -266,10 +401,10 @@ impl Shards {
 fn start_shards(
     settings: &Settings,
     cfg: Arc<ShardConfig>,
-    figures: &[ShardFigures],
+    shared: &Arc<Shared>,
 ) -> Result<Shards, String> {
     let n = settings.shards();
-    let shared = shared(settings, figures)?;
+    let figures = &shared.shards;
     let mesh = links::build::<Msg>(n, settings.mesh_capacity)
         .map_err(|e| format!("cannot build the mesh between {n} shards: {e}"))?;
     let doorbells = mesh[0].doorbells().clone();
@@ -293,7 +428,11 @@ fn start_shards(
             hists: figures[id].runtime_hists.clone(),
         };
         let shared = shared.clone();
-        match runtime::spawn(spec, move || Broker::new(id, shared)) {
+        let bells = shards.doorbells.clone();
+        // The verification pool's answers wake the shard (an eventfd write per answer;
+        // only CONNECTs whose credentials are not in the cache wait for one).
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || bells[id].ring());
+        match runtime::spawn(spec, move || Broker::new(id, shared, wake)) {
             Ok((handle, ready_rx)) => {
                 shards.handles.push(handle);
                 shards.controls.push(control_tx);
@@ -328,6 +467,7 @@ fn watch(
     signals: &Signals,
     shutting_down: &AtomicBool,
     dump: &HistogramDump,
+    reload: &Reload<'_>,
 ) -> i32 {
     let mut stopping: Option<Instant> = None;
     let mut failed = false;
@@ -341,6 +481,11 @@ fn watch(
             Some(libc::SIGUSR1) => {
                 tracing::info!(counters = %counters(&dump.shards), "SIGUSR1");
                 dump.write();
+            }
+            Some(libc::SIGHUP) => {
+                if stopping.is_none() {
+                    reload.run();
+                }
             }
             Some(sig) => {
                 let name = system::signal_name(sig);
@@ -456,7 +601,7 @@ mod tests {
             "1000000",
         ]);
         let r = system::reserve_port("127.0.0.1:0".parse().unwrap()).unwrap();
-        let cfg = shard_config(&s, Some(&r), None);
+        let cfg = shard_config(&s, Some(&r), None, false);
         assert_eq!(cfg.listeners.len(), 1);
         assert_eq!(cfg.listeners[0].addr, r.addr);
         assert_eq!(cfg.listeners[0].kind, ListenerKind::Tcp);

@@ -80,6 +80,9 @@ pub mod flag {
     /// The peer closed its side while paused: the connection is closed once the service
     /// has taken up what it held (a DISCONNECT among it closes it first).
     pub const EOF_HELD: u32 = 1 << 18;
+    /// A rate limit: reading stops (`READ_HELD` is set with it) until a time the service
+    /// named (`Io::throttle`); what the service already received is held as in a pause.
+    pub const THROTTLED: u32 = 1 << 19;
 }
 
 /// The transport a connection speaks below the service (see `config::ListenerKind`; a TLS

@@ -16,6 +16,7 @@
 //! - [`acl`]: mosquitto's ACL file, compiled into per-user tries ([`rules`] is the trie).
 //! - [`ClientAcl`] (this file): one connection's view of the rules, resolved at CONNECT,
 //!   asked on every PUBLISH, SUBSCRIBE and delivery.
+//! - [`current`]: the generation in force, which a reload replaces and shards pick up.
 //! - [`fuzz`]: the fuzz targets' logic.
 //!
 //! # How the broker uses it (the wiring)
@@ -109,6 +110,7 @@
 //! | credential cache | `cache_capacity` (65,536) | oldest entry evicted |
 
 pub mod acl;
+pub mod current;
 pub mod fuzz;
 pub mod jwt;
 pub mod password;
@@ -126,6 +128,7 @@ use ringmq_proto::mqtt::{ConnectReturnCode, ReasonCode};
 use zeroize::Zeroizing;
 
 pub use acl::{Acl, SubscribeVerdict};
+pub use current::CurrentAuth;
 pub use jwt::{JwtVerifier, TokenSource};
 pub use password::PasswordFile;
 pub use verify::{

@@ -29,6 +29,9 @@ pub(super) struct Src<'a> {
     pub via: usize,
     /// The message as kept, once something had to keep it.
     pub shared: Option<Arc<Message>>,
+    /// A retained message sent on subscribe: the receiver's ACL is always asked (a live
+    /// message only when its connection has `CHECK_DELIVERIES`).
+    pub replay: bool,
 }
 
 impl<'a> Src<'a> {
@@ -53,6 +56,7 @@ impl<'a> Src<'a> {
             origin: m.origin,
             via,
             shared: Some(m.clone()),
+            replay: false,
         }
     }
 
@@ -179,6 +183,17 @@ impl Broker {
             }
             return;
         };
+        let allowed = io.state(conn).is_none_or(|c| {
+            if src.replay {
+                c.acl.may_receive(src.topic)
+            } else {
+                c.may_receive_live(src.topic)
+            }
+        });
+        if !allowed {
+            stats.acl_denied_delivery.add(1);
+            return;
+        }
         let to = Recipient::of(io, conn, s.version);
         if qos == QoS::AtMostOnce {
             if io.out_len(conn) > soft_limit {

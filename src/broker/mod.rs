@@ -11,21 +11,27 @@
 //! through them:
 //!
 //! - `input`: bytes → packets (the framer, held and claimed input), each packet to its
-//!   handler; `client`: the broker's state for one connection.
+//!   handler; `client`: the broker's state for one connection; `throttle`: the
+//!   per-client rate limits that stop reading from a client past its buckets.
 //! - `connect`: CONNECT/CONNACK, DISCONNECT, wills, the end of a connection and of a
-//!   session; `takeover`: the cross-shard protocol that finds a session wherever it
-//!   lives (claim → takeover → hand-off, stubs and fences).
+//!   session; `admission`: bans, connections per address, credentials (parked while the
+//!   verification pool works), token expiry, reloads; `takeover`: the cross-shard
+//!   protocol that finds a session wherever it lives (claim → takeover → hand-off, stubs
+//!   and fences).
 //! - `subscribe`: SUBSCRIBE/UNSUBSCRIBE over `routing`, `interest` and
 //!   `retained`.
 //! - `publish`: PUBLISH in; `routing`: where a message goes; `delivery`: one
 //!   message to one session; `qos`: the acknowledgements of QoS 1 and 2, in-flight
-//!   windows and queues; `writer`: the packets out.
+//!   windows and queues; `writer`: the packets out; `authorize`: what the client's ACL
+//!   refuses on each of these paths, and the answers it gets.
 //! - `pressure`: back-pressure; `sys`: the `$SYS/broker/...` topics; `stats`: the
 //!   counters and latency histograms.
 //! - Vocabulary: `msg` (cross-shard messages), `session` (what a session holds),
 //!   `topics` (the trie the topic table, the interest table and the retained store are
 //!   made of), `config`.
 
+mod admission;
+mod authorize;
 mod client;
 mod config;
 mod connect;
@@ -45,6 +51,7 @@ mod stats;
 mod subscribe;
 mod sys;
 mod takeover;
+mod throttle;
 pub mod topics;
 mod writer;
 
@@ -55,9 +62,10 @@ use ringmq_proto::mqtt::{Disconnect, Packet, Properties, Property, ReasonCode, V
 use ringmq_shard::conn::{CloseReason, ConnKey};
 use ringmq_shard::service::{Data, Service};
 
+use admission::Admission;
 pub use client::Client;
 use client::{Phase, client_flag};
-pub use config::{BrokerConfig, Shared};
+pub use config::{BrokerConfig, Guards, Shared};
 use connect::Claim;
 use interest::Interest;
 pub use msg::Msg;
@@ -69,6 +77,7 @@ use sessions::Sessions;
 use stats::Latency;
 pub use stats::{BrokerStats, ShardFigures};
 use sys::Sys;
+use throttle::Throttle;
 use writer::Writer;
 
 /// What the runtime hands the broker: connections carrying a [`Client`] each, and the
@@ -154,18 +163,26 @@ pub struct Broker {
     scratch: Scratch,
     /// When `$SYS` was last published.
     sys: Sys,
+    /// Who may connect, the verification pool's answers, token expiries.
+    admission: Admission,
+    /// Clients' rate buckets.
+    throttle: Throttle,
 }
 
 impl Broker {
-    /// The broker of shard `shard_id` of `shared.shards.len()`.
-    pub fn new(shard_id: usize, shared: Arc<Shared>) -> Broker {
+    /// The broker of shard `shard_id` of `shared.shards.len()`. `wake` rings its shard's
+    /// doorbell (for answers from the verification pool).
+    pub fn new(shard_id: usize, shared: Arc<Shared>, wake: Arc<dyn Fn() + Send + Sync>) -> Broker {
         let peers = Peers {
             id: shard_id,
             count: shared.shards.len(),
         };
         let figures = shared.shards[shard_id].clone();
+        let admission = Admission::new(&shared, wake);
         Broker {
             shared,
+            admission,
+            throttle: Throttle::default(),
             peers,
             writer: Writer::new(figures.broker.clone()),
             stats: figures.broker,
@@ -256,7 +273,7 @@ impl Broker {
         match msg {
             Msg::Publish(m) => self.deliver_remote(io, from, &m),
             Msg::ShareDeliver { share, msg } => self.deliver_share(io, from, &share, &msg),
-            Msg::Retain { msg, version } => self.retained.store(msg, version),
+            Msg::Retain { msg, version } => self.store_retained(msg, version),
             Msg::Interest(i) => {
                 let msg::Interest {
                     filter,
@@ -327,6 +344,7 @@ impl Service for Broker {
         self.clock_ms = io.now_ms();
         let at = io.now_ms() + self.config().connect_timeout_ms;
         io.set_deadline(key, at);
+        self.admission_opened(io, key);
     }
 
     fn on_data(&mut self, io: &mut Io, key: ConnKey, data: Data<'_>) {
@@ -336,6 +354,7 @@ impl Service for Broker {
 
     fn on_close(&mut self, io: &mut Io, key: ConnKey, state: Client) {
         self.clock_ms = io.now_ms();
+        self.admission_closed(io, key, &state);
         self.connection_closed(io, key, state);
     }
 
@@ -373,6 +392,7 @@ impl Service for Broker {
     }
 
     fn on_turn_end(&mut self, io: &mut Io) {
+        self.take_verified(io);
         self.drain_local_inbox(io);
         self.report_load(io);
     }
@@ -400,6 +420,12 @@ impl Service for Broker {
             );
         }
         self.clock_ms = io.now_ms();
+        self.pick_up_reload(io);
+        self.expire_tokens(io);
+        self.sweep_buckets(io);
+        if self.peers.id == 0 {
+            self.shared.limits.flapping.sweep(crate::limits::now_ms());
+        }
         self.expire_sessions(io);
         self.registry.compact();
         self.interest.withdraw_idle(self.clock_ms, &mut self.mail);

@@ -107,6 +107,10 @@ impl Broker {
             self.scratch.topic = topic_buf;
             return self.protocol_error(io, key, code, why);
         }
+        if !io.state(key).is_none_or(|c| c.acl.may_publish(&topic_buf)) {
+            self.scratch.topic = topic_buf;
+            return self.refuse_publish(io, key, sid, version, &p);
+        }
         if !duplicate {
             let mut fwd = std::mem::take(&mut self.scratch.fwd);
             fwd.clear();
@@ -125,6 +129,7 @@ impl Broker {
                 origin: Some((self.peers.id, sid)),
                 via: self.peers.id,
                 shared: None,
+                replay: false,
             };
             if p.retain {
                 let m = src.shared();

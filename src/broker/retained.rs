@@ -27,32 +27,55 @@ impl NodeValue for RetainedNode {
 }
 
 /// This shard's copy of the retained messages: topic name → the latest message and its
-/// version.
+/// version; at most `BrokerConfig::max_retained` topics.
 #[derive(Default)]
 pub(super) struct Retained {
     trie: Trie<RetainedNode>,
+    /// Topics holding a message.
+    count: usize,
 }
 
 impl Retained {
+    /// Whether a retained message on `topic` may be kept with at most `max` topics: a
+    /// topic that holds one already may always be replaced or cleared.
+    pub fn has_room(&self, topic: &str, max: usize) -> bool {
+        self.count < max
+            || self
+                .trie
+                .find(topic)
+                .is_some_and(|node| self.trie.get(node).msg.is_some())
+    }
+
     /// Stores a retained message (an empty payload clears the topic) if it is newer than
-    /// what this shard holds.
-    pub fn store(&mut self, msg: Arc<Message>, version: u64) {
+    /// what this shard holds. Returns false when it is not kept for want of room (at most
+    /// `max` topics).
+    pub fn store(&mut self, msg: Arc<Message>, version: u64, max: usize) -> bool {
         let topic = msg.topic().to_owned();
         if msg.payload().is_empty() {
             if let Some(node) = self.trie.find(&topic) {
                 let v = self.trie.get_mut(node);
-                if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
+                if v.msg.as_ref().is_some_and(|(_, have)| *have < version) {
                     v.msg = None;
+                    self.count -= 1;
                     self.trie.prune(node);
                 }
             }
-            return;
+            return true;
+        }
+        if !self.has_room(&topic, max) {
+            return false;
         }
         let node = self.trie.insert(&topic);
         let v = self.trie.get_mut(node);
-        if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
-            v.msg = Some((msg, version));
+        match &v.msg {
+            None => {
+                v.msg = Some((msg, version));
+                self.count += 1;
+            }
+            Some((_, have)) if *have < version => v.msg = Some((msg, version)),
+            Some(_) => {}
         }
+        true
     }
 
     /// The retained messages whose topics `filter` matches, but those expired at `now`.
@@ -72,6 +95,12 @@ impl Retained {
 impl Broker {
     /// Stores a retained message here and on every other shard.
     pub(super) fn retain(&mut self, io: &mut Io, m: Arc<Message>) {
+        let max = self.config().max_retained;
+        if !m.payload().is_empty() && !self.retained.has_room(m.topic(), max) {
+            // Delivered all the same, not kept.
+            self.stats.retained_dropped_full.add(1);
+            return;
+        }
         let version = self.shared.retain_clock.fetch_add(1, Ordering::Relaxed);
         for to in self.peers.others() {
             let msg = Msg::Retain {
@@ -80,7 +109,15 @@ impl Broker {
             };
             io.send_to_shard(to, msg);
         }
-        self.retained.store(m, version);
+        self.retained.store(m, version, max);
+    }
+
+    /// A retained message another shard kept (its shard checked the bound; two shards
+    /// filling the last places at once may each keep one, so it is checked again here).
+    pub(super) fn store_retained(&mut self, m: Arc<Message>, version: u64) {
+        if !self.retained.store(m, version, self.config().max_retained) {
+            self.stats.retained_dropped_full.add(1);
+        }
     }
 
     /// Sends the retained messages matching a new subscription, with RETAIN set.
@@ -96,6 +133,7 @@ impl Broker {
         for m in found {
             let qos = m.qos.min(opts.qos);
             let mut src = Src::from_arc(&m, self.peers.id);
+            src.replay = true;
             self.deliver(io, sid, &mut src, qos, true, SubIds::one(sub_id));
         }
     }
