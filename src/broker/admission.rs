@@ -81,6 +81,11 @@ impl Admission {
         }
     }
 
+    /// The number of the generation this shard applies.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn track_expiry(&mut self, key: ConnKey, at: u64) {
         self.expiries.insert(key, at);
         self.expiry_order.push(Reverse((at, key)));
@@ -288,6 +293,7 @@ impl Broker {
         };
         self.admission.auth = auth;
         self.admission.generation = generation;
+        self.stats.auth_generation.set(generation);
         for key in io.open_keys() {
             let Some(client) = io.state(key) else {
                 continue;

@@ -179,6 +179,7 @@ impl Broker {
         };
         let figures = shared.shards[shard_id].clone();
         let admission = Admission::new(&shared, wake);
+        figures.broker.auth_generation.set(admission.generation());
         Broker {
             shared,
             admission,

@@ -65,6 +65,8 @@ ringmq_shard::counters! {
             "QoS 1/2 deliveries kept for connected clients until their in-flight window has room, now.",
         Counter dedup_window_overflow:
             "Messages a session that just moved between shards could not check for a second copy (window full).",
+        Gauge auth_generation:
+            "The generation of the password, ACL and JWT configuration this shard applies (1 at start, one more for each reload it picked up).",
         Counter connects_parked:
             "CONNECTs that waited for the verification pool (a password hash or token signature not in the cache).",
         Counter acl_denied_publish:

@@ -15,12 +15,15 @@
 //! - `js`: running the Node.js scripts of `tests/js/` (MQTT.js, and Chromium through
 //!   playwright-core), failing with install instructions when something is missing.
 //! - `shards`: which shard a connection landed on, and placing clients on chosen shards.
+//! - `creds`: password files made by `mosquitto_passwd` and `ringmq passwd`, JWTs signed
+//!   by hand.
 
 // Every test file compiles this whole tree and uses a part of it.
 #![allow(dead_code, unused_imports)]
 
 pub mod broker;
 pub mod client;
+pub mod creds;
 pub mod js;
 pub mod raw;
 pub mod shards;
