@@ -113,7 +113,10 @@ fn passwords_of_every_hash_format_are_checked_with_the_right_codes() {
     assert_eq!(broker.metric("ringmq_auth_hashes_computed_total"), hashes);
     assert_eq!(broker.metric("ringmq_auth_cache_hits_total"), hits + 2);
 
-    assert_eq!(broker.metric("ringmq_auth_refused_bad_credentials_total"), 12);
+    assert_eq!(
+        broker.metric("ringmq_auth_refused_bad_credentials_total"),
+        12
+    );
     assert_eq!(broker.metric("ringmq_auth_refused_not_authorized_total"), 2);
     assert!(broker.metric("ringmq_connects_parked") > 0);
 
