@@ -427,8 +427,9 @@ impl<S: Service> Shard<S> {
         self.start_conn(key, listener);
     }
 
-    /// An accept takes from its listener's rate: past it, the listener stops accepting
-    /// until the rate allows again (`manage_accept` posts the accept then).
+    /// An accept takes from its listener's rate: past it, the listener's next accept is
+    /// posted only once the rate allows again (`manage_accept`); meanwhile new
+    /// connections wait in the kernel's listen backlog.
     fn take_accept_rate(&mut self, listener: usize) {
         let Some(limit) = &self.io.cfg.listeners[listener].connect_rate else {
             return;
@@ -441,9 +442,6 @@ impl<S: Service> Shard<S> {
         }
         self.io.stats.accepts_delayed.add(1);
         self.accept_resume_ms[listener] = self.io.now_ms() + wait_ns.div_ceil(1_000_000);
-        if self.accept_armed[listener] {
-            self.cancel_accept(listener);
-        }
     }
 
     fn cancel_accept(&mut self, listener: usize) {
@@ -939,11 +937,19 @@ impl<S: Service> Shard<S> {
             self.accept_resume_ms[i] = 0;
             if !self.accept_armed[i] {
                 self.accept_armed[i] = true;
-                let fd = self.listeners[i].as_raw_fd();
-                let e = opcode::AcceptMulti::new(types::Fd(fd))
-                    .allocate_file_index(true)
-                    .build()
-                    .user_data(Token::new(Op::Accept, i as u32, 0).encode());
+                let fd = types::Fd(self.listeners[i].as_raw_fd());
+                let e = if self.io.cfg.listeners[i].connect_rate.is_some() {
+                    // Paced: one accept at a time, posted again when the rate allows. A
+                    // multishot accept would take every waiting connection at once.
+                    opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                        .file_index(Some(types::DestinationSlot::auto_target()))
+                        .build()
+                } else {
+                    opcode::AcceptMulti::new(fd)
+                        .allocate_file_index(true)
+                        .build()
+                };
+                let e = e.user_data(Token::new(Op::Accept, i as u32, 0).encode());
                 self.io.ring.push(e);
             }
         }
