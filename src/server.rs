@@ -208,11 +208,13 @@ impl Reload<'_> {
                     generation = self.shared.auth.generation(),
                     "reloaded the password file, ACL file and JWT key"
                 );
-                say(format_args!("ringmq: SIGHUP: reloaded"));
+                say(format_args!("ringmq: SIGHUP: authentication reloaded"));
             }
             Err(e) => {
                 tracing::error!("reload failed, the rules in force stay: {e}");
-                say(format_args!("ringmq: SIGHUP: reload failed: {e}"));
+                say(format_args!(
+                    "ringmq: SIGHUP: authentication not reloaded: {e}"
+                ));
             }
         }
     }
@@ -482,11 +484,9 @@ fn watch(
                 tracing::info!(counters = %counters(&dump.shards), "SIGUSR1");
                 dump.write();
             }
-            Some(libc::SIGHUP) => {
-                if stopping.is_none() {
-                    reload.run();
-                }
-            }
+            Some(libc::SIGHUP) if stopping.is_none() => reload.run(),
+            // Nothing to reload into while stopping (and no reason to stop at once).
+            Some(libc::SIGHUP) => {}
             Some(sig) => {
                 let name = system::signal_name(sig);
                 if stopping.is_some() {

@@ -372,7 +372,7 @@ fn sighup_reloads_passwords_and_rules() {
         "user alice\ntopic read a/public/#\nuser bob\ntopic write a/#\n",
     );
     broker.signal(libc::SIGHUP);
-    broker.wait_for_stdout(WAIT, |l| l.contains("SIGHUP: reloaded"));
+    broker.wait_for_stdout(WAIT, |l| l.contains("SIGHUP: authentication reloaded"));
     wait_generation(&broker, 2);
     bob.send(&publish_qos0(5, "a/secret/2", b"two"));
     bob.send(&publish_qos0(5, "a/public/3", b"three"));
@@ -382,7 +382,7 @@ fn sighup_reloads_passwords_and_rules() {
     // A file that does not load keeps the rules in force, and says where it is wrong.
     write(&acl, "user alice\ntopic read a/#\ntopic sometimes a/#\n");
     broker.signal(libc::SIGHUP);
-    let line = broker.wait_for_stdout(WAIT, |l| l.contains("SIGHUP: reload failed"));
+    let line = broker.wait_for_stdout(WAIT, |l| l.contains("SIGHUP: authentication not reloaded"));
     assert!(line.contains("line 3"), "{line}");
     assert_eq!(per_shard(&broker, "ringmq_auth_generation"), [2, 2]);
 
@@ -393,7 +393,7 @@ fn sighup_reloads_passwords_and_rules() {
     );
     mosquitto_passwd(&passwd, None, false, "alice", "new-pw");
     broker.signal(libc::SIGHUP);
-    broker.wait_for_stdout(WAIT, |l| l.contains("SIGHUP: reloaded"));
+    broker.wait_for_stdout(WAIT, |l| l.contains("SIGHUP: authentication reloaded"));
     let packets = alice.packets_until_closed();
     assert_eq!(packets.len(), 1, "{packets:02x?}");
     assert_eq!(packets[0].v5_disconnect().0, 0x98);

@@ -259,3 +259,16 @@ pub(super) struct PendingConnect {
     /// The keep alive the broker imposes (MQTT 5 Server Keep Alive), if it does.
     pub(super) server_keep_alive: Option<u16>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection carries a `Client`: its rules cost one pointer, null when nothing
+    /// restricts the client.
+    #[test]
+    fn a_client_is_small() {
+        assert_eq!(std::mem::size_of::<ClientAcl>(), 8);
+        assert_eq!(std::mem::size_of::<Client>(), 32);
+    }
+}

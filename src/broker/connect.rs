@@ -132,6 +132,8 @@ impl Broker {
             username: c.username,
             password: c.password,
             auth_method: c.properties.authentication_method(),
+            // The CN of a client certificate the TLS transport verified, once TLS
+            // listeners exist (`--tls-cn-as-username`).
             certificate_cn: None,
         };
         self.admit(io, key, &creds);
