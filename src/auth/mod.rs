@@ -747,6 +747,22 @@ impl Authenticator {
         let outcome = match work {
             Work::Password { username, password } => {
                 match self.passwords.as_ref().and_then(|p| p.get(username)) {
+                    // A storm of clients with the same credentials parks them all before
+                    // the first hash is done: the ones queued behind it find its answer.
+                    Some(entry) if matches!(self.cache.try_get(&key), Some(Cached::Password)) => {
+                        self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        Ok(self.grant(
+                            client_id,
+                            Some(username),
+                            Origin::Password(fingerprint(&entry.hash)),
+                            None,
+                            None,
+                        ))
+                    }
+                    Some(_) if matches!(self.cache.try_get(&key), Some(Cached::WrongPassword)) => {
+                        self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        Err(Refusal::BadCredentials)
+                    }
                     Some(entry) => {
                         self.stats.hashes_computed.fetch_add(1, Ordering::Relaxed);
                         if entry.hash.verify(password) {
