@@ -183,18 +183,25 @@ impl Broker {
             }
             return;
         };
-        let allowed = io.state(conn).is_none_or(|c| {
-            if src.replay {
+        // One look at the connection: its rules (asked for a retained message, and for a
+        // live one when a deny rule reaches into its subscriptions) and its packet limit.
+        let (allowed, max_packet) = io.state(conn).map_or((true, u32::MAX), |c| {
+            let allowed = if src.replay {
                 c.acl.may_receive(src.topic)
             } else {
                 c.may_receive_live(src.topic)
-            }
+            };
+            (allowed, c.max_packet())
         });
         if !allowed {
             stats.acl_denied_delivery.add(1);
             return;
         }
-        let to = Recipient::of(io, conn, s.version);
+        let to = Recipient {
+            conn,
+            version: s.version,
+            max_packet,
+        };
         if qos == QoS::AtMostOnce {
             if io.out_len(conn) > soft_limit {
                 self.stats.dropped_qos0_slow_consumer.add(1);

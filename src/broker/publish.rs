@@ -87,6 +87,7 @@ impl Broker {
         let mut topic_buf = std::mem::take(&mut self.scratch.topic);
         let max_alias = self.config().topic_alias_max;
         let resolved = resolve_topic(client, &p, max_alias, &mut topic_buf);
+        let acl_allows = client.acl.may_publish(&topic_buf);
         // A QoS 2 PUBLISH whose id waits for PUBREL was delivered already (MQTT 4.3.3,
         // MQTT-4.3.3-9): answered again, not delivered twice.
         let (duplicate, waiting) = match self.sessions.get(sid) {
@@ -107,7 +108,7 @@ impl Broker {
             self.scratch.topic = topic_buf;
             return self.protocol_error(io, key, code, why);
         }
-        if !io.state(key).is_none_or(|c| c.acl.may_publish(&topic_buf)) {
+        if !acl_allows {
             self.scratch.topic = topic_buf;
             return self.refuse_publish(io, key, sid, version, &p);
         }
