@@ -6,6 +6,8 @@
 #
 #   bench/security.sh [--rounds N] [--out DIR] [--wait-idle PCT[:S]] [--ringmq-args ARGS]
 #
+# --ringmq-args: flags for both modes (default "--shards 2").
+#
 # "on": every swarm client logs in as `bench` (its password hashed with argon2id by
 # `ringmq passwd`: the first CONNECTs are verified on the pool, the rest come from the
 # cache), and the ACL file has 1,000 rules: the bench user's own (its topics, a deny rule
@@ -19,7 +21,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
-rounds=2 out=/tmp/ringmq-security/$(date +%Y%m%d-%H%M%S) wait_idle=0 extra=
+rounds=2 out=/tmp/ringmq-security/$(date +%Y%m%d-%H%M%S) wait_idle=0 extra="--shards 2"
 while (($#)); do
   case $1 in
     --rounds) rounds=${2:?}; shift ;;
