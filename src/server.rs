@@ -291,12 +291,17 @@ fn shared(
         sys_interval_s: settings.sys_interval_s,
         max_keep_alive_s: settings.max_keep_alive_s,
         max_packet_size: settings.max_packet_size,
+        max_subscriptions: settings.max_subscriptions,
+        max_subscription_bytes: settings.max_subscription_bytes,
+        max_topic_levels: settings.max_topic_levels,
+        max_sessions: settings.max_sessions,
+        v311_session_expiry_s: settings.v311_session_expiry_s,
+        retained_snapshot_entries: settings.retained_snapshot_entries,
         deny_subscribe: settings
             .deny_subscribe
             .iter()
             .map(|f| f.as_str().into())
             .collect(),
-        max_subscriptions: settings.max_subscriptions,
         client_msg_rate: settings.client_msg_rate.map(rate),
         client_byte_rate: settings.client_byte_rate.map(rate),
         max_retained: settings.max_retained,

@@ -1,386 +1,230 @@
-//! Limits end to end: WebSocket origins (403), a publisher past its message rate held to
-//! it without loss or disconnection while another client of the same shard flows,
-//! a listener's connect rate, connections per source address, flapping bans (by client
-//! id and by address) that end, and the bounds on retained messages and subscriptions.
-//!
-//! No test asserts how long anything takes: the rate tests measure a rate over a window of
-//! several seconds (between two arrivals well after the burst), with a ±10 % (publish) or
-//! ±25 % (accept) tolerance that a loaded machine stays within.
+//! The bounds a client (or many) could otherwise push without end, each with its answer
+//! and its count: topic levels (`--max-topic-levels`), subscription memory per session
+//! (`--max-subscription-bytes`), sessions (`--max-sessions`), 3.1.1 persistent sessions'
+//! lifetime (`--v311-session-expiry`), QoS 2 messages awaiting PUBREL from a 3.1.1 client
+//! (`--max-inflight`), and the gauges that make a flood visible in `/metrics`.
 
 mod support;
 
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-use tungstenite::client::IntoClientRequest;
-
 use support::*;
 
-/// The status of a tungstenite upgrade to `broker` with this `Origin` (if any).
-fn upgrade_status(broker: &Broker, origin: Option<&str>) -> u16 {
-    let mut req = broker.ws_url().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
-    if let Some(o) = origin {
-        req.headers_mut().insert("Origin", o.parse().unwrap());
-    }
-    match tungstenite::client(req, tcp(broker.ws_addr())) {
-        Ok((_, resp)) => resp.status().as_u16(),
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-            resp.status().as_u16()
-        }
-        Err(e) => panic!("upgrade: {e}"),
-    }
+/// A filter or topic of `n` levels.
+fn levels(n: usize) -> String {
+    vec!["l"; n].join("/")
+}
+
+/// A raw MQTT 5 client with a clean start and a session that outlives it by an hour.
+fn v5_persistent(broker: &Broker, id: &str) -> (std::net::TcpStream, RawPacket) {
+    let mut props = Vec::new();
+    prop_u32(SESSION_EXPIRY, 3600, &mut props);
+    raw_v5(broker.mqtt_addr(), id, false, &props)
 }
 
 #[test]
-fn websocket_origins_are_checked_at_the_upgrade() {
-    let broker = Broker::start(&[
-        "--ws-allowed-origins",
-        "https://app.example.com,http://localhost:8080",
-    ]);
-    assert_eq!(upgrade_status(&broker, Some("https://evil.example")), 403);
-    assert_eq!(
-        upgrade_status(&broker, Some("https://app.example.com.evil.example")),
-        403
-    );
-    assert_eq!(
-        upgrade_status(&broker, Some("https://app.example.com")),
-        101
-    );
-    assert_eq!(
-        upgrade_status(&broker, Some("HTTPS://APP.EXAMPLE.COM")),
-        101
-    );
-    assert_eq!(upgrade_status(&broker, Some("http://localhost:8080")), 101);
-    // Not a browser: no Origin, let in.
-    assert_eq!(upgrade_status(&broker, None), 101);
-    // The refusal by hand: 403 with a reason, and the connection closed.
-    let addr = broker.ws_addr();
-    let mut s = tcp(addr);
-    let req = ws_request(addr, broker.ws_path(), Some("mqtt"))
-        .replace("\r\n\r\n", "\r\nOrigin: https://evil.example\r\n\r\n");
-    s.send(req.as_bytes());
-    let end = s.read_until_closed(WAIT);
-    let text = String::from_utf8_lossy(&end.bytes);
-    assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text}");
-    assert!(
-        text.ends_with("Upgrades from this Origin are not allowed."),
-        "{text}"
-    );
-    assert_eq!(broker.metric("ringmq_ws_origin_refused"), 3);
-
-    // By default any origin is let in.
-    let open = Broker::start(&[]);
-    assert_eq!(upgrade_status(&open, Some("https://evil.example")), 101);
-}
-
-/// Sends QoS 0 PUBLISH packets `flood/N` (payload N) at about `per_s` a second for
-/// `seconds`; returns how many.
-fn flood(mut s: TcpStream, per_s: u64, seconds: u64, running: Arc<AtomicBool>) -> (TcpStream, u64) {
-    let start = Instant::now();
-    let total = per_s * seconds;
-    for n in 0..total {
-        s.send(&publish_qos0(
-            4,
-            &format!("flood/{n}"),
-            n.to_string().as_bytes(),
-        ));
-        let due = start + Duration::from_micros(n * 1_000_000 / per_s);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    }
-    running.store(false, Ordering::Relaxed);
-    (s, total)
-}
-
-#[test]
-fn a_publisher_past_its_rate_is_held_to_it_without_loss() {
-    const RATE: u64 = 100;
-    let broker = Broker::start(&[
-        "--shards",
-        "1",
-        "--client-msg-rate",
-        &format!("{RATE}:{RATE}"),
-    ]);
+fn topics_and_filters_deeper_than_the_bound_are_refused() {
+    let broker = Broker::start(&["--max-topic-levels", "8"]);
     let addr = broker.mqtt_addr();
-    let mut counter = raw_v311_client(addr, "counter", 60);
-    counter.send(&subscribe(4, 1, "flood/#", 0, &[]));
-    assert_eq!(counter.read_packet().suback(4).1, [0]);
-    let mut calm_sub = raw_v311_client(addr, "calm-sub", 60);
-    calm_sub.send(&subscribe(4, 1, "calm/#", 1, &[]));
-    assert_eq!(calm_sub.read_packet().suback(4).1, [1]);
 
-    // Ten times the rate for six seconds, and beside it a client well under the rate on
-    // the same shard.
-    let running = Arc::new(AtomicBool::new(true));
-    let publisher = raw_v311_client(addr, "flood", 60);
-    let flooding = {
-        let running = running.clone();
-        std::thread::spawn(move || flood(publisher, RATE * 10, 6, running))
+    // MQTT 5: the filter is refused with 0x8F Topic Filter invalid; at the bound it is
+    // granted.
+    let (mut c5, _) = raw_v5_client(addr, "deep-v5", 60);
+    c5.send(&subscribe(5, 1, &levels(9), 1, &[]));
+    assert_eq!(c5.read_packet().suback(5).1, [0x8F]);
+    c5.send(&subscribe(5, 2, &levels(8), 1, &[]));
+    assert_eq!(c5.read_packet().suback(5).1, [0x01]);
+    // A QoS 1 PUBLISH to a topic deeper than the bound: PUBACK 0x90 Topic Name invalid,
+    // and the connection stays; one at the bound is delivered.
+    c5.send(&publish(5, &levels(9), 1, false, false, 5, &[], b"x"));
+    let ack = c5.read_packet();
+    assert_eq!((ack.kind(), ack.pkid()), (4, 5), "{ack:02x?}");
+    assert_eq!(ack.reason_and_props().0, 0x90);
+    c5.send(&publish(5, &levels(8), 1, false, false, 6, &[], b"y"));
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.push(c5.read_packet());
+    }
+    assert!(
+        got.iter().any(|p| p.kind() == 4 && p.pkid() == 6),
+        "{got:02x?}"
+    );
+    assert!(
+        got.iter()
+            .any(|p| p.kind() == 3 && p.topic() == levels(8) && p.payload(5) == b"y"),
+        "{got:02x?}"
+    );
+    // At QoS 0 there is no acknowledgement to carry the refusal: DISCONNECT 0x90.
+    c5.send(&publish(5, &levels(9), 0, false, false, 0, &[], b"z"));
+    let end = c5.packets_until_closed();
+    assert_eq!(end.len(), 1, "{end:02x?}");
+    assert_eq!(end[0].v5_disconnect().0, 0x90);
+
+    // MQTT 3.1.1: the filter is refused with 0x80; a PUBLISH closes the connection.
+    let mut c4 = raw_v311_client(addr, "deep-v311", 60);
+    c4.send(&subscribe(4, 1, &levels(9), 0, &[]));
+    assert_eq!(c4.read_packet().suback(4).1, [0x80]);
+    c4.send(&publish_qos0(4, &levels(9), b"x"));
+    c4.expect_closed_silently("a 3.1.1 PUBLISH deeper than the bound");
+
+    // A will deeper than the bound is refused with the CONNECT (5.0: CONNACK 0x90).
+    let will = RawWill {
+        topic: &levels(9),
+        payload: b"w",
+        qos: 0,
+        retain: true,
     };
-    let calm = std::thread::spawn(move || {
-        let mut c = raw_v311_client(addr, "calm", 60);
-        for n in 0..50u16 {
-            c.send(&publish(
-                4,
-                &format!("calm/{n}"),
-                1,
-                false,
-                false,
-                n + 1,
-                &[],
-                b"calm",
-            ));
-            assert_eq!(c.read_packet().first, 0x40, "PUBACK");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        c
-    });
-    let calm_received = std::thread::spawn(move || {
-        let mut got = Vec::new();
-        while got.len() < 50 {
-            let p = calm_sub.read_packet();
-            calm_sub.send(&ack(PUBACK, p.pkid()));
-            got.push(p.topic());
-        }
-        (got, calm_sub)
-    });
+    let (_, ack) = raw_connect(addr, &connect(5, "deep-will", true, 60, Some(will), &[]));
+    assert_eq!(ack.v5_connack().1, 0x90);
 
-    // The flood as the subscriber sees it: each arrival's time.
-    let mut arrivals: Vec<(u64, Instant)> = Vec::new();
-    let collect_until = Instant::now() + Duration::from_secs(7);
-    while Instant::now() < collect_until {
-        let Some(p) = counter.try_read_packet(Duration::from_millis(200)) else {
-            continue;
-        };
-        let n: u64 = String::from_utf8(p.payload(4)).unwrap().parse().unwrap();
-        arrivals.push((n, Instant::now()));
-    }
-    // No loss, in order: exactly 0, 1, 2, …
-    for (i, (n, _)) in arrivals.iter().enumerate() {
-        assert_eq!(*n, i as u64, "a gap in the flood");
-    }
-    // The rate after the burst: between the 150th and the 550th arrival.
-    assert!(arrivals.len() > 560, "only {} arrived", arrivals.len());
-    let (a, b) = (150, 550);
-    let secs = arrivals[b].1.duration_since(arrivals[a].1).as_secs_f64();
-    let rate = (b - a) as f64 / secs;
-    assert!(
-        (RATE as f64 * 0.9..=RATE as f64 * 1.1).contains(&rate),
-        "measured {rate:.1} messages/s for a limit of {RATE}"
-    );
-
-    // The calm client kept flowing meanwhile: all its messages, in order.
-    let (calm_got, _calm_sub) = calm_received.join().unwrap();
-    let want: Vec<String> = (0..50).map(|n| format!("calm/{n}")).collect();
-    assert_eq!(calm_got, want);
-    let _calm = calm.join().unwrap();
-    let (mut publisher, sent) = flooding.join().unwrap();
-    assert!(!running.load(Ordering::Relaxed));
-    assert!(
-        (arrivals.len() as u64) < sent,
-        "the flood is still held back"
-    );
-
-    // Not disconnected: the publisher is still served (its PINGREQ waits behind its own
-    // backlog, so ask the broker instead).
-    assert!(broker.metric("ringmq_publishers_throttled") > 0);
-    // counter, calm-sub, calm and the publisher.
-    assert_eq!(broker.metric("ringmq_connections_current"), 4);
-    assert_eq!(broker.metric("ringmq_disconnected_protocol_error"), 0);
-    assert_eq!(broker.metric("ringmq_disconnected_slow_consumer"), 0);
-    publisher.expect_still_open(Duration::from_millis(100));
+    assert_eq!(broker.metric("ringmq_topic_levels_refused"), 6);
 }
 
 #[test]
-fn a_listener_takes_connections_at_its_connect_rate() {
-    const RATE: u64 = 10;
-    const N: usize = 40;
-    let broker = Broker::start(&["--max-connect-rate", &format!("{RATE}:5")]);
+fn subscription_memory_per_session_is_budgeted() {
+    let broker = Broker::start(&["--max-subscription-bytes", "4096"]);
     let addr = broker.mqtt_addr();
-    // Every connection sends its CONNECT at once; the CONNACK comes once it is accepted.
-    let threads: Vec<_> = (0..N)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let mut s = tcp(addr);
-                let ack = send_connect(&mut s, &connect_v311(&format!("c{i}"), 60));
-                assert_eq!(ack.body, [0, 0]);
-                (Instant::now(), s)
-            })
-        })
-        .collect();
-    let mut times: Vec<Instant> = threads.into_iter().map(|t| t.join().unwrap().0).collect();
-    times.sort();
-    let (a, b) = (10, N - 1);
-    let rate = (b - a) as f64 / times[b].duration_since(times[a]).as_secs_f64();
-    assert!(
-        (RATE as f64 * 0.75..=RATE as f64 * 1.25).contains(&rate),
-        "accepted {rate:.1} connections/s for a limit of {RATE}"
+    let (mut c5, _) = raw_v5_client(addr, "budget-v5", 60);
+    let mut granted = 0u16;
+    let refused_at = loop {
+        let pkid = granted + 1;
+        c5.send(&subscribe(5, pkid, &format!("budget/{granted}/x"), 0, &[]));
+        let codes = c5.read_packet().suback(5).1;
+        match codes[..] {
+            [0] => granted += 1,
+            [0x97] => break granted,
+            _ => panic!("SUBACK {codes:02x?}"),
+        }
+        assert!(granted < 1000, "4 KiB of subscriptions never ran out");
+    };
+    assert!(refused_at > 1, "{refused_at}");
+    // The ones granted still work.
+    let (mut p, _) = raw_v5_client(addr, "budget-pub", 60);
+    p.send(&publish(5, "budget/0/x", 0, false, false, 0, &[], b"hi"));
+    let got = c5.read_packet();
+    assert_eq!(
+        (got.topic(), got.payload(5)),
+        ("budget/0/x".into(), b"hi".to_vec())
     );
-    assert!(broker.metric("ringmq_accepts_delayed") > 0);
-    assert_eq!(broker.metric("ringmq_connections_refused_limit"), 0);
+    // 3.1.1 says 0x80.
+    let mut c4 = raw_v311_client(addr, "budget-v311", 60);
+    let refused = (1..1000u16).find_map(|i| {
+        c4.send(&subscribe(4, i, &format!("budget/{i}/y"), 0, &[]));
+        let codes = c4.read_packet().suback(4).1;
+        (codes != [0]).then_some(codes)
+    });
+    assert_eq!(refused, Some(vec![0x80]));
+    assert_eq!(broker.metric("ringmq_subscriptions_refused"), 2);
+    assert!(broker.metric("ringmq_subscription_bytes") > 4096);
+    // Unsubscribing gives the memory back: with every client gone, none is left.
+    c5.send(&DISCONNECT);
+    c4.send(&DISCONNECT);
+    broker.wait_for_metric("ringmq_subscriptions", WAIT, |v| v == 0);
+    assert_eq!(broker.metric("ringmq_subscription_bytes"), 0);
 }
 
 #[test]
-fn connections_per_address_are_bounded() {
-    let broker = Broker::start(&["--max-connections-per-ip", "3"]);
+fn new_sessions_past_the_bound_are_refused() {
+    let broker = Broker::start(&["--max-sessions", "2"]);
     let addr = broker.mqtt_addr();
-    let mut open: Vec<TcpStream> = (0..2)
-        .map(|i| raw_v311_client(addr, &format!("ip{i}"), 60))
-        .collect();
-    let ws = tungstenite_mqtt_client(&broker, connect_v311("ip-ws", 60));
-    // The fourth from 127.0.0.1: quota exceeded (3.1.1: server unavailable), closed.
-    let (mut s, ack) = raw_connect(addr, &connect_v5("ip3", 60));
-    let (_, code, props) = ack.v5_connack();
-    assert_eq!(code, 0x97);
-    assert!(has_reason_string(&props));
-    s.expect_closed_silently("refused for its address");
-    let (_, ack) = raw_connect(addr, &connect_v311("ip4", 60));
+    let (mut s1, ack) = raw_v311(addr, "kept-1", false, 60);
+    assert_eq!(ack.body, [0, 0]);
+    s1.send(&DISCONNECT);
+    s1.read_until_closed(WAIT);
+    let (_s2, ack) = v5_persistent(&broker, "kept-2");
+    assert_eq!(ack.v5_connack().1, 0);
+    broker.wait_for_metric("ringmq_sessions_offline", WAIT, |v| v == 1);
+    assert_eq!(broker.metric("ringmq_sessions_online"), 1);
+
+    // A new session, persistent or not, 3.1.1 or 5.0: refused.
+    let (mut s3, ack) = raw_v311(addr, "new-3", false, 60);
+    assert_eq!(ack.body, [0, 0x03], "3.1.1: server unavailable");
+    s3.expect_closed_silently("after a refusal");
+    let (_, ack) = raw_v311(addr, "new-4", true, 60);
     assert_eq!(ack.body, [0, 0x03]);
-    assert_eq!(broker.metric("ringmq_per_ip_refused_total"), 2);
-    // One goes: there is room for one again.
-    drop(open.pop());
-    drop(ws);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, ack) = raw_connect(addr, &connect_v311("ip5", 60));
-        if ack.body == [0, 0] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no room after two connections closed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Connects `id` with 5.0 and returns the CONNACK reason; the connection is dropped
-/// without DISCONNECT (a flap) unless `polite`.
-fn flap(addr: SocketAddr, id: &str, polite: bool) -> u8 {
-    let (mut s, ack) = raw_connect(addr, &connect_v5(id, 60));
-    let code = ack.v5_connack().1;
-    if polite && code == 0 {
-        s.send(&DISCONNECT);
-    }
-    code
-}
-
-/// Waits until the broker has seen every connection close.
-fn all_closed(broker: &Broker) {
-    broker.wait_for_metric("ringmq_connections_current", WAIT, |v| v == 0);
+    let (_, ack) = raw_v5(addr, "new-5", true, &[]);
+    assert_eq!(ack.v5_connack().1, 0x97, "5.0: quota exceeded");
+    // An existing session is not new: its client comes back to it.
+    let (_s1, ack) = raw_v311(addr, "kept-1", false, 60);
+    assert_eq!(ack.body, [1, 0], "session present");
+    assert_eq!(broker.metric("ringmq_sessions_refused"), 3);
+    broker.wait_for_metric("ringmq_sessions_online", WAIT, |v| v == 2);
+    assert_eq!(broker.metric("ringmq_sessions_offline"), 0);
 }
 
 #[test]
-fn a_flapping_client_id_is_banned_then_let_back() {
-    let broker = Broker::start(&[
-        "--flapping-max-drops",
-        "3",
-        "--flapping-window",
-        "600",
-        "--flapping-ban",
-        "2",
-    ]);
+fn v311_persistent_sessions_expire_when_asked() {
+    let broker = Broker::start(&["--v311-session-expiry", "1", "--shards", "1"]);
     let addr = broker.mqtt_addr();
-    // Clean goodbyes never count.
-    for _ in 0..6 {
-        assert_eq!(flap(addr, "polite", true), 0);
-        all_closed(&broker);
-    }
-    for _ in 0..4 {
-        assert_eq!(flap(addr, "flappy", false), 0);
-        all_closed(&broker);
-    }
-    // Past three drops in the window: banned (5.0 0x8A, 3.1.1 0x05).
-    assert_eq!(flap(addr, "flappy", false), 0x8A);
-    let (_, ack) = raw_connect(addr, &connect_v311("flappy", 60));
-    assert_eq!(ack.body, [0, 0x05]);
-    assert_eq!(flap(addr, "polite", true), 0, "others are not affected");
-    assert_eq!(broker.metric("ringmq_flapping_bans"), 1);
-    assert_eq!(broker.metric("ringmq_flapping_bans_total"), 1);
-    assert_eq!(broker.metric("ringmq_auth_refused_banned_total"), 2);
-    // The ban ends.
-    let deadline = Instant::now() + WAIT;
-    while flap(addr, "flappy", true) != 0 {
-        assert!(Instant::now() < deadline, "still banned");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    broker.wait_for_metric("ringmq_flapping_bans", WAIT, |v| v == 0);
+    let (mut s, _) = raw_v311(addr, "short-lived", false, 60);
+    s.send(&subscribe(4, 1, "x/y", 1, &[]));
+    assert_eq!(s.read_packet().suback(4).1, [1]);
+    s.send(&DISCONNECT);
+    s.read_until_closed(WAIT);
+    broker.wait_for_metric("ringmq_sessions_expired", WAIT, |v| v == 1);
+    assert_eq!(broker.metric("ringmq_sessions_offline"), 0);
+    assert_eq!(broker.metric("ringmq_subscriptions"), 0);
+    let (_s, ack) = raw_v311(addr, "short-lived", false, 60);
+    assert_eq!(ack.body, [0, 0], "the session ended: not present");
 }
 
 #[test]
-fn a_flapping_address_is_banned_when_asked() {
-    let broker = Broker::start(&[
-        "--flapping-max-drops",
-        "3",
-        "--flapping-ban",
-        "2",
-        "--flapping-by-address",
-        "true",
-    ]);
-    let addr = broker.mqtt_addr();
-    for i in 0..4 {
-        assert_eq!(flap(addr, &format!("id{i}"), false), 0);
-        all_closed(&broker);
+fn v311_qos2_messages_awaiting_pubrel_are_bounded() {
+    let broker = Broker::start(&["--max-inflight", "8"]);
+    let mut c = raw_v311_client(broker.mqtt_addr(), "qos2-v311", 60);
+    for pkid in 1..=8u16 {
+        c.send(&publish(4, "q2/t", 2, false, false, pkid, &[], b"m"));
+        let rec = c.read_packet();
+        assert_eq!((rec.first, rec.pkid()), (0x50, pkid), "PUBREC");
     }
-    // Every client id from 127.0.0.1 is refused now.
-    assert_eq!(flap(addr, "fresh", true), 0x8A);
-    let deadline = Instant::now() + WAIT;
-    while flap(addr, "fresh", true) != 0 {
-        assert!(Instant::now() < deadline, "still banned");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // A duplicate of one waiting is answered again, and is not one more.
+    c.send(&publish(4, "q2/t", 2, true, false, 3, &[], b"m"));
+    assert_eq!(c.read_packet().pkid(), 3);
+    // A PUBREL frees one.
+    c.send(&ack(PUBREL, 1));
+    assert_eq!(c.read_packet().first, 0x70, "PUBCOMP");
+    c.send(&publish(4, "q2/t", 2, false, false, 9, &[], b"m"));
+    assert_eq!(c.read_packet().pkid(), 9);
+    // One more than the bound: 3.1.1 has no reason code, the connection is closed.
+    c.send(&publish(4, "q2/t", 2, false, false, 10, &[], b"m"));
+    c.expect_closed_silently("a ninth QoS 2 message awaiting PUBREL");
+    assert_eq!(broker.metric("ringmq_inbound_qos2_exceeded"), 1);
 }
 
 #[test]
-fn retained_messages_and_subscriptions_are_bounded() {
-    let broker = Broker::start(&["--max-retained", "2", "--max-subscriptions", "2"]);
+fn gauges_show_sessions_subscriptions_and_retained_messages() {
+    let broker = Broker::start(&["--shards", "1"]);
     let addr = broker.mqtt_addr();
-    let mut p = raw_v311_client(addr, "retainer", 60);
-    let retain = |p: &mut TcpStream, topic: &str, payload: &[u8], pkid: u16| {
-        p.send(&publish(4, topic, 1, false, true, pkid, &[], payload));
-        assert_eq!(p.read_packet().first, 0x40);
-    };
-    retain(&mut p, "r/1", b"one", 1);
-    retain(&mut p, "r/2", b"two", 2);
-    retain(&mut p, "r/3", b"three", 3); // past the bound: delivered, not kept
-    retain(&mut p, "r/1", b"one again", 4); // replacing one kept is fine
-    assert_eq!(broker.metric("ringmq_retained_dropped_full"), 1);
+    let (mut gone, _) = raw_v311(addr, "gauge-offline", false, 60);
+    gone.send(&subscribe(4, 1, "g/a/b", 1, &[]));
+    gone.read_packet();
+    gone.send(&DISCONNECT);
+    gone.read_until_closed(WAIT);
+    let (mut here, _) = raw_v5_client(addr, "gauge-online", 60);
+    here.send(&subscribe(5, 1, "g/#", 0, &[]));
+    here.read_packet();
+    for (topic, payload) in [("g/r1", &b"12345"[..]), ("g/r2", b"1234567890")] {
+        here.send(&publish(5, topic, 1, false, true, 9, &[], payload));
+        while here.read_packet().kind() != 4 {}
+    }
+    broker.wait_for_metric("ringmq_retained_messages", WAIT, |v| v == 2);
+    assert_eq!(broker.metric("ringmq_sessions_online"), 1);
+    assert_eq!(broker.metric("ringmq_sessions_offline"), 1);
+    assert_eq!(broker.metric("ringmq_subscriptions"), 2);
+    assert!(broker.metric("ringmq_subscription_bytes") > 0);
+    // The topic and the payload of each.
+    assert_eq!(broker.metric("ringmq_retained_bytes"), 4 + 5 + 4 + 10);
+    // Clearing one takes it out.
+    here.send(&publish(5, "g/r1", 1, false, true, 10, &[], b""));
+    broker.wait_for_metric("ringmq_retained_messages", WAIT, |v| v == 1);
+    assert_eq!(broker.metric("ringmq_retained_bytes"), 4 + 10);
+}
 
-    let retained_on_subscribe = |id: &str| {
-        let (mut s, _) = raw_v5_client(addr, id, 60);
-        s.send(&subscribe(5, 1, "r/#", 0, &[]));
-        assert_eq!(s.read_packet().suback(5).1, [0]);
-        let mut got = Vec::new();
-        while let Some(pk) = s.try_read_packet(QUIET) {
-            got.push((pk.topic(), pk.payload(5)));
-        }
-        got.sort();
-        (s, got)
-    };
-    let (mut s, got) = retained_on_subscribe("s1");
-    assert_eq!(
-        got,
-        [
-            ("r/1".to_string(), b"one again".to_vec()),
-            ("r/2".to_string(), b"two".to_vec())
-        ]
-    );
-    // Clearing one makes room.
-    retain(&mut p, "r/1", b"", 5);
-    retain(&mut p, "r/3", b"three", 6);
-    let (_, got) = retained_on_subscribe("s2");
-    let topics: Vec<_> = got.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(topics, ["r/2", "r/3"]);
-
-    // Subscriptions: s1 holds r/#; one more fits, the next is over its quota (0x97).
-    while s.try_read_packet(QUIET).is_some() {}
-    s.send(&subscribe(5, 2, "a", 0, &[]));
-    assert_eq!(s.read_packet().suback(5).1, [0]);
-    s.send(&subscribe(5, 3, "b", 0, &[]));
-    assert_eq!(s.read_packet().suback(5).1, [0x97]);
+/// Without the flag, the bound is 128 levels (EMQX's default).
+#[test]
+fn the_default_topic_level_bound_is_128() {
+    let broker = Broker::start(&[]);
+    let (mut c, _) = raw_v5_client(broker.mqtt_addr(), "default-depth", 60);
+    c.send(&subscribe(5, 1, &levels(129), 0, &[]));
+    assert_eq!(c.read_packet().suback(5).1, [0x8F]);
+    c.send(&subscribe(5, 2, &levels(128), 0, &[]));
+    assert_eq!(c.read_packet().suback(5).1, [0x00]);
 }

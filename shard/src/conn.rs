@@ -80,9 +80,11 @@ pub mod flag {
     /// The peer closed its side while paused: the connection is closed once the service
     /// has taken up what it held (a DISCONNECT among it closes it first).
     pub const EOF_HELD: u32 = 1 << 18;
+    /// The service asked to hear when the outbound queue is empty (`Io::notify_drained`).
+    pub const WANT_DRAINED: u32 = 1 << 19;
     /// A rate limit: reading stops (`READ_HELD` is set with it) until a time the service
     /// named (`Io::throttle`); what the service already received is held as in a pause.
-    pub const THROTTLED: u32 = 1 << 19;
+    pub const THROTTLED: u32 = 1 << 20;
 }
 
 /// The transport a connection speaks below the service (see `config::ListenerKind`; a TLS
@@ -134,6 +136,9 @@ pub enum CloseReason {
     UpgradeRefused,
     /// The socket failed or the peer went away; nothing more can be sent.
     Lost,
+    /// The service could not write what it began to (an encoder's error): the
+    /// connection's stream would be corrupt if it went on.
+    WriteFailed,
 }
 
 impl CloseReason {
@@ -146,6 +151,7 @@ impl CloseReason {
             CloseReason::InvalidPayload => 1007,
             CloseReason::Policy | CloseReason::Timeout | CloseReason::SlowConsumer => 1008,
             CloseReason::TooBig => 1009,
+            CloseReason::WriteFailed => 1011,
             // Not upgraded: there is no WebSocket to close.
             CloseReason::UpgradeRefused | CloseReason::Lost => return None,
         })

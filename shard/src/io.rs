@@ -128,6 +128,9 @@ pub struct Io<C, M> {
     /// Where the kernel writes a new connection's peer address while its `PeerName`
     /// operation is in flight (boxed: the buffer must not move meanwhile).
     pub(crate) peer_lookups: HashMap<ConnKey, Box<[u8; PEER_NAME_LEN]>>,
+    /// Connections whose outbound queue emptied after the service asked to hear of it;
+    /// the service hears `on_drained` for each.
+    pub(crate) drained: Vec<ConnKey>,
     /// A shard's state never leaves its thread (shared nothing); this marker
     /// makes that a compile-time fact.
     _not_send: std::marker::PhantomData<std::rc::Rc<()>>,
@@ -165,6 +168,7 @@ impl<C: Default, M: Send> Io<C, M> {
             throttled: Vec::new(),
             peers: HashMap::new(),
             peer_lookups: HashMap::new(),
+            drained: Vec::new(),
             _not_send: std::marker::PhantomData,
         }
     }
@@ -456,16 +460,21 @@ impl<C: Default, M: Send> Io<C, M> {
             let start = q.len();
             q.resize(start + len, 0);
             fill(&mut q[start..]);
+            true
         })
     }
 
-    /// Like `write_with`, with `write` appending exactly `len` bytes to the send buffer
-    /// itself (an encoder that appends to a `Vec`): nothing is zero-filled first.
+    /// Like `write_with`, with `write` appending the `len` bytes to the send buffer itself
+    /// (an encoder that appends to a `Vec`): nothing is zero-filled first. `write` returns
+    /// whether it succeeded; one that fails, or appends other than `len` bytes, has its
+    /// bytes taken back (and, on a WebSocket, the frame head that announced them), and the
+    /// connection is closed (`CloseReason::WriteFailed`, counted in `write_errors`): the
+    /// peer never sees a frame or packet that is not what its head says.
     pub fn write_vec(
         &mut self,
         key: ConnKey,
         len: usize,
-        write: impl FnOnce(&mut Vec<u8>),
+        write: impl FnOnce(&mut Vec<u8>) -> bool,
     ) -> bool {
         let hard = self.cfg.out_hard_limit;
         let Some(conn) = self.conn_mut(key) else {
@@ -481,8 +490,28 @@ impl<C: Default, M: Send> Io<C, M> {
         let opcode = conn
             .has(flag::WS_BYTE_STREAM)
             .then_some(ws::frame::Opcode::BINARY);
-        self.append_vec(key, opcode, len, write);
+        if !self.append_vec(key, opcode, len, write) {
+            self.stats.write_errors.add(1);
+            self.close(key, CloseReason::WriteFailed);
+            return false;
+        }
         true
+    }
+
+    /// Asks for `on_drained` once everything queued for the connection has been handed to
+    /// the kernel (at once, in this turn, if nothing is queued now): a service that writes
+    /// a long series at the pace the client reads it (retained messages for a new
+    /// subscription, say) writes a batch and goes on from there.
+    pub fn notify_drained(&mut self, key: ConnKey) {
+        let Some(c) = self.conn_mut(key) else { return };
+        if c.has(flag::CLOSING) || c.has(flag::WANT_DRAINED) {
+            return;
+        }
+        if c.out_len() == 0 {
+            self.drained.push(key);
+        } else {
+            c.set(flag::WANT_DRAINED);
+        }
     }
 
     /// Queues one WebSocket message (`WsFraming::Messages` listeners; on other
@@ -516,25 +545,28 @@ impl<C: Default, M: Send> Io<C, M> {
             let start = q.len();
             q.resize(start + len, 0);
             fill(&mut q[start..]);
+            true
         });
     }
 
     /// Appends `len` bytes (framed with `opcode` when given) that `write` pushes onto the
     /// connection's queue, and puts the connection on the flush list. No limit check.
+    /// Returns false, with the queue as it was before, if `write` failed or did not append
+    /// exactly `len` bytes.
     pub(crate) fn append_vec(
         &mut self,
         key: ConnKey,
         opcode: Option<ws::frame::Opcode>,
         len: usize,
-        write: impl FnOnce(&mut Vec<u8>),
-    ) {
+        write: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) -> bool {
         let pool = &mut self.outbuf_pool;
         let Some(conn) = self
             .conns
             .get_mut(key.index as usize)
             .filter(|c| c.gen_ == key.gen_)
         else {
-            return;
+            return false;
         };
         let out = conn
             .out
@@ -548,18 +580,19 @@ impl<C: Default, M: Send> Io<C, M> {
             q.extend_from_slice(&head[..n]);
         }
         let start = q.len();
-        write(q);
-        debug_assert_eq!(
-            q.len() - start,
-            len,
-            "the writer must append exactly len bytes"
-        );
+        if !write(q) || q.len() - start != len {
+            // A frame head (or an MQTT length) already promised `len` bytes: what was
+            // appended goes, so the stream holds only whole, truthful frames.
+            q.truncate(before);
+            return false;
+        }
         let added = q.len() - before;
         if !conn.has(flag::QUEUED_FLUSH) {
             conn.set(flag::QUEUED_FLUSH);
             self.flush_list.push(key.index);
         }
         self.out_total += added;
+        true
     }
 
     /// Starts closing the connection: nothing more reaches the service, queued bytes are
@@ -793,6 +826,10 @@ impl<C: Default, M: Send> Io<C, M> {
         out.sent += result as usize;
         if out.is_empty() {
             let out = c.out.take();
+            if c.has(flag::WANT_DRAINED) {
+                c.clear(flag::WANT_DRAINED);
+                self.drained.push(key);
+            }
             self.release_outbuf(out);
         } else {
             self.start_send(key);

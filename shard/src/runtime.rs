@@ -47,6 +47,8 @@ const MESH_BATCH: usize = 1024;
 const ACCEPT_MARGIN: u32 = 256;
 /// How often the service's `on_tick` runs.
 const TICK_MS: u64 = 1000;
+/// How long a stopping shard waits for its cancelled operations to end.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a shard thread needs; built by the main thread, moved into the thread.
 pub struct ShardSpec<M> {
@@ -191,6 +193,7 @@ impl<S: Service> Shard<S> {
             self.handle_mesh();
             self.handle_control();
             self.handle_timers();
+            self.handle_drained();
             let now = self.io.now_ms();
             if now >= self.last_tick_ms + TICK_MS {
                 self.last_tick_ms = now;
@@ -208,18 +211,38 @@ impl<S: Service> Shard<S> {
             let stats = &self.io.stats;
             stats.outbound_bytes.set(self.io.out_bytes() as u64);
             stats.mesh_waiting.set(self.io.mesh.backlog_total() as u64);
+            stats.ops_in_flight.set(self.io.ring.in_flight() as u64);
             let turn_us = turn_start.elapsed().as_micros() as u64;
             self.service.on_turn_flushed(turn_us);
             self.io.hists.record(hist::LOOP_TURN, turn_us);
             if let Some(deadline) = self.shutdown_deadline
                 && (self.io.conns.is_empty() || now >= deadline)
             {
-                return;
+                return self.stop();
             }
             if let Err(e) = self.wait() {
                 eprintln!("shard {}: io_uring_enter failed: {e}", self.io.shard_id());
-                return;
+                return self.stop();
             }
+        }
+    }
+
+    /// The loop is over: cancel every operation still in flight (sends stuck on clients
+    /// that do not read, receives, the doorbell's read) and wait until each has ended, so
+    /// that no buffer is freed while the kernel may still use it. Should some not end,
+    /// their buffers are leaked rather than freed.
+    fn stop(&mut self) {
+        let left = self.io.ring.quiesce(STOP_TIMEOUT);
+        self.io.stats.ops_in_flight.set(left as u64);
+        if left > 0 {
+            eprintln!(
+                "shard {}: {left} operations did not end when cancelled; their buffers are leaked",
+                self.io.shard_id()
+            );
+            std::mem::forget(std::mem::take(&mut self.io.conns));
+            std::mem::forget(std::mem::replace(&mut self.doorbell_buf, Box::new([0; 8])));
+            self.bufs.leak();
+            self.io.ring.abandon_in_flight();
         }
     }
 
@@ -228,7 +251,10 @@ impl<S: Service> Shard<S> {
     fn wait(&mut self) -> io::Result<()> {
         // Mesh messages left undrained on purpose (back-pressure) are no reason to spin.
         let mesh_ready = !self.mesh_deferred && self.io.mesh.inbound_pending();
-        let busy = self.io.ring.completions_ready() || mesh_ready || !self.control.is_empty();
+        let busy = self.io.ring.completions_ready()
+            || mesh_ready
+            || !self.control.is_empty()
+            || !self.io.drained.is_empty();
         if busy {
             return self.io.ring.enter(0, None);
         }
@@ -856,6 +882,24 @@ impl<S: Service> Shard<S> {
             }
         }
         self.fired = fired;
+        self.notify_closed();
+    }
+
+    /// Tells the service which connections' outbound queues emptied as it asked; what it
+    /// writes now goes out this turn. A connection it asks about again within this call
+    /// (nothing queued) is told next turn.
+    fn handle_drained(&mut self) {
+        let drained = std::mem::take(&mut self.io.drained);
+        for &key in &drained {
+            if self.io.is_open(key) {
+                self.service.on_drained(&mut self.io, key);
+            }
+        }
+        let mut drained = drained;
+        drained.clear();
+        if self.io.drained.is_empty() {
+            self.io.drained = drained;
+        }
         self.notify_closed();
     }
 

@@ -106,6 +106,10 @@ counters! {
         Gauge outbound_bytes: "Outbound bytes queued on the shard's connections now.",
         Gauge mesh_waiting: "Messages waiting in order for a full peer ring (the mesh overflow), now.",
         Counter loop_turns: "Turns of the shard loop.",
+        Counter write_errors:
+            "Writes the service began that did not append the bytes they promised (an encoder's error): taken back, and the connection closed.",
+        Gauge ops_in_flight:
+            "io_uring operations the shard has handed to the kernel and not yet seen end, now (0 once a stopped shard has cancelled and waited for them all).",
     }
 }
 

@@ -74,10 +74,7 @@ impl Broker {
             // The flow goes on to PUBREL/PUBCOMP: the packet id waits for it as for any
             // other, so a resend is recognised.
             if let Some(s) = self.sessions.get_mut(sid) {
-                let e = s.extra_mut();
-                if !e.inbound_qos2.contains(&p.pkid) {
-                    e.inbound_qos2.push(p.pkid);
-                }
+                s.extra_mut().inbound_qos2.insert(p.pkid);
             }
         }
         if version == Version::V5 {

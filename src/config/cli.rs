@@ -151,9 +151,48 @@ pub struct Options {
     pub max_queued_messages: Option<usize>,
 
     /// QoS 1 and 2 messages in flight to one client at a time (also the Receive Maximum
-    /// announced to MQTT 5 clients), 1 to 65535. [default: 64]
+    /// announced to MQTT 5 clients), 1 to 65535; also the QoS 2 messages from one client
+    /// that may await PUBREL: one more ends its connection (MQTT 5: DISCONNECT 0x93).
+    /// [default: 64]
     #[arg(long, value_name = "N")]
     pub max_inflight: Option<u16>,
+
+    /// Subscriptions one session may hold; one more is refused (SUBACK 0x97, or 0x80 for
+    /// MQTT 3.1.1). [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+
+    /// Subscription memory one session may hold, in bytes as the broker counts them (the
+    /// filter, 128 per topic level, 64 per subscription); a subscription past it is
+    /// refused (SUBACK 0x97, or 0x80 for MQTT 3.1.1). [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    pub max_subscription_bytes: Option<usize>,
+
+    /// Levels a topic name or filter may have, 1 to 65535: a deeper filter is refused
+    /// (SUBACK 0x8F / 0x80), a deeper PUBLISH refused (MQTT 5: PUBACK or PUBREC 0x90 at
+    /// QoS 1 and 2, DISCONNECT 0x90 at QoS 0; 3.1.1: the connection is closed).
+    /// [default: 128]
+    #[arg(long, value_name = "N")]
+    pub max_topic_levels: Option<usize>,
+
+    /// Sessions the broker holds at most, connected or not; a CONNECT that needs a new
+    /// one past it is refused (CONNACK 0x03 for MQTT 3.1.1, 0x97 for 5.0). [default: no
+    /// limit]
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+
+    /// Seconds an MQTT 3.1.1 persistent session (Clean Session 0) outlives its
+    /// connection, 1 to 4294967294; MQTT 5 clients say so themselves. [default: for ever,
+    /// as the 3.1.1 spec has it]
+    #[arg(long, value_name = "SECS")]
+    pub v311_session_expiry: Option<u32>,
+
+    /// Retained messages one shard holds, 8 bytes each, in new subscriptions' snapshots
+    /// waiting to be sent at their subscribers' pace; past it, a new subscription's
+    /// retained messages wait until others are sent (one snapshot alone may be larger).
+    /// [default: 4194304]
+    #[arg(long, value_name = "N")]
+    pub retained_snapshot_entries: Option<usize>,
 
     /// Seconds between publications of the $SYS/broker/... topics; 0 turns them off.
     /// [default: 10]
@@ -282,11 +321,6 @@ pub struct Options {
     /// refusal (quota exceeded / server unavailable). [default: no limit]
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<u32>,
-
-    /// Subscriptions one session may hold; past it a SUBSCRIBE gets 0x97 (0x80 in 3.1.1).
-    /// [default: 10000]
-    #[arg(long, value_name = "N")]
-    pub max_subscriptions: Option<usize>,
 
     /// Retained messages kept, all topics together; past it a retained PUBLISH to a new
     /// topic is delivered but not retained. [default: 1000000]

@@ -36,6 +36,14 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub max_queued_messages: usize,
     pub max_inflight: u16,
+    pub max_subscriptions: usize,
+    pub max_subscription_bytes: usize,
+    pub max_topic_levels: usize,
+    /// `None`: no bound.
+    pub max_sessions: Option<usize>,
+    /// `None`: 3.1.1 persistent sessions never expire.
+    pub v311_session_expiry_s: Option<u32>,
+    pub retained_snapshot_entries: usize,
     pub sys_interval_s: u64,
     pub max_keep_alive_s: u16,
     pub deny_subscribe: Vec<String>,
@@ -54,7 +62,6 @@ pub struct Settings {
     pub client_byte_rate: Option<RateSpec>,
     pub max_connect_rate: Option<RateSpec>,
     pub max_connections_per_ip: Option<u32>,
-    pub max_subscriptions: usize,
     pub max_retained: usize,
     pub flapping: FlappingConfig,
 }
@@ -210,6 +217,50 @@ pub fn resolve(
     if max_inflight.value == 0 {
         return Err(max_inflight.bad("must be 1 to 65535"));
     }
+    let max_subscriptions = src.or(
+        "max_subscriptions",
+        |o| &o.max_subscriptions,
+        defaults::MAX_SUBSCRIPTIONS,
+    );
+    if max_subscriptions.value == 0 {
+        return Err(max_subscriptions.bad("must be at least 1"));
+    }
+    let max_subscription_bytes = src.or(
+        "max_subscription_bytes",
+        |o| &o.max_subscription_bytes,
+        defaults::MAX_SUBSCRIPTION_BYTES,
+    );
+    if max_subscription_bytes.value < 1024 {
+        return Err(max_subscription_bytes.bad("must be at least 1024 bytes"));
+    }
+    let max_topic_levels = src.or(
+        "max_topic_levels",
+        |o| &o.max_topic_levels,
+        defaults::MAX_TOPIC_LEVELS,
+    );
+    if !(1..=65_535).contains(&max_topic_levels.value) {
+        return Err(max_topic_levels.bad("must be 1 to 65535"));
+    }
+    let max_sessions = src.get("max_sessions", |o| &o.max_sessions);
+    if let Some(m) = &max_sessions
+        && m.value == 0
+    {
+        return Err(m.bad("must be at least 1 (leave it out for no limit)"));
+    }
+    let v311_session_expiry = src.get("v311_session_expiry", |o| &o.v311_session_expiry);
+    if let Some(e) = &v311_session_expiry
+        && !(1..u32::MAX).contains(&e.value)
+    {
+        return Err(e.bad("must be 1 to 4294967294 (leave it out for never)"));
+    }
+    let retained_snapshot_entries = src.or(
+        "retained_snapshot_entries",
+        |o| &o.retained_snapshot_entries,
+        defaults::RETAINED_SNAPSHOT_ENTRIES,
+    );
+    if retained_snapshot_entries.value == 0 {
+        return Err(retained_snapshot_entries.bad("must be at least 1"));
+    }
     let sys_interval = src.or(
         "sys_interval",
         |o| &o.sys_interval,
@@ -307,14 +358,6 @@ pub fn resolve(
             crate::limits::per_ip::MAX_PER_ADDRESS
         )));
     }
-    let max_subscriptions = src.or(
-        "max_subscriptions",
-        |o| &o.max_subscriptions,
-        defaults::MAX_SUBSCRIPTIONS,
-    );
-    if max_subscriptions.value == 0 {
-        return Err(max_subscriptions.bad("must be at least 1"));
-    }
     let max_retained = src.or("max_retained", |o| &o.max_retained, defaults::MAX_RETAINED);
     let flapping = flapping(&src)?;
 
@@ -340,6 +383,12 @@ pub fn resolve(
         data_dir: data_dir.value,
         max_queued_messages: max_queued_messages.value,
         max_inflight: max_inflight.value,
+        max_subscriptions: max_subscriptions.value,
+        max_subscription_bytes: max_subscription_bytes.value,
+        max_topic_levels: max_topic_levels.value,
+        max_sessions: max_sessions.map(|m| m.value),
+        v311_session_expiry_s: v311_session_expiry.map(|e| e.value),
+        retained_snapshot_entries: retained_snapshot_entries.value,
         sys_interval_s: sys_interval.value,
         max_keep_alive_s: max_keep_alive.value,
         deny_subscribe: deny,
@@ -355,7 +404,6 @@ pub fn resolve(
         client_byte_rate: client_byte_rate.map(|r| r.value),
         max_connect_rate: max_connect_rate.map(|r| r.value),
         max_connections_per_ip: max_connections_per_ip.map(|m| m.value),
-        max_subscriptions: max_subscriptions.value,
         max_retained: max_retained.value,
         flapping,
     })
