@@ -18,6 +18,7 @@ use ringmq_shard::mesh::links::{self, Doorbell};
 use ringmq_shard::rate::Rate;
 use ringmq_shard::runtime::{self, Control, ShardSpec};
 use ringmq_shard::stats::{CounterSet, RuntimeStats};
+use ringmq_shard::tls::TlsAcceptor;
 
 use crate::auth::{AuthStats, Authenticator, CurrentAuth, VerifyPool};
 use crate::broker::{Broker, BrokerConfig, BrokerStats, Guards, Msg, ShardFigures, Shared};
@@ -27,6 +28,7 @@ use crate::config::values::RateSpec;
 use crate::control::{histograms, metrics, plane};
 use crate::limits::{Flapping, Limits, PerIp};
 use crate::system::{self, PortReservation, Signals};
+use crate::tls::Tls;
 
 /// How long shards get to stop before the process gives up on them. They close their
 /// connections within `close_timeout_ms` + 0.5 s (2.5 s by default).
@@ -55,6 +57,17 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         (Ok(mqtt), Ok(ws)) => (mqtt, ws),
         (Err(e), _) | (_, Err(e)) => return fail(&e),
     };
+    let (mqtts, wss) = match (
+        reserve("mqtts", settings.mqtts),
+        reserve("wss", settings.wss),
+    ) {
+        (Ok(mqtts), Ok(wss)) => (mqtts, wss),
+        (Err(e), _) | (_, Err(e)) => return fail(&e),
+    };
+    let tls = match settings.tls.clone().map(Tls::load).transpose() {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
     let http_listener = match settings.http.map(TcpListener::bind).transpose() {
         Ok(l) => l,
         Err(e) => {
@@ -71,10 +84,17 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    let ports = Ports {
+        mqtt: mqtt.as_ref(),
+        ws: ws.as_ref(),
+        mqtts: mqtts.as_ref(),
+        wss: wss.as_ref(),
+    };
+    let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
     let cfg = Arc::new(shard_config(
         &settings,
-        mqtt.as_ref(),
-        ws.as_ref(),
+        &ports,
+        acceptor,
         security.limits.needs_addresses(),
     ));
     let figures: Vec<ShardFigures> = (0..settings.shards())
@@ -90,6 +110,7 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
     };
     // The shards listen on the ports now; let go of the placeholders.
     let (mqtt, ws) = (mqtt.map(|r| r.addr), ws.map(|r| r.addr));
+    let (mqtts, wss) = (mqtts.map(|r| r.addr), wss.map(|r| r.addr));
 
     let shutting_down = Arc::new(AtomicBool::new(false));
     let metrics_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -115,10 +136,14 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         }
     };
 
-    say(format_args!(
-        "{}",
-        announcement(&settings, mqtt, ws, metrics_addr)
-    ));
+    let listening = Listening {
+        mqtt,
+        ws,
+        mqtts,
+        wss,
+        metrics: metrics_addr,
+    };
+    say(format_args!("{}", announcement(&settings, &listening)));
     let dump = HistogramDump {
         shards: figures,
         started,
@@ -128,6 +153,7 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         settings: &settings,
         shared: &shared,
         security: &security,
+        tls,
     };
     let status = watch(shards, &signals, &shutting_down, &dump, &reload);
     security.stop();
@@ -184,17 +210,44 @@ impl Security {
     }
 }
 
-/// What SIGHUP reloads: the password file, the ACL file and the JWT key.
+/// What SIGHUP reloads: the TLS certificates, and the password file, the ACL file and
+/// the JWT key. Each outcome is said on stdout (scripts and tests wait for it) and logged.
 struct Reload<'a> {
     settings: &'a Settings,
     shared: &'a Shared,
     security: &'a Security,
+    tls: Option<Tls>,
 }
 
 impl Reload<'_> {
-    /// Builds a new generation and puts it in force; on an error the rules in force stay
-    /// and the log names the file and line.
     fn run(&self) {
+        self.tls();
+        self.authentication();
+    }
+
+    /// Reads the certificate, key and client CA files again; new handshakes use them,
+    /// open connections stay. What cannot be read keeps the previous ones.
+    fn tls(&self) {
+        let Some(tls) = &self.tls else {
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                tracing::info!("TLS certificates reloaded");
+                say(format_args!("ringmq: SIGHUP: TLS certificates reloaded"));
+            }
+            Err(e) => {
+                tracing::error!("TLS certificates not reloaded, the previous ones stay: {e}");
+                say(format_args!(
+                    "ringmq: SIGHUP: TLS certificates not reloaded: {e}"
+                ));
+            }
+        }
+    }
+
+    /// Builds a new authentication generation and puts it in force; on an error the
+    /// rules in force stay and the log names the file and line.
+    fn authentication(&self) {
         let pool = self.security.pool.as_ref().map(VerifyPool::handle);
         let needs_pool = self.settings.auth.needs_pool();
         if needs_pool && pool.is_none() {
@@ -247,22 +300,33 @@ fn fail(msg: &str) -> i32 {
     1
 }
 
-/// `ringmq 0.1.0 listening: mqtt tcp ADDR, mqtt ws ADDR/PATH, metrics http://ADDR/metrics;
-/// N shards on cores [..]` — the line tests and scripts wait for.
-fn announcement(
-    s: &Settings,
+/// Where the broker listens (concrete ports).
+struct Listening {
     mqtt: Option<SocketAddr>,
     ws: Option<SocketAddr>,
+    mqtts: Option<SocketAddr>,
+    wss: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
-) -> String {
+}
+
+/// `ringmq 0.1.0 listening: mqtt tcp ADDR, mqtt ws ADDR/PATH, mqtt tls ADDR, mqtt wss
+/// ADDR/PATH, metrics http://ADDR/metrics; N shards on cores [..]` — the line tests and
+/// scripts wait for.
+fn announcement(s: &Settings, at: &Listening) -> String {
     let mut parts = Vec::new();
-    if let Some(a) = mqtt {
+    if let Some(a) = at.mqtt {
         parts.push(format!("mqtt tcp {a}"));
     }
-    if let Some(a) = ws {
+    if let Some(a) = at.ws {
         parts.push(format!("mqtt ws {a}{}", s.ws_path));
     }
-    if let Some(a) = metrics {
+    if let Some(a) = at.mqtts {
+        parts.push(format!("mqtt tls {a}"));
+    }
+    if let Some(a) = at.wss {
+        parts.push(format!("mqtt wss {a}{}", s.ws_path));
+    }
+    if let Some(a) = at.metrics {
         parts.push(format!("metrics http://{a}/metrics"));
     }
     let n = s.shards();
@@ -315,38 +379,53 @@ fn shared(
     Shared::new(config, figures.to_vec(), guards).map(Arc::new)
 }
 
-/// The one `ShardConfig` all shards share, listening on the reserved (concrete) ports.
+/// The reserved (concrete) ports of the listeners that are on.
+struct Ports<'a> {
+    mqtt: Option<&'a PortReservation>,
+    ws: Option<&'a PortReservation>,
+    mqtts: Option<&'a PortReservation>,
+    wss: Option<&'a PortReservation>,
+}
+
+/// The one `ShardConfig` all shards share, listening on the reserved ports; the TLS
+/// listeners read `tls`. `peer_addresses`: the shards learn each connection's peer
+/// address (per-address limits need it).
 fn shard_config(
     s: &Settings,
-    mqtt: Option<&PortReservation>,
-    ws: Option<&PortReservation>,
+    ports: &Ports<'_>,
+    tls: Option<Arc<TlsAcceptor>>,
     peer_addresses: bool,
 ) -> ShardConfig {
     let defaults = ShardConfig::default();
+    // MQTT §6: subprotocol `mqtt`, which the client must offer; packets travel in binary
+    // messages.
+    let websocket = || {
+        ListenerKind::WebSocket(WsOptions {
+            path: s.ws_path.clone(),
+            subprotocol: Some("mqtt".into()),
+            require_subprotocol: true,
+            framing: WsFraming::ByteStream,
+            allowed_origins: s.ws_allowed_origins.clone().map(Arc::from),
+        })
+    };
     let mut listeners = Vec::new();
     // Each listener has its own bucket, shared by every shard.
     let connect_rate = || s.max_connect_rate.map(|r| ConnectRate::new(rate(r)));
-    if let Some(r) = mqtt {
-        listeners.push(Listen {
-            addr: r.addr,
-            kind: ListenerKind::Tcp,
-            connect_rate: connect_rate(),
-        });
-    }
-    if let Some(r) = ws {
-        listeners.push(Listen {
-            addr: r.addr,
-            // MQTT §6: subprotocol `mqtt`, which the client must offer; packets travel in
-            // binary messages.
-            kind: ListenerKind::WebSocket(WsOptions {
-                path: s.ws_path.clone(),
-                subprotocol: Some("mqtt".into()),
-                require_subprotocol: true,
-                framing: WsFraming::ByteStream,
-                allowed_origins: s.ws_allowed_origins.clone().map(Arc::from),
-            }),
-            connect_rate: connect_rate(),
-        });
+    for (port, kind, secure) in [
+        (ports.mqtt, ListenerKind::Tcp, false),
+        (ports.ws, websocket(), false),
+        (ports.mqtts, ListenerKind::Tcp, true),
+        (ports.wss, websocket(), true),
+    ] {
+        if let Some(r) = port {
+            let tls = secure.then(|| tls.clone().expect("TLS listeners come with their settings"));
+            listeners.push(Listen {
+                addr: r.addr,
+                kind,
+                connect_rate: connect_rate(),
+                tls,
+            });
+        }
     }
     ShardConfig {
         listeners,
@@ -580,18 +659,49 @@ mod tests {
 
     #[test]
     fn the_announcement_names_every_listener() {
+        let at = |s: &Settings| Listening {
+            mqtt: s.mqtt,
+            ws: s.ws,
+            mqtts: s.mqtts,
+            wss: s.wss,
+            metrics: s.http,
+        };
         let s = settings(&[]);
-        let line = announcement(&s, s.mqtt, s.ws, s.http);
+        let line = announcement(&s, &at(&s));
         assert_eq!(
             line,
             "ringmq 0.1.0 listening: mqtt tcp 127.0.0.1:1883, mqtt ws 127.0.0.1:8083/mqtt, \
              metrics http://127.0.0.1:9883/metrics; 2 shards on cores [0, 1]"
         );
         let s = settings(&["--ws", "none", "--metrics", "none", "--shards", "1"]);
-        let line = announcement(&s, s.mqtt, s.ws, s.http);
+        let line = announcement(&s, &at(&s));
         assert_eq!(
             line,
             "ringmq 0.1.0 listening: mqtt tcp 127.0.0.1:1883; 1 shard on cores [0]"
+        );
+        let s = settings(&[
+            "--mqtt",
+            "none",
+            "--ws",
+            "none",
+            "--metrics",
+            "none",
+            "--mqtts",
+            "127.0.0.1:8883",
+            "--wss",
+            "127.0.0.1:8884",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--shards",
+            "1",
+        ]);
+        let line = announcement(&s, &at(&s));
+        assert_eq!(
+            line,
+            "ringmq 0.1.0 listening: mqtt tls 127.0.0.1:8883, mqtt wss 127.0.0.1:8884/mqtt; \
+             1 shard on cores [0]"
         );
     }
 
@@ -606,10 +716,17 @@ mod tests {
             "1000000",
         ]);
         let r = system::reserve_port("127.0.0.1:0".parse().unwrap()).unwrap();
-        let cfg = shard_config(&s, Some(&r), None, false);
+        let ports = Ports {
+            mqtt: Some(&r),
+            ws: None,
+            mqtts: None,
+            wss: None,
+        };
+        let cfg = shard_config(&s, &ports, None, false);
         assert_eq!(cfg.listeners.len(), 1);
         assert_eq!(cfg.listeners[0].addr, r.addr);
         assert_eq!(cfg.listeners[0].kind, ListenerKind::Tcp);
+        assert_eq!(cfg.listeners[0].tls, None);
         assert_eq!(cfg.max_ws_message, 32 << 20);
         assert_eq!(cfg.max_connections, 7);
         assert_eq!(cfg.files_per_shard, 19_936);

@@ -65,6 +65,12 @@ const FLAGS: &[&str] = &[
     "--flapping-window",
     "--flapping-ban",
     "--flapping-by-address",
+    "--mqtts",
+    "--wss",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
+    "--tls-require-client-cert",
 ];
 
 fn stderr(out: &std::process::Output) -> String {
@@ -77,8 +83,9 @@ fn help_lists_every_flag_with_its_default() {
     assert!(out.status.success(), "{}", stderr(&out));
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in FLAGS {
+        // A switch that may also take a value reads `--flag [<VALUE>]`.
         assert!(
-            help.contains(&format!("{flag} <")),
+            help.contains(&format!("{flag} <")) || help.contains(&format!("{flag} [<")),
             "--help lacks {flag}:\n{help}"
         );
     }

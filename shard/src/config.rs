@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use crate::rate::{Rate, SharedGcra};
+use crate::tls::TlsAcceptor;
 
 /// What a listener's connections speak below the service. The transports stack: bytes
-/// from the socket, then (for WebSocket) the upgrade and frames. A TLS variant belongs
-/// here too, below WebSocket: it would carry its certificates, and the connection's
-/// `conn::Transport` would decrypt before the stage above it sees the bytes.
+/// from the socket, then TLS when the listener has it (`Listen::tls`), then (for
+/// WebSocket) the upgrade and frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerKind {
     /// Plain TCP: the service gets the byte stream as it arrives.
@@ -72,6 +72,9 @@ pub struct Listen {
     /// shards stop accepting from it until the rate allows again (the connections wait in
     /// the kernel's listen backlog). `None`: as fast as they come.
     pub connect_rate: Option<ConnectRate>,
+    /// TLS below `kind` (MQTT over TLS, secure WebSocket): the server settings every
+    /// shard's handshakes read, replaced whole on a reload.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// A listener's accept rate: the rate, and the bucket every shard takes from.
@@ -107,7 +110,8 @@ pub struct ShardConfig {
     pub max_ws_message: u64,
     /// Largest HTTP upgrade request, in bytes.
     pub max_handshake_bytes: usize,
-    /// Time allowed for the WebSocket upgrade request, from accept.
+    /// Time allowed for the TLS handshake and the WebSocket upgrade request, together,
+    /// from accept.
     pub handshake_timeout_ms: u64,
     /// Time a closing connection may take to flush and say goodbye before it is cut.
     pub close_timeout_ms: u64,

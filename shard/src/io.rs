@@ -23,6 +23,7 @@ use crate::mesh::links::{MeshLinks, Sent};
 use crate::ring::{GEN_MASK, OpKind, Ring};
 use crate::stats::RuntimeStats;
 use crate::timers::TimerWheel;
+use crate::tls::TlsError;
 
 /// What a shard's operation was for, carried in its `user_data` (see [`Token`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,6 +441,21 @@ impl<C: Default, M: Send> Io<C, M> {
         Some(&self.cfg.listeners.get(c.listener as usize)?.kind)
     }
 
+    /// Whether the connection speaks TLS (MQTT over TLS, secure WebSocket).
+    pub fn is_tls(&self, key: ConnKey) -> bool {
+        self.conn(key).is_some_and(|c| c.has(flag::TLS))
+    }
+
+    /// The subject common name (CN) of the client certificate the TLS handshake verified,
+    /// if the client sent one (`--tls-client-ca`) and it has a CN. Known from `on_open` on,
+    /// for as long as the connection is open.
+    pub fn peer_certificate_cn(&self, key: ConnKey) -> Option<&str> {
+        match &self.conn(key)?.transport {
+            Transport::Tls(t) => t.peer_cn.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Outbound bytes queued on the connection, in flight included.
     pub fn out_len(&self, key: ConnKey) -> usize {
         self.conn(key).map_or(0, |c| c.out_len())
@@ -571,7 +587,12 @@ impl<C: Default, M: Send> Io<C, M> {
         let out = conn
             .out
             .get_or_insert_with(|| pool.pop().unwrap_or_default());
-        let q = &mut out.queued;
+        // Over TLS the bytes wait as plaintext; `start_send` seals them.
+        let q = if conn.flags & flag::TLS != 0 {
+            &mut out.plain
+        } else {
+            &mut out.queued
+        };
         let before = q.len();
         q.reserve(len + ws::frame::MAX_HEAD_LEN);
         if let Some(op) = opcode {
@@ -593,6 +614,30 @@ impl<C: Default, M: Send> Io<C, M> {
         }
         self.out_total += added;
         true
+    }
+
+    /// Queues TLS records (the handshake's, alerts) as they are, behind what is queued.
+    pub(crate) fn append_records(&mut self, key: ConnKey, records: &[u8]) {
+        let pool = &mut self.outbuf_pool;
+        let Some(conn) = self
+            .conns
+            .get_mut(key.index as usize)
+            .filter(|c| c.gen_ == key.gen_)
+        else {
+            return;
+        };
+        if conn.has(flag::WRITE_FAILED) {
+            return;
+        }
+        let out = conn
+            .out
+            .get_or_insert_with(|| pool.pop().unwrap_or_default());
+        out.queued.extend_from_slice(records);
+        if !conn.has(flag::QUEUED_FLUSH) {
+            conn.set(flag::QUEUED_FLUSH);
+            self.flush_list.push(key.index);
+        }
+        self.out_total += records.len();
     }
 
     /// Starts closing the connection: nothing more reaches the service, queued bytes are
@@ -783,6 +828,13 @@ impl<C: Default, M: Send> Io<C, M> {
         if c.has(flag::SEND_INFLIGHT) || c.has(flag::CLOSE_SENT) {
             return;
         }
+        if c.has(flag::TLS)
+            && let Err(e) = self.seal(key)
+        {
+            self.tls_failed(key, &e);
+            return;
+        }
+        let Some(c) = self.conn_mut(key) else { return };
         let slot = c.slot;
         let Some(out) = c.out.as_mut() else { return };
         if out.sent == out.sending.len() {
@@ -801,6 +853,65 @@ impl<C: Default, M: Send> Io<C, M> {
             .user_data(Token::new(Op::Send, key.index, key.gen_.get()).encode());
         c.set(flag::SEND_INFLIGHT);
         self.ring.push(e);
+    }
+
+    /// Seals a TLS connection's staged plaintext into records behind what is queued (with
+    /// a close_notify once it is closing).
+    fn seal(&mut self, key: ConnKey) -> Result<(), TlsError> {
+        let pool = &mut self.outbuf_pool;
+        let Some(c) = self
+            .conns
+            .get_mut(key.index as usize)
+            .filter(|c| c.gen_ == key.gen_)
+        else {
+            return Ok(());
+        };
+        let closing = c.has(flag::CLOSING);
+        let has_plain = c.out.as_ref().is_some_and(|o| !o.plain.is_empty());
+        let Transport::Tls(t) = &mut c.transport else {
+            return Ok(());
+        };
+        let owes = closing && t.owes_close_notify();
+        if !has_plain && !owes {
+            return Ok(());
+        }
+        let Some(pump) = t.pump.as_mut() else {
+            return Ok(());
+        };
+        let out = c.out.get_or_insert_with(|| pool.pop().unwrap_or_default());
+        let before = out.queued.len();
+        let sealed = pump.seal(&out.plain, closing, &mut out.queued);
+        let added = out.queued.len() - before;
+        // Sealed, or never to be (the session failed): the plaintext is done with. Not
+        // yet (the handshake goes on): it waits.
+        let done = if matches!(sealed, Ok(false)) {
+            0
+        } else {
+            let n = out.plain.len();
+            out.plain.clear();
+            n
+        };
+        self.out_total = self.out_total + added - done;
+        sealed.map(|_| ())
+    }
+
+    /// A TLS session failed: what rustls answered (an alert) is sent, nothing more is
+    /// read, and the connection closes.
+    pub(crate) fn tls_failed(&mut self, key: ConnKey, e: &TlsError) {
+        let Some(c) = self.conn_mut(key) else { return };
+        // No session at all yet, or one that had not finished its handshake.
+        let handshaking = match &c.transport {
+            Transport::Tls(t) => t.handshaking(),
+            _ => true,
+        };
+        c.set(flag::READ_DONE);
+        if handshaking {
+            self.stats.tls_handshake_failed.add(1);
+        } else {
+            self.stats.tls_errors.add(1);
+        }
+        crate::tls::log_failure(self.shard_id(), handshaking, e);
+        self.close(key, CloseReason::TlsFailed);
     }
 
     pub(crate) fn on_send_done(&mut self, key: ConnKey, result: i32) {
@@ -846,9 +957,11 @@ impl<C: Default, M: Send> Io<C, M> {
         }
         out.sending.clear();
         out.queued.clear();
+        out.plain.clear();
         out.sent = 0;
         out.sending.shrink_to(OUTBUF_KEEP_CAPACITY);
         out.queued.shrink_to(OUTBUF_KEEP_CAPACITY);
+        out.plain.shrink_to(OUTBUF_KEEP_CAPACITY);
         self.outbuf_pool.push(out);
     }
 
@@ -862,7 +975,8 @@ impl<C: Default, M: Send> Io<C, M> {
         if c.has(flag::SEND_INFLIGHT) {
             return;
         }
-        if c.out_len() > 0 && !c.has(flag::WRITE_FAILED) {
+        let owes_close_notify = matches!(&c.transport, Transport::Tls(t) if t.owes_close_notify());
+        if (c.out_len() > 0 || owes_close_notify) && !c.has(flag::WRITE_FAILED) {
             if !c.has(flag::QUEUED_FLUSH) {
                 c.set(flag::QUEUED_FLUSH);
                 self.flush_list.push(key.index);

@@ -16,6 +16,8 @@ use crossbeam_channel::Receiver;
 use io_uring::{opcode, types};
 use ringmq_proto::Decoded;
 use ringmq_proto::ws;
+use rustls::CommonState;
+use rustls::server::UnbufferedServerConnection;
 
 use crate::config::{ListenerKind, ShardConfig, WsFraming};
 use crate::conn::{CloseReason, ConnKey, Transport, WsConn, flag};
@@ -26,6 +28,7 @@ use crate::mesh::links::MeshLinks;
 use crate::ring::{BufRing, Completion, Ring};
 use crate::service::{Data, Io, Service};
 use crate::stats::RuntimeStats;
+use crate::tls::{self, Fed, Pump, TlsConn, TlsError};
 
 /// Messages from the main thread to a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,10 @@ const ACCEPT_MARGIN: u32 = 256;
 const TICK_MS: u64 = 1000;
 /// How long a stopping shard waits for its cancelled operations to end.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Buffers kept for TLS records split across receives, and the capacity each keeps: a
+/// whole record (16 KiB of plaintext and its overhead) fits.
+const TLS_CARRY_POOL_MAX: usize = 64;
+const TLS_CARRY_KEEP_CAPACITY: usize = 20 * 1024;
 
 /// Everything a shard thread needs; built by the main thread, moved into the thread.
 pub struct ShardSpec<M> {
@@ -124,6 +131,11 @@ struct Shard<S: Service> {
     fired: Vec<u64>,
     /// Bytes of a response (101, 400, …) being built.
     scratch: Vec<u8>,
+    /// A TLS record's plaintext, handed up as a mutable slice (WebSocket unmasks in place).
+    tls_plain: Vec<u8>,
+    /// Empty buffers for TLS records split across receives, so that a connection holds
+    /// one only while it has such a record.
+    tls_carry_pool: Vec<Vec<u8>>,
     /// Where the doorbell eventfd's counter is read into; boxed so it does not move
     /// while the read is in flight.
     doorbell_buf: Box<[u8; 8]>,
@@ -170,6 +182,8 @@ impl<S: Service> Shard<S> {
             inbox: Vec::new(),
             fired: Vec::new(),
             scratch: Vec::new(),
+            tls_plain: Vec::new(),
+            tls_carry_pool: Vec::new(),
             doorbell_buf: Box::new([0; 8]),
             last_tick_ms: 0,
             shutdown_deadline: None,
@@ -379,7 +393,10 @@ impl<S: Service> Shard<S> {
                 conn.set(flag::OVER_LIMIT);
             }
         }
-        if let ListenerKind::WebSocket(_) = self.io.cfg.listeners[listener].kind {
+        let spec = &self.io.cfg.listeners[listener];
+        if spec.tls.is_some() || matches!(spec.kind, ListenerKind::WebSocket(_)) {
+            // One deadline for the TLS handshake and the WebSocket upgrade together (and
+            // the peer address lookup before them).
             let at = self.io.now_ms() + self.io.cfg.handshake_timeout_ms;
             self.io.set_deadline_raw(key, at);
         }
@@ -396,11 +413,18 @@ impl<S: Service> Shard<S> {
         self.take_accept_rate(listener);
     }
 
-    /// A new connection's receive is posted, and a TCP one is opened for the service (a
-    /// WebSocket one after its upgrade).
+    /// A new connection's receive is posted, its TLS stage put in place when the listener
+    /// has one, and a plain TCP one is opened for the service (one that negotiates first,
+    /// TLS or WebSocket, once that is done).
     fn start_conn(&mut self, key: ConnKey, listener: usize) {
         self.io.arm_recv(key, self.bufs.group());
-        if let ListenerKind::Tcp = self.io.cfg.listeners[listener].kind {
+        let spec = &self.io.cfg.listeners[listener];
+        let tls = spec.tls.clone();
+        let negotiates = tls.is_some() || matches!(spec.kind, ListenerKind::WebSocket(_));
+        if let Some(acceptor) = tls {
+            self.start_tls(key, &acceptor);
+        }
+        if !negotiates {
             self.open(key);
         }
     }
@@ -478,6 +502,20 @@ impl<S: Service> Shard<S> {
         self.io.ring.push(e);
     }
 
+    /// Puts a TLS stage below the connection's transport.
+    fn start_tls(&mut self, key: ConnKey, acceptor: &tls::TlsAcceptor) {
+        match acceptor.session() {
+            Ok(pump) => {
+                if let Some(conn) = self.io.conn_raw(key) {
+                    let inner = std::mem::replace(&mut conn.transport, Transport::Tcp);
+                    conn.transport = Transport::Tls(Box::new(TlsConn::new(pump, inner)));
+                    conn.set(flag::TLS);
+                }
+            }
+            Err(e) => self.io.tls_failed(key, &TlsError::Rustls(e)),
+        }
+    }
+
     fn open(&mut self, key: ConnKey) {
         if let Some(conn) = self.io.conn_raw(key) {
             conn.set(flag::OPEN);
@@ -511,20 +549,7 @@ impl<S: Service> Shard<S> {
             }
             self.bufs.recycle(bid);
         } else if c.result == 0 {
-            let mut held = false;
-            if let Some(conn) = self.io.conn_raw(key) {
-                conn.set(flag::READ_DONE);
-                // A paused connection's last packets (a DISCONNECT, say) may still be
-                // held by the service: they are taken up before it closes.
-                held = (conn.has(flag::PAUSED) || conn.has(flag::THROTTLED))
-                    && !conn.has(flag::CLOSING);
-                if held {
-                    conn.set(flag::EOF_HELD);
-                }
-            }
-            if !held {
-                self.io.close(key, CloseReason::Lost);
-            }
+            self.peer_done(key);
         } else {
             match -c.result {
                 libc::ENOBUFS => {
@@ -543,6 +568,7 @@ impl<S: Service> Shard<S> {
                     }
                 }
                 _ => {
+                    self.count_abandoned_handshake(key);
                     if let Some(conn) = self.io.conn_raw(key) {
                         conn.set(flag::READ_DONE | flag::WRITE_FAILED);
                     }
@@ -562,12 +588,71 @@ impl<S: Service> Shard<S> {
         self.io.progress_close(key);
     }
 
-    /// Hands received bytes to the connection's transport.
+    /// The peer sent its last bytes (the socket's end, or TLS close_notify).
+    fn peer_done(&mut self, key: ConnKey) {
+        self.count_abandoned_handshake(key);
+        let mut held = false;
+        if let Some(conn) = self.io.conn_raw(key) {
+            conn.set(flag::READ_DONE);
+            // A paused connection's last packets (a DISCONNECT, say) may still be held by
+            // the service: they are taken up before it closes.
+            held =
+                (conn.has(flag::PAUSED) || conn.has(flag::THROTTLED)) && !conn.has(flag::CLOSING);
+            if held {
+                conn.set(flag::EOF_HELD);
+            }
+        }
+        if !held {
+            self.io.close(key, CloseReason::Lost);
+        }
+    }
+
+    /// A client that goes away in the middle of its TLS handshake (it refused the server's
+    /// certificate, say) failed it.
+    fn count_abandoned_handshake(&mut self, key: ConnKey) {
+        if let Some(conn) = self.io.conn_raw(key)
+            && !conn.has(flag::CLOSING)
+            && matches!(&conn.transport, Transport::Tls(t) if t.handshaking())
+        {
+            self.io.stats.tls_handshake_failed.add(1);
+        }
+    }
+
+    /// Hands received bytes to the connection's transport. The stage that takes them is
+    /// moved out of the connection meanwhile (the service runs inside, with `io`).
     fn input(&mut self, key: ConnKey, data: &mut [u8]) {
         let Some(conn) = self.io.conn_raw(key) else {
             return;
         };
-        match conn.transport {
+        if let Transport::Tls(t) = &mut conn.transport {
+            let Some(mut pump) = t.pump.take() else {
+                return;
+            };
+            let mut inner = std::mem::replace(&mut t.inner, Transport::Tcp);
+            let fed = self.tls_feed(key, &mut pump, &mut inner, data);
+            if let Some(conn) = self.io.conn_raw(key)
+                && let Transport::Tls(t) = &mut conn.transport
+            {
+                t.pump = Some(pump);
+                t.inner = inner;
+            }
+            match fed {
+                Err(e) => self.io.tls_failed(key, &e),
+                Ok(Fed::PeerClosed) => self.peer_done(key),
+                Ok(Fed::Handshaking | Fed::Open | Fed::Stopped) => {}
+            }
+            return;
+        }
+        let mut stage = std::mem::replace(&mut conn.transport, Transport::Tcp);
+        self.stage_input(key, &mut stage, data);
+        if let Some(conn) = self.io.conn_raw(key) {
+            conn.transport = stage;
+        }
+    }
+
+    /// Hands bytes to the stage above the socket or above TLS.
+    fn stage_input(&mut self, key: ConnKey, stage: &mut Transport, data: &mut [u8]) {
+        match stage {
             Transport::Tcp => {
                 let data = Data {
                     bytes: data,
@@ -576,31 +661,69 @@ impl<S: Service> Shard<S> {
                 };
                 self.service.on_data(&mut self.io, key, data);
             }
-            Transport::WsHandshake(_) => self.ws_handshake(key, data),
-            Transport::Ws(_) => {
-                let Transport::Ws(mut w) = std::mem::replace(&mut conn.transport, Transport::Tcp)
-                else {
-                    unreachable!()
-                };
-                self.ws_feed(key, &mut w, data);
-                if let Some(conn) = self.io.conn_raw(key) {
-                    conn.transport = Transport::Ws(w);
-                }
-            }
+            Transport::WsHandshake(_) => self.ws_handshake(key, stage, data),
+            Transport::Ws(w) => self.ws_feed(key, w, data),
+            // TLS is never inside TLS.
+            Transport::Tls(_) => {}
         }
     }
 
-    fn ws_handshake(&mut self, key: ConnKey, data: &mut [u8]) {
+    /// Feeds received records to the connection's TLS session; what they carry goes up
+    /// to `inner`. A buffer for a record split across receives is lent from the shard's
+    /// pool and given back once the record is whole.
+    fn tls_feed(
+        &mut self,
+        key: ConnKey,
+        pump: &mut Pump<UnbufferedServerConnection>,
+        inner: &mut Transport,
+        data: &mut [u8],
+    ) -> Result<Fed, TlsError> {
+        if pump.carry.capacity() == 0 {
+            pump.carry = self.tls_carry_pool.pop().unwrap_or_default();
+        }
+        let fed = pump.feed(
+            data,
+            &mut TlsUp {
+                shard: self,
+                key,
+                inner,
+            },
+        );
+        if pump.carry.is_empty() && pump.carry.capacity() > 0 {
+            let mut carry = std::mem::take(&mut pump.carry);
+            if self.tls_carry_pool.len() < TLS_CARRY_POOL_MAX {
+                carry.shrink_to(TLS_CARRY_KEEP_CAPACITY);
+                self.tls_carry_pool.push(carry);
+            }
+        }
+        fed
+    }
+
+    /// The TLS handshake completed: the client certificate's CN is kept, and MQTT over
+    /// TLS opens (secure WebSocket opens after its upgrade).
+    fn tls_established(&mut self, key: ConnKey, state: &CommonState, inner: &Transport) {
+        self.io.stats.tls_handshakes.add(1);
+        let cn = state.peer_certificates().and_then(tls::peer_common_name);
+        let Some(conn) = self.io.conn_raw(key) else {
+            return;
+        };
+        if let Transport::Tls(t) = &mut conn.transport {
+            t.established = true;
+            t.peer_cn = cn;
+        }
+        if matches!(inner, Transport::Tcp) && self.io.is_open(key) {
+            self.open(key);
+        }
+    }
+
+    /// Reads a WebSocket upgrade request (`stage` is `WsHandshake`); once it is answered
+    /// with 101, `stage` becomes `Ws` and bytes behind the request go on to it.
+    fn ws_handshake(&mut self, key: ConnKey, stage: &mut Transport, data: &mut [u8]) {
         let cfg = self.io.cfg.clone();
         let Some(ListenerKind::WebSocket(options)) = self.io.listener_kind(key).cloned() else {
             return;
         };
-        let Some(conn) = self.io.conn_raw(key) else {
-            return;
-        };
-        let Transport::WsHandshake(mut buf) =
-            std::mem::replace(&mut conn.transport, Transport::Tcp)
-        else {
+        let Transport::WsHandshake(buf) = stage else {
             return;
         };
         let byte_stream = options.framing == WsFraming::ByteStream;
@@ -617,7 +740,7 @@ impl<S: Service> Shard<S> {
             let room = (cfg.max_handshake_bytes + 1).saturating_sub(buf.len());
             buf.extend_from_slice(&data[..data.len().min(room)]);
         }
-        let src: &[u8] = if in_place { data } else { &buf };
+        let src: &[u8] = if in_place { data } else { buf };
         self.scratch.clear();
         let outcome = match ws::handshake::parse_request(src, &server) {
             Ok(Decoded::Partial { .. }) => None,
@@ -645,9 +768,6 @@ impl<S: Service> Shard<S> {
                 if in_place {
                     buf.extend_from_slice(&data[..data.len().min(cfg.max_handshake_bytes + 1)]);
                 }
-                if let Some(conn) = self.io.conn_raw(key) {
-                    conn.transport = Transport::WsHandshake(buf);
-                }
             }
             Some(Err(())) => {
                 self.io.stats.ws_handshake_rejected.add(1);
@@ -663,21 +783,25 @@ impl<S: Service> Shard<S> {
                     if byte_stream {
                         conn.set(flag::WS_BYTE_STREAM);
                     }
-                    conn.transport = Transport::Ws(Box::new(WsConn {
-                        decoder: ws::frame::FrameDecoder::new(ws::Role::Server, cfg.max_ws_message),
-                        carry: Vec::new(),
-                        byte_stream,
-                    }));
                 }
+                let ws = Transport::Ws(Box::new(WsConn {
+                    decoder: ws::frame::FrameDecoder::new(ws::Role::Server, cfg.max_ws_message),
+                    carry: Vec::new(),
+                    byte_stream,
+                }));
+                let request = std::mem::replace(stage, ws);
                 self.open(key);
                 // Bytes after the request already belong to the WebSocket stream.
                 if in_place {
                     if used < data.len() && self.io.is_open(key) {
-                        self.input(key, &mut data[used..]);
+                        self.stage_input(key, stage, &mut data[used..]);
                     }
-                } else if used < buf.len() && self.io.is_open(key) {
+                } else if let Transport::WsHandshake(buf) = request
+                    && used < buf.len()
+                    && self.io.is_open(key)
+                {
                     let mut rest = buf[used..].to_vec();
-                    self.input(key, &mut rest);
+                    self.stage_input(key, stage, &mut rest);
                 }
             }
         }
@@ -875,7 +999,11 @@ impl<S: Service> Shard<S> {
             conn.deadline_ms = 0;
             if conn.has(flag::CLOSING) {
                 self.io.force_close(key);
-            } else if matches!(conn.transport, Transport::WsHandshake(_)) {
+            } else if conn.transport.negotiating() {
+                // The runtime's own deadline: the TLS handshake and the WebSocket upgrade.
+                if matches!(&conn.transport, Transport::Tls(t) if t.handshaking()) {
+                    self.io.stats.tls_handshake_timeout.add(1);
+                }
                 self.io.close(key, CloseReason::Timeout);
             } else {
                 self.service.on_deadline(&mut self.io, key);
@@ -997,6 +1125,37 @@ impl<S: Service> Shard<S> {
                 self.io.ring.push(e);
             }
         }
+    }
+}
+
+/// The shard as the TLS session's peer while one connection's records are fed: records
+/// to send go to the connection's queue, plaintext to the stage above TLS.
+struct TlsUp<'a, S: Service> {
+    shard: &'a mut Shard<S>,
+    key: ConnKey,
+    inner: &'a mut Transport,
+}
+
+impl<S: Service> tls::Peer for TlsUp<'_, S> {
+    fn send(&mut self, records: &[u8]) {
+        self.shard.io.append_records(self.key, records);
+    }
+
+    fn established(&mut self, state: &CommonState) {
+        self.shard.tls_established(self.key, state, self.inner);
+    }
+
+    fn received(&mut self, data: &[u8]) -> bool {
+        if !self.shard.io.is_open(self.key) {
+            return false;
+        }
+        // rustls lends the plaintext read-only; the stages above work in place.
+        let mut plain = std::mem::take(&mut self.shard.tls_plain);
+        plain.clear();
+        plain.extend_from_slice(data);
+        self.shard.stage_input(self.key, self.inner, &mut plain);
+        self.shard.tls_plain = plain;
+        self.shard.io.is_open(self.key)
     }
 }
 

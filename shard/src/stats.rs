@@ -100,6 +100,13 @@ counters! {
             "Times reading from a connection stopped until a rate limit let it go on (TCP pushes back on the sender meanwhile).",
         Counter peer_address_unknown:
             "Accepted connections whose peer address could not be learnt (per-address limits do not apply to them).",
+        Counter tls_handshakes: "TLS handshakes completed.",
+        Counter tls_handshake_failed:
+            "TLS handshakes that failed (not TLS at all, no common version or cipher suite, a missing or refused client certificate, …: answered with an alert and closed), or that the client left (it refused the server's certificate, say).",
+        Counter tls_handshake_timeout:
+            "TLS handshakes not finished within the handshake timeout: closed (also counted in disconnected_timeout).",
+        Counter tls_errors:
+            "TLS connections closed after the handshake for a bad record or more buffered than a record may hold: answered with an alert.",
         Counter recv_no_buffers: "Multishot receives that ended because the buffer ring was empty (re-armed).",
         Counter mesh_sent: "Messages sent to other shards over the mesh.",
         Counter mesh_backpressure: "Messages that found a peer shard's ring full and waited in order.",

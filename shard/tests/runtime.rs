@@ -94,6 +94,7 @@ impl Running {
                 addr,
                 kind: ListenerKind::Tcp,
                 connect_rate: None,
+                tls: None,
             }],
             close_timeout_ms: 200,
             files_per_shard: 1024,

@@ -354,6 +354,9 @@ impl Service for Broker {
         let at = io.now_ms() + self.config().connect_timeout_ms;
         io.set_deadline(key, at);
         self.admission_opened(io, key);
+        if let Some(cn) = io.peer_certificate_cn(key) {
+            tracing::debug!(shard = io.shard_id(), cn, "TLS client certificate verified");
+        }
     }
 
     fn on_data(&mut self, io: &mut Io, key: ConnKey, data: Data<'_>) {

@@ -27,7 +27,9 @@ shows the real one); `none` turns the listener off.
 Signals: SIGINT or SIGTERM shut down gracefully (clients are disconnected cleanly); a
 second one during shutdown exits at once (130 for SIGINT, 143 for SIGTERM). SIGHUP
 reloads the password file, the ACL file and the JWT key (a file that does not load keeps
-the old rules, and the log names its line). SIGUSR1 prints the counters to stderr.
+the old rules, and the log names its line), and reads the TLS certificate, key and client
+CA files again (new handshakes use them, open connections stay). SIGUSR1 prints the
+counters to stderr.
 
 `ringmq passwd FILE USER` adds USER to a password file (or changes its password), hashed
 with argon2id; the password is read from the terminal without echo, or from stdin.
@@ -40,7 +42,7 @@ running, 2 for bad flags or a bad config file.";
 #[command(
     name = "ringmq",
     version,
-    about = "A thread-per-core io_uring MQTT broker (MQTT 3.1.1 and 5.0, over TCP and WebSocket).",
+    about = "A thread-per-core io_uring MQTT broker (MQTT 3.1.1 and 5.0, over TCP and WebSocket, either over TLS).",
     after_help = AFTER_HELP,
     max_term_width = 100
 )]
@@ -60,9 +62,41 @@ pub struct Options {
     #[arg(long, value_name = "ADDR")]
     pub ws: Option<ListenAddr>,
 
-    /// HTTP path on which WebSocket clients upgrade; must start with `/`. [default: /mqtt]
+    /// HTTP path on which WebSocket clients upgrade (over --ws and --wss); must start
+    /// with `/`. [default: /mqtt]
     #[arg(long, value_name = "PATH")]
     pub ws_path: Option<String>,
+
+    /// Address for MQTT over TLS (8883 is the usual port), or `none`; needs --tls-cert and
+    /// --tls-key. [default: none]
+    #[arg(long, value_name = "ADDR")]
+    pub mqtts: Option<ListenAddr>,
+
+    /// Address for MQTT over secure WebSocket (TLS, path --ws-path), or `none`; needs
+    /// --tls-cert and --tls-key. [default: none]
+    #[arg(long, value_name = "ADDR")]
+    pub wss: Option<ListenAddr>,
+
+    /// The TLS listeners' certificate chain, leaf first, in a PEM file; read again on
+    /// SIGHUP. [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert in a PEM file (PKCS#8, PKCS#1 or SEC1); read again
+    /// on SIGHUP. [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) that TLS clients' certificates are verified against; with it
+    /// clients are asked for a certificate, and a bad one is refused. [default: none,
+    /// clients are not asked]
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Refuse TLS clients that send no certificate (needs --tls-client-ca).
+    /// [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_require_client_cert: Option<bool>,
 
     /// Address of the HTTP server: the dashboard (/), the JSON API (/api/v1/), /metrics
     /// (Prometheus text), /healthz and /debug/histograms; `none` turns it off. `--metrics`
@@ -420,6 +454,21 @@ mod tests {
         assert_eq!(o.shards, Some(3));
         assert_eq!(o.max_inflight, Some(7));
         assert_eq!(o.sys_interval, Some(0));
+        let o: Options = toml::from_str(
+            "mqtts = \"127.0.0.1:8883\"\ntls_cert = \"c.pem\"\ntls_require_client_cert = true\n",
+        )
+        .unwrap();
+        assert_eq!(o.mqtts, Some("127.0.0.1:8883".parse().unwrap()));
+        assert_eq!(o.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(o.tls_require_client_cert, Some(true));
+    }
+
+    #[test]
+    fn require_client_cert_is_a_switch_or_a_value() {
+        let o = Options::try_parse_from(["ringmq", "--tls-require-client-cert"]).unwrap();
+        assert_eq!(o.tls_require_client_cert, Some(true));
+        let o = Options::try_parse_from(["ringmq", "--tls-require-client-cert=false"]).unwrap();
+        assert_eq!(o.tls_require_client_cert, Some(false));
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub const MQTT: &str = "127.0.0.1:1883";
 /// Where MQTT over WebSocket listens, and the path of its upgrade.
 pub const WS: &str = "127.0.0.1:8083";
 pub const WS_PATH: &str = "/mqtt";
+/// MQTT over TLS and over secure WebSocket: off unless asked for (they need certificates).
+pub const MQTTS: &str = "none";
+pub const WSS: &str = "none";
 /// Where the HTTP server (dashboard, JSON API, `/metrics`, `/healthz`,
 /// `/debug/histograms`) listens.
 pub const HTTP: &str = "127.0.0.1:9883";

@@ -14,6 +14,7 @@ use crate::auth::{AuthConfig, PoolConfig, TokenSource};
 use crate::control::logging::{LogFormat, LogLevel};
 use crate::control::webhook::{WebhookConfig, WebhookTarget};
 use crate::limits::FlappingConfig;
+use crate::tls::TlsFiles;
 
 /// Everything the broker runs with, checked.
 #[derive(Debug, Clone)]
@@ -21,6 +22,11 @@ pub struct Settings {
     pub mqtt: Option<SocketAddr>,
     pub ws: Option<SocketAddr>,
     pub ws_path: String,
+    /// MQTT over TLS, and over secure WebSocket (path `ws_path`).
+    pub mqtts: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
+    /// The TLS listeners' certificates; `Some` exactly when one of them is on.
+    pub tls: Option<TlsFiles>,
     /// The HTTP server (dashboard, API, `/metrics`).
     pub http: Option<SocketAddr>,
     pub api_key_file: Option<PathBuf>,
@@ -152,11 +158,19 @@ pub fn resolve(
 
     let mqtt = src.or("mqtt", |o| &o.mqtt, default_addr(defaults::MQTT));
     let ws = src.or("ws", |o| &o.ws, default_addr(defaults::WS));
+    let off = |s: &str| s.parse::<ListenAddr>().expect("default listener");
+    let mqtts = src.or("mqtts", |o| &o.mqtts, off(defaults::MQTTS));
+    let wss = src.or("wss", |o| &o.wss, off(defaults::WSS));
     let http = src.or("http", |o| &o.http, default_addr(defaults::HTTP));
-    if mqtt.value == ListenAddr::Off && ws.value == ListenAddr::Off {
-        return Err(ws.bad("with mqtt also `none`, the broker would listen nowhere"));
+    if [&mqtt, &ws, &mqtts, &wss]
+        .iter()
+        .all(|l| l.value == ListenAddr::Off)
+    {
+        return Err(ws.bad(
+            "with mqtt also `none` (and no --mqtts or --wss), the broker would listen nowhere",
+        ));
     }
-    let listeners = [&mqtt, &ws, &http];
+    let listeners = [&mqtt, &ws, &mqtts, &wss, &http];
     for (i, a) in listeners.iter().enumerate() {
         for b in &listeners[i + 1..] {
             if let (ListenAddr::At(x), ListenAddr::At(y)) = (a.value, b.value)
@@ -176,6 +190,11 @@ pub fn resolve(
     if !p.starts_with('/') || p.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
         return Err(ws_path.bad("must start with `/` and hold no spaces, `?` or `#`"));
     }
+
+    let tls = tls_files(
+        &src,
+        mqtts.value != ListenAddr::Off || wss.value != ListenAddr::Off,
+    )?;
 
     let placement = place_shards(
         src.get("cores", |o| &o.cores),
@@ -372,6 +391,9 @@ pub fn resolve(
         mqtt: mqtt.value.addr(),
         ws: ws.value.addr(),
         ws_path: ws_path.value,
+        mqtts: mqtts.value.addr(),
+        wss: wss.value.addr(),
+        tls,
         http: http.value.addr(),
         api_key_file,
         webhooks,
@@ -525,6 +547,53 @@ fn flapping(src: &Sources<'_>) -> Result<FlappingConfig, String> {
         ban_ms: ban.value * 1000,
         by_address: by_address.value,
     })
+}
+
+/// The TLS files, checked for presence (they are read when the broker starts); `None`
+/// when no TLS listener is on, and then none of them may be given.
+fn tls_files(src: &Sources<'_>, listening: bool) -> Result<Option<TlsFiles>, String> {
+    let cert = src.get("tls_cert", |o| &o.tls_cert);
+    let key = src.get("tls_key", |o| &o.tls_key);
+    let client_ca = src.get("tls_client_ca", |o| &o.tls_client_ca);
+    let require = src.or(
+        "tls_require_client_cert",
+        |o| &o.tls_require_client_cert,
+        false,
+    );
+    if !listening {
+        let given = [&cert, &key, &client_ca]
+            .into_iter()
+            .flatten()
+            .map(|p| p.key)
+            .chain(require.value.then_some(require.key))
+            .next();
+        return match given {
+            Some(key) => Err(format!(
+                "{}: no TLS listener uses it; turn one on with --mqtts or --wss",
+                flag_name(key)
+            )),
+            None => Ok(None),
+        };
+    }
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Err(
+            "--mqtts and --wss need a certificate and its key: --tls-cert FILE --tls-key FILE"
+                .into(),
+        );
+    };
+    if require.value && client_ca.is_none() {
+        return Err(
+            "--tls-require-client-cert: clients' certificates are verified against \
+             --tls-client-ca FILE, which is missing"
+                .into(),
+        );
+    }
+    Ok(Some(TlsFiles {
+        cert: cert.value,
+        key: key.value,
+        client_ca: client_ca.map(|c| c.value),
+        require_client_cert: require.value,
+    }))
 }
 
 /// The webhook settings, checked; `None` without a URL.
@@ -786,6 +855,86 @@ mod tests {
             (&["--recv-buffer-size", "8"], "64 to 1048576"),
             (&["--mesh-capacity", "1"], "2 to 1048576"),
             (&["--shard-pressure-bytes", "1000"], "65536 to 4294967296"),
+        ] {
+            let e = resolve_flags(args).unwrap_err();
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_listeners_need_their_files_and_files_need_a_listener() {
+        let s = resolve_flags(&[]).unwrap();
+        assert_eq!((s.mqtts, s.wss, s.tls), (None, None, None));
+        let s = resolve_flags(&[
+            "--mqtts",
+            "127.0.0.1:8883",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(s.mqtts, Some("127.0.0.1:8883".parse().unwrap()));
+        let tls = s.tls.unwrap();
+        assert_eq!((tls.client_ca, tls.require_client_cert), (None, false));
+        let s = resolve_flags(&[
+            "--mqtt",
+            "none",
+            "--ws",
+            "none",
+            "--wss",
+            "127.0.0.1:8084",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+            "--tls-require-client-cert",
+        ])
+        .unwrap();
+        assert_eq!(s.wss, Some("127.0.0.1:8084".parse().unwrap()));
+        assert!(s.tls.unwrap().require_client_cert);
+        for (args, says) in [
+            (
+                &["--mqtts", "127.0.0.1:8883"][..],
+                "need a certificate and its key",
+            ),
+            (
+                &["--wss", "127.0.0.1:8884", "--tls-cert", "c.pem"],
+                "need a certificate and its key",
+            ),
+            (
+                &["--tls-cert", "c.pem"],
+                "--tls-cert: no TLS listener uses it",
+            ),
+            (
+                &["--tls-require-client-cert"],
+                "--tls-require-client-cert: no TLS listener",
+            ),
+            (
+                &[
+                    "--mqtts",
+                    "127.0.0.1:8883",
+                    "--tls-cert",
+                    "c.pem",
+                    "--tls-key",
+                    "k.pem",
+                    "--tls-require-client-cert",
+                ],
+                "--tls-client-ca FILE, which is missing",
+            ),
+            (
+                &[
+                    "--mqtts",
+                    "127.0.0.1:1883",
+                    "--tls-cert",
+                    "c.pem",
+                    "--tls-key",
+                    "k.pem",
+                ],
+                "the mqtt listener already uses port 1883",
+            ),
         ] {
             let e = resolve_flags(args).unwrap_err();
             assert!(e.contains(says), "{args:?}: {e}");

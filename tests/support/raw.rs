@@ -585,7 +585,7 @@ impl RawMqtt for TcpStream {
 }
 
 /// One packet, under the socket's read timeout; `None` on EOF, reset or timeout.
-fn read_whole_packet(s: &mut TcpStream) -> Option<RawPacket> {
+pub fn read_whole_packet(s: &mut impl Read) -> Option<RawPacket> {
     let mut fill = |buf: &mut [u8]| match s.read_exact(buf) {
         Ok(()) => Some(()),
         Err(e)
