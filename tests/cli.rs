@@ -71,6 +71,7 @@ const FLAGS: &[&str] = &[
     "--tls-key",
     "--tls-client-ca",
     "--tls-require-client-cert",
+    "--tls-cn-as-username",
 ];
 
 fn stderr(out: &std::process::Output) -> String {

@@ -143,14 +143,15 @@ impl Broker {
         }));
         // Bans, limits and credentials (`admission`); an admitted client claims its
         // session (`claim_session`), now or once its credentials are verified.
+        let certificate_cn: Option<Box<str>> = io.peer_certificate_cn(key).map(Into::into);
         let creds = Credentials {
             client_id: &client_id,
             username: c.username,
             password: c.password,
             auth_method: c.properties.authentication_method(),
-            // The CN of a client certificate the TLS transport verified, once TLS
-            // listeners exist (`--tls-cn-as-username`).
-            certificate_cn: None,
+            // The CN of a client certificate the TLS transport verified: the username
+            // with `--tls-cn-as-username`.
+            certificate_cn: certificate_cn.as_deref(),
         };
         self.admit(io, key, &creds);
     }

@@ -98,6 +98,12 @@ pub struct Options {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub tls_require_client_cert: Option<bool>,
 
+    /// The subject CN of a verified client certificate is the client's username: it is
+    /// admitted without a password, and the ACL file's `user` and `%u` name it (needs
+    /// --tls-client-ca). [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_cn_as_username: Option<bool>,
+
     /// Address of the HTTP server: the dashboard (/), the JSON API (/api/v1/), /metrics
     /// (Prometheus text), /healthz and /debug/histograms; `none` turns it off. `--metrics`
     /// is the same flag. [default: 127.0.0.1:9883]
@@ -308,7 +314,7 @@ pub struct Options {
     pub jwt_audience: Option<String>,
 
     /// Whether clients without credentials may connect: true or false. [default: true
-    /// unless --password-file or --jwt-key is given]
+    /// unless --password-file, --jwt-key or --tls-client-ca is given]
     #[arg(long, value_name = "BOOL")]
     pub allow_anonymous: Option<bool>,
 

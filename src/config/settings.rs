@@ -363,7 +363,18 @@ pub fn resolve(
         return Err(shard_pressure_bytes.bad("must be 65536 to 4294967296 bytes"));
     }
 
-    let (auth, auth_pool) = auth(&src)?;
+    let (mut auth, auth_pool) = auth(&src)?;
+    // A client CA asks TLS clients for certificates: anonymous clients are then refused
+    // unless --allow-anonymous says otherwise.
+    let client_ca = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let cn_as_username = src.or("tls_cn_as_username", |o| &o.tls_cn_as_username, false);
+    if cn_as_username.value && !client_ca {
+        return Err(cn_as_username.bad(
+            "clients' certificates are verified against --tls-client-ca FILE, which is missing",
+        ));
+    }
+    auth.client_ca = client_ca;
+    auth.cn_as_username = cn_as_username.value;
     let ws_allowed_origins = allowed_origins(&src)?;
     let client_msg_rate = src.get("client_msg_rate", |o| &o.client_msg_rate);
     let client_byte_rate = src.get("client_byte_rate", |o| &o.client_byte_rate);
@@ -877,6 +888,7 @@ mod tests {
         assert_eq!(s.mqtts, Some("127.0.0.1:8883".parse().unwrap()));
         let tls = s.tls.unwrap();
         assert_eq!((tls.client_ca, tls.require_client_cert), (None, false));
+        assert!(!s.auth.client_ca && s.auth.allow_anonymous());
         let s = resolve_flags(&[
             "--mqtt",
             "none",
@@ -891,10 +903,13 @@ mod tests {
             "--tls-client-ca",
             "ca.pem",
             "--tls-require-client-cert",
+            "--tls-cn-as-username",
         ])
         .unwrap();
         assert_eq!(s.wss, Some("127.0.0.1:8084".parse().unwrap()));
         assert!(s.tls.unwrap().require_client_cert);
+        // A client CA turns anonymous clients away unless told otherwise.
+        assert!(s.auth.client_ca && s.auth.cn_as_username && !s.auth.allow_anonymous());
         for (args, says) in [
             (
                 &["--mqtts", "127.0.0.1:8883"][..],
@@ -923,6 +938,18 @@ mod tests {
                     "--tls-require-client-cert",
                 ],
                 "--tls-client-ca FILE, which is missing",
+            ),
+            (
+                &[
+                    "--mqtts",
+                    "127.0.0.1:8883",
+                    "--tls-cert",
+                    "c.pem",
+                    "--tls-key",
+                    "k.pem",
+                    "--tls-cn-as-username",
+                ],
+                "--tls-cn-as-username true: clients' certificates are verified against",
             ),
             (
                 &[
