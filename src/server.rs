@@ -13,19 +13,23 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use ringmq_shard::config::{Listen, ListenerKind, ShardConfig, WsFraming, WsOptions};
+use ringmq_shard::config::{ConnectRate, Listen, ListenerKind, ShardConfig, WsFraming, WsOptions};
 use ringmq_shard::mesh::links::{self, Doorbell};
+use ringmq_shard::rate::Rate;
 use ringmq_shard::runtime::{self, Control, ShardSpec};
 use ringmq_shard::stats::{CounterSet, RuntimeStats};
 use ringmq_shard::tls::TlsAcceptor;
 
+use crate::auth::{AuthStats, Authenticator, CurrentAuth, VerifyPool};
 use crate::broker::{
-    Broker, BrokerConfig, BrokerStats, Msg, Recovery, ShardFigures, Shared, home_shard,
+    Broker, BrokerConfig, BrokerStats, Guards, Msg, Recovery, ShardFigures, Shared, home_shard,
     plan_recovery,
 };
+use crate::config::defaults;
 use crate::config::settings::Settings;
-use crate::config::values::DurabilityMode;
+use crate::config::values::{DurabilityMode, RateSpec};
 use crate::control::{histograms, metrics, plane};
+use crate::limits::{Flapping, Limits, PerIp};
 use crate::store::lock::DirLock;
 use crate::store::open::{Homes, open};
 use crate::store::ring_driver::RingDriver;
@@ -83,6 +87,10 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         Err(e) => return fail(&e),
     };
 
+    let security = match Security::start(&settings) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
     let ports = Ports {
         mqtt: mqtt.as_ref(),
         ws: ws.as_ref(),
@@ -90,7 +98,12 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         wss: wss.as_ref(),
     };
     let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-    let cfg = Arc::new(shard_config(&settings, &ports, acceptor));
+    let cfg = Arc::new(shard_config(
+        &settings,
+        &ports,
+        acceptor,
+        security.limits.needs_addresses(),
+    ));
     let figures: Vec<ShardFigures> = (0..settings.shards())
         .map(|_| ShardFigures::default())
         .collect();
@@ -100,7 +113,11 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let shards = match start_shards(&settings, cfg, &figures, recovered) {
+    let shared = match shared(&settings, &figures, &security) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let shards = match start_shards(&settings, cfg, &shared, recovered) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -121,6 +138,8 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         shards: figures.clone(),
         started,
         shutting_down: shutting_down.clone(),
+        auth_stats: security.stats.clone(),
+        limits: security.limits.clone(),
     }) {
         Ok(c) => c,
         Err(e) => {
@@ -143,21 +162,86 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         started,
         dir: settings.data_dir.clone(),
     };
-    let reload = Reload { tls };
-    watch(shards, &signals, &shutting_down, &dump, &reload)
+    let reload = Reload {
+        settings: &settings,
+        shared: &shared,
+        security: &security,
+        tls,
+    };
+    let status = watch(shards, &signals, &shutting_down, &dump, &reload);
+    security.stop();
+    status
 }
 
-/// What SIGHUP reads again.
-struct Reload {
+/// Authentication and the process-wide limits, made once at start.
+struct Security {
+    stats: Arc<AuthStats>,
+    /// `None` when nothing needs verifying off the shards.
+    pool: Option<VerifyPool>,
+    /// The first generation (later ones come from `Reload`).
+    first: Arc<Authenticator>,
+    limits: Arc<Limits>,
+}
+
+impl Security {
+    /// Starts the verification pool if the configuration needs one and loads every file;
+    /// an error names the file and line.
+    fn start(settings: &Settings) -> Result<Security, String> {
+        let stats = Arc::new(AuthStats::default());
+        let pool = if settings.auth.needs_pool() {
+            let pool = VerifyPool::start(settings.auth_pool)
+                .map_err(|e| format!("cannot start the verification threads: {e}"))?;
+            Some(pool)
+        } else {
+            None
+        };
+        let first = Authenticator::load(
+            &settings.auth,
+            pool.as_ref().map(VerifyPool::handle),
+            stats.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let connections = settings
+            .max_connections
+            .unwrap_or(settings.shards() * settings.files_per_shard as usize);
+        let per_ip = settings
+            .max_connections_per_ip
+            .map(|limit| PerIp::new(connections, limit));
+        let flapping = Flapping::new(settings.flapping, defaults::FLAPPING_CAPACITY);
+        Ok(Security {
+            stats,
+            pool,
+            first,
+            limits: Arc::new(Limits::new(per_ip, flapping)),
+        })
+    }
+
+    fn stop(self) {
+        if let Some(pool) = self.pool {
+            pool.shutdown();
+        }
+    }
+}
+
+/// What SIGHUP reloads: the TLS certificates, and the password file, the ACL file and
+/// the JWT key. Each outcome is said on stdout (scripts and tests wait for it) and logged.
+struct Reload<'a> {
+    settings: &'a Settings,
+    shared: &'a Shared,
+    security: &'a Security,
     tls: Option<Tls>,
 }
 
-impl Reload {
-    /// Reads the files again; what cannot be read keeps its previous settings, and each
-    /// outcome is said on stdout (scripts and tests wait for it) and logged.
+impl Reload<'_> {
     fn run(&self) {
+        self.tls();
+        self.authentication();
+    }
+
+    /// Reads the certificate, key and client CA files again; new handshakes use them,
+    /// open connections stay. What cannot be read keeps the previous ones.
+    fn tls(&self) {
         let Some(tls) = &self.tls else {
-            say(format_args!("ringmq: SIGHUP: nothing to reload"));
             return;
         };
         match tls.reload() {
@@ -169,6 +253,33 @@ impl Reload {
                 tracing::error!("TLS certificates not reloaded, the previous ones stay: {e}");
                 say(format_args!(
                     "ringmq: SIGHUP: TLS certificates not reloaded: {e}"
+                ));
+            }
+        }
+    }
+
+    /// Builds a new authentication generation and puts it in force; on an error the
+    /// rules in force stay and the log names the file and line.
+    fn authentication(&self) {
+        let pool = self.security.pool.as_ref().map(VerifyPool::handle);
+        let needs_pool = self.settings.auth.needs_pool();
+        if needs_pool && pool.is_none() {
+            tracing::error!("reload: the configuration needs the verification pool; none runs");
+            return;
+        }
+        match Authenticator::load(&self.settings.auth, pool, self.security.stats.clone()) {
+            Ok(next) => {
+                self.shared.auth.replace(next);
+                tracing::info!(
+                    generation = self.shared.auth.generation(),
+                    "reloaded the password file, ACL file and JWT key"
+                );
+                say(format_args!("ringmq: SIGHUP: authentication reloaded"));
+            }
+            Err(e) => {
+                tracing::error!("reload failed, the rules in force stay: {e}");
+                say(format_args!(
+                    "ringmq: SIGHUP: authentication not reloaded: {e}"
                 ));
             }
         }
@@ -323,8 +434,16 @@ fn open_data(settings: &Settings) -> Result<(Option<DirLock>, Option<Recovered>)
     Ok((Some(opened.lock), Some((plans, retain_version))))
 }
 
+fn rate(spec: RateSpec) -> Rate {
+    Rate::new(spec.per_s, spec.burst)
+}
+
 /// What every shard's broker reads. Built here only, so new fields go in one place.
-fn shared(settings: &Settings, figures: &[ShardFigures]) -> Result<Arc<Shared>, String> {
+fn shared(
+    settings: &Settings,
+    figures: &[ShardFigures],
+    security: &Security,
+) -> Result<Arc<Shared>, String> {
     let config = BrokerConfig {
         max_queued_messages: settings.max_queued_messages,
         max_inflight: settings.max_inflight,
@@ -342,9 +461,17 @@ fn shared(settings: &Settings, figures: &[ShardFigures]) -> Result<Arc<Shared>, 
             .iter()
             .map(|f| f.as_str().into())
             .collect(),
+        client_msg_rate: settings.client_msg_rate.map(rate),
+        client_byte_rate: settings.client_byte_rate.map(rate),
+        max_retained: settings.max_retained,
+        max_parked_connects: settings.auth_pool.queue,
         ..BrokerConfig::default()
     };
-    Shared::new(config, figures.to_vec()).map(Arc::new)
+    let guards = Guards {
+        auth: CurrentAuth::new(security.first.clone()),
+        limits: security.limits.clone(),
+    };
+    Shared::new(config, figures.to_vec(), guards).map(Arc::new)
 }
 
 /// The reserved (concrete) ports of the listeners that are on.
@@ -356,8 +483,14 @@ struct Ports<'a> {
 }
 
 /// The one `ShardConfig` all shards share, listening on the reserved ports; the TLS
-/// listeners read `tls`.
-fn shard_config(s: &Settings, ports: &Ports<'_>, tls: Option<Arc<TlsAcceptor>>) -> ShardConfig {
+/// listeners read `tls`. `peer_addresses`: the shards learn each connection's peer
+/// address (per-address limits need it).
+fn shard_config(
+    s: &Settings,
+    ports: &Ports<'_>,
+    tls: Option<Arc<TlsAcceptor>>,
+    peer_addresses: bool,
+) -> ShardConfig {
     let defaults = ShardConfig::default();
     // MQTT §6: subprotocol `mqtt`, which the client must offer; packets travel in binary
     // messages.
@@ -367,9 +500,12 @@ fn shard_config(s: &Settings, ports: &Ports<'_>, tls: Option<Arc<TlsAcceptor>>) 
             subprotocol: Some("mqtt".into()),
             require_subprotocol: true,
             framing: WsFraming::ByteStream,
+            allowed_origins: s.ws_allowed_origins.clone().map(Arc::from),
         })
     };
     let mut listeners = Vec::new();
+    // Each listener has its own bucket, shared by every shard.
+    let connect_rate = || s.max_connect_rate.map(|r| ConnectRate::new(rate(r)));
     for (port, kind, secure) in [
         (ports.mqtt, ListenerKind::Tcp, false),
         (ports.ws, websocket(), false),
@@ -381,6 +517,7 @@ fn shard_config(s: &Settings, ports: &Ports<'_>, tls: Option<Arc<TlsAcceptor>>) 
             listeners.push(Listen {
                 addr: r.addr,
                 kind,
+                connect_rate: connect_rate(),
                 tls,
             });
         }
@@ -397,6 +534,7 @@ fn shard_config(s: &Settings, ports: &Ports<'_>, tls: Option<Arc<TlsAcceptor>>) 
         mesh_capacity: s.mesh_capacity,
         pressure_high: s.shard_pressure_bytes as usize,
         pressure_low: s.shard_pressure_bytes as usize / 2,
+        peer_addresses,
         ..defaults
     }
 }
@@ -444,11 +582,11 @@ impl Shards {
 fn start_shards(
     settings: &Settings,
     cfg: Arc<ShardConfig>,
-    figures: &[ShardFigures],
+    shared: &Arc<Shared>,
     recovered: Option<Recovered>,
 ) -> Result<Shards, String> {
     let n = settings.shards();
-    let shared = shared(settings, figures)?;
+    let figures = &shared.shards;
     let mut recoveries: Vec<Option<Recovery>> = match recovered {
         Some((plans, retain_version)) => {
             // Retained updates from now on are newer than every one logged.
@@ -482,10 +620,14 @@ fn start_shards(
             hists: figures[id].runtime_hists.clone(),
         };
         let shared = shared.clone();
+        let bells = shards.doorbells.clone();
+        // The verification pool's answers wake the shard (an eventfd write per answer;
+        // only CONNECTs whose credentials are not in the cache wait for one).
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || bells[id].ring());
         let recovery = recoveries[id].take();
         let make = move || match recovery {
-            Some(r) => Broker::recovered(id, shared, r),
-            None => Broker::new(id, shared),
+            Some(r) => Broker::recovered(id, shared, wake, r),
+            None => Broker::new(id, shared, wake),
         };
         match runtime::spawn(spec, make) {
             Ok((handle, ready_rx)) => {
@@ -522,7 +664,7 @@ fn watch(
     signals: &Signals,
     shutting_down: &AtomicBool,
     dump: &HistogramDump,
-    reload: &Reload,
+    reload: &Reload<'_>,
 ) -> i32 {
     let mut stopping: Option<Instant> = None;
     let mut failed = false;
@@ -537,7 +679,9 @@ fn watch(
                 tracing::info!(counters = %counters(&dump.shards), "SIGUSR1");
                 dump.write();
             }
-            Some(libc::SIGHUP) => reload.run(),
+            Some(libc::SIGHUP) if stopping.is_none() => reload.run(),
+            // Nothing to reload into while stopping (and no reason to stop at once).
+            Some(libc::SIGHUP) => {}
             Some(sig) => {
                 let name = system::signal_name(sig);
                 if stopping.is_some() {
@@ -689,7 +833,7 @@ mod tests {
             mqtts: None,
             wss: None,
         };
-        let cfg = shard_config(&s, &ports, None);
+        let cfg = shard_config(&s, &ports, None, false);
         assert_eq!(cfg.listeners.len(), 1);
         assert_eq!(cfg.listeners[0].addr, r.addr);
         assert_eq!(cfg.listeners[0].kind, ListenerKind::Tcp);

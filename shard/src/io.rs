@@ -6,6 +6,8 @@
 //! message `M`, not over the service itself, so this module does not depend on
 //! `service.rs` (which hands each service its `Io`).
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,6 +51,8 @@ pub(crate) enum Op {
     FileWrite = 8,
     /// The data sync linked to a file write.
     FileSync = 9,
+    /// `getsockopt(SO_PEERNAME)` on a new connection (`ShardConfig::peer_addresses`).
+    PeerName = 10,
 }
 
 impl OpKind for Op {
@@ -67,6 +71,7 @@ impl OpKind for Op {
             7 => Op::Cancel,
             8 => Op::FileWrite,
             9 => Op::FileSync,
+            10 => Op::PeerName,
             _ => return None,
         })
     }
@@ -83,6 +88,9 @@ fn file_token(part: Part, id: u32) -> u64 {
     };
     Token::new(op, id, 0).encode()
 }
+
+/// Room for the largest peer address (`sockaddr_in6`).
+pub(crate) const PEER_NAME_LEN: usize = 28;
 
 /// Send buffers kept for reuse, and the largest capacity a reused buffer keeps: at most
 /// 256 × 2 × 16 KiB = 8 MiB per shard stays allocated after a burst.
@@ -141,6 +149,13 @@ pub struct Io<C, M> {
     pub(crate) helper: Helper<M>,
     /// When the service wants a turn even if nothing happens (see `wake_at`).
     pub(crate) wake_at: Option<u64>,
+    /// Connections whose reading stopped for a rate limit, and when it may go on (ms).
+    pub(crate) throttled: Vec<(ConnKey, u64)>,
+    /// Peer addresses of open connections (only with `ShardConfig::peer_addresses`).
+    pub(crate) peers: HashMap<ConnKey, IpAddr>,
+    /// Where the kernel writes a new connection's peer address while its `PeerName`
+    /// operation is in flight (boxed: the buffer must not move meanwhile).
+    pub(crate) peer_lookups: HashMap<ConnKey, Box<[u8; PEER_NAME_LEN]>>,
     /// Connections whose outbound queue emptied after the service asked to hear of it;
     /// the service hears `on_drained` for each.
     pub(crate) drained: Vec<ConnKey>,
@@ -184,6 +199,9 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             file_sqes: Vec::new(),
             helper,
             wake_at: None,
+            throttled: Vec::new(),
+            peers: HashMap::new(),
+            peer_lookups: HashMap::new(),
             drained: Vec::new(),
             _not_send: std::marker::PhantomData,
         })
@@ -262,9 +280,45 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         self.conn(key).is_some_and(|c| c.has(flag::READ_HELD))
     }
 
-    /// Whether reading from the connection is paused for back-pressure.
+    /// Whether reading from the connection is paused, for back-pressure or a rate limit:
+    /// the service holds what it sends (acknowledgements aside) until `on_resume`.
     pub fn is_paused(&self, key: ConnKey) -> bool {
-        self.conn(key).is_some_and(|c| c.has(flag::PAUSED))
+        self.conn(key)
+            .is_some_and(|c| c.has(flag::PAUSED) || c.has(flag::THROTTLED))
+    }
+
+    /// A rate limit: stops reading from `key` until `until_ms` (the shard clock), whatever
+    /// the shard's pressure. What it already sent and the service has not taken up is held
+    /// as in a pause; the kernel's socket buffer holds the rest, and TCP slows the sender.
+    /// Returns whether reading stopped now (false if it already had, or the connection is
+    /// closing or its peer is gone).
+    pub fn throttle(&mut self, key: ConnKey, until_ms: u64) -> bool {
+        let Some(c) = self.conn_mut(key) else {
+            return false;
+        };
+        if c.has(flag::CLOSING) || c.has(flag::READ_DONE) {
+            return false;
+        }
+        if c.has(flag::THROTTLED) {
+            if let Some(entry) = self.throttled.iter_mut().find(|(k, _)| *k == key) {
+                entry.1 = entry.1.max(until_ms);
+            }
+            return false;
+        }
+        c.set(flag::THROTTLED | flag::READ_HELD);
+        let armed = c.has(flag::RECV_ARMED);
+        self.throttled.push((key, until_ms));
+        self.stats.reads_throttled.add(1);
+        if armed {
+            self.cancel_recv(key);
+        }
+        true
+    }
+
+    /// The peer's IP address, when the shard learns them (`ShardConfig::peer_addresses`)
+    /// and the kernel told it.
+    pub fn peer_ip(&self, key: ConnKey) -> Option<IpAddr> {
+        self.peers.get(&key).copied()
     }
 
     /// Resumes paused connections once the pressure is gone, or those paused longest
@@ -291,17 +345,68 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
                 .get_mut(key.index as usize)
                 .filter(|c| c.gen_ == key.gen_)
             {
-                c.clear(flag::PAUSED | flag::READ_HELD);
-                self.resumed.push(key);
-                if !c.has(flag::RECV_ARMED) && !c.has(flag::READ_DONE) && !c.has(flag::NEEDS_RECV) {
-                    c.set(flag::NEEDS_RECV);
-                    self.recv_list.push(key.index);
+                c.clear(flag::PAUSED);
+                // A rate limit still in force keeps reading stopped; its end resumes.
+                if !c.has(flag::THROTTLED) {
+                    c.clear(flag::READ_HELD);
+                    self.resumed.push(key);
+                    if !c.has(flag::RECV_ARMED)
+                        && !c.has(flag::READ_DONE)
+                        && !c.has(flag::NEEDS_RECV)
+                    {
+                        c.set(flag::NEEDS_RECV);
+                        self.recv_list.push(key.index);
+                    }
                 }
             }
             false
         });
         paused.append(&mut self.paused);
         self.paused = paused;
+    }
+
+    /// Lifts the rate limits that are due (`throttle`); a connection also paused for
+    /// back-pressure stays paused.
+    pub(crate) fn resume_throttled(&mut self) {
+        if self.throttled.is_empty() {
+            return;
+        }
+        let now = self.now_ms;
+        let mut throttled = std::mem::take(&mut self.throttled);
+        throttled.retain(|&(key, until)| {
+            if until > now {
+                return true;
+            }
+            if let Some(c) = self
+                .conns
+                .get_mut(key.index as usize)
+                .filter(|c| c.gen_ == key.gen_)
+            {
+                c.clear(flag::THROTTLED);
+                if !c.has(flag::PAUSED) {
+                    c.clear(flag::READ_HELD);
+                    self.resumed.push(key);
+                    if !c.has(flag::RECV_ARMED)
+                        && !c.has(flag::READ_DONE)
+                        && !c.has(flag::NEEDS_RECV)
+                    {
+                        c.set(flag::NEEDS_RECV);
+                        self.recv_list.push(key.index);
+                    }
+                }
+            }
+            false
+        });
+        throttled.append(&mut self.throttled);
+        self.throttled = throttled;
+    }
+
+    /// How long until the first rate limit is due to be lifted, if any is in force.
+    pub(crate) fn next_throttle_end_ms(&self) -> Option<u64> {
+        self.throttled
+            .iter()
+            .map(|&(_, until)| until.saturating_sub(self.now_ms))
+            .min()
     }
 
     /// Milliseconds since the shard started, read once per loop turn.
@@ -1029,6 +1134,8 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         }
         let c = self.conns.remove(key.index as usize);
         self.release_outbuf(c.out);
+        // A lookup still in flight keeps its buffer until it completes (`on_peer_name`).
+        self.peers.remove(&key);
         self.stats.connections_current.sub(1);
         self.cfg
             .open_connections

@@ -19,6 +19,7 @@
 //!   file work that may block (creating, renaming, deleting, directory syncs).
 //! - [`mesh`]: SPSC rings between shards and the doorbells that wake them.
 //! - [`timers`]: the hashed timing wheel for every connection's deadline.
+//! - [`rate`]: token buckets (GCRA) for the rate limits a runtime or a service applies.
 //! - [`stats`] (counters), [`hist`] (latency histograms), [`config`].
 //!
 //! The threading contract is checked at compile time: what crosses shards is `Send`
@@ -37,6 +38,7 @@ pub mod hist;
 pub mod io;
 pub mod listen;
 pub mod mesh;
+pub mod rate;
 pub mod ring;
 pub mod runtime;
 pub mod service;

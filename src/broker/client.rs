@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use ringmq_proto::mqtt::Version;
 
 use super::session::{SessionId, WillMsg};
+use crate::auth::ClientAcl;
 
 /// Where a connection is in the MQTT conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -15,6 +16,10 @@ pub(super) enum Phase {
     /// Waiting for CONNECT (the CONNECT timeout runs).
     #[default]
     AwaitConnect,
+    /// CONNECT read; its credentials are being verified off the shard (the verification
+    /// pool). Packets that arrive meanwhile wait in the carry buffer; the CONNECT timeout
+    /// still runs.
+    Authenticating,
     /// CONNECT accepted; the client id's home shard is finding its session. Packets that
     /// arrive meanwhile wait in the carry buffer.
     Claiming,
@@ -40,6 +45,9 @@ pub struct Client {
     pub(super) phase: Phase,
     /// `client_flag` bits.
     pub(super) flags: u8,
+    /// What the client may publish, subscribe to and receive: one null pointer when
+    /// nothing restricts it.
+    pub(super) acl: ClientAcl,
 }
 
 /// Bits of `Client::flags`.
@@ -51,6 +59,15 @@ pub(super) mod client_flag {
     /// MQTT 5 Request Problem Information: Reason Strings may be sent on packets other
     /// than CONNACK and DISCONNECT. Set from CONNECT.
     pub const PROBLEM_INFO: u8 = 1 << 2;
+    /// Some subscription of the session covers topics the client may not receive (a deny
+    /// rule inside it, or one a reload or another user no longer allows): every live
+    /// delivery is checked against the client's ACL.
+    pub const CHECK_DELIVERIES: u8 = 1 << 3;
+    /// Accepted while its source address had `max_connections_per_ip` open: its CONNECT
+    /// is refused.
+    pub const OVER_IP_LIMIT: u8 = 1 << 4;
+    /// Counted in the per-address table (released when it ends).
+    pub const IP_COUNTED: u8 = 1 << 5;
 }
 
 /// What a connection holds beyond an idle one's.
@@ -88,6 +105,7 @@ impl Default for Client {
             keep_alive_s: 0,
             phase: Phase::AwaitConnect,
             flags: 0,
+            acl: ClientAcl::unrestricted(),
         }
     }
 }
@@ -115,6 +133,15 @@ impl Client {
 
     pub(super) fn problem_info(&self) -> bool {
         self.flags & client_flag::PROBLEM_INFO != 0
+    }
+
+    pub(super) fn has_flag(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Whether a live delivery of a message on `topic` may go to this client.
+    pub(super) fn may_receive_live(&self, topic: &str) -> bool {
+        !self.has_flag(client_flag::CHECK_DELIVERIES) || self.acl.may_receive(topic)
     }
 
     /// The keep alive deadline's distance, in ms (0: none).
@@ -231,4 +258,17 @@ pub(super) struct PendingConnect {
     pub(super) receive_maximum: u16,
     /// The keep alive the broker imposes (MQTT 5 Server Keep Alive), if it does.
     pub(super) server_keep_alive: Option<u16>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection carries a `Client`: its rules cost one pointer, null when nothing
+    /// restricts the client.
+    #[test]
+    fn a_client_is_small() {
+        assert_eq!(std::mem::size_of::<ClientAcl>(), 8);
+        assert_eq!(std::mem::size_of::<Client>(), 32);
+    }
 }

@@ -13,16 +13,20 @@
 //! through them:
 //!
 //! - `input`: bytes → packets (the framer, held and claimed input), each packet to its
-//!   handler; `client`: the broker's state for one connection.
+//!   handler; `client`: the broker's state for one connection; `throttle`: the
+//!   per-client rate limits that stop reading from a client past its buckets.
 //! - `connect`: CONNECT/CONNACK, DISCONNECT, wills, the end of a connection and of a
-//!   session; `takeover`: the cross-shard protocol that finds a session wherever it
-//!   lives (claim → takeover → hand-off, stubs and fences).
+//!   session; `admission`: bans, connections per address, credentials (parked while the
+//!   verification pool works), token expiry, reloads; `takeover`: the cross-shard
+//!   protocol that finds a session wherever it lives (claim → takeover → hand-off, stubs
+//!   and fences).
 //! - `subscribe`: SUBSCRIBE/UNSUBSCRIBE over `routing`, `interest` and
 //!   `retained`; `retained_cursor`: a new subscription's retained messages, sent at the
 //!   subscriber's pace.
 //! - `publish`: PUBLISH in; `routing`: where a message goes; `delivery`: one
 //!   message to one session; `qos`: the acknowledgements of QoS 1 and 2, in-flight
-//!   windows and queues; `writer`: the packets out.
+//!   windows and queues; `writer`: the packets out; `authorize`: what the client's ACL
+//!   refuses on each of these paths, and the answers it gets.
 //! - `durable`: the shard's write-ahead log (`crate::store`): every change of durable
 //!   state as a record, and what waits for records to be durable (acknowledgements,
 //!   QoS 2 deliveries, other shards' answers); `recovery`: a shard's state rebuilt from
@@ -33,6 +37,8 @@
 //!   `topics` (the trie the topic table, the interest table and the retained store are
 //!   made of), `config`.
 
+mod admission;
+mod authorize;
 mod client;
 mod config;
 mod connect;
@@ -55,6 +61,7 @@ mod stats;
 mod subscribe;
 mod sys;
 mod takeover;
+mod throttle;
 pub mod topics;
 mod writer;
 
@@ -65,9 +72,10 @@ use ringmq_proto::mqtt::{Disconnect, Packet, Properties, Property, ReasonCode, V
 use ringmq_shard::conn::{CloseReason, ConnKey};
 use ringmq_shard::service::{Data, Service};
 
+use admission::Admission;
 pub use client::Client;
 use client::{Phase, client_flag};
-pub use config::{BrokerConfig, Shared};
+pub use config::{BrokerConfig, Guards, Shared};
 use connect::Claim;
 use durable::Durable;
 use interest::Interest;
@@ -82,6 +90,7 @@ use sessions::Sessions;
 use stats::Latency;
 pub use stats::{BrokerStats, ShardFigures};
 use sys::Sys;
+use throttle::Throttle;
 use writer::Writer;
 
 /// What the runtime hands the broker: connections carrying a [`Client`] each, and the
@@ -178,15 +187,20 @@ pub struct Broker {
     scratch: Scratch,
     /// When `$SYS` was last published.
     sys: Sys,
+    /// Who may connect, the verification pool's answers, token expiries.
+    admission: Admission,
+    /// Clients' rate buckets.
+    throttle: Throttle,
     /// The shard's log, and what waits for it.
     durable: Durable,
 }
 
 impl Broker {
     /// The broker of shard `shard_id` of `shared.shards.len()`, with no log (durability
-    /// `none`).
-    pub fn new(shard_id: usize, shared: Arc<Shared>) -> Broker {
-        Broker::with_log(shard_id, shared, None)
+    /// `none`). `wake` rings its shard's doorbell (for answers from the verification
+    /// pool).
+    pub fn new(shard_id: usize, shared: Arc<Shared>, wake: Arc<dyn Fn() + Send + Sync>) -> Broker {
+        Broker::with_log(shard_id, shared, wake, None)
     }
 
     /// The broker of shard `shard_id`, writing its durable state to `log` (a fresh or a
@@ -194,6 +208,7 @@ impl Broker {
     pub fn with_log(
         shard_id: usize,
         shared: Arc<Shared>,
+        wake: Arc<dyn Fn() + Send + Sync>,
         log: Option<crate::store::ring_driver::RingDriver>,
     ) -> Broker {
         let peers = Peers {
@@ -202,8 +217,12 @@ impl Broker {
         };
         let figures = shared.shards[shard_id].clone();
         let sessions = Sessions::new(shared.sessions.clone());
+        let admission = Admission::new(&shared, wake);
+        figures.broker.auth_generation.set(admission.generation());
         Broker {
             shared,
+            admission,
+            throttle: Throttle::default(),
             peers,
             writer: Writer::new(figures.broker.clone()),
             stats: figures.broker,
@@ -381,6 +400,7 @@ impl Service for Broker {
         self.clock_ms = io.now_ms();
         let at = io.now_ms() + self.config().connect_timeout_ms;
         io.set_deadline(key, at);
+        self.admission_opened(io, key);
         if let Some(cn) = io.peer_certificate_cn(key) {
             tracing::debug!(shard = io.shard_id(), cn, "TLS client certificate verified");
         }
@@ -393,6 +413,7 @@ impl Service for Broker {
 
     fn on_close(&mut self, io: &mut Io, key: ConnKey, state: Client) {
         self.clock_ms = io.now_ms();
+        self.admission_closed(io, key, &state);
         self.connection_closed(io, key, state);
     }
 
@@ -437,6 +458,7 @@ impl Service for Broker {
     }
 
     fn on_turn_end(&mut self, io: &mut Io) {
+        self.take_verified(io);
         self.drain_local_inbox(io);
         self.durable_turn_end(io);
         self.drain_local_inbox(io);
@@ -480,6 +502,12 @@ impl Service for Broker {
         self.clock_ms = io.now_ms();
         self.durable.set_clock(self.clock_ms);
         self.log_figures();
+        self.pick_up_reload(io);
+        self.expire_tokens(io);
+        self.sweep_buckets(io);
+        if self.peers.id == 0 {
+            self.shared.limits.flapping.sweep(crate::limits::now_ms());
+        }
         self.expire_sessions(io);
         self.evict_stalled_retained(io);
         self.registry.compact();

@@ -90,6 +90,7 @@ impl Broker {
         let mut topic_buf = std::mem::take(&mut self.scratch.topic);
         let max_alias = self.config().topic_alias_max;
         let resolved = resolve_topic(client, &p, max_alias, &mut topic_buf);
+        let acl_allows = client.acl.may_publish(&topic_buf);
         // A QoS 2 PUBLISH whose id waits for PUBREL was delivered already (MQTT 4.3.3,
         // MQTT-4.3.3-9): answered again, not delivered twice.
         let (inbound, waiting) = match self.sessions.get(sid) {
@@ -120,6 +121,10 @@ impl Broker {
             self.scratch.topic = topic_buf;
             return self.refuse_deep_topic(io, key, version, &p);
         }
+        if !acl_allows {
+            self.scratch.topic = topic_buf;
+            return self.refuse_publish(io, key, sid, version, &p);
+        }
         let ack = match p.qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => Some(Ack::Puback(p.pkid)),
@@ -132,7 +137,7 @@ impl Broker {
         if !duplicate && self.refuses_publish(&topic_buf, p.qos, p.retain) {
             if let Some(ack) = ack {
                 self.scratch.topic = topic_buf;
-                self.refuse_publish(io, key, ack);
+                self.refuse_durable_publish(io, key, ack);
                 return;
             }
             self.stats.durable_publishes_refused.add(1);
@@ -184,6 +189,7 @@ impl Broker {
                 waits: 0,
                 exact,
                 again,
+                replay: false,
             };
             if again {
                 // Its persistent subscribers here and on the shards that log deliveries
@@ -225,7 +231,7 @@ impl Broker {
 
     /// A QoS 1/2 PUBLISH the log cannot take: MQTT 5 hears 0x97 Quota exceeded, 3.1.1
     /// is disconnected without an acknowledgement (it sends the message again later).
-    fn refuse_publish(&mut self, io: &mut Io, key: ConnKey, ack: Ack) {
+    fn refuse_durable_publish(&mut self, io: &mut Io, key: ConnKey, ack: Ack) {
         let refused = Src::refused();
         self.acknowledge(io, key, ack, Some(&refused));
     }

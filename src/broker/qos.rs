@@ -163,6 +163,13 @@ impl Broker {
             match i.state {
                 // Logged for this connection: it goes once durable (`Then::Deliver`).
                 OutState::Logged(c) if c == conn => {}
+                OutState::Published | OutState::Logged(_)
+                    if !self.may_receive(io, conn, i.delivery.msg.topic()) =>
+                {
+                    // Sent (or decided) under other rules (another user, before a
+                    // reload): it completes here without going again.
+                    self.drop_inflight(sid, i.pkid);
+                }
                 // Logged for an earlier connection and never written: a first send (its
                 // record is durable by the time a logged session's resend runs).
                 OutState::Logged(_) => {
@@ -219,9 +226,15 @@ impl Broker {
             let Some(e) = s.extra_opt_mut() else { return };
             let Some(q) = e.queue.pop_front() else { return };
             self.pressure.waiting = self.pressure.waiting.saturating_sub(1);
-            if q.msg.is_expired(now) {
+            let expired = q.msg.is_expired(now);
+            if expired || !self.may_receive(io, conn, q.msg.topic()) {
                 if store_key != 0 {
-                    self.log_unqueued(store_key, &q, Unqueue::Expired);
+                    let why = if expired {
+                        Unqueue::Expired
+                    } else {
+                        Unqueue::Dropped
+                    };
+                    self.log_unqueued(store_key, &q, why);
                 }
                 continue;
             }

@@ -133,7 +133,12 @@ fn stored_message(m: &crate::store::state::StoredMessage) -> Message {
 
 impl Broker {
     /// The broker of shard `shard_id`, its state rebuilt from its log.
-    pub fn recovered(shard_id: usize, shared: Arc<Shared>, rec: Recovery) -> Broker {
+    pub fn recovered(
+        shard_id: usize,
+        shared: Arc<Shared>,
+        wake: Arc<dyn Fn() + Send + Sync>,
+        rec: Recovery,
+    ) -> Broker {
         let Recovery {
             driver,
             homes,
@@ -142,7 +147,7 @@ impl Broker {
             retained,
             recovery_ms,
         } = rec;
-        let mut b = Broker::with_log(shard_id, shared, None);
+        let mut b = Broker::with_log(shard_id, shared, wake, None);
         b.restore(driver, homes, &epochs, &interest, &retained, recovery_ms);
         b
     }
@@ -279,7 +284,8 @@ impl Broker {
             sessions += 1;
         }
         for (m, version) in retained {
-            self.retained.store(m.clone(), *version);
+            // Acknowledged once: kept whatever the bound of topics is now.
+            self.retained.store(m.clone(), *version, usize::MAX);
         }
         self.interest.quiet = false;
         self.durable.driver = Some(driver);

@@ -32,8 +32,20 @@ impl NodeValue for RetainedNode {
     }
 }
 
+/// What [`Retained::store`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stored {
+    /// It is the topic's retained message now (or cleared it; a clear of a topic without
+    /// one counts).
+    Changed,
+    /// What this shard holds is newer.
+    Older,
+    /// Not kept: the bound of topics is reached.
+    NoRoom,
+}
+
 /// This shard's copy of the retained messages: topic name → the latest message and its
-/// version.
+/// version; at most `BrokerConfig::max_retained` topics.
 #[derive(Default)]
 pub(super) struct Retained {
     trie: Trie<RetainedNode>,
@@ -43,10 +55,19 @@ pub(super) struct Retained {
 }
 
 impl Retained {
+    /// Whether a retained message on `topic` may be kept with at most `max` topics: a
+    /// topic that holds one already may always be replaced or cleared.
+    pub fn has_room(&self, topic: &str, max: usize) -> bool {
+        self.count < max
+            || self
+                .trie
+                .find(topic)
+                .is_some_and(|node| self.trie.get(node).msg.is_some())
+    }
+
     /// Stores a retained message (an empty payload clears the topic) if it is newer than
-    /// what this shard holds. Returns whether it was (a clear of a topic without one
-    /// counts).
-    pub fn store(&mut self, msg: Arc<Message>, version: u64) -> bool {
+    /// what this shard holds (at most `max` topics). Says what it did.
+    pub fn store(&mut self, msg: Arc<Message>, version: u64, max: usize) -> Stored {
         let topic = msg.topic().to_owned();
         if msg.payload().is_empty() {
             if let Some(node) = self.trie.find(&topic) {
@@ -57,11 +78,14 @@ impl Retained {
                         self.bytes -= old.size();
                     }
                     self.trie.prune(node);
-                    return true;
+                    return Stored::Changed;
                 }
-                return false;
+                return Stored::Older;
             }
-            return true;
+            return Stored::Changed;
+        }
+        if !self.has_room(&topic, max) {
+            return Stored::NoRoom;
         }
         let node = self.trie.insert(&topic);
         let v = self.trie.get_mut(node);
@@ -71,9 +95,9 @@ impl Retained {
                 Some((old, _)) => self.bytes -= old.size(),
                 None => self.count += 1,
             }
-            return true;
+            return Stored::Changed;
         }
-        false
+        Stored::Older
     }
 
     /// The retained message of `topic` now, if there is one.
@@ -104,6 +128,12 @@ impl Broker {
     /// logs it at its topic's home (asking the home to answer when `src` is tracked).
     pub(super) fn retain(&mut self, io: &mut Io, src: &mut Src<'_>) {
         let m = src.shared();
+        let max = self.config().max_retained;
+        if !m.payload().is_empty() && !self.retained.has_room(m.topic(), max) {
+            // Delivered all the same, not kept.
+            self.stats.retained_dropped_full.add(1);
+            return;
+        }
         let version = self.shared.retain_clock.fetch_add(1, Ordering::Relaxed);
         let home = self.peers.home_of(m.topic());
         let logged = logged_topic(m.topic()) && self.logging();
@@ -116,7 +146,7 @@ impl Broker {
             };
             io.send_to_shard(to, msg);
         }
-        if self.retained.store(m, version) && home == self.peers.id && logged {
+        if self.store_retained(m, version) && home == self.peers.id && logged {
             self.log_retained(src, version);
         }
     }
@@ -132,7 +162,7 @@ impl Broker {
     ) {
         let mut src = Src::from_arc(&msg, from);
         let home = self.peers.home_of(msg.topic()) == self.peers.id;
-        if self.retained.store(msg.clone(), version)
+        if self.store_retained(msg.clone(), version)
             && home
             && logged_topic(msg.topic())
             && self.logging()
@@ -169,6 +199,20 @@ impl Broker {
             src.logged = true;
         } else {
             src.refused = true;
+        }
+    }
+
+    /// Keeps a retained message (this shard's or another's: its shard checked the bound,
+    /// but two shards filling the last places at once may each keep one, so it is checked
+    /// again here). Whether it changed what this shard holds.
+    pub(super) fn store_retained(&mut self, m: Arc<Message>, version: u64) -> bool {
+        match self.retained.store(m, version, self.config().max_retained) {
+            Stored::Changed => true,
+            Stored::Older => false,
+            Stored::NoRoom => {
+                self.stats.retained_dropped_full.add(1);
+                false
+            }
         }
     }
 }

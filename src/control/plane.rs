@@ -33,6 +33,10 @@ pub struct Start<'a> {
     pub shards: Vec<ShardFigures>,
     pub started: Instant,
     pub shutting_down: Arc<AtomicBool>,
+    /// Authentication's counters.
+    pub auth_stats: Arc<crate::auth::AuthStats>,
+    /// Connections per address, flapping bans.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Who may use the API, from `--api-key-file`.
@@ -70,6 +74,8 @@ pub fn start(s: Start<'_>) -> Result<ControlPlane, String> {
             started: s.started,
             shutting_down: s.shutting_down,
             webhooks: webhook_stats,
+            auth: Some(s.auth_stats),
+            limits: Some(s.limits),
         });
         let info = Info {
             version: env!("CARGO_PKG_VERSION"),
