@@ -18,8 +18,10 @@ use ringmq_shard::mesh::links::{self, Doorbell};
 use ringmq_shard::runtime::{self, Control, ShardSpec};
 use ringmq_shard::stats::{CounterSet, RuntimeStats};
 
-use crate::broker::{Broker, BrokerConfig, BrokerStats, Msg, ShardFigures, Shared};
+use crate::broker::{AdminRequest, Broker, BrokerConfig, BrokerStats, Msg, ShardFigures, Shared};
 use crate::config::settings::Settings;
+use crate::control::api::shards::{CONTROL_CAPACITY, ShardApi};
+use crate::control::webhook::WebhookSender;
 use crate::control::{histograms, metrics, plane};
 use crate::system::{self, PortReservation, Signals};
 
@@ -29,6 +31,8 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 /// How often the main thread looks at the shards while it waits for signals.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long the main thread waits for room in a shard's control channel to ask it to stop.
+const STOP_SEND_LIMIT: Duration = Duration::from_secs(1);
 
 /// Writes a line to stdout now (tests and scripts wait for these lines).
 fn say(line: std::fmt::Arguments<'_>) {
@@ -66,7 +70,14 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
     let figures: Vec<ShardFigures> = (0..settings.shards())
         .map(|_| ShardFigures::default())
         .collect();
-    let shards = match start_shards(&settings, cfg, &figures) {
+    let (webhook_sender, webhooks) = match plane::webhooks(&settings) {
+        Some((sender, dispatcher)) => {
+            let stats = sender.stats().clone();
+            (Some(sender), Some((dispatcher, stats)))
+        }
+        None => (None, None),
+    };
+    let shards = match start_shards(&settings, cfg, &figures, webhook_sender) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -75,8 +86,12 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
 
     let shutting_down = Arc::new(AtomicBool::new(false));
     let metrics_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
-    // Held until the broker stops. Its webhook sender goes to the shards once they emit
-    // events.
+    let broker = Arc::new(ShardApi::new(
+        shards.controls.clone(),
+        shards.doorbells.clone(),
+        settings.max_packet_size,
+    ));
+    // Held until the broker stops.
     let _control = match plane::start(plane::Start {
         settings: &settings,
         http: http_listener,
@@ -86,6 +101,8 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         shards: figures.clone(),
         started,
         shutting_down: shutting_down.clone(),
+        webhooks,
+        broker,
     }) {
         Ok(c) => c,
         Err(e) => {
@@ -163,7 +180,11 @@ fn announcement(
 }
 
 /// What every shard's broker reads. Built here only, so new fields go in one place.
-fn shared(settings: &Settings, figures: &[ShardFigures]) -> Result<Arc<Shared>, String> {
+fn shared(
+    settings: &Settings,
+    figures: &[ShardFigures],
+    webhooks: Option<WebhookSender>,
+) -> Result<Arc<Shared>, String> {
     let config = BrokerConfig {
         max_queued_messages: settings.max_queued_messages,
         max_inflight: settings.max_inflight,
@@ -177,7 +198,7 @@ fn shared(settings: &Settings, figures: &[ShardFigures]) -> Result<Arc<Shared>, 
             .collect(),
         ..BrokerConfig::default()
     };
-    Shared::new(config, figures.to_vec()).map(Arc::new)
+    Shared::new(config, figures.to_vec(), webhooks).map(Arc::new)
 }
 
 /// The one `ShardConfig` all shards share, listening on the reserved (concrete) ports.
@@ -226,15 +247,18 @@ fn shard_config(
 /// The running shards and the ways to reach them.
 struct Shards {
     handles: Vec<JoinHandle<()>>,
-    controls: Vec<Sender<Control>>,
+    controls: Vec<Sender<Control<AdminRequest>>>,
     doorbells: Arc<[Doorbell]>,
 }
 
 impl Shards {
-    /// Asks every shard to stop: a control message, then its doorbell so it wakes.
+    /// Asks every shard to stop: a control message, then its doorbell so it wakes. A
+    /// channel full of API requests has room again within a few loop turns; a shard that
+    /// has ended has dropped its end (the send fails at once).
     fn stop(&self) {
         for (control, bell) in self.controls.iter().zip(self.doorbells.iter()) {
-            let _ = control.try_send(Control::Shutdown);
+            bell.ring();
+            let _ = control.send_timeout(Control::Shutdown, STOP_SEND_LIMIT);
             bell.ring();
         }
     }
@@ -267,9 +291,10 @@ fn start_shards(
     settings: &Settings,
     cfg: Arc<ShardConfig>,
     figures: &[ShardFigures],
+    webhooks: Option<WebhookSender>,
 ) -> Result<Shards, String> {
     let n = settings.shards();
-    let shared = shared(settings, figures)?;
+    let shared = shared(settings, figures, webhooks)?;
     let mesh = links::build::<Msg>(n, settings.mesh_capacity)
         .map_err(|e| format!("cannot build the mesh between {n} shards: {e}"))?;
     let doorbells = mesh[0].doorbells().clone();
@@ -282,7 +307,7 @@ fn start_shards(
     let mut errors = Vec::new();
     for (id, links) in mesh.into_iter().enumerate() {
         let core = settings.placement[id];
-        let (control_tx, control_rx) = crossbeam_channel::bounded(4);
+        let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_CAPACITY);
         let spec = ShardSpec {
             id,
             core: Some(core),

@@ -40,6 +40,9 @@ pub(crate) enum Op {
     Doorbell = 6,
     /// Cancellation requests; their completions carry nothing acted on.
     Cancel = 7,
+    /// Installing a connection's direct descriptor as a plain one for a moment, to ask
+    /// the socket its peer's address (`index` is the request's number).
+    PeerAddr = 8,
 }
 
 impl OpKind for Op {
@@ -56,6 +59,7 @@ impl OpKind for Op {
             5 => Op::Close,
             6 => Op::Doorbell,
             7 => Op::Cancel,
+            8 => Op::PeerAddr,
             _ => return None,
         })
     }
@@ -68,6 +72,9 @@ pub(crate) type Token = crate::ring::Token<Op>;
 /// 256 × 2 × 16 KiB = 8 MiB per shard stays allocated after a burst.
 const OUTBUF_POOL_MAX: usize = 256;
 const OUTBUF_KEEP_CAPACITY: usize = 16 * 1024;
+/// Peer-address requests in flight at once per shard (`Io::request_peer_addr`); each holds
+/// a plain descriptor for a moment, so this also bounds the descriptors they take.
+pub const MAX_PEER_REQUESTS: usize = 4096;
 
 /// How loaded a service says it is (`Io::set_service_load`), beside what the runtime
 /// measures itself (outbound bytes, the mesh's backlog), for back-pressure.
@@ -90,11 +97,13 @@ pub struct Io<C, M> {
     pub(crate) mesh: MeshLinks<M>,
     pub(crate) timers: TimerWheel,
     clock_origin: Instant,
+    /// Unix time at `clock_origin`, in ms.
+    clock_origin_unix_ms: u64,
     now_ms: u64,
     /// Connections with bytes to send this turn.
     pub(crate) flush_list: Vec<u32>,
-    /// Connections whose service must hear `on_close`.
-    pub(crate) closed_list: Vec<ConnKey>,
+    /// Connections whose service must hear `on_close`, and why they close.
+    pub(crate) closed_list: Vec<(ConnKey, CloseReason)>,
     /// Connections whose receive must be posted again.
     pub(crate) recv_list: Vec<u32>,
     /// Boxes, because connections hold `Option<Box<OutBuf>>` (8 bytes when idle): a
@@ -113,6 +122,11 @@ pub struct Io<C, M> {
     pub(crate) paused: Vec<(ConnKey, u64)>,
     /// Connections resumed this turn; the service hears `on_resume` for each.
     pub(crate) resumed: Vec<ConnKey>,
+    /// Peer-address requests in flight: the request's number (the operation's token
+    /// index) → the connection it is for.
+    pub(crate) peer_requests: Slab<ConnKey>,
+    /// The service has work left for the next turn: the shard must not sleep.
+    pub(crate) continue_soon: bool,
     /// A shard's state never leaves its thread (shared nothing); this marker
     /// makes that a compile-time fact.
     _not_send: std::marker::PhantomData<std::rc::Rc<()>>,
@@ -127,6 +141,9 @@ impl<C: Default, M: Send> Io<C, M> {
         hists: Recorder,
     ) -> Self {
         let clock_origin = Instant::now();
+        let clock_origin_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         Io {
             ring,
             conns: Slab::new(),
@@ -135,6 +152,7 @@ impl<C: Default, M: Send> Io<C, M> {
             mesh,
             timers: TimerWheel::new(100, 1024, 0),
             clock_origin,
+            clock_origin_unix_ms,
             now_ms: 0,
             flush_list: Vec::new(),
             closed_list: Vec::new(),
@@ -147,6 +165,8 @@ impl<C: Default, M: Send> Io<C, M> {
             service_load: ServiceLoad::Light,
             paused: Vec::new(),
             resumed: Vec::new(),
+            peer_requests: Slab::new(),
+            continue_soon: false,
             _not_send: std::marker::PhantomData,
         }
     }
@@ -269,6 +289,42 @@ impl<C: Default, M: Send> Io<C, M> {
     /// Milliseconds since the shard started, read once per loop turn.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    /// The Unix time (ms) of shard time `at_ms` (a value `now_ms` gave).
+    pub fn unix_ms(&self, at_ms: u64) -> u64 {
+        self.clock_origin_unix_ms + at_ms
+    }
+
+    /// The service has work left that it does over the next turns: the shard takes its
+    /// next turn without sleeping. Holds for this turn only.
+    pub fn continue_soon(&mut self) {
+        self.continue_soon = true;
+    }
+
+    /// Asks the socket of an open connection for its peer's address; the answer comes to
+    /// `Service::on_peer_addr` in a later turn. The runtime keeps no address per connection
+    /// (an accepted direct descriptor comes without one): the descriptor is installed as a
+    /// plain one for a moment (`IORING_OP_FIXED_FD_INSTALL`), asked (`getpeername`) and
+    /// closed. Returns false, and nothing comes, when the connection is not open or
+    /// [`MAX_PEER_REQUESTS`] are in flight already.
+    pub fn request_peer_addr(&mut self, key: ConnKey) -> bool {
+        if self.peer_requests.len() >= MAX_PEER_REQUESTS {
+            return false;
+        }
+        let Some(slot) = self
+            .conn(key)
+            .filter(|c| !c.has(flag::CLOSING))
+            .map(|c| c.slot)
+        else {
+            return false;
+        };
+        let request = self.peer_requests.insert(key) as u32;
+        let e = opcode::FixedFdInstall::new(types::Fixed(slot), 0)
+            .build()
+            .user_data(Token::new(Op::PeerAddr, request, 0).encode());
+        self.ring.push(e);
+        true
     }
 
     pub fn shard_id(&self) -> usize {
@@ -498,7 +554,7 @@ impl<C: Default, M: Send> Io<C, M> {
             });
         }
         if was_open {
-            self.closed_list.push(key);
+            self.closed_list.push((key, reason));
         }
         self.set_deadline_raw(key, now + close_timeout);
         self.progress_close(key);
@@ -774,9 +830,18 @@ impl<C: Default, M: Send> Io<C, M> {
         let c = self.conns.remove(key.index as usize);
         self.release_outbuf(c.out);
         self.stats.connections_current.sub(1);
+        self.listener_gauge(c.listener).sub(1);
         self.cfg
             .open_connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The gauge of open connections of the listener's transport.
+    pub(crate) fn listener_gauge(&self, listener: u8) -> &crate::stats::Counter {
+        match self.cfg.listeners.get(listener as usize).map(|l| &l.kind) {
+            Some(ListenerKind::WebSocket(_)) => &self.stats.connections_ws,
+            _ => &self.stats.connections_tcp,
+        }
     }
 
     /// Takes the service state out of a connection whose service must hear `on_close`.

@@ -27,12 +27,19 @@ use crate::ring::{BufRing, Completion, Ring};
 use crate::service::{Data, Io, Service};
 use crate::stats::RuntimeStats;
 
-/// Messages from the main thread to a shard.
+/// Messages from other threads to a shard, over its bounded control channel. Whoever
+/// sends one rings the shard's doorbell after, so that a sleeping shard wakes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
+pub enum Control<R> {
     /// Stop accepting, say goodbye to every connection, flush, and exit.
     Shutdown,
+    /// A request for the service (`Service::on_request`).
+    Request(R),
 }
+
+/// Control messages taken per loop turn: a burst of requests waits in the channel (the
+/// shard does not sleep while it holds any) instead of taking one turn over.
+pub const REQUESTS_PER_TURN: usize = 64;
 
 /// Buffer group id of the receive buffer ring.
 const RECV_GROUP: u16 = 0;
@@ -49,14 +56,14 @@ const ACCEPT_MARGIN: u32 = 256;
 const TICK_MS: u64 = 1000;
 
 /// Everything a shard thread needs; built by the main thread, moved into the thread.
-pub struct ShardSpec<M> {
+pub struct ShardSpec<M, R> {
     pub id: usize,
     /// The core to pin to, if any.
     pub core: Option<usize>,
     pub cfg: Arc<ShardConfig>,
     pub stats: Arc<RuntimeStats>,
     pub mesh: MeshLinks<M>,
-    pub control: Receiver<Control>,
+    pub control: Receiver<Control<R>>,
     /// Where the shard publishes the runtime's latency histograms once a second (a set of
     /// `hist::RUNTIME`).
     pub hists: SharedHists,
@@ -66,7 +73,7 @@ pub struct ShardSpec<M> {
 /// service holds `!Send` state). The returned receiver yields once: `Ok` when the
 /// shard listens, or the error that stopped it.
 pub fn spawn<S, F>(
-    spec: ShardSpec<S::Msg>,
+    spec: ShardSpec<S::Msg, S::Request>,
     make_service: F,
 ) -> io::Result<(std::thread::JoinHandle<()>, Receiver<io::Result<()>>)>
 where
@@ -113,7 +120,7 @@ struct Shard<S: Service> {
     accepting: bool,
     high_water: usize,
     low_water: usize,
-    control: Receiver<Control>,
+    control: Receiver<Control<S::Request>>,
     completions: Vec<Completion>,
     inbox: Vec<(usize, S::Msg)>,
     fired: Vec<u64>,
@@ -130,7 +137,7 @@ struct Shard<S: Service> {
 }
 
 impl<S: Service> Shard<S> {
-    fn new(spec: ShardSpec<S::Msg>, service: S) -> io::Result<Shard<S>> {
+    fn new(spec: ShardSpec<S::Msg, S::Request>, service: S) -> io::Result<Shard<S>> {
         let cfg = spec.cfg;
         // Multishot operations post many completions per submission.
         let ring = Ring::new(cfg.ring_entries, cfg.ring_entries * 4, cfg.files_per_shard)?;
@@ -213,7 +220,7 @@ impl<S: Service> Shard<S> {
                 return;
             }
             if let Err(e) = self.wait() {
-                eprintln!("shard {}: io_uring_enter failed: {e}", self.io.shard_id());
+                tracing::error!(shard = self.io.shard_id(), error = %e, "io_uring_enter failed; the shard stops");
                 return;
             }
         }
@@ -224,7 +231,11 @@ impl<S: Service> Shard<S> {
     fn wait(&mut self) -> io::Result<()> {
         // Mesh messages left undrained on purpose (back-pressure) are no reason to spin.
         let mesh_ready = !self.mesh_deferred && self.io.mesh.inbound_pending();
-        let busy = self.io.ring.completions_ready() || mesh_ready || !self.control.is_empty();
+        let more_work = std::mem::take(&mut self.io.continue_soon);
+        let busy = self.io.ring.completions_ready()
+            || mesh_ready
+            || !self.control.is_empty()
+            || more_work;
         if busy {
             return self.io.ring.enter(0, None);
         }
@@ -300,6 +311,7 @@ impl<S: Service> Shard<S> {
             }
             Op::Doorbell => self.arm_doorbell(),
             Op::Cancel => {}
+            Op::PeerAddr => self.on_peer_addr(token.index, c.result),
         }
     }
 
@@ -313,10 +325,10 @@ impl<S: Service> Shard<S> {
             match -c.result {
                 libc::ENFILE | libc::EMFILE => self.io.stats.connections_refused_table_full.add(1),
                 libc::ECANCELED => {}
-                e => eprintln!(
-                    "shard {}: accept failed: {}",
-                    self.io.shard_id(),
-                    io::Error::from_raw_os_error(e)
+                e => tracing::warn!(
+                    shard = self.io.shard_id(),
+                    error = %io::Error::from_raw_os_error(e),
+                    "accept failed"
                 ),
             }
             return;
@@ -333,6 +345,7 @@ impl<S: Service> Shard<S> {
         let key = self
             .io
             .new_conn(slot, listener as u8, S::ConnState::default());
+        self.io.listener_gauge(listener as u8).add(1);
         if open >= self.io.cfg.max_connections {
             stats.connections_refused_limit.add(1);
             if let Some(conn) = self.io.conn_raw(key) {
@@ -655,12 +668,36 @@ impl<S: Service> Shard<S> {
     fn notify_closed(&mut self) {
         while !self.io.closed_list.is_empty() {
             let list = std::mem::take(&mut self.io.closed_list);
-            for key in list {
+            for (key, reason) in list {
                 if let Some(state) = self.io.take_state(key) {
-                    self.service.on_close(&mut self.io, key, state);
+                    self.service.on_close(&mut self.io, key, state, reason);
                 }
             }
         }
+    }
+
+    /// A descriptor installed for a peer-address request: ask it, close it, tell the
+    /// service.
+    fn on_peer_addr(&mut self, request: u32, result: i32) {
+        let Some(key) = self.io.peer_requests.try_remove(request as usize) else {
+            if result >= 0 {
+                // SAFETY: `result` is a descriptor the kernel just installed for us, owned
+                // by nothing else.
+                unsafe { libc::close(result) };
+            }
+            return;
+        };
+        let addr = (result >= 0).then(|| {
+            let addr = crate::listen::peer_addr(result);
+            // SAFETY: as above: the installed descriptor is ours alone and closed once.
+            unsafe { libc::close(result) };
+            addr
+        });
+        // A connection that closed meanwhile may have left its slot to another: only an
+        // open connection's answer is its own.
+        let addr = addr.flatten().filter(|_| self.io.is_open(key));
+        self.service.on_peer_addr(&mut self.io, key, addr);
+        self.notify_closed();
     }
 
     fn handle_mesh(&mut self) {
@@ -690,9 +727,16 @@ impl<S: Service> Shard<S> {
     }
 
     fn handle_control(&mut self) {
-        while let Ok(msg) = self.control.try_recv() {
+        for _ in 0..REQUESTS_PER_TURN {
+            let Ok(msg) = self.control.try_recv() else {
+                break;
+            };
             match msg {
                 Control::Shutdown => self.begin_shutdown(),
+                Control::Request(r) => {
+                    self.service.on_request(&mut self.io, r);
+                    self.notify_closed();
+                }
             }
         }
     }

@@ -40,6 +40,10 @@ pub struct Client {
     pub(super) phase: Phase,
     /// `client_flag` bits.
     pub(super) flags: u8,
+    /// When the client got its CONNACK: shard time in seconds (`Io::now_ms` / 1000), for
+    /// the API's "connected since". Four bytes: the struct grows from 24 to 32 bytes
+    /// (alignment), the only per-connection memory the control plane adds.
+    pub(super) connected_at_s: u32,
 }
 
 /// Bits of `Client::flags`.
@@ -51,6 +55,10 @@ pub(super) mod client_flag {
     /// MQTT 5 Request Problem Information: Reason Strings may be sent on packets other
     /// than CONNACK and DISCONNECT. Set from CONNECT.
     pub const PROBLEM_INFO: u8 = 1 << 2;
+    /// The CONNECT asked for a clean start (3.1.1: clean session).
+    pub const CLEAN_START: u8 = 1 << 3;
+    /// An administrator ended the connection (the API's disconnect or discard).
+    pub const KICKED: u8 = 1 << 4;
 }
 
 /// What a connection holds beyond an idle one's.
@@ -88,6 +96,7 @@ impl Default for Client {
             keep_alive_s: 0,
             phase: Phase::AwaitConnect,
             flags: 0,
+            connected_at_s: 0,
         }
     }
 }
@@ -115,6 +124,10 @@ impl Client {
 
     pub(super) fn problem_info(&self) -> bool {
         self.flags & client_flag::PROBLEM_INFO != 0
+    }
+
+    pub(super) fn clean_start(&self) -> bool {
+        self.flags & client_flag::CLEAN_START != 0
     }
 
     /// The keep alive deadline's distance, in ms (0: none).

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::ShardFigures;
 use crate::config::defaults::{self, MAX_SHARDS};
+use crate::control::webhook::WebhookSender;
 
 /// Broker-level settings shared by all shards.
 #[derive(Debug, Clone)]
@@ -93,12 +94,19 @@ pub struct Shared {
     pub started: Instant,
     /// Each retained update takes the next value, so every shard keeps the same latest one.
     pub retain_clock: AtomicU64,
+    /// Where the shards emit webhook events (`None`: no webhook is configured, and no
+    /// event is built).
+    pub webhooks: Option<WebhookSender>,
 }
 
 impl Shared {
     /// What `shards.len()` shards share; at most [`MAX_SHARDS`] (sets of shards are
     /// 128-bit masks).
-    pub fn new(config: BrokerConfig, shards: Vec<ShardFigures>) -> Result<Shared, String> {
+    pub fn new(
+        config: BrokerConfig,
+        shards: Vec<ShardFigures>,
+        webhooks: Option<WebhookSender>,
+    ) -> Result<Shared, String> {
         if shards.is_empty() || shards.len() > MAX_SHARDS {
             return Err(format!(
                 "a broker runs 1 to {MAX_SHARDS} shards, not {}",
@@ -110,6 +118,7 @@ impl Shared {
             shards,
             started: Instant::now(),
             retain_clock: AtomicU64::new(1),
+            webhooks,
         })
     }
 }

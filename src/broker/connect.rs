@@ -10,6 +10,7 @@ use ringmq_proto::mqtt::{
 use ringmq_shard::conn::{CloseReason, ConnKey};
 
 use super::client::{Client, OutAliases, PendingConnect, Phase, client_flag};
+use super::events::disconnect_reason;
 use super::msg::Claimant;
 use super::publish::forward_props;
 use super::session::{Message, MovingSession, Session, SessionId, WillMsg};
@@ -46,6 +47,7 @@ impl Broker {
         }
         if io.is_over_limit(key) {
             let why = "the server's connection limit is reached";
+            tracing::info!(shard = self.peers.id, "CONNECT refused: {why}");
             self.writer
                 .refuse_connect(io, key, version, ReasonCode::QUOTA_EXCEEDED, why);
             io.close(key, CloseReason::Policy);
@@ -56,6 +58,7 @@ impl Broker {
         let (client_id, assigned_id): (Box<str>, bool) = if c.client_id.is_empty() {
             if version == Version::V311 && !c.clean_start {
                 let why = "an empty client id needs a clean session";
+                tracing::info!(shard = self.peers.id, "CONNECT refused: {why}");
                 self.writer.refuse_connect(
                     io,
                     key,
@@ -112,6 +115,7 @@ impl Broker {
         // end the connection.
         client.keep_alive_s = keep_alive;
         client.phase = Phase::Claiming;
+        client.set_flag(client_flag::CLEAN_START, c.clean_start);
         let extra = client.extra_mut();
         if alias_max > 0 {
             extra.out_aliases = Some(OutAliases::new(alias_max));
@@ -195,6 +199,7 @@ impl Broker {
                     self.take_session(sid);
                 }
                 let sid = self.sessions.add(Session::new(&p.client_id, version));
+                self.session_created(&p.client_id, p.expiry_interval);
                 (sid, false)
             }
         };
@@ -236,11 +241,13 @@ impl Broker {
             });
             self.writer.packet(io, conn, version, &pkt);
         }
+        let now_s = (io.now_ms() / 1000) as u32;
         let Some(client) = io.state(conn) else {
             return;
         };
         client.phase = Phase::Connected;
         client.session = Some(sid);
+        client.connected_at_s = now_s;
         let ka = client.keep_alive_ms();
         if ka > 0 {
             let at = io.now_ms() + ka;
@@ -248,6 +255,7 @@ impl Broker {
         } else {
             io.clear_deadline(conn);
         }
+        self.client_connected(io, conn, &p.client_id, p.clean_start);
         // What was left in flight goes again (MQTT-4.4.0-1), then what waited in the
         // queue.
         self.resend_inflight(io, sid);
@@ -364,6 +372,10 @@ impl Broker {
         let old = s.conn.take();
         let no_longer_waiting = if old.is_some() { s.queue_len() } else { 0 };
         let will = s.take_will();
+        if old.is_some() {
+            let client_id = s.client_id.clone();
+            self.client_disconnected(&client_id, "taken_over");
+        }
         self.pressure.waiting = self.pressure.waiting.saturating_sub(no_longer_waiting);
         if let Some(old) = old {
             if let Some(client) = io.state(old) {
@@ -453,7 +465,13 @@ impl Broker {
 
     /// A connection ended: its session goes offline or ends, and its will is published
     /// (now, or after the will delay) unless the client said goodbye (MQTT-3.1.2-8).
-    pub(super) fn connection_closed(&mut self, io: &mut Io, key: ConnKey, client: Client) {
+    pub(super) fn connection_closed(
+        &mut self,
+        io: &mut Io,
+        key: ConnKey,
+        client: Client,
+        reason: CloseReason,
+    ) {
         let Some(sid) = client.session else { return };
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
@@ -462,6 +480,13 @@ impl Broker {
             return;
         }
         s.conn = None;
+        if client.phase == Phase::Connected {
+            let client_id = s.client_id.clone();
+            self.client_disconnected(&client_id, disconnect_reason(reason, &client));
+        }
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
         let no_longer_waiting = s.queue_len();
         let will = s
             .extra_opt_mut()
@@ -526,6 +551,9 @@ impl Broker {
                 self.publish_will(io, w);
             }
             if expired {
+                if let Some(s) = self.sessions.get(sid) {
+                    self.session_expired(&s.client_id);
+                }
                 self.end_session(io, sid);
             } else {
                 keep.push(sid);

@@ -74,22 +74,24 @@ impl<'a> Src<'a> {
 }
 
 impl Broker {
-    /// A message from shard `from` for this shard's plain subscribers.
-    pub(super) fn deliver_remote(&mut self, io: &mut Io, from: usize, m: &Arc<Message>) {
+    /// A message from shard `from` for this shard's plain subscribers; how many sessions
+    /// it went to.
+    pub(super) fn deliver_remote(&mut self, io: &mut Io, from: usize, m: &Arc<Message>) -> usize {
         let mut src = Src::from_arc(m, from);
-        self.deliver_local(io, &mut src, None);
+        self.deliver_local(io, &mut src, None)
     }
 
-    /// A message from shard `from` for one member of a shared group here.
+    /// A message from shard `from` for one member of a shared group here; whether there
+    /// was one.
     pub(super) fn deliver_share(
         &mut self,
         io: &mut Io,
         from: usize,
         share: &Arc<str>,
         m: &Arc<Message>,
-    ) {
+    ) -> bool {
         let mut src = Src::from_arc(m, from);
-        self.deliver_share_local(io, share, &mut src);
+        self.deliver_share_local(io, share, &mut src)
     }
 
     /// A delivery that reached the session's old shard after the session moved here.
@@ -170,11 +172,21 @@ impl Broker {
                     sub_ids,
                 };
                 let closing = s.conn.is_some();
-                if s.extra_mut().enqueue(q, max_queued) {
+                let dropped = s.extra_mut().enqueue(q, max_queued);
+                if dropped {
                     self.stats.dropped_queue_full.add(1);
                 } else if closing {
                     // Its connection is closing: counted until `connection_closed`.
                     self.pressure.waiting += 1;
+                }
+                if self.webhooks.is_some()
+                    && let Some(s) = self.sessions.get(sid)
+                {
+                    if dropped {
+                        // The oldest message of the queue made room for this one.
+                        self.event_dropped(Some(&s.client_id), src.topic, qos, "queue_full");
+                    }
+                    self.event_queued_offline(&s.client_id, src.topic, qos, src.payload);
                 }
             }
             return;
@@ -183,6 +195,10 @@ impl Broker {
         if qos == QoS::AtMostOnce {
             if io.out_len(conn) > soft_limit {
                 self.stats.dropped_qos0_slow_consumer.add(1);
+                if self.webhooks.is_some() {
+                    let client_id = s.client_id.clone();
+                    self.event_dropped(Some(&client_id), src.topic, qos, "slow_consumer");
+                }
                 return;
             }
             let out = Out::first(qos, retain, sub_ids, 0);
@@ -224,7 +240,13 @@ impl Broker {
         let pkid = s.extra_mut().next_pkid();
         let out = Out::first(qos, retain, sub_ids, pkid);
         match self.writer.publish(io, to, &src.view(), out) {
-            Written::TooLarge => {}
+            Written::TooLarge => {
+                if self.webhooks.is_some()
+                    && let Some(s) = self.sessions.get(sid)
+                {
+                    self.event_dropped(Some(&s.client_id), src.topic, qos, "too_large_for_client");
+                }
+            }
             written => {
                 let delivery = Queued {
                     msg: src.shared(),
@@ -245,6 +267,11 @@ impl Broker {
                 } else if e.enqueue(delivery, max_queued) {
                     // The connection is going: the message waits for the next one.
                     self.stats.dropped_queue_full.add(1);
+                    if self.webhooks.is_some()
+                        && let Some(s) = self.sessions.get(sid)
+                    {
+                        self.event_dropped(Some(&s.client_id), src.topic, qos, "queue_full");
+                    }
                 } else {
                     self.pressure.waiting += 1;
                 }

@@ -21,15 +21,20 @@
 //!   message to one session; `qos`: the acknowledgements of QoS 1 and 2, in-flight
 //!   windows and queues; `writer`: the packets out.
 //! - `pressure`: back-pressure; `sys`: the `$SYS/broker/...` topics; `stats`: the
-//!   counters and latency histograms.
+//!   counters and latency histograms; `top_topics`: the busiest topics by rate.
+//! - `admin`: the control plane's requests (publish, listings, one client or session,
+//!   kicks, retained messages), answered between loop turns with bounded work per turn;
+//!   `events`: the connect and disconnect log lines and the webhook events.
 //! - Vocabulary: `msg` (cross-shard messages), `session` (what a session holds),
 //!   `topics` (the trie the topic table, the interest table and the retained store are
 //!   made of), `config`.
 
+mod admin;
 mod client;
 mod config;
 mod connect;
 mod delivery;
+mod events;
 mod input;
 mod interest;
 mod msg;
@@ -45,6 +50,7 @@ mod stats;
 mod subscribe;
 mod sys;
 mod takeover;
+mod top_topics;
 pub mod topics;
 mod writer;
 
@@ -55,6 +61,8 @@ use ringmq_proto::mqtt::{Disconnect, Packet, Properties, Property, ReasonCode, V
 use ringmq_shard::conn::{CloseReason, ConnKey};
 use ringmq_shard::service::{Data, Service};
 
+pub use admin::{AdminRequest, Listing};
+use admin::Admin;
 pub use client::Client;
 use client::{Phase, client_flag};
 pub use config::{BrokerConfig, Shared};
@@ -64,12 +72,16 @@ pub use msg::Msg;
 use pressure::Pressure;
 use registry::Registry;
 use retained::Retained;
+pub use routing::Tally;
 use routing::{Routes, Scratch};
 use sessions::Sessions;
 use stats::Latency;
 pub use stats::{BrokerStats, ShardFigures};
 use sys::Sys;
+use top_topics::TopTopics;
 use writer::Writer;
+
+use crate::control::webhook::WebhookSender;
 
 /// What the runtime hands the broker: connections carrying a [`Client`] each, and the
 /// mesh carrying [`Msg`]s.
@@ -154,6 +166,12 @@ pub struct Broker {
     scratch: Scratch,
     /// When `$SYS` was last published.
     sys: Sys,
+    /// The busiest topics published here.
+    top_topics: TopTopics,
+    /// The control plane's requests in progress.
+    admin: Admin,
+    /// Where events go, when webhooks are configured.
+    webhooks: Option<WebhookSender>,
 }
 
 impl Broker {
@@ -165,7 +183,6 @@ impl Broker {
         };
         let figures = shared.shards[shard_id].clone();
         Broker {
-            shared,
             peers,
             writer: Writer::new(figures.broker.clone()),
             stats: figures.broker,
@@ -180,6 +197,10 @@ impl Broker {
             mail: Mail::default(),
             scratch: Scratch::default(),
             sys: Sys::default(),
+            top_topics: TopTopics::default(),
+            admin: Admin::default(),
+            webhooks: shared.webhooks.clone(),
+            shared,
         }
     }
 
@@ -254,8 +275,21 @@ impl Broker {
     /// A message from shard `from` (or from this shard itself, through `Mail::local`).
     pub(super) fn handle_msg(&mut self, io: &mut Io, from: usize, msg: Msg) {
         match msg {
-            Msg::Publish(m) => self.deliver_remote(io, from, &m),
-            Msg::ShareDeliver { share, msg } => self.deliver_share(io, from, &share, &msg),
+            Msg::Publish(m) => {
+                self.deliver_remote(io, from, &m);
+            }
+            Msg::ShareDeliver { share, msg } => {
+                self.deliver_share(io, from, &share, &msg);
+            }
+            Msg::Tallied(t) => {
+                let msg::Tallied { msg, share, tally } = *t;
+                let reached = match &share {
+                    Some(share) => u64::from(self.deliver_share(io, from, share, &msg)),
+                    None => self.deliver_remote(io, from, &msg) as u64,
+                };
+                // The API may have given up waiting: nobody to tell then.
+                let _ = tally.send(reached);
+            }
             Msg::Retain { msg, version } => self.retained.store(msg, version),
             Msg::Interest(i) => {
                 let msg::Interest {
@@ -322,6 +356,7 @@ impl Broker {
 impl Service for Broker {
     type ConnState = Client;
     type Msg = Msg;
+    type Request = AdminRequest;
 
     fn on_open(&mut self, io: &mut Io, key: ConnKey) {
         self.clock_ms = io.now_ms();
@@ -334,9 +369,9 @@ impl Service for Broker {
         self.process_input(io, key, data.bytes);
     }
 
-    fn on_close(&mut self, io: &mut Io, key: ConnKey, state: Client) {
+    fn on_close(&mut self, io: &mut Io, key: ConnKey, state: Client, reason: CloseReason) {
         self.clock_ms = io.now_ms();
-        self.connection_closed(io, key, state);
+        self.connection_closed(io, key, state, reason);
     }
 
     fn on_deadline(&mut self, io: &mut Io, key: ConnKey) {
@@ -373,8 +408,20 @@ impl Service for Broker {
     }
 
     fn on_turn_end(&mut self, io: &mut Io) {
+        self.run_jobs(io);
+        self.admin.new_turn();
         self.drain_local_inbox(io);
         self.report_load(io);
+    }
+
+    fn on_request(&mut self, io: &mut Io, request: AdminRequest) {
+        self.clock_ms = io.now_ms();
+        self.on_request(io, request);
+    }
+
+    fn on_peer_addr(&mut self, io: &mut Io, key: ConnKey, addr: Option<std::net::SocketAddr>) {
+        self.clock_ms = io.now_ms();
+        self.on_peer_addr(key, addr);
     }
 
     fn on_turn_flushed(&mut self, turn_us: u64) {
@@ -400,6 +447,7 @@ impl Service for Broker {
             );
         }
         self.clock_ms = io.now_ms();
+        self.top_topics.tick(self.clock_ms);
         self.expire_sessions(io);
         self.registry.compact();
         self.interest.withdraw_idle(self.clock_ms, &mut self.mail);
@@ -409,6 +457,7 @@ impl Service for Broker {
     }
 
     fn on_shutdown(&mut self, io: &mut Io) {
+        self.admin.clear();
         for key in io.open_keys() {
             if let Some(c) = io.state(key) {
                 // Wills are not published when the whole server stops.

@@ -130,7 +130,8 @@ impl Broker {
                 let m = src.shared();
                 self.retain(io, m);
             }
-            self.route(io, &mut src);
+            self.top_topics.count(&topic_buf);
+            self.route(io, &mut src, None);
             self.scratch.fwd = fwd;
         }
         self.scratch.topic = topic_buf;
@@ -169,6 +170,6 @@ impl Broker {
             self.retain(io, m.clone());
         }
         let mut src = Src::from_arc(m, self.peers.id);
-        self.route(io, &mut src);
+        self.route(io, &mut src, None);
     }
 }

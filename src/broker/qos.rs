@@ -8,7 +8,7 @@ use std::time::Instant;
 use ringmq_proto::mqtt::{Packet, Properties, Property, PubResp, QoS, ReasonCode, Version};
 use ringmq_shard::conn::ConnKey;
 
-use super::session::{Inflight, OutState, SessionId};
+use super::session::{Inflight, OutState, Queued, SessionId};
 use super::writer::{Out, Recipient, View, Writer, Written};
 use super::{Broker, Io};
 
@@ -122,6 +122,7 @@ impl Broker {
                             {
                                 e.inflight.retain(|x| x.pkid != i.pkid);
                             }
+                            self.too_large_for_client(sid, &i.delivery);
                         }
                         Written::NotSent => return,
                     }
@@ -137,6 +138,17 @@ impl Broker {
                     }
                 }
             }
+        }
+    }
+
+    /// A waiting delivery was dropped because it is larger than its client accepts (the
+    /// writer counted it): the webhook event.
+    fn too_large_for_client(&self, sid: SessionId, q: &Queued) {
+        if self.webhooks.is_some()
+            && let Some(s) = self.sessions.get(sid)
+        {
+            let topic = q.msg.topic();
+            self.event_dropped(Some(&s.client_id), topic, q.qos, "too_large_for_client");
         }
     }
 
@@ -175,7 +187,7 @@ impl Broker {
                     state: OutState::Published,
                     delivery: q,
                 }),
-                Written::TooLarge => {}
+                Written::TooLarge => self.too_large_for_client(sid, &q),
                 Written::NotSent => {
                     e.queue.push_front(q);
                     self.pressure.waiting += 1;

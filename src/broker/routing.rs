@@ -11,7 +11,8 @@ use ringmq_proto::mqtt::{QoS, SubscriptionOptions};
 use ringmq_proto::topic::{self, Filter};
 
 use super::delivery::Src;
-use super::session::{SessionId, SubIds};
+use super::msg::Tallied;
+use super::session::{Message, SessionId, SubIds};
 use super::topics::{NodeId, NodeValue, Trie};
 use super::{Broker, Io, Msg};
 
@@ -309,11 +310,17 @@ fn merge_overlapping(targets: &mut Vec<Target>) {
 
 impl Broker {
     /// Delivers a message published on this shard: to local subscribers, to the shards
-    /// with matching interest, and to one member of each matching shared group.
-    pub(super) fn route(&mut self, io: &mut Io, src: &mut Src<'_>) {
+    /// with matching interest, and to one member of each matching shared group. With a
+    /// `tally` (a message from the API), the sessions reached here are counted in it, and
+    /// every other shard the message goes to counts its own and answers through it.
+    pub(super) fn route(&mut self, io: &mut Io, src: &mut Src<'_>, tally: Option<&mut Tally>) {
+        let mut tally = tally;
         let mut groups = std::mem::take(&mut self.scratch.groups);
         groups.clear();
-        self.deliver_local(io, src, Some(&mut groups));
+        let here = self.deliver_local(io, src, Some(&mut groups));
+        if let Some(t) = tally.as_deref_mut() {
+            t.here += here as u64;
+        }
         if self.peers.count > 1 {
             let mut mask = 0u128;
             self.interest.others.match_topic(src.topic, |_, v| {
@@ -332,9 +339,14 @@ impl Broker {
                 mask &= mask - 1;
                 if src.qos == QoS::AtMostOnce && io.mesh_backlog(to) >= overflow_limit {
                     self.stats.dropped_qos0_mesh_full.add(1);
+                    self.event_dropped(None, src.topic, src.qos, "mesh_full");
                     continue;
                 }
-                io.send_to_shard(to, Msg::Publish(src.shared()));
+                let msg = match tally.as_deref_mut() {
+                    Some(t) => t.elsewhere(src.shared(), None),
+                    None => Msg::Publish(src.shared()),
+                };
+                io.send_to_shard(to, msg);
             }
         }
         // Shared subscriptions (MQTT 5 §4.8.2): each matching group gets the message
@@ -353,28 +365,32 @@ impl Broker {
             }
             let to = bits.trailing_zeros() as usize;
             if to == self.peers.id {
-                self.deliver_share_local(io, &share, src);
+                let reached = self.deliver_share_local(io, &share, src);
+                if let Some(t) = tally.as_deref_mut() {
+                    t.here += u64::from(reached);
+                }
             } else {
-                io.send_to_shard(
-                    to,
-                    Msg::ShareDeliver {
+                let msg = match tally.as_deref_mut() {
+                    Some(t) => t.elsewhere(src.shared(), Some(share)),
+                    None => Msg::ShareDeliver {
                         share,
                         msg: src.shared(),
                     },
-                );
+                };
+                io.send_to_shard(to, msg);
             }
         }
         self.scratch.groups = groups;
     }
 
     /// Delivers to this shard's plain subscribers; collects shared groups that match into
-    /// `groups` when given.
+    /// `groups` when given. Returns how many sessions it went to.
     pub(super) fn deliver_local(
         &mut self,
         io: &mut Io,
         src: &mut Src<'_>,
         groups: Option<&mut Vec<(Arc<str>, bool, u128)>>,
-    ) {
+    ) -> usize {
         let mut targets = std::mem::take(&mut self.scratch.targets);
         targets.clear();
         let mut nodes = 0;
@@ -410,15 +426,23 @@ impl Broker {
             self.deliver(io, t.sid, src, qos, retain, t.sub_ids);
         }
         self.writer.end_fanout();
+        let reached = targets.len();
         self.scratch.targets = targets;
+        reached
     }
 
-    pub(super) fn deliver_share_local(&mut self, io: &mut Io, share: &str, src: &mut Src<'_>) {
+    /// Delivers to one member of the shared group `share` here; whether there was one.
+    pub(super) fn deliver_share_local(
+        &mut self,
+        io: &mut Io,
+        share: &str,
+        src: &mut Src<'_>,
+    ) -> bool {
         let Ok(parsed) = topic::parse_filter(share) else {
-            return;
+            return false;
         };
         let Some(node) = self.routes.subs.find(parsed.filter()) else {
-            return;
+            return false;
         };
         let Some(g) = self
             .routes
@@ -428,11 +452,11 @@ impl Broker {
             .iter_mut()
             .find(|g| &*g.share == share)
         else {
-            return;
+            return false;
         };
         let n = g.members.len();
         if n == 0 {
-            return;
+            return false;
         }
         let start = g.next as usize % n;
         g.next = g.next.wrapping_add(1);
@@ -450,6 +474,26 @@ impl Broker {
         let qos = src.qos.min(chosen.opts.qos);
         let retain = chosen.opts.retain_as_published && src.retain;
         self.deliver(io, chosen.sid, src, qos, retain, SubIds::one(chosen.sub_id));
+        true
+    }
+}
+
+/// Where a message published through the API went: the sessions it reached on the shard
+/// it entered, and an answer to come from each other shard it was sent to; or that the
+/// API may not publish there.
+#[derive(Default)]
+pub struct Tally {
+    pub here: u64,
+    pub elsewhere: Vec<tokio::sync::oneshot::Receiver<u64>>,
+    pub denied: bool,
+}
+
+impl Tally {
+    /// The message for another shard that counts the sessions it reaches there.
+    fn elsewhere(&mut self, msg: Arc<Message>, share: Option<Arc<str>>) -> Msg {
+        let (tally, answer) = tokio::sync::oneshot::channel();
+        self.elsewhere.push(answer);
+        Msg::Tallied(Box::new(Tallied { msg, share, tally }))
     }
 }
 
