@@ -521,6 +521,7 @@ impl<C: Default, M: Send> Io<C, M> {
         let close_timeout = self.cfg.close_timeout_ms;
         let now = self.now_ms;
         let stats = self.stats.clone();
+        let shard = self.mesh.id();
         let Some(conn) = self.conn_mut(key) else {
             return;
         };
@@ -533,7 +534,14 @@ impl<C: Default, M: Send> Io<C, M> {
             CloseReason::ProtocolError | CloseReason::TooBig | CloseReason::InvalidPayload => {
                 stats.disconnected_protocol_error.add(1)
             }
-            CloseReason::SlowConsumer => stats.disconnected_slow_consumer.add(1),
+            CloseReason::SlowConsumer => {
+                stats.disconnected_slow_consumer.add(1);
+                tracing::info!(
+                    shard,
+                    conn = key.index,
+                    "connection closed: it does not read what it is sent (slow consumer)"
+                );
+            }
             _ => {}
         }
         let ws_close = if conn.has(flag::WS) && !conn.has(flag::WS_CLOSE_SENT) {

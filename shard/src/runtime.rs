@@ -232,10 +232,8 @@ impl<S: Service> Shard<S> {
         // Mesh messages left undrained on purpose (back-pressure) are no reason to spin.
         let mesh_ready = !self.mesh_deferred && self.io.mesh.inbound_pending();
         let more_work = std::mem::take(&mut self.io.continue_soon);
-        let busy = self.io.ring.completions_ready()
-            || mesh_ready
-            || !self.control.is_empty()
-            || more_work;
+        let busy =
+            self.io.ring.completions_ready() || mesh_ready || !self.control.is_empty() || more_work;
         if busy {
             return self.io.ring.enter(0, None);
         }
@@ -323,7 +321,13 @@ impl<S: Service> Shard<S> {
         }
         if c.result < 0 {
             match -c.result {
-                libc::ENFILE | libc::EMFILE => self.io.stats.connections_refused_table_full.add(1),
+                libc::ENFILE | libc::EMFILE => {
+                    self.io.stats.connections_refused_table_full.add(1);
+                    tracing::info!(
+                        shard = self.io.shard_id(),
+                        "connection refused: the fixed-file table is full"
+                    );
+                }
                 libc::ECANCELED => {}
                 e => tracing::warn!(
                     shard = self.io.shard_id(),
@@ -363,6 +367,11 @@ impl<S: Service> Shard<S> {
         if self.accepting && self.io.conns.len() >= self.high_water {
             self.pause_accepts();
             stats.accept_paused.add(1);
+            tracing::info!(
+                shard = self.io.shard_id(),
+                connections = self.io.conns.len(),
+                "accepting paused: the fixed-file table is nearly full"
+            );
         }
     }
 
@@ -530,6 +539,7 @@ impl<S: Service> Shard<S> {
             }
             Some(Err(())) => {
                 self.io.stats.ws_handshake_rejected.add(1);
+                tracing::info!(shard = self.io.shard_id(), "WebSocket upgrade refused");
                 self.io
                     .append(key, None, scratch_len, |out| out.copy_from_slice(scratch));
                 self.io.close(key, CloseReason::UpgradeRefused);

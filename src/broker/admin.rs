@@ -134,10 +134,7 @@ pub enum AdminRequest {
         reply: Reply<Option<RetainedMessage>>,
     },
     /// Clears a retained message on every shard; whether there was one.
-    DeleteRetained {
-        topic: String,
-        reply: Reply<bool>,
-    },
+    DeleteRetained { topic: String, reply: Reply<bool> },
     /// This shard's busiest topics.
     TopTopics { reply: Reply<Vec<TopicRate>> },
 }
@@ -236,6 +233,9 @@ enum Job {
         messages: VecDeque<Arc<Message>>,
         tallies: Vec<Tally>,
         reply: Reply<Vec<Tally>>,
+        /// Shard time the request came: while the shard is under pressure it waits, as a
+        /// paused publisher does, for at most `pause_max_ms`.
+        since_ms: u64,
     },
     WalkSessions {
         next: usize,
@@ -392,12 +392,13 @@ fn properties(m: &Message) -> PublishProperties {
 
 impl Broker {
     /// A request from the control plane.
-    pub(super) fn on_request(&mut self, io: &mut Io, request: AdminRequest) {
+    pub(super) fn handle_request(&mut self, io: &mut Io, request: AdminRequest) {
         match request {
             AdminRequest::Publish { messages, reply } => self.admin.add(Job::Publish {
                 tallies: Vec::with_capacity(messages.len()),
                 messages: messages.into(),
                 reply,
+                since_ms: io.now_ms(),
             }),
             AdminRequest::Clients {
                 listing,
@@ -520,8 +521,14 @@ impl Broker {
                     mut messages,
                     mut tallies,
                     reply,
+                    since_ms,
                 } => {
-                    while publish_budget > 0
+                    // Back-pressure: the API's publishes wait like a paused client's. The
+                    // shard's own sends and acknowledgements wake it when that ends.
+                    let hold =
+                        io.under_pressure() && io.now_ms() < since_ms + io.config().pause_max_ms;
+                    while !hold
+                        && publish_budget > 0
                         && let Some(m) = messages.pop_front()
                     {
                         publish_budget -= 1;
@@ -531,10 +538,12 @@ impl Broker {
                         let _ = reply.send(tallies);
                         None
                     } else {
+                        busy |= !hold;
                         Some(Job::Publish {
                             messages,
                             tallies,
                             reply,
+                            since_ms,
                         })
                     }
                 }
@@ -635,7 +644,12 @@ impl Broker {
                 waiting @ Job::Addresses { .. } => Some(waiting),
             };
             if let Some(job) = job {
-                busy |= !matches!(job, Job::Addresses { .. });
+                busy |= matches!(
+                    job,
+                    Job::WalkSessions { .. }
+                        | Job::WalkSubscriptions { .. }
+                        | Job::WalkRetained { .. }
+                );
                 left.push_back((id, job));
             }
         }
@@ -706,7 +720,7 @@ impl Broker {
     }
 
     /// The peer address of `key` has come (or it could not be read).
-    pub(super) fn on_peer_addr(&mut self, key: ConnKey, addr: Option<SocketAddr>) {
+    pub(super) fn address_came(&mut self, key: ConnKey, addr: Option<SocketAddr>) {
         let Some(waiters) = self.admin.addr_waits.remove(&key) else {
             return;
         };
@@ -738,7 +752,8 @@ impl Broker {
                     }
                     *waiting -= 1;
                     if *waiting == 0
-                        && let Some((_, Job::Addresses { answer, .. })) = self.admin.jobs.remove(pos)
+                        && let Some((_, Job::Addresses { answer, .. })) =
+                            self.admin.jobs.remove(pos)
                     {
                         send_addressed(answer);
                     }
@@ -933,7 +948,11 @@ impl Broker {
         if let Some(c) = io.state(conn) {
             c.set_flag(client_flag::KICKED, true);
         }
-        tracing::info!(client_id, shard = self.peers.id, "client disconnected by the API");
+        tracing::info!(
+            client_id,
+            shard = self.peers.id,
+            "client disconnected by the API"
+        );
         self.disconnect(
             io,
             conn,
@@ -972,7 +991,11 @@ impl Broker {
                 CloseReason::Policy,
             );
         }
-        tracing::info!(client_id, shard = self.peers.id, "session discarded by the API");
+        tracing::info!(
+            client_id,
+            shard = self.peers.id,
+            "session discarded by the API"
+        );
         self.end_session(io, sid);
         true
     }

@@ -99,7 +99,12 @@ impl Broker {
 
     /// A connected client's connection ended (or was taken over by another connection).
     pub(super) fn client_disconnected(&self, client_id: &str, reason: &'static str) {
-        tracing::debug!(client_id, shard = self.peers.id, reason, "client disconnected");
+        tracing::debug!(
+            client_id,
+            shard = self.peers.id,
+            reason,
+            "client disconnected"
+        );
         if let Some(w) = &self.webhooks
             && w.wants(DISCONNECTED)
         {

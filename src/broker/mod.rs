@@ -61,8 +61,8 @@ use ringmq_proto::mqtt::{Disconnect, Packet, Properties, Property, ReasonCode, V
 use ringmq_shard::conn::{CloseReason, ConnKey};
 use ringmq_shard::service::{Data, Service};
 
-pub use admin::{AdminRequest, Listing};
 use admin::Admin;
+pub use admin::{AdminRequest, Listing};
 pub use client::Client;
 use client::{Phase, client_flag};
 pub use config::{BrokerConfig, Shared};
@@ -226,6 +226,11 @@ impl Broker {
         code: ReasonCode,
         why: &str,
     ) {
+        tracing::info!(
+            shard = self.peers.id,
+            code = code.0,
+            "protocol error: {why}"
+        );
         self.disconnect(io, key, code, why, CloseReason::ProtocolError);
     }
 
@@ -416,12 +421,12 @@ impl Service for Broker {
 
     fn on_request(&mut self, io: &mut Io, request: AdminRequest) {
         self.clock_ms = io.now_ms();
-        self.on_request(io, request);
+        self.handle_request(io, request);
     }
 
     fn on_peer_addr(&mut self, io: &mut Io, key: ConnKey, addr: Option<std::net::SocketAddr>) {
         self.clock_ms = io.now_ms();
-        self.on_peer_addr(key, addr);
+        self.address_came(key, addr);
     }
 
     fn on_turn_flushed(&mut self, turn_us: u64) {

@@ -161,7 +161,9 @@ fn merge_page<T>(parts: Vec<Vec<T>>, limit: usize, key: impl Fn(&T) -> &str) -> 
     items.dedup_by(|a, b| key(a) == key(b));
     let more = full || items.len() > limit;
     items.truncate(limit);
-    let next = more.then(|| items.last().map(|i| key(i).to_string())).flatten();
+    let next = more
+        .then(|| items.last().map(|i| key(i).to_string()))
+        .flatten();
     Page { items, next }
 }
 
@@ -264,7 +266,10 @@ impl BrokerApi for ShardApi {
                 messages: valid,
                 reply,
             })?;
-            gather(vec![answer], deadline).await?.pop().unwrap_or_default()
+            gather(vec![answer], deadline)
+                .await?
+                .pop()
+                .unwrap_or_default()
         };
         let mut tallies = tallies.into_iter();
         within(deadline, async {
@@ -559,7 +564,10 @@ mod tests {
     #[test]
     fn a_publication_becomes_the_message_a_client_publish_makes() {
         let m = message(&publication("a/b", 3), 1024).unwrap();
-        assert_eq!((m.topic(), m.payload(), m.qos), ("a/b", &b"ppp"[..], QoS::AtLeastOnce));
+        assert_eq!(
+            (m.topic(), m.payload(), m.qos),
+            ("a/b", &b"ppp"[..], QoS::AtLeastOnce)
+        );
         let props: Vec<String> = Properties::Raw(m.props())
             .iter()
             .map(|p| format!("{p:?}"))
