@@ -6,9 +6,10 @@
 //! already counted gains one; a new one takes the counter with the smallest count and
 //! starts from that count plus one (Space-Saving's overestimate, at most that smallest
 //! count, so a topic published more often than `1/K` of the time is always counted).
-//! Once a second (`tick`) each counter's arrivals since the last tick become its rate, and
-//! every count is halved, so a topic that stopped being published gives its counter up to
-//! newer ones within a few seconds.
+//! Once a second (`tick`) each counter's arrivals since the last tick, per second, are
+//! averaged into its rate (an exponentially weighted mean, each tick weighing half), and
+//! every count is halved, so a topic that stopped being published fades from the list and
+//! gives its counter up to newer ones within a few seconds.
 //!
 //! The per-publish cost is a hash of the topic and a scan of `K` hashes (one more scan on a
 //! miss); the topic's text is copied into the counter's buffer, whose capacity is reused,
@@ -27,8 +28,10 @@ struct Slot {
     count: u64,
     /// `count` at the last tick (or when this topic took the counter).
     at_tick: u64,
-    /// Arrivals per second over the last tick interval.
+    /// Arrivals per second, smoothed over the last few ticks.
     rate: f64,
+    /// The topic took the counter since the last tick: its first rate is not smoothed.
+    fresh: bool,
     topic: String,
 }
 
@@ -81,10 +84,14 @@ impl TopTopics {
         slot.count = min + 1;
         slot.at_tick = min;
         slot.rate = 0.0;
+        slot.fresh = true;
         self.hashes[i] = h;
     }
 
-    /// Turns the arrivals since the last tick into rates and halves the counts.
+    /// Rates below this (per second) count as none: the counter is free again.
+    const FADED: f64 = 0.01;
+
+    /// Averages the arrivals since the last tick into the rates and halves the counts.
     pub fn tick(&mut self, now_ms: u64) {
         let elapsed_ms = now_ms.saturating_sub(self.last_tick_ms);
         self.last_tick_ms = now_ms;
@@ -96,10 +103,12 @@ impl TopTopics {
             if *h == 0 {
                 continue;
             }
-            s.rate = (s.count - s.at_tick.min(s.count)) as f64 / seconds;
+            let now = (s.count - s.at_tick.min(s.count)) as f64 / seconds;
+            s.rate = if s.fresh { now } else { (s.rate + now) / 2.0 };
+            s.fresh = false;
             s.count /= 2;
             s.at_tick = s.count;
-            if s.count == 0 && s.rate == 0.0 {
+            if s.count == 0 && s.rate < Self::FADED {
                 // Not published for a while: the counter is free again.
                 *h = 0;
                 s.topic.clear();
@@ -113,7 +122,7 @@ impl TopTopics {
             .hashes
             .iter()
             .zip(self.slots.iter())
-            .filter(|(h, s)| **h != 0 && s.rate > 0.0)
+            .filter(|(h, s)| **h != 0 && s.rate >= Self::FADED)
             .map(|(_, s)| (s.topic.clone(), s.rate))
             .collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -137,11 +146,15 @@ mod tests {
         }
         t.tick(3000);
         assert_eq!(t.rates(), vec![("a".into(), 15.0), ("b".into(), 5.0)]);
-        for _ in 0..8 {
+        for _ in 0..9 {
             t.count("b");
         }
         t.tick(4000);
-        assert_eq!(t.rates(), vec![("b".into(), 8.0)], "a was not published");
+        assert_eq!(
+            t.rates(),
+            vec![("a".into(), 7.5), ("b".into(), 7.0)],
+            "a, not published, fades to half; b averages 5 and 9"
+        );
     }
 
     #[test]
@@ -166,13 +179,17 @@ mod tests {
     }
 
     #[test]
-    fn a_topic_that_stops_gives_its_counter_up() {
+    fn a_topic_that_stops_fades_and_gives_its_counter_up() {
         let mut t = TopTopics::default();
         t.tick(0);
         t.count("once");
         t.tick(1000);
-        assert_eq!(t.rates().len(), 1);
+        assert_eq!(t.rates(), vec![("once".into(), 1.0)]);
         t.tick(2000);
+        assert_eq!(t.rates(), vec![("once".into(), 0.5)]);
+        for s in 3..10 {
+            t.tick(s * 1000);
+        }
         assert!(t.rates().is_empty());
         assert!(t.hashes.iter().all(|&h| h == 0));
     }
