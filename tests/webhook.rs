@@ -396,7 +396,10 @@ fn the_broker_emits_every_kind_signed() {
     assert_eq!(dropped[0]["client_id"], "phone-9");
     let expired = of_kind(&g.events, "session.expired");
     assert_eq!(expired[0]["client_id"], "phone-9");
-    assert_eq!(b.metric("ringmq_webhook_dropped_total{reason=\"queue_full\"}"), 0);
+    assert_eq!(
+        b.metric("ringmq_webhook_dropped_total{reason=\"queue_full\"}"),
+        0
+    );
 }
 
 #[test]
@@ -419,7 +422,10 @@ fn a_kicked_client_is_reported_kicked() {
     #[allow(deprecated)]
     let _ = rustls::crypto::ring::default_provider().install_default();
     let status = reqwest::blocking::Client::new()
-        .delete(format!("http://{}/api/v1/clients/kick-me", b.metrics_addr()))
+        .delete(format!(
+            "http://{}/api/v1/clients/kick-me",
+            b.metrics_addr()
+        ))
         .send()
         .unwrap()
         .status();
