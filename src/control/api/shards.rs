@@ -32,8 +32,9 @@ use super::broker::*;
 use crate::broker::session::Message;
 use crate::broker::{AdminRequest, Listing, Tally};
 
-/// Requests one shard's control channel holds.
-pub const CONTROL_CAPACITY: usize = 1024;
+/// Requests one shard's control channel holds (a shard takes up to
+/// `runtime::REQUESTS_PER_TURN` of them per loop turn).
+pub const CONTROL_CAPACITY: usize = 256;
 
 /// The shards, as the API reaches them.
 pub struct ShardApi {
