@@ -189,4 +189,22 @@ mod tests {
         assert_eq!(sin6.sin6_family, libc::AF_INET6 as libc::sa_family_t);
         assert_eq!(u16::from_be(sin6.sin6_port), 9);
     }
+
+    #[test]
+    fn a_socket_names_its_peer() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = TcpListener::bind(addr) else {
+                continue; // no IPv6 loopback on this host
+            };
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (served, _) = listener.accept().unwrap();
+            assert_eq!(
+                peer_addr(served.as_raw_fd()),
+                Some(client.local_addr().unwrap())
+            );
+        }
+        assert_eq!(peer_addr(-1), None);
+        let unconnected = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(peer_addr(unconnected.as_raw_fd()), None);
+    }
 }
