@@ -18,9 +18,14 @@
 # Environment: RINGMQ_BIN, SWARM_BIN, LOAD_BIN (default: target/release/{ringmq,ringmq-swarm}
 # and target/release/examples/api_load, built if missing), OUT (default /tmp/ringmq-api-bench),
 # CONNS (clients; default 100000), ROUNDS (default 2), SRC (swarm source addresses,
-# default 127.88.0.1-127.88.0.16). Every broker and swarm this starts is stopped on exit.
+# default 127.88.0.1-127.88.0.16), IDLE_PCT (before each run, wait up to 90 s for the
+# machine to be this % idle over 3 s; default 60; the figure is printed with the run).
+# Brokers listen on free loopback ports. Every broker and swarm this starts is stopped on
+# exit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=peers/lib.sh
+source bench/peers/lib.sh
 
 what=${1:-all}
 target=${CARGO_TARGET_DIR:-target}
@@ -30,9 +35,15 @@ LOAD_BIN=${LOAD_BIN:-$target/release/examples/api_load}
 OUT=${OUT:-/tmp/ringmq-api-bench}
 CONNS=${CONNS:-100000}
 ROUNDS=${ROUNDS:-2}
+IDLE_PCT=${IDLE_PCT:-60}
 SRC=${SRC:-127.88.0.1-127.88.0.16}
-MQTT_PORT=${MQTT_PORT:-31883} HTTP_PORT=${HTTP_PORT:-31884}
 mkdir -p "$OUT"
+
+# idle: waits for the machine to be IDLE_PCT % idle (at most 90 s); prints the idle share.
+idle() {
+  wait_idle "$IDLE_PCT" 90
+  echo "idle $IDLE %"
+}
 
 if [[ ! -x $RINGMQ_BIN || ! -x $SWARM_BIN || ! -x $LOAD_BIN ]]; then
   cargo build --release -p ringmq -p ringmq-bench --example api_load >&2 || exit 1
@@ -54,6 +65,8 @@ load() { awk '{ print $1 }' /proc/loadavg; }
 # start_broker NAME ARGS...: a fresh ringmq on the fixed ports.
 start_broker() {
   local name=$1; shift
+  free_port MQTT_PORT || exit 1
+  free_port HTTP_PORT || exit 1
   "$RINGMQ_BIN" --mqtt "127.0.0.1:$MQTT_PORT" --ws none --http "127.0.0.1:$HTTP_PORT" \
     --data-dir "$OUT/data-$name" "$@" >"$OUT/$name.broker.log" 2>&1 &
   broker=$!
@@ -72,11 +85,14 @@ stop_broker() {
   sleep 2
 }
 
-# times URL N: N answer times of GET URL in ms, one per line.
+# times URL N: N answer times of GET URL in ms, one per line; an answer other than 200
+# stops the benchmark.
 times() {
   for _ in $(seq 1 "$2"); do
-    curl -s -o /dev/null -m 10 -w '%{time_total}\n' "$1"
-  done | awk '{ printf "%.1f\n", $1 * 1000 }'
+    curl -s -o "$OUT/last-answer" -m 10 -w '%{http_code} %{time_total}\n' "$1"
+  done | awk -v url="$1" -v body="$OUT/last-answer" '
+    $1 != 200 { getline b < body; print "GET " url " answered " $1 ": " b > "/dev/stderr"; exit 1 }
+    { printf "%.1f\n", $2 * 1000 }'
 }
 
 # summary: p50 and max of numbers on stdin.
@@ -105,9 +121,9 @@ clients_bench() {
       times "http://127.0.0.1:$HTTP_PORT$path" 2 >/dev/null # warm the connection pool's path
       echo "GET $path: $(times "http://127.0.0.1:$HTTP_PORT$path" $((ROUNDS * 10)) | summary)"
     done
-    local bytes
-    bytes=$(curl -s -m 10 "http://127.0.0.1:$HTTP_PORT/api/v1/clients?limit=1000" | wc -c)
-    echo "a page of 1000 clients: $bytes bytes of JSON"
+    local page
+    page=$(curl -s -m 10 "http://127.0.0.1:$HTTP_PORT/api/v1/clients?limit=1000")
+    echo "a page of 1000 clients: ${#page} bytes of JSON, $(grep -o '"client_id"' <<<"$page" | wc -l) clients, next: $(grep -o '"next":"[^"]*"' <<<"$page")"
   } | tee "$OUT/clients.txt"
   kill "${pids[-1]}" 2>/dev/null
   wait "${pids[-1]}" 2>/dev/null
@@ -129,19 +145,19 @@ fanout_bench() {
       start_broker "$name"
       local loader=
       if [[ $mode == with ]]; then
-        "$LOAD_BIN" "http://127.0.0.1:$HTTP_PORT" 1000 14 api/load >"$OUT/$name.load.txt" 2>&1 &
+        "$LOAD_BIN" "http://127.0.0.1:$HTTP_PORT" 1000 12 api/load >"$OUT/$name.load.txt" 2>&1 &
         loader=$!
         pids+=($loader)
       fi
       local before
-      before=$(load)
+      before="$(idle), load $(load)"
       "$SWARM_BIN" fanout --target "tcp://127.0.0.1:$MQTT_PORT" -n 1000 -p 1 --qos 0 \
         --payload 64 --rate 0 --duration 10 --source-addrs "$SRC" --broker-pid "$broker" \
         --client-id-prefix "$name" -q >"$OUT/$name.txt" 2>&1
       [[ -n $loader ]] && wait "$loader"
       local api
       api=$(metric api_messages_in)
-      echo "$name (load $before): $(swarm_line "$OUT/$name.txt"); API publishes taken: ${api:-0}${loader:+; $(cat "$OUT/$name.load.txt")}" |
+      echo "$name ($before): $(swarm_line "$OUT/$name.txt"); API publishes taken: ${api:-0}${loader:+; $(cat "$OUT/$name.load.txt")}" |
         tee -a "$OUT/fanout.txt"
       stop_broker
     done
@@ -157,6 +173,8 @@ webhook_bench() {
       else
         start_broker "$name"
       fi
+      local before
+      before="$(idle), load $(load)"
       "$SWARM_BIN" connect --target "tcp://127.0.0.1:$MQTT_PORT" -n 30000 --close \
         --connect-rate 2000 --duration 20 --source-addrs "$SRC" --client-id-prefix "churn-$name" -q \
         >"$OUT/$name.churn.txt" 2>&1 &
@@ -171,7 +189,7 @@ webhook_bench() {
       events=$(metric webhook_events_total)
       dropped=$(curl -s -m 5 "http://127.0.0.1:$HTTP_PORT/metrics" |
         awk '/^ringmq_webhook_dropped_total/ { s += $2 } END { print s + 0 }')
-      echo "$name: probe $(swarm_line "$OUT/$name.txt"); connections made $(metric connections_total); webhook events taken ${events:-0}, dropped $dropped" |
+      echo "$name ($before): probe $(swarm_line "$OUT/$name.txt"); connections made $(metric connections_total); webhook events taken ${events:-0}, dropped $dropped" |
         tee -a "$OUT/webhook.txt"
       stop_broker
     done

@@ -14,8 +14,10 @@
 //!
 //! The runtime keeps no peer address per connection: an answer that shows one asks the
 //! socket for it (`Io::request_peer_addr`) and is sent when the addresses have come
-//! (`on_peer_addr`). An answer the API has stopped waiting for (its deadline passed) is
-//! dropped at the next turn.
+//! (`on_peer_addr`). A client listing answers without addresses, with each client's
+//! connection; the API then asks each shard for the addresses of the clients it keeps
+//! (`PeerAddresses`), so a page costs `limit` addresses, not `limit` per shard. An answer
+//! the API has stopped waiting for (its deadline passed) is dropped at the next turn.
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -53,6 +55,12 @@ pub const QUEUE_PREVIEW: usize = 64;
 /// A reply channel.
 pub type Reply<T> = oneshot::Sender<T>;
 
+/// Stands for a connection that is not (or no longer) here: no address is asked for it.
+const GONE: ConnKey = ConnKey {
+    index: u32::MAX,
+    gen_: std::num::NonZeroU32::MAX,
+};
+
 /// Which entries of a listing: keys (client ids, topics) starting with `prefix`, after the
 /// cursor `after`, at most `limit`.
 #[derive(Debug, Clone, Default)]
@@ -77,11 +85,18 @@ pub enum AdminRequest {
         messages: Vec<Arc<Message>>,
         reply: Reply<Vec<Tally>>,
     },
-    /// Connected clients, by client id. `username`: only those with this user name.
+    /// Connected clients, by client id, each with its connection, but no address yet (the
+    /// API asks for the addresses of those it keeps: [`AdminRequest::PeerAddresses`]).
+    /// `username`: only those with this user name.
     Clients {
         listing: Listing,
         username: Option<String>,
-        reply: Reply<Vec<ClientSummary>>,
+        reply: Reply<Vec<(ClientSummary, ConnKey)>>,
+    },
+    /// The peer address of each connection (`IP:PORT`, empty for one that is gone).
+    PeerAddresses {
+        conns: Vec<ConnKey>,
+        reply: Reply<Vec<String>>,
     },
     /// The connected client with this id, if this shard serves it.
     Client {
@@ -207,7 +222,7 @@ impl<V> Smallest<V> {
 enum SessionWalk {
     Clients {
         username: Option<String>,
-        reply: Reply<Vec<ClientSummary>>,
+        reply: Reply<Vec<(ClientSummary, ConnKey)>>,
     },
     Sessions {
         connected: Option<bool>,
@@ -217,9 +232,9 @@ enum SessionWalk {
 
 /// An answer waiting for peer addresses: `waiting` are still to come.
 enum Addressed {
-    Clients {
-        items: Vec<ClientSummary>,
-        reply: Reply<Vec<ClientSummary>>,
+    Addresses {
+        items: Vec<String>,
+        reply: Reply<Vec<String>>,
     },
     Client {
         item: Box<ClientDetail>,
@@ -275,7 +290,7 @@ impl Job {
             Job::WalkSubscriptions { reply, .. } => !reply.is_closed(),
             Job::WalkRetained { reply, .. } => !reply.is_closed(),
             Job::Addresses { answer, .. } => match answer {
-                Addressed::Clients { reply, .. } => !reply.is_closed(),
+                Addressed::Addresses { reply, .. } => !reply.is_closed(),
                 Addressed::Client { reply, .. } => !reply.is_closed(),
             },
         }
@@ -443,6 +458,19 @@ impl Broker {
                 reply,
             }),
             AdminRequest::Client { client_id, reply } => self.answer_client(io, &client_id, reply),
+            AdminRequest::PeerAddresses { conns, reply } => {
+                let answer = Addressed::Addresses {
+                    items: vec![String::new(); conns.len()],
+                    reply,
+                };
+                // Only this shard's open connections: a key from elsewhere, or one whose
+                // connection closed, names nothing here (or another connection now).
+                let ours: Vec<ConnKey> = conns
+                    .iter()
+                    .map(|&c| if io.is_open(c) { c } else { GONE })
+                    .collect();
+                self.start_addressed(io, answer, &ours);
+            }
             AdminRequest::Disconnect { client_id, reply } => {
                 let done = self.kick(io, &client_id);
                 let _ = reply.send(done);
@@ -567,7 +595,7 @@ impl Broker {
                             picks,
                             walk,
                         }),
-                        None => self.finish_session_walk(io, id, picks, walk),
+                        None => self.finish_session_walk(io, picks, walk),
                     }
                 }
                 Job::WalkSubscriptions {
@@ -663,11 +691,10 @@ impl Broker {
         }
     }
 
-    /// A walk over the sessions is done: the answer, now or once the addresses have come.
+    /// A walk over the sessions is done: the answer.
     fn finish_session_walk(
         &mut self,
         io: &mut Io,
-        id: u64,
         picks: Smallest<SessionId>,
         walk: SessionWalk,
     ) -> Option<Job> {
@@ -682,16 +709,12 @@ impl Broker {
                 None
             }
             SessionWalk::Clients { reply, .. } => {
-                let mut items = Vec::with_capacity(picks.len());
-                let mut conns = Vec::with_capacity(picks.len());
-                for (_, sid) in picks {
-                    if let Some((item, conn)) = self.client_summary(io, sid) {
-                        items.push(item);
-                        conns.push(conn);
-                    }
-                }
-                let answer = Addressed::Clients { items, reply };
-                self.await_addresses(io, id, answer, &conns)
+                let items = picks
+                    .into_iter()
+                    .filter_map(|(_, sid)| self.client_summary(io, sid))
+                    .collect();
+                let _ = reply.send(items);
+                None
             }
         }
     }
@@ -707,6 +730,9 @@ impl Broker {
     ) -> Option<Job> {
         let mut waiting = 0;
         for (index, &conn) in conns.iter().enumerate() {
+            if conn == GONE {
+                continue;
+            }
             let waiter = Waiter::Job { job: id, index };
             if self.admin.wait_for_address(io, conn, waiter).is_ok() {
                 waiting += 1;
@@ -743,9 +769,9 @@ impl Broker {
                         continue;
                     };
                     match answer {
-                        Addressed::Clients { items, .. } => {
+                        Addressed::Addresses { items, .. } => {
                             if let Some(item) = items.get_mut(index) {
-                                item.address.clone_from(&address);
+                                item.clone_from(&address);
                             }
                         }
                         Addressed::Client { item, .. } => item.summary.address.clone_from(&address),
@@ -845,6 +871,15 @@ impl Broker {
             .then_some(sid)
     }
 
+    /// An answer that waits for peer addresses, under a job number of its own.
+    fn start_addressed(&mut self, io: &mut Io, answer: Addressed, conns: &[ConnKey]) {
+        self.admin.next_job += 1;
+        let id = self.admin.next_job;
+        if let Some(job) = self.await_addresses(io, id, answer, conns) {
+            self.admin.jobs.push_back((id, job));
+        }
+    }
+
     fn answer_client(&mut self, io: &mut Io, client_id: &str, reply: Reply<Option<ClientDetail>>) {
         let Some(sid) = self.session_of(client_id) else {
             let _ = reply.send(None);
@@ -875,15 +910,11 @@ impl Broker {
             queued,
             outbound_bytes,
         };
-        self.admin.next_job += 1;
-        let id = self.admin.next_job;
         let answer = Addressed::Client {
             item: Box::new(detail),
             reply,
         };
-        if let Some(job) = self.await_addresses(io, id, answer, &[conn]) {
-            self.admin.jobs.push_back((id, job));
-        }
+        self.start_addressed(io, answer, &[conn]);
     }
 
     fn session_detail(&mut self, io: &Io, client_id: &str) -> Option<SessionDetail> {
@@ -1080,7 +1111,7 @@ fn walk_wants(walk: &SessionWalk, listing: &Listing, s: &Session, io: &mut Io) -
 
 fn send_addressed(answer: Addressed) {
     match answer {
-        Addressed::Clients { items, reply } => {
+        Addressed::Addresses { items, reply } => {
             let _ = reply.send(items);
         }
         Addressed::Client { item, reply } => {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use crossbeam_channel::{Sender, TrySendError};
 use ringmq_proto::mqtt::{Packet, Properties, Property, Publish, QoS, Version};
+use ringmq_shard::conn::ConnKey;
 use ringmq_shard::mesh::links::Doorbell;
 use ringmq_shard::runtime::Control;
 use tokio::sync::oneshot;
@@ -298,18 +299,47 @@ impl BrokerApi for ShardApi {
     ) -> Result<Page<ClientSummary>, BrokerError> {
         let username = q.username.clone();
         let l = listing(q.prefix, q.after, q.limit);
-        self.listing(
-            q.shard,
-            l,
-            deadline,
-            |listing, reply| AdminRequest::Clients {
-                listing,
-                username: username.clone(),
-                reply,
-            },
-            |c| &c.client_id,
-        )
-        .await
+        let page = self
+            .listing(
+                q.shard,
+                l,
+                deadline,
+                |listing, reply| AdminRequest::Clients {
+                    listing,
+                    username: username.clone(),
+                    reply,
+                },
+                |(c, _)| &c.client_id,
+            )
+            .await?;
+        // The addresses of the clients kept only, from the shard of each.
+        let mut items: Vec<ClientSummary> = Vec::with_capacity(page.items.len());
+        let mut by_shard: Vec<(usize, Vec<usize>, Vec<ConnKey>)> = Vec::new();
+        for (i, (summary, conn)) in page.items.into_iter().enumerate() {
+            match by_shard.iter_mut().find(|(s, ..)| *s == summary.shard) {
+                Some((_, at, conns)) => {
+                    at.push(i);
+                    conns.push(conn);
+                }
+                None => by_shard.push((summary.shard, vec![i], vec![conn])),
+            }
+            items.push(summary);
+        }
+        let mut asked = Vec::with_capacity(by_shard.len());
+        let mut places = Vec::with_capacity(by_shard.len());
+        for (shard, at, conns) in by_shard {
+            asked.push(self.ask(shard, |reply| AdminRequest::PeerAddresses { conns, reply })?);
+            places.push(at);
+        }
+        for (at, addresses) in places.into_iter().zip(gather(asked, deadline).await?) {
+            for (i, address) in at.into_iter().zip(addresses) {
+                items[i].address = address;
+            }
+        }
+        Ok(Page {
+            items,
+            next: page.next,
+        })
     }
 
     async fn client(&self, id: String, deadline: Deadline) -> Result<ClientDetail, BrokerError> {
