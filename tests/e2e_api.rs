@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
-use support::v5::{self, PublishProperties};
+use support::v5;
 use support::{Broker, RawMqtt, TempDir, V4, V5, WAIT, prop_u32, raw_v5, raw_v311_client};
 
 fn client() -> Client {
