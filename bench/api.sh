@@ -13,7 +13,8 @@
 # webhook  a probe (1 publisher → 100 subscribers, QoS 1, 1,000 msg/s) while a second swarm
 #          connects and closes 2,000 clients/s (3 webhook events each), on a broker with no
 #          webhook and on one whose webhook receiver is down (a port nobody listens on),
-#          interleaved: the probe's latency percentiles, and the events dropped.
+#          interleaved: the probe's latency percentiles, and the events dropped (the
+#          endpoint holds at most 10,000: --webhook-max-pending).
 #
 # Environment: RINGMQ_BIN, SWARM_BIN, LOAD_BIN (default: target/release/{ringmq,ringmq-swarm}
 # and target/release/examples/api_load, built if missing), OUT (default /tmp/ringmq-api-bench),
@@ -169,7 +170,8 @@ webhook_bench() {
     for mode in none dead; do
       local name="webhook-$mode-$round"
       if [[ $mode == dead ]]; then
-        start_broker "$name" --webhook-url "http://127.0.0.1:9/hook" --webhook-secret bench-secret
+        start_broker "$name" --webhook-url "http://127.0.0.1:9/hook" --webhook-secret bench-secret \
+          --webhook-max-pending 10000
       else
         start_broker "$name"
       fi
