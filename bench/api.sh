@@ -131,6 +131,22 @@ clients_bench() {
   stop_broker
 }
 
+# thread_ticks PID: CPU clock ticks (user + system) of the process's shard threads and of
+# its HTTP threads: "SHARD HTTP". The fan-out's cost is the shards'; the API's is mostly
+# the HTTP threads'.
+thread_ticks() {
+  local shard=0 http=0 f name ticks
+  for f in /proc/"$1"/task/*/stat; do
+    read -r name ticks < <(awk '{ c = $0; sub(/^[^(]*\(/, "", c); n = c; sub(/\).*/, "", n);
+      sub(/^[^)]*\) /, "", c); split(c, v, " "); print n, v[12] + v[13] }' "$f" 2>/dev/null) || continue
+    case $name in
+      shard-*) shard=$((shard + ticks)) ;;
+      ringmq-http*) http=$((http + ticks)) ;;
+    esac
+  done
+  echo "$shard $http"
+}
+
 # swarm_line FILE: deliveries/s and latency percentiles from a swarm summary.
 swarm_line() {
   awk '/^delivered/ { gsub(",", "", $2); d = $2 }
@@ -152,13 +168,20 @@ fanout_bench() {
       fi
       local before
       before="$(idle), load $(load)"
+      local t0 t1
+      t0=$(thread_ticks "$broker")
       "$SWARM_BIN" fanout --target "tcp://127.0.0.1:$MQTT_PORT" -n 1000 -p 1 --qos 0 \
         --payload 64 --rate 0 --duration 10 --source-addrs "$SRC" --broker-pid "$broker" \
         --client-id-prefix "$name" -q >"$OUT/$name.txt" 2>&1
+      t1=$(thread_ticks "$broker")
       [[ -n $loader ]] && wait "$loader"
-      local api
+      local api delivered shard_s http_s hz
+      hz=$(getconf CLK_TCK)
       api=$(metric api_messages_in)
-      echo "$name ($before): $(swarm_line "$OUT/$name.txt"); API publishes taken: ${api:-0}${loader:+; $(cat "$OUT/$name.load.txt")}" |
+      delivered=$(metric messages_out)
+      read -r shard_s http_s < <(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); printf "%.2f %.2f", (y[1] - x[1]) / hz, (y[2] - x[2]) / hz }')
+      echo "$name ($before): $(swarm_line "$OUT/$name.txt"); shard threads $shard_s s CPU, $(awk -v c="$shard_s" -v d="$delivered" 'BEGIN { printf "%.3f", c * 1e6 / d }') µs per delivery (all $delivered); HTTP threads $http_s s; API publishes taken: ${api:-0}${loader:+; $(cat "$OUT/$name.load.txt")}" |
         tee -a "$OUT/fanout.txt"
       stop_broker
     done
