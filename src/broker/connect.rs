@@ -372,9 +372,10 @@ impl Broker {
         let old = s.conn.take();
         let no_longer_waiting = if old.is_some() { s.queue_len() } else { 0 };
         let will = s.take_will();
-        if old.is_some() {
-            let client_id = s.client_id.clone();
-            self.client_disconnected(&client_id, "taken_over");
+        if old.is_some()
+            && let Some(s) = self.sessions.get(sid)
+        {
+            self.client_disconnected(&s.client_id, "taken_over");
         }
         self.pressure.waiting = self.pressure.waiting.saturating_sub(no_longer_waiting);
         if let Some(old) = old {
@@ -480,9 +481,10 @@ impl Broker {
             return;
         }
         s.conn = None;
-        if client.phase == Phase::Connected {
-            let client_id = s.client_id.clone();
-            self.client_disconnected(&client_id, disconnect_reason(reason, &client));
+        if client.phase == Phase::Connected
+            && let Some(s) = self.sessions.get(sid)
+        {
+            self.client_disconnected(&s.client_id, disconnect_reason(reason, &client));
         }
         let Some(s) = self.sessions.get_mut(sid) else {
             return;

@@ -195,9 +195,10 @@ impl Broker {
         if qos == QoS::AtMostOnce {
             if io.out_len(conn) > soft_limit {
                 self.stats.dropped_qos0_slow_consumer.add(1);
-                if self.webhooks.is_some() {
-                    let client_id = s.client_id.clone();
-                    self.event_dropped(Some(&client_id), src.topic, qos, "slow_consumer");
+                if self.webhooks.is_some()
+                    && let Some(s) = self.sessions.get(sid)
+                {
+                    self.event_dropped(Some(&s.client_id), src.topic, qos, "slow_consumer");
                 }
                 return;
             }
