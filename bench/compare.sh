@@ -13,6 +13,9 @@
 #
 # Options (before SCENARIO; everything after it goes to the swarm unchanged):
 #   --ws                 every broker's MQTT-over-WebSocket listener instead of MQTT over TCP
+#   --tls                both listeners under TLS (mqtts://, or wss:// with --ws), with a CA
+#                        and an ECDSA P-256 server certificate made by openssl for the run
+#                        (OUT/tls); ringmq and mosquitto only (nats and rumqttd are skipped)
 #   --brokers LIST       which, in order (comma or space separated; default
 #                        "ringmq,mosquitto,nats,rumqttd")
 #   --out DIR            keep each run's files here (default /tmp/ringmq-compare/TIME-SCENARIO):
@@ -55,11 +58,12 @@ source "$here/peers/lib.sh"
 usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 die_usage() { echo "compare.sh: $*" >&2; echo "see bench/compare.sh --help" >&2; exit 2; }
 
-ws=0 build=1 install=1 pause=2 wait_idle_pct=0 out= ringmq_args=() brokers="ringmq,mosquitto,nats,rumqttd"
+ws=0 tls=0 build=1 install=1 pause=2 wait_idle_pct=0 out= ringmq_args=() brokers="ringmq,mosquitto,nats,rumqttd"
 declare -A perf_for=()
 while (($#)); do
   case $1 in
     --ws) ws=1 ;;
+    --tls) tls=1 ;;
     --brokers) brokers=${2:?}; shift ;;
     --out) out=${2:?}; shift ;;
     --ringmq-args) read -r -a ringmq_args <<<"${2:?}"; shift ;;
@@ -92,7 +96,8 @@ for ((i = 0; i < ${#swarm_args[@]}; i++)); do
   case $a in
     --qos) qos=$v ;; --qos=*) qos=${a#*=} ;;
     --mqtt-version) version=$v ;; --mqtt-version=*) version=${a#*=} ;;
-    --target | --target=* | --broker-pid | --broker-pid=* | --json | --json=* | --hist | --hist=*)
+    --target | --target=* | --broker-pid | --broker-pid=* | --json | --json=* | --hist | --hist=* | \
+      --tls-ca | --tls-ca=*)
       die_usage "$a is set by compare.sh for each broker" ;;
   esac
 done
@@ -104,10 +109,16 @@ for b in "${broker_list[@]}"; do
 done
 
 stamp=$(date +%Y%m%d-%H%M%S)
-out=${out:-/tmp/ringmq-compare/$stamp-$scenario$( ((ws)) && echo -ws)}
+out=${out:-/tmp/ringmq-compare/$stamp-$scenario$( ((ws)) && echo -ws)$( ((tls)) && echo -tls)}
 mkdir -p "$out" "$PEERS_CACHE" || exit 1
 out=$(cd "$out" && pwd)
 rm -f "$out"/*.status "$out"/*.json "$out"/*.txt
+tls_args=()
+if ((tls)); then
+  make_tls_certs "$out" || exit 1
+  export PEERS_TLS=$out/tls
+  tls_args=(--tls-ca "$PEERS_TLS/ca.pem")
+fi
 
 # Binaries: ringmq and the swarm from this workspace.
 target_dir=${CARGO_TARGET_DIR:-$root/target}
@@ -156,6 +167,9 @@ for b in "${broker_list[@]}"; do
   # Can it run this scenario?
   skip=
   case $b in
+    nats | rumqttd) ((tls)) && skip="TLS is not set up for $b here" ;;
+  esac
+  [[ -z $skip ]] && case $b in
     nats)
       ((version == 5)) && skip="nats-server 2.9 speaks MQTT 3.1.1 only"
       ((qos == 2)) && skip="nats-server 2.9 supports QoS 0 and 1 only"
@@ -204,6 +218,7 @@ for b in "${broker_list[@]}"; do
   fi
   pid=$BROKER_PID
   if ((ws)); then target=ws://127.0.0.1:$wsport/mqtt; else target=tcp://127.0.0.1:$tcp; fi
+  ((tls)) && target=${target/#ws:/wss:} && target=${target/#tcp:/mqtts:}
   sleep 0.5   # let it settle (nats sets up its JetStream MQTT streams after listening)
 
   if ((${wait_idle_pct%%:*} > 0)); then
@@ -224,7 +239,7 @@ for b in "${broker_list[@]}"; do
     perf_pid=$!
   fi
   snap0=$(cpu_snapshot "$pid")
-  "$swarm_bin" "$scenario" "${swarm_args[@]}" --target "$target" --broker-pid "$pid" \
+  "$swarm_bin" "$scenario" "${swarm_args[@]}" "${tls_args[@]}" --target "$target" --broker-pid "$pid" \
     --json "$out/$b.json" --hist "$out/$b.hlog" >"$out/$b.txt" 2>"$out/$b.log"
   rc=$?
   # Machine busy ticks, broker ticks, uptime: before and after the whole swarm run, so the

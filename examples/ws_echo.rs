@@ -81,6 +81,7 @@ fn main() -> std::io::Result<()> {
                 require_subprotocol: false,
                 framing: WsFraming::Messages,
             }),
+            tls: None,
         }],
         max_ws_message: MAX_MESSAGE as u64,
         out_hard_limit: 4 * MAX_MESSAGE,

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: flags and the config file → one checked `Settings`.
 //! - [`system`]: the host: open-file limit, affinity, signal mask, port reservations.
+//! - [`tls`]: the TLS listeners' certificates, read from PEM files (again on SIGHUP).
 //! - [`server`]: starts one shard per placement entry (the `ringmq_shard` runtime serving a
 //!   [`broker::Broker`] each), announces, waits for signals, stops.
 //! - [`broker`]: the MQTT service a shard runs: packets in, sessions, subscriptions,
@@ -36,3 +37,4 @@ pub mod control;
 pub mod server;
 pub mod store;
 pub mod system;
+pub mod tls;

@@ -17,6 +17,7 @@ use ringmq_shard::config::{Listen, ListenerKind, ShardConfig, WsFraming, WsOptio
 use ringmq_shard::mesh::links::{self, Doorbell};
 use ringmq_shard::runtime::{self, Control, ShardSpec};
 use ringmq_shard::stats::{CounterSet, RuntimeStats};
+use ringmq_shard::tls::TlsAcceptor;
 
 use crate::broker::{AdminRequest, Broker, BrokerConfig, BrokerStats, Msg, ShardFigures, Shared};
 use crate::config::settings::Settings;
@@ -24,6 +25,7 @@ use crate::control::api::shards::{CONTROL_CAPACITY, ShardApi};
 use crate::control::webhook::WebhookSender;
 use crate::control::{histograms, metrics, plane};
 use crate::system::{self, PortReservation, Signals};
+use crate::tls::Tls;
 
 /// How long shards get to stop before the process gives up on them. They close their
 /// connections within `close_timeout_ms` + 0.5 s (2.5 s by default).
@@ -54,6 +56,17 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         (Ok(mqtt), Ok(ws)) => (mqtt, ws),
         (Err(e), _) | (_, Err(e)) => return fail(&e),
     };
+    let (mqtts, wss) = match (
+        reserve("mqtts", settings.mqtts),
+        reserve("wss", settings.wss),
+    ) {
+        (Ok(mqtts), Ok(wss)) => (mqtts, wss),
+        (Err(e), _) | (_, Err(e)) => return fail(&e),
+    };
+    let tls = match settings.tls.clone().map(Tls::load).transpose() {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
     let http_listener = match settings.http.map(TcpListener::bind).transpose() {
         Ok(l) => l,
         Err(e) => {
@@ -66,7 +79,14 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         Err(e) => return fail(&e),
     };
 
-    let cfg = Arc::new(shard_config(&settings, mqtt.as_ref(), ws.as_ref()));
+    let ports = Ports {
+        mqtt: mqtt.as_ref(),
+        ws: ws.as_ref(),
+        mqtts: mqtts.as_ref(),
+        wss: wss.as_ref(),
+    };
+    let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+    let cfg = Arc::new(shard_config(&settings, &ports, acceptor));
     let figures: Vec<ShardFigures> = (0..settings.shards())
         .map(|_| ShardFigures::default())
         .collect();
@@ -83,6 +103,7 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
     };
     // The shards listen on the ports now; let go of the placeholders.
     let (mqtt, ws) = (mqtt.map(|r| r.addr), ws.map(|r| r.addr));
+    let (mqtts, wss) = (mqtts.map(|r| r.addr), wss.map(|r| r.addr));
 
     let shutting_down = Arc::new(AtomicBool::new(false));
     let metrics_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -112,16 +133,49 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         }
     };
 
-    say(format_args!(
-        "{}",
-        announcement(&settings, mqtt, ws, metrics_addr)
-    ));
+    let listening = Listening {
+        mqtt,
+        ws,
+        mqtts,
+        wss,
+        metrics: metrics_addr,
+    };
+    say(format_args!("{}", announcement(&settings, &listening)));
     let dump = HistogramDump {
         shards: figures,
         started,
         dir: settings.data_dir.clone(),
     };
-    watch(shards, &signals, &shutting_down, &dump)
+    let reload = Reload { tls };
+    watch(shards, &signals, &shutting_down, &dump, &reload)
+}
+
+/// What SIGHUP reads again.
+struct Reload {
+    tls: Option<Tls>,
+}
+
+impl Reload {
+    /// Reads the files again; what cannot be read keeps its previous settings, and each
+    /// outcome is said on stdout (scripts and tests wait for it) and logged.
+    fn run(&self) {
+        let Some(tls) = &self.tls else {
+            say(format_args!("ringmq: SIGHUP: nothing to reload"));
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                tracing::info!("TLS certificates reloaded");
+                say(format_args!("ringmq: SIGHUP: TLS certificates reloaded"));
+            }
+            Err(e) => {
+                tracing::error!("TLS certificates not reloaded, the previous ones stay: {e}");
+                say(format_args!(
+                    "ringmq: SIGHUP: TLS certificates not reloaded: {e}"
+                ));
+            }
+        }
+    }
 }
 
 /// Where SIGUSR1 writes the latency histograms.
@@ -151,22 +205,33 @@ fn fail(msg: &str) -> i32 {
     1
 }
 
-/// `ringmq 0.1.0 listening: mqtt tcp ADDR, mqtt ws ADDR/PATH, metrics http://ADDR/metrics;
-/// N shards on cores [..]` — the line tests and scripts wait for.
-fn announcement(
-    s: &Settings,
+/// Where the broker listens (concrete ports).
+struct Listening {
     mqtt: Option<SocketAddr>,
     ws: Option<SocketAddr>,
+    mqtts: Option<SocketAddr>,
+    wss: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
-) -> String {
+}
+
+/// `ringmq 0.1.0 listening: mqtt tcp ADDR, mqtt ws ADDR/PATH, mqtt tls ADDR, mqtt wss
+/// ADDR/PATH, metrics http://ADDR/metrics; N shards on cores [..]` — the line tests and
+/// scripts wait for.
+fn announcement(s: &Settings, at: &Listening) -> String {
     let mut parts = Vec::new();
-    if let Some(a) = mqtt {
+    if let Some(a) = at.mqtt {
         parts.push(format!("mqtt tcp {a}"));
     }
-    if let Some(a) = ws {
+    if let Some(a) = at.ws {
         parts.push(format!("mqtt ws {a}{}", s.ws_path));
     }
-    if let Some(a) = metrics {
+    if let Some(a) = at.mqtts {
+        parts.push(format!("mqtt tls {a}"));
+    }
+    if let Some(a) = at.wss {
+        parts.push(format!("mqtt wss {a}{}", s.ws_path));
+    }
+    if let Some(a) = at.metrics {
         parts.push(format!("metrics http://{a}/metrics"));
     }
     let n = s.shards();
@@ -191,6 +256,12 @@ fn shared(
         sys_interval_s: settings.sys_interval_s,
         max_keep_alive_s: settings.max_keep_alive_s,
         max_packet_size: settings.max_packet_size,
+        max_subscriptions: settings.max_subscriptions,
+        max_subscription_bytes: settings.max_subscription_bytes,
+        max_topic_levels: settings.max_topic_levels,
+        max_sessions: settings.max_sessions,
+        v311_session_expiry_s: settings.v311_session_expiry_s,
+        retained_snapshot_entries: settings.retained_snapshot_entries,
         deny_subscribe: settings
             .deny_subscribe
             .iter()
@@ -201,32 +272,43 @@ fn shared(
     Shared::new(config, figures.to_vec(), webhooks).map(Arc::new)
 }
 
-/// The one `ShardConfig` all shards share, listening on the reserved (concrete) ports.
-fn shard_config(
-    s: &Settings,
-    mqtt: Option<&PortReservation>,
-    ws: Option<&PortReservation>,
-) -> ShardConfig {
+/// The reserved (concrete) ports of the listeners that are on.
+struct Ports<'a> {
+    mqtt: Option<&'a PortReservation>,
+    ws: Option<&'a PortReservation>,
+    mqtts: Option<&'a PortReservation>,
+    wss: Option<&'a PortReservation>,
+}
+
+/// The one `ShardConfig` all shards share, listening on the reserved ports; the TLS
+/// listeners read `tls`.
+fn shard_config(s: &Settings, ports: &Ports<'_>, tls: Option<Arc<TlsAcceptor>>) -> ShardConfig {
     let defaults = ShardConfig::default();
+    // MQTT §6: subprotocol `mqtt`, which the client must offer; packets travel in binary
+    // messages.
+    let websocket = || {
+        ListenerKind::WebSocket(WsOptions {
+            path: s.ws_path.clone(),
+            subprotocol: Some("mqtt".into()),
+            require_subprotocol: true,
+            framing: WsFraming::ByteStream,
+        })
+    };
     let mut listeners = Vec::new();
-    if let Some(r) = mqtt {
-        listeners.push(Listen {
-            addr: r.addr,
-            kind: ListenerKind::Tcp,
-        });
-    }
-    if let Some(r) = ws {
-        listeners.push(Listen {
-            addr: r.addr,
-            // MQTT §6: subprotocol `mqtt`, which the client must offer; packets travel in
-            // binary messages.
-            kind: ListenerKind::WebSocket(WsOptions {
-                path: s.ws_path.clone(),
-                subprotocol: Some("mqtt".into()),
-                require_subprotocol: true,
-                framing: WsFraming::ByteStream,
-            }),
-        });
+    for (port, kind, secure) in [
+        (ports.mqtt, ListenerKind::Tcp, false),
+        (ports.ws, websocket(), false),
+        (ports.mqtts, ListenerKind::Tcp, true),
+        (ports.wss, websocket(), true),
+    ] {
+        if let Some(r) = port {
+            let tls = secure.then(|| tls.clone().expect("TLS listeners come with their settings"));
+            listeners.push(Listen {
+                addr: r.addr,
+                kind,
+                tls,
+            });
+        }
     }
     ShardConfig {
         listeners,
@@ -353,6 +435,7 @@ fn watch(
     signals: &Signals,
     shutting_down: &AtomicBool,
     dump: &HistogramDump,
+    reload: &Reload,
 ) -> i32 {
     let mut stopping: Option<Instant> = None;
     let mut failed = false;
@@ -367,6 +450,7 @@ fn watch(
                 tracing::info!(counters = %counters(&dump.shards), "SIGUSR1");
                 dump.write();
             }
+            Some(libc::SIGHUP) => reload.run(),
             Some(sig) => {
                 let name = system::signal_name(sig);
                 if stopping.is_some() {
@@ -455,18 +539,49 @@ mod tests {
 
     #[test]
     fn the_announcement_names_every_listener() {
+        let at = |s: &Settings| Listening {
+            mqtt: s.mqtt,
+            ws: s.ws,
+            mqtts: s.mqtts,
+            wss: s.wss,
+            metrics: s.http,
+        };
         let s = settings(&[]);
-        let line = announcement(&s, s.mqtt, s.ws, s.http);
+        let line = announcement(&s, &at(&s));
         assert_eq!(
             line,
             "ringmq 0.1.0 listening: mqtt tcp 127.0.0.1:1883, mqtt ws 127.0.0.1:8083/mqtt, \
              metrics http://127.0.0.1:9883/metrics; 2 shards on cores [0, 1]"
         );
         let s = settings(&["--ws", "none", "--metrics", "none", "--shards", "1"]);
-        let line = announcement(&s, s.mqtt, s.ws, s.http);
+        let line = announcement(&s, &at(&s));
         assert_eq!(
             line,
             "ringmq 0.1.0 listening: mqtt tcp 127.0.0.1:1883; 1 shard on cores [0]"
+        );
+        let s = settings(&[
+            "--mqtt",
+            "none",
+            "--ws",
+            "none",
+            "--metrics",
+            "none",
+            "--mqtts",
+            "127.0.0.1:8883",
+            "--wss",
+            "127.0.0.1:8884",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--shards",
+            "1",
+        ]);
+        let line = announcement(&s, &at(&s));
+        assert_eq!(
+            line,
+            "ringmq 0.1.0 listening: mqtt tls 127.0.0.1:8883, mqtt wss 127.0.0.1:8884/mqtt; \
+             1 shard on cores [0]"
         );
     }
 
@@ -481,10 +596,17 @@ mod tests {
             "1000000",
         ]);
         let r = system::reserve_port("127.0.0.1:0".parse().unwrap()).unwrap();
-        let cfg = shard_config(&s, Some(&r), None);
+        let ports = Ports {
+            mqtt: Some(&r),
+            ws: None,
+            mqtts: None,
+            wss: None,
+        };
+        let cfg = shard_config(&s, &ports, None);
         assert_eq!(cfg.listeners.len(), 1);
         assert_eq!(cfg.listeners[0].addr, r.addr);
         assert_eq!(cfg.listeners[0].kind, ListenerKind::Tcp);
+        assert_eq!(cfg.listeners[0].tls, None);
         assert_eq!(cfg.max_ws_message, 32 << 20);
         assert_eq!(cfg.max_connections, 7);
         assert_eq!(cfg.files_per_shard, 19_936);

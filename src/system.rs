@@ -86,13 +86,13 @@ pub fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
-/// The signals the main thread waits for: SIGINT, SIGTERM, SIGUSR1.
+/// The signals the main thread waits for: SIGINT, SIGTERM, SIGHUP, SIGUSR1.
 pub struct Signals {
     set: libc::sigset_t,
 }
 
 impl Signals {
-    /// Blocks SIGINT, SIGTERM and SIGUSR1 in the calling thread, and so in every thread
+    /// Blocks SIGINT, SIGTERM, SIGHUP and SIGUSR1 in the calling thread, and so in every thread
     /// it spawns from now on; they then stay pending until `wait` takes them. Call
     /// before spawning any thread.
     pub fn block() -> io::Result<Signals> {
@@ -101,7 +101,7 @@ impl Signals {
         unsafe {
             libc::sigemptyset(set.as_mut_ptr());
             let mut set = set.assume_init();
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
                 libc::sigaddset(&mut set, sig);
             }
             let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
@@ -128,6 +128,7 @@ pub fn signal_name(sig: i32) -> &'static str {
     match sig {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
         libc::SIGUSR1 => "SIGUSR1",
         _ => "signal",
     }

@@ -23,6 +23,12 @@ const FLAGS: &[&str] = &[
     "--data-dir",
     "--max-queued-messages",
     "--max-inflight",
+    "--max-subscriptions",
+    "--max-subscription-bytes",
+    "--max-topic-levels",
+    "--max-sessions",
+    "--v311-session-expiry",
+    "--retained-snapshot-entries",
     "--sys-interval",
     "--max-keep-alive",
     "--deny-subscribe",
@@ -40,6 +46,12 @@ const FLAGS: &[&str] = &[
     "--webhook-payload-preview",
     "--log-format",
     "--log-level",
+    "--mqtts",
+    "--wss",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
+    "--tls-require-client-cert",
 ];
 
 fn stderr(out: &std::process::Output) -> String {
@@ -52,8 +64,9 @@ fn help_lists_every_flag_with_its_default() {
     assert!(out.status.success(), "{}", stderr(&out));
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in FLAGS {
+        // A switch that may also take a value reads `--flag [<VALUE>]`.
         assert!(
-            help.contains(&format!("{flag} <")),
+            help.contains(&format!("{flag} <")) || help.contains(&format!("{flag} [<")),
             "--help lacks {flag}:\n{help}"
         );
     }

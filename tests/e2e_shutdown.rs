@@ -145,3 +145,35 @@ fn sigterm_with_no_clients_exits_0() {
     assert_eq!(status.code(), Some(0), "{}", broker.stderr());
     assert!(broker.stdout().lines().any(|l| l == "ringmq: stopped"));
 }
+
+/// A client that never reads keeps sends in flight (its socket full, more queued behind
+/// them) when the server stops: every operation is cancelled and ends before the shard's
+/// buffers go, and the broker exits 0 with nothing said of operations left behind.
+#[test]
+fn sigterm_with_sends_stuck_on_a_client_that_never_reads_exits_0() {
+    let mut broker = Broker::start(&["--shards", "1"]);
+    let addr = broker.mqtt_addr();
+    let mut stuck = raw_v311_client(addr, "never-reads", 60);
+    stuck.send(&subscribe(4, 1, "flood/#", 0, &[]));
+    assert_eq!(stuck.read_packet().suback(4).1, [0]);
+    let mut publisher = raw_v311_client(addr, "flooder", 60);
+    let payload = vec![b'f'; 60_000];
+    let deadline = std::time::Instant::now() + WAIT;
+    while broker.metric("ringmq_outbound_bytes") < 64 * 1024 {
+        assert!(std::time::Instant::now() < deadline, "nothing stuck");
+        for _ in 0..50 {
+            publisher.send(&publish_qos0(4, "flood/x", &payload));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(broker.metric("ringmq_ops_in_flight") > 0);
+    let status = broker.stop_graceful();
+    assert_eq!(status.code(), Some(0), "{}", broker.stderr());
+    let stderr = broker.stderr();
+    assert!(
+        !stderr.contains("in flight") && !stderr.contains("did not end"),
+        "{stderr}"
+    );
+    assert!(broker.stdout().lines().any(|l| l == "ringmq: stopped"));
+    drop(stuck);
+}

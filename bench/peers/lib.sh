@@ -28,6 +28,11 @@
 #     drops the publisher's connection). Its WebSocket listener speaks MQTT 3.1.1
 #     only (rumqttd 0.20 wires ws to the v4 codec). tokio's listen backlog is 1024.
 #
+# TLS (compare.sh --tls): `make_tls_certs DIR` writes a CA and a server certificate for
+# localhost and 127.0.0.1 (ECDSA P-256, openssl CLI) into DIR/tls; with PEERS_TLS=DIR/tls
+# set, start_mosquitto and start_ringmq put both their listeners (MQTT and WebSocket) under
+# TLS with that certificate. nats-server and rumqttd are not set up for TLS here.
+#
 # Every start_* function sets BROKER_PID and writes DIR/NAME.{pid,start,broker.log}.
 
 PEERS_CACHE=${PEERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ringmq-peers}
@@ -166,9 +171,30 @@ stop_broker() {
 # connections need more than the usual 1,024).
 raise_nofile() { ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; }
 
-# start_mosquitto DIR TCP_PORT WS_PORT
+# make_tls_certs DIR: DIR/tls/{ca.pem,server.pem,server.key}, ECDSA P-256, valid 30 days.
+make_tls_certs() {
+  local d=$1/tls
+  mkdir -p "$d" || return 1
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj "/CN=ringmq bench CA" -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+      -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null &&
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+      "keyUsage=digitalSignature" "extendedKeyUsage=serverAuth" >"$d/ext.cnf" &&
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+      -CAcreateserial -days 30 -extfile "$d/ext.cnf" -out "$d/server.pem" 2>/dev/null &&
+    # mosquitto started as root reads its files as the user mosquitto: a throwaway key.
+    chmod 644 "$d/server.key" ||
+    { peers_say "openssl could not make the TLS certificates in $d"; return 1; }
+}
+
+# start_mosquitto DIR TCP_PORT WS_PORT (both under TLS when PEERS_TLS is set)
 start_mosquitto() {
-  local dir=$1 tcp=$2 ws=$3
+  local dir=$1 tcp=$2 ws=$3 tls=
+  if [[ -n ${PEERS_TLS:-} ]]; then
+    tls="certfile $PEERS_TLS/server.pem
+keyfile $PEERS_TLS/server.key"
+  fi
   cat >"$dir/mosquitto.conf" <<CONF
 # Debian bookworm's mosquitto 2.0.11 ignores the bind address of websockets listeners
 # (eclipse-mosquitto/mosquitto#3045, fixed in 2.0.12): the WS port listens on all addresses.
@@ -186,8 +212,10 @@ max_queued_messages 1000
 max_inflight_messages 64
 listener $tcp 127.0.0.1
 protocol mqtt
+$tls
 listener $ws 127.0.0.1
 protocol websockets
+$tls
 CONF
   launch "$dir" mosquitto "$(mosquitto_bin)" -c "$dir/mosquitto.conf"
   wait_listen "$BROKER_PID" mosquitto "$tcp" "$ws"
@@ -253,11 +281,17 @@ CONF
   wait_listen "$BROKER_PID" rumqttd "$v4" "$v5" "$ws"
 }
 
-# start_ringmq DIR BIN TCP_PORT WS_PORT METRICS_PORT [EXTRA ARGS...]
+# start_ringmq DIR BIN TCP_PORT WS_PORT METRICS_PORT [EXTRA ARGS...] (both under TLS when
+# PEERS_TLS is set)
 start_ringmq() {
-  local dir=$1 bin=$2 tcp=$3 ws=$4 metrics=$5
+  local dir=$1 bin=$2 tcp=$3 ws=$4 metrics=$5 listen
   shift 5
-  launch "$dir" ringmq "$bin" --mqtt "127.0.0.1:$tcp" --ws "127.0.0.1:$ws" \
+  listen=(--mqtt "127.0.0.1:$tcp" --ws "127.0.0.1:$ws")
+  if [[ -n ${PEERS_TLS:-} ]]; then
+    listen=(--mqtt none --ws none --mqtts "127.0.0.1:$tcp" --wss "127.0.0.1:$ws"
+      --tls-cert "$PEERS_TLS/server.pem" --tls-key "$PEERS_TLS/server.key")
+  fi
+  launch "$dir" ringmq "$bin" "${listen[@]}" \
     --metrics "127.0.0.1:$metrics" --data-dir "$dir/ringmq-data" "$@"
   wait_listen "$BROKER_PID" ringmq "$tcp" "$ws" "$metrics"
 }

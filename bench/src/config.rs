@@ -2,11 +2,14 @@
 //! URL, the source-address range, and every knob with its default.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ringmq_proto::mqtt::{QoS, Version};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::payload::HEADER_LEN;
 
@@ -38,9 +41,31 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct SwarmArgs {
-    /// tcp://HOST:PORT or ws://HOST:PORT/PATH (WebSocket, subprotocol "mqtt").
+    /// tcp://HOST:PORT or ws://HOST:PORT/PATH (WebSocket, subprotocol "mqtt"); over TLS
+    /// mqtts://HOST:PORT or wss://HOST:PORT/PATH (or --tls).
     #[arg(long, default_value = "tcp://127.0.0.1:1883")]
     pub target: String,
+    /// TLS to a tcp:// or ws:// target too (mqtts:// and wss:// always are).
+    #[arg(long)]
+    pub tls: bool,
+    /// Over TLS: the CA certificates (PEM) the broker's certificate is verified against.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Over TLS: the name the broker's certificate must carry (default: the target's host).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// Over TLS: a client certificate chain (PEM) and its key, for brokers that ask.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Over TLS: only this protocol version, 1.2 or 1.3 (default: either).
+    #[arg(long, value_name = "VERSION", value_parser = ["1.2", "1.3"])]
+    pub tls_version: Option<String>,
+    /// Over TLS: resume sessions (tickets) on reconnections and later connections; by
+    /// default every connection makes a full handshake.
+    #[arg(long)]
+    pub tls_resume: bool,
     /// Subscribers (fanout), publishers (fanin) or clients (pairs, connect, idle).
     #[arg(long, short = 'n', default_value_t = 100)]
     pub connections: u32,
@@ -187,26 +212,33 @@ pub struct Target {
     pub url: String,
     pub addr: SocketAddr,
     pub transport: Transport,
+    /// The scheme says TLS (mqtts, wss).
+    pub tls: bool,
+    /// The host as written (the TLS server name unless one is given).
+    pub host: String,
 }
 
 impl Target {
-    /// Parses `tcp://HOST[:PORT]` (default port 1883) or `ws://HOST[:PORT][/PATH]`
-    /// (default port 80, path `/`), resolving HOST once. `prefer_v4` picks an IPv4
-    /// address when the name has both kinds.
+    /// Parses `tcp://HOST[:PORT]` (default port 1883), `ws://HOST[:PORT][/PATH]` (default
+    /// port 80, path `/`), `mqtts://HOST[:PORT]` (8883) or `wss://HOST[:PORT][/PATH]`
+    /// (443), resolving HOST once. `prefer_v4` picks an IPv4 address when the name has
+    /// both kinds.
     pub fn parse(url: &str, prefer_v4: bool) -> Result<Target, String> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            format!("target {url:?}: expected tcp://HOST:PORT or ws://HOST:PORT/PATH")
+            format!(
+                "target {url:?}: expected tcp://HOST:PORT, ws://HOST:PORT/PATH, \
+                 mqtts://HOST:PORT or wss://HOST:PORT/PATH"
+            )
         })?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let (default_port, ws) = match scheme {
-            "tcp" | "mqtt" => (1883, false),
-            "ws" => (80, true),
-            "wss" | "ssl" | "mqtts" | "tls" => {
-                return Err(format!("target {url:?}: TLS is not supported"));
-            }
+        let (default_port, ws, tls) = match scheme {
+            "tcp" | "mqtt" => (1883, false, false),
+            "ws" => (80, true, false),
+            "mqtts" | "ssl" | "tls" => (8883, false, true),
+            "wss" => (443, true, true),
             _ => return Err(format!("target {url:?}: unknown scheme {scheme:?}")),
         };
         if !ws && path != "/" {
@@ -236,8 +268,79 @@ impl Target {
             url: url.to_string(),
             addr,
             transport,
+            tls,
+            host: host.to_string(),
         })
     }
+}
+
+/// How the swarm's clients speak TLS.
+#[derive(Debug, Clone)]
+pub struct TlsClient {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: ServerName<'static>,
+}
+
+impl TlsClient {
+    /// The client settings from the `--tls-*` arguments (ring provider, like the broker).
+    fn new(a: &SwarmArgs, host: &str) -> Result<TlsClient, String> {
+        let ca = a.tls_ca.as_deref().ok_or(
+            "a TLS target needs --tls-ca FILE: the CA that signed the broker's certificate",
+        )?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in read_certs(ca, "--tls-ca")? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+        }
+        let versions: &[&rustls::SupportedProtocolVersion] = match a.tls_version.as_deref() {
+            Some("1.2") => &[&rustls::version::TLS12],
+            Some(_) => &[&rustls::version::TLS13],
+            None => rustls::DEFAULT_VERSIONS,
+        };
+        // ring, as the broker; X25519 first, as most clients offer it (ring's own order
+        // puts P-384 first).
+        #[allow(deprecated)]
+        let mut provider = rustls::crypto::ring::default_provider();
+        use rustls::crypto::ring::kx_group;
+        provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+        let provider = Arc::new(provider);
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map_err(|e| format!("TLS settings: {e}"))?
+            .with_root_certificates(roots);
+        let mut config = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => {
+                let chain = read_certs(cert, "--tls-cert")?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("--tls-cert with --tls-key: {e}"))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        if !a.tls_resume {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
+        let name = a.tls_server_name.as_deref().unwrap_or(host).to_string();
+        let server_name = ServerName::try_from(name.clone())
+            .map_err(|e| format!("TLS server name {name:?}: {e}"))?;
+        Ok(TlsClient {
+            config: Arc::new(config),
+            server_name,
+        })
+    }
+}
+
+fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{flag} {}: no PEM certificate", path.display()));
+    }
+    Ok(certs)
 }
 
 /// "host", "host:port", "[v6]", "[v6]:port".
@@ -314,6 +417,8 @@ pub fn parse_source_addrs(spec: &str) -> Result<Vec<IpAddr>, String> {
 pub struct Config {
     pub scenario: Scenario,
     pub target: Target,
+    /// TLS below MQTT (or WebSocket), when the target asks for it.
+    pub tls: Option<TlsClient>,
     pub version: Version,
     pub qos: QoS,
     /// Subscribers (fanout), publishers (fanin), clients (others).
@@ -389,6 +494,18 @@ impl Config {
                 target.addr
             ));
         }
+        let tls = if target.tls || a.tls {
+            Some(TlsClient::new(&a, &target.host)?)
+        } else {
+            if a.tls_ca.is_some() || a.tls_cert.is_some() || a.tls_version.is_some() || a.tls_resume
+            {
+                return Err(format!(
+                    "--tls-* given for {}: use mqtts:// or wss://, or --tls",
+                    target.url
+                ));
+            }
+            None
+        };
         if a.connections == 0 {
             return Err("--connections must be at least 1".into());
         }
@@ -435,6 +552,7 @@ impl Config {
         Ok(Config {
             scenario,
             target,
+            tls,
             version: if a.mqtt_version == 5 {
                 Version::V5
             } else {
@@ -600,10 +718,19 @@ mod tests {
             Target::parse("tcp://127.0.0.1", true).unwrap().addr.port(),
             1883
         );
+        let t = Target::parse("mqtts://localhost", true).unwrap();
+        assert_eq!(
+            (t.addr.port(), t.tls, t.transport),
+            (8883, true, Transport::Tcp)
+        );
+        assert_eq!(t.host, "localhost");
+        let t = Target::parse("wss://127.0.0.1:8084/mqtt", true).unwrap();
+        assert!(t.tls && matches!(t.transport, Transport::Ws { ref path, .. } if path == "/mqtt"));
+        assert!(!Target::parse("ws://127.0.0.1:1", true).unwrap().tls);
         for bad in [
             "127.0.0.1:1883",
             "http://x:1",
-            "wss://127.0.0.1:1",
+            "mqtts://127.0.0.1:1/x",
             "tcp://127.0.0.1:1883/x",
             "tcp://:1883",
             "tcp://127.0.0.1:99999",
@@ -641,5 +768,9 @@ mod tests {
         assert!(Config::from_argv(["s", "fanout", "--payload", "10"]).is_err());
         assert!(Config::from_argv(["s", "fanout", "--topic", "a/+"]).is_err());
         assert!(Config::from_argv(["s", "fanout", "--threads", "0"]).is_err());
+        let e = Config::from_argv(["s", "idle", "--target", "mqtts://127.0.0.1:1"]).unwrap_err();
+        assert!(e.contains("--tls-ca"), "{e}");
+        let e = Config::from_argv(["s", "idle", "--tls-ca", "x.pem"]).unwrap_err();
+        assert!(e.contains("use mqtts:// or wss://"), "{e}");
     }
 }

@@ -606,9 +606,11 @@ fn build_report(
         }
         _ => None,
     };
-    let transport = match &cfg.target.transport {
-        Transport::Tcp => "tcp",
-        Transport::Ws { .. } => "ws",
+    let transport = match (&cfg.target.transport, cfg.tls.is_some()) {
+        (Transport::Tcp, false) => "tcp",
+        (Transport::Ws { .. }, false) => "ws",
+        (Transport::Tcp, true) => "tls",
+        (Transport::Ws { .. }, true) => "wss",
     };
     RunReport {
         scenario: cfg.scenario.name().to_string(),

@@ -3,7 +3,7 @@
 //! Each client is a state machine in a `Vec`, driven by completions:
 //!
 //! ```text
-//! Idle ─► Connecting ─► [Upgrading] ─► Connack ─► [Suback] ─► Ready ─► [Leaving] ─► Closing ─► Done
+//! Idle ─► Connecting ─► [Handshaking] ─► [Upgrading] ─► Connack ─► [Suback] ─► Ready ─► [Leaving] ─► Closing ─► Done
 //!              │ socket → setsockopt(TCP_NODELAY) → bind → connect, linked, into a fixed slot
 //!              └─ any failure or loss ─► Closing ─► Backoff (1 s, 2 s, 4 s … 30 s) ─► Connecting
 //! ```
@@ -12,7 +12,8 @@
 //! handle the completions (multishot receives are decoded in place from the provided
 //! buffer, and the buffer is handed back at once), run due timers (keepalive, connect
 //! deadlines, retries), start paced connection attempts, publish what the rate allows,
-//! and queue one send per client with bytes waiting. Messages are stamped with the turn's
+//! and queue one send per client with bytes waiting (over TLS, sealed into records by
+//! rustls' unbuffered API, `ringmq_shard::tls`, as the broker does). Messages are stamped with the turn's
 //! clock and latencies are recorded into this thread's histogram, which is handed to the
 //! main thread once per second.
 
@@ -33,6 +34,9 @@ use ringmq_proto::mqtt::{
 use ringmq_proto::ws::{self, Event, FrameDecoder, Opcode, Role};
 use ringmq_shard::listen::SockAddr;
 use ringmq_shard::ring::{BufRing, Completion, GEN_MASK, OpKind, Ring};
+use ringmq_shard::tls::{Fed, Peer, Pump};
+use rustls::CommonState;
+use rustls::client::UnbufferedClientConnection;
 
 use crate::backoff::{self, Rng};
 use crate::config::{Config, Transport};
@@ -118,6 +122,55 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// How long a client waits for the broker to close after its DISCONNECT.
 const LEAVE_WAIT_NS: u64 = 1_000_000_000;
 
+/// A client's worker as its TLS session's peer while records are fed: records to send
+/// queue on the client, plaintext goes to `Core::on_plain`.
+struct TlsPeer<'a> {
+    core: &'a mut Core,
+    li: usize,
+    failed: Option<String>,
+}
+
+impl Peer for TlsPeer<'_> {
+    fn send(&mut self, records: &[u8]) {
+        if let Some(tls) = &mut self.core.clients[self.li].tls {
+            tls.records.extend_from_slice(records);
+        }
+        self.core.mark_dirty(self.li);
+    }
+
+    fn established(&mut self, _state: &CommonState) {
+        self.core.open_stream(self.li);
+    }
+
+    fn received(&mut self, data: &[u8]) -> bool {
+        let mut plain = std::mem::take(&mut self.core.tls_plain);
+        plain.clear();
+        plain.extend_from_slice(data);
+        let r = self.core.on_plain(self.li, &mut plain);
+        self.core.tls_plain = plain;
+        if let Err(e) = r {
+            self.failed = Some(e);
+            return false;
+        }
+        self.core.clients[self.li].is_live()
+    }
+}
+
+/// Collects the records a session starts with (the ClientHello).
+struct Records<'a>(&'a mut Vec<u8>);
+
+impl Peer for Records<'_> {
+    fn send(&mut self, records: &[u8]) {
+        self.0.extend_from_slice(records);
+    }
+
+    fn established(&mut self, _state: &CommonState) {}
+
+    fn received(&mut self, _data: &[u8]) -> bool {
+        true
+    }
+}
+
 /// `setsockopt` reads the option value from here while the operation runs.
 static ONE: libc::c_int = 1;
 
@@ -129,6 +182,8 @@ enum State {
     Backoff,
     /// socket → bind → connect in flight.
     Connecting,
+    /// TLS handshake in progress.
+    Handshaking,
     /// WebSocket upgrade request sent, waiting for `101`.
     Upgrading,
     /// CONNECT sent, waiting for CONNACK.
@@ -213,6 +268,13 @@ struct WsState {
     ctrl: Vec<u8>,
 }
 
+/// A client's TLS: the session (out of its place while it is fed) and records to send
+/// before anything sealed later.
+struct ClientTls {
+    pump: Option<Pump<UnbufferedClientConnection>>,
+    records: Vec<u8>,
+}
+
 struct Client {
     /// The client's number in the run.
     global: u32,
@@ -244,6 +306,8 @@ struct Client {
     /// The front of a packet split across receives.
     carry: Vec<u8>,
     ws: Option<Box<WsState>>,
+    /// Over TLS: the current connection's session.
+    tls: Option<Box<ClientTls>>,
     subscribe: Option<u32>,
     publisher: Option<Box<Publisher>>,
     /// Sequence state per publisher heard from; kept across reconnections.
@@ -268,6 +332,11 @@ impl Client {
     }
 
     fn has_output(&self) -> bool {
+        self.has_plain_output() || self.tls.as_ref().is_some_and(|t| !t.records.is_empty())
+    }
+
+    /// MQTT bytes or WebSocket frames waiting (below TLS, if any).
+    fn has_plain_output(&self) -> bool {
         let room = if self.ws.as_ref().is_some_and(|w| w.upgraded) {
             WS_ROOM
         } else {
@@ -284,7 +353,7 @@ impl Client {
     fn is_live(&self) -> bool {
         matches!(
             self.state,
-            State::Upgrading | State::Connack | State::Suback | State::Ready
+            State::Handshaking | State::Upgrading | State::Connack | State::Suback | State::Ready
         )
     }
 }
@@ -378,6 +447,8 @@ struct Core {
     connect_timeout_ns: u64,
     /// The payload sent; its header is rewritten per message.
     payload: Vec<u8>,
+    /// A TLS record's plaintext, handed on as a mutable slice (frames unmask in place).
+    tls_plain: Vec<u8>,
     topic_buf: String,
     id_buf: String,
     /// Latencies (µs) of the current one-second interval.
@@ -565,6 +636,7 @@ impl Core {
                 send_end: 0,
                 carry: Vec::new(),
                 ws,
+                tls: None,
                 subscribe: role.subscribe,
                 publisher,
                 table,
@@ -586,6 +658,7 @@ impl Core {
             keepalive_ns: u64::from(cfg.keepalive) * NS_PER_SEC,
             connect_timeout_ns: cfg.connect_timeout.as_nanos() as u64,
             payload: payload::template(cfg.payload),
+            tls_plain: Vec::new(),
             connect_rate: cfg.connect_rate / threads,
             pub_rate: cfg.rate * publishers.len() as f64 / total_publishers,
             publishers,
@@ -694,7 +767,9 @@ impl Core {
                     c.close_when_flushed = true;
                     self.mark_dirty(li);
                 }
-                State::Upgrading | State::Connack | State::Suback => self.end_connection(li, false),
+                State::Handshaking | State::Upgrading | State::Connack | State::Suback => {
+                    self.end_connection(li, false)
+                }
                 State::Leaving | State::Closing | State::Done => {}
             }
         }
@@ -788,9 +863,10 @@ impl Core {
                 let gen_ = c.gen_;
                 self.cancel_connect(li, gen_);
             }
-            State::Upgrading | State::Connack | State::Suback => {
+            State::Handshaking | State::Upgrading | State::Connack | State::Suback => {
                 self.c.timeouts += 1;
                 let what = match c.state {
+                    State::Handshaking => "the TLS handshake",
                     State::Upgrading => "WebSocket upgrade",
                     State::Connack => "CONNACK",
                     _ => "SUBACK",
@@ -874,6 +950,7 @@ impl Core {
         c.attempt_start_ns = now;
         c.carry.clear();
         c.out.clear();
+        c.tls = None;
         if let Some(p) = &mut c.publisher {
             let window = p.pkids.state.len() as u16;
             p.pkids.reset(window);
@@ -1043,6 +1120,37 @@ impl Core {
             return;
         }
         self.arm_recv(li);
+        if let Some(tls) = &self.cfg.tls {
+            let conn = UnbufferedClientConnection::new(tls.config.clone(), tls.server_name.clone());
+            let mut pump = match conn {
+                Ok(conn) => Pump::new(conn),
+                Err(e) => {
+                    self.errors.record(format_args!("TLS: {e}"));
+                    self.end_connection(li, false);
+                    return;
+                }
+            };
+            let mut records = Vec::new();
+            let started = pump.start(&mut Records(&mut records));
+            if let Err(e) = started {
+                self.errors.record(format_args!("TLS: {e}"));
+                self.end_connection(li, true);
+                return;
+            }
+            let c = &mut self.clients[li];
+            c.tls = Some(Box::new(ClientTls {
+                pump: Some(pump),
+                records,
+            }));
+            c.state = State::Handshaking;
+            self.mark_dirty(li);
+            return;
+        }
+        self.open_stream(li);
+    }
+
+    /// The byte stream is up (TCP, or TLS over it): upgrade to WebSocket, or CONNECT.
+    fn open_stream(&mut self, li: usize) {
         let c = &mut self.clients[li];
         if let (Some(ws), Transport::Ws { host, path }) = (&mut c.ws, &self.cfg.target.transport) {
             ws.upgraded = false;
@@ -1134,8 +1242,10 @@ impl Core {
             return;
         }
         c.inflight.clear();
-        let (start, end);
+        let (mut start, mut end) = (0, 0);
+        let plain = c.has_plain_output();
         match &mut c.ws {
+            _ if !plain => {}
             Some(ws) if !ws.ctrl.is_empty() => {
                 // Control frames go on their own, before the data.
                 std::mem::swap(&mut c.inflight, &mut ws.ctrl);
@@ -1155,6 +1265,28 @@ impl Core {
                 std::mem::swap(&mut c.inflight, &mut c.out);
                 (start, end) = (0, c.inflight.len());
             }
+        }
+        if let Some(tls) = &mut c.tls {
+            // Records rustls still has to send, then the plaintext sealed behind them.
+            let mut wire = std::mem::take(&mut tls.records);
+            if end > start {
+                let sealed = match tls.pump.as_mut() {
+                    Some(pump) => pump.seal(&c.inflight[start..end], false, &mut wire),
+                    None => Ok(false),
+                };
+                if !matches!(sealed, Ok(true)) {
+                    let why = sealed
+                        .map_or_else(|e| e.to_string(), |_| "data before the handshake".into());
+                    self.errors.record(format_args!("TLS: {why}"));
+                    self.c.protocol_errors += 1;
+                    self.end_connection(li, true);
+                    return;
+                }
+            }
+            let mut plain_buf = std::mem::replace(&mut c.inflight, wire);
+            plain_buf.clear();
+            tls.records = plain_buf;
+            (start, end) = (0, c.inflight.len());
         }
         c.send_pos = start;
         c.send_end = end;
@@ -1267,6 +1399,48 @@ impl Core {
     }
 
     fn on_bytes(&mut self, li: usize, data: &mut [u8]) -> Result<(), String> {
+        if self.clients[li].tls.is_some() {
+            return self.feed_tls(li, data);
+        }
+        self.on_plain(li, data)
+    }
+
+    /// TLS records in; what they carry goes to `on_plain`.
+    fn feed_tls(&mut self, li: usize, data: &mut [u8]) -> Result<(), String> {
+        let Some(mut pump) = self.clients[li].tls.as_mut().and_then(|t| t.pump.take()) else {
+            return Ok(());
+        };
+        let mut peer = TlsPeer {
+            core: self,
+            li,
+            failed: None,
+        };
+        let fed = pump.feed(data, &mut peer);
+        let failed = peer.failed.take();
+        if let Some(tls) = &mut self.clients[li].tls {
+            tls.pump = Some(pump);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match fed {
+            Err(e) => Err(format!("TLS: {e}")),
+            Ok(Fed::PeerClosed) => {
+                if !self.stopping {
+                    self.c.disconnects += 1;
+                    self.errors.record(format_args!(
+                        "connection closed by the broker (TLS close_notify)"
+                    ));
+                }
+                self.end_connection(li, true);
+                Ok(())
+            }
+            Ok(Fed::Handshaking | Fed::Open | Fed::Stopped) => Ok(()),
+        }
+    }
+
+    /// MQTT bytes, or WebSocket (the upgrade answer, then frames) carrying them.
+    fn on_plain(&mut self, li: usize, data: &mut [u8]) -> Result<(), String> {
         let Some(ws) = &mut self.clients[li].ws else {
             return self.feed_mqtt(li, data);
         };

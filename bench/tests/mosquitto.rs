@@ -1,5 +1,6 @@
 //! The swarm against a real broker: Debian's `mosquitto`, started here as a child process on
-//! free loopback ports (one plain MQTT listener, one WebSocket listener).
+//! free loopback ports (one plain MQTT listener, one WebSocket listener; or both over TLS,
+//! with certificates made here, to check the swarm's TLS client against OpenSSL's server).
 //!
 //! NEEDS `mosquitto` on PATH (or in /usr/sbin, where Debian puts it): `apt-get install -y
 //! mosquitto`. Without it every test here fails, saying so: a test that cannot run its
@@ -65,9 +66,46 @@ struct Broker {
     dir: PathBuf,
 }
 
+/// A CA and a server certificate for `localhost` and `127.0.0.1` it signed (ECDSA P-256),
+/// written as PEM files into `dir`: (CA, certificate, key).
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "swarm test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("server.pem", cert.pem()),
+        write("server.key", key.serialize_pem()),
+    )
+}
+
 impl Broker {
     /// Starts mosquitto; panics if it is not installed.
     fn start(name: &str) -> Broker {
+        Broker::start_with(name, false)
+    }
+
+    /// Starts mosquitto with both listeners over TLS (see `make_certs`; the CA is
+    /// `file("ca.pem")`).
+    fn start_tls(name: &str) -> Broker {
+        Broker::start_with(name, true)
+    }
+
+    fn start_with(name: &str, tls: bool) -> Broker {
         let bin = find_mosquitto().expect(
             "mosquitto not found on PATH, in /usr/sbin or /usr/local/sbin: these tests need \
              it (apt-get install -y mosquitto)",
@@ -77,12 +115,19 @@ impl Broker {
         std::fs::create_dir_all(&dir).unwrap();
         let (tcp, ws) = free_ports();
         let conf = dir.join("mosquitto.conf");
+        let tls_lines = if tls {
+            let (_, cert, key) = make_certs(&dir);
+            format!("certfile {}\nkeyfile {}\n", cert.display(), key.display())
+        } else {
+            String::new()
+        };
         std::fs::write(
             &conf,
             format!(
                 "listener {tcp} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n\
+                 {tls_lines}\
                  listener {ws} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
-                 set_tcp_nodelay true\n"
+                 set_tcp_nodelay true\n{tls_lines}"
             ),
         )
         .unwrap();
@@ -133,6 +178,14 @@ impl Broker {
 
     fn ws(&self) -> String {
         format!("ws://127.0.0.1:{}/mqtt", self.ws)
+    }
+
+    fn mqtts(&self) -> String {
+        format!("mqtts://127.0.0.1:{}", self.tcp)
+    }
+
+    fn wss(&self) -> String {
+        format!("wss://127.0.0.1:{}/mqtt", self.ws)
     }
 
     fn pid(&self) -> u32 {
@@ -360,6 +413,60 @@ fn websocket_fanout_qos2_mqtt5() {
     assert_eq!(r.transport, "ws");
     let m = r.messages.as_ref().unwrap();
     assert_eq!(m.expected, m.published * 10);
+}
+
+#[test]
+fn tls_fanout_on_1_2_and_1_3_and_over_wss() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let b = Broker::start_tls("tls");
+    let ca = b.file("ca.pem");
+    let ca = ca.to_str().unwrap();
+    for (target, version) in [(b.mqtts(), "1.2"), (b.mqtts(), "1.3"), (b.wss(), "1.3")] {
+        let r = swarm(&[
+            "fanout",
+            "--target",
+            &target,
+            "--tls-ca",
+            ca,
+            "--tls-version",
+            version,
+            "--connections",
+            "10",
+            "--qos",
+            "1",
+            "--rate",
+            "300",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.5",
+        ]);
+        assert_clean(&r);
+        assert_eq!(
+            r.transport,
+            target[..target.find(':').unwrap()].replace("mqtts", "tls")
+        );
+        let m = r.messages.as_ref().unwrap();
+        assert_eq!(m.expected, m.published * 10, "{target} TLS {version}");
+    }
+    // A client that does not trust the broker's CA gets nowhere, and says why.
+    let r = swarm(&[
+        "connect",
+        "--target",
+        &b.mqtts(),
+        "--tls-ca",
+        b.file("server.pem").to_str().unwrap(),
+        "--connections",
+        "3",
+        "--duration",
+        "1",
+    ]);
+    assert!(!r.connect.all_ready);
+    assert!(
+        r.errors.iter().any(|(e, _)| e.contains("certificate")),
+        "{:?}",
+        r.errors
+    );
 }
 
 #[test]

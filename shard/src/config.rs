@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use crate::tls::TlsAcceptor;
+
 /// What a listener's connections speak below the service. The transports stack: bytes
-/// from the socket, then (for WebSocket) the upgrade and frames. A TLS variant belongs
-/// here too, below WebSocket: it would carry its certificates, and the connection's
-/// `conn::Transport` would decrypt before the stage above it sees the bytes.
+/// from the socket, then TLS when the listener has it (`Listen::tls`), then (for
+/// WebSocket) the upgrade and frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerKind {
     /// Plain TCP: the service gets the byte stream as it arrives.
@@ -46,6 +47,9 @@ pub enum WsFraming {
 pub struct Listen {
     pub addr: SocketAddr,
     pub kind: ListenerKind,
+    /// TLS below `kind` (MQTT over TLS, secure WebSocket): the server settings every
+    /// shard's handshakes read, replaced whole on a reload.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// Limits and sizes of one shard. All shards of a process share one `ShardConfig`.
@@ -57,7 +61,8 @@ pub struct ShardConfig {
     pub max_ws_message: u64,
     /// Largest HTTP upgrade request, in bytes.
     pub max_handshake_bytes: usize,
-    /// Time allowed for the WebSocket upgrade request, from accept.
+    /// Time allowed for the TLS handshake and the WebSocket upgrade request, together,
+    /// from accept.
     pub handshake_timeout_ms: u64,
     /// Time a closing connection may take to flush and say goodbye before it is cut.
     pub close_timeout_ms: u64,

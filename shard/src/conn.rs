@@ -1,15 +1,17 @@
 //! One connection's state machine, as the runtime sees it: its fixed-file slot, the
 //! operations it has in flight, its transport (plain TCP, a WebSocket upgrade in
-//! progress, or WebSocket frames), its outbound bytes, and why it closes. The service's
-//! own state for the connection (`T`) rides along.
+//! progress, WebSocket frames, any of them inside TLS), its outbound bytes, and why it
+//! closes. The service's own state for the connection (`T`) rides along.
 //!
 //! An idle connection is small: no receive buffer (the provided-buffer ring lends one
 //! only while bytes are processed) and no send buffer (one is borrowed from a pool while
-//! bytes are queued or in flight).
+//! bytes are queued or in flight); over TLS, its session's keys and state and no buffer.
 
 use std::num::NonZeroU32;
 
 use ringmq_proto::ws;
+
+use crate::tls::TlsConn;
 
 /// Names a connection: its slab index and the generation of that slab entry, so a
 /// completion or a timer for a closed connection never reaches its successor. The
@@ -80,10 +82,15 @@ pub mod flag {
     /// The peer closed its side while paused: the connection is closed once the service
     /// has taken up what it held (a DISCONNECT among it closes it first).
     pub const EOF_HELD: u32 = 1 << 18;
+    /// The service asked to hear when the outbound queue is empty (`Io::notify_drained`).
+    pub const WANT_DRAINED: u32 = 1 << 19;
+    /// The connection speaks TLS: what is written is staged as plaintext
+    /// (`OutBuf::plain`) and sealed into records when its send is posted.
+    pub const TLS: u32 = 1 << 20;
 }
 
-/// The transport a connection speaks below the service (see `config::ListenerKind`; a TLS
-/// stage would be one more state here, decrypting before the others).
+/// The transport a connection speaks below the service (see `config::Listen`): the stage
+/// that gets the socket's bytes.
 pub enum Transport {
     /// Bytes go to the service as they arrive.
     Tcp,
@@ -93,6 +100,21 @@ pub enum Transport {
     WsHandshake(Box<Vec<u8>>),
     /// WebSocket frames; the service gets unmasked data chunks.
     Ws(Box<WsConn>),
+    /// TLS records; what they carry goes to the stage inside (`TlsConn::inner`: one of
+    /// the above).
+    Tls(Box<TlsConn>),
+}
+
+impl Transport {
+    /// Whether the runtime still negotiates the connection (a TLS handshake or a
+    /// WebSocket upgrade) before the service hears of it.
+    pub fn negotiating(&self) -> bool {
+        match self {
+            Transport::Tls(t) => t.handshaking() || t.inner.negotiating(),
+            Transport::WsHandshake(_) => true,
+            Transport::Tcp | Transport::Ws(_) => false,
+        }
+    }
 }
 
 /// WebSocket state after the upgrade.
@@ -129,8 +151,13 @@ pub enum CloseReason {
     Policy,
     /// The runtime refused the connection's WebSocket upgrade, with an HTTP answer.
     UpgradeRefused,
+    /// The TLS handshake failed or a record was bad (rustls' alert is sent, nothing else).
+    TlsFailed,
     /// The socket failed or the peer went away; nothing more can be sent.
     Lost,
+    /// The service could not write what it began to (an encoder's error): the
+    /// connection's stream would be corrupt if it went on.
+    WriteFailed,
 }
 
 impl CloseReason {
@@ -143,26 +170,32 @@ impl CloseReason {
             CloseReason::InvalidPayload => 1007,
             CloseReason::Policy | CloseReason::Timeout | CloseReason::SlowConsumer => 1008,
             CloseReason::TooBig => 1009,
+            CloseReason::WriteFailed => 1011,
             // Not upgraded: there is no WebSocket to close.
-            CloseReason::UpgradeRefused | CloseReason::Lost => return None,
+            CloseReason::UpgradeRefused | CloseReason::TlsFailed | CloseReason::Lost => {
+                return None;
+            }
         })
     }
 }
 
 /// Outbound bytes of one connection. `sending[sent..]` is in flight (the kernel reads
 /// it until the send completes, so it must not move); new bytes go to `queued`; when the
-/// send completes the two swap.
+/// send completes the two swap. Over TLS, what is written waits in `plain` and is sealed
+/// into records appended to `queued` when a send is posted.
 #[derive(Default)]
 pub struct OutBuf {
     pub sending: Vec<u8>,
     pub sent: usize,
     pub queued: Vec<u8>,
+    pub plain: Vec<u8>,
 }
 
 impl OutBuf {
-    /// Bytes not yet handed to the kernel, in flight included.
+    /// Bytes not yet handed to the kernel, in flight included (over TLS, plaintext not
+    /// yet sealed counts as it is).
     pub fn len(&self) -> usize {
-        self.sending.len() - self.sent + self.queued.len()
+        self.sending.len() - self.sent + self.queued.len() + self.plain.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -227,5 +260,7 @@ mod tests {
         o.sent = 4;
         o.queued.extend_from_slice(b"xyz");
         assert_eq!(o.len(), 5);
+        o.plain.extend_from_slice(b"pq");
+        assert_eq!(o.len(), 7);
     }
 }

@@ -21,6 +21,7 @@ use crate::mesh::links::{MeshLinks, Sent};
 use crate::ring::{GEN_MASK, OpKind, Ring};
 use crate::stats::RuntimeStats;
 use crate::timers::TimerWheel;
+use crate::tls::TlsError;
 
 /// What a shard's operation was for, carried in its `user_data` (see [`Token`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +128,9 @@ pub struct Io<C, M> {
     pub(crate) peer_requests: Slab<ConnKey>,
     /// The service has work left for the next turn: the shard must not sleep.
     pub(crate) continue_soon: bool,
+    /// Connections whose outbound queue emptied after the service asked to hear of it;
+    /// the service hears `on_drained` for each.
+    pub(crate) drained: Vec<ConnKey>,
     /// A shard's state never leaves its thread (shared nothing); this marker
     /// makes that a compile-time fact.
     _not_send: std::marker::PhantomData<std::rc::Rc<()>>,
@@ -167,6 +171,7 @@ impl<C: Default, M: Send> Io<C, M> {
             resumed: Vec::new(),
             peer_requests: Slab::new(),
             continue_soon: false,
+            drained: Vec::new(),
             _not_send: std::marker::PhantomData,
         }
     }
@@ -387,6 +392,21 @@ impl<C: Default, M: Send> Io<C, M> {
         Some(&self.cfg.listeners.get(c.listener as usize)?.kind)
     }
 
+    /// Whether the connection speaks TLS (MQTT over TLS, secure WebSocket).
+    pub fn is_tls(&self, key: ConnKey) -> bool {
+        self.conn(key).is_some_and(|c| c.has(flag::TLS))
+    }
+
+    /// The subject common name (CN) of the client certificate the TLS handshake verified,
+    /// if the client sent one (`--tls-client-ca`) and it has a CN. Known from `on_open` on,
+    /// for as long as the connection is open.
+    pub fn peer_certificate_cn(&self, key: ConnKey) -> Option<&str> {
+        match &self.conn(key)?.transport {
+            Transport::Tls(t) => t.peer_cn.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Outbound bytes queued on the connection, in flight included.
     pub fn out_len(&self, key: ConnKey) -> usize {
         self.conn(key).map_or(0, |c| c.out_len())
@@ -407,16 +427,21 @@ impl<C: Default, M: Send> Io<C, M> {
             let start = q.len();
             q.resize(start + len, 0);
             fill(&mut q[start..]);
+            true
         })
     }
 
-    /// Like `write_with`, with `write` appending exactly `len` bytes to the send buffer
-    /// itself (an encoder that appends to a `Vec`): nothing is zero-filled first.
+    /// Like `write_with`, with `write` appending the `len` bytes to the send buffer itself
+    /// (an encoder that appends to a `Vec`): nothing is zero-filled first. `write` returns
+    /// whether it succeeded; one that fails, or appends other than `len` bytes, has its
+    /// bytes taken back (and, on a WebSocket, the frame head that announced them), and the
+    /// connection is closed (`CloseReason::WriteFailed`, counted in `write_errors`): the
+    /// peer never sees a frame or packet that is not what its head says.
     pub fn write_vec(
         &mut self,
         key: ConnKey,
         len: usize,
-        write: impl FnOnce(&mut Vec<u8>),
+        write: impl FnOnce(&mut Vec<u8>) -> bool,
     ) -> bool {
         let hard = self.cfg.out_hard_limit;
         let Some(conn) = self.conn_mut(key) else {
@@ -432,8 +457,28 @@ impl<C: Default, M: Send> Io<C, M> {
         let opcode = conn
             .has(flag::WS_BYTE_STREAM)
             .then_some(ws::frame::Opcode::BINARY);
-        self.append_vec(key, opcode, len, write);
+        if !self.append_vec(key, opcode, len, write) {
+            self.stats.write_errors.add(1);
+            self.close(key, CloseReason::WriteFailed);
+            return false;
+        }
         true
+    }
+
+    /// Asks for `on_drained` once everything queued for the connection has been handed to
+    /// the kernel (at once, in this turn, if nothing is queued now): a service that writes
+    /// a long series at the pace the client reads it (retained messages for a new
+    /// subscription, say) writes a batch and goes on from there.
+    pub fn notify_drained(&mut self, key: ConnKey) {
+        let Some(c) = self.conn_mut(key) else { return };
+        if c.has(flag::CLOSING) || c.has(flag::WANT_DRAINED) {
+            return;
+        }
+        if c.out_len() == 0 {
+            self.drained.push(key);
+        } else {
+            c.set(flag::WANT_DRAINED);
+        }
     }
 
     /// Queues one WebSocket message (`WsFraming::Messages` listeners; on other
@@ -467,30 +512,38 @@ impl<C: Default, M: Send> Io<C, M> {
             let start = q.len();
             q.resize(start + len, 0);
             fill(&mut q[start..]);
+            true
         });
     }
 
     /// Appends `len` bytes (framed with `opcode` when given) that `write` pushes onto the
     /// connection's queue, and puts the connection on the flush list. No limit check.
+    /// Returns false, with the queue as it was before, if `write` failed or did not append
+    /// exactly `len` bytes.
     pub(crate) fn append_vec(
         &mut self,
         key: ConnKey,
         opcode: Option<ws::frame::Opcode>,
         len: usize,
-        write: impl FnOnce(&mut Vec<u8>),
-    ) {
+        write: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) -> bool {
         let pool = &mut self.outbuf_pool;
         let Some(conn) = self
             .conns
             .get_mut(key.index as usize)
             .filter(|c| c.gen_ == key.gen_)
         else {
-            return;
+            return false;
         };
         let out = conn
             .out
             .get_or_insert_with(|| pool.pop().unwrap_or_default());
-        let q = &mut out.queued;
+        // Over TLS the bytes wait as plaintext; `start_send` seals them.
+        let q = if conn.flags & flag::TLS != 0 {
+            &mut out.plain
+        } else {
+            &mut out.queued
+        };
         let before = q.len();
         q.reserve(len + ws::frame::MAX_HEAD_LEN);
         if let Some(op) = opcode {
@@ -499,18 +552,43 @@ impl<C: Default, M: Send> Io<C, M> {
             q.extend_from_slice(&head[..n]);
         }
         let start = q.len();
-        write(q);
-        debug_assert_eq!(
-            q.len() - start,
-            len,
-            "the writer must append exactly len bytes"
-        );
+        if !write(q) || q.len() - start != len {
+            // A frame head (or an MQTT length) already promised `len` bytes: what was
+            // appended goes, so the stream holds only whole, truthful frames.
+            q.truncate(before);
+            return false;
+        }
         let added = q.len() - before;
         if !conn.has(flag::QUEUED_FLUSH) {
             conn.set(flag::QUEUED_FLUSH);
             self.flush_list.push(key.index);
         }
         self.out_total += added;
+        true
+    }
+
+    /// Queues TLS records (the handshake's, alerts) as they are, behind what is queued.
+    pub(crate) fn append_records(&mut self, key: ConnKey, records: &[u8]) {
+        let pool = &mut self.outbuf_pool;
+        let Some(conn) = self
+            .conns
+            .get_mut(key.index as usize)
+            .filter(|c| c.gen_ == key.gen_)
+        else {
+            return;
+        };
+        if conn.has(flag::WRITE_FAILED) {
+            return;
+        }
+        let out = conn
+            .out
+            .get_or_insert_with(|| pool.pop().unwrap_or_default());
+        out.queued.extend_from_slice(records);
+        if !conn.has(flag::QUEUED_FLUSH) {
+            conn.set(flag::QUEUED_FLUSH);
+            self.flush_list.push(key.index);
+        }
+        self.out_total += records.len();
     }
 
     /// Starts closing the connection: nothing more reaches the service, queued bytes are
@@ -709,6 +787,13 @@ impl<C: Default, M: Send> Io<C, M> {
         if c.has(flag::SEND_INFLIGHT) || c.has(flag::CLOSE_SENT) {
             return;
         }
+        if c.has(flag::TLS)
+            && let Err(e) = self.seal(key)
+        {
+            self.tls_failed(key, &e);
+            return;
+        }
+        let Some(c) = self.conn_mut(key) else { return };
         let slot = c.slot;
         let Some(out) = c.out.as_mut() else { return };
         if out.sent == out.sending.len() {
@@ -727,6 +812,65 @@ impl<C: Default, M: Send> Io<C, M> {
             .user_data(Token::new(Op::Send, key.index, key.gen_.get()).encode());
         c.set(flag::SEND_INFLIGHT);
         self.ring.push(e);
+    }
+
+    /// Seals a TLS connection's staged plaintext into records behind what is queued (with
+    /// a close_notify once it is closing).
+    fn seal(&mut self, key: ConnKey) -> Result<(), TlsError> {
+        let pool = &mut self.outbuf_pool;
+        let Some(c) = self
+            .conns
+            .get_mut(key.index as usize)
+            .filter(|c| c.gen_ == key.gen_)
+        else {
+            return Ok(());
+        };
+        let closing = c.has(flag::CLOSING);
+        let has_plain = c.out.as_ref().is_some_and(|o| !o.plain.is_empty());
+        let Transport::Tls(t) = &mut c.transport else {
+            return Ok(());
+        };
+        let owes = closing && t.owes_close_notify();
+        if !has_plain && !owes {
+            return Ok(());
+        }
+        let Some(pump) = t.pump.as_mut() else {
+            return Ok(());
+        };
+        let out = c.out.get_or_insert_with(|| pool.pop().unwrap_or_default());
+        let before = out.queued.len();
+        let sealed = pump.seal(&out.plain, closing, &mut out.queued);
+        let added = out.queued.len() - before;
+        // Sealed, or never to be (the session failed): the plaintext is done with. Not
+        // yet (the handshake goes on): it waits.
+        let done = if matches!(sealed, Ok(false)) {
+            0
+        } else {
+            let n = out.plain.len();
+            out.plain.clear();
+            n
+        };
+        self.out_total = self.out_total + added - done;
+        sealed.map(|_| ())
+    }
+
+    /// A TLS session failed: what rustls answered (an alert) is sent, nothing more is
+    /// read, and the connection closes.
+    pub(crate) fn tls_failed(&mut self, key: ConnKey, e: &TlsError) {
+        let Some(c) = self.conn_mut(key) else { return };
+        // No session at all yet, or one that had not finished its handshake.
+        let handshaking = match &c.transport {
+            Transport::Tls(t) => t.handshaking(),
+            _ => true,
+        };
+        c.set(flag::READ_DONE);
+        if handshaking {
+            self.stats.tls_handshake_failed.add(1);
+        } else {
+            self.stats.tls_errors.add(1);
+        }
+        crate::tls::log_failure(self.shard_id(), handshaking, e);
+        self.close(key, CloseReason::TlsFailed);
     }
 
     pub(crate) fn on_send_done(&mut self, key: ConnKey, result: i32) {
@@ -752,6 +896,10 @@ impl<C: Default, M: Send> Io<C, M> {
         out.sent += result as usize;
         if out.is_empty() {
             let out = c.out.take();
+            if c.has(flag::WANT_DRAINED) {
+                c.clear(flag::WANT_DRAINED);
+                self.drained.push(key);
+            }
             self.release_outbuf(out);
         } else {
             self.start_send(key);
@@ -768,9 +916,11 @@ impl<C: Default, M: Send> Io<C, M> {
         }
         out.sending.clear();
         out.queued.clear();
+        out.plain.clear();
         out.sent = 0;
         out.sending.shrink_to(OUTBUF_KEEP_CAPACITY);
         out.queued.shrink_to(OUTBUF_KEEP_CAPACITY);
+        out.plain.shrink_to(OUTBUF_KEEP_CAPACITY);
         self.outbuf_pool.push(out);
     }
 
@@ -784,7 +934,8 @@ impl<C: Default, M: Send> Io<C, M> {
         if c.has(flag::SEND_INFLIGHT) {
             return;
         }
-        if c.out_len() > 0 && !c.has(flag::WRITE_FAILED) {
+        let owes_close_notify = matches!(&c.transport, Transport::Tls(t) if t.owes_close_notify());
+        if (c.out_len() > 0 || owes_close_notify) && !c.has(flag::WRITE_FAILED) {
             if !c.has(flag::QUEUED_FLUSH) {
                 c.set(flag::QUEUED_FLUSH);
                 self.flush_list.push(key.index);
@@ -838,17 +989,29 @@ impl<C: Default, M: Send> Io<C, M> {
         let c = self.conns.remove(key.index as usize);
         self.release_outbuf(c.out);
         self.stats.connections_current.sub(1);
-        self.listener_gauge(c.listener).sub(1);
+        self.count_transport(c.listener, false);
         self.cfg
             .open_connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The gauge of open connections of the listener's transport.
-    pub(crate) fn listener_gauge(&self, listener: u8) -> &crate::stats::Counter {
-        match self.cfg.listeners.get(listener as usize).map(|l| &l.kind) {
-            Some(ListenerKind::WebSocket(_)) => &self.stats.connections_ws,
-            _ => &self.stats.connections_tcp,
+    /// Counts a connection opened (or closed) on the listener in the gauge of its
+    /// transport: TCP or WebSocket, and TLS beside either when the listener has it.
+    pub(crate) fn count_transport(&self, listener: u8, opened: bool) {
+        let Some(spec) = self.cfg.listeners.get(listener as usize) else {
+            return;
+        };
+        let transport = match spec.kind {
+            ListenerKind::WebSocket(_) => &self.stats.connections_ws,
+            ListenerKind::Tcp => &self.stats.connections_tcp,
+        };
+        let tls = spec.tls.is_some().then_some(&self.stats.connections_tls);
+        for gauge in std::iter::once(transport).chain(tls) {
+            if opened {
+                gauge.add(1);
+            } else {
+                gauge.sub(1);
+            }
         }
     }
 

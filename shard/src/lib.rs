@@ -9,6 +9,8 @@
 //!   provided-buffer ring that multishot receives fill (the swarm in `bench/` uses it too).
 //! - [`listen`]: `SO_REUSEPORT` listeners, one set per shard.
 //! - [`runtime`]: the shard loop: completions → transport → service, then one submit.
+//! - [`tls`]: TLS on the shard's own buffers (rustls' unbuffered API), below the other
+//!   stages of a connection.
 //! - [`conn`]: a connection's state machine (operations in flight, WebSocket framing,
 //!   outbound bytes); [`io`]: what a service may do with connections.
 //! - [`service`]: the contract between the runtime and what it serves.
@@ -35,3 +37,4 @@ pub mod runtime;
 pub mod service;
 pub mod stats;
 pub mod timers;
+pub mod tls;

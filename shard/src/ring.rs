@@ -94,12 +94,25 @@ fn copy_completion(cqe: cqueue::Entry) -> Completion {
 }
 
 /// One thread's io_uring instance with its fixed-file table.
+///
+/// It counts the operations it has handed to the kernel and not yet seen end (a
+/// multishot operation ends with its last completion, the one without `F_MORE`): memory
+/// an operation points at (a send buffer, a receive buffer ring, an eventfd's counter)
+/// must live until then. [`Ring::quiesce`] cancels them all and waits for their ends, and
+/// dropping a ring does it too, so an owner that drops its ring before the buffers (field
+/// order) never frees memory the kernel may still read or write.
 pub struct Ring {
     ring: IoUring,
     /// Completions read early, while making room to submit (see `push_all`); handed out
     /// first by the next `reap`.
     stash: Vec<Completion>,
+    /// Operations queued or submitted whose last completion has not been reaped.
+    in_flight: usize,
 }
+
+/// How long `Drop` waits for cancelled operations to end (they end within a loop of the
+/// kernel's task work; the bound only keeps a wedged ring from hanging its thread).
+const QUIESCE_ON_DROP: Duration = Duration::from_secs(10);
 
 impl Ring {
     /// Creates a ring with `entries` submission slots, `cq_entries` completion slots (more
@@ -118,7 +131,54 @@ impl Ring {
         Ok(Ring {
             ring,
             stash: Vec::new(),
+            in_flight: 0,
         })
+    }
+
+    /// Operations handed to the ring whose last completion has not been reaped yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Cancels every operation in flight and waits until each has posted its last
+    /// completion, at most `timeout`; the completions are dropped (provided buffers they
+    /// name are not recycled: the buffer ring goes with the ring). Returns the operations
+    /// still in flight after that: 0 when it is safe to free whatever they pointed at.
+    pub fn quiesce(&mut self, timeout: Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut cancelled_since_submit = false;
+        let mut done = Vec::with_capacity(256);
+        while self.in_flight > 0 {
+            if !cancelled_since_submit {
+                // Cancels what was submitted before it; requests queued after it (none
+                // but itself here) are cancelled by the next round.
+                let cancel =
+                    io_uring::opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
+                self.push(cancel.user_data(0));
+                cancelled_since_submit = true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let wait = left.min(Duration::from_millis(50));
+            if self.enter(1, Some(wait)).is_err() {
+                break;
+            }
+            self.reap(&mut done);
+            if done.is_empty() {
+                // Nothing ended in a while: cancel again (an operation may have been
+                // re-armed or queued after the last cancellation).
+                cancelled_since_submit = false;
+            }
+        }
+        self.in_flight
+    }
+
+    /// Stops waiting for the operations in flight: their owner has leaked whatever they
+    /// point at, so dropping the ring may close it at once.
+    pub fn abandon_in_flight(&mut self) {
+        self.in_flight = 0;
     }
 
     pub fn fd(&self) -> i32 {
@@ -136,6 +196,7 @@ impl Ring {
     /// that because the completion queue is full, the completions are read out (kept for the
     /// next `reap`) and it is handed over again. A burst larger than the queue never fails.
     pub fn push_all(&mut self, entries: &[squeue::Entry]) {
+        self.in_flight += entries.len();
         loop {
             // SAFETY: every entry built by this crate's users points only at memory that
             // outlives the operation: provided-buffer rings, send buffers that stay in place
@@ -198,6 +259,8 @@ impl Ring {
         out.extend(self.stash.drain(..early));
         let room = cap - out.len();
         out.extend(self.ring.completion().take(room).map(copy_completion));
+        let ended = out.iter().filter(|c| !c.more()).count();
+        self.in_flight = self.in_flight.saturating_sub(ended);
     }
 
     /// Whether completions wait to be reaped.
@@ -214,6 +277,22 @@ impl Ring {
             self.ring
                 .submitter()
                 .register_buf_ring_with_flags(addr, entries, group, 0)
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // Closing the ring's descriptor does not wait for its operations: cancel them and
+        // wait here, so the memory they point at, freed after the ring, is no longer used.
+        if self.in_flight > 0 {
+            let left = self.quiesce(QUIESCE_ON_DROP);
+            if left > 0 {
+                tracing::error!(
+                    left,
+                    "io_uring operations still in flight when the ring closed"
+                );
+            }
         }
     }
 }
@@ -244,6 +323,8 @@ pub struct BufRing {
     group: u16,
     /// Our copy of the tail; published to the kernel by `commit`.
     tail: u16,
+    /// The mappings are left in place on drop (`leak`).
+    leaked: bool,
 }
 
 impl BufRing {
@@ -281,6 +362,7 @@ impl BufRing {
             size,
             group,
             tail: 0,
+            leaked: false,
         };
         ring.register_buf_ring(br.entries.as_ptr() as u64, count, group)?;
         br.grow(initial.max(1));
@@ -334,6 +416,12 @@ impl BufRing {
         self.tail = self.tail.wrapping_add(1);
     }
 
+    /// Leaves the buffers mapped when the ring is dropped: for an owner whose operations
+    /// did not end, which must not have the kernel write into memory given back.
+    pub fn leak(&mut self) {
+        self.leaked = true;
+    }
+
     /// Publishes recycled buffers to the kernel.
     pub fn commit(&mut self) {
         // SAFETY: the tail field overlays the `resv` field of entry 0, inside the mapping.
@@ -348,6 +436,9 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
+        if self.leaked {
+            return;
+        }
         // SAFETY: both mappings were created in `new` with these lengths. The ring that
         // registered them is dropped first (see the type's documentation), so the kernel no
         // longer uses them.
@@ -440,6 +531,37 @@ mod tests {
                 let t = c.token::<TestOp>().expect("a test token");
                 assert!(!std::mem::replace(&mut seen[t.index as usize], true));
             }
+        }
+    }
+
+    /// An operation that would never end on its own (a read of a pipe nobody writes) is
+    /// counted in flight until it is cancelled and its completion reaped, so its buffer
+    /// may be freed only then.
+    #[test]
+    fn quiesce_cancels_and_waits_for_every_operation() {
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut ring = Ring::new(8, 16, 0).unwrap();
+        let mut buf = Box::new([0u8; 8]);
+        for _ in 0..2 {
+            let read = io_uring::opcode::Read::new(types::Fd(fds[0]), buf.as_mut_ptr(), 8)
+                .build()
+                .user_data(Token::new(TestOp::Read, 0, 0).encode());
+            ring.push(read);
+        }
+        ring.enter(0, None).unwrap();
+        let mut out = Vec::with_capacity(8);
+        ring.reap(&mut out);
+        assert!(out.is_empty(), "nothing was written: {out:?}");
+        assert_eq!(ring.in_flight(), 2);
+        assert_eq!(ring.quiesce(Duration::from_secs(10)), 0);
+        assert_eq!(ring.in_flight(), 0);
+        drop(buf);
+        // SAFETY: both descriptors came from pipe(2) above and are closed once.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
         }
     }
 }

@@ -16,6 +16,8 @@ use crossbeam_channel::Receiver;
 use io_uring::{opcode, types};
 use ringmq_proto::Decoded;
 use ringmq_proto::ws;
+use rustls::CommonState;
+use rustls::server::UnbufferedServerConnection;
 
 use crate::config::{ListenerKind, ShardConfig, WsFraming};
 use crate::conn::{CloseReason, ConnKey, Transport, WsConn, flag};
@@ -26,6 +28,7 @@ use crate::mesh::links::MeshLinks;
 use crate::ring::{BufRing, Completion, Ring};
 use crate::service::{Data, Io, Service};
 use crate::stats::RuntimeStats;
+use crate::tls::{self, Fed, Pump, TlsConn, TlsError};
 
 /// Messages from other threads to a shard, over its bounded control channel. Whoever
 /// sends one rings the shard's doorbell after, so that a sleeping shard wakes.
@@ -54,6 +57,12 @@ const MESH_BATCH: usize = 1024;
 const ACCEPT_MARGIN: u32 = 256;
 /// How often the service's `on_tick` runs.
 const TICK_MS: u64 = 1000;
+/// How long a stopping shard waits for its cancelled operations to end.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Buffers kept for TLS records split across receives, and the capacity each keeps: a
+/// whole record (16 KiB of plaintext and its overhead) fits.
+const TLS_CARRY_POOL_MAX: usize = 64;
+const TLS_CARRY_KEEP_CAPACITY: usize = 20 * 1024;
 
 /// Everything a shard thread needs; built by the main thread, moved into the thread.
 pub struct ShardSpec<M, R> {
@@ -126,6 +135,11 @@ struct Shard<S: Service> {
     fired: Vec<u64>,
     /// Bytes of a response (101, 400, …) being built.
     scratch: Vec<u8>,
+    /// A TLS record's plaintext, handed up as a mutable slice (WebSocket unmasks in place).
+    tls_plain: Vec<u8>,
+    /// Empty buffers for TLS records split across receives, so that a connection holds
+    /// one only while it has such a record.
+    tls_carry_pool: Vec<Vec<u8>>,
     /// Where the doorbell eventfd's counter is read into; boxed so it does not move
     /// while the read is in flight.
     doorbell_buf: Box<[u8; 8]>,
@@ -171,6 +185,8 @@ impl<S: Service> Shard<S> {
             inbox: Vec::new(),
             fired: Vec::new(),
             scratch: Vec::new(),
+            tls_plain: Vec::new(),
+            tls_carry_pool: Vec::new(),
             doorbell_buf: Box::new([0; 8]),
             last_tick_ms: 0,
             shutdown_deadline: None,
@@ -194,6 +210,7 @@ impl<S: Service> Shard<S> {
             self.handle_mesh();
             self.handle_control();
             self.handle_timers();
+            self.handle_drained();
             let now = self.io.now_ms();
             if now >= self.last_tick_ms + TICK_MS {
                 self.last_tick_ms = now;
@@ -211,18 +228,39 @@ impl<S: Service> Shard<S> {
             let stats = &self.io.stats;
             stats.outbound_bytes.set(self.io.out_bytes() as u64);
             stats.mesh_waiting.set(self.io.mesh.backlog_total() as u64);
+            stats.ops_in_flight.set(self.io.ring.in_flight() as u64);
             let turn_us = turn_start.elapsed().as_micros() as u64;
             self.service.on_turn_flushed(turn_us);
             self.io.hists.record(hist::LOOP_TURN, turn_us);
             if let Some(deadline) = self.shutdown_deadline
                 && (self.io.conns.is_empty() || now >= deadline)
             {
-                return;
+                return self.stop();
             }
             if let Err(e) = self.wait() {
                 tracing::error!(shard = self.io.shard_id(), error = %e, "io_uring_enter failed; the shard stops");
-                return;
+                return self.stop();
             }
+        }
+    }
+
+    /// The loop is over: cancel every operation still in flight (sends stuck on clients
+    /// that do not read, receives, the doorbell's read) and wait until each has ended, so
+    /// that no buffer is freed while the kernel may still use it. Should some not end,
+    /// their buffers are leaked rather than freed.
+    fn stop(&mut self) {
+        let left = self.io.ring.quiesce(STOP_TIMEOUT);
+        self.io.stats.ops_in_flight.set(left as u64);
+        if left > 0 {
+            tracing::error!(
+                shard = self.io.shard_id(),
+                left,
+                "operations did not end when cancelled; their buffers are leaked"
+            );
+            std::mem::forget(std::mem::take(&mut self.io.conns));
+            std::mem::forget(std::mem::replace(&mut self.doorbell_buf, Box::new([0; 8])));
+            self.bufs.leak();
+            self.io.ring.abandon_in_flight();
         }
     }
 
@@ -232,8 +270,11 @@ impl<S: Service> Shard<S> {
         // Mesh messages left undrained on purpose (back-pressure) are no reason to spin.
         let mesh_ready = !self.mesh_deferred && self.io.mesh.inbound_pending();
         let more_work = std::mem::take(&mut self.io.continue_soon);
-        let busy =
-            self.io.ring.completions_ready() || mesh_ready || !self.control.is_empty() || more_work;
+        let busy = self.io.ring.completions_ready()
+            || mesh_ready
+            || !self.control.is_empty()
+            || !self.io.drained.is_empty()
+            || more_work;
         if busy {
             return self.io.ring.enter(0, None);
         }
@@ -349,7 +390,7 @@ impl<S: Service> Shard<S> {
         let key = self
             .io
             .new_conn(slot, listener as u8, S::ConnState::default());
-        self.io.listener_gauge(listener as u8).add(1);
+        self.io.count_transport(listener as u8, true);
         if open >= self.io.cfg.max_connections {
             stats.connections_refused_limit.add(1);
             if let Some(conn) = self.io.conn_raw(key) {
@@ -357,12 +398,20 @@ impl<S: Service> Shard<S> {
             }
         }
         self.io.arm_recv(key, self.bufs.group());
-        match self.io.cfg.listeners[listener].kind {
-            ListenerKind::Tcp => self.open(key),
-            ListenerKind::WebSocket(_) => {
-                let at = self.io.now_ms() + self.io.cfg.handshake_timeout_ms;
+        let spec = &self.io.cfg.listeners[listener];
+        let tls = spec.tls.clone();
+        let negotiates = tls.is_some() || matches!(spec.kind, ListenerKind::WebSocket(_));
+        if let Some(acceptor) = tls {
+            self.start_tls(key, &acceptor);
+        }
+        if negotiates {
+            // One deadline for the TLS handshake and the WebSocket upgrade together.
+            let at = self.io.now_ms() + self.io.cfg.handshake_timeout_ms;
+            if self.io.is_open(key) {
                 self.io.set_deadline_raw(key, at);
             }
+        } else {
+            self.open(key);
         }
         if self.accepting && self.io.conns.len() >= self.high_water {
             self.pause_accepts();
@@ -372,6 +421,20 @@ impl<S: Service> Shard<S> {
                 connections = self.io.conns.len(),
                 "accepting paused: the fixed-file table is nearly full"
             );
+        }
+    }
+
+    /// Puts a TLS stage below the connection's transport.
+    fn start_tls(&mut self, key: ConnKey, acceptor: &tls::TlsAcceptor) {
+        match acceptor.session() {
+            Ok(pump) => {
+                if let Some(conn) = self.io.conn_raw(key) {
+                    let inner = std::mem::replace(&mut conn.transport, Transport::Tcp);
+                    conn.transport = Transport::Tls(Box::new(TlsConn::new(pump, inner)));
+                    conn.set(flag::TLS);
+                }
+            }
+            Err(e) => self.io.tls_failed(key, &TlsError::Rustls(e)),
         }
     }
 
@@ -408,19 +471,7 @@ impl<S: Service> Shard<S> {
             }
             self.bufs.recycle(bid);
         } else if c.result == 0 {
-            let mut held = false;
-            if let Some(conn) = self.io.conn_raw(key) {
-                conn.set(flag::READ_DONE);
-                // A paused connection's last packets (a DISCONNECT, say) may still be
-                // held by the service: they are taken up before it closes.
-                held = conn.has(flag::PAUSED) && !conn.has(flag::CLOSING);
-                if held {
-                    conn.set(flag::EOF_HELD);
-                }
-            }
-            if !held {
-                self.io.close(key, CloseReason::Lost);
-            }
+            self.peer_done(key);
         } else {
             match -c.result {
                 libc::ENOBUFS => {
@@ -439,6 +490,7 @@ impl<S: Service> Shard<S> {
                     }
                 }
                 _ => {
+                    self.count_abandoned_handshake(key);
                     if let Some(conn) = self.io.conn_raw(key) {
                         conn.set(flag::READ_DONE | flag::WRITE_FAILED);
                     }
@@ -458,12 +510,70 @@ impl<S: Service> Shard<S> {
         self.io.progress_close(key);
     }
 
-    /// Hands received bytes to the connection's transport.
+    /// The peer sent its last bytes (the socket's end, or TLS close_notify).
+    fn peer_done(&mut self, key: ConnKey) {
+        self.count_abandoned_handshake(key);
+        let mut held = false;
+        if let Some(conn) = self.io.conn_raw(key) {
+            conn.set(flag::READ_DONE);
+            // A paused connection's last packets (a DISCONNECT, say) may still be held by
+            // the service: they are taken up before it closes.
+            held = conn.has(flag::PAUSED) && !conn.has(flag::CLOSING);
+            if held {
+                conn.set(flag::EOF_HELD);
+            }
+        }
+        if !held {
+            self.io.close(key, CloseReason::Lost);
+        }
+    }
+
+    /// A client that goes away in the middle of its TLS handshake (it refused the server's
+    /// certificate, say) failed it.
+    fn count_abandoned_handshake(&mut self, key: ConnKey) {
+        if let Some(conn) = self.io.conn_raw(key)
+            && !conn.has(flag::CLOSING)
+            && matches!(&conn.transport, Transport::Tls(t) if t.handshaking())
+        {
+            self.io.stats.tls_handshake_failed.add(1);
+        }
+    }
+
+    /// Hands received bytes to the connection's transport. The stage that takes them is
+    /// moved out of the connection meanwhile (the service runs inside, with `io`).
     fn input(&mut self, key: ConnKey, data: &mut [u8]) {
         let Some(conn) = self.io.conn_raw(key) else {
             return;
         };
-        match conn.transport {
+        if let Transport::Tls(t) = &mut conn.transport {
+            let Some(mut pump) = t.pump.take() else {
+                return;
+            };
+            let mut inner = std::mem::replace(&mut t.inner, Transport::Tcp);
+            let fed = self.tls_feed(key, &mut pump, &mut inner, data);
+            if let Some(conn) = self.io.conn_raw(key)
+                && let Transport::Tls(t) = &mut conn.transport
+            {
+                t.pump = Some(pump);
+                t.inner = inner;
+            }
+            match fed {
+                Err(e) => self.io.tls_failed(key, &e),
+                Ok(Fed::PeerClosed) => self.peer_done(key),
+                Ok(Fed::Handshaking | Fed::Open | Fed::Stopped) => {}
+            }
+            return;
+        }
+        let mut stage = std::mem::replace(&mut conn.transport, Transport::Tcp);
+        self.stage_input(key, &mut stage, data);
+        if let Some(conn) = self.io.conn_raw(key) {
+            conn.transport = stage;
+        }
+    }
+
+    /// Hands bytes to the stage above the socket or above TLS.
+    fn stage_input(&mut self, key: ConnKey, stage: &mut Transport, data: &mut [u8]) {
+        match stage {
             Transport::Tcp => {
                 let data = Data {
                     bytes: data,
@@ -472,31 +582,69 @@ impl<S: Service> Shard<S> {
                 };
                 self.service.on_data(&mut self.io, key, data);
             }
-            Transport::WsHandshake(_) => self.ws_handshake(key, data),
-            Transport::Ws(_) => {
-                let Transport::Ws(mut w) = std::mem::replace(&mut conn.transport, Transport::Tcp)
-                else {
-                    unreachable!()
-                };
-                self.ws_feed(key, &mut w, data);
-                if let Some(conn) = self.io.conn_raw(key) {
-                    conn.transport = Transport::Ws(w);
-                }
-            }
+            Transport::WsHandshake(_) => self.ws_handshake(key, stage, data),
+            Transport::Ws(w) => self.ws_feed(key, w, data),
+            // TLS is never inside TLS.
+            Transport::Tls(_) => {}
         }
     }
 
-    fn ws_handshake(&mut self, key: ConnKey, data: &mut [u8]) {
+    /// Feeds received records to the connection's TLS session; what they carry goes up
+    /// to `inner`. A buffer for a record split across receives is lent from the shard's
+    /// pool and given back once the record is whole.
+    fn tls_feed(
+        &mut self,
+        key: ConnKey,
+        pump: &mut Pump<UnbufferedServerConnection>,
+        inner: &mut Transport,
+        data: &mut [u8],
+    ) -> Result<Fed, TlsError> {
+        if pump.carry.capacity() == 0 {
+            pump.carry = self.tls_carry_pool.pop().unwrap_or_default();
+        }
+        let fed = pump.feed(
+            data,
+            &mut TlsUp {
+                shard: self,
+                key,
+                inner,
+            },
+        );
+        if pump.carry.is_empty() && pump.carry.capacity() > 0 {
+            let mut carry = std::mem::take(&mut pump.carry);
+            if self.tls_carry_pool.len() < TLS_CARRY_POOL_MAX {
+                carry.shrink_to(TLS_CARRY_KEEP_CAPACITY);
+                self.tls_carry_pool.push(carry);
+            }
+        }
+        fed
+    }
+
+    /// The TLS handshake completed: the client certificate's CN is kept, and MQTT over
+    /// TLS opens (secure WebSocket opens after its upgrade).
+    fn tls_established(&mut self, key: ConnKey, state: &CommonState, inner: &Transport) {
+        self.io.stats.tls_handshakes.add(1);
+        let cn = state.peer_certificates().and_then(tls::peer_common_name);
+        let Some(conn) = self.io.conn_raw(key) else {
+            return;
+        };
+        if let Transport::Tls(t) = &mut conn.transport {
+            t.established = true;
+            t.peer_cn = cn;
+        }
+        if matches!(inner, Transport::Tcp) && self.io.is_open(key) {
+            self.open(key);
+        }
+    }
+
+    /// Reads a WebSocket upgrade request (`stage` is `WsHandshake`); once it is answered
+    /// with 101, `stage` becomes `Ws` and bytes behind the request go on to it.
+    fn ws_handshake(&mut self, key: ConnKey, stage: &mut Transport, data: &mut [u8]) {
         let cfg = self.io.cfg.clone();
         let Some(ListenerKind::WebSocket(options)) = self.io.listener_kind(key).cloned() else {
             return;
         };
-        let Some(conn) = self.io.conn_raw(key) else {
-            return;
-        };
-        let Transport::WsHandshake(mut buf) =
-            std::mem::replace(&mut conn.transport, Transport::Tcp)
-        else {
+        let Transport::WsHandshake(buf) = stage else {
             return;
         };
         let byte_stream = options.framing == WsFraming::ByteStream;
@@ -513,7 +661,7 @@ impl<S: Service> Shard<S> {
             let room = (cfg.max_handshake_bytes + 1).saturating_sub(buf.len());
             buf.extend_from_slice(&data[..data.len().min(room)]);
         }
-        let src: &[u8] = if in_place { data } else { &buf };
+        let src: &[u8] = if in_place { data } else { buf };
         self.scratch.clear();
         let outcome = match ws::handshake::parse_request(src, &server) {
             Ok(Decoded::Partial { .. }) => None,
@@ -533,9 +681,6 @@ impl<S: Service> Shard<S> {
                 if in_place {
                     buf.extend_from_slice(&data[..data.len().min(cfg.max_handshake_bytes + 1)]);
                 }
-                if let Some(conn) = self.io.conn_raw(key) {
-                    conn.transport = Transport::WsHandshake(buf);
-                }
             }
             Some(Err(())) => {
                 self.io.stats.ws_handshake_rejected.add(1);
@@ -552,21 +697,25 @@ impl<S: Service> Shard<S> {
                     if byte_stream {
                         conn.set(flag::WS_BYTE_STREAM);
                     }
-                    conn.transport = Transport::Ws(Box::new(WsConn {
-                        decoder: ws::frame::FrameDecoder::new(ws::Role::Server, cfg.max_ws_message),
-                        carry: Vec::new(),
-                        byte_stream,
-                    }));
                 }
+                let ws = Transport::Ws(Box::new(WsConn {
+                    decoder: ws::frame::FrameDecoder::new(ws::Role::Server, cfg.max_ws_message),
+                    carry: Vec::new(),
+                    byte_stream,
+                }));
+                let request = std::mem::replace(stage, ws);
                 self.open(key);
                 // Bytes after the request already belong to the WebSocket stream.
                 if in_place {
                     if used < data.len() && self.io.is_open(key) {
-                        self.input(key, &mut data[used..]);
+                        self.stage_input(key, stage, &mut data[used..]);
                     }
-                } else if used < buf.len() && self.io.is_open(key) {
+                } else if let Transport::WsHandshake(buf) = request
+                    && used < buf.len()
+                    && self.io.is_open(key)
+                {
                     let mut rest = buf[used..].to_vec();
-                    self.input(key, &mut rest);
+                    self.stage_input(key, stage, &mut rest);
                 }
             }
         }
@@ -795,13 +944,35 @@ impl<S: Service> Shard<S> {
             conn.deadline_ms = 0;
             if conn.has(flag::CLOSING) {
                 self.io.force_close(key);
-            } else if matches!(conn.transport, Transport::WsHandshake(_)) {
+            } else if conn.transport.negotiating() {
+                // The runtime's own deadline: the TLS handshake and the WebSocket upgrade.
+                if matches!(&conn.transport, Transport::Tls(t) if t.handshaking()) {
+                    self.io.stats.tls_handshake_timeout.add(1);
+                }
                 self.io.close(key, CloseReason::Timeout);
             } else {
                 self.service.on_deadline(&mut self.io, key);
             }
         }
         self.fired = fired;
+        self.notify_closed();
+    }
+
+    /// Tells the service which connections' outbound queues emptied as it asked; what it
+    /// writes now goes out this turn. A connection it asks about again within this call
+    /// (nothing queued) is told next turn.
+    fn handle_drained(&mut self) {
+        let drained = std::mem::take(&mut self.io.drained);
+        for &key in &drained {
+            if self.io.is_open(key) {
+                self.service.on_drained(&mut self.io, key);
+            }
+        }
+        let mut drained = drained;
+        drained.clear();
+        if self.io.drained.is_empty() {
+            self.io.drained = drained;
+        }
         self.notify_closed();
     }
 
@@ -886,5 +1057,36 @@ impl<S: Service> Shard<S> {
                 self.io.ring.push(e);
             }
         }
+    }
+}
+
+/// The shard as the TLS session's peer while one connection's records are fed: records
+/// to send go to the connection's queue, plaintext to the stage above TLS.
+struct TlsUp<'a, S: Service> {
+    shard: &'a mut Shard<S>,
+    key: ConnKey,
+    inner: &'a mut Transport,
+}
+
+impl<S: Service> tls::Peer for TlsUp<'_, S> {
+    fn send(&mut self, records: &[u8]) {
+        self.shard.io.append_records(self.key, records);
+    }
+
+    fn established(&mut self, state: &CommonState) {
+        self.shard.tls_established(self.key, state, self.inner);
+    }
+
+    fn received(&mut self, data: &[u8]) -> bool {
+        if !self.shard.io.is_open(self.key) {
+            return false;
+        }
+        // rustls lends the plaintext read-only; the stages above work in place.
+        let mut plain = std::mem::take(&mut self.shard.tls_plain);
+        plain.clear();
+        plain.extend_from_slice(data);
+        self.shard.stage_input(self.key, self.inner, &mut plain);
+        self.shard.tls_plain = plain;
+        self.shard.io.is_open(self.key)
     }
 }

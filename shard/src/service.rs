@@ -62,6 +62,10 @@ pub trait Service: Sized + 'static {
     /// (`io.pause_if_pressured`): bytes it held back may be taken up now.
     fn on_resume(&mut self, _io: &mut Io<Self>, _key: ConnKey) {}
 
+    /// Everything queued for the connection has been handed to the kernel, as asked with
+    /// `io.notify_drained`: the service may write the next batch of a long series.
+    fn on_drained(&mut self, _io: &mut Io<Self>, _key: ConnKey) {}
+
     /// End of a loop turn, before outbound bytes are flushed and the mesh is rung.
     fn on_turn_end(&mut self, _io: &mut Io<Self>) {}
 

@@ -82,6 +82,7 @@ counters! {
         Gauge connections_current: "Connections open now.",
         Gauge connections_tcp: "Connections open now on MQTT-over-TCP listeners.",
         Gauge connections_ws: "Connections open now on WebSocket listeners (upgrades in progress included).",
+        Gauge connections_tls: "Connections open now on TLS listeners (--mqtts and --wss; also counted in connections_tcp or connections_ws), handshakes in progress included.",
         Counter connections_total: "Connections accepted since start.",
         Counter connections_refused_limit:
             "Connections refused for max_connections (answered with the service's refusal).",
@@ -95,12 +96,23 @@ counters! {
         Counter disconnected_timeout: "Connections closed when a deadline passed (the WebSocket handshake's, or one the service set: CONNECT, keepalive).",
         Counter disconnected_protocol_error: "Connections closed for a protocol violation (WebSocket framing, or the service's protocol).",
         Counter ws_handshake_rejected: "WebSocket upgrades refused (400/404/426/431).",
+        Counter tls_handshakes: "TLS handshakes completed.",
+        Counter tls_handshake_failed:
+            "TLS handshakes that failed (not TLS at all, no common version or cipher suite, a missing or refused client certificate, …: answered with an alert and closed), or that the client left (it refused the server's certificate, say).",
+        Counter tls_handshake_timeout:
+            "TLS handshakes not finished within the handshake timeout: closed (also counted in disconnected_timeout).",
+        Counter tls_errors:
+            "TLS connections closed after the handshake for a bad record or more buffered than a record may hold: answered with an alert.",
         Counter recv_no_buffers: "Multishot receives that ended because the buffer ring was empty (re-armed).",
         Counter mesh_sent: "Messages sent to other shards over the mesh.",
         Counter mesh_backpressure: "Messages that found a peer shard's ring full and waited in order.",
         Gauge outbound_bytes: "Outbound bytes queued on the shard's connections now.",
         Gauge mesh_waiting: "Messages waiting in order for a full peer ring (the mesh overflow), now.",
         Counter loop_turns: "Turns of the shard loop.",
+        Counter write_errors:
+            "Writes the service began that did not append the bytes they promised (an encoder's error): taken back, and the connection closed.",
+        Gauge ops_in_flight:
+            "io_uring operations the shard has handed to the kernel and not yet seen end, now (0 once a stopped shard has cancelled and waited for them all).",
     }
 }
 

@@ -1067,7 +1067,6 @@ impl Broker {
             Filter::Plain(_) => v.plain(),
             Filter::Shared { .. } => v
                 .groups()
-                .iter()
                 .find(|g| &*g.share == filter)
                 .map_or(&[], |g| &g.members[..]),
         }

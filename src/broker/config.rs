@@ -1,7 +1,8 @@
 //! What the broker of every shard is told at start ([`BrokerConfig`]) and what it can
 //! read of the others ([`Shared`]).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Instant;
 
 use super::ShardFigures;
@@ -31,8 +32,25 @@ pub struct BrokerConfig {
     pub route_depth: usize,
     /// Topic aliases a client may use towards the broker (MQTT 5 Topic Alias Maximum).
     pub topic_alias_max: u16,
-    /// Subscriptions one session may hold.
+    /// Subscriptions one session may hold; one more is refused (SUBACK 0x97 / 0x80).
     pub max_subscriptions: usize,
+    /// Subscription memory one session may hold, as `routing::subscription_cost` counts
+    /// it; a subscription past it is refused (SUBACK 0x97 / 0x80).
+    pub max_subscription_bytes: usize,
+    /// Levels a topic name or filter may have. A filter with more is refused (SUBACK 0x8F
+    /// / 0x80); a PUBLISH with more is answered PUBACK/PUBREC 0x90 (MQTT 5, QoS 1 and 2),
+    /// DISCONNECT 0x90 (MQTT 5, QoS 0), or closed (3.1.1); a will with more refuses the
+    /// CONNECT (CONNACK 0x90, or a close for 3.1.1).
+    pub max_topic_levels: usize,
+    /// Sessions the whole broker holds at most (connected or not); a CONNECT that needs
+    /// a new one past it is refused (CONNACK 0x03 / 0x97). `None`: no bound.
+    pub max_sessions: Option<usize>,
+    /// Seconds a 3.1.1 persistent session (Clean Session 0) outlives its connection;
+    /// `None`: for ever, as the 3.1.1 spec has it.
+    pub v311_session_expiry_s: Option<u32>,
+    /// Retained messages one shard holds in new subscriptions' snapshots waiting to be
+    /// sent; past it further snapshots wait until others are sent.
+    pub retained_snapshot_entries: usize,
     /// Longest keep alive an MQTT 5 client may use, in seconds (0: whatever the client
     /// asks). A client asking for more, or for none (0), is told this value as Server
     /// Keep Alive (MQTT 5 §3.2.2.3.14) and held to it: a connection that never has to
@@ -73,6 +91,11 @@ impl Default for BrokerConfig {
             route_depth: defaults::ROUTE_DEPTH,
             topic_alias_max: defaults::TOPIC_ALIAS_MAX,
             max_subscriptions: defaults::MAX_SUBSCRIPTIONS,
+            max_subscription_bytes: defaults::MAX_SUBSCRIPTION_BYTES,
+            max_topic_levels: defaults::MAX_TOPIC_LEVELS,
+            max_sessions: None,
+            v311_session_expiry_s: None,
+            retained_snapshot_entries: defaults::RETAINED_SNAPSHOT_ENTRIES,
             max_keep_alive_s: defaults::MAX_KEEP_ALIVE_S,
             deny_subscribe: defaults::DENY_SUBSCRIBE.iter().map(|&f| f.into()).collect(),
             max_packet_size: defaults::MAX_PACKET_SIZE,
@@ -97,6 +120,9 @@ pub struct Shared {
     /// Where the shards emit webhook events (`None`: no webhook is configured, and no
     /// event is built).
     pub webhooks: Option<WebhookSender>,
+    /// Sessions held by all shards (those indexed by client id; a moved session's stub
+    /// is not one), for `max_sessions`.
+    pub sessions: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -119,6 +145,7 @@ impl Shared {
             started: Instant::now(),
             retain_clock: AtomicU64::new(1),
             webhooks,
+            sessions: Arc::new(AtomicUsize::new(0)),
         })
     }
 }

@@ -13,6 +13,7 @@ use super::client::{Client, OutAliases, PendingConnect, Phase, client_flag};
 use super::events::disconnect_reason;
 use super::msg::Claimant;
 use super::publish::forward_props;
+use super::routing::level_count;
 use super::session::{Message, MovingSession, Session, SessionId, WillMsg};
 use super::{Broker, Io, Msg};
 
@@ -85,9 +86,24 @@ impl Broker {
         };
         let expiry_interval = match version {
             Version::V311 if c.clean_start => 0,
-            Version::V311 => NEVER_EXPIRES,
+            Version::V311 => self.config().v311_session_expiry_s.unwrap_or(NEVER_EXPIRES),
             Version::V5 => c.properties.session_expiry_interval().unwrap_or(0),
         };
+        if let Some(w) = &c.will
+            && level_count(w.topic) > self.config().max_topic_levels
+        {
+            // A will is published like any PUBLISH (and retained, perhaps): held to the
+            // same bound. 3.1.1 has no return code for it: the connection is closed
+            // without a CONNACK, as for any CONNECT the server does not accept.
+            self.stats.topic_levels_refused.add(1);
+            if version == Version::V5 {
+                let why = "the will topic has more levels than this server takes";
+                self.writer
+                    .refuse_connect(io, key, version, ReasonCode::TOPIC_NAME_INVALID, why);
+            }
+            io.close(key, CloseReason::Policy);
+            return;
+        }
         let will = c.will.as_ref().map(|w| {
             let mut props = Vec::new();
             let expiry_s = forward_props(w.properties, &mut props);
@@ -198,9 +214,17 @@ impl Broker {
                     let sid = self.install_session(io, *s, stub);
                     self.take_session(sid);
                 }
-                let sid = self.sessions.add(Session::new(&p.client_id, version));
-                self.session_created(&p.client_id, p.expiry_interval);
-                (sid, false)
+                let max = self.config().max_sessions;
+                match self
+                    .sessions
+                    .add_new(Session::new(&p.client_id, version), max)
+                {
+                    Some(sid) => {
+                        self.session_created(&p.client_id, p.expiry_interval);
+                        (sid, false)
+                    }
+                    None => return self.refuse_new_session(io, conn, &p.client_id, epoch),
+                }
             }
         };
         let window = p.receive_maximum.min(self.config().max_inflight).max(1);
@@ -273,6 +297,24 @@ impl Broker {
         if !carried.is_empty() {
             self.process_input(io, conn, &carried);
         }
+    }
+
+    /// The broker holds `max_sessions` already: the CONNECT that needs a new one is
+    /// refused (CONNACK 0x03 / 0x97, counted), and the home shard forgets the claim.
+    fn refuse_new_session(&mut self, io: &mut Io, conn: ConnKey, client_id: &str, epoch: u64) {
+        self.stats.sessions_refused.add(1);
+        let version = io.state(conn).map_or(Version::V311, |c| c.version());
+        let why = "the server's session limit is reached";
+        self.writer
+            .refuse_connect(io, conn, version, ReasonCode::QUOTA_EXCEEDED, why);
+        io.close(conn, CloseReason::Policy);
+        let home = self.peers.home_of(client_id);
+        let release = Msg::Release {
+            client_id: client_id.into(),
+            owner: self.peers.id,
+            epoch,
+        };
+        self.send(io, home, release);
     }
 
     /// The MQTT 5 CONNACK: what the client must know of this broker's limits.
@@ -410,6 +452,7 @@ impl Broker {
     /// returns it. The registry is not told.
     pub(super) fn take_session(&mut self, sid: SessionId) -> Option<Session> {
         let mut session = self.sessions.remove(sid)?;
+        self.retained_cursors.remove(sid);
         if session.conn.is_some() {
             self.pressure.waiting = self.pressure.waiting.saturating_sub(session.queue_len());
         }
@@ -532,18 +575,14 @@ impl Broker {
     }
 
     /// Each tick: publish delayed wills that are due, end sessions that expired (their
-    /// pending will is published then, MQTT 5 §3.1.3.2.2).
+    /// pending will is published then, MQTT 5 §3.1.3.2.2). Only the sessions with a
+    /// deadline due are looked at.
     pub(super) fn expire_sessions(&mut self, io: &mut Io) {
         let now = io.now_ms();
-        let offline = self.sessions.take_offline();
-        let mut keep = Vec::with_capacity(offline.len());
-        for sid in offline {
+        while let Some(sid) = self.sessions.next_due(now) {
             let Some(s) = self.sessions.get_mut(sid) else {
                 continue;
             };
-            if s.conn.is_some() {
-                continue;
-            }
             let e = s.extra();
             let expired = e.and_then(|e| e.expires_at_ms).is_some_and(|at| at <= now);
             let will_due = e.and_then(|e| e.will_at_ms).is_some_and(|at| at <= now);
@@ -553,14 +592,12 @@ impl Broker {
                 self.publish_will(io, w);
             }
             if expired {
+                self.stats.sessions_expired.add(1);
                 if let Some(s) = self.sessions.get(sid) {
                     self.session_expired(&s.client_id);
                 }
                 self.end_session(io, sid);
-            } else {
-                keep.push(sid);
             }
         }
-        self.sessions.keep_offline(keep);
     }
 }

@@ -38,6 +38,8 @@ pub(super) fn disconnect_reason(reason: CloseReason, client: &Client) -> &'stati
         CloseReason::SlowConsumer => "slow_consumer",
         CloseReason::Policy => "policy",
         CloseReason::Lost => "connection_lost",
+        CloseReason::TlsFailed => "tls_error",
+        CloseReason::WriteFailed => "write_failed",
     }
 }
 
@@ -49,11 +51,18 @@ pub(super) fn protocol_level(v: Version) -> u8 {
     }
 }
 
-/// `mqtt` or `ws`: what the connection's listener speaks.
+/// `mqtt`, `ws`, `mqtts` or `wss`: what the connection's listener speaks (the last two
+/// over TLS).
 pub(super) fn transport(io: &Io, key: ConnKey) -> &'static str {
-    match io.listener_kind(key) {
-        Some(ringmq_shard::config::ListenerKind::WebSocket(_)) => "ws",
-        _ => "mqtt",
+    let ws = matches!(
+        io.listener_kind(key),
+        Some(ringmq_shard::config::ListenerKind::WebSocket(_))
+    );
+    match (ws, io.is_tls(key)) {
+        (false, false) => "mqtt",
+        (true, false) => "ws",
+        (false, true) => "mqtts",
+        (true, true) => "wss",
     }
 }
 

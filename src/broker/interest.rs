@@ -6,24 +6,29 @@
 //! acknowledge once applied, so a SUBACK can wait until every shard routes to this one
 //! (`PendingSuback`), and a barrier can wait until every retained message published
 //! before a SUBSCRIBE has arrived here.
+//!
+//! Changes made in one loop turn travel together: one `Msg::Interest` per peer and turn,
+//! carrying them all under one sequence number, so a client that joins 10,000 groups
+//! costs each peer a message per turn, not one per group.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use ringmq_proto::mqtt::SubscriptionOptions;
 use ringmq_shard::conn::ConnKey;
 
 use super::msg;
+use super::retained_cursor::RetainedFilter;
 use super::session::SessionId;
 use super::topics::{NodeValue, Trie};
 use super::{Mail, Msg, Peers};
 use crate::config::defaults::MAX_SHARDS;
 
-/// Other shards' interest at one filter: a bit per shard.
+/// Other shards' interest at one filter: a bit per shard, and for each shared group
+/// (found by name: a filter may carry thousands) the shards with members.
 #[derive(Default)]
 pub(super) struct InterestNode {
     pub shards: u128,
-    pub groups: Vec<(Arc<str>, u128)>,
+    pub groups: HashMap<Arc<str>, u128>,
 }
 
 impl NodeValue for InterestNode {
@@ -43,7 +48,7 @@ pub(super) struct PendingSuback {
     /// Why a filter was refused, for the Reason String (MQTT 5).
     pub why: Option<&'static str>,
     /// The filters whose retained messages follow the SUBACK, with their options.
-    pub retained: Vec<(Box<str>, SubscriptionOptions, u32)>,
+    pub retained: Vec<RetainedFilter>,
 }
 
 /// How long plain interest stays advertised after its last subscriber on this shard
@@ -94,8 +99,10 @@ pub(super) struct Interest {
     lingering: VecDeque<(Box<str>, u64)>,
     /// Interest broadcasts (and barriers) sent so far.
     seq: u64,
-    /// The sequence number of the last broadcast still waiting in the outbox (0: none).
-    pub outbox_seq: u64,
+    /// Changes made this turn, sent together by `flush` under the sequence number
+    /// `batch_seq`.
+    batch: Vec<msg::InterestChange>,
+    batch_seq: u64,
     /// How far each peer has applied this shard's broadcasts.
     pub acked: Vec<u64>,
     /// SUBACKs waiting for the other shards to apply the interest their SUBSCRIBE made.
@@ -110,7 +117,8 @@ impl Interest {
             advertised: HashMap::new(),
             lingering: VecDeque::new(),
             seq: 0,
-            outbox_seq: 0,
+            batch: Vec::new(),
+            batch_seq: 0,
             acked: vec![0; peers.count],
             pending_subacks: VecDeque::new(),
         }
@@ -129,14 +137,7 @@ impl Interest {
     /// a SUBSCRIBE reached this shard does not depend on the interest having travelled
     /// first. A group's interest goes at once: a publisher picks one shard per group, and
     /// must not pick one without members.
-    pub fn advertise(
-        &mut self,
-        prefix: &str,
-        share: Option<Arc<str>>,
-        add: bool,
-        now_ms: u64,
-        mail: &mut Mail,
-    ) {
+    pub fn advertise(&mut self, prefix: &str, share: Option<Arc<str>>, add: bool, now_ms: u64) {
         if self.peers.count == 1 {
             return;
         }
@@ -168,12 +169,12 @@ impl Interest {
             self.advertised.remove(&key);
         }
         if changed {
-            self.broadcast(prefix, share, add, mail);
+            self.broadcast(prefix, share, add);
         }
     }
 
     /// Each tick: plain interest idle for [`INTEREST_LINGER_MS`] is withdrawn.
-    pub fn withdraw_idle(&mut self, now_ms: u64, mail: &mut Mail) {
+    pub fn withdraw_idle(&mut self, now_ms: u64) {
         while let Some((key, since)) = self.lingering.front() {
             if since + INTEREST_LINGER_MS > now_ms {
                 return;
@@ -186,36 +187,47 @@ impl Interest {
                 .is_some_and(|a| a.count == 0 && a.idle_since == since);
             if idle {
                 self.advertised.remove(&key);
-                self.broadcast(&key, None, false, mail);
+                self.broadcast(&key, None, false);
             }
         }
     }
 
     /// Tells every other shard that this one has (`add`) or no longer has subscribers
-    /// for a prefix (or a shared group's filter).
-    fn broadcast(&mut self, prefix: &str, share: Option<Arc<str>>, add: bool, mail: &mut Mail) {
-        self.seq += 1;
-        let seq = self.seq;
+    /// for a prefix (or a shared group's filter): joins the batch of this turn, which
+    /// goes under one sequence number.
+    fn broadcast(&mut self, prefix: &str, share: Option<Arc<str>>, add: bool) {
+        if self.batch.is_empty() {
+            self.seq += 1;
+            self.batch_seq = self.seq;
+        }
         let filter = if share.is_some() {
             prefix.into()
         } else {
             advertised_filter(prefix)
         };
+        self.batch.push(msg::InterestChange { filter, share, add });
+    }
+
+    /// Sends this turn's interest changes to every other shard, one message each.
+    pub fn flush(&mut self, mail: &mut Mail) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let changes: Arc<[msg::InterestChange]> = std::mem::take(&mut self.batch).into();
         for to in self.peers.others() {
             let msg = Msg::Interest(Box::new(msg::Interest {
-                filter: filter.clone(),
-                share: share.clone(),
-                add,
-                seq,
+                changes: changes.clone(),
+                seq: self.batch_seq,
             }));
             // Interest must not wait behind a local inbox; it goes straight to the peer.
             mail.outbox.push((to, msg));
         }
-        self.outbox_seq = seq;
     }
 
     /// Another shard gained or lost interest in `filter`.
-    pub fn apply(&mut self, from: usize, filter: &str, share: Option<Arc<str>>, add: bool) {
+    pub fn apply(&mut self, from: usize, change: &msg::InterestChange) {
+        let msg::InterestChange { filter, share, add } = change;
+        let add = *add;
         if from >= MAX_SHARDS {
             return;
         }
@@ -232,29 +244,41 @@ impl Interest {
         match share {
             None if add => v.shards |= bit,
             None => v.shards &= !bit,
-            Some(share) => match v.groups.iter().position(|(s, _)| *s == share) {
-                Some(i) if add => v.groups[i].1 |= bit,
-                Some(i) => {
-                    v.groups[i].1 &= !bit;
-                    if v.groups[i].1 == 0 {
-                        v.groups.swap_remove(i);
+            Some(share) if add => *v.groups.entry(share.clone()).or_default() |= bit,
+            Some(share) => {
+                if let Some(m) = v.groups.get_mut(share) {
+                    *m &= !bit;
+                    if *m == 0 {
+                        v.groups.remove(share);
                     }
                 }
-                None if add => v.groups.push((share, bit)),
-                None => {}
-            },
+            }
         }
         if !add {
             self.others.prune(node);
         }
     }
 
+    /// Whether another shard has members in shared group `share`.
+    pub fn has_group_elsewhere(&self, share: &str) -> bool {
+        let Ok(parsed) = ringmq_proto::topic::parse_filter(share) else {
+            return false;
+        };
+        self.others.find(parsed.filter()).is_some_and(|n| {
+            self.others
+                .get(n)
+                .groups
+                .get(share)
+                .is_some_and(|&m| m != 0)
+        })
+    }
+
     /// A sequence number every other shard acknowledges only after handling everything
     /// it sent this shard before: once acknowledged, every retained message published
-    /// anywhere before now is in this shard's store. An interest change still waiting in
-    /// the outbox serves; otherwise a `Barrier` goes out.
+    /// anywhere before now is in this shard's store. This turn's batch of interest
+    /// changes serves, if there is one; otherwise a `Barrier` goes out.
     pub fn barrier(&mut self, mail: &mut Mail) -> u64 {
-        if self.peers.count == 1 || (self.outbox_seq != 0 && self.outbox_seq == self.seq) {
+        if self.peers.count == 1 || !self.batch.is_empty() {
             return self.seq;
         }
         self.seq += 1;
@@ -262,7 +286,6 @@ impl Interest {
         for to in self.peers.others() {
             mail.outbox.push((to, Msg::Barrier { seq }));
         }
-        self.outbox_seq = seq;
         seq
     }
 
@@ -293,5 +316,41 @@ mod tests {
                 assert!(topic::matches(&adv, t), "{adv} should match {t}");
             }
         }
+    }
+
+    /// A client that joins 10,000 groups in one turn costs each other shard one message,
+    /// which carries every change under one sequence number.
+    #[test]
+    fn a_turn_of_interest_changes_is_one_message_per_peer() {
+        let mut interest = Interest::new(Peers { id: 0, count: 3 });
+        let mut mail = Mail::default();
+        for g in 0..10_000 {
+            let share: Arc<str> = format!("$share/g{g}/load/t").into();
+            interest.advertise("load/t", Some(share), true, 1);
+        }
+        let seq = interest.seq();
+        assert_eq!(
+            interest.barrier(&mut mail),
+            seq,
+            "the batch serves as a barrier"
+        );
+        interest.flush(&mut mail);
+        assert_eq!(mail.outbox.len(), 2, "one message per peer");
+        for (_, m) in &mail.outbox {
+            let Msg::Interest(i) = m else {
+                panic!("an interest message")
+            };
+            assert_eq!((i.changes.len(), i.seq), (10_000, seq));
+        }
+        // Applied on a peer: every group found by name.
+        let mut peer = Interest::new(Peers { id: 1, count: 3 });
+        let Msg::Interest(i) = &mail.outbox[0].1 else {
+            unreachable!()
+        };
+        for c in i.changes.iter() {
+            peer.apply(0, c);
+        }
+        assert!(peer.has_group_elsewhere("$share/g9999/load/t"));
+        assert!(!peer.has_group_elsewhere("$share/other/load/t"));
     }
 }

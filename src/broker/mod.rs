@@ -5,8 +5,10 @@
 //! holds: `sessions::Sessions` (sessions by slot and client id, the offline ones),
 //! `registry::Registry` (the client ids whose home is this shard), `routing::Routes`
 //! (the topic table), `interest::Interest` (what other shards subscribe to),
-//! `retained::Retained`, `pressure::Pressure` (back-pressure), `writer::Writer`
-//! (packets out, counted), `sys::Sys`, and the mesh messages waiting to go (`Mail`).
+//! `retained::Retained`, `retained_cursor::RetainedCursors` (retained messages new
+//! subscriptions are still to receive), `pressure::Pressure` (back-pressure),
+//! `writer::Writer` (packets out, counted), `sys::Sys`, and the mesh messages waiting to
+//! go (`Mail`).
 //! The work on them is spread over files by stage, in the order a message passes
 //! through them:
 //!
@@ -16,7 +18,8 @@
 //!   session; `takeover`: the cross-shard protocol that finds a session wherever it
 //!   lives (claim → takeover → hand-off, stubs and fences).
 //! - `subscribe`: SUBSCRIBE/UNSUBSCRIBE over `routing`, `interest` and
-//!   `retained`.
+//!   `retained`; `retained_cursor`: a new subscription's retained messages, sent at the
+//!   subscriber's pace.
 //! - `publish`: PUBLISH in; `routing`: where a message goes; `delivery`: one
 //!   message to one session; `qos`: the acknowledgements of QoS 1 and 2, in-flight
 //!   windows and queues; `writer`: the packets out.
@@ -43,6 +46,7 @@ mod publish;
 mod qos;
 mod registry;
 mod retained;
+mod retained_cursor;
 mod routing;
 pub mod session;
 mod sessions;
@@ -72,6 +76,7 @@ pub use msg::Msg;
 use pressure::Pressure;
 use registry::Registry;
 use retained::Retained;
+use retained_cursor::RetainedCursors;
 pub use routing::Tally;
 use routing::{Routes, Scratch};
 use sessions::Sessions;
@@ -156,6 +161,8 @@ pub struct Broker {
     interest: Interest,
     /// The retained messages.
     retained: Retained,
+    /// The retained messages new subscriptions are still to receive.
+    retained_cursors: RetainedCursors,
     /// The broker's side of back-pressure.
     pressure: Pressure,
     /// Mesh messages waiting to go.
@@ -182,17 +189,19 @@ impl Broker {
             count: shared.shards.len(),
         };
         let figures = shared.shards[shard_id].clone();
+        let sessions = Sessions::new(shared.sessions.clone());
         Broker {
             peers,
             writer: Writer::new(figures.broker.clone()),
             stats: figures.broker,
             latency: Latency::new(figures.broker_hists),
             clock_ms: 0,
-            sessions: Sessions::new(),
+            sessions,
             registry: Registry::new(),
             routes: Routes::default(),
             interest: Interest::new(peers),
             retained: Retained::default(),
+            retained_cursors: RetainedCursors::default(),
             pressure: Pressure::default(),
             mail: Mail::default(),
             scratch: Scratch::default(),
@@ -265,10 +274,10 @@ impl Broker {
     /// Handles the messages this shard sent itself, and sends the outbox.
     pub(super) fn drain_local_inbox(&mut self, io: &mut Io) {
         loop {
+            self.interest.flush(&mut self.mail);
             for (to, m) in self.mail.outbox.drain(..) {
                 io.send_to_shard(to, m);
             }
-            self.interest.outbox_seq = 0;
             let Some(m) = self.mail.local.pop_front() else {
                 break;
             };
@@ -297,14 +306,13 @@ impl Broker {
             }
             Msg::Retain { msg, version } => self.retained.store(msg, version),
             Msg::Interest(i) => {
-                let msg::Interest {
-                    filter,
-                    share,
-                    add,
-                    seq,
-                } = *i;
-                self.interest.apply(from, &filter, share, add);
-                self.send(io, from, Msg::InterestAck { seq });
+                for change in i.changes.iter() {
+                    self.interest.apply(from, change);
+                    if let Some(share) = &change.share {
+                        self.settle_share_turn(share);
+                    }
+                }
+                self.send(io, from, Msg::InterestAck { seq: i.seq });
             }
             Msg::Barrier { seq } => self.send(io, from, Msg::InterestAck { seq }),
             Msg::InterestAck { seq } => {
@@ -367,6 +375,9 @@ impl Service for Broker {
         self.clock_ms = io.now_ms();
         let at = io.now_ms() + self.config().connect_timeout_ms;
         io.set_deadline(key, at);
+        if let Some(cn) = io.peer_certificate_cn(key) {
+            tracing::debug!(shard = io.shard_id(), cn, "TLS client certificate verified");
+        }
     }
 
     fn on_data(&mut self, io: &mut Io, key: ConnKey, data: Data<'_>) {
@@ -412,6 +423,13 @@ impl Service for Broker {
         self.take_up_held(io, key);
     }
 
+    fn on_drained(&mut self, io: &mut Io, key: ConnKey) {
+        self.clock_ms = io.now_ms();
+        if let Some(sid) = io.state(key).and_then(|c| c.session) {
+            self.send_retained(io, sid);
+        }
+    }
+
     fn on_turn_end(&mut self, io: &mut Io) {
         self.run_jobs(io);
         self.admin.new_turn();
@@ -431,9 +449,7 @@ impl Service for Broker {
 
     fn on_turn_flushed(&mut self, turn_us: u64) {
         self.latency.turn_flushed(turn_us);
-        self.stats
-            .deliveries_waiting
-            .set(self.pressure.waiting as u64);
+        self.set_gauges();
     }
 
     fn on_tick(&mut self, io: &mut Io) {
@@ -454,8 +470,9 @@ impl Service for Broker {
         self.clock_ms = io.now_ms();
         self.top_topics.tick(self.clock_ms);
         self.expire_sessions(io);
+        self.evict_stalled_retained(io);
         self.registry.compact();
-        self.interest.withdraw_idle(self.clock_ms, &mut self.mail);
+        self.interest.withdraw_idle(self.clock_ms);
         self.publish_sys(io);
         self.drain_local_inbox(io);
         self.latency.publish();

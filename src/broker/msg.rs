@@ -22,9 +22,9 @@ pub enum Msg {
     /// Store (or, with an empty payload, clear) a retained message; `version` orders
     /// updates of one topic from different shards.
     Retain { msg: Arc<Message>, version: u64 },
-    /// The sender has (`add`) or no longer has subscribers for `filter` (a prefix of
-    /// their filters, or the exact filter of a shared group `share`). Answered with
-    /// `InterestAck { seq }` once applied.
+    /// The sender's interest changes of one loop turn, each: it has (`add`) or no longer
+    /// has subscribers for `filter` (a prefix of their filters, or the exact filter of a
+    /// shared group `share`). Answered with `InterestAck { seq }` once applied.
     Interest(Box<Interest>),
     /// Every `Interest` up to `seq` from the receiver has been applied by the sender.
     InterestAck { seq: u64 },
@@ -90,12 +90,17 @@ pub struct Claimant {
     pub clean_start: bool,
 }
 
-/// See [`Msg::Interest`].
+/// See [`Msg::Interest`]: the changes are shared by the messages to every peer.
 pub struct Interest {
+    pub changes: Arc<[InterestChange]>,
+    pub seq: u64,
+}
+
+/// One change of a shard's interest.
+pub struct InterestChange {
     pub filter: Box<str>,
     pub share: Option<Arc<str>>,
     pub add: bool,
-    pub seq: u64,
 }
 
 /// See [`Msg::Takeover`].

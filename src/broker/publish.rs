@@ -19,6 +19,7 @@ use ringmq_shard::conn::ConnKey;
 
 use super::client::Client;
 use super::delivery::Src;
+use super::routing::level_count;
 use super::session::Message;
 use super::{Broker, Io};
 
@@ -96,9 +97,13 @@ impl Broker {
             _ => (false, 0),
         };
         // MQTT-3.3.4-8: more QoS 2 messages unreleased than the Receive Maximum the
-        // broker gave in CONNACK.
-        let over_receive_maximum =
-            !duplicate && version == Version::V5 && waiting >= receive_maximum as usize;
+        // broker gave in CONNACK. A 3.1.1 client is held to the same bound (it cannot be
+        // told it; a well-behaved one keeps far fewer in flight), so that no client makes
+        // the broker keep an id for each of the 65,535 there are.
+        let over_receive_maximum = !duplicate && waiting >= receive_maximum as usize;
+        if over_receive_maximum {
+            self.stats.inbound_qos2_exceeded.add(1);
+        }
         let refused = resolved.err().or(over_receive_maximum.then_some((
             ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
             "more unacknowledged QoS 2 messages than the receive maximum",
@@ -106,6 +111,10 @@ impl Broker {
         if let Some((code, why)) = refused {
             self.scratch.topic = topic_buf;
             return self.protocol_error(io, key, code, why);
+        }
+        if level_count(&topic_buf) > self.config().max_topic_levels {
+            self.scratch.topic = topic_buf;
+            return self.refuse_deep_topic(io, key, version, &p);
         }
         if !duplicate {
             let mut fwd = std::mem::take(&mut self.scratch.fwd);
@@ -147,7 +156,7 @@ impl Broker {
             }
             QoS::ExactlyOnce => {
                 if !duplicate && let Some(s) = self.sessions.get_mut(sid) {
-                    s.extra_mut().inbound_qos2.push(p.pkid);
+                    s.extra_mut().inbound_qos2.insert(p.pkid);
                 }
                 let rec = Packet::PubRec(PubResp {
                     pkid: p.pkid,
@@ -162,6 +171,34 @@ impl Broker {
         // publisher for a while, instead of dropping messages: what it sends meanwhile is
         // held (`take_up`) until `on_resume`.
         self.pause_publisher_if_pressured(io, key);
+    }
+
+    /// A PUBLISH whose topic has more levels than `max_topic_levels`: not delivered nor
+    /// retained. MQTT 5 answers a QoS 1 or 2 one with PUBACK or PUBREC 0x90 Topic Name
+    /// invalid ("not accepted by this server"), which ends its flow and keeps the
+    /// connection, and a QoS 0 one (which has no answer) with DISCONNECT 0x90; 3.1.1 has
+    /// no code for it and closes the connection.
+    fn refuse_deep_topic(&mut self, io: &mut Io, key: ConnKey, version: Version, p: &Publish<'_>) {
+        self.stats.topic_levels_refused.add(1);
+        let why = "the topic name has more levels than this server takes";
+        if version == Version::V311 || p.qos == QoS::AtMostOnce {
+            return self.protocol_error(io, key, ReasonCode::TOPIC_NAME_INVALID, why);
+        }
+        let props = [Property::ReasonString(why)];
+        let make = |properties| {
+            let r = PubResp {
+                pkid: p.pkid,
+                reason: ReasonCode::TOPIC_NAME_INVALID,
+                properties,
+            };
+            if p.qos == QoS::AtLeastOnce {
+                Packet::PubAck(r)
+            } else {
+                Packet::PubRec(r)
+            }
+        };
+        let (full, bare) = (make(Properties::List(&props)), make(Properties::EMPTY));
+        self.writer.answer(io, key, version, &full, &bare);
     }
 
     /// Publishes a message made by the broker (a will, `$SYS`).

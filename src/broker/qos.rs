@@ -84,16 +84,14 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        let known = match s.extra_opt_mut().and_then(|e| {
-            let i = e.inbound_qos2.iter().position(|&p| p == pkid)?;
-            Some((e, i))
-        }) {
-            Some((e, i)) => {
-                e.inbound_qos2.swap_remove(i);
-                true
+        let known = s.extra_opt_mut().is_some_and(|e| {
+            let known = e.inbound_qos2.remove(&pkid);
+            if e.inbound_qos2.is_empty() && e.inbound_qos2.capacity() > 64 {
+                // A burst is over: its table goes with it.
+                e.inbound_qos2 = Default::default();
             }
-            None => false,
-        };
+            known
+        });
         answer_release(&self.writer, io, key, version, false, pkid, known);
     }
 
@@ -152,8 +150,14 @@ impl Broker {
         }
     }
 
-    /// Sends queued deliveries while the in-flight window has room.
+    /// Sends queued deliveries while the in-flight window has room, then retained
+    /// messages a new subscription is still to receive.
     pub(super) fn drain_queue(&mut self, io: &mut Io, sid: SessionId) {
+        self.send_queued(io, sid);
+        self.send_retained(io, sid);
+    }
+
+    fn send_queued(&mut self, io: &mut Io, sid: SessionId) {
         let now = Instant::now();
         loop {
             let Some(s) = self.sessions.get_mut(sid) else {

@@ -1,16 +1,14 @@
 //! Retained messages: every shard keeps the whole set, so a new subscription finds them
 //! where it is. A retained PUBLISH is stored on its own shard and sent to every other
 //! (`Msg::Retain`) with a version from a process-wide clock, so every shard keeps the same
-//! latest one of a topic whatever order the copies arrive in.
+//! latest one of a topic whatever order the copies arrive in. A new subscription's
+//! retained messages are sent at the subscriber's pace by `retained_cursor`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use ringmq_proto::mqtt::SubscriptionOptions;
-
-use super::delivery::Src;
-use super::session::{Message, SessionId, SubIds};
+use super::session::Message;
 use super::topics::{NodeValue, Trie};
 use super::{Broker, Io, Msg};
 
@@ -31,6 +29,9 @@ impl NodeValue for RetainedNode {
 #[derive(Default)]
 pub(super) struct Retained {
     trie: Trie<RetainedNode>,
+    /// Messages held, and their bytes (`Message::size`).
+    pub count: usize,
+    pub bytes: usize,
 }
 
 impl Retained {
@@ -42,7 +43,10 @@ impl Retained {
             if let Some(node) = self.trie.find(&topic) {
                 let v = self.trie.get_mut(node);
                 if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
-                    v.msg = None;
+                    if let Some((old, _)) = v.msg.take() {
+                        self.count -= 1;
+                        self.bytes -= old.size();
+                    }
                     self.trie.prune(node);
                 }
             }
@@ -51,7 +55,11 @@ impl Retained {
         let node = self.trie.insert(&topic);
         let v = self.trie.get_mut(node);
         if v.msg.as_ref().is_none_or(|(_, have)| *have < version) {
-            v.msg = Some((msg, version));
+            self.bytes += msg.size();
+            match v.msg.replace((msg, version)) {
+                Some((old, _)) => self.bytes -= old.size(),
+                None => self.count += 1,
+            }
         }
     }
 
@@ -72,17 +80,20 @@ impl Retained {
         })
     }
 
-    /// The retained messages whose topics `filter` matches, but those expired at `now`.
-    pub fn matching(&mut self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
-        let mut found = Vec::new();
+    /// The retained message of `topic` now, if there is one.
+    pub fn current(&self, topic: &str) -> Option<&Arc<Message>> {
+        let node = self.trie.find(topic)?;
+        self.trie.get(node).msg.as_ref().map(|(m, _)| m)
+    }
+
+    /// Calls `visit` for each retained message whose topic `filter` matches (expired
+    /// ones included: whoever sends them checks).
+    pub fn matching_each(&mut self, filter: &str, mut visit: impl FnMut(&Arc<Message>)) {
         self.trie.match_filter(filter, |_, v| {
-            if let Some((m, _)) = &v.msg
-                && !m.is_expired(now)
-            {
-                found.push(m.clone());
+            if let Some((m, _)) = &v.msg {
+                visit(m);
             }
         });
-        found
     }
 }
 
@@ -98,22 +109,5 @@ impl Broker {
             io.send_to_shard(to, msg);
         }
         self.retained.store(m, version);
-    }
-
-    /// Sends the retained messages matching a new subscription, with RETAIN set.
-    pub(super) fn send_retained(
-        &mut self,
-        io: &mut Io,
-        sid: SessionId,
-        filter: &str,
-        opts: SubscriptionOptions,
-        sub_id: u32,
-    ) {
-        let found = self.retained.matching(filter, Instant::now());
-        for m in found {
-            let qos = m.qos.min(opts.qos);
-            let mut src = Src::from_arc(&m, self.peers.id);
-            self.deliver(io, sid, &mut src, qos, true, SubIds::one(sub_id));
-        }
     }
 }

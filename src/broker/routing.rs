@@ -3,9 +3,18 @@
 //! message to the local sessions that match, to the other shards whose interest matches
 //! (see `interest`), and to one member of each matching shared group, taking turns over
 //! the shards that have members (MQTT 5 §4.8.2).
+//!
+//! A filter may carry any number of shared groups (10,000 on one topic is a real
+//! deployment): a group is found by its name in a hash table at its node, never by a
+//! search of the node's groups, so a subscription costs the same however many groups
+//! there are. Whose turn it is in each group is kept while the group has members on
+//! some shard, and forgotten when it has none.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use ringmq_proto::mqtt::{QoS, SubscriptionOptions};
 use ringmq_proto::topic::{self, Filter};
@@ -48,7 +57,8 @@ pub(super) enum SubsNode {
 #[derive(Default)]
 pub(super) struct SubsMany {
     plain: Vec<Subscriber>,
-    groups: Vec<ShareGroup>,
+    /// The groups, hashed by name (`Routes::hasher`).
+    groups: HashTable<ShareGroup>,
 }
 
 impl SubsNode {
@@ -70,17 +80,20 @@ impl SubsNode {
     }
 
     /// The shared-subscription groups.
-    pub fn groups(&self) -> &[ShareGroup] {
-        match self {
-            SubsNode::Many(m) => &m.groups,
-            _ => &[],
-        }
+    pub fn groups(&self) -> impl Iterator<Item = &ShareGroup> {
+        let groups = match self {
+            SubsNode::Many(m) => Some(&m.groups),
+            _ => None,
+        };
+        groups.into_iter().flat_map(|g| g.iter())
     }
 
-    pub fn groups_mut(&mut self) -> &mut [ShareGroup] {
+    /// How many shared-subscription groups the node has.
+    #[cfg(test)]
+    pub fn group_count(&self) -> usize {
         match self {
-            SubsNode::Many(m) => &mut m.groups,
-            _ => &mut [],
+            SubsNode::Many(m) => m.groups.len(),
+            _ => 0,
         }
     }
 
@@ -111,19 +124,6 @@ impl SubsNode {
         removed
     }
 
-    /// The groups, to add one (the subscriptions move to the heap).
-    pub fn groups_vec(&mut self) -> &mut Vec<ShareGroup> {
-        &mut self.many().groups
-    }
-
-    /// Removes the group at `i`.
-    pub fn remove_group(&mut self, i: usize) {
-        if let SubsNode::Many(m) = self {
-            m.groups.swap_remove(i);
-        }
-        self.tidy();
-    }
-
     /// The subscriptions on the heap, moved there first if they are inline.
     fn many(&mut self) -> &mut SubsMany {
         if !matches!(self, SubsNode::Many(_)) {
@@ -133,7 +133,7 @@ impl SubsNode {
             };
             *self = SubsNode::Many(Box::new(SubsMany {
                 plain,
-                groups: Vec::new(),
+                groups: HashTable::new(),
             }));
         }
         match self {
@@ -167,20 +167,43 @@ impl NodeValue for SubsNode {
 pub(super) struct Routes {
     /// Filter → the sessions subscribed to it here, plain and by shared group.
     pub subs: Trie<SubsNode>,
-    /// Whose turn it is in each shared group, across the shards that have members.
-    share_rr: HashMap<Arc<str>, u32>,
+    /// Hashes group names in every node's group table.
+    hasher: RandomState,
+    /// Whose turn it is in each shared group with members on some shard (here, or
+    /// elsewhere as `Interest` says): an entry per such group, gone when it has none.
+    share_turns: HashMap<Arc<str>, u32>,
+    /// Subscriptions in the table, and what they cost (`subscription_cost`).
+    pub count: usize,
+    pub bytes: usize,
+    /// Group names compared while finding groups (what the tests count).
+    pub probes: u64,
+}
+
+/// What one subscription costs the broker, as the per-session budget counts it
+/// (`max_subscription_bytes`): the filter as sent (`filter_len` bytes), for each of its
+/// `levels` a trie node's worth (about 128 bytes: the node, its level, its share of a
+/// child table), and the subscriber entry and the session's reference to it.
+pub(super) fn subscription_cost(filter_len: usize, levels: usize) -> usize {
+    const PER_LEVEL: usize = 128;
+    const PER_SUBSCRIPTION: usize = 64;
+    filter_len + levels * PER_LEVEL + PER_SUBSCRIPTION
+}
+
+/// The levels of a topic name or filter.
+pub(super) fn level_count(topic: &str) -> usize {
+    topic.bytes().filter(|&b| b == b'/').count() + 1
 }
 
 impl Routes {
     /// Puts session `sid`'s subscription to `filter` (valid; `parsed` is its parse) in the
     /// table. Returns its node and, for a shared one, the group's name as the table holds
-    /// it.
+    /// it, and whether the group is new here.
     pub fn add(
         &mut self,
         parsed: &Filter<'_>,
         filter: &str,
         entry: Subscriber,
-    ) -> (NodeId, Option<Arc<str>>) {
+    ) -> (NodeId, Option<(Arc<str>, bool)>) {
         match *parsed {
             Filter::Plain(f) => {
                 let node = self.subs.insert(f);
@@ -189,24 +212,45 @@ impl Routes {
             }
             Filter::Shared { filter: plain, .. } => {
                 let node = self.subs.insert(plain);
-                let groups = self.subs.get_mut(node).groups_vec();
-                let share: Arc<str> = match groups.iter_mut().find(|g| &*g.share == filter) {
+                let hasher = &self.hasher;
+                let probes = &mut self.probes;
+                let groups = &mut self.subs.get_mut(node).many().groups;
+                let h = hasher.hash_one(filter);
+                let found = groups.find_mut(h, |g| {
+                    *probes += 1;
+                    &*g.share == filter
+                });
+                let share = match found {
                     Some(g) => {
                         g.members.push(entry);
-                        g.share.clone()
+                        (g.share.clone(), false)
                     }
                     None => {
                         let share: Arc<str> = Arc::from(filter);
-                        groups.push(ShareGroup {
+                        let group = ShareGroup {
                             share: share.clone(),
                             members: vec![entry],
                             next: 0,
-                        });
-                        share
+                        };
+                        groups.insert_unique(h, group, |g| hasher.hash_one(&*g.share));
+                        (share, true)
                     }
                 };
                 (node, Some(share))
             }
+        }
+    }
+
+    /// Group `share` at `node`, if it is there.
+    pub fn group_mut(&mut self, node: NodeId, share: &str) -> Option<&mut ShareGroup> {
+        let h = self.hasher.hash_one(share);
+        let probes = &mut self.probes;
+        match self.subs.get_mut(node) {
+            SubsNode::Many(m) => m.groups.find_mut(h, |g| {
+                *probes += 1;
+                &*g.share == share
+            }),
+            _ => None,
         }
     }
 
@@ -217,49 +261,94 @@ impl Routes {
         node: NodeId,
         share: Option<&str>,
     ) -> Option<&mut Subscriber> {
-        let v = self.subs.get_mut(node);
         match share {
-            None => v.plain_mut().iter_mut().find(|s| s.sid == sid),
-            Some(share) => v
-                .groups_mut()
+            None => self
+                .subs
+                .get_mut(node)
+                .plain_mut()
                 .iter_mut()
-                .find(|g| &*g.share == share)
-                .and_then(|g| g.members.iter_mut().find(|s| s.sid == sid)),
+                .find(|s| s.sid == sid),
+            Some(share) => self
+                .group_mut(node, share)?
+                .members
+                .iter_mut()
+                .find(|s| s.sid == sid),
         }
     }
 
     /// Takes session `sid`'s subscription at `node` (in group `share`) out of the node,
     /// which is not pruned yet. `None` if it was not there; else the group it left
-    /// (`Some(None)` for a plain one).
+    /// (`Some(None)` for a plain one) and whether that group is now empty here (and gone).
     pub fn remove(
         &mut self,
         sid: SessionId,
         node: NodeId,
         share: Option<&str>,
-    ) -> Option<Option<Arc<str>>> {
+    ) -> Option<Option<(Arc<str>, bool)>> {
+        let Some(share) = share else {
+            return self.subs.get_mut(node).remove_plain(sid).then_some(None);
+        };
+        let h = self.hasher.hash_one(share);
+        let probes = &mut self.probes;
         let value = self.subs.get_mut(node);
-        match share {
-            None => value.remove_plain(sid).then_some(None),
-            Some(share) => {
-                let groups = value.groups_mut();
-                let gi = groups.iter().position(|g| &*g.share == share)?;
-                let g = &mut groups[gi];
-                g.members.retain(|s| s.sid != sid);
-                let share = g.share.clone();
-                if g.members.is_empty() {
-                    value.remove_group(gi);
-                }
-                Some(Some(share))
-            }
+        let SubsNode::Many(m) = value else {
+            return None;
+        };
+        let Ok(mut entry) = m.groups.find_entry(h, |g| {
+            *probes += 1;
+            &*g.share == share
+        }) else {
+            return None;
+        };
+        let g = entry.get_mut();
+        g.members.retain(|s| s.sid != sid);
+        let name = g.share.clone();
+        let emptied = g.members.is_empty();
+        if emptied {
+            entry.remove();
+            value.tidy();
         }
+        Some(Some((name, emptied)))
     }
 
-    /// The next turn in shared group `share`.
+    /// The next turn in shared group `share` (one with members on some shard).
     pub fn next_turn(&mut self, share: &Arc<str>) -> u32 {
-        let rr = self.share_rr.entry(share.clone()).or_insert(0);
+        let rr = self.share_turns.entry(share.clone()).or_insert(0);
         let turn = *rr;
         *rr = rr.wrapping_add(1);
         turn
+    }
+
+    /// Group `share` has members on some shard: it gets a turn.
+    pub fn keep_turn(&mut self, share: &Arc<str>) {
+        self.share_turns.entry(share.clone()).or_insert(0);
+    }
+
+    /// Group `share` has no member on any shard: its turn goes.
+    pub fn forget_turn(&mut self, share: &str) {
+        self.share_turns.remove(share);
+    }
+
+    /// Shared groups with a turn kept.
+    pub fn turns_kept(&self) -> usize {
+        self.share_turns.len()
+    }
+
+    /// Whether group `share` (`$share/{group}/{filter}`) has members here.
+    pub fn has_group(&mut self, share: &str) -> bool {
+        let Ok(Filter::Shared { filter, .. }) = topic::parse_filter(share) else {
+            return false;
+        };
+        match self.subs.find(filter) {
+            Some(node) => self.group_mut(node, share).is_some(),
+            None => false,
+        }
+    }
+
+    /// What the subscription at `node` (in group `share`) costs (`subscription_cost`).
+    pub fn cost_of(&self, node: NodeId, share: Option<&str>) -> usize {
+        let (levels, path_len) = self.subs.depth_and_len(node);
+        subscription_cost(share.map_or(path_len, str::len), levels)
     }
 }
 
@@ -270,6 +359,8 @@ pub(super) struct Scratch {
     pub targets: Vec<Target>,
     /// The shared groups that match it: (group, members here, shards with members).
     pub groups: Vec<(Arc<str>, bool, u128)>,
+    /// Where each group is in `groups`, to merge the local and the remote view of one.
+    pub group_at: HashMap<Arc<str>, usize>,
     /// Forwarded properties of the message being routed.
     pub fwd: Vec<u8>,
     /// The topic behind a topic alias.
@@ -316,19 +407,27 @@ impl Broker {
     pub(super) fn route(&mut self, io: &mut Io, src: &mut Src<'_>, tally: Option<&mut Tally>) {
         let mut tally = tally;
         let mut groups = std::mem::take(&mut self.scratch.groups);
+        let mut group_at = std::mem::take(&mut self.scratch.group_at);
         groups.clear();
+        group_at.clear();
         let here = self.deliver_local(io, src, Some(&mut groups));
         if let Some(t) = tally.as_deref_mut() {
             t.here += here as u64;
         }
         if self.peers.count > 1 {
+            if !groups.is_empty() {
+                group_at.extend(groups.iter().enumerate().map(|(i, g)| (g.0.clone(), i)));
+            }
             let mut mask = 0u128;
             self.interest.others.match_topic(src.topic, |_, v| {
                 mask |= v.shards;
                 for (share, m) in &v.groups {
-                    match groups.iter_mut().find(|g| g.0 == *share) {
-                        Some(g) => g.2 |= m,
-                        None => groups.push((share.clone(), false, *m)),
+                    match group_at.get(share) {
+                        Some(&i) => groups[i].2 |= m,
+                        None => {
+                            group_at.insert(share.clone(), groups.len());
+                            groups.push((share.clone(), false, *m));
+                        }
                     }
                 }
             });
@@ -380,11 +479,14 @@ impl Broker {
                 io.send_to_shard(to, msg);
             }
         }
+        group_at.clear();
         self.scratch.groups = groups;
+        self.scratch.group_at = group_at;
     }
 
     /// Delivers to this shard's plain subscribers; collects shared groups that match into
-    /// `groups` when given. Returns how many sessions it went to.
+    /// `groups` when given (each once: a group's name holds its filter, so it is at one
+    /// node only). Returns how many sessions it went to.
     pub(super) fn deliver_local(
         &mut self,
         io: &mut Io,
@@ -408,11 +510,7 @@ impl Broker {
                 sub_ids: SubIds::one(s.sub_id),
             }));
             if let Some(groups) = groups.as_deref_mut() {
-                for g in v.groups() {
-                    if !groups.iter().any(|x| x.0 == g.share) {
-                        groups.push((g.share.clone(), true, 0));
-                    }
-                }
+                groups.extend(v.groups().map(|g| (g.share.clone(), true, 0)));
             }
         });
         if nodes > 1 {
@@ -444,14 +542,7 @@ impl Broker {
         let Some(node) = self.routes.subs.find(parsed.filter()) else {
             return false;
         };
-        let Some(g) = self
-            .routes
-            .subs
-            .get_mut(node)
-            .groups_mut()
-            .iter_mut()
-            .find(|g| &*g.share == share)
-        else {
+        let Some(g) = self.routes.group_mut(node, share) else {
             return false;
         };
         let n = g.members.len();
@@ -475,6 +566,16 @@ impl Broker {
         let retain = chosen.opts.retain_as_published && src.retain;
         self.deliver(io, chosen.sid, src, qos, retain, SubIds::one(chosen.sub_id));
         true
+    }
+
+    /// Keeps a turn for shared group `share` while it has members on some shard, and
+    /// forgets it once it has none (so the turns kept are bounded by the live groups).
+    pub(super) fn settle_share_turn(&mut self, share: &Arc<str>) {
+        if self.routes.has_group(share) || self.interest.has_group_elsewhere(share) {
+            self.routes.keep_turn(share);
+        } else {
+            self.routes.forget_turn(share);
+        }
     }
 }
 
@@ -533,16 +634,56 @@ mod tests {
             matches!(v, SubsNode::One(s) if s.sub_id == 2),
             "back inline"
         );
-        v.groups_vec().push(ShareGroup {
-            share: "$share/g/t".into(),
-            members: vec![sub(4)],
-            next: 0,
-        });
-        assert_eq!((v.plain().len(), v.groups().len()), (1, 1));
+        let mut routes = Routes::default();
+        let parsed = topic::parse_filter("$share/g/t").unwrap();
+        let n = routes.subs.insert("t");
+        *routes.subs.get_mut(n) = v;
+        routes.add(&parsed, "$share/g/t", sub(4));
+        let v = routes.subs.get_mut(n);
+        assert_eq!((v.plain().len(), v.group_count()), (1, 1));
         assert!(v.remove_plain(sid(2)));
         assert!(!v.is_empty(), "the group is left");
-        v.remove_group(0);
-        assert!(v.is_empty());
+        let left = routes.remove(sid(4), n, Some("$share/g/t"));
+        assert!(matches!(left, Some(Some((_, true)))), "the group emptied");
+        assert!(routes.subs.get(n).is_empty());
+    }
+
+    /// Finding a group costs the same whatever the number of groups at the node: a
+    /// subscription to a new group and to an existing one compare one group name at
+    /// most, with 10 groups there or with 10,000.
+    #[test]
+    fn a_group_subscription_costs_the_same_whatever_the_group_count() {
+        let sub = |index| Subscriber {
+            sid: SessionId {
+                index,
+                gen_: std::num::NonZeroU32::MIN,
+            },
+            opts: SubscriptionOptions {
+                qos: QoS::AtMostOnce,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            },
+            sub_id: 0,
+        };
+        let mut probes_with = Vec::new();
+        for groups in [10u32, 10_000] {
+            let mut routes = Routes::default();
+            for g in 0..groups {
+                let f = format!("$share/g{g}/load/t");
+                routes.add(&topic::parse_filter(&f).unwrap(), &f, sub(g));
+            }
+            let before = routes.probes;
+            let new = "$share/new/load/t";
+            routes.add(&topic::parse_filter(new).unwrap(), new, sub(1));
+            let old = "$share/g5/load/t";
+            routes.add(&topic::parse_filter(old).unwrap(), old, sub(2));
+            let node = routes.subs.find("load/t").unwrap();
+            routes.remove(sub(2).sid, node, Some(old));
+            probes_with.push(routes.probes - before);
+        }
+        assert!(probes_with[1] <= 3, "{probes_with:?}");
+        assert_eq!(probes_with[0], probes_with[1], "{probes_with:?}");
     }
 
     fn t(index: u32, qos: QoS, id: u32) -> Target {

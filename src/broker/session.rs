@@ -133,6 +133,11 @@ impl Message {
         &self.bytes[(self.topic_len + self.props_len) as usize..]
     }
 
+    /// Bytes of topic, properties and payload together.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Seconds left before expiry (at least 1 while not expired), or `None` if it never
     /// expires; `Some(0)` once expired.
     pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
@@ -220,6 +225,29 @@ pub struct SubRef {
     /// The whole filter of a shared subscription (`$share/{group}/{filter}`): the node
     /// may hold several groups. `None` for a plain subscription.
     pub share: Option<Arc<str>>,
+}
+
+impl std::hash::Hash for SubRef {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        SubKey {
+            node: self.node,
+            share: self.share.as_deref(),
+        }
+        .hash(h);
+    }
+}
+
+/// A `SubRef` looked up by a borrowed group name (no `Arc` made for the lookup).
+#[derive(Hash)]
+struct SubKey<'a> {
+    node: NodeId,
+    share: Option<&'a str>,
+}
+
+impl hashbrown::Equivalent<SubRef> for SubKey<'_> {
+    fn equivalent(&self, r: &SubRef) -> bool {
+        self.node == r.node && self.share == r.share.as_deref()
+    }
 }
 
 /// A will message, published when the connection ends without a DISCONNECT.
@@ -318,8 +346,10 @@ pub struct SessionExtra {
     pub inflight: VecDeque<Inflight>,
     pub queue: VecDeque<Queued>,
     /// QoS 2 packet ids received and answered with PUBREC, waiting for PUBREL; a
-    /// PUBLISH with one of these ids is a duplicate and is not delivered again.
-    pub inbound_qos2: Vec<u16>,
+    /// PUBLISH with one of these ids is a duplicate and is not delivered again. A hash
+    /// set: every QoS 2 PUBLISH looks its id up, and a client may hold up to
+    /// `max_inflight` of them.
+    pub inbound_qos2: hashbrown::HashSet<u16>,
     next_pkid: u16,
     pub will: Option<WillMsg>,
     /// A delayed will waits for this time (shard clock, ms).
@@ -330,8 +360,12 @@ pub struct SessionExtra {
     pub fenced: u128,
     /// The session arrived from another shard that may still forward to it.
     pub arrival: Option<Box<Arrival>>,
-    /// Subscriptions beyond `Session::first_sub`.
-    more_subs: Vec<SubRef>,
+    /// Subscriptions beyond `Session::first_sub`, found by node and group in one step
+    /// (a session may hold `max_subscriptions` of them).
+    more_subs: hashbrown::HashSet<SubRef>,
+    /// The cost of `more_subs` (`routing::subscription_cost`); the inline first one's is
+    /// worked out from the topic table when needed.
+    pub sub_bytes: usize,
 }
 
 impl SessionExtra {
@@ -453,14 +487,18 @@ impl Session {
     pub fn has_sub(&self, node: NodeId, share: Option<&str>) -> bool {
         let first = share.is_none() && self.first_sub.is_some_and(|n| n.get() == node);
         first
-            || self.extra().is_some_and(|e| {
-                e.more_subs
-                    .iter()
-                    .any(|r| r.node == node && r.share.as_deref() == share)
-            })
+            || self
+                .extra()
+                .is_some_and(|e| e.more_subs.contains(&SubKey { node, share }))
     }
 
-    pub fn add_sub(&mut self, sub: SubRef) {
+    /// The node of the plain subscription kept inline, if there is one.
+    pub fn first_plain_sub(&self) -> Option<NodeId> {
+        self.first_sub.map(NonZeroU32::get)
+    }
+
+    /// Adds a subscription that costs `cost` (see `SessionExtra::sub_bytes`).
+    pub fn add_sub(&mut self, sub: SubRef, cost: usize) {
         if self.first_sub.is_none()
             && sub.share.is_none()
             && let Some(n) = NonZeroU32::new(sub.node)
@@ -468,25 +506,26 @@ impl Session {
             self.first_sub = Some(n);
             return;
         }
-        self.extra_mut().more_subs.push(sub);
+        let e = self.extra_mut();
+        if e.more_subs.insert(sub) {
+            e.sub_bytes += cost;
+        }
     }
 
-    /// Removes the subscription at `node` (in group `share`); whether there was one.
-    pub fn remove_sub(&mut self, node: NodeId, share: Option<&str>) -> bool {
+    /// Removes the subscription at `node` (in group `share`), which cost `cost`; whether
+    /// there was one.
+    pub fn remove_sub(&mut self, node: NodeId, share: Option<&str>, cost: usize) -> bool {
         if share.is_none() && self.first_sub.is_some_and(|n| n.get() == node) {
             self.first_sub = None;
             return true;
         }
-        let Some(more) = self.extra_opt_mut().map(|e| &mut e.more_subs) else {
+        let Some(e) = self.extra_opt_mut() else {
             return false;
         };
-        let Some(i) = more
-            .iter()
-            .position(|r| r.node == node && r.share.as_deref() == share)
-        else {
+        if !e.more_subs.remove(&SubKey { node, share }) {
             return false;
-        };
-        more.swap_remove(i);
+        }
+        e.sub_bytes = e.sub_bytes.saturating_sub(cost);
         true
     }
 
@@ -495,7 +534,8 @@ impl Session {
         let subs = self.subs().collect();
         self.first_sub = None;
         if let Some(e) = self.extra_opt_mut() {
-            e.more_subs = Vec::new();
+            e.more_subs = Default::default();
+            e.sub_bytes = 0;
         }
         subs
     }
@@ -506,7 +546,9 @@ impl Session {
         if let Some(e) = self.extra()
             && !e.more_subs.is_empty()
         {
-            other.extra_mut().more_subs = e.more_subs.clone();
+            let o = other.extra_mut();
+            o.more_subs = e.more_subs.clone();
+            o.sub_bytes = e.sub_bytes;
         }
     }
 }
@@ -564,22 +606,32 @@ mod tests {
     fn one_plain_subscription_is_inline() {
         let mut s = Session::new("c", Version::V5);
         let share: Arc<str> = "$share/g/a".into();
-        s.add_sub(SubRef {
-            node: 7,
-            share: None,
-        });
+        s.add_sub(
+            SubRef {
+                node: 7,
+                share: None,
+            },
+            100,
+        );
         assert!(
             s.extra().is_none(),
             "no allocation for one plain subscription"
         );
-        s.add_sub(SubRef {
-            node: 7,
-            share: Some(share.clone()),
-        });
-        s.add_sub(SubRef {
-            node: 9,
-            share: None,
-        });
+        s.add_sub(
+            SubRef {
+                node: 7,
+                share: Some(share.clone()),
+            },
+            20,
+        );
+        s.add_sub(
+            SubRef {
+                node: 9,
+                share: None,
+            },
+            30,
+        );
+        assert_eq!(s.extra().map(|e| e.sub_bytes), Some(50));
         assert_eq!(s.subs_len(), 3);
         assert!(s.has_sub(7, None) && s.has_sub(7, Some("$share/g/a")));
         assert!(!s.has_sub(9, Some("$share/g/a")) && !s.has_sub(8, None));
@@ -589,11 +641,12 @@ mod tests {
             stub.subs().collect::<Vec<_>>(),
             s.subs().collect::<Vec<_>>()
         );
-        assert!(s.remove_sub(7, None));
-        assert!(!s.remove_sub(7, None));
-        assert!(s.remove_sub(7, Some("$share/g/a")));
+        assert!(s.remove_sub(7, None, 100));
+        assert!(!s.remove_sub(7, None, 100));
+        assert!(s.remove_sub(7, Some("$share/g/a"), 20));
         assert_eq!(s.subs().map(|r| r.node).collect::<Vec<_>>(), vec![9]);
-        assert!(s.remove_sub(9, None));
+        assert!(s.remove_sub(9, None, 30));
+        assert_eq!(s.extra().map(|e| e.sub_bytes), Some(0));
         assert_eq!(s.subs_len(), 0);
         assert_eq!(stub.take_subs().len(), 3);
         assert_eq!(stub.subs_len(), 0);

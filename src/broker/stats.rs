@@ -66,6 +66,28 @@ ringmq_shard::counters! {
             "QoS 1/2 deliveries kept for connected clients until their in-flight window has room, now.",
         Counter dedup_window_overflow:
             "Messages a session that just moved between shards could not check for a second copy (window full).",
+        Gauge sessions_online: "Sessions whose client is connected, now.",
+        Gauge sessions_offline: "Persistent sessions whose client is away, now.",
+        Counter sessions_refused:
+            "CONNECTs refused because they needed a new session past max_sessions (CONNACK 0x03 / 0x97).",
+        Counter sessions_expired: "Sessions that ended because their client stayed away past their expiry.",
+        Gauge subscriptions: "Subscriptions in the shard's topic table (moved sessions' stubs included), now.",
+        Gauge subscription_bytes:
+            "Memory of those subscriptions as the per-session budget counts it (the filter, 128 B a topic level, 64 B a subscription), now.",
+        Counter subscriptions_refused:
+            "Subscriptions refused because the session held max_subscriptions or max_subscription_bytes already (SUBACK 0x97 / 0x80).",
+        Counter topic_levels_refused:
+            "Filters, PUBLISH topics and will topics refused for having more than max_topic_levels levels.",
+        Gauge shared_groups:
+            "Shared-subscription groups with members on some shard that this shard keeps a turn for, now.",
+        Gauge retained_messages: "Retained messages held (every shard holds them all; shard 0 reports them), now.",
+        Gauge retained_bytes: "Bytes of those messages (topic, properties, payload), now.",
+        Gauge retained_pending:
+            "Retained messages waiting in new subscriptions' snapshots to be sent, now.",
+        Counter retained_snapshots_waited:
+            "New subscriptions whose retained messages waited for room among the shard's snapshots (retained_snapshot_entries).",
+        Counter inbound_qos2_exceeded:
+            "Connections ended for holding more QoS 2 messages awaiting PUBREL than max_inflight (MQTT 5: DISCONNECT 0x93).",
     }
 }
 
@@ -100,5 +122,28 @@ impl Latency {
     /// Adds what was recorded since the last call to the shared copy.
     pub fn publish(&mut self) {
         self.hists.publish();
+    }
+}
+
+impl super::Broker {
+    /// Sets the gauges of what the broker holds, so that a flood of sessions,
+    /// subscriptions or retained messages shows in `/metrics`.
+    pub(super) fn set_gauges(&self) {
+        let s = &self.stats;
+        s.deliveries_waiting.set(self.pressure.waiting as u64);
+        let offline = self.sessions.offline_len();
+        s.sessions_offline.set(offline as u64);
+        s.sessions_online
+            .set(self.sessions.indexed_len().saturating_sub(offline) as u64);
+        s.subscriptions.set(self.routes.count as u64);
+        s.subscription_bytes.set(self.routes.bytes as u64);
+        s.shared_groups.set(self.routes.turns_kept() as u64);
+        s.retained_pending.set(self.retained_cursors.entries as u64);
+        // Every shard holds every retained message (sharing the messages themselves):
+        // one shard speaks for all, so the sum over shards is the broker's.
+        if self.peers.id == 0 {
+            s.retained_messages.set(self.retained.count as u64);
+            s.retained_bytes.set(self.retained.bytes as u64);
+        }
     }
 }

@@ -14,7 +14,8 @@ use ringmq_proto::topic::{self, Filter};
 use ringmq_shard::conn::ConnKey;
 
 use super::interest::{PendingSuback, interest_prefix};
-use super::routing::Subscriber;
+use super::retained_cursor::RetainedFilter;
+use super::routing::{Subscriber, level_count, subscription_cost};
 use super::session::{SessionId, SubRef, Subscription};
 use super::topics::NodeId;
 use super::{Broker, Io};
@@ -48,6 +49,8 @@ impl Broker {
         };
         let sub_id = s.properties.subscription_identifiers().next().unwrap_or(0);
         let max_subs = self.config().max_subscriptions;
+        let max_bytes = self.config().max_subscription_bytes;
+        let max_levels = self.config().max_topic_levels;
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         // The Reason String of the SUBACK: why the first refused filter was refused.
@@ -80,6 +83,17 @@ impl Broker {
                     "No Local on a shared subscription",
                 );
             }
+            let levels = level_count(parsed.filter());
+            if levels > max_levels {
+                // Well formed, but more than this server takes: 0x8F Topic Filter
+                // invalid (MQTT 5 §3.9.3: "correctly formed but not accepted").
+                self.stats.topic_levels_refused.add(1);
+                codes.push(refuse(
+                    ReasonCode::TOPIC_FILTER_INVALID,
+                    "the topic filter has more levels than this server takes",
+                ));
+                continue;
+            }
             let denied = self
                 .config()
                 .deny_subscribe
@@ -97,16 +111,25 @@ impl Broker {
             }
             let share = matches!(parsed, Filter::Shared { .. }).then_some(filter);
             let node = self.routes.subs.find(parsed.filter());
-            let Some(session) = self.sessions.get_mut(sid) else {
+            let Some(session) = self.sessions.get(sid) else {
                 return;
             };
             let existing = node.filter(|&n| session.has_sub(n, share));
-            if existing.is_none() && session.subs_len() >= max_subs {
-                codes.push(refuse(
-                    ReasonCode::QUOTA_EXCEEDED,
-                    "too many subscriptions in this session",
-                ));
-                continue;
+            if existing.is_none() {
+                let too_many = session.subs_len() >= max_subs;
+                let cost = subscription_cost(filter.len(), levels);
+                if too_many || self.session_sub_bytes(sid) + cost > max_bytes {
+                    self.stats.subscriptions_refused.add(1);
+                    codes.push(refuse(
+                        ReasonCode::QUOTA_EXCEEDED,
+                        if too_many {
+                            "too many subscriptions in this session"
+                        } else {
+                            "the session's subscriptions take too much memory"
+                        },
+                    ));
+                    continue;
+                }
             }
             let is_new = existing.is_none();
             match existing {
@@ -114,10 +137,10 @@ impl Broker {
                 // in place, so no message matching both is lost in between.
                 Some(node) => self.update_subscription(sid, node, share, opts, sub_id),
                 None => {
-                    if let Some(r) = self.add_subscription(sid, filter, opts, sub_id)
+                    if let Some((r, cost)) = self.add_subscription(sid, filter, opts, sub_id)
                         && let Some(session) = self.sessions.get_mut(sid)
                     {
-                        session.add_sub(r);
+                        session.add_sub(r, cost);
                     }
                 }
             }
@@ -131,7 +154,11 @@ impl Broker {
                     _ => false,
                 };
             if send_retained {
-                retained.push((Box::<str>::from(filter), opts, sub_id));
+                retained.push(RetainedFilter {
+                    filter: filter.into(),
+                    opts,
+                    sub_id,
+                });
             }
         }
         let seq = if retained.is_empty() {
@@ -193,9 +220,7 @@ impl Broker {
                 self.writer.packet(io, p.conn, version, &bare);
             }
         }
-        for (filter, opts, sub_id) in p.retained {
-            self.send_retained(io, p.sid, &filter, opts, sub_id);
-        }
+        self.queue_retained(io, p.sid, p.retained);
     }
 
     pub(super) fn on_unsubscribe(&mut self, io: &mut Io, key: ConnKey, u: Unsubscribe<'_>) {
@@ -208,13 +233,15 @@ impl Broker {
             // A filter the session holds is valid and has its node in the table.
             let found = topic::parse_filter(filter).ok().and_then(|parsed| {
                 let share = matches!(parsed, Filter::Shared { .. }).then_some(filter);
-                Some((self.routes.subs.find(parsed.filter())?, share))
+                let node = self.routes.subs.find(parsed.filter())?;
+                Some((node, share, self.routes.cost_of(node, share)))
             });
             let Some(session) = self.sessions.get_mut(sid) else {
                 return;
             };
             match found {
-                Some((node, share)) if session.remove_sub(node, share) => {
+                Some((node, share, cost)) if session.remove_sub(node, share, cost) => {
+                    self.retained_cursors.forget_filter(sid, filter);
                     self.remove_subscription(sid, node, share);
                     codes.push(ReasonCode::SUCCESS.0);
                 }
@@ -231,25 +258,45 @@ impl Broker {
     }
 
     /// Puts a subscription of session `sid` to `filter` (valid) in the topic table and
-    /// tells other shards. Returns what the session keeps of it.
+    /// tells other shards. Returns what the session keeps of it, and what it costs.
     pub(super) fn add_subscription(
         &mut self,
         sid: SessionId,
         filter: &str,
         opts: SubscriptionOptions,
         sub_id: u32,
-    ) -> Option<SubRef> {
+    ) -> Option<(SubRef, usize)> {
         let parsed = topic::parse_filter(filter).ok()?;
         let entry = Subscriber { sid, opts, sub_id };
         let (node, share) = self.routes.add(&parsed, filter, entry);
+        let cost = subscription_cost(filter.len(), level_count(parsed.filter()));
+        self.routes.count += 1;
+        self.routes.bytes += cost;
+        let share = share.map(|(share, new_group)| {
+            if new_group {
+                self.routes.keep_turn(&share);
+            }
+            share
+        });
         let advertised = match share {
             None => interest_prefix(parsed.filter(), self.config().route_depth),
             Some(_) => parsed.filter(),
         };
         let now = self.clock_ms;
         self.interest
-            .advertise(advertised, share.clone(), true, now, &mut self.mail);
-        Some(SubRef { node, share })
+            .advertise(advertised, share.clone(), true, now);
+        Some((SubRef { node, share }, cost))
+    }
+
+    /// The subscription memory session `sid` holds (`routing::subscription_cost`).
+    pub(super) fn session_sub_bytes(&self, sid: SessionId) -> usize {
+        let Some(s) = self.sessions.get(sid) else {
+            return 0;
+        };
+        let first = s
+            .first_plain_sub()
+            .map_or(0, |n| self.routes.cost_of(n, None));
+        first + s.extra().map_or(0, |e| e.sub_bytes)
     }
 
     /// Changes the options of a subscription already in the topic table.
@@ -300,9 +347,12 @@ impl Broker {
         node: NodeId,
         share: Option<&str>,
     ) {
+        let cost = self.routes.cost_of(node, share);
         let Some(removed_share) = self.routes.remove(sid, node, share) else {
             return;
         };
+        self.routes.count -= 1;
+        self.routes.bytes = self.routes.bytes.saturating_sub(cost);
         // Only other shards hear about interest: a single shard needs no filter here.
         let plain = if self.peers.count > 1 {
             self.routes.subs.path_of(node)
@@ -314,12 +364,14 @@ impl Broker {
         match removed_share {
             None => {
                 let prefix = interest_prefix(&plain, self.config().route_depth);
-                self.interest
-                    .advertise(prefix, None, false, now, &mut self.mail);
+                self.interest.advertise(prefix, None, false, now);
             }
-            Some(share) => self
-                .interest
-                .advertise(&plain, Some(share), false, now, &mut self.mail),
+            Some((share, emptied)) => {
+                if emptied {
+                    self.settle_share_turn(&share);
+                }
+                self.interest.advertise(&plain, Some(share), false, now);
+            }
         }
     }
 }

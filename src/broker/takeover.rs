@@ -198,6 +198,8 @@ impl Broker {
         let refs = session.take_subs();
         let subs = self.spell_out_subs(sid, &refs);
         self.sessions.unindex(&session.client_id, sid);
+        // Retained messages still to send stay behind (documented in `retained_cursor`).
+        self.retained_cursors.remove(sid);
         Some(MovingSession { session, subs })
     }
 
@@ -230,11 +232,12 @@ impl Broker {
         }
         let sid = self.sessions.add(s);
         for sub in subs {
-            let Some(r) = self.add_subscription(sid, &sub.filter, sub.opts, sub.sub_id) else {
+            let Some((r, cost)) = self.add_subscription(sid, &sub.filter, sub.opts, sub.sub_id)
+            else {
                 continue;
             };
             if let Some(s) = self.sessions.get_mut(sid) {
-                s.add_sub(r);
+                s.add_sub(r, cost);
             }
         }
         if let Some((old, stub)) = stub {

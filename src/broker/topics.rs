@@ -282,6 +282,19 @@ impl<V: NodeValue> Trie<V> {
         parts.join("/")
     }
 
+    /// How many levels the path of `node` has, and its length in bytes (what `path_of`
+    /// would return), without building it.
+    pub fn depth_and_len(&self, node: NodeId) -> (usize, usize) {
+        let (mut levels, mut bytes) = (0, 0);
+        let mut n = node;
+        while n != ROOT && n != NONE {
+            levels += 1;
+            bytes += self.nodes[n as usize].level.as_bytes().len();
+            n = self.nodes[n as usize].parent;
+        }
+        (levels, bytes + levels.saturating_sub(1))
+    }
+
     /// Removes `node` and then its ancestors while they hold nothing and have no children.
     pub fn prune(&mut self, mut node: NodeId) {
         while node != ROOT {
@@ -530,6 +543,9 @@ mod tests {
         assert!(t.find("a").is_none());
         let n = t.insert("x/+/#");
         assert_eq!(t.path_of(n), "x/+/#");
+        assert_eq!(t.depth_and_len(n), (3, 5));
+        let n = t.insert("/");
+        assert_eq!(t.depth_and_len(n), (2, t.path_of(n).len()));
     }
 
     #[test]

@@ -142,10 +142,9 @@ impl Writer {
         pkt: &Packet<'_>,
     ) -> bool {
         let len = pkt.encoded_len(version);
-        let ok = io.write_vec(key, len, |buf| {
-            // Appends exactly `len` bytes: the length was computed for this packet.
-            let _ = pkt.encode_to_vec(version, buf);
-        });
+        // An encoder's error, or a length other than `len`, is taken back by the runtime
+        // and ends the connection (counted in `write_errors`).
+        let ok = io.write_vec(key, len, |buf| pkt.encode_to_vec(version, buf).is_ok());
         if ok {
             stats.packets_out.add(1);
         }
@@ -326,7 +325,11 @@ impl Writer {
             return Written::TooLarge;
         }
         let (template, pkid) = (&self.template, out.pkid);
-        if !io.write_vec(conn, len, |q| template.stamp_to_vec(pkid, q)) {
+        let stamp = |q: &mut Vec<u8>| {
+            template.stamp_to_vec(pkid, q);
+            true
+        };
+        if !io.write_vec(conn, len, stamp) {
             return Written::NotSent;
         }
         self.stats.packets_out.add(1);

@@ -25,8 +25,9 @@ A listener address is IP:PORT or HOST:PORT; port 0 picks a free port (the startu
 shows the real one); `none` turns the listener off.
 
 Signals: SIGINT or SIGTERM shut down gracefully (clients are disconnected cleanly); a
-second one during shutdown exits at once (130 for SIGINT, 143 for SIGTERM). SIGUSR1
-prints the counters to stderr.
+second one during shutdown exits at once (130 for SIGINT, 143 for SIGTERM). SIGHUP reads
+the TLS certificate, key and client CA files again (new handshakes use them, open
+connections stay). SIGUSR1 prints the counters to stderr.
 
 Exit status: 0 after a clean shutdown, 1 when the broker fails at start or while
 running, 2 for bad flags or a bad config file.";
@@ -36,7 +37,7 @@ running, 2 for bad flags or a bad config file.";
 #[command(
     name = "ringmq",
     version,
-    about = "A thread-per-core io_uring MQTT broker (MQTT 3.1.1 and 5.0, over TCP and WebSocket).",
+    about = "A thread-per-core io_uring MQTT broker (MQTT 3.1.1 and 5.0, over TCP and WebSocket, either over TLS).",
     after_help = AFTER_HELP,
     max_term_width = 100
 )]
@@ -56,9 +57,41 @@ pub struct Options {
     #[arg(long, value_name = "ADDR")]
     pub ws: Option<ListenAddr>,
 
-    /// HTTP path on which WebSocket clients upgrade; must start with `/`. [default: /mqtt]
+    /// HTTP path on which WebSocket clients upgrade (over --ws and --wss); must start
+    /// with `/`. [default: /mqtt]
     #[arg(long, value_name = "PATH")]
     pub ws_path: Option<String>,
+
+    /// Address for MQTT over TLS (8883 is the usual port), or `none`; needs --tls-cert and
+    /// --tls-key. [default: none]
+    #[arg(long, value_name = "ADDR")]
+    pub mqtts: Option<ListenAddr>,
+
+    /// Address for MQTT over secure WebSocket (TLS, path --ws-path), or `none`; needs
+    /// --tls-cert and --tls-key. [default: none]
+    #[arg(long, value_name = "ADDR")]
+    pub wss: Option<ListenAddr>,
+
+    /// The TLS listeners' certificate chain, leaf first, in a PEM file; read again on
+    /// SIGHUP. [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert in a PEM file (PKCS#8, PKCS#1 or SEC1); read again
+    /// on SIGHUP. [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) that TLS clients' certificates are verified against; with it
+    /// clients are asked for a certificate, and a bad one is refused. [default: none,
+    /// clients are not asked]
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Refuse TLS clients that send no certificate (needs --tls-client-ca).
+    /// [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_require_client_cert: Option<bool>,
 
     /// Address of the HTTP server: the dashboard (/), the JSON API (/api/v1/), /metrics
     /// (Prometheus text), /healthz and /debug/histograms; `none` turns it off. `--metrics`
@@ -147,9 +180,48 @@ pub struct Options {
     pub max_queued_messages: Option<usize>,
 
     /// QoS 1 and 2 messages in flight to one client at a time (also the Receive Maximum
-    /// announced to MQTT 5 clients), 1 to 65535. [default: 64]
+    /// announced to MQTT 5 clients), 1 to 65535; also the QoS 2 messages from one client
+    /// that may await PUBREL: one more ends its connection (MQTT 5: DISCONNECT 0x93).
+    /// [default: 64]
     #[arg(long, value_name = "N")]
     pub max_inflight: Option<u16>,
+
+    /// Subscriptions one session may hold; one more is refused (SUBACK 0x97, or 0x80 for
+    /// MQTT 3.1.1). [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+
+    /// Subscription memory one session may hold, in bytes as the broker counts them (the
+    /// filter, 128 per topic level, 64 per subscription); a subscription past it is
+    /// refused (SUBACK 0x97, or 0x80 for MQTT 3.1.1). [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    pub max_subscription_bytes: Option<usize>,
+
+    /// Levels a topic name or filter may have, 1 to 65535: a deeper filter is refused
+    /// (SUBACK 0x8F / 0x80), a deeper PUBLISH refused (MQTT 5: PUBACK or PUBREC 0x90 at
+    /// QoS 1 and 2, DISCONNECT 0x90 at QoS 0; 3.1.1: the connection is closed).
+    /// [default: 128]
+    #[arg(long, value_name = "N")]
+    pub max_topic_levels: Option<usize>,
+
+    /// Sessions the broker holds at most, connected or not; a CONNECT that needs a new
+    /// one past it is refused (CONNACK 0x03 for MQTT 3.1.1, 0x97 for 5.0). [default: no
+    /// limit]
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+
+    /// Seconds an MQTT 3.1.1 persistent session (Clean Session 0) outlives its
+    /// connection, 1 to 4294967294; MQTT 5 clients say so themselves. [default: for ever,
+    /// as the 3.1.1 spec has it]
+    #[arg(long, value_name = "SECS")]
+    pub v311_session_expiry: Option<u32>,
+
+    /// Retained messages one shard holds, 8 bytes each, in new subscriptions' snapshots
+    /// waiting to be sent at their subscribers' pace; past it, a new subscription's
+    /// retained messages wait until others are sent (one snapshot alone may be larger).
+    /// [default: 4194304]
+    #[arg(long, value_name = "N")]
+    pub retained_snapshot_entries: Option<usize>,
 
     /// Seconds between publications of the $SYS/broker/... topics; 0 turns them off.
     /// [default: 10]
@@ -255,6 +327,21 @@ mod tests {
         assert_eq!(o.shards, Some(3));
         assert_eq!(o.max_inflight, Some(7));
         assert_eq!(o.sys_interval, Some(0));
+        let o: Options = toml::from_str(
+            "mqtts = \"127.0.0.1:8883\"\ntls_cert = \"c.pem\"\ntls_require_client_cert = true\n",
+        )
+        .unwrap();
+        assert_eq!(o.mqtts, Some("127.0.0.1:8883".parse().unwrap()));
+        assert_eq!(o.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(o.tls_require_client_cert, Some(true));
+    }
+
+    #[test]
+    fn require_client_cert_is_a_switch_or_a_value() {
+        let o = Options::try_parse_from(["ringmq", "--tls-require-client-cert"]).unwrap();
+        assert_eq!(o.tls_require_client_cert, Some(true));
+        let o = Options::try_parse_from(["ringmq", "--tls-require-client-cert=false"]).unwrap();
+        assert_eq!(o.tls_require_client_cert, Some(false));
     }
 
     #[test]

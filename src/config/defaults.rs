@@ -11,6 +11,9 @@ pub const MQTT: &str = "127.0.0.1:1883";
 /// Where MQTT over WebSocket listens, and the path of its upgrade.
 pub const WS: &str = "127.0.0.1:8083";
 pub const WS_PATH: &str = "/mqtt";
+/// MQTT over TLS and over secure WebSocket: off unless asked for (they need certificates).
+pub const MQTTS: &str = "none";
+pub const WSS: &str = "none";
 /// Where the HTTP server (dashboard, JSON API, `/metrics`, `/healthz`,
 /// `/debug/histograms`) listens.
 pub const HTTP: &str = "127.0.0.1:9883";
@@ -36,6 +39,15 @@ pub const ROUTE_DEPTH: usize = 1;
 pub const TOPIC_ALIAS_MAX: u16 = 64;
 /// Subscriptions one session may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 10_000;
+/// Subscription memory one session may hold, in bytes as the broker counts them (see
+/// `broker::routing::subscription_cost`): about 10,000 filters of a few levels each.
+pub const MAX_SUBSCRIPTION_BYTES: usize = 8 * 1024 * 1024;
+/// Levels a topic name or filter may have (EMQX's default too): every level of a filter
+/// or a retained topic is a node of a topic trie.
+pub const MAX_TOPIC_LEVELS: usize = 128;
+/// Retained messages held, on one shard, in the snapshots of new subscriptions waiting
+/// to be sent (8 bytes each); past it, further snapshots wait for room.
+pub const RETAINED_SNAPSHOT_ENTRIES: usize = 4 * 1024 * 1024;
 /// Time allowed for CONNECT after a connection opens.
 pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// Outbound bytes queued on one connection past which QoS 0 messages to it are dropped.

@@ -12,6 +12,7 @@ use super::defaults::{self, IORING_MAX_FIXED_FILES, MAX_SHARDS, MQTT_MAX_PACKET}
 use super::values::{CoreList, Host, ListenAddr, Ranges};
 use crate::control::logging::{LogFormat, LogLevel};
 use crate::control::webhook::{WebhookConfig, WebhookTarget};
+use crate::tls::TlsFiles;
 
 /// Everything the broker runs with, checked.
 #[derive(Debug, Clone)]
@@ -19,6 +20,11 @@ pub struct Settings {
     pub mqtt: Option<SocketAddr>,
     pub ws: Option<SocketAddr>,
     pub ws_path: String,
+    /// MQTT over TLS, and over secure WebSocket (path `ws_path`).
+    pub mqtts: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
+    /// The TLS listeners' certificates; `Some` exactly when one of them is on.
+    pub tls: Option<TlsFiles>,
     /// The HTTP server (dashboard, API, `/metrics`).
     pub http: Option<SocketAddr>,
     pub api_key_file: Option<PathBuf>,
@@ -34,6 +40,14 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub max_queued_messages: usize,
     pub max_inflight: u16,
+    pub max_subscriptions: usize,
+    pub max_subscription_bytes: usize,
+    pub max_topic_levels: usize,
+    /// `None`: no bound.
+    pub max_sessions: Option<usize>,
+    /// `None`: 3.1.1 persistent sessions never expire.
+    pub v311_session_expiry_s: Option<u32>,
+    pub retained_snapshot_entries: usize,
     pub sys_interval_s: u64,
     pub max_keep_alive_s: u16,
     pub deny_subscribe: Vec<String>,
@@ -130,11 +144,19 @@ pub fn resolve(
 
     let mqtt = src.or("mqtt", |o| &o.mqtt, default_addr(defaults::MQTT));
     let ws = src.or("ws", |o| &o.ws, default_addr(defaults::WS));
+    let off = |s: &str| s.parse::<ListenAddr>().expect("default listener");
+    let mqtts = src.or("mqtts", |o| &o.mqtts, off(defaults::MQTTS));
+    let wss = src.or("wss", |o| &o.wss, off(defaults::WSS));
     let http = src.or("http", |o| &o.http, default_addr(defaults::HTTP));
-    if mqtt.value == ListenAddr::Off && ws.value == ListenAddr::Off {
-        return Err(ws.bad("with mqtt also `none`, the broker would listen nowhere"));
+    if [&mqtt, &ws, &mqtts, &wss]
+        .iter()
+        .all(|l| l.value == ListenAddr::Off)
+    {
+        return Err(ws.bad(
+            "with mqtt also `none` (and no --mqtts or --wss), the broker would listen nowhere",
+        ));
     }
-    let listeners = [&mqtt, &ws, &http];
+    let listeners = [&mqtt, &ws, &mqtts, &wss, &http];
     for (i, a) in listeners.iter().enumerate() {
         for b in &listeners[i + 1..] {
             if let (ListenAddr::At(x), ListenAddr::At(y)) = (a.value, b.value)
@@ -154,6 +176,11 @@ pub fn resolve(
     if !p.starts_with('/') || p.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
         return Err(ws_path.bad("must start with `/` and hold no spaces, `?` or `#`"));
     }
+
+    let tls = tls_files(
+        &src,
+        mqtts.value != ListenAddr::Off || wss.value != ListenAddr::Off,
+    )?;
 
     let placement = place_shards(
         src.get("cores", |o| &o.cores),
@@ -194,6 +221,50 @@ pub fn resolve(
     let max_inflight = src.or("max_inflight", |o| &o.max_inflight, defaults::MAX_INFLIGHT);
     if max_inflight.value == 0 {
         return Err(max_inflight.bad("must be 1 to 65535"));
+    }
+    let max_subscriptions = src.or(
+        "max_subscriptions",
+        |o| &o.max_subscriptions,
+        defaults::MAX_SUBSCRIPTIONS,
+    );
+    if max_subscriptions.value == 0 {
+        return Err(max_subscriptions.bad("must be at least 1"));
+    }
+    let max_subscription_bytes = src.or(
+        "max_subscription_bytes",
+        |o| &o.max_subscription_bytes,
+        defaults::MAX_SUBSCRIPTION_BYTES,
+    );
+    if max_subscription_bytes.value < 1024 {
+        return Err(max_subscription_bytes.bad("must be at least 1024 bytes"));
+    }
+    let max_topic_levels = src.or(
+        "max_topic_levels",
+        |o| &o.max_topic_levels,
+        defaults::MAX_TOPIC_LEVELS,
+    );
+    if !(1..=65_535).contains(&max_topic_levels.value) {
+        return Err(max_topic_levels.bad("must be 1 to 65535"));
+    }
+    let max_sessions = src.get("max_sessions", |o| &o.max_sessions);
+    if let Some(m) = &max_sessions
+        && m.value == 0
+    {
+        return Err(m.bad("must be at least 1 (leave it out for no limit)"));
+    }
+    let v311_session_expiry = src.get("v311_session_expiry", |o| &o.v311_session_expiry);
+    if let Some(e) = &v311_session_expiry
+        && !(1..u32::MAX).contains(&e.value)
+    {
+        return Err(e.bad("must be 1 to 4294967294 (leave it out for never)"));
+    }
+    let retained_snapshot_entries = src.or(
+        "retained_snapshot_entries",
+        |o| &o.retained_snapshot_entries,
+        defaults::RETAINED_SNAPSHOT_ENTRIES,
+    );
+    if retained_snapshot_entries.value == 0 {
+        return Err(retained_snapshot_entries.bad("must be at least 1"));
     }
     let sys_interval = src.or(
         "sys_interval",
@@ -289,6 +360,9 @@ pub fn resolve(
         mqtt: mqtt.value.addr(),
         ws: ws.value.addr(),
         ws_path: ws_path.value,
+        mqtts: mqtts.value.addr(),
+        wss: wss.value.addr(),
+        tls,
         http: http.value.addr(),
         api_key_file,
         webhooks,
@@ -300,6 +374,12 @@ pub fn resolve(
         data_dir: data_dir.value,
         max_queued_messages: max_queued_messages.value,
         max_inflight: max_inflight.value,
+        max_subscriptions: max_subscriptions.value,
+        max_subscription_bytes: max_subscription_bytes.value,
+        max_topic_levels: max_topic_levels.value,
+        max_sessions: max_sessions.map(|m| m.value),
+        v311_session_expiry_s: v311_session_expiry.map(|e| e.value),
+        retained_snapshot_entries: retained_snapshot_entries.value,
         sys_interval_s: sys_interval.value,
         max_keep_alive_s: max_keep_alive.value,
         deny_subscribe: deny,
@@ -309,6 +389,53 @@ pub fn resolve(
         mesh_capacity: mesh_capacity.value,
         shard_pressure_bytes: shard_pressure_bytes.value,
     })
+}
+
+/// The TLS files, checked for presence (they are read when the broker starts); `None`
+/// when no TLS listener is on, and then none of them may be given.
+fn tls_files(src: &Sources<'_>, listening: bool) -> Result<Option<TlsFiles>, String> {
+    let cert = src.get("tls_cert", |o| &o.tls_cert);
+    let key = src.get("tls_key", |o| &o.tls_key);
+    let client_ca = src.get("tls_client_ca", |o| &o.tls_client_ca);
+    let require = src.or(
+        "tls_require_client_cert",
+        |o| &o.tls_require_client_cert,
+        false,
+    );
+    if !listening {
+        let given = [&cert, &key, &client_ca]
+            .into_iter()
+            .flatten()
+            .map(|p| p.key)
+            .chain(require.value.then_some(require.key))
+            .next();
+        return match given {
+            Some(key) => Err(format!(
+                "{}: no TLS listener uses it; turn one on with --mqtts or --wss",
+                flag_name(key)
+            )),
+            None => Ok(None),
+        };
+    }
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Err(
+            "--mqtts and --wss need a certificate and its key: --tls-cert FILE --tls-key FILE"
+                .into(),
+        );
+    };
+    if require.value && client_ca.is_none() {
+        return Err(
+            "--tls-require-client-cert: clients' certificates are verified against \
+             --tls-client-ca FILE, which is missing"
+                .into(),
+        );
+    }
+    Ok(Some(TlsFiles {
+        cert: cert.value,
+        key: key.value,
+        client_ca: client_ca.map(|c| c.value),
+        require_client_cert: require.value,
+    }))
 }
 
 /// The webhook settings, checked; `None` without a URL.
@@ -570,6 +697,86 @@ mod tests {
             (&["--recv-buffer-size", "8"], "64 to 1048576"),
             (&["--mesh-capacity", "1"], "2 to 1048576"),
             (&["--shard-pressure-bytes", "1000"], "65536 to 4294967296"),
+        ] {
+            let e = resolve_flags(args).unwrap_err();
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_listeners_need_their_files_and_files_need_a_listener() {
+        let s = resolve_flags(&[]).unwrap();
+        assert_eq!((s.mqtts, s.wss, s.tls), (None, None, None));
+        let s = resolve_flags(&[
+            "--mqtts",
+            "127.0.0.1:8883",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(s.mqtts, Some("127.0.0.1:8883".parse().unwrap()));
+        let tls = s.tls.unwrap();
+        assert_eq!((tls.client_ca, tls.require_client_cert), (None, false));
+        let s = resolve_flags(&[
+            "--mqtt",
+            "none",
+            "--ws",
+            "none",
+            "--wss",
+            "127.0.0.1:8084",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+            "--tls-require-client-cert",
+        ])
+        .unwrap();
+        assert_eq!(s.wss, Some("127.0.0.1:8084".parse().unwrap()));
+        assert!(s.tls.unwrap().require_client_cert);
+        for (args, says) in [
+            (
+                &["--mqtts", "127.0.0.1:8883"][..],
+                "need a certificate and its key",
+            ),
+            (
+                &["--wss", "127.0.0.1:8884", "--tls-cert", "c.pem"],
+                "need a certificate and its key",
+            ),
+            (
+                &["--tls-cert", "c.pem"],
+                "--tls-cert: no TLS listener uses it",
+            ),
+            (
+                &["--tls-require-client-cert"],
+                "--tls-require-client-cert: no TLS listener",
+            ),
+            (
+                &[
+                    "--mqtts",
+                    "127.0.0.1:8883",
+                    "--tls-cert",
+                    "c.pem",
+                    "--tls-key",
+                    "k.pem",
+                    "--tls-require-client-cert",
+                ],
+                "--tls-client-ca FILE, which is missing",
+            ),
+            (
+                &[
+                    "--mqtts",
+                    "127.0.0.1:1883",
+                    "--tls-cert",
+                    "c.pem",
+                    "--tls-key",
+                    "k.pem",
+                ],
+                "the mqtt listener already uses port 1883",
+            ),
         ] {
             let e = resolve_flags(args).unwrap_err();
             assert!(e.contains(says), "{args:?}: {e}");

@@ -35,6 +35,7 @@ async function metrics() {
     connections: get("ringmq_connections_current"),
     tcp: get("ringmq_connections_tcp"),
     ws: get("ringmq_connections_ws"),
+    tls: get("ringmq_connections_tls"),
     messagesIn: get("ringmq_messages_in"),
     messagesOut: get("ringmq_messages_out"),
   };
@@ -77,6 +78,7 @@ try {
     connections: Number(document.getElementById("connections").dataset.value),
     tcp: Number(document.getElementById("connections-tcp").dataset.value),
     ws: Number(document.getElementById("connections-ws").dataset.value),
+    tls: Number(document.getElementById("connections-tls").dataset.value),
     rateIn: Number(document.getElementById("rate-in").dataset.value),
     rateDeliveries: Number(document.getElementById("rate-deliveries").dataset.value),
   }));
@@ -86,10 +88,10 @@ try {
     m = await metrics();
     await page.waitForTimeout(1500); // the page polls once a second
     dom = await readDom();
-    if (dom.connections === m.connections && dom.tcp === m.tcp && dom.ws === m.ws) { same = true; break; }
+    if (dom.connections === m.connections && dom.tcp === m.tcp && dom.ws === m.ws && dom.tls === m.tls) { same = true; break; }
   }
   if (!same) fail(`connections: page ${JSON.stringify(dom)}, /metrics ${JSON.stringify(m)}`);
-  else console.log(`ok: the page shows ${dom.connections} connections (TCP ${dom.tcp}, WebSocket ${dom.ws}), as /metrics does`);
+  else console.log(`ok: the page shows ${dom.connections} connections (TCP ${dom.tcp}, WebSocket ${dom.ws}, TLS ${dom.tls}), as /metrics does`);
   if (same && dom.ws < 1) fail("the page's own WebSocket connection is not counted as WebSocket");
   if (dom.connections < 100) fail(`only ${dom.connections} connections: the test's clients are not connected`);
 

@@ -100,6 +100,8 @@ pub struct Broker {
     mqtt: Option<SocketAddr>,
     ws: Option<SocketAddr>,
     ws_path: String,
+    mqtts: Option<SocketAddr>,
+    wss: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
     startup_line: String,
     lines: Receiver<String>,
@@ -218,6 +220,8 @@ impl Broker {
             mqtt: None,
             ws: None,
             ws_path: String::new(),
+            mqtts: None,
+            wss: None,
             metrics: None,
             startup_line,
             lines,
@@ -231,7 +235,8 @@ impl Broker {
         Ok(broker)
     }
 
-    /// `ringmq 0.1.0 listening: mqtt tcp A, mqtt ws B/PATH, metrics http://C/metrics; …`
+    /// `ringmq 0.1.0 listening: mqtt tcp A, mqtt ws B/PATH, mqtt tls C, mqtt wss D/PATH,
+    /// metrics http://E/metrics; …`
     fn parse_startup_line(&mut self) {
         let line = self.startup_line.clone();
         let rest = line.split_once(" listening: ").expect("startup line").1;
@@ -246,6 +251,12 @@ impl Broker {
             } else if let Some(a) = part.strip_prefix("mqtt ws ") {
                 let slash = a.find('/').expect("ws path in startup line");
                 self.ws = Some(addr(&a[..slash]));
+                self.ws_path = a[slash..].to_string();
+            } else if let Some(a) = part.strip_prefix("mqtt tls ") {
+                self.mqtts = Some(addr(a));
+            } else if let Some(a) = part.strip_prefix("mqtt wss ") {
+                let slash = a.find('/').expect("wss path in startup line");
+                self.wss = Some(addr(&a[..slash]));
                 self.ws_path = a[slash..].to_string();
             } else if let Some(a) = part.strip_prefix("metrics http://") {
                 self.metrics = Some(addr(a.strip_suffix("/metrics").expect("/metrics")));
@@ -275,6 +286,19 @@ impl Broker {
     /// The path of the MQTT/WebSocket endpoint (`/mqtt` unless the test chose another).
     pub fn ws_path(&self) -> &str {
         &self.ws_path
+    }
+
+    pub fn mqtts_addr(&self) -> SocketAddr {
+        self.mqtts.expect("the MQTT/TLS listener is off")
+    }
+
+    pub fn wss_addr(&self) -> SocketAddr {
+        self.wss.expect("the MQTT/secure WebSocket listener is off")
+    }
+
+    /// `wss://127.0.0.1:PORT/mqtt`
+    pub fn wss_url(&self) -> String {
+        format!("wss://{}{}", self.wss_addr(), self.ws_path)
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {

@@ -403,6 +403,41 @@ macro_rules! rumqttc_version {
             o
         }
 
+        /// Options for a client over TLS to `addr` (a `127.0.0.1` address: the test
+        /// certificates name it) that trusts `ca_pem`, with a client certificate and key
+        /// (PEM) when given.
+        pub fn tls_options(
+            id: &str,
+            addr: std::net::SocketAddr,
+            ca_pem: Vec<u8>,
+            client_auth: Option<(Vec<u8>, Vec<u8>)>,
+        ) -> MqttOptions {
+            let mut o = options(id, addr);
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Simple {
+                    ca: ca_pem,
+                    alpn: None,
+                    client_auth,
+                },
+            ));
+            o
+        }
+
+        /// Options for a client over secure WebSocket (`url` from `Broker::wss_url`)
+        /// that trusts `ca_pem`.
+        pub fn wss_options(id: &str, url: &str, ca_pem: Vec<u8>) -> MqttOptions {
+            let mut o = MqttOptions::new(id, url, 0);
+            o.set_transport(rumqttc::Transport::wss_with_config(
+                rumqttc::TlsConfiguration::Simple {
+                    ca: ca_pem,
+                    alpn: None,
+                    client_auth: None,
+                },
+            ));
+            o.set_keep_alive(std::time::Duration::from_secs(30));
+            o
+        }
+
         /// rumqttc's QoS for `q`.
         pub fn qos(q: u8) -> QoS {
             match q {

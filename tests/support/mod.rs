@@ -15,6 +15,8 @@
 //! - `js`: running the Node.js scripts of `tests/js/` (MQTT.js, and Chromium through
 //!   playwright-core), failing with install instructions when something is missing.
 //! - `shards`: which shard a connection landed on, and placing clients on chosen shards.
+//! - `tls`: certificates made by the test (rcgen) as PEM files, and a blocking rustls
+//!   client for exact bytes and secure WebSocket.
 
 // Every test file compiles this whole tree and uses a part of it.
 #![allow(dead_code, unused_imports)]
@@ -24,6 +26,7 @@ pub mod client;
 pub mod js;
 pub mod raw;
 pub mod shards;
+pub mod tls;
 pub mod v311;
 pub mod v5;
 pub mod ws;
@@ -32,6 +35,7 @@ pub use broker::{Broker, TempDir, http_get, parse_metric, run};
 pub use client::{Got, Seen, got};
 pub use raw::*;
 pub use shards::*;
+pub use tls::*;
 pub use v5::V5;
 pub use v311::{Healthy, V4};
 pub use ws::*;

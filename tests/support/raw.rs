@@ -370,22 +370,58 @@ impl RawPacket {
 }
 
 /// Splits `bytes` into whole packets; panics if a partial one is left at the end.
-pub fn split_packets(mut bytes: &[u8]) -> Vec<RawPacket> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let (len, used) = read_varint(&bytes[1..]).expect("remaining length");
-        let end = 1 + used + len;
-        assert!(
-            end <= bytes.len(),
-            "a partial packet at the end: {bytes:02x?}"
-        );
-        out.push(RawPacket {
-            first: bytes[0],
-            body: bytes[1 + used..end].to_vec(),
-        });
-        bytes = &bytes[end..];
-    }
+pub fn split_packets(bytes: &[u8]) -> Vec<RawPacket> {
+    let mut stream = PacketStream::default();
+    stream.push(bytes);
+    let out: Vec<RawPacket> = std::iter::from_fn(|| stream.next_packet()).collect();
+    assert!(
+        stream.pending() == 0,
+        "a partial packet at the end: {bytes:02x?}"
+    );
     out
+}
+
+/// Packets cut from a byte stream that arrives in pieces (a socket read at a time, or
+/// WebSocket messages): bytes go in with `push`, whole packets come out of
+/// `next_packet`, a packet split across pieces waits for the rest.
+#[derive(Default)]
+pub struct PacketStream {
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl PacketStream {
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.at > 0 && self.at == self.buf.len() {
+            self.buf.clear();
+            self.at = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole packet, if one has arrived.
+    pub fn next_packet(&mut self) -> Option<RawPacket> {
+        let rest = &self.buf[self.at..];
+        if rest.len() < 2 {
+            return None;
+        }
+        let (len, used) = read_varint(&rest[1..])?;
+        let end = 1 + used + len;
+        if rest.len() < end {
+            return None;
+        }
+        let p = RawPacket {
+            first: rest[0],
+            body: rest[1 + used..end].to_vec(),
+        };
+        self.at += end;
+        Some(p)
+    }
+
+    /// Bytes received that do not make a whole packet yet.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.at
+    }
 }
 
 // ------------------------------------------------------------------------------------
@@ -510,7 +546,7 @@ impl RawMqtt for TcpStream {
 }
 
 /// One packet, under the socket's read timeout; `None` on EOF, reset or timeout.
-fn read_whole_packet(s: &mut TcpStream) -> Option<RawPacket> {
+pub fn read_whole_packet(s: &mut impl Read) -> Option<RawPacket> {
     let mut fill = |buf: &mut [u8]| match s.read_exact(buf) {
         Ok(()) => Some(()),
         Err(e)

@@ -78,6 +78,7 @@ async function pollStats() {
   setFigure("connections", connections);
   setFigure("connections-tcp", stats.gauges.connections_tcp || 0);
   setFigure("connections-ws", stats.gauges.connections_ws || 0);
+  setFigure("connections-tls", stats.gauges.connections_tls || 0);
   setFigure("rate-in", stats.rates.messages_in || 0, 1);
   setFigure("rate-deliveries", stats.rates.messages_out || 0, 1);
   setFigure("rate-out", stats.rates.packets_out || 0, 1);
