@@ -118,7 +118,7 @@ impl FsDriver {
     }
 
     /// Compacts now: snapshot, roll, delete what it made obsolete. Returns the
-    /// snapshot's number, or `None` if one was being written already.
+    /// snapshot's number, or `None` if [`ShardStore::begin_snapshot`] could not start one.
     pub fn compact(&mut self, store: &mut ShardStore, now_ms: u64) -> io::Result<Option<u64>> {
         let Some(seq) = store.begin_snapshot() else {
             return Ok(None);

@@ -330,13 +330,21 @@ impl Log {
     /// Ends the current turn here and makes the next record start a new segment; returns
     /// that segment's number and the LSN of the last record before it. Call it between
     /// turns, never within one.
-    pub fn roll_here(&mut self) -> (u64, Lsn) {
+    ///
+    /// `None` while an earlier roll still waits for the batch in flight and the sync of the
+    /// current segment: moving it would start that segment after the LSN already handed
+    /// out as its base, and the records in between would be in neither that segment nor
+    /// the snapshot numbered after it.
+    pub fn roll_here(&mut self) -> Option<(u64, Lsn)> {
+        if self.roll.is_some() {
+            return None;
+        }
         self.close_turn();
         self.roll = Some(RollPoint {
             at: self.pending.len(),
             lsn: self.next_lsn,
         });
-        (self.current.seq + 1, Lsn(self.next_lsn.0 - 1))
+        Some((self.current.seq + 1, Lsn(self.next_lsn.0 - 1)))
     }
 
     /// When the shard must call [`Log::take_batch`] even if nothing is appended: a sync
@@ -656,9 +664,14 @@ mod tests {
         log.append(&REC).unwrap();
         let b = log.take_batch(0, 0).unwrap();
         log.append(&REC).unwrap(); // lsn 3, while the first batch is in flight
-        let (seq, base) = log.roll_here();
+        let (seq, base) = log.roll_here().unwrap();
         assert_eq!((seq, base), (2, Lsn(4)), "the commit of lsn 3 is the base");
         log.append(&REC).unwrap(); // lsn 5: the new segment's
+        assert_eq!(
+            log.roll_here(),
+            None,
+            "the roll to 2 stays where it was decided"
+        );
         log.synced(b.last_lsn);
         let old = log.take_batch(0, 0).unwrap();
         assert_eq!((old.seq, old.last_lsn, old.sync), (1, Lsn(4), true));

@@ -210,12 +210,13 @@ impl ShardStore {
     }
 
     /// Starts a snapshot (between turns): the log rolls to a new segment, whose number
-    /// the snapshot takes. `None` if one is being written already.
+    /// the snapshot takes. `None` if one is being written already, or the log's last
+    /// roll has not happened yet (the snapshot numbered for it may be saved already).
     pub fn begin_snapshot(&mut self) -> Option<u64> {
         if self.writing.is_some() {
             return None;
         }
-        let (seq, base) = self.log.roll_here();
+        let (seq, base) = self.log.roll_here()?;
         self.state.begin_snapshot(self.shard, seq, base);
         self.writing = Some((seq, 0));
         Some(seq)

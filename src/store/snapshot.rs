@@ -280,7 +280,10 @@ impl CompactionPolicy {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::store::log::{Batch, Durability, LogConfig};
     use crate::store::shard_store::{ShardStore, StoreConfig};
 
     #[test]
@@ -322,5 +325,106 @@ mod tests {
         store.snapshot_failed(seq, 1000);
         assert!(!store.compaction_due(1050));
         assert!(store.compaction_due(1100));
+    }
+
+    /// A driver that leaves its batch in flight until `turn(.., true)`, and notes where
+    /// each segment it creates starts.
+    #[derive(Default)]
+    struct SlowDisk {
+        in_flight: Option<Batch>,
+        segment_starts: BTreeMap<u64, Lsn>,
+        /// Each snapshot saved: its number and base.
+        snapshots: Vec<(u64, Lsn)>,
+    }
+
+    impl SlowDisk {
+        fn turn(&mut self, store: &mut ShardStore, complete: bool) {
+            if complete && let Some(b) = self.in_flight.take() {
+                if b.sync {
+                    store.synced(b.last_lsn);
+                } else {
+                    store.written(b.last_lsn);
+                }
+            }
+            if let Some(b) = store.take_batch(0) {
+                if b.create {
+                    let header = Header::decode(store.batch_bytes()).unwrap();
+                    self.segment_starts.insert(b.seq, header.lsn);
+                }
+                self.in_flight = Some(b);
+            }
+        }
+
+        fn save_snapshot(&mut self, store: &mut ShardStore, seq: u64) {
+            let mut bytes = Vec::new();
+            while let Some(chunk) = store.snapshot_chunk() {
+                bytes.extend_from_slice(&chunk.bytes);
+            }
+            store.snapshot_saved(seq, bytes.len() as u64);
+            self.snapshots
+                .push((seq, Header::decode(&bytes).unwrap().lsn));
+        }
+    }
+
+    /// Snapshot `S` is the state as of the LSN before segment `S`'s first record. The
+    /// roll to segment `S` waits for the batch in flight; a snapshot begun before it
+    /// happened moved it (and took the number `S` again), so segment `S` started after
+    /// records that neither `S.snap` nor any kept segment held.
+    #[test]
+    fn a_snapshot_begun_before_the_last_ones_roll_leaves_that_roll_in_place() {
+        let config = StoreConfig {
+            log: LogConfig {
+                durability: Durability::Write,
+                ..LogConfig::default()
+            },
+            ..StoreConfig::default()
+        };
+        let mut store = ShardStore::new(0, config);
+        let session = store.allocate_session_key();
+        let open = Record::SessionOpened {
+            session,
+            client_id: "c",
+            protocol: ringmq_proto::mqtt::Version::V5,
+            expiry_interval_s: 9,
+            opened_at_ms: 1,
+        };
+        let mut disk = SlowDisk::default();
+        store.append(&open).unwrap();
+        disk.turn(&mut store, false);
+        assert!(disk.in_flight.is_some(), "the first batch stays in flight");
+
+        store.append(&open).unwrap();
+        let first = store.begin_snapshot().unwrap();
+        disk.save_snapshot(&mut store, first);
+        store.append(&open).unwrap();
+        disk.turn(&mut store, false);
+
+        // The next snapshot starts as soon as the store lets it, as a shard's loop does.
+        let mut turns = 0;
+        let second = loop {
+            if let Some(seq) = store.begin_snapshot() {
+                break seq;
+            }
+            disk.turn(&mut store, true);
+            turns += 1;
+            assert!(
+                turns < 10,
+                "the first roll happens once the batches complete"
+            );
+        };
+        disk.save_snapshot(&mut store, second);
+        store.append(&open).unwrap();
+        for _ in 0..10 {
+            disk.turn(&mut store, true);
+        }
+
+        assert_ne!(first, second);
+        for (seq, base) in disk.snapshots {
+            assert_eq!(
+                disk.segment_starts.get(&seq),
+                Some(&base.next()),
+                "segment {seq} starts right after snapshot {seq}'s base"
+            );
+        }
     }
 }
