@@ -124,6 +124,10 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         shutting_down: shutting_down.clone(),
         webhooks,
         broker,
+        tls: settings
+            .http_tls
+            .then(|| tls.as_ref().map(|t| t.acceptor.clone()))
+            .flatten(),
     }) {
         Ok(c) => c,
         Err(e) => {
@@ -215,7 +219,7 @@ struct Listening {
 }
 
 /// `ringmq 0.1.0 listening: mqtt tcp ADDR, mqtt ws ADDR/PATH, mqtt tls ADDR, mqtt wss
-/// ADDR/PATH, metrics http://ADDR/metrics; N shards on cores [..]` — the line tests and
+/// ADDR/PATH, metrics http://ADDR/metrics (https with --http-tls); N shards on cores [..]` — the line tests and
 /// scripts wait for.
 fn announcement(s: &Settings, at: &Listening) -> String {
     let mut parts = Vec::new();
@@ -232,7 +236,8 @@ fn announcement(s: &Settings, at: &Listening) -> String {
         parts.push(format!("mqtt wss {a}{}", s.ws_path));
     }
     if let Some(a) = at.metrics {
-        parts.push(format!("metrics http://{a}/metrics"));
+        let scheme = if s.http_tls { "https" } else { "http" };
+        parts.push(format!("metrics {scheme}://{a}/metrics"));
     }
     let n = s.shards();
     format!(

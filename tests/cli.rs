@@ -52,6 +52,7 @@ const FLAGS: &[&str] = &[
     "--tls-key",
     "--tls-client-ca",
     "--tls-require-client-cert",
+    "--http-tls",
 ];
 
 fn stderr(out: &std::process::Output) -> String {

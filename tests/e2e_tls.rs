@@ -575,3 +575,41 @@ fn tls_connections_are_counted_and_listed_by_transport() {
     assert_eq!(broker.metric("ringmq_connections_tls"), 0);
     assert_eq!(broker.metric("ringmq_connections_tcp"), 0);
 }
+
+/// `GET path` over a TLS stream, `Connection: close`: the whole answer.
+fn https_get(stream: &mut TlsStream, path: &str) -> String {
+    stream.send(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    String::from_utf8_lossy(&stream.read_until_closed(WAIT).bytes).into_owned()
+}
+
+#[test]
+fn the_http_server_speaks_tls_with_the_brokers_certificate() {
+    let pki = Pki::new("https");
+    let broker = tls_broker(&pki, &["--http-tls"]);
+    assert!(
+        broker.startup_line().contains("metrics https://"),
+        "{}",
+        broker.startup_line()
+    );
+    let addr = broker.metrics_addr();
+    let config = pki.client_config(None, &[]);
+
+    let mut s = tls_connect(addr, config.clone()).expect("TLS handshake with the HTTP server");
+    let answer = https_get(&mut s, "/healthz");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // The API too (on loopback, without keys), with the shards behind it.
+    let mut s = tls_connect(addr, config).expect("TLS handshake with the HTTP server");
+    let answer = https_get(&mut s, "/api/v1/info");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"broker_api\":true"), "{answer}");
+
+    // Plain HTTP gets no HTTP answer.
+    let plain = std::panic::catch_unwind(|| http_get(addr, "/healthz"));
+    assert!(
+        !matches!(plain, Ok((200, _))),
+        "plain HTTP was answered on the https port"
+    );
+}

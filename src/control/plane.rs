@@ -17,6 +17,7 @@ use crate::control::http::{self, Limits};
 use crate::control::metrics;
 use crate::control::stats::{Sampler, Sources};
 use crate::control::webhook::{self, Dispatcher, WebhookSender};
+use ringmq_shard::tls::TlsAcceptor;
 
 /// The running control plane; dropping it stops its threads.
 pub struct ControlPlane {
@@ -47,6 +48,8 @@ pub struct Start<'a> {
     pub webhooks: Option<(Dispatcher, Arc<webhook::WebhookStats>)>,
     /// The shards, for the API's shard-backed routes.
     pub broker: Arc<ShardApi>,
+    /// With `--http-tls`: the TLS listeners' settings (swapped on SIGHUP), for https.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// Who may use the API, from `--api-key-file`.
@@ -102,7 +105,7 @@ pub fn start(s: Start<'_>) -> Result<ControlPlane, String> {
             tokio::net::TcpListener::from_std(listener)
                 .map_err(|e| format!("cannot set up the HTTP listener: {e}"))?
         };
-        runtime.spawn(http::serve(listener, app, limits));
+        runtime.spawn(http::serve(listener, app, limits, s.tls));
     }
     Ok(ControlPlane { _runtime: runtime })
 }
