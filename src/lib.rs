@@ -10,6 +10,8 @@
 //!   fan-out, QoS flows, the cross-shard protocol, `$SYS`.
 //! - [`auth`]: authentication (password file, JWT, verification pool) and authorization
 //!   (ACL file, token claims), decided off the shards' loops and checked on them.
+//! - [`limits`]: what every shard shares to limit connections: per source address, and
+//!   flapping bans.
 //! - [`store`]: the per-shard write-ahead log, recovery, snapshots and compaction that
 //!   make persistent sessions, offline queues, in-flight messages, wills and retained
 //!   messages durable.
@@ -34,6 +36,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod control;
+pub mod limits;
 pub mod server;
 pub mod store;
 pub mod system;

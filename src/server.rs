@@ -13,17 +13,24 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use ringmq_shard::config::{Listen, ListenerKind, ShardConfig, WsFraming, WsOptions};
+use ringmq_shard::config::{ConnectRate, Listen, ListenerKind, ShardConfig, WsFraming, WsOptions};
 use ringmq_shard::mesh::links::{self, Doorbell};
+use ringmq_shard::rate::Rate;
 use ringmq_shard::runtime::{self, Control, ShardSpec};
 use ringmq_shard::stats::{CounterSet, RuntimeStats};
 use ringmq_shard::tls::TlsAcceptor;
 
-use crate::broker::{AdminRequest, Broker, BrokerConfig, BrokerStats, Msg, ShardFigures, Shared};
+use crate::auth::{AuthStats, Authenticator, CurrentAuth, VerifyPool};
+use crate::broker::{
+    AdminRequest, Broker, BrokerConfig, BrokerStats, Guards, Msg, ShardFigures, Shared,
+};
+use crate::config::defaults;
 use crate::config::settings::Settings;
+use crate::config::values::RateSpec;
 use crate::control::api::shards::{CONTROL_CAPACITY, ShardApi};
 use crate::control::webhook::WebhookSender;
 use crate::control::{histograms, metrics, plane};
+use crate::limits::{Flapping, Limits, PerIp};
 use crate::system::{self, PortReservation, Signals};
 use crate::tls::Tls;
 
@@ -79,6 +86,10 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         Err(e) => return fail(&e),
     };
 
+    let security = match Security::start(&settings) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
     let ports = Ports {
         mqtt: mqtt.as_ref(),
         ws: ws.as_ref(),
@@ -86,7 +97,12 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         wss: wss.as_ref(),
     };
     let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-    let cfg = Arc::new(shard_config(&settings, &ports, acceptor));
+    let cfg = Arc::new(shard_config(
+        &settings,
+        &ports,
+        acceptor,
+        security.limits.needs_addresses(),
+    ));
     let figures: Vec<ShardFigures> = (0..settings.shards())
         .map(|_| ShardFigures::default())
         .collect();
@@ -97,7 +113,11 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         }
         None => (None, None),
     };
-    let shards = match start_shards(&settings, cfg, &figures, webhook_sender) {
+    let shared = match shared(&settings, &figures, &security, webhook_sender) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let shards = match start_shards(&settings, cfg, &shared) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -128,6 +148,8 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
             .http_tls
             .then(|| tls.as_ref().map(|t| t.acceptor.clone()))
             .flatten(),
+        auth_stats: security.stats.clone(),
+        limits: security.limits.clone(),
     }) {
         Ok(c) => c,
         Err(e) => {
@@ -150,21 +172,86 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         started,
         dir: settings.data_dir.clone(),
     };
-    let reload = Reload { tls };
-    watch(shards, &signals, &shutting_down, &dump, &reload)
+    let reload = Reload {
+        settings: &settings,
+        shared: &shared,
+        security: &security,
+        tls,
+    };
+    let status = watch(shards, &signals, &shutting_down, &dump, &reload);
+    security.stop();
+    status
 }
 
-/// What SIGHUP reads again.
-struct Reload {
+/// Authentication and the process-wide limits, made once at start.
+struct Security {
+    stats: Arc<AuthStats>,
+    /// `None` when nothing needs verifying off the shards.
+    pool: Option<VerifyPool>,
+    /// The first generation (later ones come from `Reload`).
+    first: Arc<Authenticator>,
+    limits: Arc<Limits>,
+}
+
+impl Security {
+    /// Starts the verification pool if the configuration needs one and loads every file;
+    /// an error names the file and line.
+    fn start(settings: &Settings) -> Result<Security, String> {
+        let stats = Arc::new(AuthStats::default());
+        let pool = if settings.auth.needs_pool() {
+            let pool = VerifyPool::start(settings.auth_pool)
+                .map_err(|e| format!("cannot start the verification threads: {e}"))?;
+            Some(pool)
+        } else {
+            None
+        };
+        let first = Authenticator::load(
+            &settings.auth,
+            pool.as_ref().map(VerifyPool::handle),
+            stats.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let connections = settings
+            .max_connections
+            .unwrap_or(settings.shards() * settings.files_per_shard as usize);
+        let per_ip = settings
+            .max_connections_per_ip
+            .map(|limit| PerIp::new(connections, limit));
+        let flapping = Flapping::new(settings.flapping, defaults::FLAPPING_CAPACITY);
+        Ok(Security {
+            stats,
+            pool,
+            first,
+            limits: Arc::new(Limits::new(per_ip, flapping)),
+        })
+    }
+
+    fn stop(self) {
+        if let Some(pool) = self.pool {
+            pool.shutdown();
+        }
+    }
+}
+
+/// What SIGHUP reloads: the TLS certificates, and the password file, the ACL file and
+/// the JWT key. Each outcome is said on stdout (scripts and tests wait for it) and logged.
+struct Reload<'a> {
+    settings: &'a Settings,
+    shared: &'a Shared,
+    security: &'a Security,
     tls: Option<Tls>,
 }
 
-impl Reload {
-    /// Reads the files again; what cannot be read keeps its previous settings, and each
-    /// outcome is said on stdout (scripts and tests wait for it) and logged.
+impl Reload<'_> {
     fn run(&self) {
+        self.tls();
+        self.authentication();
+    }
+
+    /// Reads the certificate, key and client CA files again; new handshakes use them,
+    /// open connections stay. What cannot be read keeps the previous ones.
+    fn tls(&self) {
         let Some(tls) = &self.tls else {
-            say(format_args!("ringmq: SIGHUP: nothing to reload"));
             return;
         };
         match tls.reload() {
@@ -176,6 +263,33 @@ impl Reload {
                 tracing::error!("TLS certificates not reloaded, the previous ones stay: {e}");
                 say(format_args!(
                     "ringmq: SIGHUP: TLS certificates not reloaded: {e}"
+                ));
+            }
+        }
+    }
+
+    /// Builds a new authentication generation and puts it in force; on an error the
+    /// rules in force stay and the log names the file and line.
+    fn authentication(&self) {
+        let pool = self.security.pool.as_ref().map(VerifyPool::handle);
+        let needs_pool = self.settings.auth.needs_pool();
+        if needs_pool && pool.is_none() {
+            tracing::error!("reload: the configuration needs the verification pool; none runs");
+            return;
+        }
+        match Authenticator::load(&self.settings.auth, pool, self.security.stats.clone()) {
+            Ok(next) => {
+                self.shared.auth.replace(next);
+                tracing::info!(
+                    generation = self.shared.auth.generation(),
+                    "reloaded the password file, ACL file and JWT key"
+                );
+                say(format_args!("ringmq: SIGHUP: authentication reloaded"));
+            }
+            Err(e) => {
+                tracing::error!("reload failed, the rules in force stay: {e}");
+                say(format_args!(
+                    "ringmq: SIGHUP: authentication not reloaded: {e}"
                 ));
             }
         }
@@ -249,10 +363,15 @@ fn announcement(s: &Settings, at: &Listening) -> String {
     )
 }
 
+fn rate(spec: RateSpec) -> Rate {
+    Rate::new(spec.per_s, spec.burst)
+}
+
 /// What every shard's broker reads. Built here only, so new fields go in one place.
 fn shared(
     settings: &Settings,
     figures: &[ShardFigures],
+    security: &Security,
     webhooks: Option<WebhookSender>,
 ) -> Result<Arc<Shared>, String> {
     let config = BrokerConfig {
@@ -272,9 +391,17 @@ fn shared(
             .iter()
             .map(|f| f.as_str().into())
             .collect(),
+        client_msg_rate: settings.client_msg_rate.map(rate),
+        client_byte_rate: settings.client_byte_rate.map(rate),
+        max_retained: settings.max_retained,
+        max_parked_connects: settings.auth_pool.queue,
         ..BrokerConfig::default()
     };
-    Shared::new(config, figures.to_vec(), webhooks).map(Arc::new)
+    let guards = Guards {
+        auth: CurrentAuth::new(security.first.clone()),
+        limits: security.limits.clone(),
+    };
+    Shared::new(config, figures.to_vec(), guards, webhooks).map(Arc::new)
 }
 
 /// The reserved (concrete) ports of the listeners that are on.
@@ -286,8 +413,14 @@ struct Ports<'a> {
 }
 
 /// The one `ShardConfig` all shards share, listening on the reserved ports; the TLS
-/// listeners read `tls`.
-fn shard_config(s: &Settings, ports: &Ports<'_>, tls: Option<Arc<TlsAcceptor>>) -> ShardConfig {
+/// listeners read `tls`. `peer_addresses`: the shards learn each connection's peer
+/// address (per-address limits need it).
+fn shard_config(
+    s: &Settings,
+    ports: &Ports<'_>,
+    tls: Option<Arc<TlsAcceptor>>,
+    peer_addresses: bool,
+) -> ShardConfig {
     let defaults = ShardConfig::default();
     // MQTT §6: subprotocol `mqtt`, which the client must offer; packets travel in binary
     // messages.
@@ -297,9 +430,12 @@ fn shard_config(s: &Settings, ports: &Ports<'_>, tls: Option<Arc<TlsAcceptor>>) 
             subprotocol: Some("mqtt".into()),
             require_subprotocol: true,
             framing: WsFraming::ByteStream,
+            allowed_origins: s.ws_allowed_origins.clone().map(Arc::from),
         })
     };
     let mut listeners = Vec::new();
+    // Each listener has its own bucket, shared by every shard.
+    let connect_rate = || s.max_connect_rate.map(|r| ConnectRate::new(rate(r)));
     for (port, kind, secure) in [
         (ports.mqtt, ListenerKind::Tcp, false),
         (ports.ws, websocket(), false),
@@ -311,6 +447,7 @@ fn shard_config(s: &Settings, ports: &Ports<'_>, tls: Option<Arc<TlsAcceptor>>) 
             listeners.push(Listen {
                 addr: r.addr,
                 kind,
+                connect_rate: connect_rate(),
                 tls,
             });
         }
@@ -327,6 +464,7 @@ fn shard_config(s: &Settings, ports: &Ports<'_>, tls: Option<Arc<TlsAcceptor>>) 
         mesh_capacity: s.mesh_capacity,
         pressure_high: s.shard_pressure_bytes as usize,
         pressure_low: s.shard_pressure_bytes as usize / 2,
+        peer_addresses,
         ..defaults
     }
 }
@@ -377,11 +515,10 @@ impl Shards {
 fn start_shards(
     settings: &Settings,
     cfg: Arc<ShardConfig>,
-    figures: &[ShardFigures],
-    webhooks: Option<WebhookSender>,
+    shared: &Arc<Shared>,
 ) -> Result<Shards, String> {
     let n = settings.shards();
-    let shared = shared(settings, figures, webhooks)?;
+    let figures = &shared.shards;
     let mesh = links::build::<Msg>(n, settings.mesh_capacity)
         .map_err(|e| format!("cannot build the mesh between {n} shards: {e}"))?;
     let doorbells = mesh[0].doorbells().clone();
@@ -405,7 +542,11 @@ fn start_shards(
             hists: figures[id].runtime_hists.clone(),
         };
         let shared = shared.clone();
-        match runtime::spawn(spec, move || Broker::new(id, shared)) {
+        let bells = shards.doorbells.clone();
+        // The verification pool's answers wake the shard (an eventfd write per answer;
+        // only CONNECTs whose credentials are not in the cache wait for one).
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || bells[id].ring());
+        match runtime::spawn(spec, move || Broker::new(id, shared, wake)) {
             Ok((handle, ready_rx)) => {
                 shards.handles.push(handle);
                 shards.controls.push(control_tx);
@@ -440,7 +581,7 @@ fn watch(
     signals: &Signals,
     shutting_down: &AtomicBool,
     dump: &HistogramDump,
-    reload: &Reload,
+    reload: &Reload<'_>,
 ) -> i32 {
     let mut stopping: Option<Instant> = None;
     let mut failed = false;
@@ -455,7 +596,9 @@ fn watch(
                 tracing::info!(counters = %counters(&dump.shards), "SIGUSR1");
                 dump.write();
             }
-            Some(libc::SIGHUP) => reload.run(),
+            Some(libc::SIGHUP) if stopping.is_none() => reload.run(),
+            // Nothing to reload into while stopping (and no reason to stop at once).
+            Some(libc::SIGHUP) => {}
             Some(sig) => {
                 let name = system::signal_name(sig);
                 if stopping.is_some() {
@@ -607,7 +750,7 @@ mod tests {
             mqtts: None,
             wss: None,
         };
-        let cfg = shard_config(&s, &ports, None);
+        let cfg = shard_config(&s, &ports, None, false);
         assert_eq!(cfg.listeners.len(), 1);
         assert_eq!(cfg.listeners[0].addr, r.addr);
         assert_eq!(cfg.listeners[0].kind, ListenerKind::Tcp);

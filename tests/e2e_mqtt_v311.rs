@@ -276,11 +276,14 @@ fn sys_topics_are_published_periodically_and_not_matched_by_wildcards() {
     });
 }
 
-/// A subscription the broker is told to refuse (`--deny-subscribe`) gets the failure
-/// return code 0x80 (MQTT-3.9.3-1); the others in the same SUBSCRIBE are granted.
+/// A subscription the ACL file refuses gets the failure return code 0x80
+/// (MQTT-3.9.3-1); the others in the same SUBSCRIBE are granted. (The conformance suites'
+/// refusal case: `test/nosubscribe` denied, everything else allowed.)
 #[test]
 fn denied_subscription_gets_return_code_0x80() {
-    let broker = Broker::start(&["--shards", "2", "--deny-subscribe", "test/nosubscribe"]);
+    let dir = TempDir::new("deny-acl");
+    let acl = dir.file("acl", "topic readwrite #\ntopic deny test/nosubscribe\n");
+    let broker = Broker::start(&["--shards", "2", "--acl-file", acl.to_str().unwrap()]);
     let addr = broker.mqtt_addr();
     let rt = runtime();
     rt.block_on(async {

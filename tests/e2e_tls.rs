@@ -3,7 +3,8 @@
 //! `tls_set` (and a context pinned to each version), rumqttc (rustls) talking with plain TCP clients and sending payloads
 //! many records long, a blocking rustls client for exact bytes (the negotiated version,
 //! the close_notify), rumqttc and tungstenite over secure WebSocket; client certificates
-//! (refused without one, the CN reaches the broker); a certificate reload on SIGHUP that
+//! (refused without one, the CN reaches the broker and, with `--tls-cn-as-username`, is
+//! the username the ACL file names); a certificate reload on SIGHUP that
 //! new connections see and open ones survive; and bad input (garbage instead of a
 //! ClientHello, an oversized record, a silent socket) that ends only its own connection
 //! and is counted; TLS connections in the transport gauges and the API's client list.
@@ -275,6 +276,10 @@ fn a_required_client_certificate_is_checked_and_its_cn_reaches_the_broker() {
             "--tls-client-ca",
             path(&pki.ca),
             "--tls-require-client-cert",
+            // A client CA refuses clients without credentials by default; these connect
+            // with a certificate and nothing else.
+            "--allow-anonymous",
+            "true",
             "--log-level",
             "info,ringmq::broker=debug",
         ],
@@ -365,6 +370,8 @@ fn an_optional_client_certificate_is_taken_when_given() {
         &[
             "--tls-client-ca",
             path(&pki.ca),
+            "--allow-anonymous",
+            "true",
             "--log-level",
             "info,ringmq::broker=debug",
         ],
@@ -381,6 +388,89 @@ fn an_optional_client_certificate_is_taken_when_given() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(broker.metric("ringmq_tls_handshake_failed"), 0);
+}
+
+#[test]
+fn a_certificate_cn_is_the_username_for_the_acl_and_anonymous_clients_are_refused() {
+    let pki = Pki::new("cn-user");
+    let (one, two) = (pki.client("device-1"), pki.client("device-2"));
+    let dir = TempDir::new("tls-cn-acl");
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "user device-1\ntopic readwrite devices/device-1/#\npattern read broadcast/%u\n",
+    )
+    .unwrap();
+    let broker = tls_broker(
+        &pki,
+        &[
+            "--tls-client-ca",
+            path(&pki.ca),
+            "--tls-cn-as-username",
+            "--acl-file",
+            path(&acl),
+        ],
+    );
+    let connect = |cert: Option<&ClientCert>, id: &str| {
+        let mut s =
+            tls_connect(broker.mqtts_addr(), pki.client_config(cert, &[])).expect("TLS handshake");
+        s.send(&connect_v5(id, 30));
+        let code = s.read_packet().v5_connack().1;
+        (s, code)
+    };
+
+    // No username in the CONNECT: the certificate's CN is the user the ACL names.
+    let (mut device, code) = connect(Some(&one), "d1");
+    assert_eq!(code, 0);
+    device.send(&subscribe(5, 1, "devices/device-1/#", 1, &[]));
+    assert_eq!(device.read_packet().suback(5).1, [1]);
+    device.send(&subscribe(5, 2, "devices/device-2/#", 0, &[]));
+    assert_eq!(device.read_packet().suback(5).1, [0x87]);
+    device.send(&subscribe(5, 3, "broadcast/device-1", 0, &[]));
+    assert_eq!(device.read_packet().suback(5).1, [0]);
+    device.send(&subscribe(5, 4, "broadcast/device-2", 0, &[]));
+    assert_eq!(device.read_packet().suback(5).1, [0x87]);
+
+    // mosquitto_pub with the same certificate may write there; with the other, it may not.
+    let port = broker.mqtts_addr().port().to_string();
+    let common = ["-h", "localhost", "-p", &port, "--cafile", path(&pki.ca)];
+    let as_one = ["--cert", path(&one.cert), "--key", path(&one.key)];
+    let temp = ["-t", "devices/device-1/temp", "-m", "21.5", "-q", "1"];
+    let out = run_client("mosquitto_pub", &[&common[..], &as_one, &temp].concat());
+    ok_output("mosquitto_pub", &out);
+    let got = device.read_packet();
+    assert_eq!(
+        (got.topic(), got.payload(5)),
+        ("devices/device-1/temp".to_string(), b"21.5".to_vec())
+    );
+    let (mut intruder, code) = connect(Some(&two), "d2");
+    assert_eq!(
+        code, 0,
+        "a verified certificate is a user, with no rights here"
+    );
+    intruder.send(&publish(
+        5,
+        "devices/device-1/temp",
+        1,
+        false,
+        false,
+        7,
+        &[],
+        b"-40",
+    ));
+    let ack = intruder.read_packet();
+    assert_eq!((ack.kind(), ack.pkid()), (PUBACK >> 4, 7));
+    assert_eq!(ack.reason_and_props().0, 0x87);
+    if let Some(p) = device.try_read_packet(QUIET) {
+        panic!("a refused PUBLISH was delivered: {p:02x?}");
+    }
+
+    // A client CA makes credentials necessary: anonymous clients are refused, over TLS
+    // without a certificate and over plain TCP alike.
+    let (_, code) = connect(None, "nobody");
+    assert_eq!(code, 0x87);
+    let (_, ack) = raw_connect(broker.mqtt_addr(), &connect_v5("nobody-tcp", 30));
+    assert_eq!(ack.v5_connack().1, 0x87);
 }
 
 #[test]

@@ -36,6 +36,7 @@ fn rfc_request_is_accepted_with_the_rfc_answer() {
             key: "dGhlIHNhbXBsZSBub25jZQ==",
             subprotocol: Some("mqtt"),
             host: Some("server.example.com"),
+            origin: Some("http://example.com"),
         }
     );
     let mut answer = Vec::new();
@@ -126,4 +127,31 @@ fn response_head_is_bounded() {
         parse_response(&endless[..99], &[0; 16], None, 100),
         Ok(Decoded::Partial { .. })
     ));
+}
+
+/// The `Origin` header is read for the server's policy (one at most), and a refused origin
+/// is answered 403.
+#[test]
+fn origin_is_read_once_and_a_refusal_is_403() {
+    let without = String::from_utf8(RFC_REQUEST.to_vec())
+        .unwrap()
+        .replace("Origin: http://example.com\r\n", "");
+    let (req, _) = parse(without.as_bytes(), &ServerConfig::default());
+    assert_eq!(req.origin, None);
+    let twice = String::from_utf8(RFC_REQUEST.to_vec()).unwrap().replace(
+        "Origin: http://example.com\r\n",
+        "Origin: http://example.com\r\norigin: http://evil.example\r\n",
+    );
+    assert_eq!(
+        parse_request(twice.as_bytes(), &ServerConfig::default()),
+        Err(HandshakeError::DuplicateHeader)
+    );
+    let mut answer = Vec::new();
+    ringmq_proto::ws::write_reject(HandshakeError::OriginNotAllowed, &mut answer);
+    let text = String::from_utf8(answer).unwrap();
+    assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text}");
+    assert!(
+        text.ends_with("Upgrades from this Origin are not allowed."),
+        "{text}"
+    );
 }

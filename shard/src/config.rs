@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use crate::rate::{Rate, SharedGcra};
 use crate::tls::TlsAcceptor;
 
 /// What a listener's connections speak below the service. The transports stack: bytes
@@ -29,6 +30,26 @@ pub struct WsOptions {
     /// Whether a client must offer `subprotocol` to be upgraded.
     pub require_subprotocol: bool,
     pub framing: WsFraming,
+    /// The `Origin`s browsers may upgrade from (`scheme://host[:port]`, compared without
+    /// regard to case); `None` lets any in. A request without an `Origin` (not from a
+    /// browser) is let in either way: the check guards browsers' users against other
+    /// sites' pages (cross-site WebSocket hijacking), which always carry one.
+    pub allowed_origins: Option<Arc<[String]>>,
+}
+
+impl WsOptions {
+    /// Whether an upgrade with this `Origin` header (if any) may go on.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match (&self.allowed_origins, origin) {
+            (None, _) | (_, None) => true,
+            (Some(allowed), Some(origin)) => {
+                let origin = origin.trim().trim_end_matches('/');
+                allowed
+                    .iter()
+                    .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+            }
+        }
+    }
 }
 
 /// What the service sees of a WebSocket connection's data.
@@ -47,10 +68,38 @@ pub enum WsFraming {
 pub struct Listen {
     pub addr: SocketAddr,
     pub kind: ListenerKind,
+    /// New connections a second this listener takes, on all shards together; past it the
+    /// shards stop accepting from it until the rate allows again (the connections wait in
+    /// the kernel's listen backlog). `None`: as fast as they come.
+    pub connect_rate: Option<ConnectRate>,
     /// TLS below `kind` (MQTT over TLS, secure WebSocket): the server settings every
     /// shard's handshakes read, replaced whole on a reload.
     pub tls: Option<Arc<TlsAcceptor>>,
 }
+
+/// A listener's accept rate: the rate, and the bucket every shard takes from.
+#[derive(Debug, Clone)]
+pub struct ConnectRate {
+    pub rate: Rate,
+    pub bucket: Arc<SharedGcra>,
+}
+
+impl ConnectRate {
+    pub fn new(rate: Rate) -> ConnectRate {
+        ConnectRate {
+            rate,
+            bucket: Arc::new(SharedGcra::new()),
+        }
+    }
+}
+
+impl PartialEq for ConnectRate {
+    fn eq(&self, other: &ConnectRate) -> bool {
+        self.rate == other.rate
+    }
+}
+
+impl Eq for ConnectRate {}
 
 /// Limits and sizes of one shard. All shards of a process share one `ShardConfig`.
 #[derive(Debug, Clone)]
@@ -96,6 +145,10 @@ pub struct ShardConfig {
     pub pause_max_ms: u64,
     /// Capacity of each cross-shard SPSC ring.
     pub mesh_capacity: usize,
+    /// Learn each connection's peer address before it is opened (one `getsockopt` on
+    /// the ring per accept, `Io::peer_ip`), for services that limit or ban by address.
+    /// Off, a connection costs nothing for it.
+    pub peer_addresses: bool,
 }
 
 impl Default for ShardConfig {
@@ -119,6 +172,7 @@ impl Default for ShardConfig {
             pressure_low: 8 * 1024 * 1024,
             pause_max_ms: 250,
             mesh_capacity: 4096,
+            peer_addresses: false,
         }
     }
 }

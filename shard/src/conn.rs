@@ -84,9 +84,12 @@ pub mod flag {
     pub const EOF_HELD: u32 = 1 << 18;
     /// The service asked to hear when the outbound queue is empty (`Io::notify_drained`).
     pub const WANT_DRAINED: u32 = 1 << 19;
+    /// A rate limit: reading stops (`READ_HELD` is set with it) until a time the service
+    /// named (`Io::throttle`); what the service already received is held as in a pause.
+    pub const THROTTLED: u32 = 1 << 20;
     /// The connection speaks TLS: what is written is staged as plaintext
     /// (`OutBuf::plain`) and sealed into records when its send is posted.
-    pub const TLS: u32 = 1 << 20;
+    pub const TLS: u32 = 1 << 21;
 }
 
 /// The transport a connection speaks below the service (see `config::Listen`): the stage

@@ -6,6 +6,8 @@
 //! message `M`, not over the service itself, so this module does not depend on
 //! `service.rs` (which hands each service its `Io`).
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,9 +43,11 @@ pub(crate) enum Op {
     Doorbell = 6,
     /// Cancellation requests; their completions carry nothing acted on.
     Cancel = 7,
-    /// Installing a connection's direct descriptor as a plain one for a moment, to ask
-    /// the socket its peer's address (`index` is the request's number).
-    PeerAddr = 8,
+    /// `getsockopt(SO_PEERNAME)` on a new connection (`ShardConfig::peer_addresses`).
+    PeerName = 8,
+    /// `getsockopt(SO_PEERNAME)` asked for by the service (`Io::request_peer_addr`;
+    /// `index` is the request's number).
+    PeerAddr = 9,
 }
 
 impl OpKind for Op {
@@ -60,7 +64,8 @@ impl OpKind for Op {
             5 => Op::Close,
             6 => Op::Doorbell,
             7 => Op::Cancel,
-            8 => Op::PeerAddr,
+            8 => Op::PeerName,
+            9 => Op::PeerAddr,
             _ => return None,
         })
     }
@@ -69,12 +74,15 @@ impl OpKind for Op {
 /// A shard's token: which operation, for which connection (or listener).
 pub(crate) type Token = crate::ring::Token<Op>;
 
+/// Room for the largest peer address (`sockaddr_in6`).
+pub(crate) const PEER_NAME_LEN: usize = 28;
+
 /// Send buffers kept for reuse, and the largest capacity a reused buffer keeps: at most
 /// 256 × 2 × 16 KiB = 8 MiB per shard stays allocated after a burst.
 const OUTBUF_POOL_MAX: usize = 256;
 const OUTBUF_KEEP_CAPACITY: usize = 16 * 1024;
 /// Peer-address requests in flight at once per shard (`Io::request_peer_addr`); each holds
-/// a plain descriptor for a moment, so this also bounds the descriptors they take.
+/// a 28-byte buffer until the kernel has written the address.
 pub const MAX_PEER_REQUESTS: usize = 4096;
 
 /// How loaded a service says it is (`Io::set_service_load`), beside what the runtime
@@ -123,9 +131,16 @@ pub struct Io<C, M> {
     pub(crate) paused: Vec<(ConnKey, u64)>,
     /// Connections resumed this turn; the service hears `on_resume` for each.
     pub(crate) resumed: Vec<ConnKey>,
+    /// Connections whose reading stopped for a rate limit, and when it may go on (ms).
+    pub(crate) throttled: Vec<(ConnKey, u64)>,
+    /// Peer addresses of open connections (only with `ShardConfig::peer_addresses`).
+    pub(crate) peers: HashMap<ConnKey, IpAddr>,
+    /// Where the kernel writes a new connection's peer address while its `PeerName`
+    /// operation is in flight (boxed: the buffer must not move meanwhile).
+    pub(crate) peer_lookups: HashMap<ConnKey, Box<[u8; PEER_NAME_LEN]>>,
     /// Peer-address requests in flight: the request's number (the operation's token
-    /// index) → the connection it is for.
-    pub(crate) peer_requests: Slab<ConnKey>,
+    /// index) → the connection it is for, and where the kernel writes the address.
+    pub(crate) peer_requests: Slab<(ConnKey, Box<[u8; PEER_NAME_LEN]>)>,
     /// The service has work left for the next turn: the shard must not sleep.
     pub(crate) continue_soon: bool,
     /// Connections whose outbound queue emptied after the service asked to hear of it;
@@ -169,6 +184,9 @@ impl<C: Default, M: Send> Io<C, M> {
             service_load: ServiceLoad::Light,
             paused: Vec::new(),
             resumed: Vec::new(),
+            throttled: Vec::new(),
+            peers: HashMap::new(),
+            peer_lookups: HashMap::new(),
             peer_requests: Slab::new(),
             continue_soon: false,
             drained: Vec::new(),
@@ -249,9 +267,45 @@ impl<C: Default, M: Send> Io<C, M> {
         self.conn(key).is_some_and(|c| c.has(flag::READ_HELD))
     }
 
-    /// Whether reading from the connection is paused for back-pressure.
+    /// Whether reading from the connection is paused, for back-pressure or a rate limit:
+    /// the service holds what it sends (acknowledgements aside) until `on_resume`.
     pub fn is_paused(&self, key: ConnKey) -> bool {
-        self.conn(key).is_some_and(|c| c.has(flag::PAUSED))
+        self.conn(key)
+            .is_some_and(|c| c.has(flag::PAUSED) || c.has(flag::THROTTLED))
+    }
+
+    /// A rate limit: stops reading from `key` until `until_ms` (the shard clock), whatever
+    /// the shard's pressure. What it already sent and the service has not taken up is held
+    /// as in a pause; the kernel's socket buffer holds the rest, and TCP slows the sender.
+    /// Returns whether reading stopped now (false if it already had, or the connection is
+    /// closing or its peer is gone).
+    pub fn throttle(&mut self, key: ConnKey, until_ms: u64) -> bool {
+        let Some(c) = self.conn_mut(key) else {
+            return false;
+        };
+        if c.has(flag::CLOSING) || c.has(flag::READ_DONE) {
+            return false;
+        }
+        if c.has(flag::THROTTLED) {
+            if let Some(entry) = self.throttled.iter_mut().find(|(k, _)| *k == key) {
+                entry.1 = entry.1.max(until_ms);
+            }
+            return false;
+        }
+        c.set(flag::THROTTLED | flag::READ_HELD);
+        let armed = c.has(flag::RECV_ARMED);
+        self.throttled.push((key, until_ms));
+        self.stats.reads_throttled.add(1);
+        if armed {
+            self.cancel_recv(key);
+        }
+        true
+    }
+
+    /// The peer's IP address, when the shard learns them (`ShardConfig::peer_addresses`)
+    /// and the kernel told it.
+    pub fn peer_ip(&self, key: ConnKey) -> Option<IpAddr> {
+        self.peers.get(&key).copied()
     }
 
     /// Resumes paused connections once the pressure is gone, or those paused longest
@@ -278,17 +332,68 @@ impl<C: Default, M: Send> Io<C, M> {
                 .get_mut(key.index as usize)
                 .filter(|c| c.gen_ == key.gen_)
             {
-                c.clear(flag::PAUSED | flag::READ_HELD);
-                self.resumed.push(key);
-                if !c.has(flag::RECV_ARMED) && !c.has(flag::READ_DONE) && !c.has(flag::NEEDS_RECV) {
-                    c.set(flag::NEEDS_RECV);
-                    self.recv_list.push(key.index);
+                c.clear(flag::PAUSED);
+                // A rate limit still in force keeps reading stopped; its end resumes.
+                if !c.has(flag::THROTTLED) {
+                    c.clear(flag::READ_HELD);
+                    self.resumed.push(key);
+                    if !c.has(flag::RECV_ARMED)
+                        && !c.has(flag::READ_DONE)
+                        && !c.has(flag::NEEDS_RECV)
+                    {
+                        c.set(flag::NEEDS_RECV);
+                        self.recv_list.push(key.index);
+                    }
                 }
             }
             false
         });
         paused.append(&mut self.paused);
         self.paused = paused;
+    }
+
+    /// Lifts the rate limits that are due (`throttle`); a connection also paused for
+    /// back-pressure stays paused.
+    pub(crate) fn resume_throttled(&mut self) {
+        if self.throttled.is_empty() {
+            return;
+        }
+        let now = self.now_ms;
+        let mut throttled = std::mem::take(&mut self.throttled);
+        throttled.retain(|&(key, until)| {
+            if until > now {
+                return true;
+            }
+            if let Some(c) = self
+                .conns
+                .get_mut(key.index as usize)
+                .filter(|c| c.gen_ == key.gen_)
+            {
+                c.clear(flag::THROTTLED);
+                if !c.has(flag::PAUSED) {
+                    c.clear(flag::READ_HELD);
+                    self.resumed.push(key);
+                    if !c.has(flag::RECV_ARMED)
+                        && !c.has(flag::READ_DONE)
+                        && !c.has(flag::NEEDS_RECV)
+                    {
+                        c.set(flag::NEEDS_RECV);
+                        self.recv_list.push(key.index);
+                    }
+                }
+            }
+            false
+        });
+        throttled.append(&mut self.throttled);
+        self.throttled = throttled;
+    }
+
+    /// How long until the first rate limit is due to be lifted, if any is in force.
+    pub(crate) fn next_throttle_end_ms(&self) -> Option<u64> {
+        self.throttled
+            .iter()
+            .map(|&(_, until)| until.saturating_sub(self.now_ms))
+            .min()
     }
 
     /// Milliseconds since the shard started, read once per loop turn.
@@ -308,28 +413,57 @@ impl<C: Default, M: Send> Io<C, M> {
     }
 
     /// Asks the socket of an open connection for its peer's address; the answer comes to
-    /// `Service::on_peer_addr` in a later turn. The runtime keeps no address per connection
-    /// (an accepted direct descriptor comes without one): the descriptor is installed as a
-    /// plain one for a moment (`IORING_OP_FIXED_FD_INSTALL`), asked (`getpeername`) and
-    /// closed. Returns false, and nothing comes, when the connection is not open or
+    /// `Service::on_peer_addr` in a later turn. The runtime keeps addresses only for the
+    /// per-address limits (`ShardConfig::peer_addresses`, and then the IP only, `peer_ip`),
+    /// so the socket is asked as a new connection's is: `getsockopt(SO_PEERNAME)` on the
+    /// ring. Returns false, and nothing comes, when the connection is not open or
     /// [`MAX_PEER_REQUESTS`] are in flight already.
     pub fn request_peer_addr(&mut self, key: ConnKey) -> bool {
         if self.peer_requests.len() >= MAX_PEER_REQUESTS {
             return false;
         }
-        let Some(slot) = self
+        let Some((slot, listener)) = self
             .conn(key)
             .filter(|c| !c.has(flag::CLOSING))
-            .map(|c| c.slot)
+            .map(|c| (c.slot, c.listener as usize))
         else {
             return false;
         };
-        let request = self.peer_requests.insert(key) as u32;
-        let e = opcode::FixedFdInstall::new(types::Fixed(slot), 0)
-            .build()
-            .user_data(Token::new(Op::PeerAddr, request, 0).encode());
+        let request = self.peer_requests.vacant_key();
+        let token = Token::new(Op::PeerAddr, request as u32, 0);
+        let mut buf = Box::new([0u8; PEER_NAME_LEN]);
+        let e = self.peer_name_op(slot, listener, &mut buf, token);
+        // The buffer lives in `peer_requests` until the operation completes.
+        let inserted = self.peer_requests.insert((key, buf));
+        debug_assert_eq!(inserted, request);
         self.ring.push(e);
         true
+    }
+
+    /// `getsockopt(SO_PEERNAME)` on the ring for the socket in `slot`, so the shard never
+    /// blocks; `buf` must stay where it is until the operation completes. The kernel
+    /// writes no more than the length asked for and refuses a length above the address's
+    /// own, so it is asked for the size of the listener's address family.
+    pub(crate) fn peer_name_op(
+        &self,
+        slot: u32,
+        listener: usize,
+        buf: &mut [u8; PEER_NAME_LEN],
+        token: Token,
+    ) -> io_uring::squeue::Entry {
+        let len = match self.cfg.listeners[listener].addr {
+            std::net::SocketAddr::V4(_) => std::mem::size_of::<libc::sockaddr_in>(),
+            std::net::SocketAddr::V6(_) => std::mem::size_of::<libc::sockaddr_in6>(),
+        };
+        opcode::GetSockOpt::new(
+            types::Fixed(slot),
+            libc::SOL_SOCKET as u32,
+            libc::SO_PEERNAME as u32,
+            buf.as_mut_ptr().cast(),
+            len as u32,
+        )
+        .build()
+        .user_data(token.encode())
     }
 
     pub fn shard_id(&self) -> usize {
@@ -988,6 +1122,8 @@ impl<C: Default, M: Send> Io<C, M> {
         }
         let c = self.conns.remove(key.index as usize);
         self.release_outbuf(c.out);
+        // A lookup still in flight keeps its buffer until it completes (`on_peer_name`).
+        self.peers.remove(&key);
         self.stats.connections_current.sub(1);
         self.count_transport(c.listener, false);
         self.cfg

@@ -16,6 +16,7 @@
 //! - [`service`]: the contract between the runtime and what it serves.
 //! - [`mesh`]: SPSC rings between shards and the doorbells that wake them.
 //! - [`timers`]: the hashed timing wheel for every connection's deadline.
+//! - [`rate`]: token buckets (GCRA) for the rate limits a runtime or a service applies.
 //! - [`stats`] (counters), [`hist`] (latency histograms), [`config`].
 //!
 //! The threading contract is checked at compile time: what crosses shards is `Send`
@@ -32,6 +33,7 @@ pub mod hist;
 pub mod io;
 pub mod listen;
 pub mod mesh;
+pub mod rate;
 pub mod ring;
 pub mod runtime;
 pub mod service;

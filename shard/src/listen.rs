@@ -69,37 +69,6 @@ impl SockAddr {
     }
 }
 
-/// The address of the peer of socket `fd`, if it has one (`getpeername`).
-pub fn peer_addr(fd: libc::c_int) -> Option<SocketAddr> {
-    // SAFETY: all-zero is a valid sockaddr_storage; getpeername writes at most `len` bytes
-    // into it and sets `len` to the address's size.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    if unsafe { libc::getpeername(fd, (&raw mut storage).cast(), &mut len) } != 0 {
-        return None;
-    }
-    match i32::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in, which it is large
-            // and aligned enough for.
-            let a: libc::sockaddr_in = unsafe { std::ptr::read((&raw const storage).cast()) };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a: libc::sockaddr_in6 = unsafe { std::ptr::read((&raw const storage).cast()) };
-            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                a.sin6_addr.s6_addr.into(),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
 /// A TCP socket bound to `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`, not listening: the
 /// shards' listeners on the same address may join it.
 pub fn reuseport_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
@@ -188,23 +157,5 @@ mod tests {
         let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read(b.ptr().cast()) };
         assert_eq!(sin6.sin6_family, libc::AF_INET6 as libc::sa_family_t);
         assert_eq!(u16::from_be(sin6.sin6_port), 9);
-    }
-
-    #[test]
-    fn a_socket_names_its_peer() {
-        for addr in ["127.0.0.1:0", "[::1]:0"] {
-            let Ok(listener) = TcpListener::bind(addr) else {
-                continue; // no IPv6 loopback on this host
-            };
-            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (served, _) = listener.accept().unwrap();
-            assert_eq!(
-                peer_addr(served.as_raw_fd()),
-                Some(client.local_addr().unwrap())
-            );
-        }
-        assert_eq!(peer_addr(-1), None);
-        let unconnected = TcpListener::bind("127.0.0.1:0").unwrap();
-        assert_eq!(peer_addr(unconnected.as_raw_fd()), None);
     }
 }

@@ -126,6 +126,9 @@ struct Shard<S: Service> {
     service: S,
     listeners: Vec<TcpListener>,
     accept_armed: Vec<bool>,
+    /// Per listener: while its accept rate is exceeded, when it may accept again (shard
+    /// clock, ms; 0: it may).
+    accept_resume_ms: Vec<u64>,
     accepting: bool,
     high_water: usize,
     low_water: usize,
@@ -176,6 +179,7 @@ impl<S: Service> Shard<S> {
             bufs,
             service,
             accept_armed: vec![false; listeners.len()],
+            accept_resume_ms: vec![0; listeners.len()],
             listeners,
             accepting: true,
             high_water,
@@ -290,6 +294,15 @@ impl<S: Service> Shard<S> {
             // Back-pressure in force: look again soon whether it can be lifted.
             timeout_ms = timeout_ms.min(5);
         }
+        if let Some(ms) = self.io.next_throttle_end_ms() {
+            timeout_ms = timeout_ms.min(ms);
+        }
+        let now = self.io.now_ms();
+        for (&resume, &armed) in self.accept_resume_ms.iter().zip(&self.accept_armed) {
+            if resume > 0 && !armed {
+                timeout_ms = timeout_ms.min(resume.saturating_sub(now));
+            }
+        }
         let bell = &self.io.mesh.doorbells()[self.io.shard_id()];
         bell.prepare_sleep();
         if (!self.mesh_deferred && self.io.mesh.inbound_pending()) || !self.control.is_empty() {
@@ -351,6 +364,7 @@ impl<S: Service> Shard<S> {
             Op::Doorbell => self.arm_doorbell(),
             Op::Cancel => {}
             Op::PeerAddr => self.on_peer_addr(token.index, c.result),
+            Op::PeerName => self.on_peer_name(token, c),
         }
     }
 
@@ -397,21 +411,18 @@ impl<S: Service> Shard<S> {
                 conn.set(flag::OVER_LIMIT);
             }
         }
-        self.io.arm_recv(key, self.bufs.group());
         let spec = &self.io.cfg.listeners[listener];
-        let tls = spec.tls.clone();
-        let negotiates = tls.is_some() || matches!(spec.kind, ListenerKind::WebSocket(_));
-        if let Some(acceptor) = tls {
-            self.start_tls(key, &acceptor);
-        }
-        if negotiates {
-            // One deadline for the TLS handshake and the WebSocket upgrade together.
+        if spec.tls.is_some() || matches!(spec.kind, ListenerKind::WebSocket(_)) {
+            // One deadline for the TLS handshake and the WebSocket upgrade together (and
+            // the peer address lookup before them).
             let at = self.io.now_ms() + self.io.cfg.handshake_timeout_ms;
-            if self.io.is_open(key) {
-                self.io.set_deadline_raw(key, at);
-            }
+            self.io.set_deadline_raw(key, at);
+        }
+        if self.io.cfg.peer_addresses {
+            // Nothing is read, and the service hears nothing, until the address is known.
+            self.look_up_peer(key, slot, listener);
         } else {
-            self.open(key);
+            self.start_conn(key, listener);
         }
         if self.accepting && self.io.conns.len() >= self.high_water {
             self.pause_accepts();
@@ -422,6 +433,82 @@ impl<S: Service> Shard<S> {
                 "accepting paused: the fixed-file table is nearly full"
             );
         }
+        self.take_accept_rate(listener);
+    }
+
+    /// A new connection's receive is posted, its TLS stage put in place when the listener
+    /// has one, and a plain TCP one is opened for the service (one that negotiates first,
+    /// TLS or WebSocket, once that is done).
+    fn start_conn(&mut self, key: ConnKey, listener: usize) {
+        self.io.arm_recv(key, self.bufs.group());
+        let spec = &self.io.cfg.listeners[listener];
+        let tls = spec.tls.clone();
+        let negotiates = tls.is_some() || matches!(spec.kind, ListenerKind::WebSocket(_));
+        if let Some(acceptor) = tls {
+            self.start_tls(key, &acceptor);
+        }
+        if !negotiates {
+            self.open(key);
+        }
+    }
+
+    /// Asks the kernel for a new connection's peer address (`Io::peer_name_op`).
+    fn look_up_peer(&mut self, key: ConnKey, slot: u32, listener: usize) {
+        let mut buf = Box::new([0u8; crate::io::PEER_NAME_LEN]);
+        let token = Token::new(Op::PeerName, key.index, key.gen_.get());
+        let e = self.io.peer_name_op(slot, listener, &mut buf, token);
+        // The buffer lives in `peer_lookups` until the operation completes.
+        self.io.peer_lookups.insert(key, buf);
+        self.io.ring.push(e);
+    }
+
+    /// A peer address lookup completed: the connection starts.
+    fn on_peer_name(&mut self, token: Token, c: Completion) {
+        let Some(key) = self.io.key_of(token) else {
+            return;
+        };
+        let Some(buf) = self.io.peer_lookups.remove(&key) else {
+            return;
+        };
+        match peer_ip(&buf[..], c.result) {
+            Some(ip) => {
+                self.io.peers.insert(key, ip);
+            }
+            None => self.io.stats.peer_address_unknown.add(1),
+        }
+        let Some(conn) = self.io.conn_raw(key) else {
+            return;
+        };
+        if conn.has(flag::CLOSING) {
+            return;
+        }
+        let listener = conn.listener as usize;
+        self.start_conn(key, listener);
+    }
+
+    /// An accept takes from its listener's rate: past it, the listener's next accept is
+    /// posted only once the rate allows again (`manage_accept`); meanwhile new
+    /// connections wait in the kernel's listen backlog.
+    fn take_accept_rate(&mut self, listener: usize) {
+        let Some(limit) = &self.io.cfg.listeners[listener].connect_rate else {
+            return;
+        };
+        let origin = crate::mesh::links::clock_origin();
+        let now_ns = Instant::now().duration_since(origin).as_nanos() as u64;
+        let wait_ns = limit.bucket.take(limit.rate, 1, now_ns);
+        if wait_ns == 0 || self.accept_resume_ms[listener] > self.io.now_ms() {
+            return;
+        }
+        self.io.stats.accepts_delayed.add(1);
+        self.accept_resume_ms[listener] = self.io.now_ms() + wait_ns.div_ceil(1_000_000);
+    }
+
+    fn cancel_accept(&mut self, listener: usize) {
+        let target = Token::new(Op::Accept, listener as u32, 0).encode();
+        let e = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(Token::new(Op::Cancel, listener as u32, 0).encode());
+        self.io.ring.push(e);
     }
 
     /// Puts a TLS stage below the connection's transport.
@@ -518,7 +605,8 @@ impl<S: Service> Shard<S> {
             conn.set(flag::READ_DONE);
             // A paused connection's last packets (a DISCONNECT, say) may still be held by
             // the service: they are taken up before it closes.
-            held = conn.has(flag::PAUSED) && !conn.has(flag::CLOSING);
+            held =
+                (conn.has(flag::PAUSED) || conn.has(flag::THROTTLED)) && !conn.has(flag::CLOSING);
             if held {
                 conn.set(flag::EOF_HELD);
             }
@@ -665,6 +753,14 @@ impl<S: Service> Shard<S> {
         self.scratch.clear();
         let outcome = match ws::handshake::parse_request(src, &server) {
             Ok(Decoded::Partial { .. }) => None,
+            Ok(Decoded::Complete(req, _)) if !options.origin_allowed(req.origin) => {
+                self.io.stats.ws_origin_refused.add(1);
+                ws::handshake::write_reject(
+                    ws::HandshakeError::OriginNotAllowed,
+                    &mut self.scratch,
+                );
+                Some(Err(()))
+            }
             Ok(Decoded::Complete(req, used)) => {
                 ws::handshake::write_accept(&req, &mut self.scratch);
                 Some(Ok(used))
@@ -835,26 +931,14 @@ impl<S: Service> Shard<S> {
         }
     }
 
-    /// A descriptor installed for a peer-address request: ask it, close it, tell the
-    /// service.
+    /// A peer-address request's lookup completed: tell the service.
     fn on_peer_addr(&mut self, request: u32, result: i32) {
-        let Some(key) = self.io.peer_requests.try_remove(request as usize) else {
-            if result >= 0 {
-                // SAFETY: `result` is a descriptor the kernel just installed for us, owned
-                // by nothing else.
-                unsafe { libc::close(result) };
-            }
+        let Some((key, buf)) = self.io.peer_requests.try_remove(request as usize) else {
             return;
         };
-        let addr = (result >= 0).then(|| {
-            let addr = crate::listen::peer_addr(result);
-            // SAFETY: as above: the installed descriptor is ours alone and closed once.
-            unsafe { libc::close(result) };
-            addr
-        });
         // A connection that closed meanwhile may have left its slot to another: only an
         // open connection's answer is its own.
-        let addr = addr.flatten().filter(|_| self.io.is_open(key));
+        let addr = peer_sockaddr(&buf[..], result).filter(|_| self.io.is_open(key));
         self.service.on_peer_addr(&mut self.io, key, addr);
         self.notify_closed();
     }
@@ -980,10 +1064,14 @@ impl<S: Service> Shard<S> {
     /// held back while paused.
     fn resume_paused(&mut self) {
         self.io.resume_paused();
+        self.io.resume_throttled();
         while let Some(key) = self.io.resumed.pop() {
             self.service.on_resume(&mut self.io, key);
             let eof = self.io.conn_raw(key).is_some_and(|c| {
-                c.has(flag::EOF_HELD) && !c.has(flag::PAUSED) && !c.has(flag::CLOSING)
+                c.has(flag::EOF_HELD)
+                    && !c.has(flag::PAUSED)
+                    && !c.has(flag::THROTTLED)
+                    && !c.has(flag::CLOSING)
             });
             if eof {
                 self.io.close(key, CloseReason::Lost);
@@ -1023,13 +1111,9 @@ impl<S: Service> Shard<S> {
 
     fn pause_accepts(&mut self) {
         self.accepting = false;
-        for (i, armed) in self.accept_armed.iter().enumerate() {
-            if *armed {
-                let target = Token::new(Op::Accept, i as u32, 0).encode();
-                let e = opcode::AsyncCancel::new(target)
-                    .build()
-                    .user_data(Token::new(Op::Cancel, i as u32, 0).encode());
-                self.io.ring.push(e);
+        for i in 0..self.accept_armed.len() {
+            if self.accept_armed[i] {
+                self.cancel_accept(i);
             }
         }
     }
@@ -1046,14 +1130,27 @@ impl<S: Service> Shard<S> {
         if !self.accepting {
             return;
         }
+        let now = self.io.now_ms();
         for i in 0..self.listeners.len() {
+            if self.accept_resume_ms[i] > now {
+                continue; // past its accept rate: the backlog waits
+            }
+            self.accept_resume_ms[i] = 0;
             if !self.accept_armed[i] {
                 self.accept_armed[i] = true;
-                let fd = self.listeners[i].as_raw_fd();
-                let e = opcode::AcceptMulti::new(types::Fd(fd))
-                    .allocate_file_index(true)
-                    .build()
-                    .user_data(Token::new(Op::Accept, i as u32, 0).encode());
+                let fd = types::Fd(self.listeners[i].as_raw_fd());
+                let e = if self.io.cfg.listeners[i].connect_rate.is_some() {
+                    // Paced: one accept at a time, posted again when the rate allows. A
+                    // multishot accept would take every waiting connection at once.
+                    opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                        .file_index(Some(types::DestinationSlot::auto_target()))
+                        .build()
+                } else {
+                    opcode::AcceptMulti::new(fd)
+                        .allocate_file_index(true)
+                        .build()
+                };
+                let e = e.user_data(Token::new(Op::Accept, i as u32, 0).encode());
                 self.io.ring.push(e);
             }
         }
@@ -1088,5 +1185,73 @@ impl<S: Service> tls::Peer for TlsUp<'_, S> {
         self.shard.stage_input(self.key, self.inner, &mut plain);
         self.shard.tls_plain = plain;
         self.shard.io.is_open(self.key)
+    }
+}
+
+/// The IP address in a `sockaddr_in` or `sockaddr_in6` of `len` bytes the kernel wrote
+/// (`len` < 0: its error).
+fn peer_ip(buf: &[u8], len: i32) -> Option<std::net::IpAddr> {
+    peer_sockaddr(buf, len).map(|a| a.ip())
+}
+
+/// The address in a `sockaddr_in` or `sockaddr_in6` of `len` bytes the kernel wrote
+/// (`len` < 0: its error).
+fn peer_sockaddr(buf: &[u8], len: i32) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    let len = usize::try_from(len).ok()?.min(buf.len());
+    let buf = &buf[..len];
+    let family = i32::from(u16::from_ne_bytes(buf.get(..2)?.try_into().ok()?));
+    let port = u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?);
+    match family {
+        libc::AF_INET => {
+            let octets: [u8; 4] = buf.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::from((Ipv4Addr::from(octets), port)))
+        }
+        libc::AF_INET6 => {
+            let octets: [u8; 16] = buf.get(8..24)?.try_into().ok()?;
+            let v6 = Ipv6Addr::from(octets);
+            // An IPv4 client of a dual-stack listener is the IPv4 address it is.
+            Some(match v6.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::from((v4, port)),
+                None => SocketAddr::from((v6, port)),
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ip_reads_both_families() {
+        let mut v4 = [0u8; 16];
+        v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v4[2..4].copy_from_slice(&1883u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(peer_ip(&v4, 16), Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(
+            peer_sockaddr(&v4, 16),
+            Some("10.1.2.3:1883".parse().unwrap())
+        );
+        assert_eq!(peer_ip(&v4, -22), None);
+        let mut v6 = [0u8; 28];
+        v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        v6[8..24].copy_from_slice(
+            &"2001:db8::7"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        assert_eq!(peer_ip(&v6, 28), Some("2001:db8::7".parse().unwrap()));
+        v6[8..24].copy_from_slice(
+            &"::ffff:192.0.2.9"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        assert_eq!(peer_ip(&v6, 28), Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(peer_ip(&v6, 4), None);
     }
 }

@@ -95,7 +95,14 @@ counters! {
             "Connections closed because they did not read what they were sent (outbound queue past its hard limit, or too much waiting for them).",
         Counter disconnected_timeout: "Connections closed when a deadline passed (the WebSocket handshake's, or one the service set: CONNECT, keepalive).",
         Counter disconnected_protocol_error: "Connections closed for a protocol violation (WebSocket framing, or the service's protocol).",
-        Counter ws_handshake_rejected: "WebSocket upgrades refused (400/404/426/431).",
+        Counter ws_handshake_rejected: "WebSocket upgrades refused (400/403/404/426/431).",
+        Counter ws_origin_refused: "WebSocket upgrades refused because their Origin is not allowed (403).",
+        Counter accepts_delayed:
+            "Times a listener stopped accepting for a while because new connections came faster than its max_connect_rate (they wait in the listen backlog).",
+        Counter reads_throttled:
+            "Times reading from a connection stopped until a rate limit let it go on (TCP pushes back on the sender meanwhile).",
+        Counter peer_address_unknown:
+            "Accepted connections whose peer address could not be learnt (per-address limits do not apply to them).",
         Counter tls_handshakes: "TLS handshakes completed.",
         Counter tls_handshake_failed:
             "TLS handshakes that failed (not TLS at all, no common version or cipher suite, a missing or refused client certificate, …: answered with an alert and closed), or that the client left (it refused the server's certificate, say).",

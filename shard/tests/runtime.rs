@@ -96,6 +96,7 @@ impl Running {
             listeners: vec![Listen {
                 addr,
                 kind: ListenerKind::Tcp,
+                connect_rate: None,
                 tls: None,
             }],
             close_timeout_ms: 200,

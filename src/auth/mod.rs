@@ -16,6 +16,7 @@
 //! - [`acl`]: mosquitto's ACL file, compiled into per-user tries ([`rules`] is the trie).
 //! - [`ClientAcl`] (this file): one connection's view of the rules, resolved at CONNECT,
 //!   asked on every PUBLISH, SUBSCRIBE and delivery.
+//! - [`current`]: the generation in force, which a reload replaces and shards pick up.
 //! - [`fuzz`]: the fuzz targets' logic.
 //!
 //! # How the broker uses it (the wiring)
@@ -109,6 +110,7 @@
 //! | credential cache | `cache_capacity` (65,536) | oldest entry evicted |
 
 pub mod acl;
+pub mod current;
 pub mod fuzz;
 pub mod jwt;
 pub mod password;
@@ -126,6 +128,7 @@ use ringmq_proto::mqtt::{ConnectReturnCode, ReasonCode};
 use zeroize::Zeroizing;
 
 pub use acl::{Acl, SubscribeVerdict};
+pub use current::CurrentAuth;
 pub use jwt::{JwtVerifier, TokenSource};
 pub use password::PasswordFile;
 pub use verify::{
@@ -744,6 +747,22 @@ impl Authenticator {
         let outcome = match work {
             Work::Password { username, password } => {
                 match self.passwords.as_ref().and_then(|p| p.get(username)) {
+                    // A storm of clients with the same credentials parks them all before
+                    // the first hash is done: the ones queued behind it find its answer.
+                    Some(entry) if matches!(self.cache.try_get(&key), Some(Cached::Password)) => {
+                        self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        Ok(self.grant(
+                            client_id,
+                            Some(username),
+                            Origin::Password(fingerprint(&entry.hash)),
+                            None,
+                            None,
+                        ))
+                    }
+                    Some(_) if matches!(self.cache.try_get(&key), Some(Cached::WrongPassword)) => {
+                        self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        Err(Refusal::BadCredentials)
+                    }
                     Some(entry) => {
                         self.stats.hashes_computed.fetch_add(1, Ordering::Relaxed);
                         if entry.hash.verify(password) {

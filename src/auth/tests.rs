@@ -301,6 +301,61 @@ fn auth_full_queue_refuses_with_server_busy() {
 }
 
 #[test]
+fn auth_a_storm_of_one_credential_is_hashed_once() {
+    let pool = VerifyPool::start(PoolConfig {
+        threads: 1,
+        queue: 8,
+    })
+    .unwrap();
+    let stats = Arc::new(AuthStats::default());
+    let auth = Arc::new(Authenticator::new(
+        Sources {
+            passwords: Some(passwords(&[CAROL_6])),
+            ..Sources::default()
+        },
+        Some(pool.handle()),
+        Arc::clone(&stats),
+        64,
+    ));
+    let (entered_tx, entered_rx) = crossbeam_channel::unbounded::<()>();
+    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let wake = Arc::new(move || {
+        entered_tx.send(()).unwrap();
+        gate_rx.recv().unwrap();
+    });
+    let (reply, replies) = reply_channel(8, wake);
+    // The thread is held answering another CONNECT…
+    let other = creds("c0", Some("carol"), Some(b"not the password"));
+    assert!(matches!(
+        auth.authenticate(&other, &reply, 0, NOW),
+        Decision::Parked
+    ));
+    entered_rx.recv().unwrap();
+    // …while three reconnects with one credential queue behind it.
+    let carol = creds("c1", Some("carol"), Some(CAROL_PASSWORD));
+    for ticket in 1..=3 {
+        assert!(matches!(
+            auth.authenticate(&carol, &reply, ticket, NOW),
+            Decision::Parked
+        ));
+    }
+    gate_tx.send(()).unwrap();
+    for _ in 0..3 {
+        entered_rx.recv().unwrap();
+        gate_tx.send(()).unwrap();
+    }
+    assert!(wait(&replies).outcome.is_err());
+    for _ in 0..3 {
+        assert!(wait(&replies).outcome.is_ok());
+    }
+    // The two queued behind the first of them found its answer in the cache.
+    assert_eq!(stats.hashes_computed.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.cache_hits.load(Ordering::Relaxed), 2);
+    drop(auth);
+    pool.shutdown();
+}
+
+#[test]
 fn auth_shard_outstanding_bound_refuses_with_server_busy() {
     let rig = Rig::new(Sources {
         passwords: Some(passwords(&[CAROL_6])),

@@ -12,9 +12,10 @@
 //! [`PUBLISH_PER_TURN`] messages a turn. A listing is not a snapshot: an entry added or
 //! removed while the walk goes on may or may not be in it.
 //!
-//! The runtime keeps no peer address per connection: an answer that shows one asks the
-//! socket for it (`Io::request_peer_addr`) and is sent when the addresses have come
-//! (`on_peer_addr`). A client listing answers without addresses, with each client's
+//! The runtime keeps no peer address and port per connection (only the IP, and only for
+//! the per-address limits): an answer that shows one asks the socket for it
+//! (`Io::request_peer_addr`) and is sent when the addresses have come (`on_peer_addr`).
+//! A client listing answers without addresses, with each client's
 //! connection; the API then asks each shard for the addresses of the clients it keeps
 //! (`PeerAddresses`), so a page costs `limit` addresses, not `limit` per shard. An answer
 //! the API has stopped waiting for (its deadline passed) is dropped at the next turn.

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use ringmq_proto::mqtt::Version;
 
 use super::session::{SessionId, WillMsg};
+use crate::auth::ClientAcl;
 
 /// Where a connection is in the MQTT conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -15,6 +16,10 @@ pub(super) enum Phase {
     /// Waiting for CONNECT (the CONNECT timeout runs).
     #[default]
     AwaitConnect,
+    /// CONNECT read; its credentials are being verified off the shard (the verification
+    /// pool). Packets that arrive meanwhile wait in the carry buffer; the CONNECT timeout
+    /// still runs.
+    Authenticating,
     /// CONNECT accepted; the client id's home shard is finding its session. Packets that
     /// arrive meanwhile wait in the carry buffer.
     Claiming,
@@ -40,9 +45,13 @@ pub struct Client {
     pub(super) phase: Phase,
     /// `client_flag` bits.
     pub(super) flags: u8,
+    /// What the client may publish, subscribe to and receive: one null pointer when
+    /// nothing restricts it.
+    pub(super) acl: ClientAcl,
     /// When the client got its CONNACK: shard time in seconds (`Io::now_ms` / 1000), for
-    /// the API's "connected since". Four bytes: the struct grows from 24 to 32 bytes
-    /// (alignment), the only per-connection memory the control plane adds.
+    /// the API's "connected since". With the rules' pointer beside it the struct grows
+    /// from 32 to 40 bytes (four of them alignment): the only per-connection memory the
+    /// control plane adds.
     pub(super) connected_at_s: u32,
 }
 
@@ -55,10 +64,19 @@ pub(super) mod client_flag {
     /// MQTT 5 Request Problem Information: Reason Strings may be sent on packets other
     /// than CONNACK and DISCONNECT. Set from CONNECT.
     pub const PROBLEM_INFO: u8 = 1 << 2;
+    /// Some subscription of the session covers topics the client may not receive (a deny
+    /// rule inside it, or one a reload or another user no longer allows): every live
+    /// delivery is checked against the client's ACL.
+    pub const CHECK_DELIVERIES: u8 = 1 << 3;
+    /// Accepted while its source address had `max_connections_per_ip` open: its CONNECT
+    /// is refused.
+    pub const OVER_IP_LIMIT: u8 = 1 << 4;
+    /// Counted in the per-address table (released when it ends).
+    pub const IP_COUNTED: u8 = 1 << 5;
     /// The CONNECT asked for a clean start (3.1.1: clean session).
-    pub const CLEAN_START: u8 = 1 << 3;
+    pub const CLEAN_START: u8 = 1 << 6;
     /// An administrator ended the connection (the API's disconnect or discard).
-    pub const KICKED: u8 = 1 << 4;
+    pub const KICKED: u8 = 1 << 7;
 }
 
 /// What a connection holds beyond an idle one's.
@@ -96,6 +114,7 @@ impl Default for Client {
             keep_alive_s: 0,
             phase: Phase::AwaitConnect,
             flags: 0,
+            acl: ClientAcl::unrestricted(),
             connected_at_s: 0,
         }
     }
@@ -128,6 +147,15 @@ impl Client {
 
     pub(super) fn clean_start(&self) -> bool {
         self.flags & client_flag::CLEAN_START != 0
+    }
+
+    pub(super) fn has_flag(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Whether a live delivery of a message on `topic` may go to this client.
+    pub(super) fn may_receive_live(&self, topic: &str) -> bool {
+        !self.has_flag(client_flag::CHECK_DELIVERIES) || self.acl.may_receive(topic)
     }
 
     /// The keep alive deadline's distance, in ms (0: none).
@@ -250,10 +278,12 @@ pub(super) struct PendingConnect {
 mod tests {
     use super::*;
 
+    /// Every connection carries a `Client` in the runtime's slab (see `Client`'s text): a
+    /// field added here is paid a million times. Its rules cost one pointer, null when
+    /// nothing restricts the client.
     #[test]
-    fn an_idle_connection_costs_the_broker_32_bytes() {
-        // What every connection carries in the runtime's slab (see `Client`'s text): a
-        // field added here is paid a million times.
-        assert_eq!(std::mem::size_of::<Client>(), 32);
+    fn an_idle_connection_costs_the_broker_40_bytes() {
+        assert_eq!(std::mem::size_of::<ClientAcl>(), 8);
+        assert_eq!(std::mem::size_of::<Client>(), 40);
     }
 }

@@ -5,9 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Instant;
 
+use ringmq_shard::rate::Rate;
+
 use super::ShardFigures;
+use crate::auth::{AuthStats, Authenticator, CurrentAuth};
 use crate::config::defaults::{self, MAX_SHARDS};
 use crate::control::webhook::WebhookSender;
+use crate::limits::{Flapping, FlappingConfig, Limits};
 
 /// Broker-level settings shared by all shards.
 #[derive(Debug, Clone)]
@@ -80,6 +84,18 @@ pub struct BrokerConfig {
     /// Bytes a paused publisher may send that are held for it (its acknowledgements are
     /// taken up at once); past this, reading from it stops until the pause ends.
     pub pause_hold_bytes: usize,
+    /// PUBLISH packets a client may send a second, with a burst; past it, reading from
+    /// the client stops until its bucket allows again (it is not disconnected: TCP slows
+    /// it down). `None`: no limit.
+    pub client_msg_rate: Option<Rate>,
+    /// The same for the bytes of its PUBLISH packets.
+    pub client_byte_rate: Option<Rate>,
+    /// Retained messages kept (every shard holds them all); a retained PUBLISH to a new
+    /// topic past it is delivered but not retained (counted).
+    pub max_retained: usize,
+    /// CONNECTs of one shard waiting for the verification pool at once; past it, a
+    /// CONNECT that needs the pool is refused as "server busy".
+    pub max_parked_connects: usize,
 }
 
 impl Default for BrokerConfig {
@@ -104,12 +120,17 @@ impl Default for BrokerConfig {
             mesh_overflow_limit: defaults::MESH_OVERFLOW_LIMIT,
             max_deliveries_waiting: defaults::MAX_DELIVERIES_WAITING,
             pause_hold_bytes: defaults::PAUSE_HOLD_BYTES,
+            client_msg_rate: None,
+            client_byte_rate: None,
+            max_retained: defaults::MAX_RETAINED,
+            max_parked_connects: defaults::AUTH_QUEUE,
         }
     }
 }
 
-/// What every shard's broker can read: settings, every shard's counters, and the clock
-/// that orders retained-message updates across shards.
+/// What every shard's broker can read: settings, every shard's counters, the clock
+/// that orders retained-message updates across shards, the authentication generation in
+/// force and the process-wide connection limits.
 pub struct Shared {
     pub config: BrokerConfig,
     /// Each shard's counters and histograms, in shard order.
@@ -123,6 +144,34 @@ pub struct Shared {
     /// Sessions held by all shards (those indexed by client id; a moved session's stub
     /// is not one), for `max_sessions`.
     pub sessions: Arc<AtomicUsize>,
+    /// Who may connect and what they may do; a reload replaces it.
+    pub auth: CurrentAuth,
+    /// Connections per address, flapping bans.
+    pub limits: Arc<Limits>,
+}
+
+/// What shards share beyond their settings and figures.
+pub struct Guards {
+    pub auth: CurrentAuth,
+    pub limits: Arc<Limits>,
+}
+
+impl Default for Guards {
+    /// Nothing configured: everyone admitted, nothing limited.
+    fn default() -> Guards {
+        let off = FlappingConfig {
+            max_drops: 0,
+            window_ms: 0,
+            ban_ms: 0,
+            by_address: false,
+        };
+        Guards {
+            auth: CurrentAuth::new(Arc::new(Authenticator::open(
+                Arc::new(AuthStats::default()),
+            ))),
+            limits: Arc::new(Limits::new(None, Flapping::new(off, 16))),
+        }
+    }
 }
 
 impl Shared {
@@ -131,6 +180,7 @@ impl Shared {
     pub fn new(
         config: BrokerConfig,
         shards: Vec<ShardFigures>,
+        guards: Guards,
         webhooks: Option<WebhookSender>,
     ) -> Result<Shared, String> {
         if shards.is_empty() || shards.len() > MAX_SHARDS {
@@ -145,6 +195,8 @@ impl Shared {
             started: Instant::now(),
             retain_clock: AtomicU64::new(1),
             webhooks,
+            auth: guards.auth,
+            limits: guards.limits,
             sessions: Arc::new(AtomicUsize::new(0)),
         })
     }

@@ -16,6 +16,7 @@ use super::publish::forward_props;
 use super::routing::level_count;
 use super::session::{Message, MovingSession, Session, SessionId, WillMsg};
 use super::{Broker, Io, Msg};
+use crate::auth::Credentials;
 
 /// Session Expiry Interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
 const NEVER_EXPIRES: u32 = u32::MAX;
@@ -130,7 +131,6 @@ impl Broker {
         // MQTT-3.1.2-24 (3.1.1: MQTT-3.1.2-24 too): one and a half keep alives of silence
         // end the connection.
         client.keep_alive_s = keep_alive;
-        client.phase = Phase::Claiming;
         client.set_flag(client_flag::CLEAN_START, c.clean_start);
         let extra = client.extra_mut();
         if alias_max > 0 {
@@ -145,7 +145,30 @@ impl Broker {
             receive_maximum,
             server_keep_alive,
         }));
-        self.send_claim(io, client_id, key, c.clean_start);
+        // Bans, limits and credentials (`admission`); an admitted client claims its
+        // session (`claim_session`), now or once its credentials are verified.
+        let certificate_cn: Option<Box<str>> = io.peer_certificate_cn(key).map(Into::into);
+        let creds = Credentials {
+            client_id: &client_id,
+            username: c.username,
+            password: c.password,
+            auth_method: c.properties.authentication_method(),
+            // The CN of a client certificate the TLS transport verified: the username
+            // with `--tls-cn-as-username`.
+            certificate_cn: certificate_cn.as_deref(),
+        };
+        self.admit(io, key, &creds);
+    }
+
+    /// An admitted CONNECT: its client id's home shard is asked for the session.
+    pub(super) fn claim_session(&mut self, io: &mut Io, key: ConnKey) {
+        let Some(client) = io.state(key) else { return };
+        let Some(p) = client.extra.as_ref().and_then(|e| e.pending.as_ref()) else {
+            return;
+        };
+        let (client_id, clean_start) = (p.client_id.clone(), p.clean_start);
+        client.phase = Phase::Claiming;
+        self.send_claim(io, client_id, key, clean_start);
     }
 
     /// Asks the home shard of `client_id` for its session, for connection `conn` here.
@@ -273,6 +296,7 @@ impl Broker {
         client.session = Some(sid);
         client.connected_at_s = now_s;
         let ka = client.keep_alive_ms();
+        let restricted = !client.acl.is_unrestricted();
         if ka > 0 {
             let at = io.now_ms() + ka;
             io.set_deadline(conn, at);
@@ -280,6 +304,10 @@ impl Broker {
             io.clear_deadline(conn);
         }
         self.client_connected(io, conn, &p.client_id, p.clean_start);
+        if restricted && session_present {
+            // Subscriptions made before, perhaps under other rules.
+            self.recheck_subscriptions(io, conn, sid);
+        }
         // What was left in flight goes again (MQTT-4.4.0-1), then what waited in the
         // queue.
         self.resend_inflight(io, sid);

@@ -29,6 +29,9 @@ pub(super) struct Src<'a> {
     pub via: usize,
     /// The message as kept, once something had to keep it.
     pub shared: Option<Arc<Message>>,
+    /// A retained message sent on subscribe: the receiver's ACL is always asked (a live
+    /// message only when its connection has `CHECK_DELIVERIES`).
+    pub replay: bool,
 }
 
 impl<'a> Src<'a> {
@@ -53,6 +56,7 @@ impl<'a> Src<'a> {
             origin: m.origin,
             via,
             shared: Some(m.clone()),
+            replay: false,
         }
     }
 
@@ -191,7 +195,25 @@ impl Broker {
             }
             return;
         };
-        let to = Recipient::of(io, conn, s.version);
+        // One look at the connection: its rules (asked for a retained message, and for a
+        // live one when a deny rule reaches into its subscriptions) and its packet limit.
+        let (allowed, max_packet) = io.state(conn).map_or((true, u32::MAX), |c| {
+            let allowed = if src.replay {
+                c.acl.may_receive(src.topic)
+            } else {
+                c.may_receive_live(src.topic)
+            };
+            (allowed, c.max_packet())
+        });
+        if !allowed {
+            stats.acl_denied_delivery.add(1);
+            return;
+        }
+        let to = Recipient {
+            conn,
+            version: s.version,
+            max_packet,
+        };
         if qos == QoS::AtMostOnce {
             if io.out_len(conn) > soft_limit {
                 self.stats.dropped_qos0_slow_consumer.add(1);

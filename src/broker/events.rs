@@ -73,7 +73,7 @@ impl Broker {
     }
 
     /// A client has its CONNACK. The `client.connected` event waits for the connection's
-    /// peer address (`Io::request_peer_addr`), which the runtime does not keep.
+    /// peer address (`Io::request_peer_addr`): the runtime keeps at most its IP.
     pub(super) fn client_connected(
         &mut self,
         io: &mut Io,

@@ -19,8 +19,9 @@ impl Broker {
         let max = self.config().max_packet_size;
         let Some(client) = io.state(key) else { return };
         let mut carry = client.take_carry();
-        if client.phase == Phase::Claiming {
-            // The session is being found on another shard: keep the packets for later.
+        if matches!(client.phase, Phase::Claiming | Phase::Authenticating) {
+            // The credentials are being verified, or the session is being found on another
+            // shard: keep the packets for later.
             if carry.len() + input.len() > max as usize * 2 {
                 self.protocol_error(
                     io,
@@ -61,6 +62,9 @@ impl Broker {
                 held.extend_from_slice(frame.bytes());
                 continue;
             }
+            // A PUBLISH's size, for the client's rate buckets.
+            let publish_len = (self.publish_rates_on() && frame.bytes()[0] >> 4 == 3)
+                .then_some(frame.bytes().len());
             match frame.decode(version) {
                 Err(e) => return self.decode_error(io, key, frame.bytes(), e),
                 Ok(pkt) => self.handle_packet(io, key, pkt),
@@ -68,7 +72,15 @@ impl Broker {
             if !io.is_open(key) {
                 return;
             }
-            if io.state(key).is_some_and(|c| c.phase == Phase::Claiming) {
+            if let Some(len) = publish_len {
+                // Past its rate, the client's next packets are held (`is_paused`) and
+                // reading from it stops until its buckets allow again.
+                self.charge_publish(io, key, len);
+            }
+            if io
+                .state(key)
+                .is_some_and(|c| matches!(c.phase, Phase::Claiming | Phase::Authenticating))
+            {
                 break;
             }
         }
@@ -169,7 +181,8 @@ impl Broker {
                 // MQTT-3.1.0-1: the first packet must be CONNECT.
                 io.close(key, CloseReason::ProtocolError);
             }
-            (Phase::Claiming, _) => {} // not reached: packets wait in the carry buffer
+            // Not reached: packets wait in the carry buffer.
+            (Phase::Claiming | Phase::Authenticating, _) => {}
             (Phase::Connected, Packet::Connect(_)) => {
                 self.protocol_error(io, key, ReasonCode::PROTOCOL_ERROR, "second CONNECT")
             }

@@ -13,16 +13,20 @@
 //! through them:
 //!
 //! - `input`: bytes → packets (the framer, held and claimed input), each packet to its
-//!   handler; `client`: the broker's state for one connection.
+//!   handler; `client`: the broker's state for one connection; `throttle`: the
+//!   per-client rate limits that stop reading from a client past its buckets.
 //! - `connect`: CONNECT/CONNACK, DISCONNECT, wills, the end of a connection and of a
-//!   session; `takeover`: the cross-shard protocol that finds a session wherever it
-//!   lives (claim → takeover → hand-off, stubs and fences).
+//!   session; `admission`: bans, connections per address, credentials (parked while the
+//!   verification pool works), token expiry, reloads; `takeover`: the cross-shard
+//!   protocol that finds a session wherever it lives (claim → takeover → hand-off, stubs
+//!   and fences).
 //! - `subscribe`: SUBSCRIBE/UNSUBSCRIBE over `routing`, `interest` and
 //!   `retained`; `retained_cursor`: a new subscription's retained messages, sent at the
 //!   subscriber's pace.
 //! - `publish`: PUBLISH in; `routing`: where a message goes; `delivery`: one
 //!   message to one session; `qos`: the acknowledgements of QoS 1 and 2, in-flight
-//!   windows and queues; `writer`: the packets out.
+//!   windows and queues; `writer`: the packets out; `authorize`: what the client's ACL
+//!   refuses on each of these paths, and the answers it gets.
 //! - `pressure`: back-pressure; `sys`: the `$SYS/broker/...` topics; `stats`: the
 //!   counters and latency histograms; `top_topics`: the busiest topics by rate.
 //! - `admin`: the control plane's requests (publish, listings, one client or session,
@@ -33,6 +37,8 @@
 //!   made of), `config`.
 
 mod admin;
+mod admission;
+mod authorize;
 mod client;
 mod config;
 mod connect;
@@ -54,6 +60,7 @@ mod stats;
 mod subscribe;
 mod sys;
 mod takeover;
+mod throttle;
 mod top_topics;
 pub mod topics;
 mod writer;
@@ -67,9 +74,10 @@ use ringmq_shard::service::{Data, Service};
 
 use admin::Admin;
 pub use admin::{AdminRequest, Listing};
+use admission::Admission;
 pub use client::Client;
 use client::{Phase, client_flag};
-pub use config::{BrokerConfig, Shared};
+pub use config::{BrokerConfig, Guards, Shared};
 use connect::Claim;
 use interest::Interest;
 pub use msg::Msg;
@@ -83,6 +91,7 @@ use sessions::Sessions;
 use stats::Latency;
 pub use stats::{BrokerStats, ShardFigures};
 use sys::Sys;
+use throttle::Throttle;
 use top_topics::TopTopics;
 use writer::Writer;
 
@@ -179,18 +188,27 @@ pub struct Broker {
     admin: Admin,
     /// Where events go, when webhooks are configured.
     webhooks: Option<WebhookSender>,
+    /// Who may connect, the verification pool's answers, token expiries.
+    admission: Admission,
+    /// Clients' rate buckets.
+    throttle: Throttle,
 }
 
 impl Broker {
-    /// The broker of shard `shard_id` of `shared.shards.len()`.
-    pub fn new(shard_id: usize, shared: Arc<Shared>) -> Broker {
+    /// The broker of shard `shard_id` of `shared.shards.len()`. `wake` rings its shard's
+    /// doorbell (for answers from the verification pool).
+    pub fn new(shard_id: usize, shared: Arc<Shared>, wake: Arc<dyn Fn() + Send + Sync>) -> Broker {
         let peers = Peers {
             id: shard_id,
             count: shared.shards.len(),
         };
         let figures = shared.shards[shard_id].clone();
         let sessions = Sessions::new(shared.sessions.clone());
+        let admission = Admission::new(&shared, wake);
+        figures.broker.auth_generation.set(admission.generation());
         Broker {
+            admission,
+            throttle: Throttle::default(),
             peers,
             writer: Writer::new(figures.broker.clone()),
             stats: figures.broker,
@@ -304,7 +322,7 @@ impl Broker {
                 // The API may have given up waiting: nobody to tell then.
                 let _ = tally.send(reached);
             }
-            Msg::Retain { msg, version } => self.retained.store(msg, version),
+            Msg::Retain { msg, version } => self.store_retained(msg, version),
             Msg::Interest(i) => {
                 for change in i.changes.iter() {
                     self.interest.apply(from, change);
@@ -375,6 +393,7 @@ impl Service for Broker {
         self.clock_ms = io.now_ms();
         let at = io.now_ms() + self.config().connect_timeout_ms;
         io.set_deadline(key, at);
+        self.admission_opened(io, key);
         if let Some(cn) = io.peer_certificate_cn(key) {
             tracing::debug!(shard = io.shard_id(), cn, "TLS client certificate verified");
         }
@@ -387,6 +406,7 @@ impl Service for Broker {
 
     fn on_close(&mut self, io: &mut Io, key: ConnKey, state: Client, reason: CloseReason) {
         self.clock_ms = io.now_ms();
+        self.admission_closed(io, key, &state);
         self.connection_closed(io, key, state, reason);
     }
 
@@ -431,6 +451,7 @@ impl Service for Broker {
     }
 
     fn on_turn_end(&mut self, io: &mut Io) {
+        self.take_verified(io);
         self.run_jobs(io);
         self.admin.new_turn();
         self.drain_local_inbox(io);
@@ -468,6 +489,12 @@ impl Service for Broker {
             );
         }
         self.clock_ms = io.now_ms();
+        self.pick_up_reload(io);
+        self.expire_tokens(io);
+        self.sweep_buckets(io);
+        if self.peers.id == 0 {
+            self.shared.limits.flapping.sweep(crate::limits::now_ms());
+        }
         self.top_topics.tick(self.clock_ms);
         self.expire_sessions(io);
         self.evict_stalled_retained(io);

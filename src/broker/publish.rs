@@ -88,6 +88,7 @@ impl Broker {
         let mut topic_buf = std::mem::take(&mut self.scratch.topic);
         let max_alias = self.config().topic_alias_max;
         let resolved = resolve_topic(client, &p, max_alias, &mut topic_buf);
+        let acl_allows = client.acl.may_publish(&topic_buf);
         // A QoS 2 PUBLISH whose id waits for PUBREL was delivered already (MQTT 4.3.3,
         // MQTT-4.3.3-9): answered again, not delivered twice.
         let (duplicate, waiting) = match self.sessions.get(sid) {
@@ -116,6 +117,10 @@ impl Broker {
             self.scratch.topic = topic_buf;
             return self.refuse_deep_topic(io, key, version, &p);
         }
+        if !acl_allows {
+            self.scratch.topic = topic_buf;
+            return self.refuse_publish(io, key, sid, version, &p);
+        }
         if !duplicate {
             let mut fwd = std::mem::take(&mut self.scratch.fwd);
             fwd.clear();
@@ -134,6 +139,7 @@ impl Broker {
                 origin: Some((self.peers.id, sid)),
                 via: self.peers.id,
                 shared: None,
+                replay: false,
             };
             if p.retain {
                 let m = src.shared();

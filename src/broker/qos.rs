@@ -109,6 +109,13 @@ impl Broker {
         let to = Recipient::of(io, conn, version);
         for i in inflight {
             match i.state {
+                OutState::Published if !self.may_receive(io, conn, i.delivery.msg.topic()) => {
+                    // Sent under other rules (another user, before a reload): it completes
+                    // here without going again.
+                    if let Some(e) = self.sessions.get_mut(sid).and_then(|s| s.extra_opt_mut()) {
+                        e.inflight.retain(|x| x.pkid != i.pkid);
+                    }
+                }
                 OutState::Published => {
                     let view = View::of(&i.delivery.msg);
                     let out = Out::of(&i.delivery, i.pkid, true);
@@ -171,7 +178,7 @@ impl Broker {
             let Some(e) = s.extra_opt_mut() else { return };
             let Some(q) = e.queue.pop_front() else { return };
             self.pressure.waiting = self.pressure.waiting.saturating_sub(1);
-            if q.msg.is_expired(now) {
+            if q.msg.is_expired(now) || !self.may_receive(io, conn, q.msg.topic()) {
                 continue;
             }
             let Some(e) = self.sessions.get_mut(sid).and_then(|s| s.extra_opt_mut()) else {

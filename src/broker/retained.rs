@@ -25,7 +25,7 @@ impl NodeValue for RetainedNode {
 }
 
 /// This shard's copy of the retained messages: topic name → the latest message and its
-/// version.
+/// version; at most `BrokerConfig::max_retained` topics.
 #[derive(Default)]
 pub(super) struct Retained {
     trie: Trie<RetainedNode>,
@@ -35,9 +35,20 @@ pub(super) struct Retained {
 }
 
 impl Retained {
+    /// Whether a retained message on `topic` may be kept with at most `max` topics: a
+    /// topic that holds one already may always be replaced or cleared.
+    pub fn has_room(&self, topic: &str, max: usize) -> bool {
+        self.count < max
+            || self
+                .trie
+                .find(topic)
+                .is_some_and(|node| self.trie.get(node).msg.is_some())
+    }
+
     /// Stores a retained message (an empty payload clears the topic) if it is newer than
-    /// what this shard holds.
-    pub fn store(&mut self, msg: Arc<Message>, version: u64) {
+    /// what this shard holds. Returns false when it is not kept for want of room (at most
+    /// `max` topics).
+    pub fn store(&mut self, msg: Arc<Message>, version: u64, max: usize) -> bool {
         let topic = msg.topic().to_owned();
         if msg.payload().is_empty() {
             if let Some(node) = self.trie.find(&topic) {
@@ -50,7 +61,10 @@ impl Retained {
                     self.trie.prune(node);
                 }
             }
-            return;
+            return true;
+        }
+        if !self.has_room(&topic, max) {
+            return false;
         }
         let node = self.trie.insert(&topic);
         let v = self.trie.get_mut(node);
@@ -61,6 +75,7 @@ impl Retained {
                 None => self.count += 1,
             }
         }
+        true
     }
 
     /// The retained message of `topic`, unless it expired at `now`.
@@ -100,6 +115,12 @@ impl Retained {
 impl Broker {
     /// Stores a retained message here and on every other shard.
     pub(super) fn retain(&mut self, io: &mut Io, m: Arc<Message>) {
+        let max = self.config().max_retained;
+        if !m.payload().is_empty() && !self.retained.has_room(m.topic(), max) {
+            // Delivered all the same, not kept.
+            self.stats.retained_dropped_full.add(1);
+            return;
+        }
         let version = self.shared.retain_clock.fetch_add(1, Ordering::Relaxed);
         for to in self.peers.others() {
             let msg = Msg::Retain {
@@ -108,6 +129,14 @@ impl Broker {
             };
             io.send_to_shard(to, msg);
         }
-        self.retained.store(m, version);
+        self.retained.store(m, version, max);
+    }
+
+    /// A retained message another shard kept (its shard checked the bound; two shards
+    /// filling the last places at once may each keep one, so it is checked again here).
+    pub(super) fn store_retained(&mut self, m: Arc<Message>, version: u64) {
+        if !self.retained.store(m, version, self.config().max_retained) {
+            self.stats.retained_dropped_full.add(1);
+        }
     }
 }

@@ -251,6 +251,8 @@ impl Broker {
             budget -= 1;
             if let Some(m) = m {
                 let mut src = Src::from_arc(&m, self.peers.id);
+                // A retained message always meets the receiver's ACL (`delivery`).
+                src.replay = true;
                 self.deliver(io, sid, &mut src, qos, true, SubIds::one(f.sub_id));
             }
         }

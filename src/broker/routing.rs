@@ -682,8 +682,11 @@ mod tests {
             routes.remove(sub(2).sid, node, Some(old));
             probes_with.push(routes.probes - before);
         }
-        assert!(probes_with[1] <= 3, "{probes_with:?}");
-        assert_eq!(probes_with[0], probes_with[1], "{probes_with:?}");
+        // A linear search would compare thousands of names. The hash table compares a
+        // name only where a 7-bit tag matches, so a big table may meet a rare false match
+        // (its hasher is seeded at random): allow one per operation, no more.
+        assert!(probes_with[1] <= probes_with[0] + 3, "{probes_with:?}");
+        assert!(probes_with[0] <= 3, "{probes_with:?}");
     }
 
     fn t(index: u32, qos: QoS, id: u32) -> Target {

@@ -88,6 +88,22 @@ ringmq_shard::counters! {
             "New subscriptions whose retained messages waited for room among the shard's snapshots (retained_snapshot_entries).",
         Counter inbound_qos2_exceeded:
             "Connections ended for holding more QoS 2 messages awaiting PUBREL than max_inflight (MQTT 5: DISCONNECT 0x93).",
+        Gauge auth_generation:
+            "The generation of the password, ACL and JWT configuration this shard applies (1 at start, one more for each reload it picked up).",
+        Counter connects_parked:
+            "CONNECTs that waited for the verification pool (a password hash or token signature not in the cache).",
+        Counter acl_denied_publish:
+            "PUBLISH packets (and wills) the client's ACL did not allow: acknowledged and dropped (MQTT 5: reason 0x87).",
+        Counter acl_denied_subscribe: "Subscription filters the client's ACL refused (SUBACK 0x80 / 0x87).",
+        Counter acl_denied_delivery:
+            "Deliveries not sent because the subscriber's ACL does not let it receive the topic (live, retained, queued or resent).",
+        Counter tokens_expired: "Connections closed because their token expired (MQTT 5: DISCONNECT 0x87).",
+        Counter disconnected_reload:
+            "Connections closed because a reloaded password, ACL or JWT configuration no longer admits them (MQTT 5: DISCONNECT 0x98).",
+        Counter publishers_throttled:
+            "Times reading from a client stopped because it published past its message or byte rate (it resumes when its bucket allows).",
+        Counter retained_dropped_full:
+            "Retained PUBLISHes to a new topic not retained because max_retained messages are kept (they are still delivered).",
     }
 }
 

@@ -13,12 +13,14 @@ use ringmq_proto::mqtt::{
 use ringmq_proto::topic::{self, Filter};
 use ringmq_shard::conn::ConnKey;
 
+use super::client::client_flag;
 use super::interest::{PendingSuback, interest_prefix};
 use super::retained_cursor::RetainedFilter;
 use super::routing::{Subscriber, level_count, subscription_cost};
 use super::session::{SessionId, SubRef, Subscription};
 use super::topics::NodeId;
 use super::{Broker, Io};
+use crate::auth::SubscribeVerdict;
 
 /// Whether every topic the (valid) filter `filter` matches is also matched by `outer`:
 /// a subscription to `filter` lies within `outer`. `a/+` lies within `a/#` and `+/+`;
@@ -109,6 +111,22 @@ impl Broker {
                 ));
                 continue;
             }
+            let verdict = io
+                .state(key)
+                .map_or(SubscribeVerdict::Refused, |c| c.acl.may_subscribe(filter));
+            let check_each_delivery = match verdict {
+                SubscribeVerdict::Refused => {
+                    self.stats.acl_denied_subscribe.add(1);
+                    codes.push(refuse(
+                        ReasonCode::NOT_AUTHORIZED,
+                        "not authorized to subscribe to this topic filter",
+                    ));
+                    continue;
+                }
+                SubscribeVerdict::Allowed {
+                    check_each_delivery,
+                } => check_each_delivery,
+            };
             let share = matches!(parsed, Filter::Shared { .. }).then_some(filter);
             let node = self.routes.subs.find(parsed.filter());
             let Some(session) = self.sessions.get(sid) else {
@@ -145,6 +163,10 @@ impl Broker {
                 }
             }
             codes.push(opts.qos as u8);
+            if check_each_delivery && let Some(c) = io.state(key) {
+                // A deny rule covers some of its topics: every delivery is checked.
+                c.set_flag(client_flag::CHECK_DELIVERIES, true);
+            }
             // Retained messages: not for shared subscriptions (MQTT-3.8.4-? / MQTT 5
             // §4.8.2), and as the Retain Handling option says (MQTT-3.3.1-9, -10, -11).
             let send_retained = !matches!(parsed, Filter::Shared { .. })

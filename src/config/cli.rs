@@ -8,11 +8,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use clap::{Arg, CommandFactory, FromArgMatches, Parser};
+use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Deserialize;
 
 use super::defaults::{self, MAX_SHARDS};
-use super::values::{CoreList, Host, ListenAddr, Ranges};
+use super::values::{CoreList, Host, JwtFrom, ListenAddr, Ranges, RateSpec};
 use crate::control::logging::{LogFormat, LogLevel};
 
 /// Text shown after the flag list of `--help`.
@@ -25,9 +25,14 @@ A listener address is IP:PORT or HOST:PORT; port 0 picks a free port (the startu
 shows the real one); `none` turns the listener off.
 
 Signals: SIGINT or SIGTERM shut down gracefully (clients are disconnected cleanly); a
-second one during shutdown exits at once (130 for SIGINT, 143 for SIGTERM). SIGHUP reads
-the TLS certificate, key and client CA files again (new handshakes use them, open
-connections stay). SIGUSR1 prints the counters to stderr.
+second one during shutdown exits at once (130 for SIGINT, 143 for SIGTERM). SIGHUP
+reloads the password file, the ACL file and the JWT key (a file that does not load keeps
+the old rules, and the log names its line), and reads the TLS certificate, key and client
+CA files again (new handshakes use them, open connections stay). SIGUSR1 prints the
+counters to stderr.
+
+`ringmq passwd FILE USER` adds USER to a password file (or changes its password), hashed
+with argon2id; the password is read from the terminal without echo, or from stdin.
 
 Exit status: 0 after a clean shutdown, 1 when the broker fails at start or while
 running, 2 for bad flags or a bad config file.";
@@ -92,6 +97,12 @@ pub struct Options {
     /// [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub tls_require_client_cert: Option<bool>,
+
+    /// The subject CN of a verified client certificate is the client's username: it is
+    /// admitted without a password, and the ACL file's `user` and `%u` name it (needs
+    /// --tls-client-ca). [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_cn_as_username: Option<bool>,
 
     /// Address of the HTTP server: the dashboard (/), the JSON API (/api/v1/), /metrics
     /// (Prometheus text), /healthz and /debug/histograms; `none` turns it off. `--metrics`
@@ -277,6 +288,128 @@ pub struct Options {
     /// 4294967296. [default: 16777216]
     #[arg(long, value_name = "BYTES")]
     pub shard_pressure_bytes: Option<u64>,
+
+    /// Password file in mosquitto's format, one `user:hash` a line ($7$ PBKDF2-SHA512, $6$
+    /// SHA-512, $argon2id$); `ringmq passwd FILE USER` adds users. Reloaded on SIGHUP.
+    /// [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// ACL file in mosquitto's format (`user`, `topic [read|write|readwrite|deny] FILTER`,
+    /// `pattern` with %c and %u): what each client may publish, subscribe to and receive;
+    /// with a file, what it does not grant is refused. Reloaded on SIGHUP. [default: none,
+    /// everything allowed but writing to $SYS]
+    #[arg(long, value_name = "FILE")]
+    pub acl_file: Option<PathBuf>,
+
+    /// Key that verifies JWTs: a PEM public key (RS256, ES256) or a file holding an HS256
+    /// secret of at least 32 bytes. Tokens' `exp` and `nbf` are enforced (a connection is
+    /// closed when its token expires) and their `acl` claim grants topics. Reloaded on
+    /// SIGHUP. [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub jwt_key: Option<PathBuf>,
+
+    /// The CONNECT field that carries the JWT: `password` or `username`. [default:
+    /// password]
+    #[arg(long, value_name = "FIELD")]
+    pub jwt_from: Option<JwtFrom>,
+
+    /// An audience tokens must name in their `aud` claim. [default: none, `aud` not
+    /// checked]
+    #[arg(long, value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
+    /// Whether clients without credentials may connect: true or false. [default: true
+    /// unless --password-file, --jwt-key or --tls-client-ca is given]
+    #[arg(long, value_name = "BOOL")]
+    pub allow_anonymous: Option<bool>,
+
+    /// Threads that verify passwords and token signatures, off the shards, 1 to 64.
+    /// [default: 2]
+    #[arg(long, value_name = "N")]
+    pub auth_threads: Option<usize>,
+
+    /// Verifications that may wait for those threads, all shards together (and CONNECTs
+    /// one shard may have waiting); past it a CONNECT is refused as "server busy".
+    /// [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub auth_queue: Option<usize>,
+
+    /// Verified credentials remembered, so reconnecting clients are not hashed again; 0
+    /// remembers none. [default: 65536]
+    #[arg(long, value_name = "N")]
+    pub auth_cache: Option<usize>,
+
+    /// Origins browsers may open MQTT over WebSocket from, as `scheme://host[:port]`,
+    /// comma-separated (or a list in the file); others get 403 at the upgrade. Clients that
+    /// send no Origin (not browsers) are let in. `*` allows any. [default: *]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub ws_allowed_origins: Option<Vec<String>>,
+
+    /// PUBLISH packets one client may send a second, `RATE` or `RATE:BURST`; past it the
+    /// broker stops reading from the client until its bucket allows (it is slowed down,
+    /// not disconnected). [default: no limit]
+    #[arg(long, value_name = "RATE[:BURST]")]
+    pub client_msg_rate: Option<RateSpec>,
+
+    /// Bytes of PUBLISH packets one client may send a second, `RATE` or `RATE:BURST`; as
+    /// --client-msg-rate. [default: no limit]
+    #[arg(long, value_name = "RATE[:BURST]")]
+    pub client_byte_rate: Option<RateSpec>,
+
+    /// New connections a second each listener takes, all shards together, `RATE` or
+    /// `RATE:BURST`; past it accepting pauses (connections wait in the listen backlog).
+    /// [default: no limit]
+    #[arg(long, value_name = "RATE[:BURST]")]
+    pub max_connect_rate: Option<RateSpec>,
+
+    /// Connections one source address may have open; past it a new one gets a CONNACK
+    /// refusal (quota exceeded / server unavailable). [default: no limit]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+
+    /// Retained messages kept, all topics together; past it a retained PUBLISH to a new
+    /// topic is delivered but not retained. [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub max_retained: Option<usize>,
+
+    /// Flapping: a client id whose connections end without DISCONNECT (or are refused
+    /// for their credentials) more than N times within --flapping-window is banned for
+    /// --flapping-ban (CONNACK 0x8A Banned / 0x05); 0 turns it off. [default: 15]
+    #[arg(long, value_name = "N")]
+    pub flapping_max_drops: Option<u32>,
+
+    /// The window of --flapping-max-drops, in seconds. [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub flapping_window: Option<u64>,
+
+    /// How long a flapping client id (or address) is banned, in seconds. [default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub flapping_ban: Option<u64>,
+
+    /// Whether flapping also bans source addresses (many clients behind one NAT share
+    /// one): true or false. [default: false]
+    #[arg(long, value_name = "BOOL")]
+    pub flapping_by_address: Option<bool>,
+
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Command>,
+}
+
+/// What `ringmq` does other than run the broker.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Adds a user to a password file, or changes its password (argon2id). The password
+    /// is read from the terminal without echo (twice), or from the first line of stdin
+    /// when it is not a terminal. Other lines are kept as they are; the file is replaced
+    /// atomically, so a broker reloading it (SIGHUP) never sees half of it.
+    Passwd {
+        /// The password file (created, readable by its owner only, if missing).
+        file: PathBuf,
+        /// The user name.
+        user: String,
+    },
 }
 
 impl Options {

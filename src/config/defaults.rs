@@ -59,6 +59,23 @@ pub const MESH_OVERFLOW_LIMIT: usize = 65_536;
 pub const MAX_DELIVERIES_WAITING: usize = 65_536;
 /// Bytes held for a paused publisher before reading from it stops.
 pub const PAUSE_HOLD_BYTES: usize = 4 * 1024;
+/// Retained messages kept, all topics together.
+pub const MAX_RETAINED: usize = 1_000_000;
+
+/// Threads that verify passwords and token signatures (off the shards).
+pub const AUTH_THREADS: usize = 2;
+/// Verifications waiting for a thread, all shards together; also the CONNECTs one shard
+/// may have waiting for them.
+pub const AUTH_QUEUE: usize = 1024;
+/// Verified credentials remembered, so a reconnecting client is not hashed again.
+pub const AUTH_CACHE: usize = 65_536;
+/// Flapping: connections of one client id (or address) ending without DISCONNECT within
+/// the window past which it is banned, the window, and the ban (EMQX's defaults).
+pub const FLAPPING_MAX_DROPS: u32 = 15;
+pub const FLAPPING_WINDOW_S: u64 = 60;
+pub const FLAPPING_BAN_S: u64 = 300;
+/// Client ids and addresses the flapping table watches at most (as many bans again).
+pub const FLAPPING_CAPACITY: usize = 65_536;
 
 /// Most shards a process runs: the broker keeps sets of shards as 128-bit masks (and the
 /// mesh has shards² rings).

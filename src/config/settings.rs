@@ -9,9 +9,11 @@ use ringmq_shard::config::ShardConfig;
 
 use super::cli::Options;
 use super::defaults::{self, IORING_MAX_FIXED_FILES, MAX_SHARDS, MQTT_MAX_PACKET};
-use super::values::{CoreList, Host, ListenAddr, Ranges};
+use super::values::{CoreList, Host, JwtFrom, ListenAddr, Ranges, RateSpec};
+use crate::auth::{AuthConfig, PoolConfig, TokenSource};
 use crate::control::logging::{LogFormat, LogLevel};
 use crate::control::webhook::{WebhookConfig, WebhookTarget};
+use crate::limits::FlappingConfig;
 use crate::tls::TlsFiles;
 
 /// Everything the broker runs with, checked.
@@ -58,6 +60,18 @@ pub struct Settings {
     pub recv_buffer_size: u32,
     pub mesh_capacity: usize,
     pub shard_pressure_bytes: u64,
+    /// Password file, ACL file, JWT key; who may connect without credentials.
+    pub auth: AuthConfig,
+    /// The verification pool's threads and queue.
+    pub auth_pool: PoolConfig,
+    /// `None`: any origin.
+    pub ws_allowed_origins: Option<Vec<String>>,
+    pub client_msg_rate: Option<RateSpec>,
+    pub client_byte_rate: Option<RateSpec>,
+    pub max_connect_rate: Option<RateSpec>,
+    pub max_connections_per_ip: Option<u32>,
+    pub max_retained: usize,
+    pub flapping: FlappingConfig,
 }
 
 impl Settings {
@@ -355,6 +369,34 @@ pub fn resolve(
         return Err(shard_pressure_bytes.bad("must be 65536 to 4294967296 bytes"));
     }
 
+    let (mut auth, auth_pool) = auth(&src)?;
+    // A client CA asks TLS clients for certificates: anonymous clients are then refused
+    // unless --allow-anonymous says otherwise.
+    let client_ca = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let cn_as_username = src.or("tls_cn_as_username", |o| &o.tls_cn_as_username, false);
+    if cn_as_username.value && !client_ca {
+        return Err(cn_as_username.bad(
+            "clients' certificates are verified against --tls-client-ca FILE, which is missing",
+        ));
+    }
+    auth.client_ca = client_ca;
+    auth.cn_as_username = cn_as_username.value;
+    let ws_allowed_origins = allowed_origins(&src)?;
+    let client_msg_rate = src.get("client_msg_rate", |o| &o.client_msg_rate);
+    let client_byte_rate = src.get("client_byte_rate", |o| &o.client_byte_rate);
+    let max_connect_rate = src.get("max_connect_rate", |o| &o.max_connect_rate);
+    let max_connections_per_ip = src.get("max_connections_per_ip", |o| &o.max_connections_per_ip);
+    if let Some(m) = &max_connections_per_ip
+        && !(1..=crate::limits::per_ip::MAX_PER_ADDRESS).contains(&m.value)
+    {
+        return Err(m.bad(format_args!(
+            "must be 1 to {} (leave it out for no limit)",
+            crate::limits::per_ip::MAX_PER_ADDRESS
+        )));
+    }
+    let max_retained = src.or("max_retained", |o| &o.max_retained, defaults::MAX_RETAINED);
+    let flapping = flapping(&src)?;
+
     let webhooks = webhooks(&src)?;
     let api_key_file = src
         .get("api_key_file", |o| &o.api_key_file)
@@ -395,6 +437,133 @@ pub fn resolve(
         recv_buffer_size: recv_buffer_size.value,
         mesh_capacity: mesh_capacity.value,
         shard_pressure_bytes: shard_pressure_bytes.value,
+        auth,
+        auth_pool,
+        ws_allowed_origins,
+        client_msg_rate: client_msg_rate.map(|r| r.value),
+        client_byte_rate: client_byte_rate.map(|r| r.value),
+        max_connect_rate: max_connect_rate.map(|r| r.value),
+        max_connections_per_ip: max_connections_per_ip.map(|m| m.value),
+        max_retained: max_retained.value,
+        flapping,
+    })
+}
+
+/// The authentication settings, checked (the files are read when the broker starts).
+fn auth(src: &Sources<'_>) -> Result<(AuthConfig, PoolConfig), String> {
+    let path = |key, field: fn(&Options) -> &Option<PathBuf>| -> Result<Option<PathBuf>, String> {
+        match src.get(key, field) {
+            Some(p) if p.value.as_os_str().is_empty() => {
+                Err(format!("{} is empty", flag_name(key)))
+            }
+            Some(p) => Ok(Some(p.value)),
+            None => Ok(None),
+        }
+    };
+    let jwt_from = src.or("jwt_from", |o| &o.jwt_from, JwtFrom::default());
+    let threads = src.or("auth_threads", |o| &o.auth_threads, defaults::AUTH_THREADS);
+    if !(1..=64).contains(&threads.value) {
+        return Err(threads.bad("must be 1 to 64"));
+    }
+    let queue = src.or("auth_queue", |o| &o.auth_queue, defaults::AUTH_QUEUE);
+    if !(1..=1 << 20).contains(&queue.value) {
+        return Err(queue.bad("must be 1 to 1048576"));
+    }
+    let cache = src.or("auth_cache", |o| &o.auth_cache, defaults::AUTH_CACHE);
+    if cache.value > 1 << 24 {
+        return Err(cache.bad("must be 0 to 16777216"));
+    }
+    let config = AuthConfig {
+        password_file: path("password_file", |o| &o.password_file)?,
+        acl_file: path("acl_file", |o| &o.acl_file)?,
+        jwt_key_file: path("jwt_key", |o| &o.jwt_key)?,
+        jwt_from: match jwt_from.value {
+            JwtFrom::Password => TokenSource::Password,
+            JwtFrom::Username => TokenSource::Username,
+        },
+        jwt_audience: src
+            .get("jwt_audience", |o| &o.jwt_audience)
+            .map(|a| a.value),
+        allow_anonymous: src
+            .get("allow_anonymous", |o| &o.allow_anonymous)
+            .map(|a| a.value),
+        client_ca: false,
+        cn_as_username: false,
+        cache_capacity: cache.value,
+    };
+    let pool = PoolConfig {
+        threads: threads.value,
+        queue: queue.value,
+    };
+    Ok((config, pool))
+}
+
+/// `--ws-allowed-origins`: `None` for any (the default, or `*` in the list).
+fn allowed_origins(src: &Sources<'_>) -> Result<Option<Vec<String>>, String> {
+    let Some(list) = src.get("ws_allowed_origins", |o| &o.ws_allowed_origins) else {
+        return Ok(None);
+    };
+    let mut origins = Vec::new();
+    for o in &list.value {
+        let o = o.trim();
+        if o == "*" {
+            return Ok(None);
+        }
+        let one = Picked {
+            key: list.key,
+            value: o,
+            origin: list.origin,
+        };
+        let Some((scheme, host)) = o.split_once("://") else {
+            return Err(
+                one.bad("an origin is `scheme://host[:port]`, like https://app.example.com")
+            );
+        };
+        if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https")
+            || host.is_empty()
+            || host.trim_end_matches('/').contains(['/', '?', '#', ' '])
+        {
+            return Err(one.bad("an origin is `http(s)://host[:port]`, with no path"));
+        }
+        origins.push(o.trim_end_matches('/').to_string());
+    }
+    if origins.is_empty() {
+        return Err(format!(
+            "{}: name at least one origin, or `*` for any",
+            flag_name(list.key)
+        ));
+    }
+    Ok(Some(origins))
+}
+
+/// The flapping detection, checked.
+fn flapping(src: &Sources<'_>) -> Result<FlappingConfig, String> {
+    let max_drops = src.or(
+        "flapping_max_drops",
+        |o| &o.flapping_max_drops,
+        defaults::FLAPPING_MAX_DROPS,
+    );
+    let window = src.or(
+        "flapping_window",
+        |o| &o.flapping_window,
+        defaults::FLAPPING_WINDOW_S,
+    );
+    let ban = src.or(
+        "flapping_ban",
+        |o| &o.flapping_ban,
+        defaults::FLAPPING_BAN_S,
+    );
+    for p in [&window, &ban] {
+        if !(1..=86_400 * 365).contains(&p.value) {
+            return Err(p.bad("must be 1 to 31536000 seconds"));
+        }
+    }
+    let by_address = src.or("flapping_by_address", |o| &o.flapping_by_address, false);
+    Ok(FlappingConfig {
+        max_drops: max_drops.value,
+        window_ms: window.value * 1000,
+        ban_ms: ban.value * 1000,
+        by_address: by_address.value,
     })
 }
 
@@ -726,6 +895,7 @@ mod tests {
         assert_eq!(s.mqtts, Some("127.0.0.1:8883".parse().unwrap()));
         let tls = s.tls.unwrap();
         assert_eq!((tls.client_ca, tls.require_client_cert), (None, false));
+        assert!(!s.auth.client_ca && s.auth.allow_anonymous());
         let s = resolve_flags(&[
             "--mqtt",
             "none",
@@ -740,10 +910,13 @@ mod tests {
             "--tls-client-ca",
             "ca.pem",
             "--tls-require-client-cert",
+            "--tls-cn-as-username",
         ])
         .unwrap();
         assert_eq!(s.wss, Some("127.0.0.1:8084".parse().unwrap()));
         assert!(s.tls.unwrap().require_client_cert);
+        // A client CA turns anonymous clients away unless told otherwise.
+        assert!(s.auth.client_ca && s.auth.cn_as_username && !s.auth.allow_anonymous());
         let s =
             resolve_flags(&["--http-tls", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
         assert!(s.http_tls && s.tls.is_some() && s.mqtts.is_none());
@@ -780,6 +953,18 @@ mod tests {
                     "--tls-require-client-cert",
                 ],
                 "--tls-client-ca FILE, which is missing",
+            ),
+            (
+                &[
+                    "--mqtts",
+                    "127.0.0.1:8883",
+                    "--tls-cert",
+                    "c.pem",
+                    "--tls-key",
+                    "k.pem",
+                    "--tls-cn-as-username",
+                ],
+                "--tls-cn-as-username true: clients' certificates are verified against",
             ),
             (
                 &[

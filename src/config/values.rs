@@ -169,6 +169,90 @@ impl Display for Ranges<'_> {
     }
 }
 
+/// A rate as written in `--client-msg-rate` and its kin: `RATE` or `RATE:BURST`, per
+/// second; the burst defaults to one second's worth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RateText")]
+pub struct RateSpec {
+    pub per_s: u64,
+    pub burst: u64,
+}
+
+/// A rate in the config file: a number, or a string `RATE:BURST`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RateText {
+    Number(u64),
+    Text(String),
+}
+
+impl TryFrom<RateText> for RateSpec {
+    type Error = String;
+    fn try_from(t: RateText) -> Result<RateSpec, String> {
+        match t {
+            RateText::Number(n) => RateSpec::new(n, n),
+            RateText::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl RateSpec {
+    fn new(per_s: u64, burst: u64) -> Result<RateSpec, String> {
+        if per_s == 0 || burst == 0 {
+            return Err(
+                "a rate and its burst must be at least 1 (leave the flag out for no limit)".into(),
+            );
+        }
+        Ok(RateSpec { per_s, burst })
+    }
+}
+
+impl FromStr for RateSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RateSpec, String> {
+        let hint = "expected RATE or RATE:BURST, whole numbers per second (like 100 or 100:500)";
+        let number = |t: &str| {
+            t.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("`{}` is not a whole number; {hint}", t.trim()))
+        };
+        match s.split_once(':') {
+            Some((rate, burst)) => RateSpec::new(number(rate)?, number(burst)?),
+            None => {
+                let rate = number(s)?;
+                RateSpec::new(rate, rate)
+            }
+        }
+    }
+}
+
+impl Display for RateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.per_s, self.burst)
+    }
+}
+
+/// Where a CONNECT carries its JWT (`--jwt-from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum JwtFrom {
+    /// The password field; the username, if any, must match the token's `sub`.
+    #[default]
+    Password,
+    /// The username field.
+    Username,
+}
+
+impl Display for JwtFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JwtFrom::Password => "password",
+            JwtFrom::Username => "username",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +307,41 @@ mod tests {
                 .contains("no port")
         );
         assert!("127.0.0.1:99999".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn rates_parse() {
+        let r = |s: &str| s.parse::<RateSpec>();
+        assert_eq!(
+            r("100").unwrap(),
+            RateSpec {
+                per_s: 100,
+                burst: 100
+            }
+        );
+        assert_eq!(
+            r(" 10 : 50 ").unwrap(),
+            RateSpec {
+                per_s: 10,
+                burst: 50
+            }
+        );
+        assert!(r("0").unwrap_err().contains("at least 1"));
+        assert!(r("10:0").unwrap_err().contains("at least 1"));
+        assert!(
+            r("ten")
+                .unwrap_err()
+                .contains("`ten` is not a whole number")
+        );
+        assert!(r("1:2:3").is_err());
+        #[derive(Deserialize)]
+        struct F {
+            a: RateSpec,
+            b: RateSpec,
+        }
+        let f: F = toml::from_str("a = 5\nb = \"5:9\"\n").unwrap();
+        assert_eq!((f.a.burst, f.b.burst), (5, 9));
+        assert_eq!(RateSpec { per_s: 5, burst: 9 }.to_string(), "5:9");
     }
 
     #[test]

@@ -10,8 +10,10 @@ use std::time::Instant;
 
 use ringmq_shard::stats::{CounterSet, Description, Kind, RuntimeStats};
 
+use crate::auth::AuthStats;
 use crate::broker::{BrokerStats, ShardFigures};
 use crate::control::webhook::WebhookStats;
+use crate::limits::Limits;
 
 /// What the endpoints read.
 pub struct State {
@@ -22,6 +24,10 @@ pub struct State {
     pub shutting_down: Arc<AtomicBool>,
     /// The webhook dispatcher's counters, when webhooks are configured.
     pub webhooks: Option<Arc<WebhookStats>>,
+    /// Authentication's counters (every generation's).
+    pub auth: Option<Arc<AuthStats>>,
+    /// Connections per address and flapping bans.
+    pub limits: Option<Arc<Limits>>,
 }
 
 /// Each shard's histogram sets, the broker's first (the order of their dump).
@@ -59,7 +65,47 @@ pub fn render(state: &State) -> String {
     if let Some(w) = &state.webhooks {
         w.render_prometheus(&mut out);
     }
+    if let Some(a) = &state.auth {
+        for (name, value) in a.snapshot() {
+            let (kind, help) = auth_help(name);
+            let _ = write!(
+                out,
+                "# HELP ringmq_{name} {help}\n# TYPE ringmq_{name} {kind}\nringmq_{name} {value}\n"
+            );
+        }
+    }
+    if let Some(l) = &state.limits {
+        l.render_prometheus(&mut out);
+    }
     out
+}
+
+/// The kind and help of an authentication counter.
+fn auth_help(name: &str) -> (&'static str, &'static str) {
+    let help = match name {
+        "auth_allowed_total" => "CONNECTs admitted (anonymous, password, token or certificate).",
+        "auth_cache_hits_total" => {
+            "Credentials found in the cache of verified ones (no hash computed)."
+        }
+        "auth_cache_misses_total" => "Credentials sent to the verification pool.",
+        "auth_hashes_computed_total" => "Password hashes computed by the verification pool.",
+        "auth_tokens_checked_total" => "Token signatures checked by the verification pool.",
+        "auth_refused_bad_credentials_total" => {
+            "CONNECTs refused for a bad username, password or token (0x86 / 0x04)."
+        }
+        "auth_refused_not_authorized_total" => "CONNECTs refused as not authorized (0x87 / 0x05).",
+        "auth_refused_banned_total" => {
+            "CONNECTs refused because the client id or address is banned (0x8A / 0x05)."
+        }
+        "auth_refused_bad_method_total" => {
+            "CONNECTs refused for an MQTT 5 authentication method (0x8C)."
+        }
+        "auth_refused_busy_total" => {
+            "CONNECTs refused because the verification queue was full (0x89 / 0x03)."
+        }
+        _ => "Authentication counter.",
+    };
+    ("counter", help)
 }
 
 /// One set of counters: for each, its HELP and TYPE lines, a sample per shard
@@ -92,6 +138,8 @@ mod tests {
             started: Instant::now(),
             shutting_down: Arc::new(AtomicBool::new(false)),
             webhooks: None,
+            auth: None,
+            limits: None,
         }
     }
 

@@ -50,6 +50,10 @@ pub struct Start<'a> {
     pub broker: Arc<ShardApi>,
     /// With `--http-tls`: the TLS listeners' settings (swapped on SIGHUP), for https.
     pub tls: Option<Arc<TlsAcceptor>>,
+    /// Authentication's counters.
+    pub auth_stats: Arc<crate::auth::AuthStats>,
+    /// Connections per address, flapping bans.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Who may use the API, from `--api-key-file`.
@@ -83,6 +87,8 @@ pub fn start(s: Start<'_>) -> Result<ControlPlane, String> {
             started: s.started,
             shutting_down: s.shutting_down,
             webhooks: webhook_stats,
+            auth: Some(s.auth_stats),
+            limits: Some(s.limits),
         });
         let info = Info {
             version: env!("CARGO_PKG_VERSION"),

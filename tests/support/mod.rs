@@ -15,6 +15,8 @@
 //! - `js`: running the Node.js scripts of `tests/js/` (MQTT.js, and Chromium through
 //!   playwright-core), failing with install instructions when something is missing.
 //! - `shards`: which shard a connection landed on, and placing clients on chosen shards.
+//! - `creds`: password files made by `mosquitto_passwd` and `ringmq passwd`, JWTs signed
+//!   by hand.
 //! - `tls`: certificates made by the test (rcgen) as PEM files, and a blocking rustls
 //!   client for exact bytes and secure WebSocket.
 
@@ -23,6 +25,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod creds;
 pub mod js;
 pub mod raw;
 pub mod shards;

@@ -60,12 +60,45 @@ pub fn connect(
     will: Option<RawWill<'_>>,
     props: &[u8],
 ) -> Vec<u8> {
+    connect_as(level, id, clean, keep_alive, will, props, None, None)
+}
+
+/// CONNECT with a clean session (keep alive 60 s), a username and a password, each if
+/// given, and at level 5 the CONNECT properties `props`.
+pub fn connect_login(
+    level: u8,
+    id: &str,
+    username: Option<&str>,
+    password: Option<&[u8]>,
+    props: &[u8],
+) -> Vec<u8> {
+    connect_as(level, id, true, 60, None, props, username, password)
+}
+
+/// CONNECT with everything a test may set.
+#[allow(clippy::too_many_arguments)]
+pub fn connect_as(
+    level: u8,
+    id: &str,
+    clean: bool,
+    keep_alive: u16,
+    will: Option<RawWill<'_>>,
+    props: &[u8],
+    username: Option<&str>,
+    password: Option<&[u8]>,
+) -> Vec<u8> {
     let mut b = Vec::new();
     mqtt_str(b"MQTT", &mut b);
     b.push(level);
     let mut flags = if clean { 0x02 } else { 0 };
     if let Some(w) = will {
         flags |= 0x04 | (w.qos << 3) | if w.retain { 0x20 } else { 0 };
+    }
+    if username.is_some() {
+        flags |= 0x80;
+    }
+    if password.is_some() {
+        flags |= 0x40;
     }
     b.push(flags);
     b.extend_from_slice(&keep_alive.to_be_bytes());
@@ -80,6 +113,12 @@ pub fn connect(
         }
         mqtt_str(w.topic.as_bytes(), &mut b);
         mqtt_str(w.payload, &mut b);
+    }
+    if let Some(u) = username {
+        mqtt_str(u.as_bytes(), &mut b);
+    }
+    if let Some(p) = password {
+        mqtt_str(p, &mut b);
     }
     packet(0x10, &b)
 }

@@ -22,6 +22,8 @@ fn start(limits: Limits) -> (SocketAddr, Arc<metrics::State>, tokio::runtime::Ru
         started: Instant::now(),
         shutting_down: Arc::new(AtomicBool::new(false)),
         webhooks: None,
+        auth: None,
+        limits: None,
     });
     let sampler = Arc::new(Sampler::new(Sources {
         shards: state.shards.clone(),

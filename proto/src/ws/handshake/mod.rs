@@ -77,6 +77,10 @@ pub struct Request<'a> {
     /// The `Host` header. Always `Some` from [`parse_request`], which rejects a request
     /// without one.
     pub host: Option<&'a str>,
+    /// The `Origin` header, which browsers send and other clients usually do not (RFC 6455
+    /// §4.1, §10.2). Whether an origin may connect is the server's policy, not the
+    /// codec's: it answers a refused one with [`HandshakeError::OriginNotAllowed`].
+    pub origin: Option<&'a str>,
 }
 
 /// Why a handshake failed. On the server side each maps to the HTTP status to answer
@@ -116,6 +120,9 @@ pub enum HandshakeError {
     WrongPath,
     /// The required subprotocol was not offered (400).
     SubprotocolNotOffered,
+    /// The server does not accept upgrades from the request's `Origin` (403). Never
+    /// returned by [`parse_request`]: the server's policy decides it after parsing.
+    OriginNotAllowed,
     /// Client side: the response's status line is malformed.
     MalformedStatusLine,
     /// Client side: the server answered with this status instead of 101.
@@ -137,6 +144,7 @@ impl HandshakeError {
             HandshakeError::HeadersTooLarge | HandshakeError::TooManyHeaders => 431,
             HandshakeError::MissingVersion | HandshakeError::UnsupportedVersion => 426,
             HandshakeError::WrongPath => 404,
+            HandshakeError::OriginNotAllowed => 403,
             _ => 400,
         }
     }
@@ -166,6 +174,7 @@ impl HandshakeError {
             HandshakeError::SubprotocolNotOffered => {
                 "The client did not offer the required subprotocol."
             }
+            HandshakeError::OriginNotAllowed => "Upgrades from this Origin are not allowed.",
             HandshakeError::MalformedStatusLine => "The response status line is malformed.",
             HandshakeError::UnexpectedStatus(_) => "The server did not switch protocols.",
             HandshakeError::MissingAccept => "Sec-WebSocket-Accept is missing.",
@@ -269,6 +278,7 @@ pub fn parse_request<'a>(
         key,
         subprotocol: fields.subprotocol,
         host: Some(host),
+        origin: fields.origin,
     };
     Ok(Decoded::Complete(request, consumed))
 }
@@ -337,6 +347,7 @@ struct RequestFields<'a> {
     version: Option<&'a [u8]>,
     key: Option<&'a [u8]>,
     subprotocol: Option<&'a str>,
+    origin: Option<&'a str>,
 }
 
 impl<'a> RequestFields<'a> {
@@ -354,6 +365,9 @@ impl<'a> RequestFields<'a> {
             self.upgrade_websocket |= http::list_contains(value, "websocket");
         } else if is("connection") {
             self.connection_upgrade |= http::list_contains(value, "upgrade");
+        } else if is("origin") {
+            let origin = std::str::from_utf8(value).map_err(|_| HandshakeError::MalformedHeader)?;
+            set_once(&mut self.origin, origin)?;
         } else if is("sec-websocket-version") {
             set_once(&mut self.version, value)?;
         } else if is("sec-websocket-key") {
@@ -421,6 +435,7 @@ pub fn write_reject(err: HandshakeError, out: &mut Vec<u8>) {
 /// The reason phrase for the statuses [`HandshakeError::status`] gives.
 fn reason_phrase(status: u16) -> &'static str {
     match status {
+        403 => "Forbidden",
         404 => "Not Found",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
