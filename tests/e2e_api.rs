@@ -384,6 +384,73 @@ fn listings_page_by_cursor_across_the_shards() {
     drop(conns);
 }
 
+/// The API publishes as an operator: the ACL file does not bind it, while a client it
+/// lets only read may not write the same topic. Clients are listed with the username the
+/// rules know them by, and with their address and port while the shards also learn each
+/// connection's IP for the per-address limit (both lookups of the peer address at once).
+#[test]
+fn the_api_publishes_past_the_acl_and_lists_usernames() {
+    let dir = TempDir::new("api-acl");
+    let acl = dir.file("acl", "user alice\ntopic read cmd/#\n");
+    let b = Broker::start(&[
+        "--acl-file",
+        acl.to_str().unwrap(),
+        "--max-connections-per-ip",
+        "100",
+    ]);
+    let api = Api::of(&b);
+    let rt = support::runtime();
+    let addr = b.mqtt_addr();
+    let mut alice = rt.block_on(async {
+        let mut o = v5::options("alice-phone", addr);
+        o.set_credentials("alice", "");
+        let mut alice = V5::connect(o).await;
+        alice.subscribe_ok("cmd/#", 1).await;
+        // Her own PUBLISH to the topic is dropped: it reaches nobody, her included.
+        alice.publish("cmd/door", 0, b"from alice").await;
+        alice
+    });
+    let mut anonymous = rt.block_on(V5::connect(v5::options("no-name", addr)));
+
+    let (status, routed) = api.post(
+        "/api/v1/publish",
+        &json!({"topic": "cmd/door", "payload": "open", "qos": 1}),
+    );
+    assert_eq!((status, routed), (200, json!({"routed": 1})));
+    rt.block_on(async {
+        let got = alice.next_publish().await;
+        assert_eq!(
+            (got.topic.as_str(), got.text()),
+            ("cmd/door", "open".into())
+        );
+    });
+
+    let (status, page) = api.get("/api/v1/clients");
+    assert_eq!(status, 200, "{page}");
+    let items = page["items"].as_array().unwrap();
+    let by_id = |id: &str| items.iter().find(|c| c["client_id"] == id).unwrap().clone();
+    assert_eq!(by_id("alice-phone")["username"], "alice");
+    assert_eq!(by_id("no-name")["username"], Value::Null);
+    for c in items {
+        let a: SocketAddr = c["address"].as_str().unwrap().parse().unwrap();
+        assert!(a.ip().is_loopback() && a.port() != 0, "{c}");
+    }
+    let (_, only) = api.get("/api/v1/clients?username=alice");
+    let ids: Vec<&Value> = only["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["client_id"])
+        .collect();
+    assert_eq!(ids, [&json!("alice-phone")]);
+    let (status, detail) = api.get("/api/v1/clients/alice-phone");
+    assert_eq!((status, &detail["username"]), (200, &json!("alice")));
+    rt.block_on(async {
+        alice.no_publish().await;
+        anonymous.no_publish().await;
+    });
+}
+
 #[test]
 fn retained_messages_are_listed_read_and_deleted() {
     support::js::require_program("mosquitto_pub", "--help");

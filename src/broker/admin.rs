@@ -36,6 +36,7 @@ use super::events::{protocol_level, transport};
 use super::routing::{Subscriber, Tally};
 use super::session::{Message, Session, SessionId};
 use super::{Broker, Io};
+use crate::auth::ClientAcl;
 use crate::control::api::broker::{
     ClientDetail, ClientSummary, MAX_PAGE, PublishProperties, QueuedMessage, RetainedMessage,
     RetainedSummary, SessionDetail, SessionSummary, Subscription, SubscriptionEntry, TopicRate,
@@ -807,12 +808,14 @@ impl Broker {
         tally
     }
 
-    /// Whether the API may publish to `topic`. The broker loads no authorization rules
-    /// for publishers yet, so it may publish wherever a client may (the API refuses `$`
-    /// topics before they come here); rules for the API's identity are asked here once
-    /// there are any.
-    fn api_may_publish(&self, _topic: &str) -> bool {
-        true
+    /// Whether the API may publish to `topic`. The API is an operator, not an MQTT
+    /// client: the HTTP side authenticated it (an API key, or a loopback peer without a
+    /// key file), and no ACL rule names it, so it has the rights of a client nothing
+    /// restricts: every topic but the broker's own (`$SYS`; the API refuses every `$`
+    /// topic before it comes here). Receivers' rules still hold: a message the API
+    /// publishes reaches only subscribers whose rules let them read its topic.
+    fn api_may_publish(&self, topic: &str) -> bool {
+        ClientAcl::unrestricted().may_publish(topic)
     }
 
     /// A connected client's summary and its connection, from its session.
@@ -827,10 +830,11 @@ impl Broker {
             return None;
         }
         let connected_at_s = client.connected_at_s;
+        let username = client.acl.username().map(String::from);
         let connected_at_ms = io.unix_ms(u64::from(connected_at_s) * 1000);
         let summary = ClientSummary {
             client_id,
-            username: None,
+            username,
             address: String::new(),
             transport: transport.into(),
             protocol_version: protocol_level(version),
@@ -1098,14 +1102,16 @@ fn walk_wants(walk: &SessionWalk, listing: &Listing, s: &Session, io: &mut Io) -
     }
     match walk {
         SessionWalk::Sessions { connected, .. } => connected.is_none_or(|c| s.conn.is_some() == c),
-        // No user names are kept per connection yet: a name matches no client.
-        SessionWalk::Clients { username, .. } => {
-            username.is_none()
-                && s.conn.is_some_and(|c| {
-                    io.state(c)
-                        .is_some_and(|client| client.phase == Phase::Connected)
-                })
-        }
+        // The user name is the one the rules know the client by (none when the broker
+        // checks no credentials).
+        SessionWalk::Clients { username, .. } => s.conn.is_some_and(|c| {
+            io.state(c).is_some_and(|client| {
+                client.phase == Phase::Connected
+                    && username
+                        .as_deref()
+                        .is_none_or(|name| client.acl.username() == Some(name))
+            })
+        }),
     }
 }
 

@@ -43,8 +43,8 @@ pub struct Client {
     /// keep alives of silence.
     pub(super) keep_alive_s: u16,
     pub(super) phase: Phase,
-    /// `client_flag` bits.
-    pub(super) flags: u8,
+    /// `client_flag` bits (two bytes: they sit in what `Client`'s alignment leaves).
+    pub(super) flags: u16,
     /// What the client may publish, subscribe to and receive: one null pointer when
     /// nothing restricts it.
     pub(super) acl: ClientAcl,
@@ -58,25 +58,28 @@ pub struct Client {
 /// Bits of `Client::flags`.
 pub(super) mod client_flag {
     /// The client speaks MQTT 5 (else 3.1.1, also before its CONNECT is read).
-    pub const V5: u8 = 1 << 0;
+    pub const V5: u16 = 1 << 0;
     /// The connection ended with a DISCONNECT that does not ask for the will.
-    pub const GRACEFUL: u8 = 1 << 1;
+    pub const GRACEFUL: u16 = 1 << 1;
     /// MQTT 5 Request Problem Information: Reason Strings may be sent on packets other
     /// than CONNACK and DISCONNECT. Set from CONNECT.
-    pub const PROBLEM_INFO: u8 = 1 << 2;
+    pub const PROBLEM_INFO: u16 = 1 << 2;
     /// Some subscription of the session covers topics the client may not receive (a deny
     /// rule inside it, or one a reload or another user no longer allows): every live
     /// delivery is checked against the client's ACL.
-    pub const CHECK_DELIVERIES: u8 = 1 << 3;
+    pub const CHECK_DELIVERIES: u16 = 1 << 3;
     /// Accepted while its source address had `max_connections_per_ip` open: its CONNECT
     /// is refused.
-    pub const OVER_IP_LIMIT: u8 = 1 << 4;
+    pub const OVER_IP_LIMIT: u16 = 1 << 4;
     /// Counted in the per-address table (released when it ends).
-    pub const IP_COUNTED: u8 = 1 << 5;
+    pub const IP_COUNTED: u16 = 1 << 5;
     /// The CONNECT asked for a clean start (3.1.1: clean session).
-    pub const CLEAN_START: u8 = 1 << 6;
+    pub const CLEAN_START: u16 = 1 << 6;
     /// An administrator ended the connection (the API's disconnect or discard).
-    pub const KICKED: u8 = 1 << 7;
+    pub const KICKED: u16 = 1 << 7;
+    /// The broker withdrew its admission: its token expired, or a reload no longer
+    /// admits it.
+    pub const REVOKED: u16 = 1 << 8;
 }
 
 /// What a connection holds beyond an idle one's.
@@ -129,7 +132,7 @@ impl Client {
         }
     }
 
-    pub(super) fn set_flag(&mut self, flag: u8, on: bool) {
+    pub(super) fn set_flag(&mut self, flag: u16, on: bool) {
         if on {
             self.flags |= flag;
         } else {
@@ -149,7 +152,7 @@ impl Client {
         self.flags & client_flag::CLEAN_START != 0
     }
 
-    pub(super) fn has_flag(&self, flag: u8) -> bool {
+    pub(super) fn has_flag(&self, flag: u16) -> bool {
         self.flags & flag != 0
     }
 

@@ -24,8 +24,11 @@ const DROPPED: &str = EVENT_KINDS[4];
 
 /// Why a connected client's connection ended, as `client.disconnected` and the log say it.
 pub(super) fn disconnect_reason(reason: CloseReason, client: &Client) -> &'static str {
-    if client.flags & client_flag::KICKED != 0 {
+    if client.has_flag(client_flag::KICKED) {
         return "kicked";
+    }
+    if client.has_flag(client_flag::REVOKED) {
+        return "not_authorized";
     }
     match reason {
         CloseReason::Normal => "client_disconnect",
@@ -89,7 +92,7 @@ impl Broker {
         let Some(client) = io.state(conn) else { return };
         let event = WebhookEvent::ClientConnected {
             client_id: client_id.into(),
-            username: None,
+            username: client.acl.username().map(String::from),
             address: String::new(),
             transport,
             protocol_version: protocol_level(client.version()),
@@ -181,5 +184,23 @@ impl Broker {
         if let Some(w) = &self.webhooks {
             w.queued_offline(client_id, topic, qos as u8, payload);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_withdrawn_admission_is_told_apart_from_other_policy_closes() {
+        let mut client = Client::default();
+        assert_eq!(disconnect_reason(CloseReason::Policy, &client), "policy");
+        client.set_flag(client_flag::REVOKED, true);
+        assert_eq!(
+            disconnect_reason(CloseReason::Policy, &client),
+            "not_authorized"
+        );
+        client.set_flag(client_flag::KICKED, true);
+        assert_eq!(disconnect_reason(CloseReason::Policy, &client), "kicked");
     }
 }

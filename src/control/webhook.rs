@@ -76,7 +76,8 @@ pub enum WebhookEvent {
     ClientDisconnected {
         client_id: String,
         /// Why the connection ended, e.g. `client_disconnect`, `keepalive_timeout`,
-        /// `protocol_error`, `taken_over`, `kicked`, `slow_consumer`, `tls_error`, `shutdown`.
+        /// `protocol_error`, `taken_over`, `kicked`, `not_authorized`, `slow_consumer`,
+        /// `tls_error`, `shutdown`.
         reason: &'static str,
         shard: usize,
     },
