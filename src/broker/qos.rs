@@ -9,7 +9,7 @@ use ringmq_proto::mqtt::{Packet, Properties, Property, PubResp, QoS, ReasonCode,
 use ringmq_shard::conn::ConnKey;
 
 use super::durable::{Ack, Then};
-use super::session::{Inflight, OutState, SessionId};
+use super::session::{Inflight, OutState, Queued, SessionId};
 use super::writer::{Out, Recipient, View, Writer, Written};
 use super::{Broker, Io};
 use crate::store::record::{Done, Unqueue};
@@ -185,7 +185,10 @@ impl Broker {
                     let out = Out::of(&i.delivery, i.pkid, true);
                     match self.writer.publish(io, to, &view, out) {
                         Written::Sent => {}
-                        Written::TooLarge => self.drop_inflight(sid, i.pkid),
+                        Written::TooLarge => {
+                            self.drop_inflight(sid, i.pkid);
+                            self.too_large_for_client(sid, &i.delivery);
+                        }
                         Written::NotSent => return,
                     }
                 }
@@ -200,6 +203,17 @@ impl Broker {
                     }
                 }
             }
+        }
+    }
+
+    /// A waiting delivery was dropped because it is larger than its client accepts (the
+    /// writer counted it): the webhook event.
+    fn too_large_for_client(&self, sid: SessionId, q: &Queued) {
+        if self.webhooks.is_some()
+            && let Some(s) = self.sessions.get(sid)
+        {
+            let topic = q.msg.topic();
+            self.event_dropped(Some(&s.client_id), topic, q.qos, "too_large_for_client");
         }
     }
 
@@ -270,7 +284,7 @@ impl Broker {
                     state: OutState::Published,
                     delivery: q,
                 }),
-                Written::TooLarge => {}
+                Written::TooLarge => self.too_large_for_client(sid, &q),
                 Written::NotSent => {
                     e.queue.push_front(q);
                     self.pressure.waiting += 1;
