@@ -376,7 +376,7 @@ impl Broker {
                 // Not sent now because the connection is going: it stays in flight and
                 // goes again when the session next connects.
                 if self.writer.publish(io, to, &View::of(&msg), out) == Written::TooLarge {
-                    self.drop_inflight(sid, pkid);
+                    self.drop_too_large(sid, pkid);
                 }
             }
             src.logged = true;

@@ -176,7 +176,7 @@ impl Broker {
                     let out = Out::of(&i.delivery, i.pkid, false);
                     match self.writer.publish(io, to, &View::of(&i.delivery.msg), out) {
                         Written::Sent => self.set_published(sid, i.pkid),
-                        Written::TooLarge => self.drop_inflight(sid, i.pkid),
+                        Written::TooLarge => self.drop_too_large(sid, i.pkid),
                         Written::NotSent => return,
                     }
                 }
@@ -185,10 +185,7 @@ impl Broker {
                     let out = Out::of(&i.delivery, i.pkid, true);
                     match self.writer.publish(io, to, &view, out) {
                         Written::Sent => {}
-                        Written::TooLarge => {
-                            self.drop_inflight(sid, i.pkid);
-                            self.too_large_for_client(sid, &i.delivery);
-                        }
+                        Written::TooLarge => self.drop_too_large(sid, i.pkid),
                         Written::NotSent => return,
                     }
                 }
@@ -266,7 +263,7 @@ impl Broker {
                 }
                 match self.writer.publish(io, to, &View::of(&msg), out) {
                     Written::Sent => {}
-                    Written::TooLarge => self.drop_inflight(sid, pkid),
+                    Written::TooLarge => self.drop_too_large(sid, pkid),
                     // In flight: it goes again with the next connection.
                     Written::NotSent => return,
                 }
@@ -307,6 +304,19 @@ impl Broker {
 
     /// Takes delivery `pkid` out of session `sid`'s in-flight window unacknowledged (it
     /// is larger than the client accepts), logged.
+    /// Drops the in-flight delivery `pkid` of session `sid` that is larger than its
+    /// client takes (counted by the writer), telling the webhooks.
+    pub(super) fn drop_too_large(&mut self, sid: SessionId, pkid: u16) {
+        if self.webhooks.is_some()
+            && let Some(e) = self.sessions.get(sid).and_then(|s| s.extra())
+            && let Some(i) = e.inflight_pos(pkid)
+        {
+            let q = e.inflight[i].delivery.clone();
+            self.too_large_for_client(sid, &q);
+        }
+        self.drop_inflight(sid, pkid);
+    }
+
     pub(super) fn drop_inflight(&mut self, sid: SessionId, pkid: u16) {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
