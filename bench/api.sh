@@ -47,7 +47,8 @@ idle() {
 }
 
 if [[ ! -x $RINGMQ_BIN || ! -x $SWARM_BIN || ! -x $LOAD_BIN ]]; then
-  cargo build --release -p ringmq -p ringmq-bench --example api_load >&2 || exit 1
+  cargo build --release -p ringmq -p ringmq-bench --bins >&2 || exit 1
+  cargo build --release -p ringmq-bench --example api_load >&2 || exit 1
 fi
 
 say() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
