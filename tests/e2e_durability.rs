@@ -4,8 +4,9 @@
 //! broker acknowledged is never lost: retained messages, persistent sessions with their
 //! subscriptions and queues survive a restart (with another shard count too), a QoS 1
 //! load to persistent subscribers loses no acknowledged message across twenty
-//! `kill -9`s, QoS 2 stays exactly once across them, refusals keep their place behind
-//! acknowledgements that wait for the log, a torn log tail is cut while damage before it
+//! `kill -9`s, QoS 2 stays exactly once across them (and a refused QoS 2 PUBLISH
+//! completes its flow), refusals keep their place behind acknowledgements that wait for
+//! the log, a torn log tail is cut while damage before it
 //! stops the start with the file and offset named, a full disk budget refuses what it
 //! cannot keep and recovers, and a second broker cannot open a data directory in use.
 
@@ -702,6 +703,27 @@ fn refusals_keep_their_place_behind_acknowledgements_waiting_for_the_log() {
         ],
         "acknowledgements out of order"
     );
+}
+
+/// A 3.1.1 persistent session's QoS 2 PUBLISH to a topic it may not write (`$SYS`) is
+/// answered as if taken and dropped; its packet id waits for PUBREL in memory only (it
+/// was never logged), so the PUBREL completes the flow without logging a release the
+/// log never heard of.
+#[test]
+fn a_refused_qos2_publish_of_a_persistent_311_session_completes_its_flow() {
+    let b = Broker::start(&["--shards", "1"]);
+    let (mut p, _) = raw_v311(b.mqtt_addr(), "refused-qos2", false, 60);
+    p.send(&publish(4, "$SYS/refused", 2, false, false, 7, &[], b"no"));
+    let rec = p.read_packet();
+    assert_eq!((rec.kind(), rec.pkid()), (5, 7), "PUBREC: {rec:02x?}");
+    p.send(&ack(PUBREL, 7));
+    let comp = p.read_packet();
+    assert_eq!((comp.kind(), comp.pkid()), (7, 7), "PUBCOMP: {comp:02x?}");
+    // The shard is still there: a PINGREQ is answered.
+    p.send(&PINGREQ);
+    assert_eq!(p.read_packet().kind(), 13, "PINGRESP");
+    let stderr = b.stderr();
+    assert!(!stderr.contains("rejected"), "{stderr}");
 }
 
 #[test]

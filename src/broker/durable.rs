@@ -1136,6 +1136,17 @@ impl Broker {
             .map_or(0, |x| x.opened_at_ms)
     }
 
+    /// Whether logged session `key` has inbound QoS 2 packet id `pkid` waiting for
+    /// PUBREL in this shard's log.
+    pub(super) fn logs_inbound(&self, key: u64, pkid: u16) -> bool {
+        self.durable.driver.as_ref().is_some_and(|d| {
+            d.store()
+                .state()
+                .session(SessionKey(key))
+                .is_some_and(|s| s.inbound_qos2.iter().any(|i| i.0 == pkid))
+        })
+    }
+
     /// The QoS 2 message ids session `sid` got, as this shard's log says.
     pub(super) fn logged_seen(&self, sid: SessionId) -> Vec<u64> {
         let (Some(d), Some(s)) = (self.durable.driver.as_ref(), self.sessions.get(sid)) else {

@@ -119,8 +119,11 @@ impl Broker {
         };
         // PUBCOMP once the release is durable, so that the packet id, once reused, is
         // never taken for the earlier message after a restart. The sessions that got
-        // the message may forget its id (no copy of it comes again).
+        // the message may forget its id (no copy of it comes again). An id that was
+        // never logged (a 3.1.1 PUBLISH its ACL refused, answered as if taken) has no
+        // release to log.
         let logged = store_key != 0
+            && self.logs_inbound(store_key, pkid)
             && self.log(&Record::InboundReleased {
                 session: SessionKey(store_key),
                 pkid,
