@@ -29,6 +29,7 @@ struct Conn {
 impl Service for Echo {
     type ConnState = Conn;
     type Msg = ();
+    type Request = ();
 
     fn on_open(&mut self, _io: &mut Io<Self>, _key: ConnKey) {}
 
@@ -51,11 +52,12 @@ impl Service for Echo {
         }
     }
 
-    fn on_close(&mut self, _io: &mut Io<Self>, _key: ConnKey, _state: Conn) {}
+    fn on_close(&mut self, _io: &mut Io<Self>, _key: ConnKey, _state: Conn, _why: CloseReason) {}
     fn on_deadline(&mut self, io: &mut Io<Self>, key: ConnKey) {
         io.close(key, CloseReason::Timeout);
     }
     fn on_message(&mut self, _io: &mut Io<Self>, _from: usize, _msg: ()) {}
+    fn on_request(&mut self, _io: &mut Io<Self>, _request: ()) {}
     fn on_shutdown(&mut self, io: &mut Io<Self>) {
         for key in io.open_keys() {
             io.close(key, CloseReason::GoingAway);
@@ -89,7 +91,7 @@ fn main() -> std::io::Result<()> {
     });
     let mut handles = Vec::new();
     for (id, mesh) in links::build::<()>(shards, 64)?.into_iter().enumerate() {
-        let (_tx, control) = crossbeam_channel::unbounded();
+        let (_tx, control) = crossbeam_channel::unbounded::<runtime::Control<()>>();
         let spec = ShardSpec {
             id,
             core: None,

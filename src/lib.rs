@@ -24,7 +24,7 @@
 //! ```
 //! fn assert_send<T: Send>() {}
 //! assert_send::<ringmq::broker::Msg>();
-//! assert_send::<ringmq_shard::runtime::ShardSpec<ringmq::broker::Msg>>();
+//! assert_send::<ringmq_shard::runtime::ShardSpec<ringmq::broker::Msg, ringmq::broker::AdminRequest>>();
 //! ```
 //!
 //! ```compile_fail

@@ -119,7 +119,9 @@ fn passwd(file: &std::path::Path, user: &str) -> i32 {
 /// Bad flags or config come before the log is set up (its settings are among them), so
 /// they go to stderr as plain lines.
 fn usage_error(msg: &str) -> i32 {
-    eprintln!("ringmq: {msg}");
-    eprintln!("ringmq: see `ringmq --help`");
+    logging::plain_lines(|| {
+        tracing::error!("ringmq: {msg}");
+        tracing::error!("ringmq: see `ringmq --help`");
+    });
     EXIT_USAGE
 }

@@ -22,12 +22,14 @@ use ringmq_shard::tls::TlsAcceptor;
 
 use crate::auth::{AuthStats, Authenticator, CurrentAuth, VerifyPool};
 use crate::broker::{
-    Broker, BrokerConfig, BrokerStats, Guards, Msg, Recovery, ShardFigures, Shared, home_shard,
-    plan_recovery,
+    AdminRequest, Broker, BrokerConfig, BrokerStats, Guards, Msg, Recovery, ShardFigures, Shared,
+    home_shard, plan_recovery,
 };
 use crate::config::defaults;
 use crate::config::settings::Settings;
 use crate::config::values::{DurabilityMode, RateSpec};
+use crate::control::api::shards::{CONTROL_CAPACITY, ShardApi};
+use crate::control::webhook::WebhookSender;
 use crate::control::{histograms, metrics, plane};
 use crate::limits::{Flapping, Limits, PerIp};
 use crate::store::lock::DirLock;
@@ -43,6 +45,8 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 /// How often the main thread looks at the shards while it waits for signals.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long the main thread waits for room in a shard's control channel to ask it to stop.
+const STOP_SEND_LIMIT: Duration = Duration::from_secs(1);
 
 /// Writes a line to stdout now (tests and scripts wait for these lines).
 fn say(line: std::fmt::Arguments<'_>) {
@@ -113,7 +117,14 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let shared = match shared(&settings, &figures, &security) {
+    let (webhook_sender, webhooks) = match plane::webhooks(&settings) {
+        Some((sender, dispatcher)) => {
+            let stats = sender.stats().clone();
+            (Some(sender), Some((dispatcher, stats)))
+        }
+        None => (None, None),
+    };
+    let shared = match shared(&settings, &figures, &security, webhook_sender) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -127,8 +138,12 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
 
     let shutting_down = Arc::new(AtomicBool::new(false));
     let metrics_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
-    // Held until the broker stops. Its webhook sender goes to the shards once they emit
-    // events.
+    let broker = Arc::new(ShardApi::new(
+        shards.controls.clone(),
+        shards.doorbells.clone(),
+        settings.max_packet_size,
+    ));
+    // Held until the broker stops.
     let _control = match plane::start(plane::Start {
         settings: &settings,
         http: http_listener,
@@ -138,6 +153,12 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         shards: figures.clone(),
         started,
         shutting_down: shutting_down.clone(),
+        webhooks,
+        broker,
+        tls: settings
+            .http_tls
+            .then(|| tls.as_ref().map(|t| t.acceptor.clone()))
+            .flatten(),
         auth_stats: security.stats.clone(),
         limits: security.limits.clone(),
     }) {
@@ -323,7 +344,7 @@ struct Listening {
 }
 
 /// `ringmq 0.1.0 listening: mqtt tcp ADDR, mqtt ws ADDR/PATH, mqtt tls ADDR, mqtt wss
-/// ADDR/PATH, metrics http://ADDR/metrics; N shards on cores [..]` — the line tests and
+/// ADDR/PATH, metrics http://ADDR/metrics (https with --http-tls); N shards on cores [..]` — the line tests and
 /// scripts wait for.
 fn announcement(s: &Settings, at: &Listening) -> String {
     let mut parts = Vec::new();
@@ -340,7 +361,8 @@ fn announcement(s: &Settings, at: &Listening) -> String {
         parts.push(format!("mqtt wss {a}{}", s.ws_path));
     }
     if let Some(a) = at.metrics {
-        parts.push(format!("metrics http://{a}/metrics"));
+        let scheme = if s.http_tls { "https" } else { "http" };
+        parts.push(format!("metrics {scheme}://{a}/metrics"));
     }
     let n = s.shards();
     format!(
@@ -443,6 +465,7 @@ fn shared(
     settings: &Settings,
     figures: &[ShardFigures],
     security: &Security,
+    webhooks: Option<WebhookSender>,
 ) -> Result<Arc<Shared>, String> {
     let config = BrokerConfig {
         max_queued_messages: settings.max_queued_messages,
@@ -471,7 +494,7 @@ fn shared(
         auth: CurrentAuth::new(security.first.clone()),
         limits: security.limits.clone(),
     };
-    Shared::new(config, figures.to_vec(), guards).map(Arc::new)
+    Shared::new(config, figures.to_vec(), guards, webhooks).map(Arc::new)
 }
 
 /// The reserved (concrete) ports of the listeners that are on.
@@ -542,15 +565,18 @@ fn shard_config(
 /// The running shards and the ways to reach them.
 struct Shards {
     handles: Vec<JoinHandle<()>>,
-    controls: Vec<Sender<Control>>,
+    controls: Vec<Sender<Control<AdminRequest>>>,
     doorbells: Arc<[Doorbell]>,
 }
 
 impl Shards {
-    /// Asks every shard to stop: a control message, then its doorbell so it wakes.
+    /// Asks every shard to stop: a control message, then its doorbell so it wakes. A
+    /// channel full of API requests has room again within a few loop turns; a shard that
+    /// has ended has dropped its end (the send fails at once).
     fn stop(&self) {
         for (control, bell) in self.controls.iter().zip(self.doorbells.iter()) {
-            let _ = control.try_send(Control::Shutdown);
+            bell.ring();
+            let _ = control.send_timeout(Control::Shutdown, STOP_SEND_LIMIT);
             bell.ring();
         }
     }
@@ -609,7 +635,7 @@ fn start_shards(
     let mut errors = Vec::new();
     for (id, links) in mesh.into_iter().enumerate() {
         let core = settings.placement[id];
-        let (control_tx, control_rx) = crossbeam_channel::bounded(4);
+        let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_CAPACITY);
         let spec = ShardSpec {
             id,
             core: Some(core),

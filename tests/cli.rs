@@ -74,6 +74,7 @@ const FLAGS: &[&str] = &[
     "--tls-key",
     "--tls-client-ca",
     "--tls-require-client-cert",
+    "--http-tls",
     "--tls-cn-as-username",
 ];
 

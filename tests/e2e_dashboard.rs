@@ -1,8 +1,10 @@
 //! The dashboard in a real browser (Debian's Chromium, headless, driven by
 //! playwright-core: tests/js/dashboard.mjs) while 300 clients are connected and some
-//! publish: the page's connection count and message rates agree with /metrics, the topic
-//! viewer (MQTT.js over WebSocket in the page) shows a message published with
-//! mosquitto_pub, and a screenshot is saved as target/ci-artifacts/dashboard.png.
+//! publish: the page's connection count (TCP and WebSocket) and message rates agree with
+//! /metrics, the topic viewer (MQTT.js over WebSocket in the page) shows a message
+//! published with mosquitto_pub, the client list's search finds a client and its
+//! Disconnect button ends it (gone from /metrics), the top topics show the publishers'
+//! topics, and a screenshot is saved as target/ci-artifacts/dashboard.png.
 
 mod support;
 
@@ -68,6 +70,7 @@ fn the_dashboard_shows_what_metrics_shows() {
             &addr.ip().to_string(),
             &addr.port().to_string(),
             shot.to_str().unwrap(),
+            &format!("dash-{}", CLIENTS - 1),
         ],
     );
     println!("{out}");

@@ -7,7 +7,7 @@
 //! the username the ACL file names); a certificate reload on SIGHUP that
 //! new connections see and open ones survive; and bad input (garbage instead of a
 //! ClientHello, an oversized record, a silent socket) that ends only its own connection
-//! and is counted.
+//! and is counted; TLS connections in the transport gauges and the API's client list.
 
 mod support;
 
@@ -607,4 +607,99 @@ fn a_shutdown_says_goodbye_inside_tls() {
     assert_eq!(packets[0].v5_disconnect().0, 0x8B, "server shutting down");
     assert!(!end.reset, "the DISCONNECT is followed by a close_notify");
     assert_eq!(broker.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn tls_connections_are_counted_and_listed_by_transport() {
+    let pki = Pki::new("transports");
+    let broker = tls_broker(&pki, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let _tcp = V4::connect(v311::options("on-mqtt", broker.mqtt_addr())).await;
+        let _mqtts = V4::connect(v311::tls_options(
+            "on-mqtts",
+            broker.mqtts_addr(),
+            pki.ca_pem(),
+            None,
+        ))
+        .await;
+        let _wss = V4::connect(v311::wss_options("on-wss", &broker.wss_url(), pki.ca_pem())).await;
+
+        // A TLS connection is TCP or WebSocket with TLS: counted in both gauges.
+        let metrics = broker.metrics();
+        let gauge = |name| parse_metric(&metrics, name).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(gauge("ringmq_connections_current"), 3);
+        assert_eq!(gauge("ringmq_connections_tcp"), 2);
+        assert_eq!(gauge("ringmq_connections_ws"), 1);
+        assert_eq!(gauge("ringmq_connections_tls"), 2);
+
+        // The API (on loopback, without keys) names each client's transport.
+        let (status, body) = broker.http_get("/api/v1/clients");
+        assert_eq!(status, 200, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut seen: Vec<(String, String)> = page["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|c| {
+                (
+                    c["client_id"].as_str().unwrap().to_string(),
+                    c["transport"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        seen.sort();
+        let expected = [
+            ("on-mqtt", "mqtt"),
+            ("on-mqtts", "mqtts"),
+            ("on-wss", "wss"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(c, t)| (c.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(seen, expected);
+    });
+    drop(rt); // the clients' event loops end, and their sockets with them
+    broker.wait_for_metric("ringmq_connections_current", WAIT, |n| n == 0);
+    assert_eq!(broker.metric("ringmq_connections_tls"), 0);
+    assert_eq!(broker.metric("ringmq_connections_tcp"), 0);
+}
+
+/// `GET path` over a TLS stream, `Connection: close`: the whole answer.
+fn https_get(stream: &mut TlsStream, path: &str) -> String {
+    stream.send(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    String::from_utf8_lossy(&stream.read_until_closed(WAIT).bytes).into_owned()
+}
+
+#[test]
+fn the_http_server_speaks_tls_with_the_brokers_certificate() {
+    let pki = Pki::new("https");
+    let broker = tls_broker(&pki, &["--http-tls"]);
+    assert!(
+        broker.startup_line().contains("metrics https://"),
+        "{}",
+        broker.startup_line()
+    );
+    let addr = broker.metrics_addr();
+    let config = pki.client_config(None, &[]);
+
+    let mut s = tls_connect(addr, config.clone()).expect("TLS handshake with the HTTP server");
+    let answer = https_get(&mut s, "/healthz");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // The API too (on loopback, without keys), with the shards behind it.
+    let mut s = tls_connect(addr, config).expect("TLS handshake with the HTTP server");
+    let answer = https_get(&mut s, "/api/v1/info");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"broker_api\":true"), "{answer}");
+
+    // Plain HTTP gets no HTTP answer.
+    let plain = std::panic::catch_unwind(|| http_get(addr, "/healthz"));
+    assert!(
+        !matches!(plain, Ok((200, _))),
+        "plain HTTP was answered on the https port"
+    );
 }

@@ -1,7 +1,10 @@
 //! Webhooks against a local receiver (an axum server in the test): every event kind
 //! arrives, signed, and the signature checks out with an independent HMAC; a receiver
 //! that is down at first gets the events once it is up; one that stays down makes the
-//! bounded queues drop, and the drops are counted.
+//! bounded queues drop, and the drops are counted. The dispatcher alone, and the real
+//! binary whose shards emit the events for what MQTT clients (rumqttc) do.
+
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -308,4 +311,172 @@ fn a_full_queue_drops_at_the_sender_without_waiting() {
         sender.queued_offline(&format!("phone-{i}"), "t", 0, b"x");
     }
     assert_eq!(sender.stats().figures().dropped_queue_full, 6);
+}
+
+/// The events a receiver got, by kind.
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+#[test]
+fn the_broker_emits_every_kind_signed() {
+    use support::v5::{self, V5};
+    let rt = runtime();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = receiver(&rt, listener);
+    let b = support::Broker::start(&[
+        "--webhook-url",
+        &format!("http://{addr}/hook"),
+        "--webhook-secret",
+        SECRET,
+        "--webhook-batch-ms",
+        "50",
+        "--webhook-payload-preview",
+        "4",
+        "--max-queued-messages",
+        "1",
+    ]);
+    let mqtt = b.mqtt_addr();
+    let mqtt_rt = support::runtime();
+    mqtt_rt.block_on(async {
+        // A phone with a session that outlives its connection by 1 s, then goes away.
+        let mut phone = V5::connect(v5::persistent("phone-9", mqtt, 1)).await;
+        phone.subscribe_ok("users/9/inbox", 1).await;
+        phone.disconnect().await;
+        // Two messages for it: the first waits (queued offline), the second pushes it out
+        // of the one-message queue (dropped, queue_full) and waits in its place.
+        let mut backend = V5::connect(v5::options("backend", mqtt)).await;
+        backend.publish("users/9/inbox", 1, b"first message").await;
+        backend.publish("users/9/inbox", 1, b"second").await;
+        backend.disconnect().await;
+    });
+    wait_until("every kind", || {
+        let g = got.lock().unwrap();
+        webhook::EVENT_KINDS
+            .iter()
+            .all(|k| !of_kind(&g.events, k).is_empty())
+    });
+    let g = got.lock().unwrap();
+    assert_eq!(g.bad_signatures, 0);
+    let connected = of_kind(&g.events, "client.connected");
+    let phone = connected
+        .iter()
+        .find(|e| e["client_id"] == "phone-9")
+        .expect("phone-9 connected");
+    assert_eq!(phone["protocol_version"], 5);
+    assert_eq!(phone["transport"], "mqtt");
+    assert_eq!(phone["clean_start"], false);
+    assert!(
+        phone["address"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{phone}"
+    );
+    let created = of_kind(&g.events, "session.created");
+    assert!(
+        created
+            .iter()
+            .any(|e| e["client_id"] == "phone-9" && e["expiry_interval"] == 1)
+    );
+    let gone = of_kind(&g.events, "client.disconnected");
+    assert!(
+        gone.iter()
+            .any(|e| e["client_id"] == "backend" && e["reason"] == "client_disconnect"),
+        "{gone:?}"
+    );
+    let queued = of_kind(&g.events, "message.queued_offline");
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    assert_eq!(queued[0]["client_id"], "phone-9");
+    assert_eq!(queued[0]["topic"], "users/9/inbox");
+    assert_eq!(queued[0]["qos"], 1);
+    assert_eq!(queued[0]["payload_size"], 13);
+    assert_eq!(queued[0]["payload_preview"], "Zmlycw==", "'firs', base64");
+    assert_eq!(queued[0]["preview_truncated"], true);
+    let dropped = of_kind(&g.events, "message.dropped");
+    assert_eq!(dropped[0]["reason"], "queue_full");
+    assert_eq!(dropped[0]["client_id"], "phone-9");
+    let expired = of_kind(&g.events, "session.expired");
+    assert_eq!(expired[0]["client_id"], "phone-9");
+    assert_eq!(
+        b.metric("ringmq_webhook_dropped_total{reason=\"queue_full\"}"),
+        0
+    );
+}
+
+#[test]
+fn a_kicked_client_is_reported_kicked() {
+    use support::v5::{self, V5};
+    let rt = runtime();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = receiver(&rt, listener);
+    let b = support::Broker::start(&[
+        "--webhook-url",
+        &format!("http://{addr}/hook#client.disconnected"),
+        "--webhook-secret",
+        SECRET,
+        "--webhook-batch-ms",
+        "50",
+    ]);
+    let mqtt_rt = support::runtime();
+    let mut c = mqtt_rt.block_on(V5::connect(v5::options("kick-me", b.mqtt_addr())));
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let status = reqwest::blocking::Client::new()
+        .delete(format!(
+            "http://{}/api/v1/clients/kick-me",
+            b.metrics_addr()
+        ))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    mqtt_rt.block_on(c.wait_closed());
+    wait_until("the event", || !got.lock().unwrap().events.is_empty());
+    let g = got.lock().unwrap();
+    assert_eq!(g.events[0]["client_id"], "kick-me");
+    assert_eq!(g.events[0]["reason"], "kicked");
+}
+
+#[test]
+fn a_receiver_that_stays_down_costs_the_broker_drops_not_service() {
+    use support::v311::{self, V4};
+    // A port nobody listens on: every request fails and is retried.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b = support::Broker::start(&[
+        "--webhook-url",
+        &format!("http://{dead}/hook"),
+        "--webhook-secret",
+        SECRET,
+        "--webhook-max-pending",
+        "20",
+    ]);
+    let mqtt = b.mqtt_addr();
+    let rt = support::runtime();
+    rt.block_on(async {
+        for i in 0..30 {
+            V4::connect(v311::options(&format!("churn-{i}"), mqtt))
+                .await
+                .disconnect()
+                .await;
+        }
+        // MQTT goes on as usual meanwhile.
+        let mut sub = V4::connect(v311::options("still-served", mqtt)).await;
+        sub.subscribe_ok("alive", 1).await;
+        sub.publish("alive", 1, b"yes").await;
+        assert_eq!(sub.next_publish().await.text(), "yes");
+    });
+    // 30 connects and disconnects are 90 events (connected, session.created,
+    // disconnected): an endpoint holds 20 and one batch, the rest are dropped and counted.
+    let dropped = b.wait_for_metric(
+        "ringmq_webhook_dropped_total{reason=\"pending_full\"}",
+        WAIT,
+        |n| n > 0,
+    );
+    assert!(b.metric("ringmq_webhook_pending") <= 20 + 100, "bounded");
+    b.wait_for_metric("ringmq_webhook_failed_requests_total", WAIT, |n| n >= 1);
+    assert_eq!(b.metric("ringmq_webhook_delivered_total"), 0);
+    assert!(dropped >= 1);
 }

@@ -53,6 +53,9 @@ pub(crate) enum Op {
     FileSync = 9,
     /// `getsockopt(SO_PEERNAME)` on a new connection (`ShardConfig::peer_addresses`).
     PeerName = 10,
+    /// `getsockopt(SO_PEERNAME)` asked for by the service (`Io::request_peer_addr`;
+    /// `index` is the request's number).
+    PeerAddr = 11,
 }
 
 impl OpKind for Op {
@@ -72,6 +75,7 @@ impl OpKind for Op {
             8 => Op::FileWrite,
             9 => Op::FileSync,
             10 => Op::PeerName,
+            11 => Op::PeerAddr,
             _ => return None,
         })
     }
@@ -96,6 +100,9 @@ pub(crate) const PEER_NAME_LEN: usize = 28;
 /// 256 × 2 × 16 KiB = 8 MiB per shard stays allocated after a burst.
 const OUTBUF_POOL_MAX: usize = 256;
 const OUTBUF_KEEP_CAPACITY: usize = 16 * 1024;
+/// Peer-address requests in flight at once per shard (`Io::request_peer_addr`); each holds
+/// a 28-byte buffer until the kernel has written the address.
+pub const MAX_PEER_REQUESTS: usize = 4096;
 
 /// How loaded a service says it is (`Io::set_service_load`), beside what the runtime
 /// measures itself (outbound bytes, the mesh's backlog), for back-pressure.
@@ -118,11 +125,13 @@ pub struct Io<C, M> {
     pub(crate) mesh: MeshLinks<M>,
     pub(crate) timers: TimerWheel,
     clock_origin: Instant,
+    /// Unix time at `clock_origin`, in ms.
+    clock_origin_unix_ms: u64,
     now_ms: u64,
     /// Connections with bytes to send this turn.
     pub(crate) flush_list: Vec<u32>,
-    /// Connections whose service must hear `on_close`.
-    pub(crate) closed_list: Vec<ConnKey>,
+    /// Connections whose service must hear `on_close`, and why they close.
+    pub(crate) closed_list: Vec<(ConnKey, CloseReason)>,
     /// Connections whose receive must be posted again.
     pub(crate) recv_list: Vec<u32>,
     /// Boxes, because connections hold `Option<Box<OutBuf>>` (8 bytes when idle): a
@@ -156,6 +165,11 @@ pub struct Io<C, M> {
     /// Where the kernel writes a new connection's peer address while its `PeerName`
     /// operation is in flight (boxed: the buffer must not move meanwhile).
     pub(crate) peer_lookups: HashMap<ConnKey, Box<[u8; PEER_NAME_LEN]>>,
+    /// Peer-address requests in flight: the request's number (the operation's token
+    /// index) → the connection it is for, and where the kernel writes the address.
+    pub(crate) peer_requests: Slab<(ConnKey, Box<[u8; PEER_NAME_LEN]>)>,
+    /// The service has work left for the next turn: the shard must not sleep.
+    pub(crate) continue_soon: bool,
     /// Connections whose outbound queue emptied after the service asked to hear of it;
     /// the service hears `on_drained` for each.
     pub(crate) drained: Vec<ConnKey>,
@@ -173,6 +187,9 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         hists: Recorder,
     ) -> std::io::Result<Self> {
         let clock_origin = Instant::now();
+        let clock_origin_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let disk = Disk::new(&ring, cfg.files_per_shard)?;
         let helper = Helper::new(mesh.id(), mesh.doorbells().clone());
         Ok(Io {
@@ -183,6 +200,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             mesh,
             timers: TimerWheel::new(100, 1024, 0),
             clock_origin,
+            clock_origin_unix_ms,
             now_ms: 0,
             flush_list: Vec::new(),
             closed_list: Vec::new(),
@@ -202,6 +220,8 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             throttled: Vec::new(),
             peers: HashMap::new(),
             peer_lookups: HashMap::new(),
+            peer_requests: Slab::new(),
+            continue_soon: false,
             drained: Vec::new(),
             _not_send: std::marker::PhantomData,
         })
@@ -412,6 +432,71 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
     /// Milliseconds since the shard started, read once per loop turn.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    /// The Unix time (ms) of shard time `at_ms` (a value `now_ms` gave).
+    pub fn unix_ms(&self, at_ms: u64) -> u64 {
+        self.clock_origin_unix_ms + at_ms
+    }
+
+    /// The service has work left that it does over the next turns: the shard takes its
+    /// next turn without sleeping. Holds for this turn only.
+    pub fn continue_soon(&mut self) {
+        self.continue_soon = true;
+    }
+
+    /// Asks the socket of an open connection for its peer's address; the answer comes to
+    /// `Service::on_peer_addr` in a later turn. The runtime keeps addresses only for the
+    /// per-address limits (`ShardConfig::peer_addresses`, and then the IP only, `peer_ip`),
+    /// so the socket is asked as a new connection's is: `getsockopt(SO_PEERNAME)` on the
+    /// ring. Returns false, and nothing comes, when the connection is not open or
+    /// [`MAX_PEER_REQUESTS`] are in flight already.
+    pub fn request_peer_addr(&mut self, key: ConnKey) -> bool {
+        if self.peer_requests.len() >= MAX_PEER_REQUESTS {
+            return false;
+        }
+        let Some((slot, listener)) = self
+            .conn(key)
+            .filter(|c| !c.has(flag::CLOSING))
+            .map(|c| (c.slot, c.listener as usize))
+        else {
+            return false;
+        };
+        let request = self.peer_requests.vacant_key();
+        let token = Token::new(Op::PeerAddr, request as u32, 0);
+        let mut buf = Box::new([0u8; PEER_NAME_LEN]);
+        let e = self.peer_name_op(slot, listener, &mut buf, token);
+        // The buffer lives in `peer_requests` until the operation completes.
+        let inserted = self.peer_requests.insert((key, buf));
+        debug_assert_eq!(inserted, request);
+        self.ring.push(e);
+        true
+    }
+
+    /// `getsockopt(SO_PEERNAME)` on the ring for the socket in `slot`, so the shard never
+    /// blocks; `buf` must stay where it is until the operation completes. The kernel
+    /// writes no more than the length asked for and refuses a length above the address's
+    /// own, so it is asked for the size of the listener's address family.
+    pub(crate) fn peer_name_op(
+        &self,
+        slot: u32,
+        listener: usize,
+        buf: &mut [u8; PEER_NAME_LEN],
+        token: Token,
+    ) -> io_uring::squeue::Entry {
+        let len = match self.cfg.listeners[listener].addr {
+            std::net::SocketAddr::V4(_) => std::mem::size_of::<libc::sockaddr_in>(),
+            std::net::SocketAddr::V6(_) => std::mem::size_of::<libc::sockaddr_in6>(),
+        };
+        opcode::GetSockOpt::new(
+            types::Fixed(slot),
+            libc::SOL_SOCKET as u32,
+            libc::SO_PEERNAME as u32,
+            buf.as_mut_ptr().cast(),
+            len as u32,
+        )
+        .build()
+        .user_data(token.encode())
     }
 
     pub fn shard_id(&self) -> usize {
@@ -681,6 +766,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         let close_timeout = self.cfg.close_timeout_ms;
         let now = self.now_ms;
         let stats = self.stats.clone();
+        let shard = self.mesh.id();
         let Some(conn) = self.conn_mut(key) else {
             return;
         };
@@ -693,7 +779,14 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             CloseReason::ProtocolError | CloseReason::TooBig | CloseReason::InvalidPayload => {
                 stats.disconnected_protocol_error.add(1)
             }
-            CloseReason::SlowConsumer => stats.disconnected_slow_consumer.add(1),
+            CloseReason::SlowConsumer => {
+                stats.disconnected_slow_consumer.add(1);
+                tracing::info!(
+                    shard,
+                    conn = key.index,
+                    "connection closed: it does not read what it is sent (slow consumer)"
+                );
+            }
             _ => {}
         }
         let ws_close = if conn.has(flag::WS) && !conn.has(flag::WS_CLOSE_SENT) {
@@ -714,7 +807,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             });
         }
         if was_open {
-            self.closed_list.push(key);
+            self.closed_list.push((key, reason));
         }
         self.set_deadline_raw(key, now + close_timeout);
         self.progress_close(key);
@@ -1137,9 +1230,30 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         // A lookup still in flight keeps its buffer until it completes (`on_peer_name`).
         self.peers.remove(&key);
         self.stats.connections_current.sub(1);
+        self.count_transport(c.listener, false);
         self.cfg
             .open_connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a connection opened (or closed) on the listener in the gauge of its
+    /// transport: TCP or WebSocket, and TLS beside either when the listener has it.
+    pub(crate) fn count_transport(&self, listener: u8, opened: bool) {
+        let Some(spec) = self.cfg.listeners.get(listener as usize) else {
+            return;
+        };
+        let transport = match spec.kind {
+            ListenerKind::WebSocket(_) => &self.stats.connections_ws,
+            ListenerKind::Tcp => &self.stats.connections_tcp,
+        };
+        let tls = spec.tls.is_some().then_some(&self.stats.connections_tls);
+        for gauge in std::iter::once(transport).chain(tls) {
+            if opened {
+                gauge.add(1);
+            } else {
+                gauge.sub(1);
+            }
+        }
     }
 
     /// Takes the service state out of a connection whose service must hear `on_close`.

@@ -27,7 +27,7 @@
 //!
 //! ```
 //! fn assert_send<T: Send>() {}
-//! assert_send::<ringmq_shard::runtime::ShardSpec<Box<[u8]>>>();
+//! assert_send::<ringmq_shard::runtime::ShardSpec<Box<[u8]>, Box<[u8]>>>();
 //! ```
 
 pub mod config;

@@ -325,7 +325,10 @@ impl Drop for Ring {
         if self.in_flight > 0 {
             let left = self.quiesce(QUIESCE_ON_DROP);
             if left > 0 {
-                eprintln!("io_uring: {left} operations still in flight when the ring closed");
+                tracing::error!(
+                    left,
+                    "io_uring operations still in flight when the ring closed"
+                );
             }
         }
     }

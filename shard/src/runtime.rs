@@ -30,12 +30,19 @@ use crate::service::{Data, Io, Service};
 use crate::stats::RuntimeStats;
 use crate::tls::{self, Fed, Pump, TlsConn, TlsError};
 
-/// Messages from the main thread to a shard.
+/// Messages from other threads to a shard, over its bounded control channel. Whoever
+/// sends one rings the shard's doorbell after, so that a sleeping shard wakes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
+pub enum Control<R> {
     /// Stop accepting, say goodbye to every connection, flush, and exit.
     Shutdown,
+    /// A request for the service (`Service::on_request`).
+    Request(R),
 }
+
+/// Control messages taken per loop turn: a burst of requests waits in the channel (the
+/// shard does not sleep while it holds any) instead of taking one turn over.
+pub const REQUESTS_PER_TURN: usize = 64;
 
 /// Buffer group id of the receive buffer ring.
 const RECV_GROUP: u16 = 0;
@@ -60,14 +67,14 @@ const TLS_CARRY_POOL_MAX: usize = 64;
 const TLS_CARRY_KEEP_CAPACITY: usize = 20 * 1024;
 
 /// Everything a shard thread needs; built by the main thread, moved into the thread.
-pub struct ShardSpec<M> {
+pub struct ShardSpec<M, R> {
     pub id: usize,
     /// The core to pin to, if any.
     pub core: Option<usize>,
     pub cfg: Arc<ShardConfig>,
     pub stats: Arc<RuntimeStats>,
     pub mesh: MeshLinks<M>,
-    pub control: Receiver<Control>,
+    pub control: Receiver<Control<R>>,
     /// Where the shard publishes the runtime's latency histograms once a second (a set of
     /// `hist::RUNTIME`).
     pub hists: SharedHists,
@@ -77,7 +84,7 @@ pub struct ShardSpec<M> {
 /// service holds `!Send` state). The returned receiver yields once: `Ok` when the
 /// shard listens, or the error that stopped it.
 pub fn spawn<S, F>(
-    spec: ShardSpec<S::Msg>,
+    spec: ShardSpec<S::Msg, S::Request>,
     make_service: F,
 ) -> io::Result<(std::thread::JoinHandle<()>, Receiver<io::Result<()>>)>
 where
@@ -127,7 +134,7 @@ struct Shard<S: Service> {
     accepting: bool,
     high_water: usize,
     low_water: usize,
-    control: Receiver<Control>,
+    control: Receiver<Control<S::Request>>,
     completions: Vec<Completion>,
     inbox: Vec<(usize, S::Msg)>,
     fired: Vec<u64>,
@@ -149,7 +156,7 @@ struct Shard<S: Service> {
 }
 
 impl<S: Service> Shard<S> {
-    fn new(spec: ShardSpec<S::Msg>, service: S) -> io::Result<Shard<S>> {
+    fn new(spec: ShardSpec<S::Msg, S::Request>, service: S) -> io::Result<Shard<S>> {
         let cfg = spec.cfg;
         // Multishot operations post many completions per submission.
         let ring = Ring::new(cfg.ring_entries, cfg.ring_entries * 4, cfg.files_per_shard)?;
@@ -243,7 +250,7 @@ impl<S: Service> Shard<S> {
                 }
             }
             if let Err(e) = self.wait() {
-                eprintln!("shard {}: io_uring_enter failed: {e}", self.io.shard_id());
+                tracing::error!(shard = self.io.shard_id(), error = %e, "io_uring_enter failed; the shard stops");
                 return self.stop();
             }
         }
@@ -257,9 +264,10 @@ impl<S: Service> Shard<S> {
         let left = self.io.ring.quiesce(STOP_TIMEOUT);
         self.io.stats.ops_in_flight.set(left as u64);
         if left > 0 {
-            eprintln!(
-                "shard {}: {left} operations did not end when cancelled; their buffers are leaked",
-                self.io.shard_id()
+            tracing::error!(
+                shard = self.io.shard_id(),
+                left,
+                "operations did not end when cancelled; their buffers are leaked"
             );
             std::mem::forget(std::mem::take(&mut self.io.conns));
             std::mem::forget(std::mem::replace(&mut self.doorbell_buf, Box::new([0; 8])));
@@ -273,11 +281,13 @@ impl<S: Service> Shard<S> {
     fn wait(&mut self) -> io::Result<()> {
         // Mesh messages left undrained on purpose (back-pressure) are no reason to spin.
         let mesh_ready = !self.mesh_deferred && self.io.mesh.inbound_pending();
+        let more_work = std::mem::take(&mut self.io.continue_soon);
         let busy = self.io.ring.completions_ready()
             || mesh_ready
             || !self.control.is_empty()
             || self.io.helper.has_results()
-            || !self.io.drained.is_empty();
+            || !self.io.drained.is_empty()
+            || more_work;
         let wake_at = self.io.wake_at.take();
         if busy {
             return self.io.ring.enter(0, None);
@@ -369,6 +379,7 @@ impl<S: Service> Shard<S> {
             }
             Op::Doorbell => self.arm_doorbell(),
             Op::Cancel => {}
+            Op::PeerAddr => self.on_peer_addr(token.index, c.result),
             Op::PeerName => self.on_peer_name(token, c),
             Op::FileWrite | Op::FileSync => self.io.on_file_cqe(token, c.result),
         }
@@ -397,12 +408,18 @@ impl<S: Service> Shard<S> {
         }
         if c.result < 0 {
             match -c.result {
-                libc::ENFILE | libc::EMFILE => self.io.stats.connections_refused_table_full.add(1),
+                libc::ENFILE | libc::EMFILE => {
+                    self.io.stats.connections_refused_table_full.add(1);
+                    tracing::info!(
+                        shard = self.io.shard_id(),
+                        "connection refused: the fixed-file table is full"
+                    );
+                }
                 libc::ECANCELED => {}
-                e => eprintln!(
-                    "shard {}: accept failed: {}",
-                    self.io.shard_id(),
-                    io::Error::from_raw_os_error(e)
+                e => tracing::warn!(
+                    shard = self.io.shard_id(),
+                    error = %io::Error::from_raw_os_error(e),
+                    "accept failed"
                 ),
             }
             return;
@@ -419,6 +436,7 @@ impl<S: Service> Shard<S> {
         let key = self
             .io
             .new_conn(slot, listener as u8, S::ConnState::default());
+        self.io.count_transport(listener as u8, true);
         if open >= self.io.cfg.max_connections {
             stats.connections_refused_limit.add(1);
             if let Some(conn) = self.io.conn_raw(key) {
@@ -441,6 +459,11 @@ impl<S: Service> Shard<S> {
         if self.accepting && self.io.conns.len() >= self.high_water {
             self.pause_accepts();
             stats.accept_paused.add(1);
+            tracing::info!(
+                shard = self.io.shard_id(),
+                connections = self.io.conns.len(),
+                "accepting paused: the fixed-file table is nearly full"
+            );
         }
         self.take_accept_rate(listener);
     }
@@ -461,25 +484,11 @@ impl<S: Service> Shard<S> {
         }
     }
 
-    /// Asks the kernel for a new connection's peer address (`getsockopt(SO_PEERNAME)` on
-    /// the ring, so the shard never blocks). The kernel writes no more than the length
-    /// asked for and refuses a length above the address's own, so it is asked for the
-    /// size of the listener's address family.
+    /// Asks the kernel for a new connection's peer address (`Io::peer_name_op`).
     fn look_up_peer(&mut self, key: ConnKey, slot: u32, listener: usize) {
-        let len = match self.io.cfg.listeners[listener].addr {
-            std::net::SocketAddr::V4(_) => std::mem::size_of::<libc::sockaddr_in>(),
-            std::net::SocketAddr::V6(_) => std::mem::size_of::<libc::sockaddr_in6>(),
-        };
         let mut buf = Box::new([0u8; crate::io::PEER_NAME_LEN]);
-        let e = opcode::GetSockOpt::new(
-            types::Fixed(slot),
-            libc::SOL_SOCKET as u32,
-            libc::SO_PEERNAME as u32,
-            buf.as_mut_ptr().cast(),
-            len as u32,
-        )
-        .build()
-        .user_data(Token::new(Op::PeerName, key.index, key.gen_.get()).encode());
+        let token = Token::new(Op::PeerName, key.index, key.gen_.get());
+        let e = self.io.peer_name_op(slot, listener, &mut buf, token);
         // The buffer lives in `peer_lookups` until the operation completes.
         self.io.peer_lookups.insert(key, buf);
         self.io.ring.push(e);
@@ -803,6 +812,7 @@ impl<S: Service> Shard<S> {
             }
             Some(Err(())) => {
                 self.io.stats.ws_handshake_rejected.add(1);
+                tracing::info!(shard = self.io.shard_id(), "WebSocket upgrade refused");
                 self.io
                     .append(key, None, scratch_len, |out| out.copy_from_slice(scratch));
                 self.io.close(key, CloseReason::UpgradeRefused);
@@ -945,12 +955,24 @@ impl<S: Service> Shard<S> {
     fn notify_closed(&mut self) {
         while !self.io.closed_list.is_empty() {
             let list = std::mem::take(&mut self.io.closed_list);
-            for key in list {
+            for (key, reason) in list {
                 if let Some(state) = self.io.take_state(key) {
-                    self.service.on_close(&mut self.io, key, state);
+                    self.service.on_close(&mut self.io, key, state, reason);
                 }
             }
         }
+    }
+
+    /// A peer-address request's lookup completed: tell the service.
+    fn on_peer_addr(&mut self, request: u32, result: i32) {
+        let Some((key, buf)) = self.io.peer_requests.try_remove(request as usize) else {
+            return;
+        };
+        // A connection that closed meanwhile may have left its slot to another: only an
+        // open connection's answer is its own.
+        let addr = peer_sockaddr(&buf[..], result).filter(|_| self.io.is_open(key));
+        self.service.on_peer_addr(&mut self.io, key, addr);
+        self.notify_closed();
     }
 
     fn handle_mesh(&mut self) {
@@ -980,9 +1002,16 @@ impl<S: Service> Shard<S> {
     }
 
     fn handle_control(&mut self) {
-        while let Ok(msg) = self.control.try_recv() {
+        for _ in 0..REQUESTS_PER_TURN {
+            let Ok(msg) = self.control.try_recv() else {
+                break;
+            };
             match msg {
                 Control::Shutdown => self.begin_shutdown(),
+                Control::Request(r) => {
+                    self.service.on_request(&mut self.io, r);
+                    self.notify_closed();
+                }
             }
         }
     }
@@ -1194,20 +1223,30 @@ impl<S: Service> tls::Peer for TlsUp<'_, S> {
 /// The IP address in a `sockaddr_in` or `sockaddr_in6` of `len` bytes the kernel wrote
 /// (`len` < 0: its error).
 fn peer_ip(buf: &[u8], len: i32) -> Option<std::net::IpAddr> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    peer_sockaddr(buf, len).map(|a| a.ip())
+}
+
+/// The address in a `sockaddr_in` or `sockaddr_in6` of `len` bytes the kernel wrote
+/// (`len` < 0: its error).
+fn peer_sockaddr(buf: &[u8], len: i32) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
     let len = usize::try_from(len).ok()?.min(buf.len());
     let buf = &buf[..len];
     let family = i32::from(u16::from_ne_bytes(buf.get(..2)?.try_into().ok()?));
+    let port = u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?);
     match family {
         libc::AF_INET => {
             let octets: [u8; 4] = buf.get(4..8)?.try_into().ok()?;
-            Some(IpAddr::V4(Ipv4Addr::from(octets)))
+            Some(SocketAddr::from((Ipv4Addr::from(octets), port)))
         }
         libc::AF_INET6 => {
             let octets: [u8; 16] = buf.get(8..24)?.try_into().ok()?;
             let v6 = Ipv6Addr::from(octets);
             // An IPv4 client of a dual-stack listener is the IPv4 address it is.
-            Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+            Some(match v6.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::from((v4, port)),
+                None => SocketAddr::from((v6, port)),
+            })
         }
         _ => None,
     }
@@ -1221,8 +1260,13 @@ mod tests {
     fn peer_ip_reads_both_families() {
         let mut v4 = [0u8; 16];
         v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v4[2..4].copy_from_slice(&1883u16.to_be_bytes());
         v4[4..8].copy_from_slice(&[10, 1, 2, 3]);
         assert_eq!(peer_ip(&v4, 16), Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(
+            peer_sockaddr(&v4, 16),
+            Some("10.1.2.3:1883".parse().unwrap())
+        );
         assert_eq!(peer_ip(&v4, -22), None);
         let mut v6 = [0u8; 28];
         v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());

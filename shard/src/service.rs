@@ -5,7 +5,9 @@
 //! Every callback runs on the shard thread, between two submissions of its ring, and
 //! must not block.
 
-use crate::conn::ConnKey;
+use std::net::SocketAddr;
+
+use crate::conn::{CloseReason, ConnKey};
 use crate::disk::FileDone;
 use crate::io;
 
@@ -29,6 +31,10 @@ pub trait Service: Sized + 'static {
     type ConnState: Default;
     /// What shards send each other over the mesh.
     type Msg: Send + 'static;
+    /// What other threads ask of the shard over its control channel
+    /// (`runtime::Control::Request`), answered by the service as it sees fit (a reply
+    /// channel inside the request, say).
+    type Request: Send + 'static;
 
     /// A connection is ready for the service: accepted (TCP) or upgraded (WebSocket).
     fn on_open(&mut self, io: &mut Io<Self>, key: ConnKey);
@@ -36,10 +42,16 @@ pub trait Service: Sized + 'static {
     /// Bytes arrived on an open connection.
     fn on_data(&mut self, io: &mut Io<Self>, key: ConnKey, data: Data<'_>);
 
-    /// The connection is closing (for any reason, the service's own `io.close` included):
-    /// its state is handed back, and nothing more will arrive from it. Called once per
-    /// `on_open`.
-    fn on_close(&mut self, io: &mut Io<Self>, key: ConnKey, state: Self::ConnState);
+    /// The connection is closing (for any reason, the service's own `io.close` included,
+    /// which `reason` names): its state is handed back, and nothing more will arrive from
+    /// it. Called once per `on_open`.
+    fn on_close(
+        &mut self,
+        io: &mut Io<Self>,
+        key: ConnKey,
+        state: Self::ConnState,
+        reason: CloseReason,
+    );
 
     /// The deadline set with `io.set_deadline` passed.
     fn on_deadline(&mut self, io: &mut Io<Self>, key: ConnKey);
@@ -78,6 +90,16 @@ pub trait Service: Sized + 'static {
     fn is_idle(&self) -> bool {
         true
     }
+
+    /// A request from another thread (`runtime::Control::Request`). At most
+    /// `runtime::REQUESTS_PER_TURN` are handed over per loop turn; a service that has more
+    /// to do for one than a turn should hold does it over several turns (`on_turn_end`,
+    /// with `Io::continue_soon` so that the shard does not sleep meanwhile).
+    fn on_request(&mut self, io: &mut Io<Self>, request: Self::Request);
+
+    /// The peer address asked for with `Io::request_peer_addr`: `None` if the connection
+    /// went away first or the socket could not say.
+    fn on_peer_addr(&mut self, _io: &mut Io<Self>, _key: ConnKey, _addr: Option<SocketAddr>) {}
 
     /// The process is shutting down: say goodbye to every connection and close it.
     /// The runtime then flushes what was written and exits once all are closed, or

@@ -80,6 +80,9 @@ counters! {
     /// What the runtime of one shard counts.
     pub struct RuntimeStats {
         Gauge connections_current: "Connections open now.",
+        Gauge connections_tcp: "Connections open now on MQTT-over-TCP listeners.",
+        Gauge connections_ws: "Connections open now on WebSocket listeners (upgrades in progress included).",
+        Gauge connections_tls: "Connections open now on TLS listeners (--mqtts and --wss; also counted in connections_tcp or connections_ws), handshakes in progress included.",
         Counter connections_total: "Connections accepted since start.",
         Counter connections_refused_limit:
             "Connections refused for max_connections (answered with the service's refusal).",

@@ -3,7 +3,9 @@
 //!
 //! The service answers one-byte commands: `e` writes `ok` back; `b` asks for a write that
 //! promises 8 bytes and appends 3 (a broken encoder); `f` queues a few MiB for a client
-//! that will never read them.
+//! that will never read them; `a` asks the socket its peer's address
+//! (`Io::request_peer_addr`) and writes it back, a line; `i` writes the IP the shard
+//! learnt when the connection opened (`Io::peer_ip`), a line.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,6 +31,7 @@ struct Commands;
 impl Service for Commands {
     type ConnState = ();
     type Msg = ();
+    type Request = ();
 
     fn on_open(&mut self, _io: &mut Io<Self>, _key: ConnKey) {}
 
@@ -44,6 +47,13 @@ impl Service for Commands {
                         true
                     });
                 }
+                b'a' => {
+                    assert!(io.request_peer_addr(key));
+                }
+                b'i' => {
+                    let ip = io.peer_ip(key).map_or("none".into(), |ip| ip.to_string());
+                    io.write(key, format!("{ip}\n").as_bytes());
+                }
                 b'f' => {
                     let chunk = vec![b'x'; 64 * 1024];
                     while io.out_len(key) < 3 * 1024 * 1024 {
@@ -55,13 +65,20 @@ impl Service for Commands {
         }
     }
 
-    fn on_close(&mut self, _io: &mut Io<Self>, _key: ConnKey, _state: ()) {}
+    fn on_close(&mut self, _io: &mut Io<Self>, _key: ConnKey, _state: (), _why: CloseReason) {}
 
     fn on_deadline(&mut self, io: &mut Io<Self>, key: ConnKey) {
         io.close(key, CloseReason::Timeout);
     }
 
     fn on_message(&mut self, _io: &mut Io<Self>, _from: usize, _msg: ()) {}
+
+    fn on_request(&mut self, _io: &mut Io<Self>, _request: ()) {}
+
+    fn on_peer_addr(&mut self, io: &mut Io<Self>, key: ConnKey, addr: Option<SocketAddr>) {
+        let addr = addr.map_or("none".into(), |a| a.to_string());
+        io.write(key, format!("{addr}\n").as_bytes());
+    }
 
     fn on_shutdown(&mut self, io: &mut Io<Self>) {
         for key in io.open_keys() {
@@ -75,12 +92,17 @@ struct Running {
     addr: SocketAddr,
     _reservation: OwnedFd,
     stats: Arc<RuntimeStats>,
-    control: Sender<Control>,
+    control: Sender<Control<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Running {
     fn start() -> Running {
+        Running::start_with(false)
+    }
+
+    /// `peer_addresses`: the shard learns each connection's IP before it opens.
+    fn start_with(peer_addresses: bool) -> Running {
         // A free port, held by a bound, non-listening SO_REUSEPORT socket while the test
         // runs (it never receives a connection, and keeps bind(0) elsewhere off the
         // port); the shard binds its own listener beside it.
@@ -100,6 +122,7 @@ impl Running {
             files_per_shard: 1024,
             backlog: 16,
             ring_entries: 256,
+            peer_addresses,
             ..ShardConfig::default()
         });
         let stats = Arc::new(RuntimeStats::default());
@@ -229,4 +252,34 @@ fn a_shard_stops_with_no_operation_in_flight() {
         "operations left in flight when the shard stopped"
     );
     drop(stuck);
+}
+
+/// Reads one line (up to `\n`) from `s`.
+fn read_line(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+/// A service asks a connection's socket for its peer's address, on the ring, with or
+/// without the shard learning each IP when a connection opens; each gets its own answer.
+#[test]
+fn a_service_learns_each_peers_address() {
+    for peer_addresses in [false, true] {
+        let mut shard = Running::start_with(peer_addresses);
+        let mut clients: Vec<TcpStream> = (0..3).map(|_| shard.connect()).collect();
+        for c in &mut clients {
+            c.write_all(b"a").unwrap();
+        }
+        for c in &mut clients {
+            assert_eq!(read_line(c), c.local_addr().unwrap().to_string());
+            c.write_all(b"i").unwrap();
+            let known = if peer_addresses { "127.0.0.1" } else { "none" };
+            assert_eq!(read_line(c), known);
+        }
+        shard.stop();
+    }
 }

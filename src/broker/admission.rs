@@ -272,6 +272,9 @@ impl Broker {
             }
             self.admission.expiries.remove(&key);
             self.stats.tokens_expired.add(1);
+            if let Some(c) = io.state(key) {
+                c.set_flag(client_flag::REVOKED, true);
+            }
             self.disconnect(
                 io,
                 key,
@@ -326,6 +329,7 @@ impl Broker {
                 }
                 Err(_) => {
                     self.stats.disconnected_reload.add(1);
+                    client.set_flag(client_flag::REVOKED, true);
                     self.disconnect(
                         io,
                         key,

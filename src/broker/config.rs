@@ -10,6 +10,7 @@ use ringmq_shard::rate::Rate;
 use super::ShardFigures;
 use crate::auth::{AuthStats, Authenticator, CurrentAuth};
 use crate::config::defaults::{self, MAX_SHARDS};
+use crate::control::webhook::WebhookSender;
 use crate::limits::{Flapping, FlappingConfig, Limits};
 
 /// Broker-level settings shared by all shards.
@@ -137,6 +138,9 @@ pub struct Shared {
     pub started: Instant,
     /// Each retained update takes the next value, so every shard keeps the same latest one.
     pub retain_clock: AtomicU64,
+    /// Where the shards emit webhook events (`None`: no webhook is configured, and no
+    /// event is built).
+    pub webhooks: Option<WebhookSender>,
     /// Sessions held by all shards (those indexed by client id; a moved session's stub
     /// is not one), for `max_sessions`.
     pub sessions: Arc<AtomicUsize>,
@@ -177,6 +181,7 @@ impl Shared {
         config: BrokerConfig,
         shards: Vec<ShardFigures>,
         guards: Guards,
+        webhooks: Option<WebhookSender>,
     ) -> Result<Shared, String> {
         if shards.is_empty() || shards.len() > MAX_SHARDS {
             return Err(format!(
@@ -189,6 +194,7 @@ impl Shared {
             shards,
             started: Instant::now(),
             retain_clock: AtomicU64::new(1),
+            webhooks,
             auth: guards.auth,
             limits: guards.limits,
             sessions: Arc::new(AtomicUsize::new(0)),

@@ -11,6 +11,7 @@ use ringmq_shard::conn::{CloseReason, ConnKey};
 
 use super::client::{Client, OutAliases, PendingConnect, Phase, client_flag};
 use super::durable::Then;
+use super::events::disconnect_reason;
 use super::msg::Claimant;
 use super::publish::forward_props;
 use super::routing::level_count;
@@ -50,6 +51,7 @@ impl Broker {
         }
         if io.is_over_limit(key) {
             let why = "the server's connection limit is reached";
+            tracing::info!(shard = self.peers.id, "CONNECT refused: {why}");
             self.writer
                 .refuse_connect(io, key, version, ReasonCode::QUOTA_EXCEEDED, why);
             io.close(key, CloseReason::Policy);
@@ -60,6 +62,7 @@ impl Broker {
         let (client_id, assigned_id): (Box<str>, bool) = if c.client_id.is_empty() {
             if version == Version::V311 && !c.clean_start {
                 let why = "an empty client id needs a clean session";
+                tracing::info!(shard = self.peers.id, "CONNECT refused: {why}");
                 self.writer.refuse_connect(
                     io,
                     key,
@@ -130,6 +133,7 @@ impl Broker {
         // MQTT-3.1.2-24 (3.1.1: MQTT-3.1.2-24 too): one and a half keep alives of silence
         // end the connection.
         client.keep_alive_s = keep_alive;
+        client.set_flag(client_flag::CLEAN_START, c.clean_start);
         let extra = client.extra_mut();
         if alias_max > 0 {
             extra.out_aliases = Some(OutAliases::new(alias_max));
@@ -240,7 +244,10 @@ impl Broker {
                     .sessions
                     .add_new(Session::new(&p.client_id, version), max)
                 {
-                    Some(sid) => (sid, false),
+                    Some(sid) => {
+                        self.session_created(&p.client_id, p.expiry_interval);
+                        (sid, false)
+                    }
                     None => return self.refuse_new_session(io, conn, &p.client_id, epoch),
                 }
             }
@@ -284,11 +291,13 @@ impl Broker {
             });
             self.writer.packet(io, conn, version, &pkt);
         }
+        let now_s = (io.now_ms() / 1000) as u32;
         let Some(client) = io.state(conn) else {
             return;
         };
         client.phase = Phase::Connected;
         client.session = Some(sid);
+        client.connected_at_s = now_s;
         let ka = client.keep_alive_ms();
         let restricted = !client.acl.is_unrestricted();
         if ka > 0 {
@@ -297,6 +306,7 @@ impl Broker {
         } else {
             io.clear_deadline(conn);
         }
+        self.client_connected(io, conn, &p.client_id, p.clean_start);
         if restricted && session_present {
             // Subscriptions made before, perhaps under other rules.
             self.recheck_subscriptions(io, conn, sid);
@@ -444,6 +454,11 @@ impl Broker {
         if will.is_some() && store_key != 0 {
             self.log_will_gone(store_key);
         }
+        if old.is_some()
+            && let Some(s) = self.sessions.get(sid)
+        {
+            self.client_disconnected(&s.client_id, "taken_over");
+        }
         self.pressure.waiting = self.pressure.waiting.saturating_sub(no_longer_waiting);
         if let Some(old) = old {
             if let Some(client) = io.state(old) {
@@ -565,7 +580,13 @@ impl Broker {
 
     /// A connection ended: its session goes offline or ends, and its will is published
     /// (now, or after the will delay) unless the client said goodbye (MQTT-3.1.2-8).
-    pub(super) fn connection_closed(&mut self, io: &mut Io, key: ConnKey, client: Client) {
+    pub(super) fn connection_closed(
+        &mut self,
+        io: &mut Io,
+        key: ConnKey,
+        client: Client,
+        reason: CloseReason,
+    ) {
         let Some(sid) = client.session else { return };
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
@@ -574,6 +595,14 @@ impl Broker {
             return;
         }
         s.conn = None;
+        if client.phase == Phase::Connected
+            && let Some(s) = self.sessions.get(sid)
+        {
+            self.client_disconnected(&s.client_id, disconnect_reason(reason, &client));
+        }
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
         let no_longer_waiting = s.queue_len();
         let will = s
             .extra_opt_mut()
@@ -647,6 +676,9 @@ impl Broker {
             }
             if expired {
                 self.stats.sessions_expired.add(1);
+                if let Some(s) = self.sessions.get(sid) {
+                    self.session_expired(&s.client_id);
+                }
                 self.end_session(io, sid, EndReason::Expired);
             }
         }

@@ -139,7 +139,8 @@ impl<'a> Src<'a> {
 
 impl Broker {
     /// A message from shard `from` for this shard's plain subscribers; with a ticket,
-    /// answered once what this shard logged for it is durable.
+    /// answered once what this shard logged for it is durable. How many sessions it went
+    /// to.
     pub(super) fn deliver_remote(
         &mut self,
         io: &mut Io,
@@ -148,16 +149,18 @@ impl Broker {
         ticket: Option<Ticket>,
         origin: u64,
         again: bool,
-    ) {
+    ) -> usize {
         let mut src = Src::from_arc(m, from);
         src.track = ticket.is_some();
         src.exact = (origin != 0 && self.logging()).then_some(origin);
         src.again = again;
-        self.deliver_local(io, &mut src, None);
+        let reached = self.deliver_local(io, &mut src, None);
         self.answer(io, from, ticket, &src);
+        reached
     }
 
-    /// A message from shard `from` for one member of a shared group here.
+    /// A message from shard `from` for one member of a shared group here; whether there
+    /// was one.
     pub(super) fn deliver_share(
         &mut self,
         io: &mut Io,
@@ -165,11 +168,12 @@ impl Broker {
         share: &Arc<str>,
         m: &Arc<Message>,
         ticket: Option<Ticket>,
-    ) {
+    ) -> bool {
         let mut src = Src::from_arc(m, from);
         src.track = ticket.is_some();
-        self.deliver_share_local(io, share, &mut src);
+        let delivered = self.deliver_share_local(io, share, &mut src);
         self.answer(io, from, ticket, &src);
+        delivered
     }
 
     /// Answers `ticket` of shard `to` once what was logged here for `src` (and whatever
@@ -305,6 +309,11 @@ impl Broker {
         if qos == QoS::AtMostOnce {
             if io.out_len(conn) > soft_limit {
                 self.stats.dropped_qos0_slow_consumer.add(1);
+                if self.webhooks.is_some()
+                    && let Some(s) = self.sessions.get(sid)
+                {
+                    self.event_dropped(Some(&s.client_id), src.topic, qos, "slow_consumer");
+                }
                 return;
             }
             let out = Out::first(qos, retain, sub_ids, 0);
@@ -367,7 +376,7 @@ impl Broker {
                 // Not sent now because the connection is going: it stays in flight and
                 // goes again when the session next connects.
                 if self.writer.publish(io, to, &View::of(&msg), out) == Written::TooLarge {
-                    self.drop_inflight(sid, pkid);
+                    self.drop_too_large(sid, pkid);
                 }
             }
             src.logged = true;
@@ -375,7 +384,13 @@ impl Broker {
         }
         let out = Out::first(qos, retain, sub_ids, pkid);
         match self.writer.publish(io, to, &src.view(), out) {
-            Written::TooLarge => {}
+            Written::TooLarge => {
+                if self.webhooks.is_some()
+                    && let Some(s) = self.sessions.get(sid)
+                {
+                    self.event_dropped(Some(&s.client_id), src.topic, qos, "too_large_for_client");
+                }
+            }
             written => {
                 let Some(s) = self.sessions.get_mut(sid) else {
                     return;
@@ -390,6 +405,11 @@ impl Broker {
                 } else if e.enqueue(delivery, max_queued, |_| {}) {
                     // The connection is going: the message waits for the next one.
                     self.stats.dropped_queue_full.add(1);
+                    if self.webhooks.is_some()
+                        && let Some(s) = self.sessions.get(sid)
+                    {
+                        self.event_dropped(Some(&s.client_id), src.topic, qos, "queue_full");
+                    }
                 } else {
                     self.pressure.waiting += 1;
                 }
@@ -450,6 +470,15 @@ impl Broker {
         } else if closing {
             // Its connection is closing: counted until `connection_closed`.
             self.pressure.waiting += 1;
+        }
+        if self.webhooks.is_some()
+            && let Some(s) = self.sessions.get(sid)
+        {
+            if dropped {
+                // The oldest message of the queue made room for this one.
+                self.event_dropped(Some(&s.client_id), src.topic, qos, "queue_full");
+            }
+            self.event_queued_offline(&s.client_id, src.topic, qos, src.payload);
         }
     }
 

@@ -809,7 +809,7 @@ impl Broker {
         let out = Out::of(&q, pkid, false);
         match self.writer.publish(io, to, &View::of(&q.msg), out) {
             Written::Sent => self.set_published(sid, pkid),
-            Written::TooLarge => self.drop_inflight(sid, pkid),
+            Written::TooLarge => self.drop_too_large(sid, pkid),
             // The connection is going: the next one's resend writes it.
             Written::NotSent => {}
         }

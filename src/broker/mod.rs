@@ -32,11 +32,15 @@
 //!   QoS 2 deliveries, other shards' answers); `recovery`: a shard's state rebuilt from
 //!   its log at startup.
 //! - `pressure`: back-pressure; `sys`: the `$SYS/broker/...` topics; `stats`: the
-//!   counters and latency histograms.
+//!   counters and latency histograms; `top_topics`: the busiest topics by rate.
+//! - `admin`: the control plane's requests (publish, listings, one client or session,
+//!   kicks, retained messages), answered between loop turns with bounded work per turn;
+//!   `events`: the connect and disconnect log lines and the webhook events.
 //! - Vocabulary: `msg` (cross-shard messages), `session` (what a session holds),
 //!   `topics` (the trie the topic table, the interest table and the retained store are
 //!   made of), `config`.
 
+mod admin;
 mod admission;
 mod authorize;
 mod client;
@@ -44,6 +48,7 @@ mod config;
 mod connect;
 mod delivery;
 mod durable;
+mod events;
 mod input;
 mod interest;
 mod msg;
@@ -62,6 +67,7 @@ mod subscribe;
 mod sys;
 mod takeover;
 mod throttle;
+mod top_topics;
 pub mod topics;
 mod writer;
 
@@ -72,6 +78,8 @@ use ringmq_proto::mqtt::{Disconnect, Packet, Properties, Property, ReasonCode, V
 use ringmq_shard::conn::{CloseReason, ConnKey};
 use ringmq_shard::service::{Data, Service};
 
+use admin::Admin;
+pub use admin::{AdminRequest, Listing};
 use admission::Admission;
 pub use client::Client;
 use client::{Phase, client_flag};
@@ -85,13 +93,17 @@ pub use recovery::{Recovery, plan as plan_recovery};
 use registry::Registry;
 use retained::Retained;
 use retained_cursor::RetainedCursors;
+pub use routing::Tally;
 use routing::{Routes, Scratch};
 use sessions::Sessions;
 use stats::Latency;
 pub use stats::{BrokerStats, ShardFigures};
 use sys::Sys;
 use throttle::Throttle;
+use top_topics::TopTopics;
 use writer::Writer;
+
+use crate::control::webhook::WebhookSender;
 
 /// What the runtime hands the broker: connections carrying a [`Client`] each, and the
 /// mesh carrying [`Msg`]s.
@@ -187,6 +199,12 @@ pub struct Broker {
     scratch: Scratch,
     /// When `$SYS` was last published.
     sys: Sys,
+    /// The busiest topics published here.
+    top_topics: TopTopics,
+    /// The control plane's requests in progress.
+    admin: Admin,
+    /// Where events go, when webhooks are configured.
+    webhooks: Option<WebhookSender>,
     /// Who may connect, the verification pool's answers, token expiries.
     admission: Admission,
     /// Clients' rate buckets.
@@ -220,7 +238,6 @@ impl Broker {
         let admission = Admission::new(&shared, wake);
         figures.broker.auth_generation.set(admission.generation());
         Broker {
-            shared,
             admission,
             throttle: Throttle::default(),
             peers,
@@ -239,6 +256,10 @@ impl Broker {
             scratch: Scratch::default(),
             sys: Sys::default(),
             durable: Durable::new(log),
+            top_topics: TopTopics::default(),
+            admin: Admin::default(),
+            webhooks: shared.webhooks.clone(),
+            shared,
         }
     }
 
@@ -264,6 +285,11 @@ impl Broker {
         code: ReasonCode,
         why: &str,
     ) {
+        tracing::info!(
+            shard = self.peers.id,
+            code = code.0,
+            "protocol error: {why}"
+        );
         self.disconnect(io, key, code, why, CloseReason::ProtocolError);
     }
 
@@ -318,10 +344,23 @@ impl Broker {
                 ticket,
                 origin,
                 again,
-            } => self.deliver_remote(io, from, &msg, ticket, origin, again),
+            } => {
+                self.deliver_remote(io, from, &msg, ticket, origin, again);
+            }
             Msg::PeerReleased { id } => self.on_peer_released(id),
             Msg::ShareDeliver { share, msg, ticket } => {
-                self.deliver_share(io, from, &share, &msg, ticket)
+                self.deliver_share(io, from, &share, &msg, ticket);
+            }
+            Msg::Tallied(t) => {
+                let msg::Tallied { msg, share, tally } = *t;
+                // An API publish: answered with the sessions reached, not held for the
+                // log (the HTTP answer says where it went, not that it is durable).
+                let reached = match &share {
+                    Some(share) => u64::from(self.deliver_share(io, from, share, &msg, None)),
+                    None => self.deliver_remote(io, from, &msg, None, 0, false) as u64,
+                };
+                // The API may have given up waiting: nobody to tell then.
+                let _ = tally.send(reached);
             }
             Msg::Retain {
                 msg,
@@ -395,6 +434,7 @@ impl Broker {
 impl Service for Broker {
     type ConnState = Client;
     type Msg = Msg;
+    type Request = AdminRequest;
 
     fn on_open(&mut self, io: &mut Io, key: ConnKey) {
         self.clock_ms = io.now_ms();
@@ -411,10 +451,10 @@ impl Service for Broker {
         self.process_input(io, key, data.bytes);
     }
 
-    fn on_close(&mut self, io: &mut Io, key: ConnKey, state: Client) {
+    fn on_close(&mut self, io: &mut Io, key: ConnKey, state: Client, reason: CloseReason) {
         self.clock_ms = io.now_ms();
         self.admission_closed(io, key, &state);
-        self.connection_closed(io, key, state);
+        self.connection_closed(io, key, state, reason);
     }
 
     fn on_deadline(&mut self, io: &mut Io, key: ConnKey) {
@@ -459,6 +499,8 @@ impl Service for Broker {
 
     fn on_turn_end(&mut self, io: &mut Io) {
         self.take_verified(io);
+        self.run_jobs(io);
+        self.admin.new_turn();
         self.drain_local_inbox(io);
         self.durable_turn_end(io);
         self.drain_local_inbox(io);
@@ -477,6 +519,16 @@ impl Service for Broker {
 
     fn is_idle(&self) -> bool {
         self.durable.is_idle()
+    }
+
+    fn on_request(&mut self, io: &mut Io, request: AdminRequest) {
+        self.clock_ms = io.now_ms();
+        self.handle_request(io, request);
+    }
+
+    fn on_peer_addr(&mut self, io: &mut Io, key: ConnKey, addr: Option<std::net::SocketAddr>) {
+        self.clock_ms = io.now_ms();
+        self.address_came(key, addr);
     }
 
     fn on_turn_flushed(&mut self, turn_us: u64) {
@@ -508,6 +560,7 @@ impl Service for Broker {
         if self.peers.id == 0 {
             self.shared.limits.flapping.sweep(crate::limits::now_ms());
         }
+        self.top_topics.tick(self.clock_ms);
         self.expire_sessions(io);
         self.evict_stalled_retained(io);
         self.registry.compact();
@@ -518,6 +571,7 @@ impl Service for Broker {
     }
 
     fn on_shutdown(&mut self, io: &mut Io) {
+        self.admin.clear();
         for key in io.open_keys() {
             if let Some(c) = io.state(key) {
                 // Wills are not published when the whole server stops.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ringmq_proto::mqtt::QoS;
+use tokio::sync::oneshot;
 
 use crate::broker::session::{Message, MovingSession, SessionId, SubIds};
 use crate::store::ring_driver::JobDone;
@@ -114,6 +115,10 @@ pub enum Msg {
     /// SUBACK waits for it so retained messages published anywhere before the SUBSCRIBE
     /// are on this shard.
     Barrier { seq: u64 },
+    /// A message published through the control plane's API, for this shard's plain
+    /// subscribers, or for one member of a shared group: the number of sessions it reached
+    /// goes back to the API.
+    Tallied(Box<Tallied>),
 }
 
 /// Who claims a client id: connection `conn` on shard `shard`, asking for a clean start
@@ -157,6 +162,15 @@ pub struct Handoff {
     pub session: Option<Box<MovingSession>>,
     pub stub: Option<SessionId>,
     pub epoch: u64,
+}
+
+/// See [`Msg::Tallied`].
+pub struct Tallied {
+    pub msg: Arc<Message>,
+    /// The shared group (`$share/g/f`) one member of which gets it; `None`: the plain
+    /// subscribers.
+    pub share: Option<Arc<str>>,
+    pub tally: oneshot::Sender<u64>,
 }
 
 /// See [`Msg::Forward`].

@@ -198,7 +198,8 @@ impl Broker {
                 if retain {
                     self.retain(io, &mut src);
                 }
-                self.route(io, &mut src);
+                self.top_topics.count(&topic_buf);
+                self.route(io, &mut src, None);
                 if p.qos == QoS::ExactlyOnce
                     && let Some(s) = self.sessions.get_mut(sid)
                 {
@@ -262,7 +263,7 @@ impl Broker {
         if m.retain {
             self.retain(io, &mut src);
         }
-        self.route(io, &mut src);
+        self.route(io, &mut src, None);
         self.settle_routing(io, &src);
     }
 }

@@ -9,7 +9,7 @@ use ringmq_proto::mqtt::{Packet, Properties, PubResp, QoS, ReasonCode, Version};
 use ringmq_shard::conn::ConnKey;
 
 use super::durable::{Ack, Reason, Then};
-use super::session::{Inflight, OutState, SessionId};
+use super::session::{Inflight, OutState, Queued, SessionId};
 use super::writer::{Out, Recipient, View, Written};
 use super::{Broker, Io};
 use crate::store::record::{Done, Unqueue};
@@ -184,7 +184,7 @@ impl Broker {
                     let out = Out::of(&i.delivery, i.pkid, false);
                     match self.writer.publish(io, to, &View::of(&i.delivery.msg), out) {
                         Written::Sent => self.set_published(sid, i.pkid),
-                        Written::TooLarge => self.drop_inflight(sid, i.pkid),
+                        Written::TooLarge => self.drop_too_large(sid, i.pkid),
                         Written::NotSent => return,
                     }
                 }
@@ -193,7 +193,7 @@ impl Broker {
                     let out = Out::of(&i.delivery, i.pkid, true);
                     match self.writer.publish(io, to, &view, out) {
                         Written::Sent => {}
-                        Written::TooLarge => self.drop_inflight(sid, i.pkid),
+                        Written::TooLarge => self.drop_too_large(sid, i.pkid),
                         Written::NotSent => return,
                     }
                 }
@@ -208,6 +208,17 @@ impl Broker {
                     }
                 }
             }
+        }
+    }
+
+    /// A waiting delivery was dropped because it is larger than its client accepts (the
+    /// writer counted it): the webhook event.
+    fn too_large_for_client(&self, sid: SessionId, q: &Queued) {
+        if self.webhooks.is_some()
+            && let Some(s) = self.sessions.get(sid)
+        {
+            let topic = q.msg.topic();
+            self.event_dropped(Some(&s.client_id), topic, q.qos, "too_large_for_client");
         }
     }
 
@@ -260,7 +271,7 @@ impl Broker {
                 }
                 match self.writer.publish(io, to, &View::of(&msg), out) {
                     Written::Sent => {}
-                    Written::TooLarge => self.drop_inflight(sid, pkid),
+                    Written::TooLarge => self.drop_too_large(sid, pkid),
                     // In flight: it goes again with the next connection.
                     Written::NotSent => return,
                 }
@@ -278,7 +289,7 @@ impl Broker {
                     state: OutState::Published,
                     delivery: q,
                 }),
-                Written::TooLarge => {}
+                Written::TooLarge => self.too_large_for_client(sid, &q),
                 Written::NotSent => {
                     e.queue.push_front(q);
                     self.pressure.waiting += 1;
@@ -301,6 +312,19 @@ impl Broker {
 
     /// Takes delivery `pkid` out of session `sid`'s in-flight window unacknowledged (it
     /// is larger than the client accepts), logged.
+    /// Drops the in-flight delivery `pkid` of session `sid` that is larger than its
+    /// client takes (counted by the writer), telling the webhooks.
+    pub(super) fn drop_too_large(&mut self, sid: SessionId, pkid: u16) {
+        if self.webhooks.is_some()
+            && let Some(e) = self.sessions.get(sid).and_then(|s| s.extra())
+            && let Some(i) = e.inflight_pos(pkid)
+        {
+            let q = e.inflight[i].delivery.clone();
+            self.too_large_for_client(sid, &q);
+        }
+        self.drop_inflight(sid, pkid);
+    }
+
     pub(super) fn drop_inflight(&mut self, sid: SessionId, pkid: u16) {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;

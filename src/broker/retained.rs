@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::delivery::Src;
 use super::msg::Ticket;
@@ -98,6 +99,23 @@ impl Retained {
             return Stored::Changed;
         }
         Stored::Older
+    }
+
+    /// The retained message of `topic`, unless it expired at `now`.
+    pub fn get(&self, topic: &str, now: Instant) -> Option<Arc<Message>> {
+        let node = self.trie.find(topic)?;
+        let (m, _) = self.trie.get(node).msg.as_ref()?;
+        (!m.is_expired(now)).then(|| m.clone())
+    }
+
+    /// Visits the retained messages in up to `n` slots of the trie from slot `from` on;
+    /// the slot to go on from, or `None` past the last (see `Trie::scan`).
+    pub fn scan(&self, from: usize, n: usize, mut visit: impl FnMut(&Message)) -> Option<usize> {
+        self.trie.scan(from, n, |v| {
+            if let Some((m, _)) = &v.msg {
+                visit(m);
+            }
+        })
     }
 
     /// The retained message of `topic` now, if there is one.

@@ -20,7 +20,8 @@ use ringmq_proto::mqtt::{QoS, SubscriptionOptions};
 use ringmq_proto::topic::{self, Filter};
 
 use super::delivery::Src;
-use super::session::{SessionId, SubIds};
+use super::msg::Tallied;
+use super::session::{Message, SessionId, SubIds};
 use super::topics::{NodeId, NodeValue, Trie};
 use super::{Broker, Io, Msg};
 
@@ -400,12 +401,18 @@ fn merge_overlapping(targets: &mut Vec<Target>) {
 
 impl Broker {
     /// Delivers a message published on this shard: to local subscribers, to the shards
-    /// with matching interest, and to one member of each matching shared group.
-    pub(super) fn route(&mut self, io: &mut Io, src: &mut Src<'_>) {
+    /// with matching interest, and to one member of each matching shared group. With a
+    /// `tally` (a message from the API), the sessions reached here are counted in it, and
+    /// every other shard the message goes to counts its own and answers through it.
+    pub(super) fn route(&mut self, io: &mut Io, src: &mut Src<'_>, tally: Option<&mut Tally>) {
+        let mut tally = tally;
         let mut groups = std::mem::take(&mut self.scratch.groups);
         groups.clear();
-        self.deliver_local(io, src, Some(&mut groups));
-        self.route_remote(io, src, &mut groups, false);
+        let here = self.deliver_local(io, src, Some(&mut groups));
+        if let Some(t) = tally.as_deref_mut() {
+            t.here += here as u64;
+        }
+        self.route_remote(io, src, &mut groups, false, tally);
         self.scratch.groups = groups;
     }
 
@@ -418,18 +425,20 @@ impl Broker {
         groups.clear();
         src.again = true;
         self.deliver_local(io, src, None);
-        self.route_remote(io, src, &mut groups, true);
+        self.route_remote(io, src, &mut groups, true, None);
         self.scratch.groups = groups;
     }
 
     /// The other shards' part of `route`: the shards whose interest matches (only those
-    /// with durable interest, `durable_only`), and one member of each shared group.
+    /// with durable interest, `durable_only`), and one member of each shared group. With
+    /// a `tally`, each of them counts the sessions it reaches and answers through it.
     fn route_remote(
         &mut self,
         io: &mut Io,
         src: &mut Src<'_>,
         groups: &mut Vec<(Arc<str>, bool, u128)>,
         durable_only: bool,
+        mut tally: Option<&mut Tally>,
     ) {
         let mut group_at = std::mem::take(&mut self.scratch.group_at);
         group_at.clear();
@@ -463,22 +472,26 @@ impl Broker {
                 mask &= mask - 1;
                 if src.qos == QoS::AtMostOnce && io.mesh_backlog(to) >= overflow_limit {
                     self.stats.dropped_qos0_mesh_full.add(1);
+                    self.event_dropped(None, src.topic, src.qos, "mesh_full");
                     continue;
                 }
-                // A shard with durable subscribers answers once what it logged is
-                // durable, when an acknowledgement waits for that.
-                let ticket =
-                    (src.track && durable & (1u128 << to) != 0).then(|| self.wait_answer(src));
-                let origin = ticket.and(src.exact).unwrap_or(0);
-                let msg = src.shared();
-                let again = src.again;
-                let publish = Msg::Publish {
-                    msg,
-                    ticket,
-                    origin,
-                    again,
+                let msg = match tally.as_deref_mut() {
+                    Some(t) => t.elsewhere(src.shared(), None),
+                    None => {
+                        // A shard with durable subscribers answers once what it logged
+                        // is durable, when an acknowledgement waits for that.
+                        let ticket = (src.track && durable & (1u128 << to) != 0)
+                            .then(|| self.wait_answer(src));
+                        let origin = ticket.and(src.exact).unwrap_or(0);
+                        Msg::Publish {
+                            msg: src.shared(),
+                            ticket,
+                            origin,
+                            again: src.again,
+                        }
+                    }
                 };
-                io.send_to_shard(to, publish);
+                io.send_to_shard(to, msg);
             }
         }
         // Shared subscriptions (MQTT 5 §4.8.2): each matching group gets the message
@@ -497,12 +510,25 @@ impl Broker {
             }
             let to = bits.trailing_zeros() as usize;
             if to == self.peers.id {
-                self.deliver_share_local(io, &share, src);
+                let reached = self.deliver_share_local(io, &share, src);
+                if let Some(t) = tally.as_deref_mut() {
+                    t.here += u64::from(reached);
+                }
             } else {
-                // Whether the member it goes to is durable is that shard's to know.
-                let ticket = src.track.then(|| self.wait_answer(src));
-                let msg = src.shared();
-                io.send_to_shard(to, Msg::ShareDeliver { share, msg, ticket });
+                let msg = match tally.as_deref_mut() {
+                    Some(t) => t.elsewhere(src.shared(), Some(share)),
+                    None => {
+                        // Whether the member it goes to is durable is that shard's to
+                        // know.
+                        let ticket = src.track.then(|| self.wait_answer(src));
+                        Msg::ShareDeliver {
+                            share,
+                            msg: src.shared(),
+                            ticket,
+                        }
+                    }
+                };
+                io.send_to_shard(to, msg);
             }
         }
         group_at.clear();
@@ -511,13 +537,13 @@ impl Broker {
 
     /// Delivers to this shard's plain subscribers; collects shared groups that match into
     /// `groups` when given (each once: a group's name holds its filter, so it is at one
-    /// node only).
+    /// node only). Returns how many sessions it went to.
     pub(super) fn deliver_local(
         &mut self,
         io: &mut Io,
         src: &mut Src<'_>,
         groups: Option<&mut Vec<(Arc<str>, bool, u128)>>,
-    ) {
+    ) -> usize {
         let mut targets = std::mem::take(&mut self.scratch.targets);
         targets.clear();
         let mut nodes = 0;
@@ -549,22 +575,30 @@ impl Broker {
             self.deliver(io, t.sid, src, qos, retain, t.sub_ids);
         }
         self.writer.end_fanout();
+        let reached = targets.len();
         self.scratch.targets = targets;
+        reached
     }
 
-    pub(super) fn deliver_share_local(&mut self, io: &mut Io, share: &str, src: &mut Src<'_>) {
+    /// Delivers to one member of the shared group `share` here; whether there was one.
+    pub(super) fn deliver_share_local(
+        &mut self,
+        io: &mut Io,
+        share: &str,
+        src: &mut Src<'_>,
+    ) -> bool {
         let Ok(parsed) = topic::parse_filter(share) else {
-            return;
+            return false;
         };
         let Some(node) = self.routes.subs.find(parsed.filter()) else {
-            return;
+            return false;
         };
         let Some(g) = self.routes.group_mut(node, share) else {
-            return;
+            return false;
         };
         let n = g.members.len();
         if n == 0 {
-            return;
+            return false;
         }
         let start = g.next as usize % n;
         g.next = g.next.wrapping_add(1);
@@ -582,6 +616,7 @@ impl Broker {
         let qos = src.qos.min(chosen.opts.qos);
         let retain = chosen.opts.retain_as_published && src.retain;
         self.deliver(io, chosen.sid, src, qos, retain, SubIds::one(chosen.sub_id));
+        true
     }
 
     /// Keeps a turn for shared group `share` while it has members on some shard, and
@@ -592,6 +627,25 @@ impl Broker {
         } else {
             self.routes.forget_turn(share);
         }
+    }
+}
+
+/// Where a message published through the API went: the sessions it reached on the shard
+/// it entered, and an answer to come from each other shard it was sent to; or that the
+/// API may not publish there.
+#[derive(Default)]
+pub struct Tally {
+    pub here: u64,
+    pub elsewhere: Vec<tokio::sync::oneshot::Receiver<u64>>,
+    pub denied: bool,
+}
+
+impl Tally {
+    /// The message for another shard that counts the sessions it reaches there.
+    fn elsewhere(&mut self, msg: Arc<Message>, share: Option<Arc<str>>) -> Msg {
+        let (tally, answer) = tokio::sync::oneshot::channel();
+        self.elsewhere.push(answer);
+        Msg::Tallied(Box::new(Tallied { msg, share, tally }))
     }
 }
 

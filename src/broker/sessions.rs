@@ -222,6 +222,28 @@ impl Sessions {
         self.deadlines = BinaryHeap::from(live);
     }
 
+    /// Visits the sessions in up to `n` slots of the table from slot `from` on (stubs
+    /// included); returns the slot to go on from, or `None` past the last. A listing walks
+    /// the table this way a piece per loop turn.
+    pub fn scan(
+        &self,
+        from: usize,
+        n: usize,
+        mut visit: impl FnMut(SessionId, &Session),
+    ) -> Option<usize> {
+        let end = from.saturating_add(n).min(self.table.capacity());
+        for index in from..end {
+            if let Some(s) = self.table.get(index) {
+                let sid = SessionId {
+                    index: index as u32,
+                    gen_: s.gen_,
+                };
+                visit(sid, s);
+            }
+        }
+        (end < self.table.capacity()).then_some(end)
+    }
+
     /// Every session here, stubs included (for the recount debug builds check).
     #[cfg(debug_assertions)]
     pub fn iter(&self) -> impl Iterator<Item = &Session> {

@@ -49,6 +49,7 @@ ringmq_shard::counters! {
         Counter packets_in: "MQTT packets received.",
         Counter packets_out: "MQTT packets sent.",
         Counter messages_in: "PUBLISH packets received from clients.",
+        Counter api_messages_in: "Messages published through the HTTP API (POST /api/v1/publish, /publish/batch).",
         Counter messages_out: "Messages delivered to subscribers.",
         Counter dropped_qos0_slow_consumer:
             "QoS 0 deliveries dropped because the subscriber's outbound queue was over its soft limit.",

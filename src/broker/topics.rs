@@ -257,6 +257,19 @@ impl<V: NodeValue> Trie<V> {
         &mut self.nodes[node as usize].value
     }
 
+    /// Visits the values of up to `n` node slots from slot `from` on; returns the slot to
+    /// go on from, or `None` past the last. A listing walks the trie this way a piece per
+    /// loop turn.
+    pub fn scan(&self, from: usize, n: usize, mut visit: impl FnMut(&V)) -> Option<usize> {
+        let end = from.saturating_add(n).min(self.nodes.capacity());
+        for index in from..end {
+            if let Some(node) = self.nodes.get(index) {
+                visit(&node.value);
+            }
+        }
+        (end < self.nodes.capacity()).then_some(end)
+    }
+
     /// The filter or topic a node stands for.
     pub fn path_of(&self, node: NodeId) -> String {
         let mut parts = Vec::new();

@@ -111,6 +111,12 @@ pub struct Options {
     #[serde(alias = "metrics")]
     pub http: Option<ListenAddr>,
 
+    /// Serve the HTTP server over TLS (https) with the TLS listeners' certificate settings
+    /// (--tls-cert, --tls-key, --tls-client-ca, --tls-require-client-cert), read again on
+    /// SIGHUP. [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub http_tls: Option<bool>,
+
     /// File of API keys, one per line (at least 16 characters; `#` starts a comment). With
     /// keys, the API wants `Authorization: Bearer KEY`; without, it answers only to
     /// loopback peers. [default: no keys]

@@ -29,6 +29,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     /// The HTTP server (dashboard, API, `/metrics`).
     pub http: Option<SocketAddr>,
+    /// The HTTP server speaks TLS with `tls`'s certificates.
+    pub http_tls: bool,
     pub api_key_file: Option<PathBuf>,
     /// `None` when no webhook URL is configured.
     pub webhooks: Option<WebhookConfig>,
@@ -195,9 +197,13 @@ pub fn resolve(
         return Err(ws_path.bad("must start with `/` and hold no spaces, `?` or `#`"));
     }
 
+    let http_tls = src.or("http_tls", |o| &o.http_tls, false);
+    if http_tls.value && http.value == ListenAddr::Off {
+        return Err(http_tls.bad("the HTTP server is off (`--http none`)"));
+    }
     let tls = tls_files(
         &src,
-        mqtts.value != ListenAddr::Off || wss.value != ListenAddr::Off,
+        mqtts.value != ListenAddr::Off || wss.value != ListenAddr::Off || http_tls.value,
     )?;
 
     let placement = place_shards(
@@ -433,6 +439,7 @@ pub fn resolve(
         wss: wss.value.addr(),
         tls,
         http: http.value.addr(),
+        http_tls: http_tls.value,
         api_key_file,
         webhooks,
         log_format: log_format.value,
@@ -610,7 +617,7 @@ fn tls_files(src: &Sources<'_>, listening: bool) -> Result<Option<TlsFiles>, Str
             .next();
         return match given {
             Some(key) => Err(format!(
-                "{}: no TLS listener uses it; turn one on with --mqtts or --wss",
+                "{}: no TLS listener uses it; turn one on with --mqtts, --wss or --http-tls",
                 flag_name(key)
             )),
             None => Ok(None),
@@ -618,7 +625,7 @@ fn tls_files(src: &Sources<'_>, listening: bool) -> Result<Option<TlsFiles>, Str
     }
     let (Some(cert), Some(key)) = (cert, key) else {
         return Err(
-            "--mqtts and --wss need a certificate and its key: --tls-cert FILE --tls-key FILE"
+            "--mqtts, --wss and --http-tls need a certificate and its key: --tls-cert FILE --tls-key FILE"
                 .into(),
         );
     };
@@ -940,6 +947,9 @@ mod tests {
         assert!(s.tls.unwrap().require_client_cert);
         // A client CA turns anonymous clients away unless told otherwise.
         assert!(s.auth.client_ca && s.auth.cn_as_username && !s.auth.allow_anonymous());
+        let s =
+            resolve_flags(&["--http-tls", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert!(s.http_tls && s.tls.is_some() && s.mqtts.is_none());
         for (args, says) in [
             (
                 &["--mqtts", "127.0.0.1:8883"][..],
@@ -952,6 +962,11 @@ mod tests {
             (
                 &["--tls-cert", "c.pem"],
                 "--tls-cert: no TLS listener uses it",
+            ),
+            (&["--http-tls"], "need a certificate and its key"),
+            (
+                &["--http", "none", "--http-tls", "--tls-cert", "c.pem"],
+                "--http-tls true: the HTTP server is off",
             ),
             (
                 &["--tls-require-client-cert"],

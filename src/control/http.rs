@@ -11,6 +11,8 @@
 //! [`Limits::header_timeout`] and fit [`Limits::max_header_bytes`] (else 431), a request
 //! is answered within [`Limits::request_timeout`] (else 503), and a connection lives at
 //! most [`Limits::connection_lifetime`] (then it is closed after its current request).
+//! With `--http-tls` it speaks https with the TLS listeners' certificates; a TLS
+//! handshake must end within [`Limits::header_timeout`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use ringmq_shard::tls::TlsAcceptor;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
@@ -86,8 +89,14 @@ pub fn app(state: Arc<metrics::State>, api: Router, limits: Limits) -> Router {
         .layer(middleware::from_fn_with_state(limits, time_limit))
 }
 
-/// Serves `app` on `listener` until the runtime ends.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, limits: Limits) {
+/// Serves `app` on `listener` until the runtime ends; over TLS with `tls`'s settings of
+/// the moment (a SIGHUP's new certificates serve the next handshake).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<Arc<TlsAcceptor>>,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -104,10 +113,25 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, limits: Limit
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // A TLS acceptor would wrap `stream` here (the certificate settings are the
-            // broker's); everything after takes any byte stream.
-            serve_connection(TokioIo::new(stream), peer, app, limits).await;
+            match tls {
+                None => serve_connection(TokioIo::new(stream), peer, app, limits).await,
+                Some(tls) => {
+                    // The handshake gets the time a request head gets.
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(limits.header_timeout, handshake).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(TokioIo::new(stream), peer, app, limits).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "http: TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "http: TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }

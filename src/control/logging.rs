@@ -113,6 +113,19 @@ pub fn init(format: LogFormat, level: &LogLevel) {
     };
 }
 
+/// Runs `log` with a subscriber that writes each event's message alone to stderr, one
+/// line each: for what goes wrong before the settings (and so the real log) are known.
+pub fn plain_lines(log: impl FnOnce()) {
+    let plain = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(plain, log);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,7 @@
 //! Starting the control plane: its Tokio runtime, the stats sampler, the webhook
-//! dispatcher and the HTTP server, all on the runtime's threads.
+//! dispatcher and the HTTP server with the API over the shards, all on the runtime's
+//! threads. The webhook queue is made first ([`webhooks`]): the shards hold its sender
+//! from their start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,17 +11,26 @@ use std::time::Instant;
 use crate::broker::ShardFigures;
 use crate::config::settings::Settings;
 use crate::control::api::keys::ApiKeys;
+use crate::control::api::shards::ShardApi;
 use crate::control::api::{self, Access, Info, ListenerInfo};
 use crate::control::http::{self, Limits};
 use crate::control::metrics;
 use crate::control::stats::{Sampler, Sources};
-use crate::control::webhook::{self, WebhookSender};
+use crate::control::webhook::{self, Dispatcher, WebhookSender};
+use ringmq_shard::tls::TlsAcceptor;
 
 /// The running control plane; dropping it stops its threads.
 pub struct ControlPlane {
-    /// What the shards will emit webhook events through (`None`: no webhook configured).
-    pub webhooks: Option<WebhookSender>,
     _runtime: tokio::runtime::Runtime,
+}
+
+/// The webhook queue, when webhooks are configured: the sender the shards emit through,
+/// and the dispatcher `start` runs.
+pub fn webhooks(settings: &Settings) -> Option<(WebhookSender, Dispatcher)> {
+    settings
+        .webhooks
+        .as_ref()
+        .map(|config| webhook::channel(config.clone()))
 }
 
 /// What the control plane reads and where it listens.
@@ -33,6 +44,12 @@ pub struct Start<'a> {
     pub shards: Vec<ShardFigures>,
     pub started: Instant,
     pub shutting_down: Arc<AtomicBool>,
+    /// The webhook queue's dispatcher and its counters (see [`webhooks`]).
+    pub webhooks: Option<(Dispatcher, Arc<webhook::WebhookStats>)>,
+    /// The shards, for the API's shard-backed routes.
+    pub broker: Arc<ShardApi>,
+    /// With `--http-tls`: the TLS listeners' settings (swapped on SIGHUP), for https.
+    pub tls: Option<Arc<TlsAcceptor>>,
     /// Authentication's counters.
     pub auth_stats: Arc<crate::auth::AuthStats>,
     /// Connections per address, flapping bans.
@@ -50,17 +67,13 @@ pub fn access(settings: &Settings) -> Result<Access, String> {
 pub fn start(s: Start<'_>) -> Result<ControlPlane, String> {
     let runtime =
         http::runtime().map_err(|e| format!("cannot start the control plane's threads: {e}"))?;
-    let (webhooks, dispatcher) = match &s.settings.webhooks {
-        Some(config) => {
-            let (sender, dispatcher) = webhook::channel(config.clone());
-            (Some(sender), Some(dispatcher))
+    let webhook_stats = match s.webhooks {
+        Some((dispatcher, stats)) => {
+            runtime.spawn(dispatcher.run());
+            Some(stats)
         }
-        None => (None, None),
+        None => None,
     };
-    if let Some(d) = dispatcher {
-        runtime.spawn(d.run());
-    }
-    let webhook_stats = webhooks.as_ref().map(|w| w.stats().clone());
     let sampler = Arc::new(Sampler::new(Sources {
         shards: s.shards.clone(),
         started: s.started,
@@ -86,9 +99,8 @@ pub fn start(s: Start<'_>) -> Result<ControlPlane, String> {
                 .map(|a| ListenerInfo::new(a, Some(s.settings.ws_path.clone()))),
             broker_api: false,
         };
-        // The shard-backed routes (publish, clients, sessions, retained) are mounted
-        // once the shards answer API requests over their control channels.
-        let api = api::router(sampler, info, s.access, None);
+        let broker_routes = api::routes::routes(s.broker);
+        let api = api::router(sampler, info, s.access, Some(broker_routes));
         let limits = Limits::default();
         let app = http::app(state, api, limits);
         listener
@@ -99,10 +111,7 @@ pub fn start(s: Start<'_>) -> Result<ControlPlane, String> {
             tokio::net::TcpListener::from_std(listener)
                 .map_err(|e| format!("cannot set up the HTTP listener: {e}"))?
         };
-        runtime.spawn(http::serve(listener, app, limits));
+        runtime.spawn(http::serve(listener, app, limits, s.tls));
     }
-    Ok(ControlPlane {
-        webhooks,
-        _runtime: runtime,
-    })
+    Ok(ControlPlane { _runtime: runtime })
 }

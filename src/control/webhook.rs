@@ -64,7 +64,7 @@ pub enum WebhookEvent {
         username: Option<String>,
         /// The peer's address, `IP:PORT`.
         address: String,
-        /// `mqtt` or `ws`.
+        /// `mqtt`, `ws`, `mqtts` or `wss`.
         transport: &'static str,
         /// 4 (3.1.1) or 5.
         protocol_version: u8,
@@ -76,7 +76,8 @@ pub enum WebhookEvent {
     ClientDisconnected {
         client_id: String,
         /// Why the connection ended, e.g. `client_disconnect`, `keepalive_timeout`,
-        /// `protocol_error`, `taken_over`, `kicked`, `slow_consumer`, `shutdown`.
+        /// `protocol_error`, `taken_over`, `kicked`, `not_authorized`, `slow_consumer`,
+        /// `tls_error`, `shutdown`.
         reason: &'static str,
         shard: usize,
     },

@@ -258,7 +258,10 @@ impl Broker {
                 let slash = a.find('/').expect("wss path in startup line");
                 self.wss = Some(addr(&a[..slash]));
                 self.ws_path = a[slash..].to_string();
-            } else if let Some(a) = part.strip_prefix("metrics http://") {
+            } else if let Some(a) = part
+                .strip_prefix("metrics http://")
+                .or_else(|| part.strip_prefix("metrics https://"))
+            {
                 self.metrics = Some(addr(a.strip_suffix("/metrics").expect("/metrics")));
             } else {
                 panic!("unknown listener {part:?} in {line:?}");

@@ -115,7 +115,7 @@ pub struct ClientSummary {
     pub client_id: String,
     pub username: Option<String>,
     pub address: String,
-    /// `mqtt` or `ws`.
+    /// `mqtt`, `ws`, `mqtts` (MQTT over TLS) or `wss` (secure WebSocket).
     pub transport: String,
     pub protocol_version: u8,
     pub shard: usize,

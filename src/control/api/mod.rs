@@ -5,6 +5,8 @@
 //! - [`keys`]: bearer API keys; without any, only loopback peers are served (else 403);
 //! - [`broker`]: the [`broker::BrokerApi`] trait the shard-backed routes call;
 //! - [`routes`]: the handlers of those routes, mounted only with an implementation;
+//! - [`shards`]: the implementation the binary mounts: requests to the shards over their
+//!   control channels;
 //! - this file: the route table, the extractors (content type, body limit, JSON), the
 //!   guard, and the routes that need no shard (`stats`, `info`, `openapi.json`).
 //!
@@ -16,6 +18,7 @@ pub mod broker;
 pub mod error;
 pub mod keys;
 pub mod routes;
+pub mod shards;
 
 #[cfg(test)]
 pub mod doc_check;

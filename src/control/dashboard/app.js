@@ -1,7 +1,8 @@
 // The dashboard's logic: polls /api/v1/stats once a second for the figures, charts and
-// tables; shows the client list and top topics when the shard-backed API answers (and
-// hides them while it answers 404); subscribes over MQTT-over-WebSocket (MQTT.js) for the
-// topic viewer, at the listener /api/v1/info names.
+// tables; shows the client list (searchable by client id prefix, each with a disconnect
+// button) and the top topics when the shard-backed API answers (and hides them while it
+// does not); subscribes over MQTT-over-WebSocket (MQTT.js) for the topic viewer, at the
+// listener /api/v1/info names.
 "use strict";
 
 const POLL_MS = 1000;
@@ -75,6 +76,9 @@ async function pollStats() {
   $("uptime").textContent = formatUptime(stats.uptime_seconds);
   const connections = stats.gauges.connections_current || 0;
   setFigure("connections", connections);
+  setFigure("connections-tcp", stats.gauges.connections_tcp || 0);
+  setFigure("connections-ws", stats.gauges.connections_ws || 0);
+  setFigure("connections-tls", stats.gauges.connections_tls || 0);
   setFigure("rate-in", stats.rates.messages_in || 0, 1);
   setFigure("rate-deliveries", stats.rates.messages_out || 0, 1);
   setFigure("rate-out", stats.rates.packets_out || 0, 1);
@@ -90,6 +94,8 @@ async function pollStats() {
     stats.per_shard.map((s) => [
       s.shard,
       s.gauges.connections_current || 0,
+      s.gauges.connections_tcp || 0,
+      s.gauges.connections_ws || 0,
       (s.rates.messages_in || 0).toFixed(1),
       (s.rates.messages_out || 0).toFixed(1),
       s.gauges.outbound_bytes || 0,
@@ -117,22 +123,32 @@ async function pollClients() {
   $("clients-section").hidden = !response.ok;
   if (!response.ok) return;
   const page = await response.json();
+  // An answer to an older search that arrives after a newer one's is dropped.
+  if ($("client-search").value.trim() !== prefix) return;
   const tbody = $("clients").tBodies[0];
   tbody.replaceChildren(
     ...page.items.map((c) => {
       const tr = document.createElement("tr");
-      [c.client_id, c.username || "", c.address, c.transport, c.shard].forEach((v) => cell(tr, v));
+      tr.dataset.clientId = c.client_id;
+      const since = new Date(c.connected_at_ms).toLocaleString();
+      const mqtt = c.protocol_version === 5 ? "5.0" : "3.1.1";
+      [c.client_id, c.username || "", c.address, c.transport, mqtt, c.shard, since].forEach((v) => cell(tr, v));
       const button = document.createElement("button");
+      button.className = "disconnect";
       button.textContent = "Disconnect";
       button.addEventListener("click", async () => {
         if (!confirm(`Disconnect ${c.client_id}?`)) return;
-        await api("/api/v1/clients/" + encodeURIComponent(c.client_id), { method: "DELETE" });
+        button.disabled = true;
+        const r = await api("/api/v1/clients/" + encodeURIComponent(c.client_id), { method: "DELETE" });
+        if (r.status === 204 || r.status === 404) tr.remove();
+        else button.disabled = false;
         pollClients();
       });
       cell(tr, "").appendChild(button);
       return tr;
     })
   );
+  $("clients-more").hidden = !page.next;
 }
 
 async function pollTopics() {

@@ -43,7 +43,7 @@ fn start(limits: Limits) -> (SocketAddr, Arc<metrics::State>, tokio::runtime::Ru
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    runtime.spawn(serve(listener, app, limits));
+    runtime.spawn(serve(listener, app, limits, None));
     (addr, state, runtime)
 }
 
