@@ -705,6 +705,31 @@ fn refusals_keep_their_place_behind_acknowledgements_waiting_for_the_log() {
     );
 }
 
+/// An UNSUBACK of a persistent session is sent once its removal is durable, in its place
+/// among the connection's acknowledgements: behind the SUBACK that waits for the log
+/// when both are asked in one write.
+#[test]
+fn an_unsuback_waits_for_the_log_behind_the_suback_before_it() {
+    let b = Broker::start(&["--shards", "1", "--durability", "fsync"]);
+    let mut props = Vec::new();
+    prop_u32(SESSION_EXPIRY, 300, &mut props);
+    let (mut c, _) = raw_v5(b.mqtt_addr(), "unsub-order", false, &props);
+    let mut unsubscribe = 2u16.to_be_bytes().to_vec();
+    unsubscribe.push(0); // no properties
+    mqtt_str(b"unsub/#", &mut unsubscribe);
+    let mut burst = subscribe(5, 1, "unsub/#", 1, &[]);
+    burst.extend(packet(0xA2, &unsubscribe));
+    c.send(&burst);
+    let got: Vec<(u8, u16)> = (0..2)
+        .map(|_| {
+            let r = c.read_packet();
+            (r.kind(), r.pkid())
+        })
+        .collect();
+    // SUBACK is 9, UNSUBACK 11.
+    assert_eq!(got, [(9, 1), (11, 2)], "acknowledgements out of order");
+}
+
 /// A 3.1.1 persistent session's QoS 2 PUBLISH to a topic it may not write (`$SYS`) is
 /// answered as if taken and dropped; its packet id waits for PUBREL in memory only (it
 /// was never logged), so the PUBREL completes the flow without logging a release the

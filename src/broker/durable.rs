@@ -73,6 +73,13 @@ pub(super) enum Then {
     },
     /// A SUBACK (and the retained messages after it).
     Suback(Box<PendingSuback>),
+    /// An UNSUBACK to connection `conn` for `pkid`, with MQTT 5's reason codes (none
+    /// for 3.1.1).
+    Unsuback {
+        conn: ConnKey,
+        pkid: u16,
+        codes: Box<[u8]>,
+    },
     /// A QoS 1/2 delivery of session `sid` in flight under `pkid`, written only now (on
     /// connection `conn`).
     Deliver {
@@ -96,9 +103,10 @@ impl Then {
     /// The connection whose packets must keep their order with this one's.
     fn conn(&self) -> Option<ConnKey> {
         match self {
-            Then::Ack { conn, .. } | Then::Deliver { conn, .. } | Then::Resend { conn, .. } => {
-                Some(*conn)
-            }
+            Then::Ack { conn, .. }
+            | Then::Unsuback { conn, .. }
+            | Then::Deliver { conn, .. }
+            | Then::Resend { conn, .. } => Some(*conn),
             Then::Suback(p) => Some(p.conn),
             _ => None,
         }
@@ -106,7 +114,10 @@ impl Then {
 
     /// Whether it is an answer to a client (else a delivery or a notice).
     fn is_ack(&self) -> bool {
-        matches!(self, Then::Ack { .. } | Then::Suback(_))
+        matches!(
+            self,
+            Then::Ack { .. } | Then::Suback(_) | Then::Unsuback { .. }
+        )
     }
 }
 
@@ -575,6 +586,7 @@ impl Broker {
         match then {
             Then::Ack { conn, ack, reason } => self.send_ack(io, conn, ack, refused, reason),
             Then::Suback(p) => self.send_suback(io, *p),
+            Then::Unsuback { conn, pkid, codes } => self.send_unsuback(io, conn, pkid, &codes),
             Then::Deliver { conn, sid, pkid } => self.send_parked_delivery(io, conn, sid, pkid),
             Then::Answer { to, ticket } => self.send(io, to, Msg::Durable { ticket, refused }),
             Then::MovedDurable { to, key } => self.send(io, to, Msg::MovedDurable { key }),

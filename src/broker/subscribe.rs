@@ -272,11 +272,11 @@ impl Broker {
     }
 
     pub(super) fn on_unsubscribe(&mut self, io: &mut Io, key: ConnKey, u: Unsubscribe<'_>) {
-        let Some((sid, version)) = io.state(key).and_then(|c| Some((c.session?, c.version())))
-        else {
+        let Some(sid) = io.state(key).and_then(|c| c.session) else {
             return;
         };
         let mut codes = Vec::with_capacity(u.filters.len());
+        let mut logged = false;
         for filter in u.filters.iter() {
             // A filter the session holds is valid and has its node in the table.
             let found = topic::parse_filter(filter).ok().and_then(|parsed| {
@@ -296,7 +296,7 @@ impl Broker {
                     self.retained_cursors.forget_filter(sid, filter);
                     self.remove_subscription(sid, node, share);
                     if store_key != 0 {
-                        self.log(&Record::SubRemoved {
+                        logged |= self.log(&Record::SubRemoved {
                             session: SessionKey(store_key),
                             filter,
                         });
@@ -306,9 +306,28 @@ impl Broker {
                 _ => codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED.0),
             }
         }
-        let codes: &[u8] = if version == Version::V5 { &codes } else { &[] };
-        let pkt = Packet::UnsubAck(UnsubAck {
+        if !logged && !self.durable_acks_waiting(key) {
+            return self.send_unsuback(io, key, u.pkid, &codes);
+        }
+        // Sent once the removals are durable (a crash must not bring back a subscription
+        // the client was told is gone), in its place among the connection's
+        // acknowledgements.
+        let then = Then::Unsuback {
+            conn: key,
             pkid: u.pkid,
+            codes: codes.into(),
+        };
+        self.park(io, then, None);
+    }
+
+    /// Writes an UNSUBACK; `codes` are MQTT 5's (3.1.1's has none).
+    pub(super) fn send_unsuback(&mut self, io: &mut Io, key: ConnKey, pkid: u16, codes: &[u8]) {
+        let Some(version) = io.state(key).map(|c| c.version()) else {
+            return;
+        };
+        let codes: &[u8] = if version == Version::V5 { codes } else { &[] };
+        let pkt = Packet::UnsubAck(UnsubAck {
+            pkid,
             properties: Properties::EMPTY,
             codes,
         });
