@@ -1,12 +1,14 @@
 //! Durability end to end: the real binary on one data directory, stopped gracefully or
 //! killed with SIGKILL and started again, talked to by independent clients (rumqttc,
-//! mosquitto_pub/sub, and python paho-mqtt for QoS 2). What a broker acknowledged is
-//! never lost: retained messages, persistent sessions with their subscriptions and
-//! queues survive a restart (with another shard count too), a QoS 1 load to persistent
-//! subscribers loses no acknowledged message across twenty `kill -9`s, QoS 2 stays
-//! exactly once across them, a torn log tail is cut while damage before it stops the
-//! start with the file and offset named, a full disk budget refuses what it cannot
-//! keep and recovers, and a second broker cannot open a data directory in use.
+//! mosquitto_pub/sub, python paho-mqtt for QoS 2, packets written by hand). What a
+//! broker acknowledged is never lost: retained messages, persistent sessions with their
+//! subscriptions and queues survive a restart (with another shard count too), a QoS 1
+//! load to persistent subscribers loses no acknowledged message across twenty
+//! `kill -9`s, QoS 2 stays exactly once across them (and a refused QoS 2 PUBLISH
+//! completes its flow), refusals keep their place behind acknowledgements that wait for
+//! the log, a torn log tail is cut while damage before it
+//! stops the start with the file and offset named, a full disk budget refuses what it
+//! cannot keep and recovers, and a second broker cannot open a data directory in use.
 
 mod support;
 
@@ -644,6 +646,80 @@ fn a_full_disk_budget_refuses_durable_publishes_and_recovers_when_space_returns(
     });
     assert!(b.metric("ringmq_durable_publishes_refused") >= 2);
     assert!(b.stop_graceful().success());
+}
+
+/// Under `--durability fsync` the PUBACK of a message for a persistent session waits
+/// for the sync; the refusals and answers decided at once (a topic too deep, 0x90; a
+/// topic the client may not write, 0x87; a PUBREL for an unknown packet id, 0x92) come
+/// behind it, in the order of the packets they answer (MQTT-4.6.0-2). All of them are
+/// sent in one write, so without that queue the refusals would overtake the PUBACK that
+/// waits for the disk.
+#[test]
+fn refusals_keep_their_place_behind_acknowledgements_waiting_for_the_log() {
+    let b = Broker::start(&[
+        "--shards",
+        "1",
+        "--durability",
+        "fsync",
+        "--max-topic-levels",
+        "3",
+    ]);
+    let addr = b.mqtt_addr();
+    // A persistent session, offline: what matches `ord/#` is logged for it.
+    let mut props = Vec::new();
+    prop_u32(SESSION_EXPIRY, 300, &mut props);
+    let (mut sub, _) = raw_v5(addr, "ord-sub", false, &props);
+    sub.send(&subscribe(5, 1, "ord/#", 1, &[]));
+    assert_eq!(sub.read_packet().kind(), 9, "SUBACK");
+    sub.send(&DISCONNECT);
+    drop(sub);
+    let (mut p, _) = raw_v5(addr, "ord-pub", true, &[]);
+    let mut burst = Vec::new();
+    burst.extend(publish(5, "ord/a", 1, false, false, 1, &[], b"kept"));
+    burst.extend(publish(5, "ord/a/b/c/d", 1, false, false, 2, &[], b"deep"));
+    burst.extend(publish(5, "$SYS/ord", 1, false, false, 3, &[], b"denied"));
+    burst.extend(ack(PUBREL, 9));
+    burst.extend(publish(5, "ord/b", 1, false, false, 4, &[], b"kept"));
+    p.send(&burst);
+    let got: Vec<(u8, u16, u8)> = (0..5)
+        .map(|_| {
+            let r = p.read_packet();
+            (r.kind(), r.pkid(), r.reason_and_props().0)
+        })
+        .collect();
+    // (packet type, packet id, reason code): PUBACK is 4, PUBCOMP 7.
+    assert_eq!(
+        got,
+        [
+            (4, 1, 0x00),
+            (4, 2, 0x90),
+            (4, 3, 0x87),
+            (7, 9, 0x92),
+            (4, 4, 0x00)
+        ],
+        "acknowledgements out of order"
+    );
+}
+
+/// A 3.1.1 persistent session's QoS 2 PUBLISH to a topic it may not write (`$SYS`) is
+/// answered as if taken and dropped; its packet id waits for PUBREL in memory only (it
+/// was never logged), so the PUBREL completes the flow without logging a release the
+/// log never heard of.
+#[test]
+fn a_refused_qos2_publish_of_a_persistent_311_session_completes_its_flow() {
+    let b = Broker::start(&["--shards", "1"]);
+    let (mut p, _) = raw_v311(b.mqtt_addr(), "refused-qos2", false, 60);
+    p.send(&publish(4, "$SYS/refused", 2, false, false, 7, &[], b"no"));
+    let rec = p.read_packet();
+    assert_eq!((rec.kind(), rec.pkid()), (5, 7), "PUBREC: {rec:02x?}");
+    p.send(&ack(PUBREL, 7));
+    let comp = p.read_packet();
+    assert_eq!((comp.kind(), comp.pkid()), (7, 7), "PUBCOMP: {comp:02x?}");
+    // The shard is still there: a PINGREQ is answered.
+    p.send(&PINGREQ);
+    assert_eq!(p.read_packet().kind(), 13, "PINGRESP");
+    let stderr = b.stderr();
+    assert!(!stderr.contains("rejected"), "{stderr}");
 }
 
 #[test]

@@ -17,11 +17,10 @@
 //! An unrestricted ACL (nothing configured) is one null pointer: each check is a test of
 //! it, and the topic's first bytes for `$SYS`.
 
-use ringmq_proto::mqtt::{
-    Packet, Properties, Property, PubResp, Publish, QoS, ReasonCode, Version,
-};
+use ringmq_proto::mqtt::{Publish, QoS, ReasonCode, Version};
 use ringmq_shard::conn::ConnKey;
 
+use super::durable::{Ack, Reason};
 use super::session::SessionId;
 use super::{Broker, Io};
 
@@ -48,27 +47,19 @@ impl Broker {
     ) {
         self.stats.acl_denied_publish.add(1);
         let reason = match version {
-            Version::V5 => ReasonCode::NOT_AUTHORIZED,
-            Version::V311 => ReasonCode::SUCCESS,
+            Version::V5 => Reason {
+                code: ReasonCode::NOT_AUTHORIZED,
+                why: Some("not authorized to publish to this topic"),
+            },
+            Version::V311 => Reason {
+                code: ReasonCode::SUCCESS,
+                why: None,
+            },
         };
-        let why = [Property::ReasonString(
-            "not authorized to publish to this topic",
-        )];
-        let answer = |properties| {
-            let r = PubResp {
-                pkid: p.pkid,
-                reason,
-                properties,
-            };
-            match p.qos {
-                QoS::AtLeastOnce => Some(Packet::PubAck(r)),
-                QoS::ExactlyOnce => Some(Packet::PubRec(r)),
-                QoS::AtMostOnce => None,
-            }
-        };
-        let (Some(full), Some(bare)) = (answer(Properties::List(&why)), answer(Properties::EMPTY))
-        else {
-            return;
+        let ack = match p.qos {
+            QoS::AtLeastOnce => Ack::Puback(p.pkid),
+            QoS::ExactlyOnce => Ack::Pubrec(p.pkid),
+            QoS::AtMostOnce => return,
         };
         if version == Version::V311 && p.qos == QoS::ExactlyOnce {
             // The flow goes on to PUBREL/PUBCOMP: the packet id waits for it as for any
@@ -77,10 +68,7 @@ impl Broker {
                 s.extra_mut().inbound_qos2.insert(p.pkid, 0);
             }
         }
-        if version == Version::V5 {
-            self.writer.answer(io, key, version, &full, &bare);
-        } else {
-            self.writer.packet(io, key, version, &bare);
-        }
+        // After the acknowledgements of this connection that wait for the log.
+        self.answer_in_order(io, key, ack, reason);
     }
 }

@@ -26,7 +26,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ringmq_proto::mqtt::{Packet, Properties, PubResp, QoS, ReasonCode, Version};
+use ringmq_proto::mqtt::{Packet, Properties, Property, PubResp, QoS, ReasonCode, Version};
 use ringmq_shard::conn::{CloseReason, ConnKey};
 use slab::Slab;
 
@@ -53,10 +53,24 @@ pub(super) enum Ack {
     Pingresp,
 }
 
+/// The reason code of an acknowledgement decided when it is made rather than by the log
+/// (a refusal such as 0x87 Not authorized or 0x90 Topic Name invalid, or 0x92 for an
+/// unknown packet id), with the Reason String MQTT 5 gets when the client takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reason {
+    pub code: ReasonCode,
+    pub why: Option<&'static str>,
+}
+
 /// What happens once the records it depends on are durable.
 pub(super) enum Then {
-    /// An acknowledgement to connection `conn`.
-    Ack { conn: ConnKey, ack: Ack },
+    /// An acknowledgement to connection `conn`, with its reason code when that was
+    /// decided as it was made.
+    Ack {
+        conn: ConnKey,
+        ack: Ack,
+        reason: Option<Reason>,
+    },
     /// A SUBACK (and the retained messages after it).
     Suback(Box<PendingSuback>),
     /// A QoS 1/2 delivery of session `sid` in flight under `pkid`, written only now (on
@@ -559,7 +573,7 @@ impl Broker {
 
     fn fire(&mut self, io: &mut Io, then: Then, refused: bool) {
         match then {
-            Then::Ack { conn, ack } => self.send_ack(io, conn, ack, refused),
+            Then::Ack { conn, ack, reason } => self.send_ack(io, conn, ack, refused, reason),
             Then::Suback(p) => self.send_suback(io, *p),
             Then::Deliver { conn, sid, pkid } => self.send_parked_delivery(io, conn, sid, pkid),
             Then::Answer { to, ticket } => self.send(io, to, Msg::Durable { ticket, refused }),
@@ -584,16 +598,49 @@ impl Broker {
     ) {
         let waits = src.is_some_and(|s| s.logged || s.ticket.is_some() || s.refused);
         if !waits && !self.durable.waiters.acks_waiting(conn) {
-            self.send_ack(io, conn, ack, false);
+            self.send_ack(io, conn, ack, false, None);
             return;
         }
-        self.park(io, Then::Ack { conn, ack }, src);
+        self.park(
+            io,
+            Then::Ack {
+                conn,
+                ack,
+                reason: None,
+            },
+            src,
+        );
+    }
+
+    /// Sends an acknowledgement whose reason code is decided now (a refusal, or an
+    /// unknown packet id): at once, or behind the connection's acknowledgements that
+    /// wait for the log, which it must not overtake (MQTT-4.6.0-2, -3, -4: PUBACK,
+    /// PUBREC and PUBREL go in the order of the packets they answer).
+    pub(super) fn answer_in_order(&mut self, io: &mut Io, conn: ConnKey, ack: Ack, reason: Reason) {
+        let then = Then::Ack {
+            conn,
+            ack,
+            reason: Some(reason),
+        };
+        if self.durable.waiters.acks_waiting(conn) {
+            self.park(io, then, None);
+        } else {
+            self.fire(io, then, false);
+        }
     }
 
     /// An acknowledgement whose records are durable, or a refusal: MQTT 5 gets 0x97
     /// Quota exceeded on its PUBACK or PUBREC, 3.1.1 has no way to say it and is
-    /// disconnected without one.
-    fn send_ack(&mut self, io: &mut Io, conn: ConnKey, ack: Ack, refused: bool) {
+    /// disconnected without one. `reason`: the code decided when it was made, and the
+    /// Reason String that goes with it if the client takes it.
+    fn send_ack(
+        &mut self,
+        io: &mut Io,
+        conn: ConnKey,
+        ack: Ack,
+        refused: bool,
+        reason: Option<Reason>,
+    ) {
         let Some(version) = io.state(conn).map(|c| c.version()) else {
             return;
         };
@@ -604,24 +651,36 @@ impl Broker {
                 return;
             }
         }
-        let reason = if refused {
-            ReasonCode::QUOTA_EXCEEDED
-        } else {
-            ReasonCode::SUCCESS
+        let code = match reason {
+            Some(r) => r.code,
+            None if refused => ReasonCode::QUOTA_EXCEEDED,
+            None => ReasonCode::SUCCESS,
         };
-        let r = |pkid| PubResp {
-            pkid,
-            reason,
-            properties: Properties::EMPTY,
+        let make = |properties| {
+            let r = |pkid| PubResp {
+                pkid,
+                reason: code,
+                properties,
+            };
+            match ack {
+                Ack::Puback(p) => Packet::PubAck(r(p)),
+                Ack::Pubrec(p) => Packet::PubRec(r(p)),
+                Ack::Pubrel(p) => Packet::PubRel(r(p)),
+                Ack::Pubcomp(p) => Packet::PubComp(r(p)),
+                Ack::Pingresp => Packet::PingResp,
+            }
         };
-        let pkt = match ack {
-            Ack::Puback(p) => Packet::PubAck(r(p)),
-            Ack::Pubrec(p) => Packet::PubRec(r(p)),
-            Ack::Pubrel(p) => Packet::PubRel(r(p)),
-            Ack::Pubcomp(p) => Packet::PubComp(r(p)),
-            Ack::Pingresp => Packet::PingResp,
-        };
-        self.writer.packet(io, conn, version, &pkt);
+        let bare = make(Properties::EMPTY);
+        match reason.and_then(|r| r.why) {
+            Some(why) => {
+                let props = [Property::ReasonString(why)];
+                self.writer
+                    .answer(io, conn, version, &make(Properties::List(&props)), &bare);
+            }
+            None => {
+                self.writer.packet(io, conn, version, &bare);
+            }
+        }
     }
 
     /// Whether acknowledgements to connection `conn` wait for durability (what follows
@@ -1075,6 +1134,17 @@ impl Broker {
             .state()
             .session(SessionKey(s.store_key))
             .map_or(0, |x| x.opened_at_ms)
+    }
+
+    /// Whether logged session `key` has inbound QoS 2 packet id `pkid` waiting for
+    /// PUBREL in this shard's log.
+    pub(super) fn logs_inbound(&self, key: u64, pkid: u16) -> bool {
+        self.durable.driver.as_ref().is_some_and(|d| {
+            d.store()
+                .state()
+                .session(SessionKey(key))
+                .is_some_and(|s| s.inbound_qos2.iter().any(|i| i.0 == pkid))
+        })
     }
 
     /// The QoS 2 message ids session `sid` got, as this shard's log says.

@@ -11,15 +11,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringmq_proto::mqtt::{
-    Packet, Properties, Property, PubResp, Publish, QoS, ReasonCode, Version,
-};
+use ringmq_proto::mqtt::{Properties, Property, Publish, QoS, ReasonCode, Version};
 use ringmq_proto::topic;
 use ringmq_shard::conn::ConnKey;
 
 use super::client::Client;
 use super::delivery::Src;
-use super::durable::Ack;
+use super::durable::{Ack, Reason};
 use super::routing::level_count;
 use super::session::Message;
 use super::{Broker, Io};
@@ -241,28 +239,21 @@ impl Broker {
     /// retained. MQTT 5 answers a QoS 1 or 2 one with PUBACK or PUBREC 0x90 Topic Name
     /// invalid ("not accepted by this server"), which ends its flow and keeps the
     /// connection, and a QoS 0 one (which has no answer) with DISCONNECT 0x90; 3.1.1 has
-    /// no code for it and closes the connection.
+    /// no code for it and closes the connection. The answer keeps its place behind the
+    /// connection's acknowledgements that wait for the log.
     fn refuse_deep_topic(&mut self, io: &mut Io, key: ConnKey, version: Version, p: &Publish<'_>) {
         self.stats.topic_levels_refused.add(1);
         let why = "the topic name has more levels than this server takes";
-        if version == Version::V311 || p.qos == QoS::AtMostOnce {
-            return self.protocol_error(io, key, ReasonCode::TOPIC_NAME_INVALID, why);
-        }
-        let props = [Property::ReasonString(why)];
-        let make = |properties| {
-            let r = PubResp {
-                pkid: p.pkid,
-                reason: ReasonCode::TOPIC_NAME_INVALID,
-                properties,
-            };
-            if p.qos == QoS::AtLeastOnce {
-                Packet::PubAck(r)
-            } else {
-                Packet::PubRec(r)
-            }
+        let ack = match p.qos {
+            QoS::AtLeastOnce if version == Version::V5 => Ack::Puback(p.pkid),
+            QoS::ExactlyOnce if version == Version::V5 => Ack::Pubrec(p.pkid),
+            _ => return self.protocol_error(io, key, ReasonCode::TOPIC_NAME_INVALID, why),
         };
-        let (full, bare) = (make(Properties::List(&props)), make(Properties::EMPTY));
-        self.writer.answer(io, key, version, &full, &bare);
+        let reason = Reason {
+            code: ReasonCode::TOPIC_NAME_INVALID,
+            why: Some(why),
+        };
+        self.answer_in_order(io, key, ack, reason);
     }
 
     /// Publishes a message made by the broker (a will, `$SYS`). Nothing waits for it to

@@ -5,12 +5,12 @@
 
 use std::time::Instant;
 
-use ringmq_proto::mqtt::{Packet, Properties, Property, PubResp, QoS, ReasonCode, Version};
+use ringmq_proto::mqtt::{Packet, Properties, PubResp, QoS, ReasonCode, Version};
 use ringmq_shard::conn::ConnKey;
 
-use super::durable::{Ack, Then};
+use super::durable::{Ack, Reason, Then};
 use super::session::{Inflight, OutState, Queued, SessionId};
-use super::writer::{Out, Recipient, View, Writer, Written};
+use super::writer::{Out, Recipient, View, Written};
 use super::{Broker, Io};
 use crate::store::record::{Done, Unqueue};
 use crate::store::{Record, SessionKey};
@@ -65,7 +65,7 @@ impl Broker {
         };
         let store_key = s.store_key;
         let Some(e) = s.extra_opt_mut() else {
-            return answer_release(&self.writer, io, key, version, true, pkid, false);
+            return self.answer_unknown(io, key, version, Ack::Pubrel(pkid));
         };
         let released = match e.inflight_pos(pkid) {
             Some(i) if reason.is_error() => {
@@ -83,7 +83,7 @@ impl Broker {
             }
             Some(i) if e.inflight[i].state == OutState::Released => false,
             // Never sent on any connection: not for this PUBREC.
-            _ => return answer_release(&self.writer, io, key, version, true, pkid, false),
+            _ => return self.answer_unknown(io, key, version, Ack::Pubrel(pkid)),
         };
         // The PUBREL goes once the release is durable: a restart then sends PUBREL
         // again, never the PUBLISH.
@@ -115,12 +115,15 @@ impl Broker {
             id
         });
         let Some(id) = released else {
-            return answer_release(&self.writer, io, key, version, false, pkid, false);
+            return self.answer_unknown(io, key, version, Ack::Pubcomp(pkid));
         };
         // PUBCOMP once the release is durable, so that the packet id, once reused, is
         // never taken for the earlier message after a restart. The sessions that got
-        // the message may forget its id (no copy of it comes again).
+        // the message may forget its id (no copy of it comes again). An id that was
+        // never logged (a 3.1.1 PUBLISH its ACL refused, answered as if taken) has no
+        // release to log.
         let logged = store_key != 0
+            && self.logs_inbound(store_key, pkid)
             && self.log(&Record::InboundReleased {
                 session: SessionKey(store_key),
                 pkid,
@@ -141,7 +144,12 @@ impl Broker {
         logged: bool,
     ) {
         if logged {
-            self.park(io, Then::Ack { conn, ack }, None);
+            let then = Then::Ack {
+                conn,
+                ack,
+                reason: None,
+            };
+            self.park(io, then, None);
         } else {
             self.acknowledge(io, conn, ack, None);
         }
@@ -333,39 +341,20 @@ impl Broker {
     }
 }
 
-/// PUBREL (after a PUBREC) or PUBCOMP (after a PUBREL): MQTT 5 says 0x92 when the
-/// packet id is unknown (3.1.1 has no codes and answers all the same, MQTT-4.3.3-11).
-fn answer_release(
-    writer: &Writer,
-    io: &mut Io,
-    key: ConnKey,
-    version: Version,
-    rel: bool,
-    pkid: u16,
-    known: bool,
-) {
-    let reason = if known || version == Version::V311 {
-        ReasonCode::SUCCESS
-    } else {
-        ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-    };
-    let why = [Property::ReasonString("packet identifier not found")];
-    let make = |properties| {
-        let r = PubResp {
-            pkid,
-            reason,
-            properties,
+impl Broker {
+    /// PUBREL (after a PUBREC) or PUBCOMP (after a PUBREL) for a packet id not known:
+    /// MQTT 5 says 0x92 (3.1.1 has no codes and answers all the same, MQTT-4.3.3-11).
+    fn answer_unknown(&mut self, io: &mut Io, key: ConnKey, version: Version, ack: Ack) {
+        let reason = match version {
+            Version::V5 => Reason {
+                code: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                why: Some("packet identifier not found"),
+            },
+            Version::V311 => Reason {
+                code: ReasonCode::SUCCESS,
+                why: None,
+            },
         };
-        if rel {
-            Packet::PubRel(r)
-        } else {
-            Packet::PubComp(r)
-        }
-    };
-    let bare = make(Properties::EMPTY);
-    if reason == ReasonCode::SUCCESS {
-        writer.packet(io, key, version, &bare);
-    } else {
-        writer.answer(io, key, version, &make(Properties::List(&why)), &bare);
+        self.answer_in_order(io, key, ack, reason);
     }
 }
