@@ -75,28 +75,10 @@ run() {
 # mosquitto with the persistence that loses nothing on a crash: every change saved.
 start_mosquitto_persistent() {
   local dir=$1 tcp=$2 ws=$3
-  cat >"$dir/mosquitto.conf" <<CONF
-per_listener_settings false
-allow_anonymous true
-persistence true
+  PEERS_TLS= start_mosquitto "$dir" "$tcp" "$ws" "persistence true
 persistence_location $dir/
 autosave_on_changes true
-autosave_interval 1
-log_dest stdout
-log_type error
-log_type warning
-connection_messages false
-max_connections -1
-set_tcp_nodelay true
-max_queued_messages 1000
-max_inflight_messages 64
-listener $tcp 127.0.0.1
-protocol mqtt
-listener $ws 127.0.0.1
-protocol websockets
-CONF
-  launch "$dir" mosquitto "$(mosquitto_bin)" -c "$dir/mosquitto.conf"
-  wait_listen "$BROKER_PID" mosquitto "$tcp" "$ws"
+autosave_interval 1"
 }
 
 delivered_rate() { grep -o '"delivery_rate": *[0-9.]*' "$1" | head -1 | grep -o '[0-9.]*$'; }

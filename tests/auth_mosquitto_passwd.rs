@@ -3,11 +3,13 @@
 //!
 //! Without the program this test fails: it never passes without checking anything.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
+
+use std::path::PathBuf;
 
 use ringmq::auth::PasswordFile;
 use ringmq::auth::password::PasswordHash;
+use support::creds::mosquitto_passwd;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -17,26 +19,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// `mosquitto_passwd [-H hash] [-c] -b FILE USER PASSWORD`.
-fn mosquitto_passwd(file: &Path, hash: Option<&str>, create: bool, user: &str, password: &str) {
-    let mut cmd = Command::new("mosquitto_passwd");
-    if let Some(h) = hash {
-        cmd.args(["-H", h]);
-    }
-    if create {
-        cmd.arg("-c");
-    }
-    cmd.arg("-b").arg(file).arg(user).arg(password);
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run mosquitto_passwd ({e}); install the mosquitto package")
-    });
-    assert!(
-        out.status.success(),
-        "mosquitto_passwd failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

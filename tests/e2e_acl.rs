@@ -66,6 +66,36 @@ fn v5_as(
     (s, present)
 }
 
+/// `root`, subscribed to every topic (`#`) at `qos`.
+fn root_watching(addr: SocketAddr, qos: u8) -> std::net::TcpStream {
+    let (mut root, _) = v5_as(addr, "root", Some("root"), true);
+    root.send(&subscribe(5, 1, "#", qos, &[]));
+    assert_eq!(root.read_packet().suback(5).1, [qos]);
+    root
+}
+
+/// `s` publishes `payload` on each of [`TOPICS`] (MQTT 5, packet ids from `first_pkid`).
+fn publish_on_every_topic(
+    s: &mut std::net::TcpStream,
+    qos: u8,
+    retain: bool,
+    first_pkid: u16,
+    payload: &[u8],
+) {
+    for (i, t) in TOPICS.iter().enumerate() {
+        s.send(&publish(
+            5,
+            t,
+            qos,
+            false,
+            retain,
+            first_pkid + i as u16,
+            &[],
+            payload,
+        ));
+    }
+}
+
 /// The topics of the PUBLISH packets that arrive until the connection is quiet, each
 /// QoS 1 one acknowledged (PUBACKs for the client's own are passed over).
 fn received(c: &mut std::net::TcpStream) -> Vec<String> {
@@ -116,21 +146,8 @@ fn each_rule_kind_on_each_path() {
     let addr = broker.mqtt_addr();
 
     // root watches everything and retains a message on every topic.
-    let (mut root, _) = v5_as(addr, "root", Some("root"), true);
-    root.send(&subscribe(5, 1, "#", 1, &[]));
-    assert_eq!(root.read_packet().suback(5).1, [1]);
-    for (i, t) in TOPICS.iter().enumerate() {
-        root.send(&publish(
-            5,
-            t,
-            1,
-            false,
-            true,
-            100 + i as u16,
-            &[],
-            b"retained",
-        ));
-    }
+    let mut root = root_watching(addr, 1);
+    publish_on_every_topic(&mut root, 1, true, 100, b"retained");
     let mut acks = 0;
     let mut seen = Vec::new();
     while acks < TOPICS.len() {
@@ -221,18 +238,7 @@ fn each_rule_kind_on_each_path() {
     // Queued while offline, delivered after the reconnect: only what alice may read.
     alice.send(&DISCONNECT);
     alice.expect_closed_silently("after DISCONNECT");
-    for (i, t) in TOPICS.iter().enumerate() {
-        root.send(&publish(
-            5,
-            t,
-            1,
-            false,
-            false,
-            400 + i as u16,
-            &[],
-            b"queued",
-        ));
-    }
+    publish_on_every_topic(&mut root, 1, false, 400, b"queued");
     let _ = received(&mut root); // its PUBACKs and its own copies
     let (mut alice, present) = v5_as(addr, "alice-dev", Some("alice"), false);
     assert!(present);
@@ -246,34 +252,12 @@ fn each_rule_kind_on_each_path() {
     // p/alice-dev/x (%c is the client id): neither the queue nor live messages leak.
     alice.send(&DISCONNECT);
     alice.expect_closed_silently("after DISCONNECT");
-    for (i, t) in TOPICS.iter().enumerate() {
-        root.send(&publish(
-            5,
-            t,
-            1,
-            false,
-            false,
-            500 + i as u16,
-            &[],
-            b"for alice",
-        ));
-    }
+    publish_on_every_topic(&mut root, 1, false, 500, b"for alice");
     let _ = received(&mut root);
     let (mut bob, present) = v5_as(addr, "alice-dev", Some("bob"), false);
     assert!(present, "the session is the client id's");
     assert_eq!(received(&mut bob), sorted(&["p/alice-dev/x"]));
-    for (i, t) in TOPICS.iter().enumerate() {
-        root.send(&publish(
-            5,
-            t,
-            0,
-            false,
-            false,
-            600 + i as u16,
-            &[],
-            b"live",
-        ));
-    }
+    publish_on_every_topic(&mut root, 0, false, 600, b"live");
     assert_eq!(received(&mut bob), sorted(&["p/alice-dev/x"]));
 
     assert!(broker.metric("ringmq_acl_denied_publish") >= 7);
@@ -285,9 +269,7 @@ fn anonymous_clients_and_311_codes() {
     let dir = TempDir::new("acl-anonymous");
     let broker = broker_with_acl(&dir);
     let addr = broker.mqtt_addr();
-    let (mut root, _) = v5_as(addr, "root", Some("root"), true);
-    root.send(&subscribe(5, 1, "#", 0, &[]));
-    assert_eq!(root.read_packet().suback(5).1, [0]);
+    let mut root = root_watching(addr, 0);
 
     // Anonymous, 3.1.1: the anonymous block applies; refusals are 0x80, and a refused
     // PUBLISH is acknowledged as usual and dropped (3.1.1 has no way to say no).

@@ -67,6 +67,24 @@ impl Data {
         all
     }
 
+    /// A one-shard broker started on this data directory, which must refuse to start
+    /// (exit status 1): what it said.
+    fn refused_start(&self) -> String {
+        let out = run(&self.args(&[
+            "--shards",
+            "1",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--ws",
+            "none",
+            "--http",
+            "none",
+        ]));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        stderr
+    }
+
     /// The log files (segments) of every shard, largest first.
     fn segments(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
@@ -525,18 +543,7 @@ fn a_torn_tail_is_cut_and_damage_before_it_is_refused_naming_file_and_offset() {
     let at = 36 + 20;
     bytes[at] ^= 0x40;
     std::fs::write(&seg, &bytes).unwrap();
-    let out = run(&data.args(&[
-        "--shards",
-        "1",
-        "--mqtt",
-        "127.0.0.1:0",
-        "--ws",
-        "none",
-        "--http",
-        "none",
-    ]));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = data.refused_start();
     let name = seg.file_name().unwrap().to_str().unwrap();
     assert!(stderr.contains(name), "the file is named:\n{stderr}");
     assert!(stderr.contains("offset"), "the offset is named:\n{stderr}");
@@ -546,18 +553,7 @@ fn a_torn_tail_is_cut_and_damage_before_it_is_refused_naming_file_and_offset() {
 fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
     let data = Data::new("lock");
     let mut b = data.start(&["--shards", "1"]);
-    let out = run(&data.args(&[
-        "--shards",
-        "1",
-        "--mqtt",
-        "127.0.0.1:0",
-        "--ws",
-        "none",
-        "--http",
-        "none",
-    ]));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = data.refused_start();
     assert!(
         stderr.contains("LOCK is locked: another ringmq")
             && stderr.contains(&format!("process {}", b.pid())),

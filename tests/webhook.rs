@@ -105,6 +105,28 @@ fn receiver(rt: &tokio::runtime::Runtime, listener: std::net::TcpListener) -> Ar
     got
 }
 
+/// A receiver on a free port: its address and what it collects.
+fn listening(rt: &tokio::runtime::Runtime) -> (SocketAddr, Arc<Mutex<Received>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    (addr, receiver(rt, listener))
+}
+
+/// A free port left closed: connections to it are refused.
+fn closed_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The broker, sending its webhooks to `url` signed with [`SECRET`], with `more` flags.
+fn hooked_broker(url: String, more: &[&str]) -> support::Broker {
+    let mut args = vec!["--webhook-url", &url, "--webhook-secret", SECRET];
+    args.extend_from_slice(more);
+    support::Broker::start(&args)
+}
+
 fn config(addr: SocketAddr, filter: &str) -> WebhookConfig {
     let target: WebhookTarget = format!("http://{addr}/hook{filter}").parse().unwrap();
     let mut c = WebhookConfig::new(vec![target], SECRET.into());
@@ -170,9 +192,7 @@ fn one_of_each() -> Vec<WebhookEvent> {
 #[test]
 fn every_event_kind_arrives_signed() {
     let rt = runtime();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let got = receiver(&rt, listener);
+    let (addr, got) = listening(&rt);
     let (sender, dispatcher) = webhook::channel(config(addr, ""));
     rt.spawn(dispatcher.run());
     for e in one_of_each() {
@@ -215,9 +235,7 @@ fn every_event_kind_arrives_signed() {
 #[test]
 fn a_filter_sends_only_the_events_it_names() {
     let rt = runtime();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let got = receiver(&rt, listener);
+    let (addr, got) = listening(&rt);
     let (sender, dispatcher) = webhook::channel(config(addr, "#message.queued_offline"));
     rt.spawn(dispatcher.run());
     assert!(!sender.wants("client.connected"));
@@ -242,10 +260,7 @@ fn a_filter_sends_only_the_events_it_names() {
 fn a_receiver_that_is_down_gets_the_events_once_it_is_up() {
     let rt = runtime();
     // Take a free port and leave it closed: connections are refused until it listens.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = closed_port();
     let (sender, dispatcher) = webhook::channel(config(addr, ""));
     rt.spawn(dispatcher.run());
     sender.queued_offline("phone-7", "users/7/inbox", 1, b"wake up");
@@ -265,10 +280,7 @@ fn a_receiver_that_is_down_gets_the_events_once_it_is_up() {
 #[test]
 fn a_receiver_that_stays_down_makes_the_bounded_queue_drop_and_count() {
     let rt = runtime();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = closed_port();
     let mut c = config(addr, "");
     c.max_pending = 10;
     c.batch_max = 5;
@@ -322,21 +334,18 @@ fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 fn the_broker_emits_every_kind_signed() {
     use support::v5::{self, V5};
     let rt = runtime();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let got = receiver(&rt, listener);
-    let b = support::Broker::start(&[
-        "--webhook-url",
-        &format!("http://{addr}/hook"),
-        "--webhook-secret",
-        SECRET,
-        "--webhook-batch-ms",
-        "50",
-        "--webhook-payload-preview",
-        "4",
-        "--max-queued-messages",
-        "1",
-    ]);
+    let (addr, got) = listening(&rt);
+    let b = hooked_broker(
+        format!("http://{addr}/hook"),
+        &[
+            "--webhook-batch-ms",
+            "50",
+            "--webhook-payload-preview",
+            "4",
+            "--max-queued-messages",
+            "1",
+        ],
+    );
     let mqtt = b.mqtt_addr();
     let mqtt_rt = support::runtime();
     mqtt_rt.block_on(async {
@@ -406,17 +415,11 @@ fn the_broker_emits_every_kind_signed() {
 fn a_kicked_client_is_reported_kicked() {
     use support::v5::{self, V5};
     let rt = runtime();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let got = receiver(&rt, listener);
-    let b = support::Broker::start(&[
-        "--webhook-url",
-        &format!("http://{addr}/hook#client.disconnected"),
-        "--webhook-secret",
-        SECRET,
-        "--webhook-batch-ms",
-        "50",
-    ]);
+    let (addr, got) = listening(&rt);
+    let b = hooked_broker(
+        format!("http://{addr}/hook#client.disconnected"),
+        &["--webhook-batch-ms", "50"],
+    );
     let mqtt_rt = support::runtime();
     let mut c = mqtt_rt.block_on(V5::connect(v5::options("kick-me", b.mqtt_addr())));
     #[allow(deprecated)]
@@ -441,18 +444,11 @@ fn a_kicked_client_is_reported_kicked() {
 fn a_receiver_that_stays_down_costs_the_broker_drops_not_service() {
     use support::v311::{self, V4};
     // A port nobody listens on: every request fails and is retried.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let b = support::Broker::start(&[
-        "--webhook-url",
-        &format!("http://{dead}/hook"),
-        "--webhook-secret",
-        SECRET,
-        "--webhook-max-pending",
-        "20",
-    ]);
+    let dead = closed_port();
+    let b = hooked_broker(
+        format!("http://{dead}/hook"),
+        &["--webhook-max-pending", "20"],
+    );
     let mqtt = b.mqtt_addr();
     let rt = support::runtime();
     rt.block_on(async {

@@ -188,9 +188,12 @@ make_tls_certs() {
     { peers_say "openssl could not make the TLS certificates in $d"; return 1; }
 }
 
-# start_mosquitto DIR TCP_PORT WS_PORT (both under TLS when PEERS_TLS is set)
+# start_mosquitto DIR TCP_PORT WS_PORT [SETTINGS] (both under TLS when PEERS_TLS is set);
+# SETTINGS, configuration lines, replace the default: no persistence, notices logged.
 start_mosquitto() {
   local dir=$1 tcp=$2 ws=$3 tls=
+  local settings=${4:-"persistence false
+log_type notice"}
   if [[ -n ${PEERS_TLS:-} ]]; then
     tls="certfile $PEERS_TLS/server.pem
 keyfile $PEERS_TLS/server.key"
@@ -200,11 +203,10 @@ keyfile $PEERS_TLS/server.key"
 # (eclipse-mosquitto/mosquitto#3045, fixed in 2.0.12): the WS port listens on all addresses.
 per_listener_settings false
 allow_anonymous true
-persistence false
+$settings
 log_dest stdout
 log_type error
 log_type warning
-log_type notice
 connection_messages false
 max_connections -1
 set_tcp_nodelay true

@@ -105,6 +105,21 @@ pub struct LatencyFigures {
 }
 
 impl LatencyFigures {
+    /// The report's line for these figures: `label`, the percentiles, then in brackets
+    /// `note`, the mean and the count.
+    fn summary(&self, label: &str, note: &str) -> String {
+        format!(
+            "{label:<13}p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({note}mean {:.0}, n={})",
+            thousands(self.p50),
+            thousands(self.p90),
+            thousands(self.p99),
+            thousands(self.p999),
+            thousands(self.max),
+            self.mean,
+            thousands(self.count)
+        )
+    }
+
     pub fn from_histogram(h: &Histogram<u64>) -> LatencyFigures {
         let q = |x| {
             if h.is_empty() {
@@ -375,30 +390,10 @@ impl RunReport {
                 l.count
             );
         } else if let Some(l) = &self.latency_us {
-            let _ = writeln!(
-                w,
-                "latency µs   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, n={})",
-                thousands(l.p50),
-                thousands(l.p90),
-                thousands(l.p99),
-                thousands(l.p999),
-                thousands(l.max),
-                l.mean,
-                thousands(l.count)
-            );
+            let _ = writeln!(w, "{}", l.summary("latency µs", ""));
         }
         if let Some(l) = &self.ack_latency_us {
-            let _ = writeln!(
-                w,
-                "ack µs       p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (publish to PUBACK/PUBREC, mean {:.0}, n={})",
-                thousands(l.p50),
-                thousands(l.p90),
-                thousands(l.p99),
-                thousands(l.p999),
-                thousands(l.max),
-                l.mean,
-                thousands(l.count)
-            );
+            let _ = writeln!(w, "{}", l.summary("ack µs", "publish to PUBACK/PUBREC, "));
         }
         let _ = writeln!(
             w,

@@ -178,6 +178,14 @@ pub struct Io<C, M> {
     _not_send: std::marker::PhantomData<std::rc::Rc<()>>,
 }
 
+/// The connection `key` names, if its slot still holds that one. It borrows only the
+/// table, so the runtime's other fields stay usable beside it.
+fn live_mut<C>(conns: &mut Slab<Conn<C>>, key: ConnKey) -> Option<&mut Conn<C>> {
+    conns
+        .get_mut(key.index as usize)
+        .filter(|c| c.gen_ == key.gen_)
+}
+
 impl<C: Default, M: Send + 'static> Io<C, M> {
     pub(crate) fn new(
         ring: Ring,
@@ -360,25 +368,8 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             if !low && (since > deadline || mesh_backed_up) {
                 return true;
             }
-            if let Some(c) = self
-                .conns
-                .get_mut(key.index as usize)
-                .filter(|c| c.gen_ == key.gen_)
-            {
-                c.clear(flag::PAUSED);
-                // A rate limit still in force keeps reading stopped; its end resumes.
-                if !c.has(flag::THROTTLED) {
-                    c.clear(flag::READ_HELD);
-                    self.resumed.push(key);
-                    if !c.has(flag::RECV_ARMED)
-                        && !c.has(flag::READ_DONE)
-                        && !c.has(flag::NEEDS_RECV)
-                    {
-                        c.set(flag::NEEDS_RECV);
-                        self.recv_list.push(key.index);
-                    }
-                }
-            }
+            // A rate limit still in force keeps reading stopped; its end resumes.
+            self.lift_read_hold(key, flag::PAUSED, flag::THROTTLED);
             false
         });
         paused.append(&mut self.paused);
@@ -397,28 +388,30 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             if until > now {
                 return true;
             }
-            if let Some(c) = self
-                .conns
-                .get_mut(key.index as usize)
-                .filter(|c| c.gen_ == key.gen_)
-            {
-                c.clear(flag::THROTTLED);
-                if !c.has(flag::PAUSED) {
-                    c.clear(flag::READ_HELD);
-                    self.resumed.push(key);
-                    if !c.has(flag::RECV_ARMED)
-                        && !c.has(flag::READ_DONE)
-                        && !c.has(flag::NEEDS_RECV)
-                    {
-                        c.set(flag::NEEDS_RECV);
-                        self.recv_list.push(key.index);
-                    }
-                }
-            }
+            self.lift_read_hold(key, flag::THROTTLED, flag::PAUSED);
             false
         });
         throttled.append(&mut self.throttled);
         self.throttled = throttled;
+    }
+
+    /// Ends one reason (`lifted`, PAUSED or THROTTLED) for a connection's reading to stand
+    /// still; unless the other one (`still`) holds it too, reading resumes, with a receive
+    /// posted if none is.
+    fn lift_read_hold(&mut self, key: ConnKey, lifted: u32, still: u32) {
+        let Some(c) = live_mut(&mut self.conns, key) else {
+            return;
+        };
+        c.clear(lifted);
+        if c.has(still) {
+            return;
+        }
+        c.clear(flag::READ_HELD);
+        self.resumed.push(key);
+        if !c.has(flag::RECV_ARMED) && !c.has(flag::READ_DONE) && !c.has(flag::NEEDS_RECV) {
+            c.set(flag::NEEDS_RECV);
+            self.recv_list.push(key.index);
+        }
     }
 
     /// How long until the first rate limit is due to be lifted, if any is in force.
@@ -531,9 +524,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
     }
 
     fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn<C>> {
-        self.conns
-            .get_mut(key.index as usize)
-            .filter(|c| c.gen_ == key.gen_)
+        live_mut(&mut self.conns, key)
     }
 
     /// The service state of an open connection (`None` once it is closing).
@@ -695,11 +686,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         write: impl FnOnce(&mut Vec<u8>) -> bool,
     ) -> bool {
         let pool = &mut self.outbuf_pool;
-        let Some(conn) = self
-            .conns
-            .get_mut(key.index as usize)
-            .filter(|c| c.gen_ == key.gen_)
-        else {
+        let Some(conn) = live_mut(&mut self.conns, key) else {
             return false;
         };
         let out = conn
@@ -737,11 +724,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
     /// Queues TLS records (the handshake's, alerts) as they are, behind what is queued.
     pub(crate) fn append_records(&mut self, key: ConnKey, records: &[u8]) {
         let pool = &mut self.outbuf_pool;
-        let Some(conn) = self
-            .conns
-            .get_mut(key.index as usize)
-            .filter(|c| c.gen_ == key.gen_)
-        else {
+        let Some(conn) = live_mut(&mut self.conns, key) else {
             return;
         };
         if conn.has(flag::WRITE_FAILED) {
@@ -833,11 +816,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
     /// deadline just moves `deadline_ms` (the entry re-arms itself when it fires); an
     /// earlier one adds an entry, and the one it replaces is ignored when it fires.
     pub(crate) fn set_deadline_raw(&mut self, key: ConnKey, at_ms: u64) {
-        let Some(c) = self
-            .conns
-            .get_mut(key.index as usize)
-            .filter(|c| c.gen_ == key.gen_)
-        else {
+        let Some(c) = live_mut(&mut self.conns, key) else {
             return;
         };
         c.deadline_ms = at_ms.max(1);
@@ -1057,11 +1036,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
     /// a close_notify once it is closing).
     fn seal(&mut self, key: ConnKey) -> Result<(), TlsError> {
         let pool = &mut self.outbuf_pool;
-        let Some(c) = self
-            .conns
-            .get_mut(key.index as usize)
-            .filter(|c| c.gen_ == key.gen_)
-        else {
+        let Some(c) = live_mut(&mut self.conns, key) else {
             return Ok(());
         };
         let closing = c.has(flag::CLOSING);

@@ -663,13 +663,7 @@ impl Authenticator {
         match self.cache.try_get(&key) {
             Some(Cached::Password) => {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                Decision::Allowed(self.grant(
-                    creds.client_id,
-                    Some(username),
-                    Origin::Password(fingerprint(&entry.hash)),
-                    None,
-                    None,
-                ))
+                Decision::Allowed(self.password_grant(creds.client_id, username, entry))
             }
             Some(Cached::WrongPassword) => {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -751,13 +745,7 @@ impl Authenticator {
                     // the first hash is done: the ones queued behind it find its answer.
                     Some(entry) if matches!(self.cache.try_get(&key), Some(Cached::Password)) => {
                         self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                        Ok(self.grant(
-                            client_id,
-                            Some(username),
-                            Origin::Password(fingerprint(&entry.hash)),
-                            None,
-                            None,
-                        ))
+                        Ok(self.password_grant(client_id, username, entry))
                     }
                     Some(_) if matches!(self.cache.try_get(&key), Some(Cached::WrongPassword)) => {
                         self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -767,13 +755,7 @@ impl Authenticator {
                         self.stats.hashes_computed.fetch_add(1, Ordering::Relaxed);
                         if entry.hash.verify(password) {
                             self.cache.insert(key, Cached::Password);
-                            Ok(self.grant(
-                                client_id,
-                                Some(username),
-                                Origin::Password(fingerprint(&entry.hash)),
-                                None,
-                                None,
-                            ))
+                            Ok(self.password_grant(client_id, username, entry))
                         } else {
                             self.cache.insert(key, Cached::WrongPassword);
                             Err(Refusal::BadCredentials)
@@ -833,6 +815,22 @@ impl Authenticator {
             token.grants.clone(),
             token.expires_at,
         ))
+    }
+
+    /// What a password-file user who gave the right password may do.
+    fn password_grant(
+        &self,
+        client_id: &str,
+        username: &str,
+        entry: &password::UserEntry,
+    ) -> Grant {
+        self.grant(
+            client_id,
+            Some(username),
+            Origin::Password(fingerprint(&entry.hash)),
+            None,
+            None,
+        )
     }
 
     fn grant(

@@ -20,30 +20,37 @@ struct Rig {
     stats: Arc<AuthStats>,
     reply: ReplyTo,
     replies: Replies,
-    _pool: Option<VerifyPool>,
+    pool: Option<VerifyPool>,
 }
 
 impl Rig {
     fn new(sources: Sources) -> Rig {
-        let pool = VerifyPool::start(PoolConfig {
-            threads: 1,
-            queue: 16,
-        })
-        .unwrap();
+        Rig::with(sources, 16, 1024, Arc::new(|| {}))
+    }
+
+    /// One pool thread with a queue of `queue` jobs, a cache of `cache` credentials, and
+    /// `wake` called on the pool thread for each answer.
+    fn with(
+        sources: Sources,
+        queue: usize,
+        cache: usize,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Rig {
+        let pool = VerifyPool::start(PoolConfig { threads: 1, queue }).unwrap();
         let stats = Arc::new(AuthStats::default());
         let auth = Arc::new(Authenticator::new(
             sources,
             Some(pool.handle()),
             Arc::clone(&stats),
-            1024,
+            cache,
         ));
-        let (reply, replies) = reply_channel(8, Arc::new(|| {}));
+        let (reply, replies) = reply_channel(8, wake);
         Rig {
             auth,
             stats,
             reply,
             replies,
-            _pool: Some(pool),
+            pool: Some(pool),
         }
     }
 
@@ -66,6 +73,51 @@ impl Rig {
 
     fn count(&self, counter: fn(&AuthStats) -> &std::sync::atomic::AtomicU64) -> u64 {
         counter(&self.stats).load(Ordering::Relaxed)
+    }
+
+    /// Drops the authenticator and waits for the pool's thread to end.
+    fn shutdown(self) {
+        drop(self.auth);
+        if let Some(pool) = self.pool {
+            pool.shutdown();
+        }
+    }
+}
+
+/// A wake callback that holds the pool thread until the test lets it go, so that the
+/// pool's state is known at every step.
+struct Gate {
+    entered: crossbeam_channel::Receiver<()>,
+    open: crossbeam_channel::Sender<()>,
+}
+
+impl Gate {
+    fn new() -> (Gate, Arc<dyn Fn() + Send + Sync>) {
+        let (entered_tx, entered) = crossbeam_channel::unbounded::<()>();
+        let (open, gate_rx) = crossbeam_channel::unbounded::<()>();
+        let wake = Arc::new(move || {
+            entered_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+        });
+        (Gate { entered, open }, wake)
+    }
+
+    /// Waits until the pool thread is held in the callback.
+    fn entered(&self) {
+        self.entered.recv().unwrap();
+    }
+
+    /// Lets the held thread go on.
+    fn open(&self) {
+        self.open.send(()).unwrap();
+    }
+}
+
+/// Carol's password file only.
+fn carol_only() -> Sources {
+    Sources {
+        passwords: Some(passwords(&[CAROL_6])),
+        ..Sources::default()
     }
 }
 
@@ -249,118 +301,75 @@ fn auth_anonymous_allowed_beside_a_password_file() {
 
 #[test]
 fn auth_full_queue_refuses_with_server_busy() {
-    // One pool thread, a queue of one, and a wake callback that holds the thread until
-    // the test lets it go: the queue's state is known at every step.
-    let pool = VerifyPool::start(PoolConfig {
-        threads: 1,
-        queue: 1,
-    })
-    .unwrap();
-    let stats = Arc::new(AuthStats::default());
-    let auth = Arc::new(Authenticator::new(
-        Sources {
-            passwords: Some(passwords(&[CAROL_6])),
-            ..Sources::default()
-        },
-        Some(pool.handle()),
-        Arc::clone(&stats),
-        0, // no cache: every CONNECT needs the pool
-    ));
-    let (entered_tx, entered_rx) = crossbeam_channel::unbounded::<()>();
-    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
-    let wake = Arc::new(move || {
-        entered_tx.send(()).unwrap();
-        gate_rx.recv().unwrap();
-    });
-    let (reply, replies) = reply_channel(8, wake);
+    // One pool thread held by the gate, a queue of one, no cache: every CONNECT needs
+    // the pool.
+    let (gate, wake) = Gate::new();
+    let rig = Rig::with(carol_only(), 1, 0, wake);
+    let (auth, stats, reply, replies) = (&rig.auth, &rig.stats, &rig.reply, &rig.replies);
     let carol = creds("c1", Some("carol"), Some(CAROL_PASSWORD));
 
     assert!(matches!(
-        auth.authenticate(&carol, &reply, 1, NOW),
+        auth.authenticate(&carol, reply, 1, NOW),
         Decision::Parked
     ));
-    entered_rx.recv().unwrap(); // the thread is answering job 1, held in the wake callback
+    gate.entered(); // the thread is answering job 1, held in the wake callback
     assert!(matches!(
-        auth.authenticate(&carol, &reply, 2, NOW),
+        auth.authenticate(&carol, reply, 2, NOW),
         Decision::Parked
     ));
     // The queue (one job) is full.
     assert!(matches!(
-        auth.authenticate(&carol, &reply, 3, NOW),
+        auth.authenticate(&carol, reply, 3, NOW),
         Decision::Refused(Refusal::ServerBusy)
     ));
     assert_eq!(stats.refused_busy.load(Ordering::Relaxed), 1);
-    gate_tx.send(()).unwrap();
-    entered_rx.recv().unwrap();
-    gate_tx.send(()).unwrap();
-    let tickets: Vec<u64> = (0..2).map(|_| wait(&replies).ticket).collect();
+    gate.open();
+    gate.entered();
+    gate.open();
+    let tickets: Vec<u64> = (0..2).map(|_| wait(replies).ticket).collect();
     assert_eq!(tickets, [1, 2]);
     assert_eq!(stats.hashes_computed.load(Ordering::Relaxed), 2);
-    drop(auth);
-    pool.shutdown();
+    rig.shutdown();
 }
 
 #[test]
 fn auth_a_storm_of_one_credential_is_hashed_once() {
-    let pool = VerifyPool::start(PoolConfig {
-        threads: 1,
-        queue: 8,
-    })
-    .unwrap();
-    let stats = Arc::new(AuthStats::default());
-    let auth = Arc::new(Authenticator::new(
-        Sources {
-            passwords: Some(passwords(&[CAROL_6])),
-            ..Sources::default()
-        },
-        Some(pool.handle()),
-        Arc::clone(&stats),
-        64,
-    ));
-    let (entered_tx, entered_rx) = crossbeam_channel::unbounded::<()>();
-    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
-    let wake = Arc::new(move || {
-        entered_tx.send(()).unwrap();
-        gate_rx.recv().unwrap();
-    });
-    let (reply, replies) = reply_channel(8, wake);
+    let (gate, wake) = Gate::new();
+    let rig = Rig::with(carol_only(), 8, 64, wake);
+    let (auth, stats, reply, replies) = (&rig.auth, &rig.stats, &rig.reply, &rig.replies);
     // The thread is held answering another CONNECT…
     let other = creds("c0", Some("carol"), Some(b"not the password"));
     assert!(matches!(
-        auth.authenticate(&other, &reply, 0, NOW),
+        auth.authenticate(&other, reply, 0, NOW),
         Decision::Parked
     ));
-    entered_rx.recv().unwrap();
+    gate.entered();
     // …while three reconnects with one credential queue behind it.
     let carol = creds("c1", Some("carol"), Some(CAROL_PASSWORD));
     for ticket in 1..=3 {
         assert!(matches!(
-            auth.authenticate(&carol, &reply, ticket, NOW),
+            auth.authenticate(&carol, reply, ticket, NOW),
             Decision::Parked
         ));
     }
-    gate_tx.send(()).unwrap();
+    gate.open();
     for _ in 0..3 {
-        entered_rx.recv().unwrap();
-        gate_tx.send(()).unwrap();
+        gate.entered();
+        gate.open();
     }
-    assert!(wait(&replies).outcome.is_err());
+    assert!(wait(replies).outcome.is_err());
     for _ in 0..3 {
-        assert!(wait(&replies).outcome.is_ok());
+        assert!(wait(replies).outcome.is_ok());
     }
     // The two queued behind the first of them found its answer in the cache.
     assert_eq!(stats.hashes_computed.load(Ordering::Relaxed), 2);
     assert_eq!(stats.cache_hits.load(Ordering::Relaxed), 2);
-    drop(auth);
-    pool.shutdown();
+    rig.shutdown();
 }
 
 #[test]
 fn auth_shard_outstanding_bound_refuses_with_server_busy() {
-    let rig = Rig::new(Sources {
-        passwords: Some(passwords(&[CAROL_6])),
-        ..Sources::default()
-    });
+    let rig = Rig::new(carol_only());
     let (reply, replies) = reply_channel(1, Arc::new(|| {}));
     let carol = creds("c1", Some("carol"), Some(b"not in the cache 1"));
     let other = creds("c1", Some("carol"), Some(b"not in the cache 2"));
@@ -647,10 +656,7 @@ fn auth_load_reads_files_and_names_bad_lines() {
 fn auth_pool_shutdown_does_not_wait_for_generations_to_drop() {
     let pool = VerifyPool::start(PoolConfig::default()).unwrap();
     let auth = Arc::new(Authenticator::new(
-        Sources {
-            passwords: Some(passwords(&[CAROL_6])),
-            ..Sources::default()
-        },
+        carol_only(),
         Some(pool.handle()),
         Arc::new(AuthStats::default()),
         16,

@@ -75,15 +75,7 @@ impl<'a> Src<'a> {
             origin: m.origin,
             via,
             shared: Some(m.clone()),
-            track: false,
-            store_id: 0,
-            logged: false,
-            refused: false,
-            ticket: None,
-            waits: 0,
-            exact: None,
-            again: false,
-            replay: false,
+            ..Src::nothing()
         }
     }
 
@@ -331,15 +323,8 @@ impl Broker {
                 self.disconnect_slow(io, conn);
                 return;
             }
-            let Some(store_id) = self.store_for(key, src) else {
+            let Some(q) = self.queue_entry(key, src, qos, retain, sub_ids) else {
                 return;
-            };
-            let q = Queued {
-                msg: src.shared(),
-                qos,
-                retain,
-                sub_ids,
-                store_id,
             };
             if key != 0 {
                 self.log_enqueued(key, &q, &[]);
@@ -430,6 +415,26 @@ impl Broker {
         id
     }
 
+    /// The queue entry of `src` for session `key`, stored in the log first as
+    /// [`Self::store_for`] does; `None` if the log refused it.
+    fn queue_entry(
+        &mut self,
+        key: u64,
+        src: &mut Src<'_>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+    ) -> Option<Queued> {
+        let store_id = self.store_for(key, src)?;
+        Some(Queued {
+            msg: src.shared(),
+            qos,
+            retain,
+            sub_ids,
+            store_id,
+        })
+    }
+
     /// Queues a delivery for a persistent session whose client is away (its connection
     /// closing, if `closing`); past the bound the oldest is dropped, counted.
     #[allow(clippy::too_many_arguments)]
@@ -444,15 +449,8 @@ impl Broker {
         closing: bool,
     ) {
         let max_queued = self.config().max_queued_messages;
-        let Some(store_id) = self.store_for(key, src) else {
+        let Some(q) = self.queue_entry(key, src, qos, retain, sub_ids) else {
             return;
-        };
-        let q = Queued {
-            msg: src.shared(),
-            qos,
-            retain,
-            sub_ids,
-            store_id,
         };
         let mut dropped_ids: Vec<u64> = Vec::new();
         let Some(s) = self.sessions.get_mut(sid) else {

@@ -109,6 +109,35 @@ impl<T: Display> Picked<'_, T> {
             Origin::Default => format!("the default {key} ({v}): {why}"),
         }
     }
+
+    /// This value if `ok` holds for it, else the error `why` about it.
+    fn check(self, ok: impl FnOnce(&T) -> bool, why: impl Display) -> Result<Self, String> {
+        if ok(&self.value) {
+            Ok(self)
+        } else {
+            Err(self.bad(why))
+        }
+    }
+}
+
+/// An optional value, checked as [`Picked::check`] does when it is given.
+fn check_given<'a, T: Display>(
+    picked: Option<Picked<'a, T>>,
+    ok: impl FnOnce(&T) -> bool,
+    why: impl Display,
+) -> Result<Option<Picked<'a, T>>, String> {
+    picked.map(|p| p.check(ok, why)).transpose()
+}
+
+/// The option named `key` from `src` ([`Sources::get`]), or with its default
+/// ([`Sources::or`]): an option's key is its field's name.
+macro_rules! pick {
+    ($src:expr, $key:ident) => {
+        $src.get(stringify!($key), |o| &o.$key)
+    };
+    ($src:expr, $key:ident, $default:expr) => {
+        $src.or(stringify!($key), |o| &o.$key, $default)
+    };
 }
 
 struct Sources<'a> {
@@ -162,12 +191,12 @@ pub fn resolve(
     let src = Sources { flags, file };
     let default_addr = |s: &str| ListenAddr::At(s.parse().expect("default address"));
 
-    let mqtt = src.or("mqtt", |o| &o.mqtt, default_addr(defaults::MQTT));
-    let ws = src.or("ws", |o| &o.ws, default_addr(defaults::WS));
+    let mqtt = pick!(src, mqtt, default_addr(defaults::MQTT));
+    let ws = pick!(src, ws, default_addr(defaults::WS));
     let off = |s: &str| s.parse::<ListenAddr>().expect("default listener");
-    let mqtts = src.or("mqtts", |o| &o.mqtts, off(defaults::MQTTS));
-    let wss = src.or("wss", |o| &o.wss, off(defaults::WSS));
-    let http = src.or("http", |o| &o.http, default_addr(defaults::HTTP));
+    let mqtts = pick!(src, mqtts, off(defaults::MQTTS));
+    let wss = pick!(src, wss, off(defaults::WSS));
+    let http = pick!(src, http, default_addr(defaults::HTTP));
     if [&mqtt, &ws, &mqtts, &wss]
         .iter()
         .all(|l| l.value == ListenAddr::Off)
@@ -191,13 +220,13 @@ pub fn resolve(
         }
     }
 
-    let ws_path = src.or("ws_path", |o| &o.ws_path, defaults::WS_PATH.to_string());
+    let ws_path = pick!(src, ws_path, defaults::WS_PATH.to_string());
     let p = &ws_path.value;
     if !p.starts_with('/') || p.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
         return Err(ws_path.bad("must start with `/` and hold no spaces, `?` or `#`"));
     }
 
-    let http_tls = src.or("http_tls", |o| &o.http_tls, false);
+    let http_tls = pick!(src, http_tls, false);
     if http_tls.value && http.value == ListenAddr::Off {
         return Err(http_tls.bad("the HTTP server is off (`--http none`)"));
     }
@@ -206,50 +235,30 @@ pub fn resolve(
         mqtts.value != ListenAddr::Off || wss.value != ListenAddr::Off || http_tls.value,
     )?;
 
-    let placement = place_shards(
-        src.get("cores", |o| &o.cores),
-        src.get("shards", |o| &o.shards),
-        host,
+    let placement = place_shards(pick!(src, cores), pick!(src, shards), host)?;
+
+    let max_connections = check_given(
+        pick!(src, max_connections),
+        |&m| m != 0,
+        "must be at least 1 (leave it out for no limit)",
     )?;
 
-    let max_connections = src.get("max_connections", |o| &o.max_connections);
-    if let Some(m) = &max_connections
-        && m.value == 0
-    {
-        return Err(m.bad("must be at least 1 (leave it out for no limit)"));
-    }
+    let max_packet_size = pick!(src, max_packet_size, defaults::MAX_PACKET_SIZE).check(
+        |v| (2..=MQTT_MAX_PACKET).contains(v),
+        format_args!("must be 2 to {MQTT_MAX_PACKET} bytes"),
+    )?;
 
-    let max_packet_size = src.or(
-        "max_packet_size",
-        |o| &o.max_packet_size,
-        defaults::MAX_PACKET_SIZE,
-    );
-    if !(2..=MQTT_MAX_PACKET).contains(&max_packet_size.value) {
-        return Err(max_packet_size.bad(format_args!("must be 2 to {MQTT_MAX_PACKET} bytes")));
-    }
-
-    let data_dir = src.or(
-        "data_dir",
-        |o| &o.data_dir,
-        PathBuf::from(defaults::DATA_DIR),
-    );
+    let data_dir = pick!(src, data_dir, PathBuf::from(defaults::DATA_DIR));
     if data_dir.value.as_os_str().is_empty() {
         return Err(format!("{} is empty", flag_name(data_dir.key)));
     }
 
-    let durability = src.or("durability", |o| &o.durability, DurabilityMode::Fsync);
-    let fsync_interval = src.or(
-        "fsync_interval",
-        |o| &o.fsync_interval,
-        defaults::FSYNC_INTERVAL_MS,
-    );
-    if !(1..=defaults::MAX_FSYNC_INTERVAL_MS).contains(&fsync_interval.value) {
-        return Err(fsync_interval.bad(format_args!(
-            "must be 1 to {} ms",
-            defaults::MAX_FSYNC_INTERVAL_MS
-        )));
-    }
-    let max_data_bytes = src.get("max_data_bytes", |o| &o.max_data_bytes);
+    let durability = pick!(src, durability, DurabilityMode::Fsync);
+    let fsync_interval = pick!(src, fsync_interval, defaults::FSYNC_INTERVAL_MS).check(
+        |v| (1..=defaults::MAX_FSYNC_INTERVAL_MS).contains(v),
+        format_args!("must be 1 to {} ms", defaults::MAX_FSYNC_INTERVAL_MS),
+    )?;
+    let max_data_bytes = pick!(src, max_data_bytes);
     if let Some(m) = &max_data_bytes {
         let least = defaults::MIN_DATA_BYTES_PER_SHARD * placement.len() as u64;
         if m.value < least {
@@ -260,76 +269,44 @@ pub fn resolve(
         }
     }
 
-    let max_queued_messages = src.or(
-        "max_queued_messages",
-        |o| &o.max_queued_messages,
-        defaults::MAX_QUEUED_MESSAGES,
-    );
-    let max_inflight = src.or("max_inflight", |o| &o.max_inflight, defaults::MAX_INFLIGHT);
-    if max_inflight.value == 0 {
-        return Err(max_inflight.bad("must be 1 to 65535"));
-    }
-    let max_subscriptions = src.or(
-        "max_subscriptions",
-        |o| &o.max_subscriptions,
-        defaults::MAX_SUBSCRIPTIONS,
-    );
-    if max_subscriptions.value == 0 {
-        return Err(max_subscriptions.bad("must be at least 1"));
-    }
-    let max_subscription_bytes = src.or(
-        "max_subscription_bytes",
-        |o| &o.max_subscription_bytes,
-        defaults::MAX_SUBSCRIPTION_BYTES,
-    );
-    if max_subscription_bytes.value < 1024 {
-        return Err(max_subscription_bytes.bad("must be at least 1024 bytes"));
-    }
-    let max_topic_levels = src.or(
-        "max_topic_levels",
-        |o| &o.max_topic_levels,
-        defaults::MAX_TOPIC_LEVELS,
-    );
-    if !(1..=65_535).contains(&max_topic_levels.value) {
-        return Err(max_topic_levels.bad("must be 1 to 65535"));
-    }
-    let max_sessions = src.get("max_sessions", |o| &o.max_sessions);
-    if let Some(m) = &max_sessions
-        && m.value == 0
-    {
-        return Err(m.bad("must be at least 1 (leave it out for no limit)"));
-    }
-    let v311_session_expiry = src.get("v311_session_expiry", |o| &o.v311_session_expiry);
-    if let Some(e) = &v311_session_expiry
-        && !(1..u32::MAX).contains(&e.value)
-    {
-        return Err(e.bad("must be 1 to 4294967294 (leave it out for never)"));
-    }
-    let retained_snapshot_entries = src.or(
-        "retained_snapshot_entries",
-        |o| &o.retained_snapshot_entries,
-        defaults::RETAINED_SNAPSHOT_ENTRIES,
-    );
-    if retained_snapshot_entries.value == 0 {
-        return Err(retained_snapshot_entries.bad("must be at least 1"));
-    }
-    let sys_interval = src.or(
-        "sys_interval",
-        |o| &o.sys_interval,
-        defaults::SYS_INTERVAL_S,
-    );
-    let max_keep_alive = src.or(
-        "max_keep_alive",
-        |o| &o.max_keep_alive,
-        defaults::MAX_KEEP_ALIVE_S,
-    );
-    let deny_subscribe = src.or(
-        "deny_subscribe",
-        |o| &o.deny_subscribe,
+    let max_queued_messages = pick!(src, max_queued_messages, defaults::MAX_QUEUED_MESSAGES);
+    let max_inflight = pick!(src, max_inflight, defaults::MAX_INFLIGHT)
+        .check(|&v| v != 0, "must be 1 to 65535")?;
+    let max_subscriptions = pick!(src, max_subscriptions, defaults::MAX_SUBSCRIPTIONS)
+        .check(|&v| v != 0, "must be at least 1")?;
+    let max_subscription_bytes = pick!(
+        src,
+        max_subscription_bytes,
+        defaults::MAX_SUBSCRIPTION_BYTES
+    )
+    .check(|&v| v >= 1024, "must be at least 1024 bytes")?;
+    let max_topic_levels = pick!(src, max_topic_levels, defaults::MAX_TOPIC_LEVELS)
+        .check(|v| (1..=65_535).contains(v), "must be 1 to 65535")?;
+    let max_sessions = check_given(
+        pick!(src, max_sessions),
+        |&m| m != 0,
+        "must be at least 1 (leave it out for no limit)",
+    )?;
+    let v311_session_expiry = check_given(
+        pick!(src, v311_session_expiry),
+        |e| (1..u32::MAX).contains(e),
+        "must be 1 to 4294967294 (leave it out for never)",
+    )?;
+    let retained_snapshot_entries = pick!(
+        src,
+        retained_snapshot_entries,
+        defaults::RETAINED_SNAPSHOT_ENTRIES
+    )
+    .check(|&v| v != 0, "must be at least 1")?;
+    let sys_interval = pick!(src, sys_interval, defaults::SYS_INTERVAL_S);
+    let max_keep_alive = pick!(src, max_keep_alive, defaults::MAX_KEEP_ALIVE_S);
+    let deny_subscribe = pick!(
+        src,
+        deny_subscribe,
         defaults::DENY_SUBSCRIBE
             .iter()
             .map(|f| f.to_string())
-            .collect(),
+            .collect()
     );
     let deny: Vec<String> = deny_subscribe
         .value
@@ -348,11 +325,7 @@ pub fn resolve(
         }
     }
 
-    let files_per_shard = src.or(
-        "files_per_shard",
-        |o| &o.files_per_shard,
-        defaults::files_per_shard(host.nofile),
-    );
+    let files_per_shard = pick!(src, files_per_shard, defaults::files_per_shard(host.nofile));
     let fps = files_per_shard.value;
     if fps < 16 {
         return Err(files_per_shard.bad("must be at least 16"));
@@ -371,36 +344,27 @@ pub fn resolve(
     }
 
     let runtime = ShardConfig::default();
-    let recv_buffers = src.or("recv_buffers", |o| &o.recv_buffers, runtime.recv_buffers);
+    let recv_buffers = pick!(src, recv_buffers, runtime.recv_buffers);
     if !recv_buffers.value.is_power_of_two() || recv_buffers.value > 32_768 {
         return Err(recv_buffers.bad("must be a power of two from 1 to 32768"));
     }
-    let recv_buffer_size = src.or(
-        "recv_buffer_size",
-        |o| &o.recv_buffer_size,
-        runtime.recv_buffer_size,
-    );
-    if !(64..=1 << 20).contains(&recv_buffer_size.value) {
-        return Err(recv_buffer_size.bad("must be 64 to 1048576 bytes"));
-    }
-    let mesh_capacity = src.or("mesh_capacity", |o| &o.mesh_capacity, runtime.mesh_capacity);
-    if !(2..=1 << 20).contains(&mesh_capacity.value) {
-        return Err(mesh_capacity.bad("must be 2 to 1048576"));
-    }
-    let shard_pressure_bytes = src.or(
-        "shard_pressure_bytes",
-        |o| &o.shard_pressure_bytes,
-        runtime.pressure_high as u64,
-    );
-    if !(1 << 16..=1 << 32).contains(&shard_pressure_bytes.value) {
-        return Err(shard_pressure_bytes.bad("must be 65536 to 4294967296 bytes"));
-    }
+    let recv_buffer_size = pick!(src, recv_buffer_size, runtime.recv_buffer_size).check(
+        |v| (64..=1 << 20).contains(v),
+        "must be 64 to 1048576 bytes",
+    )?;
+    let mesh_capacity = pick!(src, mesh_capacity, runtime.mesh_capacity)
+        .check(|v| (2..=1 << 20).contains(v), "must be 2 to 1048576")?;
+    let shard_pressure_bytes = pick!(src, shard_pressure_bytes, runtime.pressure_high as u64)
+        .check(
+            |v| (1 << 16..=1 << 32).contains(v),
+            "must be 65536 to 4294967296 bytes",
+        )?;
 
     let (mut auth, auth_pool) = auth(&src)?;
     // A client CA asks TLS clients for certificates: anonymous clients are then refused
     // unless --allow-anonymous says otherwise.
     let client_ca = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-    let cn_as_username = src.or("tls_cn_as_username", |o| &o.tls_cn_as_username, false);
+    let cn_as_username = pick!(src, tls_cn_as_username, false);
     if cn_as_username.value && !client_ca {
         return Err(cn_as_username.bad(
             "clients' certificates are verified against --tls-client-ca FILE, which is missing",
@@ -409,27 +373,24 @@ pub fn resolve(
     auth.client_ca = client_ca;
     auth.cn_as_username = cn_as_username.value;
     let ws_allowed_origins = allowed_origins(&src)?;
-    let client_msg_rate = src.get("client_msg_rate", |o| &o.client_msg_rate);
-    let client_byte_rate = src.get("client_byte_rate", |o| &o.client_byte_rate);
-    let max_connect_rate = src.get("max_connect_rate", |o| &o.max_connect_rate);
-    let max_connections_per_ip = src.get("max_connections_per_ip", |o| &o.max_connections_per_ip);
-    if let Some(m) = &max_connections_per_ip
-        && !(1..=crate::limits::per_ip::MAX_PER_ADDRESS).contains(&m.value)
-    {
-        return Err(m.bad(format_args!(
+    let client_msg_rate = pick!(src, client_msg_rate);
+    let client_byte_rate = pick!(src, client_byte_rate);
+    let max_connect_rate = pick!(src, max_connect_rate);
+    let max_connections_per_ip = check_given(
+        pick!(src, max_connections_per_ip),
+        |m| (1..=crate::limits::per_ip::MAX_PER_ADDRESS).contains(m),
+        format_args!(
             "must be 1 to {} (leave it out for no limit)",
             crate::limits::per_ip::MAX_PER_ADDRESS
-        )));
-    }
-    let max_retained = src.or("max_retained", |o| &o.max_retained, defaults::MAX_RETAINED);
+        ),
+    )?;
+    let max_retained = pick!(src, max_retained, defaults::MAX_RETAINED);
     let flapping = flapping(&src)?;
 
     let webhooks = webhooks(&src)?;
-    let api_key_file = src
-        .get("api_key_file", |o| &o.api_key_file)
-        .map(|p| p.value);
-    let log_format = src.or("log_format", |o| &o.log_format, LogFormat::default());
-    let log_level = src.or("log_level", |o| &o.log_level, LogLevel::default());
+    let api_key_file = pick!(src, api_key_file).map(|p| p.value);
+    let log_format = pick!(src, log_format, LogFormat::default());
+    let log_level = pick!(src, log_level, LogLevel::default());
 
     Ok(Settings {
         mqtt: mqtt.value.addr(),
@@ -490,19 +451,13 @@ fn auth(src: &Sources<'_>) -> Result<(AuthConfig, PoolConfig), String> {
             None => Ok(None),
         }
     };
-    let jwt_from = src.or("jwt_from", |o| &o.jwt_from, JwtFrom::default());
-    let threads = src.or("auth_threads", |o| &o.auth_threads, defaults::AUTH_THREADS);
-    if !(1..=64).contains(&threads.value) {
-        return Err(threads.bad("must be 1 to 64"));
-    }
-    let queue = src.or("auth_queue", |o| &o.auth_queue, defaults::AUTH_QUEUE);
-    if !(1..=1 << 20).contains(&queue.value) {
-        return Err(queue.bad("must be 1 to 1048576"));
-    }
-    let cache = src.or("auth_cache", |o| &o.auth_cache, defaults::AUTH_CACHE);
-    if cache.value > 1 << 24 {
-        return Err(cache.bad("must be 0 to 16777216"));
-    }
+    let jwt_from = pick!(src, jwt_from, JwtFrom::default());
+    let threads = pick!(src, auth_threads, defaults::AUTH_THREADS)
+        .check(|v| (1..=64).contains(v), "must be 1 to 64")?;
+    let queue = pick!(src, auth_queue, defaults::AUTH_QUEUE)
+        .check(|v| (1..=1 << 20).contains(v), "must be 1 to 1048576")?;
+    let cache = pick!(src, auth_cache, defaults::AUTH_CACHE)
+        .check(|&v| v <= 1 << 24, "must be 0 to 16777216")?;
     let config = AuthConfig {
         password_file: path("password_file", |o| &o.password_file)?,
         acl_file: path("acl_file", |o| &o.acl_file)?,
@@ -511,12 +466,8 @@ fn auth(src: &Sources<'_>) -> Result<(AuthConfig, PoolConfig), String> {
             JwtFrom::Password => TokenSource::Password,
             JwtFrom::Username => TokenSource::Username,
         },
-        jwt_audience: src
-            .get("jwt_audience", |o| &o.jwt_audience)
-            .map(|a| a.value),
-        allow_anonymous: src
-            .get("allow_anonymous", |o| &o.allow_anonymous)
-            .map(|a| a.value),
+        jwt_audience: pick!(src, jwt_audience).map(|a| a.value),
+        allow_anonymous: pick!(src, allow_anonymous).map(|a| a.value),
         client_ca: false,
         cn_as_username: false,
         cache_capacity: cache.value,
@@ -530,7 +481,7 @@ fn auth(src: &Sources<'_>) -> Result<(AuthConfig, PoolConfig), String> {
 
 /// `--ws-allowed-origins`: `None` for any (the default, or `*` in the list).
 fn allowed_origins(src: &Sources<'_>) -> Result<Option<Vec<String>>, String> {
-    let Some(list) = src.get("ws_allowed_origins", |o| &o.ws_allowed_origins) else {
+    let Some(list) = pick!(src, ws_allowed_origins) else {
         return Ok(None);
     };
     let mut origins = Vec::new();
@@ -568,27 +519,15 @@ fn allowed_origins(src: &Sources<'_>) -> Result<Option<Vec<String>>, String> {
 
 /// The flapping detection, checked.
 fn flapping(src: &Sources<'_>) -> Result<FlappingConfig, String> {
-    let max_drops = src.or(
-        "flapping_max_drops",
-        |o| &o.flapping_max_drops,
-        defaults::FLAPPING_MAX_DROPS,
-    );
-    let window = src.or(
-        "flapping_window",
-        |o| &o.flapping_window,
-        defaults::FLAPPING_WINDOW_S,
-    );
-    let ban = src.or(
-        "flapping_ban",
-        |o| &o.flapping_ban,
-        defaults::FLAPPING_BAN_S,
-    );
+    let max_drops = pick!(src, flapping_max_drops, defaults::FLAPPING_MAX_DROPS);
+    let window = pick!(src, flapping_window, defaults::FLAPPING_WINDOW_S);
+    let ban = pick!(src, flapping_ban, defaults::FLAPPING_BAN_S);
     for p in [&window, &ban] {
         if !(1..=86_400 * 365).contains(&p.value) {
             return Err(p.bad("must be 1 to 31536000 seconds"));
         }
     }
-    let by_address = src.or("flapping_by_address", |o| &o.flapping_by_address, false);
+    let by_address = pick!(src, flapping_by_address, false);
     Ok(FlappingConfig {
         max_drops: max_drops.value,
         window_ms: window.value * 1000,
@@ -600,14 +539,10 @@ fn flapping(src: &Sources<'_>) -> Result<FlappingConfig, String> {
 /// The TLS files, checked for presence (they are read when the broker starts); `None`
 /// when no TLS listener is on, and then none of them may be given.
 fn tls_files(src: &Sources<'_>, listening: bool) -> Result<Option<TlsFiles>, String> {
-    let cert = src.get("tls_cert", |o| &o.tls_cert);
-    let key = src.get("tls_key", |o| &o.tls_key);
-    let client_ca = src.get("tls_client_ca", |o| &o.tls_client_ca);
-    let require = src.or(
-        "tls_require_client_cert",
-        |o| &o.tls_require_client_cert,
-        false,
-    );
+    let cert = pick!(src, tls_cert);
+    let key = pick!(src, tls_key);
+    let client_ca = pick!(src, tls_client_ca);
+    let require = pick!(src, tls_require_client_cert, false);
     if !listening {
         let given = [&cert, &key, &client_ca]
             .into_iter()
@@ -646,7 +581,7 @@ fn tls_files(src: &Sources<'_>, listening: bool) -> Result<Option<TlsFiles>, Str
 
 /// The webhook settings, checked; `None` without a URL.
 fn webhooks(src: &Sources<'_>) -> Result<Option<WebhookConfig>, String> {
-    let Some(urls) = src.get("webhook_url", |o| &o.webhook_url) else {
+    let Some(urls) = pick!(src, webhook_url) else {
         return Ok(None);
     };
     let mut targets = Vec::new();
@@ -661,7 +596,7 @@ fn webhooks(src: &Sources<'_>) -> Result<Option<WebhookConfig>, String> {
     if targets.is_empty() {
         return Ok(None);
     }
-    let secret = match src.get("webhook_secret", |o| &o.webhook_secret) {
+    let secret = match pick!(src, webhook_secret) {
         Some(s) if !s.value.is_empty() => s.value,
         _ => {
             return Err(
@@ -672,34 +607,14 @@ fn webhooks(src: &Sources<'_>) -> Result<Option<WebhookConfig>, String> {
         }
     };
     let mut config = WebhookConfig::new(targets, secret);
-    let batch = src.or("webhook_batch", |o| &o.webhook_batch, config.batch_max);
-    if !(1..=10_000).contains(&batch.value) {
-        return Err(batch.bad("must be 1 to 10000"));
-    }
-    let batch_ms = src.or(
-        "webhook_batch_ms",
-        |o| &o.webhook_batch_ms,
-        config.batch_wait.as_millis() as u64,
-    );
-    if batch_ms.value > 60_000 {
-        return Err(batch_ms.bad("must be 0 to 60000 ms"));
-    }
-    let max_pending = src.or(
-        "webhook_max_pending",
-        |o| &o.webhook_max_pending,
-        config.max_pending,
-    );
-    if max_pending.value == 0 {
-        return Err(max_pending.bad("must be at least 1"));
-    }
-    let preview = src.or(
-        "webhook_payload_preview",
-        |o| &o.webhook_payload_preview,
-        config.payload_preview,
-    );
-    if preview.value > 65_536 {
-        return Err(preview.bad("must be 0 to 65536 bytes"));
-    }
+    let batch = pick!(src, webhook_batch, config.batch_max)
+        .check(|v| (1..=10_000).contains(v), "must be 1 to 10000")?;
+    let batch_ms = pick!(src, webhook_batch_ms, config.batch_wait.as_millis() as u64)
+        .check(|&v| v <= 60_000, "must be 0 to 60000 ms")?;
+    let max_pending = pick!(src, webhook_max_pending, config.max_pending)
+        .check(|&v| v != 0, "must be at least 1")?;
+    let preview = pick!(src, webhook_payload_preview, config.payload_preview)
+        .check(|&v| v <= 65_536, "must be 0 to 65536 bytes")?;
     config.batch_max = batch.value;
     config.batch_wait = std::time::Duration::from_millis(batch_ms.value);
     config.max_pending = max_pending.value;

@@ -3,7 +3,7 @@
 //! shards' counters (relaxed atomics) and never touches a shard otherwise; the HTTP
 //! server (`control::http`) serves it.
 
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -68,10 +68,7 @@ pub fn render(state: &State) -> String {
     if let Some(a) = &state.auth {
         for (name, value) in a.snapshot() {
             let (kind, help) = auth_help(name);
-            let _ = write!(
-                out,
-                "# HELP ringmq_{name} {help}\n# TYPE ringmq_{name} {kind}\nringmq_{name} {value}\n"
-            );
+            one_sample(&mut out, name, kind, help, value);
         }
     }
     if let Some(l) = &state.limits {
@@ -81,6 +78,14 @@ pub fn render(state: &State) -> String {
 }
 
 /// The kind and help of an authentication counter.
+/// A family of one unlabelled sample `ringmq_NAME`, with its help and type lines.
+pub fn one_sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl Display) {
+    let _ = write!(
+        out,
+        "# HELP ringmq_{name} {help}\n# TYPE ringmq_{name} {kind}\nringmq_{name} {value}\n"
+    );
+}
+
 fn auth_help(name: &str) -> (&'static str, &'static str) {
     let help = match name {
         "auth_allowed_total" => "CONNECTs admitted (anonymous, password, token or certificate).",

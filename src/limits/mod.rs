@@ -11,7 +11,6 @@
 pub mod flapping;
 pub mod per_ip;
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use flapping::{Ban, Flapper, Flapping, FlappingConfig};
@@ -101,10 +100,7 @@ impl Limits {
             ),
         ];
         for (name, kind, help, value) in rows {
-            let _ = write!(
-                out,
-                "# HELP ringmq_{name} {help}\n# TYPE ringmq_{name} {kind}\nringmq_{name} {value}\n"
-            );
+            crate::control::metrics::one_sample(out, name, kind, help, value);
         }
     }
 }

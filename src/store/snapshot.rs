@@ -298,6 +298,17 @@ mod tests {
         assert!(p.due(4001, 2000));
     }
 
+    /// The record of a session opening (client `c`, MQTT 5, expiry 9 s).
+    fn opening(session: crate::store::record::SessionKey) -> Record<'static> {
+        Record::SessionOpened {
+            session,
+            client_id: "c",
+            protocol: ringmq_proto::mqtt::Version::V5,
+            expiry_interval_s: 9,
+            opened_at_ms: 1,
+        }
+    }
+
     #[test]
     fn a_failed_snapshot_backs_off_before_the_next() {
         let config = StoreConfig {
@@ -308,14 +319,7 @@ mod tests {
             ..StoreConfig::default()
         };
         let mut store = ShardStore::new(0, config);
-        let session = store.allocate_session_key();
-        let open = Record::SessionOpened {
-            session,
-            client_id: "c",
-            protocol: ringmq_proto::mqtt::Version::V5,
-            expiry_interval_s: 9,
-            opened_at_ms: 1,
-        };
+        let open = opening(store.allocate_session_key());
         store.append(&open).unwrap();
         let b = store.take_batch(0).unwrap();
         store.synced(b.last_lsn);
@@ -380,14 +384,7 @@ mod tests {
             ..StoreConfig::default()
         };
         let mut store = ShardStore::new(0, config);
-        let session = store.allocate_session_key();
-        let open = Record::SessionOpened {
-            session,
-            client_id: "c",
-            protocol: ringmq_proto::mqtt::Version::V5,
-            expiry_interval_s: 9,
-            opened_at_ms: 1,
-        };
+        let open = opening(store.allocate_session_key());
         let mut disk = SlowDisk::default();
         store.append(&open).unwrap();
         disk.turn(&mut store, false);

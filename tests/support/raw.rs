@@ -485,17 +485,76 @@ pub struct Ended {
     pub reset: bool,
 }
 
-/// MQTT over a raw socket: what a test does with a `TcpStream` to the broker.
-pub trait RawMqtt {
+/// MQTT over a raw socket: what a test does with a `TcpStream` (or a TLS stream over one)
+/// to the broker.
+pub trait RawMqtt: Read + Write + Sized {
+    /// The transport, as the panics name it: `""` or `" over TLS"`.
+    const OVER: &'static str;
+
+    /// Sets the read timeout of the socket underneath.
+    fn set_read_wait(&mut self, wait: Duration);
+
     /// Writes all of `bytes`.
-    fn send(&mut self, bytes: &[u8]);
+    fn send(&mut self, bytes: &[u8]) {
+        let over = Self::OVER;
+        self.write_all(bytes)
+            .and_then(|()| self.flush())
+            .unwrap_or_else(|e| panic!("writing {} bytes{over}: {e}", bytes.len()));
+    }
+
     /// Reads exactly `n` bytes; panics on EOF or timeout.
-    fn read_bytes(&mut self, n: usize) -> Vec<u8>;
+    fn read_bytes(&mut self, n: usize) -> Vec<u8> {
+        let over = Self::OVER;
+        let mut buf = vec![0; n];
+        self.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("reading {n} bytes{over}: {e}"));
+        buf
+    }
+
     /// The next packet within `within`; `None` on EOF, reset or timeout.
-    fn try_read_packet(&mut self, within: Duration) -> Option<RawPacket>;
-    /// Reads until the server closes the connection (EOF or reset); panics if it is
-    /// still open after `timeout`.
-    fn read_until_closed(&mut self, timeout: Duration) -> Ended;
+    fn try_read_packet(&mut self, within: Duration) -> Option<RawPacket> {
+        self.set_read_wait(within);
+        let got = read_whole_packet(self);
+        self.set_read_wait(WAIT);
+        got
+    }
+
+    /// Reads until the server closes the connection (EOF, reset, or a TLS stream's
+    /// socket ending without close_notify); panics if it is still open after `timeout`.
+    fn read_until_closed(&mut self, timeout: Duration) -> Ended {
+        let over = Self::OVER;
+        let deadline = Instant::now() + timeout;
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the server did not close the connection{over} within {timeout:?}; read so far: {bytes:02x?}"
+            );
+            self.set_read_wait(left);
+            match self.read(&mut buf) {
+                Ok(0) => {
+                    return Ended {
+                        bytes,
+                        reset: false,
+                    };
+                }
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    return Ended { bytes, reset: true };
+                }
+                Err(e) => panic!("read{over}: {e}"),
+            }
+        }
+    }
 
     /// The next packet; panics on EOF or after `WAIT`.
     fn read_packet(&mut self) -> RawPacket {
@@ -519,68 +578,25 @@ pub trait RawMqtt {
     }
 
     /// Asserts the connection is still open, and silent, after `d`.
-    fn expect_still_open(&mut self, d: Duration);
+    fn expect_still_open(&mut self, d: Duration) {
+        let over = Self::OVER;
+        self.set_read_wait(d);
+        let mut buf = [0u8; 64];
+        match self.read(&mut buf) {
+            Ok(0) => panic!("the server closed the connection{over}"),
+            Ok(n) => panic!("unexpected bytes {:02x?}", &buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read{over}: {e}"),
+        }
+        self.set_read_wait(WAIT);
+    }
 }
 
 impl RawMqtt for TcpStream {
-    fn send(&mut self, bytes: &[u8]) {
-        self.write_all(bytes)
-            .unwrap_or_else(|e| panic!("writing {} bytes: {e}", bytes.len()));
-    }
+    const OVER: &'static str = "";
 
-    fn read_bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut buf = vec![0; n];
-        self.read_exact(&mut buf)
-            .unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
-        buf
-    }
-
-    fn try_read_packet(&mut self, within: Duration) -> Option<RawPacket> {
-        self.set_read_timeout(Some(within)).unwrap();
-        let got = read_whole_packet(self);
-        self.set_read_timeout(Some(WAIT)).unwrap();
-        got
-    }
-
-    fn read_until_closed(&mut self, timeout: Duration) -> Ended {
-        let deadline = Instant::now() + timeout;
-        let mut bytes = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "the server did not close the connection within {timeout:?}; read so far: {bytes:02x?}"
-            );
-            self.set_read_timeout(Some(left)).unwrap();
-            match self.read(&mut buf) {
-                Ok(0) => {
-                    return Ended {
-                        bytes,
-                        reset: false,
-                    };
-                }
-                Ok(n) => bytes.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
-                    return Ended { bytes, reset: true };
-                }
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-
-    fn expect_still_open(&mut self, d: Duration) {
-        self.set_read_timeout(Some(d)).unwrap();
-        let mut buf = [0u8; 64];
-        match self.read(&mut buf) {
-            Ok(0) => panic!("the server closed the connection"),
-            Ok(n) => panic!("unexpected bytes {:02x?}", &buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => panic!("read: {e}"),
-        }
-        self.set_read_timeout(Some(WAIT)).unwrap();
+    fn set_read_wait(&mut self, wait: Duration) {
+        self.set_read_timeout(Some(wait)).unwrap();
     }
 }
 

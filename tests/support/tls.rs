@@ -4,11 +4,11 @@
 //! (mosquitto_pub/sub, paho-mqtt, rumqttc). A blocking rustls client over a `TcpStream`
 //! gives exact bytes (`RawMqtt`) and carries tungstenite for secure WebSocket.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -16,7 +16,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use super::WAIT;
 use super::broker::TempDir;
-use super::raw::{Ended, RawMqtt, RawPacket, read_whole_packet};
+use super::raw::RawMqtt;
 
 /// A certificate authority and what it signed, as PEM files in a temporary directory.
 pub struct Pki {
@@ -171,71 +171,9 @@ pub fn tls_connect(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Resu
 }
 
 impl RawMqtt for TlsStream {
-    fn send(&mut self, bytes: &[u8]) {
-        self.write_all(bytes)
-            .and_then(|()| self.flush())
-            .unwrap_or_else(|e| panic!("writing {} bytes over TLS: {e}", bytes.len()));
-    }
+    const OVER: &'static str = " over TLS";
 
-    fn read_bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut buf = vec![0; n];
-        self.read_exact(&mut buf)
-            .unwrap_or_else(|e| panic!("reading {n} bytes over TLS: {e}"));
-        buf
-    }
-
-    fn try_read_packet(&mut self, within: Duration) -> Option<RawPacket> {
-        self.sock.set_read_timeout(Some(within)).unwrap();
-        let got = read_whole_packet(self);
-        self.sock.set_read_timeout(Some(WAIT)).unwrap();
-        got
-    }
-
-    fn read_until_closed(&mut self, timeout: Duration) -> Ended {
-        let deadline = Instant::now() + timeout;
-        let mut bytes = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "the server did not close the TLS connection within {timeout:?}"
-            );
-            self.sock.set_read_timeout(Some(left)).unwrap();
-            match self.read(&mut buf) {
-                // close_notify, then the end of the socket.
-                Ok(0) => {
-                    return Ended {
-                        bytes,
-                        reset: false,
-                    };
-                }
-                Ok(n) => bytes.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // The socket ended without a close_notify.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
-                    ) =>
-                {
-                    return Ended { bytes, reset: true };
-                }
-                Err(e) => panic!("read over TLS: {e}"),
-            }
-        }
-    }
-
-    fn expect_still_open(&mut self, d: Duration) {
-        self.sock.set_read_timeout(Some(d)).unwrap();
-        let mut buf = [0u8; 64];
-        match self.read(&mut buf) {
-            Ok(0) => panic!("the server closed the TLS connection"),
-            Ok(n) => panic!("unexpected bytes {:02x?}", &buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => panic!("read over TLS: {e}"),
-        }
-        self.sock.set_read_timeout(Some(WAIT)).unwrap();
+    fn set_read_wait(&mut self, wait: Duration) {
+        self.sock.set_read_timeout(Some(wait)).unwrap();
     }
 }

@@ -105,6 +105,42 @@ impl ShardApi {
             .collect()
     }
 
+    /// Every shard's answer to the request `make` builds, until the deadline.
+    async fn ask_every<T>(
+        &self,
+        deadline: Deadline,
+        make: impl Fn(oneshot::Sender<T>) -> AdminRequest,
+    ) -> Result<Vec<T>, BrokerError> {
+        gather(self.ask_all(make)?, deadline).await
+    }
+
+    /// The answer of the one shard that holds what is asked for (the others answer
+    /// `None`), or [`BrokerError::NotFound`] with `missing`.
+    async fn find<T>(
+        &self,
+        deadline: Deadline,
+        missing: impl FnOnce() -> String,
+        make: impl Fn(oneshot::Sender<Option<T>>) -> AdminRequest,
+    ) -> Result<T, BrokerError> {
+        self.ask_every(deadline, make)
+            .await?
+            .into_iter()
+            .flatten()
+            .next()
+            .ok_or_else(|| BrokerError::NotFound(missing()))
+    }
+
+    /// The answer of the shard whose turn it is, for what any shard can do (every shard
+    /// holds every retained message).
+    async fn ask_next<T>(
+        &self,
+        deadline: Deadline,
+        make: impl FnOnce(oneshot::Sender<T>) -> AdminRequest,
+    ) -> Result<T, BrokerError> {
+        let asked = self.ask(self.next_shard(), make)?;
+        gather(vec![asked], deadline).await?.pop().ok_or_else(gone)
+    }
+
     /// Every shard's answer to a listing, merged into one page (the shards named by
     /// `shard`, or all).
     async fn listing<T>(
@@ -263,15 +299,11 @@ impl BrokerApi for ShardApi {
         let tallies = if valid.is_empty() {
             Vec::new()
         } else {
-            let shard = self.next_shard();
-            let answer = self.ask(shard, |reply| AdminRequest::Publish {
+            self.ask_next(deadline, |reply| AdminRequest::Publish {
                 messages: valid,
                 reply,
-            })?;
-            gather(vec![answer], deadline)
-                .await?
-                .pop()
-                .unwrap_or_default()
+            })
+            .await?
         };
         let mut tallies = tallies.into_iter();
         within(deadline, async {
@@ -343,24 +375,20 @@ impl BrokerApi for ShardApi {
     }
 
     async fn client(&self, id: String, deadline: Deadline) -> Result<ClientDetail, BrokerError> {
-        let asked = self.ask_all(|reply| AdminRequest::Client {
+        let missing = || format!("no client {id:?} is connected");
+        self.find(deadline, missing, |reply| AdminRequest::Client {
             client_id: id.clone(),
             reply,
-        })?;
-        gather(asked, deadline)
-            .await?
-            .into_iter()
-            .flatten()
-            .next()
-            .ok_or_else(|| BrokerError::NotFound(format!("no client {id:?} is connected")))
+        })
+        .await
     }
 
     async fn disconnect(&self, id: String, deadline: Deadline) -> Result<(), BrokerError> {
-        let asked = self.ask_all(|reply| AdminRequest::Disconnect {
+        let asked = self.ask_every(deadline, |reply| AdminRequest::Disconnect {
             client_id: id.clone(),
             reply,
-        })?;
-        if gather(asked, deadline).await?.contains(&true) {
+        });
+        if asked.await?.contains(&true) {
             Ok(())
         } else {
             Err(BrokerError::NotFound(format!(
@@ -391,16 +419,12 @@ impl BrokerApi for ShardApi {
     }
 
     async fn session(&self, id: String, deadline: Deadline) -> Result<SessionDetail, BrokerError> {
-        let asked = self.ask_all(|reply| AdminRequest::Session {
+        let missing = || format!("no session {id:?}");
+        self.find(deadline, missing, |reply| AdminRequest::Session {
             client_id: id.clone(),
             reply,
-        })?;
-        gather(asked, deadline)
-            .await?
-            .into_iter()
-            .flatten()
-            .next()
-            .ok_or_else(|| BrokerError::NotFound(format!("no session {id:?}")))
+        })
+        .await
     }
 
     async fn session_queue(
@@ -419,18 +443,15 @@ impl BrokerApi for ShardApi {
             }
         };
         let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-        let asked = self.ask_all(|reply| AdminRequest::SessionQueue {
-            client_id: id.clone(),
-            after,
-            limit,
-            reply,
-        })?;
-        let items = gather(asked, deadline)
-            .await?
-            .into_iter()
-            .flatten()
-            .next()
-            .ok_or_else(|| BrokerError::NotFound(format!("no session {id:?}")))?;
+        let missing = || format!("no session {id:?}");
+        let items = self
+            .find(deadline, missing, |reply| AdminRequest::SessionQueue {
+                client_id: id.clone(),
+                after,
+                limit,
+                reply,
+            })
+            .await?;
         let next = (items.len() == limit)
             .then(|| items.last().map(|m| m.position.to_string()))
             .flatten();
@@ -438,11 +459,11 @@ impl BrokerApi for ShardApi {
     }
 
     async fn discard_session(&self, id: String, deadline: Deadline) -> Result<(), BrokerError> {
-        let asked = self.ask_all(|reply| AdminRequest::DiscardSession {
+        let asked = self.ask_every(deadline, |reply| AdminRequest::DiscardSession {
             client_id: id.clone(),
             reply,
-        })?;
-        if gather(asked, deadline).await?.contains(&true) {
+        });
+        if asked.await?.contains(&true) {
             Ok(())
         } else {
             Err(BrokerError::NotFound(format!("no session {id:?}")))
@@ -498,29 +519,26 @@ impl BrokerApi for ShardApi {
         topic: String,
         deadline: Deadline,
     ) -> Result<RetainedMessage, BrokerError> {
-        let shard = self.next_shard();
-        let asked = self.ask(shard, |reply| AdminRequest::RetainedMessage {
+        let asked = self.ask_next(deadline, |reply| AdminRequest::RetainedMessage {
             topic: topic.clone(),
             reply,
-        })?;
-        gather(vec![asked], deadline)
+        });
+        asked
             .await?
-            .pop()
-            .flatten()
             .ok_or_else(|| BrokerError::NotFound(format!("no retained message on {topic:?}")))
     }
 
     async fn delete_retained(&self, topic: String, deadline: Deadline) -> Result<(), BrokerError> {
-        let shard = self.next_shard();
-        let asked = self.ask(shard, |reply| AdminRequest::DeleteRetained {
+        let asked = self.ask_next(deadline, |reply| AdminRequest::DeleteRetained {
             topic: topic.clone(),
             reply,
-        })?;
-        match gather(vec![asked], deadline).await?.pop() {
-            Some(true) => Ok(()),
-            _ => Err(BrokerError::NotFound(format!(
+        });
+        if asked.await? {
+            Ok(())
+        } else {
+            Err(BrokerError::NotFound(format!(
                 "no retained message on {topic:?}"
-            ))),
+            )))
         }
     }
 
@@ -529,9 +547,9 @@ impl BrokerApi for ShardApi {
         limit: usize,
         deadline: Deadline,
     ) -> Result<Vec<TopicRate>, BrokerError> {
-        let asked = self.ask_all(|reply| AdminRequest::TopTopics { reply })?;
+        let parts = self.ask_every(deadline, |reply| AdminRequest::TopTopics { reply });
         let mut by_topic: std::collections::HashMap<String, f64> = Default::default();
-        for part in gather(asked, deadline).await? {
+        for part in parts.await? {
             for t in part {
                 *by_topic.entry(t.topic).or_default() += t.messages_per_second;
             }
