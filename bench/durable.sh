@@ -3,7 +3,7 @@
 #
 #   bench/durable.sh [--out DIR] [--clients N] [--duration S] [--skip-mosquitto]
 #
-# 1. QoS 1 pairs to persistent sessions (clean session 0), open loop, against ringmq with
+# 1. QoS 1 pairs to persistent sessions (clean session off), open loop, against ringmq with
 #    --durability none, write and fsync, and against mosquitto with `persistence true`
 #    and `autosave_on_changes true` (autosave_interval 1: the setting that loses nothing).
 # 2. The same load against ringmq fsync at half of its open-loop delivery rate: the

@@ -5,7 +5,7 @@
 #   bench/restart.sh [--dir DATA_DIR] [--sessions N] [--batch N] [--queued N]
 #                    [--restart-only]
 #
-# 1. N persistent sessions (MQTT 3.1.1, clean session 0), each subscribed to one topic,
+# 1. N persistent sessions (MQTT 3.1.1, clean session off), each subscribed to one topic,
 #    made by `ringmq-swarm idle --persistent --subscribe-own` in batches of --batch
 #    clients (each batch connects, subscribes to `rs/<i>`, i < batch, and leaves): the
 #    topic `rs/<i>` has N / batch subscribers.

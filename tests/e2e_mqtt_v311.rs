@@ -213,8 +213,8 @@ fn overlapping_subscriptions_deliver_one_copy_at_the_highest_qos() {
     });
 }
 
-/// A zero-length client id is accepted with Clean Session 1 (the broker assigns one,
-/// MQTT-3.1.3-6) and refused with return code 0x02 with Clean Session 0 (MQTT-3.1.3-8).
+/// A zero-length client id is accepted with Clean Session on (the broker assigns one,
+/// MQTT-3.1.3-6) and refused with return code 0x02 with Clean Session off (MQTT-3.1.3-8).
 #[test]
 fn zero_length_client_id_needs_a_clean_session() {
     let broker = Broker::start(&["--shards", "2"]);

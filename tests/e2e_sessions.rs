@@ -325,10 +325,10 @@ fn simultaneous_connects_with_one_client_id_leave_one_connection() {
     }
 }
 
-/// Clean Session 0: subscriptions and the QoS 1 and 2 messages published while the
+/// Clean Session off: subscriptions and the QoS 1 and 2 messages published while the
 /// client is away are kept and delivered, in order, when it returns (MQTT-3.1.2-4,
 /// MQTT-3.1.2-5), and CONNACK says whether a session is present (MQTT-3.2.2-2, -3);
-/// Clean Session 1 discards it (MQTT-3.1.2-6). The publisher sits on the other shard.
+/// Clean Session on discards it (MQTT-3.1.2-6). The publisher sits on the other shard.
 #[test]
 fn persistent_session_keeps_subscriptions_and_queues_messages_while_offline() {
     let broker = Broker::start(&["--shards", "2"]);
@@ -376,7 +376,7 @@ fn persistent_session_keeps_subscriptions_and_queues_messages_while_offline() {
         );
         sub.disconnect().await;
 
-        // Clean Session 1 ends it; the next persistent connection starts afresh.
+        // Clean Session on ends it; the next persistent connection starts afresh.
         let mut o = v311::options("ps", addr);
         o.set_clean_session(true);
         V4::connect(o).await.disconnect().await;

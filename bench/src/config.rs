@@ -134,7 +134,7 @@ pub struct SwarmArgs {
     /// Idle: subscribe each client to its own topic.
     #[arg(long)]
     pub subscribe_own: bool,
-    /// Persistent sessions: MQTT 3.1.1 clean session 0; MQTT 5 Clean Start 0 and a
+    /// Persistent sessions: MQTT 3.1.1 clean session off; MQTT 5 Clean Start 0 and a
     /// Session Expiry Interval of --session-expiry. A reconnecting client resumes its
     /// session (subscriptions kept, missed messages delivered).
     #[arg(long)]
@@ -456,7 +456,7 @@ pub struct Config {
     pub inflight: u16,
     pub peers: u32,
     pub subscribe_own: bool,
-    /// Persistent sessions (clean session 0), with this MQTT 5 session expiry.
+    /// Persistent sessions (clean session off), with this MQTT 5 session expiry.
     pub persistent: bool,
     pub session_expiry: u32,
     /// Leave and connect again this long after being ready (jittered ±25 %).

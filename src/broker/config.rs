@@ -49,7 +49,7 @@ pub struct BrokerConfig {
     /// Sessions the whole broker holds at most (connected or not); a CONNECT that needs
     /// a new one past it is refused (CONNACK 0x03 / 0x97). `None`: no bound.
     pub max_sessions: Option<usize>,
-    /// Seconds a 3.1.1 persistent session (Clean Session 0) outlives its connection;
+    /// Seconds a 3.1.1 persistent session (Clean Session off) outlives its connection;
     /// `None`: for ever, as the 3.1.1 spec has it.
     pub v311_session_expiry_s: Option<u32>,
     /// Retained messages one shard holds in new subscriptions' snapshots waiting to be

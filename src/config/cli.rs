@@ -247,7 +247,7 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
 
-    /// Seconds an MQTT 3.1.1 persistent session (Clean Session 0) outlives its
+    /// Seconds an MQTT 3.1.1 persistent session (Clean Session off) outlives its
     /// connection, 1 to 4294967294; MQTT 5 clients say so themselves. [default: for ever,
     /// as the 3.1.1 spec has it]
     #[arg(long, value_name = "SECS")]

@@ -2,7 +2,7 @@
 
 Usage: qos2_kill9.py PORT COUNT
 
-A persistent publisher (clean session 0) publishes COUNT QoS 2 messages (payload: their
+A persistent publisher (clean session off) publishes COUNT QoS 2 messages (payload: their
 number) to `exact/t` on 127.0.0.1:PORT while the test kills the broker with SIGKILL and
 starts it again on the same port and data directory, several times. A persistent
 subscriber to `exact/#` prints `got N` for every message paho hands it (paho delivers a
