@@ -15,6 +15,8 @@
 //! - [`store`]: the per-shard write-ahead log, recovery, snapshots and compaction that
 //!   make persistent sessions, offline queues, in-flight messages, wills and retained
 //!   messages durable.
+//! - [`cluster`]: several nodes joined through NATS (`--cluster`): what crosses nodes,
+//!   the NATS client on the control plane's runtime, the topic ↔ subject mapping.
 //! - [`control`]: the control plane on its own threads: the HTTP server (dashboard, JSON
 //!   API, `/metrics`, `/healthz`, `/debug/histograms`), webhooks, logging.
 //!
@@ -34,6 +36,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod limits;

@@ -25,6 +25,8 @@ use crate::broker::{
     AdminRequest, Broker, BrokerConfig, BrokerStats, Guards, Msg, Recovery, ShardFigures, Shared,
     home_shard, plan_recovery,
 };
+use crate::cluster::ClusterLink;
+use crate::cluster::link::Start as LinkStart;
 use crate::config::defaults;
 use crate::config::settings::Settings;
 use crate::config::values::{DurabilityMode, RateSpec};
@@ -124,7 +126,22 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
         }
         None => (None, None),
     };
-    let shared = match shared(&settings, &figures, &security, webhook_sender) {
+    // The cluster link's shared half goes to the shards; its tasks start with the
+    // control plane, once the shards can be reached.
+    let (cluster, cluster_out) = match settings.cluster.clone() {
+        Some(c) => {
+            let (link, out) = ClusterLink::new(c, settings.shards());
+            (Some(link), Some(out))
+        }
+        None => (None, None),
+    };
+    let shared = match shared(
+        &settings,
+        &figures,
+        &security,
+        webhook_sender,
+        cluster.clone(),
+    ) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -161,6 +178,12 @@ pub fn run(settings: Settings, signals: Signals) -> i32 {
             .flatten(),
         auth_stats: security.stats.clone(),
         limits: security.limits.clone(),
+        cluster: cluster.zip(cluster_out).map(|(link, out)| LinkStart {
+            link,
+            out,
+            shards: shards.controls.clone(),
+            doorbells: shards.doorbells.clone(),
+        }),
     }) {
         Ok(c) => c,
         Err(e) => {
@@ -466,6 +489,7 @@ fn shared(
     figures: &[ShardFigures],
     security: &Security,
     webhooks: Option<WebhookSender>,
+    cluster: Option<Arc<ClusterLink>>,
 ) -> Result<Arc<Shared>, String> {
     let config = BrokerConfig {
         max_queued_messages: settings.max_queued_messages,
@@ -494,7 +518,10 @@ fn shared(
         auth: CurrentAuth::new(security.first.clone()),
         limits: security.limits.clone(),
     };
-    Shared::new(config, figures.to_vec(), guards, webhooks).map(Arc::new)
+    Shared::new(config, figures.to_vec(), guards, webhooks).map(|mut s| {
+        s.cluster = cluster;
+        Arc::new(s)
+    })
 }
 
 /// The reserved (concrete) ports of the listeners that are on.

@@ -141,6 +141,10 @@ pub enum AdminRequest {
         listing: Listing,
         reply: Reply<Vec<SubscriptionEntry>>,
     },
+    /// Messages from other nodes of the cluster, to route here (never back to NATS).
+    Cluster(Vec<crate::cluster::Inbound>),
+    /// A retained message from the cluster's retained bucket, to store here.
+    ClusterRetain(Arc<Message>),
     /// Retained messages whose topic `filter` matches, by topic.
     Retained {
         filter: String,
@@ -412,6 +416,8 @@ impl Broker {
     /// A request from the control plane.
     pub(super) fn handle_request(&mut self, io: &mut Io, request: AdminRequest) {
         match request {
+            AdminRequest::Cluster(messages) => self.cluster_inbound(io, messages),
+            AdminRequest::ClusterRetain(m) => self.cluster_retain(io, m),
             AdminRequest::Publish { messages, reply } => self.admin.add(Job::Publish {
                 tallies: Vec::with_capacity(messages.len()),
                 messages: messages.into(),

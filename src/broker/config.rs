@@ -148,6 +148,8 @@ pub struct Shared {
     pub auth: CurrentAuth,
     /// Connections per address, flapping bans.
     pub limits: Arc<Limits>,
+    /// The link to the other nodes of the cluster (`--cluster`), `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
 }
 
 /// What shards share beyond their settings and figures.
@@ -198,6 +200,7 @@ impl Shared {
             auth: guards.auth,
             limits: guards.limits,
             sessions: Arc::new(AtomicUsize::new(0)),
+            cluster: None,
         })
     }
 }

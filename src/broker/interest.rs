@@ -26,6 +26,7 @@ use super::retained_cursor::RetainedFilter;
 use super::session::SessionId;
 use super::topics::{NodeValue, Trie};
 use super::{Mail, Msg, Peers};
+use crate::cluster::InterestChange;
 use crate::config::defaults::MAX_SHARDS;
 
 /// Other shards' interest at one filter: a bit per shard, and for each shared group
@@ -122,6 +123,9 @@ pub(super) struct Interest {
     pub acked: Vec<u64>,
     /// SUBACKs waiting for the other shards to apply the interest their SUBSCRIBE made.
     pub pending_subacks: VecDeque<PendingSuback>,
+    /// In a cluster: changes are also collected for other nodes (see `broker::cluster`).
+    pub cluster: bool,
+    pub cluster_changes: Vec<InterestChange>,
 }
 
 impl Interest {
@@ -138,7 +142,17 @@ impl Interest {
             batch_seq: 0,
             acked: vec![0; peers.count],
             pending_subacks: VecDeque::new(),
+            cluster: false,
+            cluster_changes: Vec::new(),
         }
+    }
+
+    /// The shards with members of group `share` (on `filter`).
+    pub fn group_shards(&self, filter: &str, share: &str) -> u128 {
+        self.others
+            .find(filter)
+            .and_then(|n| self.others.get(n).groups.get(share).copied())
+            .unwrap_or(0)
     }
 
     /// The last broadcast's sequence number.
@@ -155,7 +169,7 @@ impl Interest {
     /// first. A group's interest goes at once: a publisher picks one shard per group, and
     /// must not pick one without members.
     pub fn advertise(&mut self, prefix: &str, share: Option<Arc<str>>, add: bool, now_ms: u64) {
-        if self.peers.count == 1 {
+        if self.peers.count == 1 && !self.cluster {
             return;
         }
         let key: &str = match &share {
@@ -259,7 +273,20 @@ impl Interest {
     }
 
     fn broadcast_as(&mut self, prefix: &str, share: Option<Arc<str>>, add: bool, durable: bool) {
-        if self.quiet {
+        // The cluster learns of every change, those of recovered sessions too (other
+        // nodes were told nothing before this shard started).
+        if self.cluster && !durable {
+            let key = match &share {
+                Some(s) => Box::from(&**s),
+                None => advertised_filter(prefix),
+            };
+            self.cluster_changes.push(InterestChange {
+                key,
+                share: share.is_some(),
+                add,
+            });
+        }
+        if self.quiet || self.peers.count == 1 {
             return;
         }
         if self.batch.is_empty() {

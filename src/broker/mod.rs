@@ -44,6 +44,7 @@ mod admin;
 mod admission;
 mod authorize;
 mod client;
+mod cluster;
 mod config;
 mod connect;
 mod delivery;
@@ -211,6 +212,8 @@ pub struct Broker {
     throttle: Throttle,
     /// The shard's log, and what waits for it.
     durable: Durable,
+    /// The cluster's side of this shard (`--cluster`); `None` on a single node.
+    cluster: Option<Box<cluster::ClusterPart>>,
 }
 
 impl Broker {
@@ -235,6 +238,12 @@ impl Broker {
         };
         let figures = shared.shards[shard_id].clone();
         let sessions = Sessions::new(shared.sessions.clone());
+        let cluster = shared
+            .cluster
+            .clone()
+            .map(|link| Box::new(cluster::ClusterPart::new(link)));
+        let mut interest = Interest::new(peers);
+        interest.cluster = cluster.is_some();
         let admission = Admission::new(&shared, wake);
         figures.broker.auth_generation.set(admission.generation());
         Broker {
@@ -248,7 +257,7 @@ impl Broker {
             sessions,
             registry: Registry::new(),
             routes: Routes::default(),
-            interest: Interest::new(peers),
+            interest,
             retained: Retained::default(),
             retained_cursors: RetainedCursors::default(),
             pressure: Pressure::default(),
@@ -259,6 +268,7 @@ impl Broker {
             top_topics: TopTopics::default(),
             admin: Admin::default(),
             webhooks: shared.webhooks.clone(),
+            cluster,
             shared,
         }
     }
@@ -504,6 +514,7 @@ impl Service for Broker {
         self.drain_local_inbox(io);
         self.durable_turn_end(io);
         self.drain_local_inbox(io);
+        self.cluster_turn_end(io);
         self.report_load(io);
     }
 

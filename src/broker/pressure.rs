@@ -48,7 +48,13 @@ impl Pressure {
 impl Broker {
     /// Tells the runtime the broker's load.
     pub(super) fn report_load(&self, io: &mut Io) {
-        io.set_service_load(self.pressure.load(self.config().max_deliveries_waiting));
+        // Messages held for a full cluster queue weigh as a full load: publishers pause.
+        let load = if self.cluster.as_ref().is_some_and(|c| c.backlogged()) {
+            ServiceLoad::Overloaded
+        } else {
+            self.pressure.load(self.config().max_deliveries_waiting)
+        };
+        io.set_service_load(load);
     }
 
     /// Deliveries made by this shard so far, to its clients or handed to other shards.

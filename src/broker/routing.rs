@@ -408,12 +408,19 @@ impl Broker {
         let mut tally = tally;
         let mut groups = std::mem::take(&mut self.scratch.groups);
         groups.clear();
-        let here = self.deliver_local(io, src, Some(&mut groups));
+        // In a cluster where another node has a matching shared group, every group gets
+        // the message through NATS (one member in the whole cluster), not from here.
+        let cluster = self.cluster_route(src);
+        let groups_here = !cluster.as_ref().is_some_and(|c| c.takes_groups());
+        let here = self.deliver_local(io, src, groups_here.then_some(&mut groups));
         if let Some(t) = tally.as_deref_mut() {
             t.here += here as u64;
         }
-        self.route_remote(io, src, &mut groups, false, tally);
+        self.route_remote(io, src, &mut groups, false, groups_here, tally);
         self.scratch.groups = groups;
+        if let Some(c) = cluster {
+            self.cluster_send(io, src, c);
+        }
     }
 
     /// A QoS 2 message its persistent session's client sent again before it saw the
@@ -425,19 +432,21 @@ impl Broker {
         groups.clear();
         src.again = true;
         self.deliver_local(io, src, None);
-        self.route_remote(io, src, &mut groups, true, None);
+        self.route_remote(io, src, &mut groups, true, true, None);
         self.scratch.groups = groups;
     }
 
     /// The other shards' part of `route`: the shards whose interest matches (only those
-    /// with durable interest, `durable_only`), and one member of each shared group. With
-    /// a `tally`, each of them counts the sessions it reaches and answers through it.
-    fn route_remote(
+    /// with durable interest, `durable_only`), and one member of each shared group
+    /// (unless `groups_here` is false: the cluster serves them). With a `tally`, each of
+    /// them counts the sessions it reaches and answers through it.
+    pub(super) fn route_remote(
         &mut self,
         io: &mut Io,
         src: &mut Src<'_>,
         groups: &mut Vec<(Arc<str>, bool, u128)>,
         durable_only: bool,
+        groups_here: bool,
         mut tally: Option<&mut Tally>,
     ) {
         let mut group_at = std::mem::take(&mut self.scratch.group_at);
@@ -464,6 +473,9 @@ impl Broker {
             mask &= !(1u128 << self.peers.id);
             if durable_only {
                 mask &= durable;
+                groups.clear();
+            }
+            if !groups_here {
                 groups.clear();
             }
             let overflow_limit = self.config().mesh_overflow_limit;
@@ -494,8 +506,21 @@ impl Broker {
                 io.send_to_shard(to, msg);
             }
         }
-        // Shared subscriptions (MQTT 5 §4.8.2): each matching group gets the message
-        // once, at one member, taking turns over the shards that have members.
+        self.deliver_groups(io, src, groups, tally);
+        group_at.clear();
+        self.scratch.group_at = group_at;
+    }
+
+    /// Shared subscriptions (MQTT 5 §4.8.2): each group of `groups` (whole filter, members
+    /// here, shards with members) gets the message once, at one member, taking turns
+    /// over the shards that have members.
+    pub(super) fn deliver_groups(
+        &mut self,
+        io: &mut Io,
+        src: &mut Src<'_>,
+        groups: &mut Vec<(Arc<str>, bool, u128)>,
+        mut tally: Option<&mut Tally>,
+    ) {
         for (share, local, remote) in groups.drain(..) {
             let candidates = remote | if local { 1u128 << self.peers.id } else { 0 };
             let n = candidates.count_ones();
@@ -531,8 +556,6 @@ impl Broker {
                 io.send_to_shard(to, msg);
             }
         }
-        group_at.clear();
-        self.scratch.group_at = group_at;
     }
 
     /// Delivers to this shard's plain subscribers; collects shared groups that match into

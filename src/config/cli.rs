@@ -388,6 +388,22 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<u32>,
 
+    /// Join a cluster: the NATS servers (JetStream on) that carry what crosses nodes,
+    /// `nats://HOST:PORT[,…]`. [default: none, a single node]
+    #[arg(long, value_name = "URL[,URL…]")]
+    pub cluster: Option<String>,
+
+    /// This node's name in the cluster: letters, digits and `-`, 1 to 64 characters,
+    /// unique in the cluster. [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
+
+    /// Messages for other nodes waiting for the NATS client, all shards together; past
+    /// it QoS 0 is dropped (counted) and QoS 1/2 held while publishers pause.
+    /// [default: 65536]
+    #[arg(long, value_name = "N")]
+    pub cluster_queue: Option<usize>,
+
     /// Retained messages kept, all topics together; past it a retained PUBLISH to a new
     /// topic is delivered but not retained. [default: 1000000]
     #[arg(long, value_name = "N")]

@@ -103,6 +103,10 @@ pub fn files_per_shard(nofile: u64) -> u32 {
         .min(MAX_DEFAULT_FILES_PER_SHARD) as u32
 }
 
+/// Messages for other nodes waiting for the NATS client, all shards together
+/// (`--cluster-queue`).
+pub const CLUSTER_QUEUE: usize = 65_536;
+
 #[cfg(test)]
 mod tests {
     use super::*;

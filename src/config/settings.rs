@@ -76,6 +76,8 @@ pub struct Settings {
     pub max_connections_per_ip: Option<u32>,
     pub max_retained: usize,
     pub flapping: FlappingConfig,
+    /// `--cluster`: the other nodes, through NATS.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 impl Settings {
@@ -386,6 +388,7 @@ pub fn resolve(
     )?;
     let max_retained = pick!(src, max_retained, defaults::MAX_RETAINED);
     let flapping = flapping(&src)?;
+    let cluster = cluster(&src)?;
 
     let webhooks = webhooks(&src)?;
     let api_key_file = pick!(src, api_key_file).map(|p| p.value);
@@ -437,7 +440,58 @@ pub fn resolve(
         max_connections_per_ip: max_connections_per_ip.map(|m| m.value),
         max_retained: max_retained.value,
         flapping,
+        cluster,
     })
+}
+
+/// `--cluster`, `--node-id`, `--cluster-queue`, checked.
+fn cluster(src: &Sources<'_>) -> Result<Option<crate::cluster::ClusterSettings>, String> {
+    let node_id = pick!(src, node_id);
+    let queue = pick!(src, cluster_queue, defaults::CLUSTER_QUEUE)
+        .check(|v| (1..=1 << 24).contains(v), "must be 1 to 16777216")?;
+    let Some(urls) = pick!(src, cluster) else {
+        if let Some(n) = node_id {
+            return Err(n.bad("names a node of a cluster; --cluster is missing"));
+        }
+        return Ok(None);
+    };
+    let list: Vec<String> = urls
+        .value
+        .split(',')
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if list.is_empty() {
+        return Err(urls.bad("names no NATS server"));
+    }
+    let node_id = match node_id {
+        Some(n) => n.check(
+            |v| crate::cluster::valid_node_id(v),
+            "must be 1 to 64 letters, digits or '-'",
+        )?,
+        None => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let host: String = host
+                .trim()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .take(64)
+                .collect();
+            if !crate::cluster::valid_node_id(&host) {
+                return Err(urls.bad("the host name cannot name this node; give --node-id"));
+            }
+            Picked {
+                key: "node_id",
+                value: host,
+                origin: Origin::Default,
+            }
+        }
+    };
+    Ok(Some(crate::cluster::ClusterSettings {
+        urls: list,
+        node_id: node_id.value,
+        queue: queue.value,
+    }))
 }
 
 /// The authentication settings, checked (the files are read when the broker starts).

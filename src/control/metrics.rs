@@ -28,6 +28,8 @@ pub struct State {
     pub auth: Option<Arc<AuthStats>>,
     /// Connections per address and flapping bans.
     pub limits: Option<Arc<Limits>>,
+    /// The cluster link's counters, in a cluster.
+    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
 }
 
 /// Each shard's histogram sets, the broker's first (the order of their dump).
@@ -73,6 +75,9 @@ pub fn render(state: &State) -> String {
     }
     if let Some(l) = &state.limits {
         l.render_prometheus(&mut out);
+    }
+    if let Some(c) = &state.cluster {
+        c.stats.render_prometheus(&mut out);
     }
     out
 }
@@ -145,6 +150,7 @@ mod tests {
             webhooks: None,
             auth: None,
             limits: None,
+            cluster: None,
         }
     }
 

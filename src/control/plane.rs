@@ -54,6 +54,8 @@ pub struct Start<'a> {
     pub auth_stats: Arc<crate::auth::AuthStats>,
     /// Connections per address, flapping bans.
     pub limits: Arc<crate::limits::Limits>,
+    /// In a cluster: the NATS link to start.
+    pub cluster: Option<crate::cluster::link::Start>,
 }
 
 /// Who may use the API, from `--api-key-file`.
@@ -80,6 +82,10 @@ pub fn start(s: Start<'_>) -> Result<ControlPlane, String> {
         webhooks: webhook_stats.clone(),
     }));
     runtime.spawn(sampler.clone().run());
+    let cluster = s.cluster.as_ref().map(|c| c.link.clone());
+    if let Some(c) = s.cluster {
+        crate::cluster::link::start(&runtime, c);
+    }
 
     if let Some(listener) = s.http {
         let state = Arc::new(metrics::State {
@@ -89,6 +95,7 @@ pub fn start(s: Start<'_>) -> Result<ControlPlane, String> {
             webhooks: webhook_stats,
             auth: Some(s.auth_stats),
             limits: Some(s.limits),
+            cluster,
         });
         let info = Info {
             version: env!("CARGO_PKG_VERSION"),

@@ -27,6 +27,7 @@ pub mod broker;
 pub mod client;
 pub mod creds;
 pub mod js;
+pub mod nats;
 pub mod raw;
 pub mod shards;
 pub mod tls;

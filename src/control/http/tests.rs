@@ -24,6 +24,7 @@ fn start(limits: Limits) -> (SocketAddr, Arc<metrics::State>, tokio::runtime::Ru
         webhooks: None,
         auth: None,
         limits: None,
+        cluster: None,
     });
     let sampler = Arc::new(Sampler::new(Sources {
         shards: state.shards.clone(),

@@ -1,0 +1,221 @@
+//! The broker's side of the cluster (`crate::cluster`): what a shard hands the link
+//! (messages other nodes want, its interest changes) and what it takes from it
+//! (messages from other nodes, retained messages from the retained bucket). Nothing
+//! here waits: the outbound queue is tried, and what it has no room for is dropped (QoS
+//! 0, counted) or held in order (QoS 1/2) while the shard pauses its publishers.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use ringmq_proto::mqtt::QoS;
+use ringmq_proto::topic;
+
+use super::delivery::Src;
+use super::session::Message;
+use super::{Broker, Io};
+use crate::cluster::remote::{Reach, RemoteInterest};
+use crate::cluster::{ClusterLink, Inbound, InterestChange, Outbound, Refused};
+
+/// Inbound messages a shard routes in one turn.
+const INBOUND_PER_TURN: usize = 1024;
+
+/// A shard's cluster state.
+pub(super) struct ClusterPart {
+    link: Arc<ClusterLink>,
+    /// QoS 1/2 messages the outbound queue had no room for, oldest first; at most the
+    /// queue's bound (`--cluster-queue`), past which they are dropped and counted.
+    held: VecDeque<Outbound>,
+    /// Messages from other nodes not routed yet, and since when the oldest waits.
+    inbox: VecDeque<Inbound>,
+    inbox_since_ms: u64,
+    /// Interest changes of this shard not yet handed to the link.
+    pub changes: Vec<InterestChange>,
+}
+
+impl ClusterPart {
+    pub fn new(link: Arc<ClusterLink>) -> ClusterPart {
+        ClusterPart {
+            link,
+            held: VecDeque::new(),
+            inbox: VecDeque::new(),
+            inbox_since_ms: 0,
+            changes: Vec::new(),
+        }
+    }
+
+    /// The outbound queue is full and messages wait here: the shard is under pressure.
+    pub fn backlogged(&self) -> bool {
+        !self.held.is_empty()
+    }
+}
+
+/// Where a message published here goes in the cluster.
+pub(super) struct ClusterRoute {
+    table: Arc<RemoteInterest>,
+    reach: Reach,
+}
+
+impl ClusterRoute {
+    /// Shared groups are served through NATS (one member in the whole cluster), this
+    /// node's too: the shard does not deliver to its own groups.
+    pub fn takes_groups(&self) -> bool {
+        self.reach.groups
+    }
+}
+
+impl Broker {
+    /// Which other nodes a message published here goes to; `None` without a cluster
+    /// and for `$` topics (`$SYS` is each node's own).
+    pub(super) fn cluster_route(&self, src: &Src<'_>) -> Option<ClusterRoute> {
+        let part = self.cluster.as_ref()?;
+        if src.topic.starts_with('$') {
+            return None;
+        }
+        let table = part.link.remote();
+        let reach = table.reach(src.topic);
+        Some(ClusterRoute { table, reach })
+    }
+
+    /// Hands a message published here to the link when another node wants it (or it is
+    /// retained: the retained bucket keeps it for every node).
+    pub(super) fn cluster_send(&mut self, io: &mut Io, src: &mut Src<'_>, route: ClusterRoute) {
+        if route.reach.nodes == 0 && !route.reach.groups && !src.retain {
+            return;
+        }
+        let shard = self.peers.id as u16;
+        let msg = src.shared();
+        let Some(part) = self.cluster.as_mut() else {
+            return;
+        };
+        let stats = &part.link.stats;
+        let o = Outbound {
+            msg,
+            table: route.table,
+            nodes: route.reach.nodes,
+            groups: route.reach.groups,
+            shard,
+        };
+        // Behind what is held, in order.
+        let refused = if part.held.is_empty() {
+            match part.link.send(o) {
+                Ok(()) => return,
+                Err(Refused::Closed) => return,
+                Err(Refused::Full(o)) => o,
+            }
+        } else {
+            o
+        };
+        if refused.msg.qos == QoS::AtMostOnce {
+            stats.dropped_qos0_queue_full.fetch_add(1, Relaxed);
+            self.event_dropped(None, src.topic, src.qos, "cluster_queue_full");
+            return;
+        }
+        if part.held.len() >= part.link.settings.queue {
+            stats.dropped_held_full.fetch_add(1, Relaxed);
+            self.event_dropped(None, src.topic, src.qos, "cluster_queue_full");
+            return;
+        }
+        stats.held_queue_full.fetch_add(1, Relaxed);
+        part.held.push_back(refused);
+        io.wake_at(io.now_ms() + 1);
+    }
+
+    /// At the end of a turn: held messages to the link, interest changes to the link,
+    /// messages from other nodes routed.
+    pub(super) fn cluster_turn_end(&mut self, io: &mut Io) {
+        let id = self.peers.id;
+        let Some(part) = self.cluster.as_mut() else {
+            return;
+        };
+        while let Some(o) = part.held.pop_front() {
+            match part.link.send(o) {
+                Ok(()) => {}
+                Err(Refused::Closed) => part.held.clear(),
+                Err(Refused::Full(o)) => {
+                    part.held.push_front(o);
+                    break;
+                }
+            }
+        }
+        part.changes.append(&mut self.interest.cluster_changes);
+        part.link.hand_interest(id, &mut part.changes);
+        if !part.held.is_empty() || !part.changes.is_empty() {
+            io.wake_at(io.now_ms() + 1);
+        }
+        self.route_inbound(io);
+    }
+
+    /// Messages from other nodes: routed here, at most [`INBOUND_PER_TURN`] a turn, and
+    /// held while the shard is under pressure as a paused publisher's are.
+    pub(super) fn route_inbound(&mut self, io: &mut Io) {
+        let Some(part) = self.cluster.as_mut() else {
+            return;
+        };
+        if part.inbox.is_empty() {
+            return;
+        }
+        if io.under_pressure() && io.now_ms() < part.inbox_since_ms + io.config().pause_max_ms {
+            io.wake_at(io.now_ms() + 1);
+            return;
+        }
+        let mut batch: Vec<Inbound> = Vec::new();
+        let n = part.inbox.len().min(INBOUND_PER_TURN);
+        batch.extend(part.inbox.drain(..n));
+        part.inbox_since_ms = io.now_ms();
+        let link = part.link.clone();
+        let more = !part.inbox.is_empty();
+        for Inbound { msg, share } in &batch {
+            self.route_from_cluster(io, msg, share.as_ref());
+        }
+        link.routed_inbound(self.peers.id, batch.len());
+        if more {
+            io.continue_soon();
+        }
+    }
+
+    /// Messages from other nodes for this shard to route.
+    pub(super) fn cluster_inbound(&mut self, io: &mut Io, messages: Vec<Inbound>) {
+        let Some(part) = self.cluster.as_mut() else {
+            return;
+        };
+        if part.inbox.is_empty() {
+            part.inbox_since_ms = io.now_ms();
+        }
+        part.inbox.extend(messages);
+        self.route_inbound(io);
+    }
+
+    /// One message from another node: to the plain subscribers of every shard here
+    /// (never back to the cluster), or to one member of its shared group.
+    fn route_from_cluster(&mut self, io: &mut Io, m: &Arc<Message>, share: Option<&Arc<str>>) {
+        let mut src = Src::from_arc(m, self.peers.id);
+        match share {
+            None => {
+                let mut groups = std::mem::take(&mut self.scratch.groups);
+                groups.clear();
+                self.deliver_local(io, &mut src, None);
+                self.route_remote(io, &mut src, &mut groups, false, false, None);
+                self.scratch.groups = groups;
+            }
+            Some(share) => {
+                if let Ok(parsed) = topic::parse_filter(share) {
+                    let local = self.routes.has_group(share);
+                    let elsewhere = self.interest.group_shards(parsed.filter(), share)
+                        & !(1u128 << self.peers.id);
+                    let mut groups = vec![(share.clone(), local, elsewhere)];
+                    self.deliver_groups(io, &mut src, &mut groups, None);
+                }
+            }
+        }
+        self.settle_routing(io, &src);
+        self.latency.note_publish();
+    }
+
+    /// A retained message from the retained bucket: stored on every shard here.
+    pub(super) fn cluster_retain(&mut self, io: &mut Io, m: Arc<Message>) {
+        let mut src = Src::from_arc(&m, self.peers.id);
+        self.retain(io, &mut src);
+        self.settle_routing(io, &src);
+    }
+}

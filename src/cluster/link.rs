@@ -1,0 +1,713 @@
+//! The link: this node's NATS client and the tasks around it, on the control plane's
+//! Tokio runtime (never a shard's thread).
+//!
+//! - *Out*: the outbound queue's messages, one NATS message per node with plain interest
+//!   (`ringmq.n.NODE.TOPIC`: addressed, so a node gets each message once however many of
+//!   its filters match, and in the order its publisher sent them) and one on the groups'
+//!   subject (`ringmq.s.TOPIC`) when another node has a matching shared group; a retained
+//!   message also goes to the retained bucket. While NATS is unreachable nothing waits:
+//!   what could not cross is counted (`cluster_publish_failed_total`).
+//! - *In*: this node's subject (`ringmq.n.NODE.>`) and a queue subscription per shared
+//!   group on its filter's subjects (queue group: the group's whole filter), so each
+//!   group gets a message once in the whole cluster. Messages go to the shards in
+//!   batches over their control channels (one publisher's always to the same shard, so
+//!   its order holds), at most [`INBOUND_PER_SHARD`] not yet routed per shard.
+//! - *Interest*: the shards' changes, counted per node; a key in the interest bucket per
+//!   filter with local interest (written again after a failure), and the other nodes'
+//!   keys watched into [`RemoteInterest`].
+//! - *Retained*: the retained bucket watched from its start (last value per topic) into
+//!   every shard's store, so SUBSCRIBE never waits on the network.
+//!
+//! NATS down: the client reconnects with back-off (100 ms doubling to 5 s) and
+//! subscribes again; the watchers start again from the buckets' last values.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use crossbeam_channel::{Sender, TrySendError};
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+
+use ringmq_proto::mqtt::QoS;
+use ringmq_shard::mesh::links::Doorbell;
+use ringmq_shard::runtime::Control;
+
+use super::frame::Frame;
+use super::remote::{Kind, MAX_NODES, RemoteInterest};
+use super::subject::{self, filter_key, filter_patterns, push_topic};
+use super::{
+    ClusterLink, INBOUND_PER_SHARD, INTEREST_BUCKET, Inbound, InterestChange, Outbound, PREFIX,
+    RETAINED_BUCKET,
+};
+use crate::broker::AdminRequest;
+use crate::broker::session::Message;
+
+/// What the link needs to run.
+pub struct Start {
+    pub link: Arc<ClusterLink>,
+    pub out: mpsc::Receiver<Outbound>,
+    /// Each shard's control channel and doorbell.
+    pub shards: Vec<Sender<Control<AdminRequest>>>,
+    pub doorbells: Arc<[Doorbell]>,
+}
+
+/// Messages read from NATS subscriptions and not yet handed to the shards.
+const INBOUND_QUEUE: usize = 8192;
+/// Messages handed to the shards in one batch.
+const BATCH: usize = 512;
+/// Retained messages waiting to be written to the bucket.
+const RETAINED_QUEUE: usize = 4096;
+/// How long a failed bucket operation waits before it is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Starts the link's tasks on `runtime`.
+pub fn start(runtime: &tokio::runtime::Runtime, s: Start) {
+    runtime.spawn(run(s));
+}
+
+/// The reconnect back-off: 100 ms doubling to 5 s.
+fn backoff(attempts: usize) -> Duration {
+    Duration::from_millis((100u64 << attempts.min(6)).min(5_000))
+}
+
+async fn run(s: Start) {
+    let link = s.link.clone();
+    let events = link.clone();
+    let options = async_nats::ConnectOptions::new()
+        .name(format!("ringmq-{}", link.node_id()))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(backoff)
+        .event_callback(move |event| {
+            let link = events.clone();
+            async move {
+                let s = &link.stats;
+                match event {
+                    async_nats::Event::Connected => {
+                        s.connects.fetch_add(1, Relaxed);
+                        s.connected.store(1, Relaxed);
+                        tracing::info!("cluster: connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        s.disconnects.fetch_add(1, Relaxed);
+                        s.connected.store(0, Relaxed);
+                        tracing::warn!("cluster: lost the NATS connection; reconnecting");
+                    }
+                    async_nats::Event::SlowConsumer(_) => {
+                        s.slow_consumer.fetch_add(1, Relaxed);
+                    }
+                    other => tracing::info!("cluster: NATS: {other}"),
+                }
+            }
+        });
+    let client = match options.connect(link.settings.urls.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                "cluster: cannot use the NATS servers {:?}: {e}",
+                link.settings.urls
+            );
+            return;
+        }
+    };
+    let shards = Shards {
+        controls: s.shards,
+        doorbells: s.doorbells,
+        link: link.clone(),
+    };
+    let shards = Arc::new(shards);
+    let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (retained_tx, retained_rx) = mpsc::channel(RETAINED_QUEUE);
+    let js = jetstream::new(client.clone());
+
+    let inbox = format!("{PREFIX}.n.{}.>", link.node_id());
+    match client.subscribe(inbox.clone()).await {
+        Ok(sub) => {
+            tokio::spawn(forward(sub, None, in_tx.clone()));
+        }
+        Err(e) => tracing::error!("cluster: cannot subscribe to {inbox}: {e}"),
+    }
+    tokio::spawn(dispatch(in_rx, shards.clone()));
+    tokio::spawn(outbound(s.out, client.clone(), link.clone(), retained_tx));
+    tokio::spawn(interest(link.clone(), client.clone(), js.clone(), in_tx));
+    tokio::spawn(watch_interest(link.clone(), js.clone()));
+    tokio::spawn(write_retained(link.clone(), js.clone(), retained_rx));
+    tokio::spawn(watch_retained(link, js, shards));
+}
+
+/// The shards, as the link reaches them.
+struct Shards {
+    controls: Vec<Sender<Control<AdminRequest>>>,
+    doorbells: Arc<[Doorbell]>,
+    link: Arc<ClusterLink>,
+}
+
+impl Shards {
+    /// Hands `request` to shard `i`, waiting while its control channel is full (the API
+    /// shares it); false once the shard has stopped.
+    async fn hand(&self, i: usize, request: AdminRequest) -> bool {
+        let mut request = Control::Request(request);
+        loop {
+            match self.controls[i].try_send(request) {
+                Ok(()) => {
+                    self.doorbells[i].ring_if_sleeping();
+                    return true;
+                }
+                Err(TrySendError::Full(r)) => {
+                    request = r;
+                    self.doorbells[i].ring_if_sleeping();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+    }
+
+    /// The shard that routes the messages of publisher `shard` of `node`: always the
+    /// same one, so they are routed in the order they came.
+    fn for_publisher(&self, node: &str, shard: u16) -> usize {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in node.bytes().chain(shard.to_be_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (h % self.controls.len() as u64) as usize
+    }
+}
+
+/// Copies a subscription's messages into the inbound queue, with the group they are for.
+async fn forward(
+    mut sub: async_nats::Subscriber,
+    share: Option<Arc<str>>,
+    tx: mpsc::Sender<(Option<Arc<str>>, async_nats::Message)>,
+) {
+    while let Some(m) = sub.next().await {
+        if tx.send((share.clone(), m)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The message a NATS message carries, and the shard it goes to; `None` if it is not
+/// a ringmq frame for this node.
+fn inbound(
+    link: &ClusterLink,
+    shards: &Shards,
+    share: Option<Arc<str>>,
+    m: &async_nats::Message,
+) -> Option<(usize, Inbound)> {
+    let stats = &link.stats;
+    stats.messages_in.fetch_add(1, Relaxed);
+    stats
+        .bytes_in
+        .fetch_add((m.subject.len() + m.payload.len()) as u64, Relaxed);
+    let tokens = match share {
+        None => m
+            .subject
+            .strip_prefix(PREFIX)
+            .and_then(|s| s.strip_prefix(".n."))
+            .and_then(|s| s.strip_prefix(link.node_id()))
+            .and_then(|s| s.strip_prefix('.')),
+        Some(_) => m
+            .subject
+            .strip_prefix(PREFIX)
+            .and_then(|s| s.strip_prefix(".s.")),
+    };
+    let frame =
+        tokens.and_then(|t| Some((subject::decode(t).ok()?, Frame::decode(&m.payload).ok()?)));
+    let Some((topic, f)) = frame else {
+        stats.bad_frames.fetch_add(1, Relaxed);
+        return None;
+    };
+    // A plain message is addressed to other nodes only; one from this node is a loop.
+    if share.is_none() && f.node == link.node_id() {
+        stats.bad_frames.fetch_add(1, Relaxed);
+        return None;
+    }
+    let shard = shards.for_publisher(f.node, f.shard);
+    Some((
+        shard,
+        Inbound {
+            msg: Arc::new(message(&topic, &f)),
+            share,
+        },
+    ))
+}
+
+fn message(topic: &str, f: &Frame<'_>) -> Message {
+    let expires_at =
+        (f.expiry_s != 0).then(|| Instant::now() + Duration::from_secs(u64::from(f.expiry_s)));
+    Message::new(topic, f.props, f.payload, f.qos, f.retain, expires_at, None)
+}
+
+/// Hands NATS's messages to the shards in batches.
+async fn dispatch(
+    mut rx: mpsc::Receiver<(Option<Arc<str>>, async_nats::Message)>,
+    shards: Arc<Shards>,
+) {
+    let link = shards.link.clone();
+    let n = shards.controls.len();
+    let mut batches: Vec<Vec<Inbound>> = (0..n).map(|_| Vec::new()).collect();
+    while let Some((share, m)) = rx.recv().await {
+        let mut taken = 0;
+        let mut next = Some((share, m));
+        while let Some((share, m)) = next.take() {
+            if let Some((i, inbound)) = inbound(&link, &shards, share, &m) {
+                batches[i].push(inbound);
+            }
+            taken += 1;
+            if taken < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        for (i, batch) in batches.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            // Bounded: wait while the shard has its fill of messages not yet routed.
+            while link.inbound[i].load(Relaxed) + batch.len() > INBOUND_PER_SHARD {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            link.inbound[i].fetch_add(batch.len(), Relaxed);
+            let count = batch.len();
+            if !shards
+                .hand(i, AdminRequest::Cluster(std::mem::take(batch)))
+                .await
+            {
+                link.inbound[i].fetch_sub(count, Relaxed);
+            }
+        }
+    }
+}
+
+/// Publishes what the shards queued.
+async fn outbound(
+    mut rx: mpsc::Receiver<Outbound>,
+    client: async_nats::Client,
+    link: Arc<ClusterLink>,
+    retained: mpsc::Sender<(String, Option<Bytes>)>,
+) {
+    let stats = &link.stats;
+    let mut subject = String::new();
+    while let Some(o) = rx.recv().await {
+        let m = &o.msg;
+        let mut tokens = String::new();
+        if push_topic(m.topic(), &mut tokens).is_err() {
+            stats.too_long.fetch_add(1, Relaxed);
+            continue;
+        }
+        let now = Instant::now();
+        let frame = Frame {
+            qos: m.qos,
+            retain: m.retain,
+            shard: o.shard,
+            expiry_s: m.remaining_expiry(now).unwrap_or(0),
+            node: link.node_id(),
+            props: m.props(),
+            payload: m.payload(),
+        };
+        if m.is_expired(now) {
+            continue;
+        }
+        let body = frame.encode();
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        let mut nodes = o.nodes;
+        while nodes != 0 {
+            let i = nodes.trailing_zeros() as usize;
+            nodes &= nodes - 1;
+            let Some(node) = o.table.node(i) else {
+                continue;
+            };
+            subject.clear();
+            subject.push_str(PREFIX);
+            subject.push_str(".n.");
+            subject.push_str(node);
+            subject.push('.');
+            subject.push_str(&tokens);
+            publish(&client, connected, &link, &subject, &body).await;
+        }
+        if o.groups {
+            subject.clear();
+            subject.push_str(PREFIX);
+            subject.push_str(".s.");
+            subject.push_str(&tokens);
+            publish(&client, connected, &link, &subject, &body).await;
+        }
+        if m.retain {
+            let value = (!m.payload().is_empty()).then_some(body);
+            if retained.send((tokens, value)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One publish; counted as failed (not waited for) while NATS is unreachable.
+async fn publish(
+    client: &async_nats::Client,
+    connected: bool,
+    link: &ClusterLink,
+    subject: &str,
+    body: &Bytes,
+) {
+    let stats = &link.stats;
+    if !connected {
+        stats.publish_failed.fetch_add(1, Relaxed);
+        return;
+    }
+    match client.publish(subject.to_string(), body.clone()).await {
+        Ok(()) => {
+            stats.messages_out.fetch_add(1, Relaxed);
+            stats
+                .bytes_out
+                .fetch_add((subject.len() + body.len()) as u64, Relaxed);
+        }
+        Err(_) => {
+            stats.publish_failed.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// A key-value bucket, made if it does not exist yet; retried until JetStream answers.
+/// The bucket's stream is made here as `async-nats` would make it (last value per key,
+/// rollups, direct gets), because its `create_key_value` first reads the account in a
+/// form servers before 2.10 (Debian's) do not send. Replicas: one per NATS server
+/// given, at most 3.
+async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> kv::Store {
+    loop {
+        if let Ok(store) = js.get_key_value(name).await {
+            return store;
+        }
+        let config = jetstream::stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            num_replicas: replicas.clamp(1, 3),
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        match js.get_or_create_stream(config).await {
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!("cluster: bucket {name} not ready: {e}");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// Every key of a bucket: its last value first, then each change; retried until
+/// JetStream answers.
+async fn watch(js: &jetstream::Context, name: &str, replicas: usize) -> kv::Watch {
+    loop {
+        let store = bucket(js, name, replicas).await;
+        match store.watch_with_history(">").await {
+            Ok(w) => return w,
+            Err(e) => {
+                tracing::debug!("cluster: cannot watch the bucket {name}: {e}");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// The interest bucket's key of a filter of this node.
+fn interest_key(node: &str, kind: Kind, filter: &str) -> Option<String> {
+    let mut k = String::with_capacity(node.len() + 3 + filter.len());
+    k.push_str(node);
+    k.push_str(match kind {
+        Kind::Plain => ".p.",
+        Kind::Group => ".g.",
+    });
+    filter_key(filter, &mut k).ok()?;
+    Some(k)
+}
+
+/// This node's interest: the shards' changes counted, a queue subscription per shared
+/// group, and the interest bucket kept equal to what has local interest.
+async fn interest(
+    link: Arc<ClusterLink>,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    in_tx: mpsc::Sender<(Option<Arc<str>>, async_nats::Message)>,
+) {
+    // (kind, filter) → shards with interest.
+    let mut counts: HashMap<(Kind, Box<str>), u32> = HashMap::new();
+    let mut groups: HashMap<Box<str>, Vec<tokio::task::JoinHandle<()>>> = HashMap::new();
+    let mut store: Option<kv::Store> = None;
+    // Keys the bucket holds for this node, as far as the link knows.
+    let mut written: HashSet<String> = HashSet::new();
+    let mut changes: Vec<InterestChange> = Vec::new();
+    let mut dirty = true;
+    loop {
+        let _ = tokio::time::timeout(RETRY, link.interest_rung.notified()).await;
+        for pending in &link.interest {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            changes.append(&mut p);
+        }
+        for c in changes.drain(..) {
+            dirty = true;
+            let kind = if c.share { Kind::Group } else { Kind::Plain };
+            let key = (kind, c.key);
+            let count = counts.entry(key.clone()).or_insert(0);
+            if c.add {
+                *count += 1;
+            } else {
+                *count = count.saturating_sub(1);
+            }
+            let now = *count;
+            if now == 0 {
+                counts.remove(&key);
+            }
+            if kind == Kind::Group {
+                let share = key.1;
+                if now == 0 {
+                    for h in groups.remove(&share).into_iter().flatten() {
+                        // Dropping the subscriber unsubscribes.
+                        h.abort();
+                    }
+                } else if let std::collections::hash_map::Entry::Vacant(e) = groups.entry(share) {
+                    let handles = subscribe_group(&client, e.key(), &in_tx).await;
+                    e.insert(handles);
+                }
+            }
+        }
+        if !dirty {
+            continue;
+        }
+        if store.is_none() {
+            let Ok(s) = tokio::time::timeout(
+                RETRY,
+                bucket(&js, INTEREST_BUCKET, link.settings.urls.len()),
+            )
+            .await
+            else {
+                continue;
+            };
+            // What an earlier run of this node left there goes unless still wanted.
+            if let Ok(mut keys) = s.keys().await {
+                let mine = format!("{}.", link.node_id());
+                while let Some(Ok(k)) = keys.next().await {
+                    if k.starts_with(&mine) {
+                        written.insert(k);
+                    }
+                }
+            }
+            store = Some(s);
+        }
+        let Some(s) = &store else { continue };
+        let wanted: HashSet<String> = counts
+            .keys()
+            .filter_map(|(kind, f)| interest_key(link.node_id(), *kind, f))
+            .collect();
+        let mut failed = false;
+        for k in wanted.difference(&written).cloned().collect::<Vec<_>>() {
+            match s.put(&k, Bytes::new()).await {
+                Ok(_) => {
+                    written.insert(k);
+                }
+                Err(_) => failed = true,
+            }
+        }
+        for k in written.difference(&wanted).cloned().collect::<Vec<_>>() {
+            match s.delete(&k).await {
+                Ok(()) => {
+                    written.remove(&k);
+                }
+                Err(_) => failed = true,
+            }
+        }
+        if failed {
+            link.stats.interest_sync_failed.fetch_add(1, Relaxed);
+        }
+        dirty = failed;
+    }
+}
+
+/// A queue subscription on the subjects of a shared group's filter; the tasks that
+/// forward its messages.
+async fn subscribe_group(
+    client: &async_nats::Client,
+    share: &str,
+    in_tx: &mpsc::Sender<(Option<Arc<str>>, async_nats::Message)>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let Ok(parsed) = ringmq_proto::topic::parse_filter(share) else {
+        return Vec::new();
+    };
+    let mut queue = String::new();
+    let (Ok(patterns), Ok(())) = (
+        filter_patterns(&format!("{PREFIX}.s"), parsed.filter()),
+        filter_key(share, &mut queue),
+    ) else {
+        return Vec::new();
+    };
+    let share: Arc<str> = share.into();
+    let mut handles = Vec::new();
+    for p in patterns {
+        match client.queue_subscribe(p.clone(), queue.clone()).await {
+            Ok(sub) => handles.push(tokio::spawn(forward(
+                sub,
+                Some(share.clone()),
+                in_tx.clone(),
+            ))),
+            Err(e) => tracing::warn!("cluster: cannot subscribe to {p} as {queue}: {e}"),
+        }
+    }
+    handles
+}
+
+/// Reads an interest key of another node: (node, kind, filter).
+fn read_interest_key(key: &str) -> Option<(&str, Kind, String)> {
+    let (node, rest) = key.split_once('.')?;
+    let (kind, filter) = rest.split_once('.')?;
+    let kind = match kind {
+        "p" => Kind::Plain,
+        "g" => Kind::Group,
+        _ => return None,
+    };
+    Some((node, kind, subject::decode(filter).ok()?))
+}
+
+/// Watches the interest bucket into the table the shards read.
+async fn watch_interest(link: Arc<ClusterLink>, js: jetstream::Context) {
+    loop {
+        let mut watch = watch(&js, INTEREST_BUCKET, link.settings.urls.len()).await;
+        // Node → its filters (a group by its whole `$share/G/F`).
+        let mut all: BTreeMap<Arc<str>, BTreeSet<(Kind, Box<str>)>> = BTreeMap::new();
+        publish_table(&link, &all);
+        while let Some(entry) = watch.next().await {
+            let mut next = Some(entry);
+            while let Some(entry) = next.take() {
+                let Ok(e) = entry else { break };
+                if let Some((node, kind, filter)) = read_interest_key(&e.key)
+                    && node != link.node_id()
+                {
+                    let filters = all.entry(node.into()).or_default();
+                    match e.operation {
+                        kv::Operation::Put => {
+                            filters.insert((kind, filter.into()));
+                        }
+                        kv::Operation::Delete | kv::Operation::Purge => {
+                            filters.remove(&(kind, filter.into_boxed_str()));
+                        }
+                    }
+                    if filters.is_empty() {
+                        all.remove(node);
+                    }
+                }
+                next = watch.next().now_or_never().flatten();
+            }
+            publish_table(&link, &all);
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Swaps in the table of `all`.
+fn publish_table(link: &ClusterLink, all: &BTreeMap<Arc<str>, BTreeSet<(Kind, Box<str>)>>) {
+    // A group is matched by its filter.
+    let by_filter = all
+        .iter()
+        .map(|(node, filters)| {
+            let f = filters
+                .iter()
+                .filter_map(|(kind, f)| match kind {
+                    Kind::Plain => Some((*kind, f.clone())),
+                    Kind::Group => ringmq_proto::topic::parse_filter(f)
+                        .ok()
+                        .map(|p| (*kind, p.filter().into())),
+                })
+                .collect();
+            (node.clone(), f)
+        })
+        .collect();
+    let table = RemoteInterest::build(&by_filter);
+    let s = &link.stats;
+    s.remote_filters.store(table.filter_count() as u64, Relaxed);
+    s.remote_nodes.store(table.node_count() as u64, Relaxed);
+    s.nodes_left_out
+        .store(all.len().saturating_sub(MAX_NODES) as u64, Relaxed);
+    link.remote.store(Arc::new(table));
+}
+
+/// Writes retained messages to the retained bucket, in the order they were published.
+async fn write_retained(
+    link: Arc<ClusterLink>,
+    js: jetstream::Context,
+    mut rx: mpsc::Receiver<(String, Option<Bytes>)>,
+) {
+    let stats = &link.stats;
+    let mut store: Option<kv::Store> = None;
+    while let Some((key, value)) = rx.recv().await {
+        if store.is_none() {
+            match tokio::time::timeout(
+                RETRY,
+                bucket(&js, RETAINED_BUCKET, link.settings.urls.len()),
+            )
+            .await
+            {
+                Ok(s) => store = Some(s),
+                Err(_) => {
+                    stats.retained_failed.fetch_add(1, Relaxed);
+                    continue;
+                }
+            }
+        }
+        let Some(s) = &store else { continue };
+        let done = match value {
+            Some(v) => s.put(&key, v).await.map(|_| ()).map_err(|e| e.to_string()),
+            None => s.delete(&key).await.map_err(|e| e.to_string()),
+        };
+        match done {
+            Ok(()) => stats.retained_put.fetch_add(1, Relaxed),
+            Err(e) => {
+                tracing::debug!("cluster: retained {key} not written: {e}");
+                stats.retained_failed.fetch_add(1, Relaxed)
+            }
+        };
+    }
+}
+
+/// Watches the retained bucket into the shards' stores (from its last values on, again
+/// after every interruption).
+async fn watch_retained(link: Arc<ClusterLink>, js: jetstream::Context, shards: Arc<Shards>) {
+    loop {
+        let mut watch = watch(&js, RETAINED_BUCKET, link.settings.urls.len()).await;
+        while let Some(entry) = watch.next().await {
+            let Ok(e) = entry else { break };
+            let Ok(topic) = subject::decode(&e.key) else {
+                link.stats.bad_frames.fetch_add(1, Relaxed);
+                continue;
+            };
+            let msg = match e.operation {
+                kv::Operation::Put => match Frame::decode(&e.value) {
+                    Ok(f) => message(&topic, &f),
+                    Err(_) => {
+                        link.stats.bad_frames.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                },
+                // An empty retained message removes the topic's.
+                kv::Operation::Delete | kv::Operation::Purge => {
+                    Message::new(&topic, &[], &[], QoS::AtMostOnce, true, None, None)
+                }
+            };
+            link.stats.retained_in.fetch_add(1, Relaxed);
+            // One topic's updates always to the same shard, in order.
+            let i = shards.for_publisher(&topic, 0);
+            if !shards
+                .hand(i, AdminRequest::ClusterRetain(Arc::new(msg)))
+                .await
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}

@@ -1,0 +1,335 @@
+//! The cluster: several ringmq nodes joined through NATS (`--cluster URL,…`). Each node
+//! keeps its own shards, sessions, log and hot path; NATS carries only what crosses
+//! nodes. In the order a message crosses:
+//!
+//! - [`subject`]: MQTT topics and filters as NATS subjects and key-value keys, one-to-one.
+//! - [`remote`]: other nodes' interest, which a shard asks on every publish (a table it
+//!   reads without a lock), so a publish nobody elsewhere wants sends nothing to NATS.
+//! - [`frame`]: the body of a message on NATS (QoS, RETAIN, expiry, properties, payload,
+//!   the origin node and shard).
+//! - [`link`]: the NATS client (`async-nats`) on the control plane's runtime, never on a
+//!   shard: it publishes what the shards hand it, hands the shards what NATS delivers,
+//!   keeps this node's interest in the interest bucket and watches the others', and keeps
+//!   retained messages in the retained bucket.
+//!
+//! Between the shards and the link every queue is bounded: the outbound queue
+//! (`--cluster-queue` messages, all shards together; full → QoS 0 dropped and counted,
+//! QoS 1/2 held by the shard, which then pauses its publishers), and each shard's
+//! inbound messages ([`INBOUND_PER_SHARD`] handed over and not yet routed; past it the
+//! link stops reading NATS, which counts a slow consumer if it lasts).
+
+pub mod frame;
+pub mod link;
+pub mod remote;
+pub mod subject;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use arc_swap::ArcSwap;
+
+use crate::broker::session::Message;
+use remote::RemoteInterest;
+
+/// The subject prefix of everything the cluster publishes.
+pub const PREFIX: &str = "ringmq";
+/// The key-value bucket of every node's interest (`NODE.p.FILTER`, `NODE.g.SHARE`).
+pub const INTEREST_BUCKET: &str = "ringmq-interest";
+/// The key-value bucket of retained messages (key: the topic's tokens).
+pub const RETAINED_BUCKET: &str = "ringmq-retained";
+
+/// Messages handed to one shard and not yet routed by it; past it the link waits.
+pub const INBOUND_PER_SHARD: usize = 16_384;
+
+/// `--cluster`, `--node-id`, `--cluster-queue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// NATS servers.
+    pub urls: Vec<String>,
+    /// This node's name in the cluster: `[A-Za-z0-9-]`, 1 to 64 characters.
+    pub node_id: String,
+    /// The outbound queue's bound, in messages.
+    pub queue: usize,
+}
+
+/// Whether `id` may name a node: it goes into subjects and keys as it is.
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=frame::MAX_NODE_ID).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A message a shard hands the link.
+pub struct Outbound {
+    pub msg: Arc<Message>,
+    /// The table `nodes` indexes.
+    pub table: Arc<RemoteInterest>,
+    /// Nodes with plain interest.
+    pub nodes: u64,
+    /// Some other node has a matching shared group: the message goes to the groups'
+    /// subject, and every group (this node's too) gets it from NATS.
+    pub groups: bool,
+    /// The publishing shard.
+    pub shard: u16,
+}
+
+/// A message NATS delivered, for one shard to route here.
+pub struct Inbound {
+    pub msg: Arc<Message>,
+    /// `None`: to the plain subscribers; `Some($share/G/F)`: to one member of that group.
+    pub share: Option<Arc<str>>,
+}
+
+/// An interest change of one shard: a plain prefix (as advertised, `a/#`) or a shared
+/// group's whole filter (`$share/G/F`), gained or lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterestChange {
+    pub key: Box<str>,
+    pub share: bool,
+    pub add: bool,
+}
+
+/// The cluster's counters (relaxed atomics, read by `/metrics`).
+#[derive(Default, Debug)]
+pub struct ClusterStats {
+    pub messages_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub dropped_qos0_queue_full: AtomicU64,
+    pub held_queue_full: AtomicU64,
+    pub dropped_held_full: AtomicU64,
+    pub publish_failed: AtomicU64,
+    pub too_long: AtomicU64,
+    pub bad_frames: AtomicU64,
+    pub slow_consumer: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub connects: AtomicU64,
+    pub connected: AtomicU64,
+    pub retained_put: AtomicU64,
+    pub retained_failed: AtomicU64,
+    pub retained_in: AtomicU64,
+    pub interest_sync_failed: AtomicU64,
+    pub remote_filters: AtomicU64,
+    pub remote_nodes: AtomicU64,
+    pub nodes_left_out: AtomicU64,
+}
+
+impl ClusterStats {
+    /// The counters in the Prometheus text format, for `/metrics`.
+    pub fn render_prometheus(&self, out: &mut String) {
+        use crate::control::metrics::one_sample;
+        let c = |a: &AtomicU64| a.load(Relaxed);
+        for (name, kind, help, v) in [
+            (
+                "cluster_messages_out_total",
+                "counter",
+                "Messages published to NATS (one per node or groups' subject).",
+                &self.messages_out,
+            ),
+            (
+                "cluster_bytes_out_total",
+                "counter",
+                "Bytes of subject and body published to NATS.",
+                &self.bytes_out,
+            ),
+            (
+                "cluster_messages_in_total",
+                "counter",
+                "Messages received from NATS for local subscribers.",
+                &self.messages_in,
+            ),
+            (
+                "cluster_bytes_in_total",
+                "counter",
+                "Bytes of subject and body received from NATS.",
+                &self.bytes_in,
+            ),
+            (
+                "cluster_dropped_qos0_total",
+                "counter",
+                "QoS 0 messages for other nodes dropped: the outbound queue was full.",
+                &self.dropped_qos0_queue_full,
+            ),
+            (
+                "cluster_held_total",
+                "counter",
+                "QoS 1/2 messages a shard held (and paused its publishers) because the outbound queue was full.",
+                &self.held_queue_full,
+            ),
+            (
+                "cluster_dropped_held_total",
+                "counter",
+                "QoS 1/2 messages for other nodes dropped: the shard's held messages were at their bound.",
+                &self.dropped_held_full,
+            ),
+            (
+                "cluster_publish_failed_total",
+                "counter",
+                "Messages that could not be handed to NATS (not connected, or refused).",
+                &self.publish_failed,
+            ),
+            (
+                "cluster_topic_too_long_total",
+                "counter",
+                "Messages that stayed on this node: their subject would pass the cluster's bound.",
+                &self.too_long,
+            ),
+            (
+                "cluster_bad_frames_total",
+                "counter",
+                "Messages from NATS that were not ringmq frames (dropped).",
+                &self.bad_frames,
+            ),
+            (
+                "cluster_slow_consumer_total",
+                "counter",
+                "NATS slow-consumer events: NATS dropped messages this node read too slowly.",
+                &self.slow_consumer,
+            ),
+            (
+                "cluster_disconnects_total",
+                "counter",
+                "Times the link lost its NATS connection.",
+                &self.disconnects,
+            ),
+            (
+                "cluster_connects_total",
+                "counter",
+                "Times the link (re)connected to NATS.",
+                &self.connects,
+            ),
+            (
+                "cluster_connected",
+                "gauge",
+                "1 while the link is connected to NATS.",
+                &self.connected,
+            ),
+            (
+                "cluster_retained_put_total",
+                "counter",
+                "Retained messages written to the retained bucket.",
+                &self.retained_put,
+            ),
+            (
+                "cluster_retained_failed_total",
+                "counter",
+                "Retained messages that could not be written to the retained bucket.",
+                &self.retained_failed,
+            ),
+            (
+                "cluster_retained_in_total",
+                "counter",
+                "Retained messages read from the retained bucket.",
+                &self.retained_in,
+            ),
+            (
+                "cluster_interest_sync_failed_total",
+                "counter",
+                "Writes of this node's interest to the interest bucket that failed (retried).",
+                &self.interest_sync_failed,
+            ),
+            (
+                "cluster_remote_filters",
+                "gauge",
+                "Filters in other nodes' interest.",
+                &self.remote_filters,
+            ),
+            (
+                "cluster_remote_nodes",
+                "gauge",
+                "Other nodes with interest.",
+                &self.remote_nodes,
+            ),
+            (
+                "cluster_nodes_left_out",
+                "gauge",
+                "Other nodes past the 64 routed to.",
+                &self.nodes_left_out,
+            ),
+        ] {
+            one_sample(out, name, kind, help, c(v));
+        }
+    }
+}
+
+/// What the shards and the link share.
+pub struct ClusterLink {
+    pub settings: ClusterSettings,
+    /// The outbound queue (the link holds the receiver).
+    out: tokio::sync::mpsc::Sender<Outbound>,
+    /// Other nodes' interest.
+    remote: ArcSwap<RemoteInterest>,
+    /// Each shard's interest changes not yet taken by the link (only try-locked by the
+    /// shard; bounded by the shard's advertised entries, a change cancelling its opposite).
+    interest: Vec<Mutex<Vec<InterestChange>>>,
+    /// Rung when a shard has interest changes for the link.
+    interest_rung: tokio::sync::Notify,
+    /// Each shard's inbound messages handed over and not yet routed.
+    inbound: Vec<AtomicUsize>,
+    pub stats: ClusterStats,
+}
+
+/// What `Outbound` could not be queued.
+pub enum Refused {
+    Full(Outbound),
+    Closed,
+}
+
+impl ClusterLink {
+    /// The link's shared half and the receiver of the outbound queue (for
+    /// [`link::start`]).
+    pub fn new(
+        settings: ClusterSettings,
+        shards: usize,
+    ) -> (Arc<ClusterLink>, tokio::sync::mpsc::Receiver<Outbound>) {
+        let (out, rx) = tokio::sync::mpsc::channel(settings.queue);
+        let link = ClusterLink {
+            settings,
+            out,
+            remote: ArcSwap::from_pointee(RemoteInterest::default()),
+            interest: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            interest_rung: tokio::sync::Notify::new(),
+            inbound: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            stats: ClusterStats::default(),
+        };
+        (Arc::new(link), rx)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
+    }
+
+    /// Other nodes' interest now.
+    pub fn remote(&self) -> Arc<RemoteInterest> {
+        self.remote.load_full()
+    }
+
+    /// Queues a message for NATS without waiting.
+    pub fn send(&self, o: Outbound) -> Result<(), Refused> {
+        use tokio::sync::mpsc::error::TrySendError;
+        self.out.try_send(o).map_err(|e| match e {
+            TrySendError::Full(o) => Refused::Full(o),
+            TrySendError::Closed(_) => Refused::Closed,
+        })
+    }
+
+    /// Hands the link `changes` of shard `shard`, unless the link holds them right now
+    /// (then they stay in `changes` for the next turn). Never waits.
+    pub fn hand_interest(&self, shard: usize, changes: &mut Vec<InterestChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let Ok(mut pending) = self.interest[shard].try_lock() else {
+            return;
+        };
+        pending.append(changes);
+        drop(pending);
+        self.interest_rung.notify_one();
+    }
+
+    /// Shard `shard` routed `n` inbound messages.
+    pub fn routed_inbound(&self, shard: usize, n: usize) {
+        self.inbound[shard].fetch_sub(n, Relaxed);
+    }
+}

@@ -1,0 +1,315 @@
+//! A cluster: three ringmq nodes joined through a real `nats-server` (JetStream on), and
+//! independent MQTT clients (rumqttc) on different nodes. Messages cross nodes at QoS
+//! 0, 1 and 2, each once and in each publisher's order, back to no node they came from;
+//! wildcards, topics with `.` and empty levels map one-to-one; a shared group delivers
+//! each message once in the whole cluster, at members on every node; retained messages
+//! published on one node reach subscribers on the others.
+//!
+//! Without `nats-server` these tests fail, saying how to install it.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use support::nats::{Nats, Nodes};
+use support::*;
+
+fn block<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+const PER_QOS: usize = 100;
+
+#[test]
+fn fan_out_across_nodes_at_every_qos_once_and_in_order() {
+    let nats = Nats::start();
+    let nodes = Nodes::start(3, &nats.url(), &[]);
+    nodes.wait_connected();
+    runtime().block_on(async {
+        // Subscribers on every node, the publishers on node 0.
+        let mut subs = Vec::new();
+        for i in 0..3 {
+            let mut s = V4::connect(v311::options(&format!("sub{i}"), nodes.addr(i))).await;
+            s.subscribe_ok("fan/#", 2).await;
+            subs.push(s);
+        }
+        // Node 0 knows the other two nodes' interest before anything is published.
+        block(|| nodes.wait_interest(0, 2, 2));
+        let mut pubs = Vec::new();
+        for q in 0..3u8 {
+            pubs.push(V4::connect(v311::options(&format!("pub{q}"), nodes.addr(0))).await);
+        }
+        for i in 0..PER_QOS {
+            for (q, p) in pubs.iter_mut().enumerate() {
+                p.publish(&format!("fan/q{q}"), q as u8, format!("{q}:{i}").as_bytes())
+                    .await;
+            }
+        }
+        for s in subs.iter_mut() {
+            let mut by_topic: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for _ in 0..3 * PER_QOS {
+                let g = s.next_publish().await;
+                let q: u8 = g.topic[5..].parse().unwrap();
+                assert_eq!(g.qos, q, "{}: {g:?} at the publisher's QoS", s.id);
+                by_topic.entry(g.topic.clone()).or_default().push(g.text());
+            }
+            // Nothing more: no copy twice, none looped back.
+            s.no_publish().await;
+            for q in 0..3 {
+                let want: Vec<String> = (0..PER_QOS).map(|i| format!("{q}:{i}")).collect();
+                assert_eq!(
+                    by_topic.get(&format!("fan/q{q}")),
+                    Some(&want),
+                    "{}: QoS {q} messages once each, in order",
+                    s.id
+                );
+            }
+        }
+    });
+    let out = nodes.nodes[0].metric("ringmq_cluster_messages_out_total");
+    // One NATS message per other node and message: nothing for node 0 itself.
+    assert_eq!(out, 2 * 3 * PER_QOS as u64);
+    for i in 1..3 {
+        assert_eq!(
+            nodes.nodes[i].metric("ringmq_cluster_messages_out_total"),
+            0
+        );
+        assert_eq!(nodes.nodes[i].metric("ringmq_cluster_bad_frames_total"), 0);
+    }
+}
+
+#[test]
+fn a_publish_nobody_elsewhere_wants_sends_nothing_to_nats() {
+    let nats = Nats::start();
+    let nodes = Nodes::start(2, &nats.url(), &[]);
+    nodes.wait_connected();
+    runtime().block_on(async {
+        let mut local = V4::connect(v311::options("local", nodes.addr(0))).await;
+        local.subscribe_ok("here/#", 1).await;
+        let mut remote = V4::connect(v311::options("remote", nodes.addr(1))).await;
+        remote.subscribe_ok("there/#", 1).await;
+        block(|| nodes.wait_interest(0, 1, 1));
+        let mut p = V4::connect(v311::options("p", nodes.addr(0))).await;
+        p.publish("here/x", 1, b"local only").await;
+        assert_eq!(local.next_publish().await.text(), "local only");
+        remote.no_publish().await;
+    });
+    assert_eq!(
+        nodes.nodes[0].metric("ringmq_cluster_messages_out_total"),
+        0
+    );
+}
+
+/// Which of `topics` MQTT's `filter` matches, by hand (the spec's rules, not the
+/// broker's code).
+fn expected(filter: &str, topics: &[&str]) -> BTreeSet<String> {
+    topics
+        .iter()
+        .filter(|t| {
+            let f: Vec<&str> = filter.split('/').collect();
+            let t: Vec<&str> = t.split('/').collect();
+            for (i, l) in f.iter().enumerate() {
+                if *l == "#" {
+                    return true;
+                }
+                match t.get(i) {
+                    Some(tl) if *l == "+" || l == tl => {}
+                    _ => return false,
+                }
+            }
+            f.len() == t.len()
+        })
+        .map(|t| t.to_string())
+        .collect()
+}
+
+#[test]
+fn wildcards_dots_and_empty_levels_cross_nodes_one_to_one() {
+    let nats = Nats::start();
+    let nodes = Nodes::start(3, &nats.url(), &[]);
+    nodes.wait_connected();
+    let topics = [
+        "a/b.c/d", "a/b_c/d", "a/b/c/d", "a//x", "a/", "x.y", "/", "a/b.c", "a/*/>", "a/_2E", "é/ü",
+    ];
+    let filters = [
+        "a/b.c/#", "a//+", "+/+", "#", "a/+/d", "a/*/>", "a/_2E", "é/#",
+    ];
+    runtime().block_on(async {
+        let mut subs = Vec::new();
+        for (i, f) in filters.iter().enumerate() {
+            // Spread over nodes 1 and 2.
+            let node = 1 + i % 2;
+            let mut s = V4::connect(v311::options(&format!("w{i}"), nodes.addr(node))).await;
+            s.subscribe_ok(f, 1).await;
+            subs.push((f, s));
+        }
+        block(|| nodes.wait_interest(0, 2, 2));
+        let mut p = V4::connect(v311::options("wp", nodes.addr(0))).await;
+        for t in topics {
+            p.publish(t, 1, t.as_bytes()).await;
+        }
+        for (f, s) in subs.iter_mut() {
+            let want = expected(f, &topics);
+            let mut got = BTreeSet::new();
+            for _ in 0..want.len() {
+                let g = s.next_publish().await;
+                assert_eq!(g.text(), g.topic, "the payload names its topic");
+                assert!(got.insert(g.topic.clone()), "{f}: {} twice", g.topic);
+            }
+            s.no_publish().await;
+            assert_eq!(got, want, "{f}");
+        }
+    });
+}
+
+#[test]
+fn a_shared_group_delivers_each_message_once_across_nodes() {
+    let nats = Nats::start();
+    let nodes = Nodes::start(3, &nats.url(), &[]);
+    nodes.wait_connected();
+    const N: usize = 90;
+    runtime().block_on(async {
+        let mut members = Vec::new();
+        for i in 0..3 {
+            let mut m = V5::connect(v5::options(&format!("m{i}"), nodes.addr(i))).await;
+            m.subscribe_ok("$share/g/job/+", 1).await;
+            members.push(m);
+        }
+        // A plain subscriber on node 1 still gets every message.
+        let mut plain = V5::connect(v5::options("plain", nodes.addr(1))).await;
+        plain.subscribe_ok("job/#", 1).await;
+        // Node 0 knows the groups of nodes 1 and 2 and node 1's plain filter.
+        block(|| nodes.wait_interest(0, 2, 3));
+        let mut p = V5::connect(v5::options("jp", nodes.addr(0))).await;
+        // Sent without waiting for each PUBACK, then all of them awaited.
+        for i in 0..N {
+            p.client
+                .publish("job/run", v5::qos(1), false, format!("{i}").into_bytes())
+                .await
+                .unwrap();
+        }
+        p.wait_pubacks(N).await;
+        let all: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+        let mut seen = Vec::new();
+        let mut per_member = Vec::new();
+        let mut members_got: Vec<Vec<String>> = vec![Vec::new(); 3];
+        // Gather until every message arrived somewhere (each member in order).
+        while seen.len() < N {
+            for (i, m) in members.iter_mut().enumerate() {
+                for g in m
+                    .publishes_within(std::time::Duration::from_millis(200))
+                    .await
+                {
+                    seen.push(g.text());
+                    members_got[i].push(g.text());
+                }
+            }
+            assert!(seen.len() <= N, "more deliveries than messages: {seen:?}");
+        }
+        for m in members.iter_mut() {
+            m.no_publish().await;
+        }
+        for (i, got) in members_got.iter().enumerate() {
+            per_member.push(got.len());
+            let mut sorted = got.clone();
+            sorted.sort_by_key(|s| s.parse::<usize>().unwrap());
+            assert_eq!(&sorted, got, "member {i} got its share in order");
+        }
+        seen.sort_by_key(|s| s.parse::<usize>().unwrap());
+        assert_eq!(seen, all, "each message once in the whole group");
+        assert!(
+            per_member.iter().all(|&n| n > 0),
+            "members on every node take part: {per_member:?}"
+        );
+        let mut plain_got = Vec::new();
+        for _ in 0..N {
+            plain_got.push(plain.next_publish().await.text());
+        }
+        assert_eq!(plain_got, all);
+    });
+}
+
+#[test]
+fn retained_messages_reach_subscribers_on_every_node() {
+    let nats = Nats::start();
+    let nodes = Nodes::start(3, &nats.url(), &[]);
+    nodes.wait_connected();
+    runtime().block_on(async {
+        let mut p0 = V4::connect(v311::options("r-p0", nodes.addr(0))).await;
+        p0.publish_retained("cfg/a", 1, b"v1").await;
+        // The retained bucket hands it to the other nodes (its writer and watchers
+        // count it).
+        for i in 1..3 {
+            block(|| {
+                nodes.nodes[i].wait_for_metric("ringmq_cluster_retained_in_total", WAIT, |v| v >= 1)
+            });
+        }
+        for i in 1..3 {
+            let mut s = V4::connect(v311::options(&format!("r-s{i}"), nodes.addr(i))).await;
+            s.subscribe_ok("cfg/#", 1).await;
+            let g = s.next_publish().await;
+            assert_eq!(
+                (g.topic.as_str(), g.text().as_str(), g.retain),
+                ("cfg/a", "v1", true)
+            );
+            s.no_publish().await;
+        }
+        // Replaced from node 2, then cleared from node 1.
+        let before = block(|| nodes.nodes[0].metric("ringmq_cluster_retained_in_total"));
+        let mut p2 = V4::connect(v311::options("r-p2", nodes.addr(2))).await;
+        p2.publish_retained("cfg/a", 1, b"v2").await;
+        block(|| {
+            nodes.nodes[0].wait_for_metric("ringmq_cluster_retained_in_total", WAIT, |v| v > before)
+        });
+        let mut s = V4::connect(v311::options("r-s0", nodes.addr(0))).await;
+        s.subscribe_ok("cfg/#", 1).await;
+        assert_eq!(s.next_publish().await.text(), "v2");
+        s.disconnect().await;
+
+        let before = block(|| nodes.nodes[2].metric("ringmq_cluster_retained_in_total"));
+        let mut p1 = V4::connect(v311::options("r-p1", nodes.addr(1))).await;
+        p1.publish_retained("cfg/a", 1, b"").await;
+        block(|| {
+            nodes.nodes[2].wait_for_metric("ringmq_cluster_retained_in_total", WAIT, |v| v > before)
+        });
+        let mut s = V4::connect(v311::options("r-s2b", nodes.addr(2))).await;
+        s.subscribe_ok("cfg/#", 1).await;
+        s.no_publish().await;
+    });
+}
+
+#[test]
+fn cluster_flags_are_checked() {
+    let out = run(&["--node-id", "a"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--cluster is missing"),
+        "{out:?}"
+    );
+    let out = run(&["--cluster", "nats://127.0.0.1:1", "--node-id", "a.b"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("letters, digits or '-'"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_node_serves_its_own_clients_while_nats_is_unreachable() {
+    // Nothing listens on this NATS address.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let nodes = Nodes::start(1, &url, &[]);
+    runtime().block_on(async {
+        let mut s = V4::connect(v311::options("alone-s", nodes.addr(0))).await;
+        s.subscribe_ok("t/#", 1).await;
+        let mut p = V4::connect(v311::options("alone-p", nodes.addr(0))).await;
+        p.publish_retained("t/1", 1, b"kept").await;
+        assert_eq!(s.next_publish().await.text(), "kept");
+    });
+    assert_eq!(nodes.nodes[0].metric("ringmq_cluster_connected"), 0);
+}
