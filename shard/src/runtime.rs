@@ -1269,7 +1269,11 @@ impl<S: Service> Shard<S> {
     /// work wakes the thread through the lanes' bell.
     fn open_lane(&mut self) -> io::Result<usize> {
         let cfg = self.io.cfg.clone();
-        let ring = Ring::new(cfg.ring_entries, cfg.ring_entries * 4, cfg.files_per_shard)?;
+        // A lane carries only its connections' operations (the file writes and the bells
+        // stay with the primary), so a smaller ring does: its memory is a fixed cost per
+        // lane, as much as a few hundred idle connections.
+        let entries = (cfg.ring_entries / 4).max(256);
+        let ring = Ring::new(entries, entries * 4, cfg.files_per_shard)?;
         let bufs = new_buf_ring(&ring, &cfg)?;
         if self.lane_bell.is_none() {
             self.lane_bell = Some(LaneBell::new()?);
