@@ -10,15 +10,16 @@
 # both swarms ramp at the same time.
 #
 # Steps: build (release) → tune the kernel (ringmq-tune apply; needs root) → start ringmq
-# with enough shards for the connections (each shard's io_uring fixed-file table holds up
-# to RLIMIT_NOFILE sockets, 20,000 here, which cannot be raised) → ramp two ringmq-swarm
+# with one shard per core (each shard's thread opens io_uring rings, "lanes", as it fills:
+# a ring's fixed-file table holds up to RLIMIT_NOFILE sockets, 20,000 here, which cannot
+# be raised) → ramp two ringmq-swarm
 # processes (TCP and WebSocket, many loopback source addresses) → hold, measuring the
 # broker's CPU while only keepalives flow → probe: 1 publisher → 1,000 of the clients at
 # 1,000 msg/s → a light probe at 100 msg/s → hold to the end → check every connection
 # survived → tear down → print the figures. Every step has a time limit; the script stops
 # by itself.
 #
-# Environment: SHARDS (default: one per 17,000 connections), PORT_BASE (default 31000),
+# Environment: SHARDS (default: one per core, `nproc`), PORT_BASE (default 31000),
 # OUT (results folder, default target/million), KEEPALIVE (default 60), PROBE_RATE
 # (messages per second of the probe, default 1000), PROBE2_RATE (the light probe, default
 # 100; 0 skips it), RECV_BUFFERS (ringmq --recv-buffers, default 256, see tuning.md).
@@ -36,7 +37,7 @@ RECV_BUFFERS=${RECV_BUFFERS:-256}
 PROBE_CLIENTS=$((PROBE_SUBS + 1))
 WS_N=$(((N + 3) / 4))                       # at least a quarter over WebSocket
 TCP_N=$((N - WS_N - PROBE_CLIENTS))         # the probe's clients count in the million
-SHARDS=${SHARDS:-$(((N + 16999) / 17000))}
+SHARDS=${SHARDS:-$(nproc)}                  # one shard per core; lanes hold the rest
 PORT_BASE=${PORT_BASE:-31000}
 MQTT_PORT=$PORT_BASE WS_PORT=$((PORT_BASE + 1)) METRICS_PORT=$((PORT_BASE + 2))
 OUT=${OUT:-target/million}

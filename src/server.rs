@@ -247,7 +247,7 @@ impl Security {
         .map_err(|e| e.to_string())?;
         let connections = settings
             .max_connections
-            .unwrap_or(settings.shards() * settings.files_per_shard as usize);
+            .unwrap_or(settings.connection_capacity());
         let per_ip = settings
             .max_connections_per_ip
             .map(|limit| PerIp::new(connections, limit));
@@ -579,6 +579,7 @@ fn shard_config(
         max_connections: s.max_connections.unwrap_or(usize::MAX),
         open_connections: Arc::new(AtomicUsize::new(0)),
         files_per_shard: s.files_per_shard,
+        max_lanes: s.lanes_per_shard as usize,
         recv_buffers: s.recv_buffers,
         recv_buffer_size: s.recv_buffer_size,
         mesh_capacity: s.mesh_capacity,

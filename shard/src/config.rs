@@ -124,8 +124,13 @@ pub struct ShardConfig {
     pub max_connections: usize,
     /// Process-wide count of open connections, shared by all shards.
     pub open_connections: Arc<AtomicUsize>,
-    /// Fixed-file table slots per shard (bounded by RLIMIT_NOFILE on this kernel).
+    /// Fixed-file table slots per lane (bounded by RLIMIT_NOFILE on this kernel).
     pub files_per_shard: u32,
+    /// Lanes a shard may open at most: io_uring rings driven by the shard's one thread,
+    /// each with its own fixed-file table of `files_per_shard` slots. A shard opens one
+    /// more when those it has are near full, and stops accepting when all
+    /// `max_lanes` are.
+    pub max_lanes: usize,
     /// Listen backlog per listener; also the accept margin kept free in the table.
     pub backlog: u32,
     /// Submission queue entries per ring.
@@ -163,6 +168,7 @@ impl Default for ShardConfig {
             max_connections: usize::MAX,
             open_connections: Arc::new(AtomicUsize::new(0)),
             files_per_shard: 16_384,
+            max_lanes: 64,
             backlog: 1024,
             ring_entries: 4096,
             recv_buffers: 4096,

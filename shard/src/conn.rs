@@ -209,11 +209,14 @@ impl OutBuf {
 /// One connection in a shard's slab.
 pub struct Conn<T> {
     pub gen_: NonZeroU32,
-    /// The connection's direct descriptor: its slot in the ring's fixed-file table.
+    /// The connection's direct descriptor: its slot in its lane's fixed-file table.
     pub slot: u32,
     pub flags: u32,
     /// Which listener accepted it (index into the shard's listeners).
     pub listener: u8,
+    /// The lane (the shard's ring) whose fixed-file table holds the connection: every
+    /// operation on it goes to that ring.
+    pub lane: u8,
     pub transport: Transport,
     pub out: Option<Box<OutBuf>>,
     /// When the service's deadline for this connection falls (0: none).

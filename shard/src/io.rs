@@ -56,6 +56,8 @@ pub(crate) enum Op {
     /// `getsockopt(SO_PEERNAME)` asked for by the service (`Io::request_peer_addr`;
     /// `index` is the request's number).
     PeerAddr = 11,
+    /// The read, on the primary ring, of the eventfd the other lanes signal.
+    LaneBell = 12,
 }
 
 impl OpKind for Op {
@@ -76,6 +78,7 @@ impl OpKind for Op {
             9 => Op::FileSync,
             10 => Op::PeerName,
             11 => Op::PeerAddr,
+            12 => Op::LaneBell,
             _ => return None,
         })
     }
@@ -118,7 +121,13 @@ pub enum ServiceLoad {
 }
 
 pub struct Io<C, M> {
-    pub(crate) ring: Ring,
+    /// The shard's rings ("lanes"), each with its own fixed-file table, so that one thread
+    /// holds more connections than one table may (the kernel caps a table at the
+    /// open-file limit). Lane 0, the primary, also carries the file writes, the doorbell
+    /// and the other lanes' bell; the thread sleeps on it alone.
+    pub(crate) lanes: Vec<Ring>,
+    /// Connections in each lane's table.
+    pub(crate) lane_conns: Vec<u32>,
     pub(crate) conns: Slab<Conn<C>>,
     pub(crate) cfg: Arc<ShardConfig>,
     pub(crate) stats: Arc<RuntimeStats>,
@@ -201,7 +210,8 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         let disk = Disk::new(&ring, cfg.files_per_shard)?;
         let helper = Helper::new(mesh.id(), mesh.doorbells().clone());
         Ok(Io {
-            ring,
+            lanes: vec![ring],
+            lane_conns: vec![0],
             conns: Slab::new(),
             cfg,
             stats,
@@ -233,6 +243,11 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             drained: Vec::new(),
             _not_send: std::marker::PhantomData,
         })
+    }
+
+    /// Operations in flight on all the shard's lanes.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.lanes.iter().map(Ring::in_flight).sum()
     }
 
     pub(crate) fn update_clock(&mut self) {
@@ -448,10 +463,10 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         if self.peer_requests.len() >= MAX_PEER_REQUESTS {
             return false;
         }
-        let Some((slot, listener)) = self
+        let Some((slot, listener, lane)) = self
             .conn(key)
             .filter(|c| !c.has(flag::CLOSING))
-            .map(|c| (c.slot, c.listener as usize))
+            .map(|c| (c.slot, c.listener as usize, c.lane as usize))
         else {
             return false;
         };
@@ -462,7 +477,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         // The buffer lives in `peer_requests` until the operation completes.
         let inserted = self.peer_requests.insert((key, buf));
         debug_assert_eq!(inserted, request);
-        self.ring.push(e);
+        self.lanes[lane].push(e);
         true
     }
 
@@ -857,12 +872,12 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
     /// Puts an open file in one of the shard's file slots (`disk::FILE_SLOTS` of them),
     /// for [`Io::write_file`]. The slot holds its own reference: `fd` is closed here.
     pub fn register_file(&mut self, fd: OwnedFd) -> std::io::Result<FileSlot> {
-        self.disk.register(&self.ring, fd)
+        self.disk.register(&self.lanes[0], fd)
     }
 
     /// Empties a file slot. Writes in flight on the file finish normally.
     pub fn unregister_file(&mut self, slot: FileSlot) -> std::io::Result<()> {
-        self.disk.unregister(&self.ring, slot)
+        self.disk.unregister(&self.lanes[0], slot)
     }
 
     /// Writes `buf` at `offset` of the file in `slot`, then (`sync`) syncs its data
@@ -881,7 +896,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             tag,
         };
         self.disk.start(w, file_token, &mut sqes);
-        self.ring.push_all(&sqes);
+        self.lanes[0].push_all(&sqes);
         self.file_sqes = sqes;
     }
 
@@ -923,12 +938,12 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         self.disk
             .complete(token.index, part, result, file_token, &mut sqes);
         if !sqes.is_empty() {
-            self.ring.push_all(&sqes);
+            self.lanes[0].push_all(&sqes);
         }
         self.file_sqes = sqes;
     }
 
-    pub(crate) fn new_conn(&mut self, slot: u32, listener: u8, state: C) -> ConnKey {
+    pub(crate) fn new_conn(&mut self, slot: u32, lane: u8, listener: u8, state: C) -> ConnKey {
         let gen_ = self.next_gen;
         self.next_gen = NonZeroU32::new((gen_.get() + 1) & GEN_MASK).unwrap_or(NonZeroU32::MIN);
         let transport = match self.cfg.listeners[listener as usize].kind {
@@ -940,12 +955,14 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             slot,
             flags: 0,
             listener,
+            lane,
             transport,
             out: None,
             deadline_ms: 0,
             timer_at: 0,
             state,
         }) as u32;
+        self.lane_conns[lane as usize] += 1;
         ConnKey { index, gen_ }
     }
 
@@ -973,10 +990,11 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         }
         c.set(flag::RECV_ARMED);
         c.clear(flag::NEEDS_RECV);
+        let lane = c.lane as usize;
         let e = opcode::RecvMulti::new(types::Fixed(c.slot), group)
             .build()
             .user_data(Token::new(Op::Recv, key.index, key.gen_.get()).encode());
-        self.ring.push(e);
+        self.lanes[lane].push(e);
     }
 
     /// Hands queued bytes to the kernel for every connection on the flush list.
@@ -1012,7 +1030,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             return;
         }
         let Some(c) = self.conn_mut(key) else { return };
-        let slot = c.slot;
+        let (slot, lane) = (c.slot, c.lane as usize);
         let Some(out) = c.out.as_mut() else { return };
         if out.sent == out.sending.len() {
             out.sending.clear();
@@ -1029,7 +1047,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             .build()
             .user_data(Token::new(Op::Send, key.index, key.gen_.get()).encode());
         c.set(flag::SEND_INFLIGHT);
-        self.ring.push(e);
+        self.lanes[lane].push(e);
     }
 
     /// Seals a TLS connection's staged plaintext into records behind what is queued (with
@@ -1156,13 +1174,13 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             }
             return;
         }
-        let slot = c.slot;
+        let (slot, lane) = (c.slot, c.lane as usize);
         if !c.has(flag::SHUTDOWN_SENT) && !c.has(flag::WRITE_FAILED) {
             c.set(flag::SHUTDOWN_SENT);
             let e = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR)
                 .build()
                 .user_data(Token::new(Op::Shutdown, key.index, key.gen_.get()).encode());
-            self.ring.push(e);
+            self.lanes[lane].push(e);
             return;
         }
         if c.has(flag::SHUTDOWN_SENT) && !c.has(flag::SHUTDOWN_DONE) {
@@ -1179,20 +1197,24 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
     }
 
     pub(crate) fn cancel_recv(&mut self, key: ConnKey) {
+        let Some(lane) = self.conn(key).map(|c| c.lane as usize) else {
+            return;
+        };
         let target = Token::new(Op::Recv, key.index, key.gen_.get()).encode();
         let e = opcode::AsyncCancel::new(target)
             .build()
             .user_data(Token::new(Op::Cancel, key.index, key.gen_.get()).encode());
-        self.ring.push(e);
+        self.lanes[lane].push(e);
     }
 
     fn submit_close(&mut self, key: ConnKey) {
         let Some(c) = self.conn_mut(key) else { return };
         c.set(flag::CLOSE_SENT);
+        let lane = c.lane as usize;
         let e = opcode::Close::new(types::Fixed(c.slot))
             .build()
             .user_data(Token::new(Op::Close, key.index, key.gen_.get()).encode());
-        self.ring.push(e);
+        self.lanes[lane].push(e);
     }
 
     /// The slot is closed: forget the connection.
@@ -1201,6 +1223,7 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
             return;
         }
         let c = self.conns.remove(key.index as usize);
+        self.lane_conns[c.lane as usize] -= 1;
         self.release_outbuf(c.out);
         // A lookup still in flight keeps its buffer until it completes (`on_peer_name`).
         self.peers.remove(&key);
@@ -1252,11 +1275,11 @@ impl<C: Default, M: Send + 'static> Io<C, M> {
         c.set(flag::SHUTDOWN_DONE);
         if c.has(flag::SEND_INFLIGHT) {
             // A blocked send ends when the socket shuts down.
-            let slot = c.slot;
+            let (slot, lane) = (c.slot, c.lane as usize);
             let e = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
                 .build()
                 .user_data(Token::new(Op::Cancel, key.index, key.gen_.get()).encode());
-            self.ring.push(e);
+            self.lanes[lane].push(e);
             return;
         }
         self.progress_close(key);

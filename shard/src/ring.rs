@@ -124,6 +124,7 @@ impl Ring {
             .setup_defer_taskrun()
             .setup_cqsize(cq_entries)
             .setup_submit_all()
+            .setup_taskrun_flag()
             .build(entries)?;
         if files > 0 {
             ring.submitter().register_files_sparse(files)?;
@@ -261,6 +262,28 @@ impl Ring {
         out.extend(self.ring.completion().take(room).map(copy_completion));
         let ended = out.iter().filter(|c| !c.more()).count();
         self.in_flight = self.in_flight.saturating_sub(ended);
+    }
+
+    /// Has the kernel signal `eventfd` whenever completion work for this ring is queued
+    /// while the ring's thread is not in it: a thread that sleeps on another ring learns
+    /// from a read posted there on `eventfd` that this one has something.
+    pub fn register_eventfd(&self, eventfd: i32) -> io::Result<()> {
+        self.ring.submitter().register_eventfd(eventfd)
+    }
+
+    /// Whether this ring needs the thread's attention: completions to reap, completion work
+    /// the kernel deferred until the thread enters the ring, or submissions not yet handed
+    /// over.
+    pub fn wants_enter(&mut self) -> bool {
+        !self.stash.is_empty()
+            || !self.ring.completion().is_empty()
+            || self.ring.submission().taskrun()
+            || !self.ring.submission().is_empty()
+    }
+
+    /// Whether submissions are queued that the kernel has not been handed yet.
+    pub fn has_unsubmitted(&mut self) -> bool {
+        !self.ring.submission().is_empty()
     }
 
     /// Whether completions wait to be reaped.
@@ -568,6 +591,75 @@ mod tests {
                 let t = c.token::<TestOp>().expect("a test token");
                 assert!(!std::mem::replace(&mut seen[t.index as usize], true));
             }
+        }
+    }
+
+    /// A thread asleep on one ring wakes when another ring of its has a completion: the
+    /// second ring signals an eventfd that the first has a read posted on, and the second's
+    /// deferred completion work shows (`wants_enter`) until the thread enters it.
+    #[test]
+    fn a_completion_on_one_ring_wakes_a_thread_asleep_on_another() {
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: eventfd(2) with valid flags.
+        let bell = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(bell >= 0);
+        let mut primary = Ring::new(8, 16, 0).unwrap();
+        let mut lane = Ring::new(8, 16, 0).unwrap();
+        lane.register_eventfd(bell).unwrap();
+        let mut bell_buf = Box::new([0u8; 8]);
+        let mut pipe_buf = Box::new([0u8; 8]);
+        primary.push(
+            io_uring::opcode::Read::new(types::Fd(bell), bell_buf.as_mut_ptr(), 8)
+                .build()
+                .user_data(Token::new(TestOp::Read, 1, 0).encode()),
+        );
+        lane.push(
+            io_uring::opcode::Read::new(types::Fd(fds[0]), pipe_buf.as_mut_ptr(), 8)
+                .build()
+                .user_data(Token::new(TestOp::Read, 2, 0).encode()),
+        );
+        primary.enter(0, None).unwrap();
+        lane.enter(0, None).unwrap();
+        assert!(!lane.wants_enter());
+        let writer = fds[1];
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: writes 3 bytes from a live array to the pipe's write end.
+            unsafe { libc::write(writer, b"abc".as_ptr().cast(), 3) };
+        });
+        let mut out = Vec::with_capacity(8);
+        let mut woke = false;
+        for _ in 0..100 {
+            primary.enter(1, Some(Duration::from_millis(100))).unwrap();
+            primary.reap(&mut out);
+            if !out.is_empty() {
+                woke = true;
+                break;
+            }
+        }
+        t.join().unwrap();
+        assert!(woke, "the primary ring never woke");
+        assert_eq!(out[0].token::<TestOp>().unwrap().index, 1);
+        for _ in 0..100 {
+            if lane.wants_enter() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(lane.wants_enter(), "the lane shows no work");
+        lane.enter(0, None).unwrap();
+        lane.reap(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].result, 3);
+        assert!(!lane.wants_enter(), "entering the lane cleared its work");
+        drop((bell_buf, pipe_buf));
+        // SAFETY: each descriptor was opened above and is closed once.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            libc::close(bell);
         }
     }
 

@@ -120,20 +120,26 @@ fn pin_to_core(core: usize) {
     }
 }
 
-/// One shard. Field order matters for drop: `io` (which owns the ring) is dropped
-/// before `bufs`, so the kernel has let go of the buffer ring before it is unmapped.
+/// One shard. Field order matters for drop: `io` (which owns the rings) is dropped
+/// before `bufs` and `lane_bell`, so the kernel has let go of the buffer rings and the
+/// bell's buffer before they are freed.
 struct Shard<S: Service> {
     io: Io<S>,
-    bufs: BufRing,
+    /// Each lane's receive buffers (a buffer ring belongs to one io_uring instance).
+    bufs: Vec<BufRing>,
+    /// Wakes the thread asleep on the primary ring when another lane has work; opened
+    /// with the second lane.
+    lane_bell: Option<LaneBell>,
     service: S,
     listeners: Vec<TcpListener>,
-    accept_armed: Vec<bool>,
+    /// Per listener: the lane its accept is posted on, if one is.
+    accept_armed: Vec<Option<u8>>,
     /// Per listener: while its accept rate is exceeded, when it may accept again (shard
     /// clock, ms; 0: it may).
     accept_resume_ms: Vec<u64>,
     accepting: bool,
-    high_water: usize,
-    low_water: usize,
+    /// The lane new connections go to: the first one with room.
+    accept_lane: usize,
     control: Receiver<Control<S::Request>>,
     completions: Vec<Completion>,
     inbox: Vec<(usize, S::Msg)>,
@@ -160,32 +166,24 @@ impl<S: Service> Shard<S> {
         let cfg = spec.cfg;
         // Multishot operations post many completions per submission.
         let ring = Ring::new(cfg.ring_entries, cfg.ring_entries * 4, cfg.files_per_shard)?;
-        let bufs = BufRing::new(
-            &ring,
-            RECV_GROUP,
-            cfg.recv_buffers,
-            cfg.recv_buffers_initial.min(cfg.recv_buffers),
-            cfg.recv_buffer_size,
-        )?;
+        let bufs = new_buf_ring(&ring, &cfg)?;
         let mut listeners = Vec::new();
         for l in &cfg.listeners {
             listeners.push(reuseport_listener(l.addr, cfg.backlog)?);
         }
         let hists = Recorder::new(spec.hists);
         let io = Io::<S>::new(ring, cfg.clone(), spec.stats, spec.mesh, hists)?;
-        let reserve = cfg.backlog + ACCEPT_MARGIN;
-        let high_water = io.disk.connection_slots().saturating_sub(reserve).max(1) as usize;
-        let low_water = high_water.saturating_sub(ACCEPT_MARGIN as usize).max(1);
+        io.stats.lanes.add(1);
         Ok(Shard {
             io,
-            bufs,
+            bufs: vec![bufs],
+            lane_bell: None,
             service,
-            accept_armed: vec![false; listeners.len()],
+            accept_armed: vec![None; listeners.len()],
             accept_resume_ms: vec![0; listeners.len()],
             listeners,
             accepting: true,
-            high_water,
-            low_water,
+            accept_lane: 0,
             control: spec.control,
             completions: Vec::with_capacity(REAP_BATCH),
             inbox: Vec::new(),
@@ -229,13 +227,15 @@ impl<S: Service> Shard<S> {
             self.resume_paused();
             self.io.flush_sends();
             self.rearm_recvs();
-            self.bufs.commit();
+            for bufs in &mut self.bufs {
+                bufs.commit();
+            }
             self.io.mesh.flush();
             self.manage_accept();
             let stats = &self.io.stats;
             stats.outbound_bytes.set(self.io.out_bytes() as u64);
             stats.mesh_waiting.set(self.io.mesh.backlog_total() as u64);
-            stats.ops_in_flight.set(self.io.ring.in_flight() as u64);
+            stats.ops_in_flight.set(self.io.in_flight() as u64);
             let turn_us = turn_start.elapsed().as_micros() as u64;
             self.service.on_turn_flushed(turn_us);
             self.io.hists.record(hist::LOOP_TURN, turn_us);
@@ -261,7 +261,12 @@ impl<S: Service> Shard<S> {
     /// that no buffer is freed while the kernel may still use it. Should some not end,
     /// their buffers are leaked rather than freed.
     fn stop(&mut self) {
-        let left = self.io.ring.quiesce(STOP_TIMEOUT);
+        let left: usize = self
+            .io
+            .lanes
+            .iter_mut()
+            .map(|ring| ring.quiesce(STOP_TIMEOUT))
+            .sum();
         self.io.stats.ops_in_flight.set(left as u64);
         if left > 0 {
             tracing::error!(
@@ -271,18 +276,30 @@ impl<S: Service> Shard<S> {
             );
             std::mem::forget(std::mem::take(&mut self.io.conns));
             std::mem::forget(std::mem::replace(&mut self.doorbell_buf, Box::new([0; 8])));
-            self.bufs.leak();
-            self.io.ring.abandon_in_flight();
+            std::mem::forget(self.lane_bell.take());
+            for bufs in &mut self.bufs {
+                bufs.leak();
+            }
+            for ring in &mut self.io.lanes {
+                ring.abandon_in_flight();
+            }
         }
     }
 
     /// Submits, and sleeps if there is nothing to do until a completion, a doorbell, or
     /// the next timer.
     fn wait(&mut self) -> io::Result<()> {
+        // The other lanes' submissions go now; the primary's with the wait below.
+        for ring in &mut self.io.lanes[1..] {
+            if ring.has_unsubmitted() {
+                ring.enter(0, None)?;
+            }
+        }
         // Mesh messages left undrained on purpose (back-pressure) are no reason to spin.
         let mesh_ready = !self.mesh_deferred && self.io.mesh.inbound_pending();
         let more_work = std::mem::take(&mut self.io.continue_soon);
-        let busy = self.io.ring.completions_ready()
+        let busy = self.io.lanes[0].completions_ready()
+            || self.io.lanes[1..].iter_mut().any(|ring| ring.wants_enter())
             || mesh_ready
             || !self.control.is_empty()
             || self.io.helper.has_results()
@@ -290,7 +307,7 @@ impl<S: Service> Shard<S> {
             || more_work;
         let wake_at = self.io.wake_at.take();
         if busy {
-            return self.io.ring.enter(0, None);
+            return self.io.lanes[0].enter(0, None);
         }
         let mut timeout_ms = (self.last_tick_ms + TICK_MS).saturating_sub(self.io.now_ms());
         if let Some(hint) = self.io.timers.next_deadline_hint_ms() {
@@ -311,8 +328,8 @@ impl<S: Service> Shard<S> {
             timeout_ms = timeout_ms.min(ms);
         }
         let now = self.io.now_ms();
-        for (&resume, &armed) in self.accept_resume_ms.iter().zip(&self.accept_armed) {
-            if resume > 0 && !armed {
+        for (&resume, armed) in self.accept_resume_ms.iter().zip(&self.accept_armed) {
+            if resume > 0 && armed.is_none() {
                 timeout_ms = timeout_ms.min(resume.saturating_sub(now));
             }
         }
@@ -321,44 +338,55 @@ impl<S: Service> Shard<S> {
         if (!self.mesh_deferred && self.io.mesh.inbound_pending())
             || !self.control.is_empty()
             || self.io.helper.has_results()
+            || !self.lanes_quiet()
         {
-            bell.awake();
-            return self.io.ring.enter(0, None);
+            self.io.mesh.doorbells()[self.io.shard_id()].awake();
+            return self.io.lanes[0].enter(0, None);
         }
-        let r = self
-            .io
-            .ring
-            .enter(1, Some(Duration::from_millis(timeout_ms.max(1))));
+        let r = self.io.lanes[0].enter(1, Some(Duration::from_millis(timeout_ms.max(1))));
         self.io.mesh.doorbells()[self.io.shard_id()].awake();
         r
     }
 
+    /// Reaps every lane: the primary, whose completion work ran when the thread woke on
+    /// it, and each other lane that has work, entered for it to run.
     fn handle_completions(&mut self) {
         let mut batch = std::mem::take(&mut self.completions);
-        loop {
-            self.io.ring.reap(&mut batch);
-            if batch.is_empty() {
-                break;
+        // A lane opened meanwhile (by an accept) is reaped in this turn too.
+        let mut lane = 0;
+        while lane < self.io.lanes.len() {
+            let ring = &mut self.io.lanes[lane];
+            if lane > 0 && ring.wants_enter() {
+                if let Err(e) = ring.enter(0, None) {
+                    tracing::error!(shard = self.io.shard_id(), lane, error = %e, "io_uring_enter failed on a lane");
+                }
             }
-            let full = batch.len() == batch.capacity();
-            for c in batch.iter().copied() {
-                self.handle_completion(c);
+            loop {
+                self.io.lanes[lane].reap(&mut batch);
+                if batch.is_empty() {
+                    break;
+                }
+                let full = batch.len() == batch.capacity();
+                for c in batch.iter().copied() {
+                    self.handle_completion(lane, c);
+                }
+                self.notify_closed();
+                if !full {
+                    break;
+                }
             }
-            self.notify_closed();
-            if !full {
-                break;
-            }
+            lane += 1;
         }
         self.completions = batch;
     }
 
-    fn handle_completion(&mut self, c: Completion) {
+    fn handle_completion(&mut self, lane: usize, c: Completion) {
         let Some(token) = c.token::<Op>() else {
             return;
         };
         match token.op {
-            Op::Accept => self.on_accept(token.index as usize, c),
-            Op::Recv => self.on_recv(token, c),
+            Op::Accept => self.on_accept(lane, token.index as usize, c),
+            Op::Recv => self.on_recv(lane, token, c),
             Op::Send => {
                 if let Some(key) = self.io.key_of(token) {
                     self.io.on_send_done(key, c.result);
@@ -378,6 +406,11 @@ impl<S: Service> Shard<S> {
                 }
             }
             Op::Doorbell => self.arm_doorbell(),
+            Op::LaneBell => {
+                if let Some(bell) = &mut self.lane_bell {
+                    bell.armed = false;
+                }
+            }
             Op::Cancel => {}
             Op::PeerAddr => self.on_peer_addr(token.index, c.result),
             Op::PeerName => self.on_peer_name(token, c),
@@ -400,11 +433,12 @@ impl<S: Service> Shard<S> {
         self.notify_closed();
     }
 
-    fn on_accept(&mut self, listener: usize, c: Completion) {
+    fn on_accept(&mut self, lane: usize, listener: usize, c: Completion) {
         if !c.more()
             && let Some(a) = self.accept_armed.get_mut(listener)
+            && *a == Some(lane as u8)
         {
-            *a = false;
+            *a = None;
         }
         if c.result < 0 {
             match -c.result {
@@ -435,7 +469,7 @@ impl<S: Service> Shard<S> {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = self
             .io
-            .new_conn(slot, listener as u8, S::ConnState::default());
+            .new_conn(slot, lane as u8, listener as u8, S::ConnState::default());
         self.io.count_transport(listener as u8, true);
         if open >= self.io.cfg.max_connections {
             stats.connections_refused_limit.add(1);
@@ -456,14 +490,11 @@ impl<S: Service> Shard<S> {
         } else {
             self.start_conn(key, listener);
         }
-        if self.accepting && self.io.conns.len() >= self.high_water {
-            self.pause_accepts();
-            stats.accept_paused.add(1);
-            tracing::info!(
-                shard = self.io.shard_id(),
-                connections = self.io.conns.len(),
-                "accepting paused: the fixed-file table is nearly full"
-            );
+        if self.accepting
+            && lane == self.accept_lane
+            && self.io.lane_conns[lane] as usize >= self.high_water(lane)
+        {
+            self.move_accepts();
         }
         self.take_accept_rate(listener);
     }
@@ -472,7 +503,7 @@ impl<S: Service> Shard<S> {
     /// has one, and a plain TCP one is opened for the service (one that negotiates first,
     /// TLS or WebSocket, once that is done).
     fn start_conn(&mut self, key: ConnKey, listener: usize) {
-        self.io.arm_recv(key, self.bufs.group());
+        self.io.arm_recv(key, RECV_GROUP);
         let spec = &self.io.cfg.listeners[listener];
         let tls = spec.tls.clone();
         let negotiates = tls.is_some() || matches!(spec.kind, ListenerKind::WebSocket(_));
@@ -491,7 +522,8 @@ impl<S: Service> Shard<S> {
         let e = self.io.peer_name_op(slot, listener, &mut buf, token);
         // The buffer lives in `peer_lookups` until the operation completes.
         self.io.peer_lookups.insert(key, buf);
-        self.io.ring.push(e);
+        let lane = self.io.conn_raw(key).map_or(0, |c| c.lane as usize);
+        self.io.lanes[lane].push(e);
     }
 
     /// A peer address lookup completed: the connection starts.
@@ -535,12 +567,12 @@ impl<S: Service> Shard<S> {
         self.accept_resume_ms[listener] = self.io.now_ms() + wait_ns.div_ceil(1_000_000);
     }
 
-    fn cancel_accept(&mut self, listener: usize) {
+    fn cancel_accept(&mut self, lane: usize, listener: usize) {
         let target = Token::new(Op::Accept, listener as u32, 0).encode();
         let e = opcode::AsyncCancel::new(target)
             .build()
             .user_data(Token::new(Op::Cancel, listener as u32, 0).encode());
-        self.io.ring.push(e);
+        self.io.lanes[lane].push(e);
     }
 
     /// Puts a TLS stage below the connection's transport.
@@ -565,10 +597,10 @@ impl<S: Service> Shard<S> {
         self.service.on_open(&mut self.io, key);
     }
 
-    fn on_recv(&mut self, token: Token, c: Completion) {
+    fn on_recv(&mut self, lane: usize, token: Token, c: Completion) {
         let Some(key) = self.io.key_of(token) else {
             if let Some(bid) = c.buffer_id() {
-                self.bufs.recycle(bid);
+                self.bufs[lane].recycle(bid);
             }
             return;
         };
@@ -582,13 +614,13 @@ impl<S: Service> Shard<S> {
             if !closing {
                 // The buffer belongs to us until it is recycled below; `bufs` is a
                 // separate field, so the service may use `io` freely meanwhile.
-                let data = self.bufs.get(bid, c.result as usize);
+                let data = self.bufs[lane].get(bid, c.result as usize);
                 let data: *mut [u8] = data;
                 // SAFETY: `data` points into the buffer ring mapping, which lives as long
                 // as `self.bufs`; nothing recycles buffer `bid` until `input` returns.
                 self.input(key, unsafe { &mut *data });
             }
-            self.bufs.recycle(bid);
+            self.bufs[lane].recycle(bid);
         } else if c.result == 0 {
             self.peer_done(key);
         } else {
@@ -597,7 +629,7 @@ impl<S: Service> Shard<S> {
                     // More connections are sending at once than there are buffers: add
                     // some (the receive is posted again at the end of the turn).
                     self.io.stats.recv_no_buffers.add(1);
-                    self.bufs.grow(RECV_BUFFERS_STEP);
+                    self.bufs[lane].grow(RECV_BUFFERS_STEP);
                 }
                 libc::ECANCELED => {
                     // Cancelled to finish a close, or to stop reading a paused connection
@@ -1123,7 +1155,7 @@ impl<S: Service> Shard<S> {
                 gen_: conn.gen_,
             };
             if conn.has(flag::NEEDS_RECV) {
-                self.io.arm_recv(key, self.bufs.group());
+                self.io.arm_recv(key, RECV_GROUP);
             }
         }
         let mut list = list;
@@ -1138,38 +1170,157 @@ impl<S: Service> Shard<S> {
         let e = opcode::Read::new(types::Fd(fd), self.doorbell_buf.as_mut_ptr(), 8)
             .build()
             .user_data(Token::new(Op::Doorbell, 0, 0).encode());
-        self.io.ring.push(e);
+        self.io.lanes[0].push(e);
+    }
+
+    /// Whether no lane but the primary has work, with the lanes' bell posted on the
+    /// primary ring so that work coming to them later wakes the thread. The bell's count
+    /// is cleared first: the lanes signal it also for the completions the thread itself
+    /// just took, which are no reason to wake.
+    fn lanes_quiet(&mut self) -> bool {
+        let Some(bell) = &mut self.lane_bell else {
+            return true;
+        };
+        bell.clear();
+        if self.io.lanes[1..].iter_mut().any(|ring| ring.wants_enter()) {
+            return false;
+        }
+        if !bell.armed {
+            bell.armed = true;
+            let e = opcode::Read::new(types::Fd(bell.fd.as_raw_fd()), bell.buf.as_mut_ptr(), 8)
+                .build()
+                .user_data(Token::new(Op::LaneBell, 0, 0).encode());
+            self.io.lanes[0].push(e);
+        }
+        true
+    }
+
+    /// Connections lane `lane` takes before new ones go to another: its table less the
+    /// listen backlog and a margin (accepts that complete in the same kernel batch as the
+    /// one that crosses the mark), and on the primary less the file slots.
+    fn high_water(&self, lane: usize) -> usize {
+        let slots = if lane == 0 {
+            self.io.disk.connection_slots()
+        } else {
+            self.io.cfg.files_per_shard
+        };
+        let reserve = self.io.cfg.backlog + ACCEPT_MARGIN;
+        slots.saturating_sub(reserve).max(1) as usize
+    }
+
+    /// Below this many connections a full lane takes new ones again.
+    fn low_water(&self, lane: usize) -> usize {
+        self.high_water(lane)
+            .saturating_sub(ACCEPT_MARGIN as usize)
+            .max(1)
+    }
+
+    /// The accepting lane is near full: new connections go to the first lane with room,
+    /// to a new lane if none has and fewer than `max_lanes` are open, or wait in the
+    /// listen backlog until a lane has room again.
+    fn move_accepts(&mut self) {
+        let full = self.accept_lane;
+        self.pause_accepts();
+        match self.lane_with_room() {
+            Some(lane) => {
+                self.accept_lane = lane;
+                self.accepting = true;
+                // The accepts on the full lane end on their own (cancelled); new ones
+                // are posted on `lane` this turn.
+                for a in &mut self.accept_armed {
+                    if *a == Some(full as u8) {
+                        *a = None;
+                    }
+                }
+            }
+            None => {
+                self.io.stats.accept_paused.add(1);
+                tracing::info!(
+                    shard = self.io.shard_id(),
+                    connections = self.io.conns.len(),
+                    lanes = self.io.lanes.len(),
+                    "accepting paused: the fixed-file tables of all lanes are nearly full"
+                );
+            }
+        }
+    }
+
+    /// The first lane below its low-water mark, or a new one.
+    fn lane_with_room(&mut self) -> Option<usize> {
+        let open = self.io.lanes.len();
+        if let Some(lane) =
+            (0..open).find(|&lane| (self.io.lane_conns[lane] as usize) < self.low_water(lane))
+        {
+            return Some(lane);
+        }
+        if open >= self.io.cfg.max_lanes.min(usize::from(u8::MAX) + 1) {
+            return None;
+        }
+        match self.open_lane() {
+            Ok(lane) => Some(lane),
+            Err(e) => {
+                tracing::warn!(shard = self.io.shard_id(), error = %e, "could not open another lane");
+                None
+            }
+        }
+    }
+
+    /// Opens one more lane: a ring with its own fixed-file table and receive buffers, whose
+    /// work wakes the thread through the lanes' bell.
+    fn open_lane(&mut self) -> io::Result<usize> {
+        let cfg = self.io.cfg.clone();
+        // A lane carries only its connections' operations (the file writes and the bells
+        // stay with the primary), so a smaller ring does: its memory is a fixed cost per
+        // lane, as much as a few hundred idle connections.
+        let entries = (cfg.ring_entries / 4).max(256);
+        let ring = Ring::new(entries, entries * 4, cfg.files_per_shard)?;
+        let bufs = new_buf_ring(&ring, &cfg)?;
+        if self.lane_bell.is_none() {
+            self.lane_bell = Some(LaneBell::new()?);
+        }
+        let bell = self.lane_bell.as_ref().expect("opened above");
+        ring.register_eventfd(bell.fd.as_raw_fd())?;
+        self.io.lanes.push(ring);
+        self.io.lane_conns.push(0);
+        self.bufs.push(bufs);
+        self.io.stats.lanes.add(1);
+        let lane = self.io.lanes.len() - 1;
+        tracing::info!(shard = self.io.shard_id(), lane, "lane opened");
+        Ok(lane)
     }
 
     fn pause_accepts(&mut self) {
         self.accepting = false;
         for i in 0..self.accept_armed.len() {
-            if self.accept_armed[i] {
-                self.cancel_accept(i);
+            if let Some(lane) = self.accept_armed[i] {
+                self.cancel_accept(lane as usize, i);
             }
         }
     }
 
-    /// Posts accepts while the fixed-file table has room; resumes after a pause once
-    /// enough slots are free again.
+    /// Posts accepts on the accepting lane; after a pause, once a lane has room again.
     fn manage_accept(&mut self) {
         if self.io.shutting_down {
             return;
         }
-        if !self.accepting && self.io.conns.len() < self.low_water {
+        if !self.accepting
+            && let Some(lane) = self.lane_with_room()
+        {
+            self.accept_lane = lane;
             self.accepting = true;
         }
         if !self.accepting {
             return;
         }
+        let lane = self.accept_lane;
         let now = self.io.now_ms();
         for i in 0..self.listeners.len() {
             if self.accept_resume_ms[i] > now {
                 continue; // past its accept rate: the backlog waits
             }
             self.accept_resume_ms[i] = 0;
-            if !self.accept_armed[i] {
-                self.accept_armed[i] = true;
+            if self.accept_armed[i].is_none() {
+                self.accept_armed[i] = Some(lane as u8);
                 let fd = types::Fd(self.listeners[i].as_raw_fd());
                 let e = if self.io.cfg.listeners[i].connect_rate.is_some() {
                     // Paced: one accept at a time, posted again when the rate allows. A
@@ -1183,9 +1334,55 @@ impl<S: Service> Shard<S> {
                         .build()
                 };
                 let e = e.user_data(Token::new(Op::Accept, i as u32, 0).encode());
-                self.io.ring.push(e);
+                self.io.lanes[lane].push(e);
             }
         }
+    }
+}
+
+/// A lane's receive buffer ring, sized by the config.
+fn new_buf_ring(ring: &Ring, cfg: &ShardConfig) -> io::Result<BufRing> {
+    BufRing::new(
+        ring,
+        RECV_GROUP,
+        cfg.recv_buffers,
+        cfg.recv_buffers_initial.min(cfg.recv_buffers),
+        cfg.recv_buffer_size,
+    )
+}
+
+/// The eventfd every lane but the primary signals when completion work is queued for it
+/// (`Ring::register_eventfd`); the primary ring has a read posted on it while the thread
+/// sleeps, so the thread wakes for any lane.
+struct LaneBell {
+    fd: std::os::fd::OwnedFd,
+    /// Where the posted read puts the count; boxed so it does not move meanwhile.
+    buf: Box<[u8; 8]>,
+    /// A read is posted on the primary ring.
+    armed: bool,
+}
+
+impl LaneBell {
+    fn new() -> io::Result<LaneBell> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: eventfd(2) with valid flags; the descriptor it returns is owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(LaneBell {
+            // SAFETY: `fd` is a fresh descriptor nothing else owns.
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+            buf: Box::new([0; 8]),
+            armed: false,
+        })
+    }
+
+    /// Takes the count without waiting (the descriptor does not block).
+    fn clear(&self) {
+        let mut count = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live local array.
+        unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
     }
 }
 

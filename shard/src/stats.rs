@@ -88,7 +88,8 @@ counters! {
             "Connections refused for max_connections (answered with the service's refusal).",
         Counter connections_refused_table_full:
             "Accepts that failed because the fixed-file table was full (the client sees the connection closed).",
-        Counter accept_paused: "Times the shard stopped accepting because its fixed-file table was near full.",
+        Counter accept_paused: "Times the shard stopped accepting because the fixed-file tables of all its lanes were near full (--lanes-per-shard lanes open).",
+        Gauge lanes: "io_uring rings (lanes) open, each with its own fixed-file table of --files-per-shard slots; a shard opens one more when those it has are near full.",
         Counter bytes_in: "Bytes received from sockets.",
         Counter bytes_out: "Bytes handed to sockets.",
         Counter disconnected_slow_consumer:

@@ -278,18 +278,24 @@ pub struct Options {
     #[arg(long, value_name = "FILTER", action = clap::ArgAction::Append)]
     pub deny_subscribe: Option<Vec<String>>,
 
-    /// Connection slots in each shard's fixed-file table. A shard stops accepting when
-    /// fewer than 1280 slots are free (listen backlog 1024 + 256), so it serves about
-    /// N − 1280 connections. The kernel caps N at the open-file limit (ringmq raises
-    /// its soft RLIMIT_NOFILE to the hard limit at start); for more connections, add
-    /// shards. [default: min(hard RLIMIT_NOFILE − 64, 65536)]
+    /// Connection slots in each lane's fixed-file table. A shard's thread drives one or
+    /// more io_uring rings ("lanes"), each with its own table; a lane takes new
+    /// connections until fewer than 1280 of its slots are free (listen backlog 1024 +
+    /// 256), about N − 1280, then the shard opens another. The kernel caps N at the
+    /// open-file limit (ringmq raises its soft RLIMIT_NOFILE to the hard limit at start).
+    /// [default: min(hard RLIMIT_NOFILE − 64, 65536)]
     #[arg(long, value_name = "N")]
     pub files_per_shard: Option<u32>,
 
-    /// Receive buffers per shard at most, shared by all its connections (an idle
-    /// connection holds none); a power of two, at most 32768. A shard starts with 64 and
-    /// adds 64 whenever receives run out, so a quiet shard keeps little memory.
-    /// [default: 4096]
+    /// Lanes a shard opens at most, 1 to 256: with all of them near full it stops
+    /// accepting (new connections wait in the listen backlog), so a shard holds about
+    /// lanes × (files-per-shard − 1280) connections. [default: 64]
+    #[arg(long, value_name = "N")]
+    pub lanes_per_shard: Option<u32>,
+
+    /// Receive buffers per lane at most, shared by its connections (an idle connection
+    /// holds none); a power of two, at most 32768. A lane starts with 64 and adds 64
+    /// whenever receives run out, so a quiet lane keeps little memory. [default: 4096]
     #[arg(long, value_name = "N")]
     pub recv_buffers: Option<u16>,
 

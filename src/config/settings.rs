@@ -60,6 +60,7 @@ pub struct Settings {
     pub max_keep_alive_s: u16,
     pub deny_subscribe: Vec<String>,
     pub files_per_shard: u32,
+    pub lanes_per_shard: u32,
     pub recv_buffers: u16,
     pub recv_buffer_size: u32,
     pub mesh_capacity: usize,
@@ -83,6 +84,12 @@ pub struct Settings {
 impl Settings {
     pub fn shards(&self) -> usize {
         self.placement.len()
+    }
+
+    /// Connections the shards' fixed-file tables hold at most: every lane of every shard
+    /// full.
+    pub fn connection_capacity(&self) -> usize {
+        self.shards() * self.lanes_per_shard as usize * self.files_per_shard as usize
     }
 }
 
@@ -346,6 +353,10 @@ pub fn resolve(
     }
 
     let runtime = ShardConfig::default();
+    let lanes = pick!(src, lanes_per_shard, runtime.max_lanes as u32);
+    if !(1..=256).contains(&lanes.value) {
+        return Err(lanes.bad("must be from 1 to 256"));
+    }
     let recv_buffers = pick!(src, recv_buffers, runtime.recv_buffers);
     if !recv_buffers.value.is_power_of_two() || recv_buffers.value > 32_768 {
         return Err(recv_buffers.bad("must be a power of two from 1 to 32768"));
@@ -427,6 +438,7 @@ pub fn resolve(
         max_keep_alive_s: max_keep_alive.value,
         deny_subscribe: deny,
         files_per_shard: fps,
+        lanes_per_shard: lanes.value,
         recv_buffers: recv_buffers.value,
         recv_buffer_size: recv_buffer_size.value,
         mesh_capacity: mesh_capacity.value,
