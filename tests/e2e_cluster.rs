@@ -313,3 +313,92 @@ fn a_node_serves_its_own_clients_while_nats_is_unreachable() {
     });
     assert_eq!(nodes.nodes[0].metric("ringmq_cluster_connected"), 0);
 }
+
+/// NATS stopped and started again while a node publishes: its own subscribers get every
+/// message throughout, the other node's get them again once NATS is back, and what could
+/// not cross meanwhile is counted.
+#[test]
+fn nats_restarted_under_load_local_delivery_goes_on_and_remote_resumes() {
+    let mut nats = Nats::start();
+    let nodes = Nodes::start(2, &nats.url(), &[]);
+    nodes.wait_connected();
+    runtime().block_on(async {
+        let mut local = V4::connect(v311::options("nr-local", nodes.addr(0))).await;
+        local.subscribe_ok("load/#", 1).await;
+        let mut remote = V4::connect(v311::options("nr-remote", nodes.addr(1))).await;
+        remote.subscribe_ok("load/#", 1).await;
+        block(|| nodes.wait_interest(0, 1, 1));
+        let mut p = V4::connect(v311::options("nr-pub", nodes.addr(0))).await;
+        let mut sent = Vec::new();
+        let mut send = async |p: &mut V4, sent: &mut Vec<String>, tag: &str, n: usize| {
+            for i in 0..n {
+                let m = format!("{tag}{i}");
+                p.publish("load/x", 1, m.as_bytes()).await;
+                sent.push(m);
+            }
+        };
+        send(&mut p, &mut sent, "before", 50).await;
+        // Everything before the stop crossed (a message in flight when NATS stops is
+        // lost for other nodes: README).
+        let mut remote_got = Vec::new();
+        for _ in 0..50 {
+            remote_got.push(remote.next_publish().await.text());
+        }
+        block(|| nats.kill());
+        // Every PUBACK still comes: the node does not wait for NATS.
+        send(&mut p, &mut sent, "during", 50).await;
+        block(|| {
+            nats.restart();
+            for b in &nodes.nodes {
+                b.wait_for_metric("ringmq_cluster_connects_total", WAIT, |v| v >= 2);
+            }
+            nodes.wait_connected();
+        });
+        // Probes until one crosses: node 1 subscribed again, node 0 read its interest.
+        let mut probes = 0;
+        'probe: loop {
+            let m = format!("probe{probes}");
+            p.publish("load/x", 1, m.as_bytes()).await;
+            sent.push(m);
+            probes += 1;
+            for g in remote
+                .publishes_within(std::time::Duration::from_millis(200))
+                .await
+            {
+                let t = g.text();
+                remote_got.push(t.clone());
+                if t.starts_with("probe") {
+                    break 'probe;
+                }
+            }
+            assert!(probes < 150, "nothing crossed after NATS came back");
+        }
+        send(&mut p, &mut sent, "after", 50).await;
+        // Local delivery: every message, in order.
+        let mut local_got = Vec::new();
+        for _ in 0..sent.len() {
+            local_got.push(local.next_publish().await.text());
+        }
+        assert_eq!(local_got, sent);
+        local.no_publish().await;
+        // Remote: what crossed is in order, and everything after it resumed crossed.
+        for _ in 0..50 {
+            remote_got.push(remote.next_publish().await.text());
+        }
+        remote.no_publish().await;
+        let order: Vec<&String> = sent.iter().filter(|m| remote_got.contains(m)).collect();
+        assert_eq!(
+            order,
+            remote_got.iter().collect::<Vec<_>>(),
+            "in order, once each"
+        );
+        for i in 0..50 {
+            assert!(remote_got.contains(&format!("after{i}")), "after{i} lost");
+        }
+        for i in 0..50 {
+            assert!(remote_got.contains(&format!("before{i}")), "before{i} lost");
+        }
+    });
+    let failed = nodes.nodes[0].metric("ringmq_cluster_publish_failed_total");
+    assert!(failed > 0, "the messages that could not cross are counted");
+}
