@@ -402,3 +402,80 @@ fn nats_restarted_under_load_local_delivery_goes_on_and_remote_resumes() {
     let failed = nodes.nodes[0].metric("ringmq_cluster_publish_failed_total");
     assert!(failed > 0, "the messages that could not cross are counted");
 }
+
+/// A client that connects to another node takes its session over there: the old node
+/// closes the old connection (MQTT 5: DISCONNECT 0x8E) and publishes its will once.
+#[test]
+fn a_client_reconnecting_to_another_node_takes_its_session_over() {
+    let nats = Nats::start();
+    let nodes = Nodes::start(3, &nats.url(), &[]);
+    nodes.wait_connected();
+    runtime().block_on(async {
+        let mut watcher = V5::connect(v5::options("tk-watcher", nodes.addr(2))).await;
+        watcher.subscribe_ok("will/#", 1).await;
+        block(|| nodes.wait_interest(0, 1, 1));
+        let mut o = v5::options("tk", nodes.addr(0));
+        o.set_last_will(v5::LastWill::new(
+            "will/tk",
+            "gone",
+            v5::QoS::AtLeastOnce,
+            false,
+            None,
+        ));
+        let mut old = V5::connect(o).await;
+        block(|| {
+            nodes.nodes[0]
+                .wait_for_metric("ringmq_cluster_sessions_claimed_total", WAIT, |v| v >= 1)
+        });
+        let mut new = V5::connect(v5::options("tk", nodes.addr(1))).await;
+        let why = old.next_error().await;
+        assert!(format!("{why:?}").contains("SessionTakenOver"), "{why:?}");
+        let g = watcher.next_publish().await;
+        assert_eq!((g.topic.as_str(), g.text().as_str()), ("will/tk", "gone"));
+        watcher.no_publish().await;
+        // The new connection stays, and works.
+        new.subscribe_ok("tk/own", 1).await;
+        new.publish("tk/own", 1, b"still here").await;
+        assert_eq!(new.next_publish().await.text(), "still here");
+    });
+    assert_eq!(
+        nodes.nodes[0].metric("ringmq_cluster_sessions_taken_over_total"),
+        1
+    );
+    assert_eq!(
+        nodes.nodes[1].metric("ringmq_cluster_sessions_taken_over_total"),
+        0
+    );
+}
+
+/// Two CONNECTs with one client id on two nodes at once end with one session.
+#[test]
+fn simultaneous_connects_on_two_nodes_end_with_one_session() {
+    let nats = Nats::start();
+    let nodes = Nodes::start(2, &nats.url(), &[]);
+    nodes.wait_connected();
+    runtime().block_on(async {
+        for round in 0..3 {
+            let id = format!("twin{round}");
+            let (mut a, mut b) = tokio::join!(
+                V5::connect(v5::options(&id, nodes.addr(0))),
+                V5::connect(v5::options(&id, nodes.addr(1)))
+            );
+            // One of them is closed; the other stays.
+            let a_closed = tokio::select! {
+                _ = a.wait_closed() => true,
+                _ = b.wait_closed() => false,
+            };
+            let survivor = if a_closed { &mut b } else { &mut a };
+            survivor.subscribe_ok("twin/x", 0).await;
+            survivor.no_publish().await;
+            assert!(survivor.error().is_none(), "{id}: both ended");
+        }
+    });
+    let taken: u64 = nodes
+        .nodes
+        .iter()
+        .map(|n| n.metric("ringmq_cluster_sessions_taken_over_total"))
+        .sum();
+    assert_eq!(taken, 3);
+}

@@ -145,6 +145,8 @@ pub enum AdminRequest {
     Cluster(Vec<crate::cluster::Inbound>),
     /// A retained message from the cluster's retained bucket, to store here.
     ClusterRetain(Arc<Message>),
+    /// Another node took the session of this client id over: end it if it is here.
+    ClusterTakeover(Box<str>),
     /// Retained messages whose topic `filter` matches, by topic.
     Retained {
         filter: String,
@@ -418,6 +420,7 @@ impl Broker {
         match request {
             AdminRequest::Cluster(messages) => self.cluster_inbound(io, messages),
             AdminRequest::ClusterRetain(m) => self.cluster_retain(io, m),
+            AdminRequest::ClusterTakeover(id) => self.cluster_takeover(io, &id),
             AdminRequest::Publish { messages, reply } => self.admin.add(Job::Publish {
                 tallies: Vec::with_capacity(messages.len()),
                 messages: messages.into(),

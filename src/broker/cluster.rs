@@ -15,7 +15,8 @@ use super::delivery::Src;
 use super::session::Message;
 use super::{Broker, Io};
 use crate::cluster::remote::{Reach, RemoteInterest};
-use crate::cluster::{ClusterLink, Inbound, InterestChange, Outbound, Refused};
+use crate::cluster::{ClusterLink, Inbound, InterestChange, Outbound, Refused, SessionEvent};
+use crate::store::record::EndReason;
 
 /// Inbound messages a shard routes in one turn.
 const INBOUND_PER_TURN: usize = 1024;
@@ -31,6 +32,8 @@ pub(super) struct ClusterPart {
     inbox_since_ms: u64,
     /// Interest changes of this shard not yet handed to the link.
     pub changes: Vec<InterestChange>,
+    /// Sessions claimed and released here, not yet handed to the link.
+    sessions: Vec<SessionEvent>,
 }
 
 impl ClusterPart {
@@ -41,6 +44,7 @@ impl ClusterPart {
             inbox: VecDeque::new(),
             inbox_since_ms: 0,
             changes: Vec::new(),
+            sessions: Vec::new(),
         }
     }
 
@@ -140,7 +144,8 @@ impl Broker {
         }
         part.changes.append(&mut self.interest.cluster_changes);
         part.link.hand_interest(id, &mut part.changes);
-        if !part.held.is_empty() || !part.changes.is_empty() {
+        part.link.hand_sessions(id, &mut part.sessions);
+        if !part.held.is_empty() || !part.changes.is_empty() || !part.sessions.is_empty() {
             io.wake_at(io.now_ms() + 1);
         }
         self.route_inbound(io);
@@ -210,6 +215,47 @@ impl Broker {
         }
         self.settle_routing(io, &src);
         self.latency.note_publish();
+    }
+
+    /// A client connected here (`claim`) or its session ended here for good: the
+    /// cluster's session registry hears of it at the end of the turn.
+    pub(super) fn cluster_session(&mut self, client_id: &str, claim: bool) {
+        if let Some(part) = self.cluster.as_mut() {
+            let id = client_id.into();
+            let seq = part.link.next_session_seq();
+            part.sessions.push(if claim {
+                SessionEvent::Claim(id, seq)
+            } else {
+                SessionEvent::Release(id, seq)
+            });
+            part.link.hand_sessions(self.peers.id, &mut part.sessions);
+        }
+    }
+
+    /// The session of `client_id` was claimed by another node after this one: ended
+    /// here, as a takeover ends it (MQTT 5: DISCONNECT 0x8E; the will published once).
+    /// Nothing of it moves to the other node.
+    pub(super) fn cluster_takeover(&mut self, io: &mut Io, client_id: &str) {
+        let Some(sid) = self.sessions.find(client_id) else {
+            return;
+        };
+        if self
+            .sessions
+            .get(sid)
+            .is_some_and(|s| s.moved_to().is_some())
+        {
+            return;
+        }
+        if let Some(part) = &self.cluster {
+            part.link.stats.sessions_taken_over.fetch_add(1, Relaxed);
+        }
+        tracing::info!(
+            client_id,
+            shard = self.peers.id,
+            "session taken over by another node"
+        );
+        self.kick_connection(io, sid, true);
+        self.end_session(io, sid, EndReason::Discarded);
     }
 
     /// A retained message from the retained bucket: stored on every shard here.

@@ -307,6 +307,7 @@ impl Broker {
             io.clear_deadline(conn);
         }
         self.client_connected(io, conn, &p.client_id, p.clean_start);
+        self.cluster_session(&p.client_id, true);
         if restricted && session_present {
             // Subscriptions made before, perhaps under other rules.
             self.recheck_subscriptions(io, conn, sid);
@@ -530,6 +531,7 @@ impl Broker {
     /// Ends a session for good (`why`): drops it and tells the client id's home shard.
     pub(super) fn end_session(&mut self, io: &mut Io, sid: SessionId, why: EndReason) {
         if let Some(session) = self.take_session(sid, why) {
+            self.cluster_session(&session.client_id, false);
             let home = self.peers.home_of(&session.client_id);
             let owner = self.peers.id;
             self.send(

@@ -38,6 +38,11 @@ pub const PREFIX: &str = "ringmq";
 pub const INTEREST_BUCKET: &str = "ringmq-interest";
 /// The key-value bucket of retained messages (key: the topic's tokens).
 pub const RETAINED_BUCKET: &str = "ringmq-retained";
+/// The key-value bucket of sessions: client id (as one token) → the node that holds it.
+pub const SESSIONS_BUCKET: &str = "ringmq-sessions";
+
+/// Session events of one shard waiting for the link; past it the oldest are dropped.
+pub const SESSION_EVENTS_PER_SHARD: usize = 65_536;
 
 /// Messages handed to one shard and not yet routed by it; past it the link waits.
 pub const INBOUND_PER_SHARD: usize = 16_384;
@@ -89,6 +94,15 @@ pub struct InterestChange {
     pub add: bool,
 }
 
+/// A session's life on this node, for the cluster's session registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A client connected here: this node now holds its session.
+    Claim(Box<str>, u64),
+    /// Its session ended here for good.
+    Release(Box<str>, u64),
+}
+
 /// The cluster's counters (relaxed atomics, read by `/metrics`).
 #[derive(Default, Debug)]
 pub struct ClusterStats {
@@ -110,6 +124,9 @@ pub struct ClusterStats {
     pub retained_failed: AtomicU64,
     pub retained_in: AtomicU64,
     pub interest_sync_failed: AtomicU64,
+    pub sessions_claimed: AtomicU64,
+    pub sessions_taken_over: AtomicU64,
+    pub registry_failed: AtomicU64,
     pub remote_filters: AtomicU64,
     pub remote_nodes: AtomicU64,
     pub nodes_left_out: AtomicU64,
@@ -230,6 +247,24 @@ impl ClusterStats {
                 &self.interest_sync_failed,
             ),
             (
+                "cluster_sessions_claimed_total",
+                "counter",
+                "Sessions this node wrote to the session registry (one per CONNECT here).",
+                &self.sessions_claimed,
+            ),
+            (
+                "cluster_sessions_taken_over_total",
+                "counter",
+                "Sessions here ended because their client connected to another node.",
+                &self.sessions_taken_over,
+            ),
+            (
+                "cluster_registry_failed_total",
+                "counter",
+                "Writes to the session registry that failed.",
+                &self.registry_failed,
+            ),
+            (
                 "cluster_remote_filters",
                 "gauge",
                 "Filters in other nodes' interest.",
@@ -265,6 +300,11 @@ pub struct ClusterLink {
     interest: Vec<Mutex<Vec<InterestChange>>>,
     /// Rung when a shard has interest changes for the link.
     interest_rung: tokio::sync::Notify,
+    /// Each shard's session events not yet taken by the link (as `interest`).
+    sessions: Vec<Mutex<Vec<SessionEvent>>>,
+    sessions_rung: tokio::sync::Notify,
+    /// Orders the session events of all shards (the second field of each).
+    session_seq: AtomicU64,
     /// Each shard's inbound messages handed over and not yet routed.
     inbound: Vec<AtomicUsize>,
     pub stats: ClusterStats,
@@ -290,6 +330,9 @@ impl ClusterLink {
             remote: ArcSwap::from_pointee(RemoteInterest::default()),
             interest: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
             interest_rung: tokio::sync::Notify::new(),
+            sessions: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            sessions_rung: tokio::sync::Notify::new(),
+            session_seq: AtomicU64::new(1),
             inbound: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             stats: ClusterStats::default(),
         };
@@ -326,6 +369,32 @@ impl ClusterLink {
         pending.append(changes);
         drop(pending);
         self.interest_rung.notify_one();
+    }
+
+    /// The next number of the session events' order.
+    pub fn next_session_seq(&self) -> u64 {
+        self.session_seq.fetch_add(1, Relaxed)
+    }
+
+    /// Hands the link `events` of shard `shard`, as [`ClusterLink::hand_interest`].
+    pub fn hand_sessions(&self, shard: usize, events: &mut Vec<SessionEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let Ok(mut pending) = self.sessions[shard].try_lock() else {
+            return;
+        };
+        // Bounded: past it the oldest claims go unregistered (counted).
+        let over = (pending.len() + events.len()).saturating_sub(SESSION_EVENTS_PER_SHARD);
+        if over > 0 {
+            let from_pending = over.min(pending.len());
+            pending.drain(..from_pending);
+            events.drain(..over - from_pending);
+            self.stats.registry_failed.fetch_add(over as u64, Relaxed);
+        }
+        pending.append(events);
+        drop(pending);
+        self.sessions_rung.notify_one();
     }
 
     /// Shard `shard` routed `n` inbound messages.
