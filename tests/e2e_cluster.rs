@@ -330,7 +330,7 @@ fn nats_restarted_under_load_local_delivery_goes_on_and_remote_resumes() {
         block(|| nodes.wait_interest(0, 1, 1));
         let mut p = V4::connect(v311::options("nr-pub", nodes.addr(0))).await;
         let mut sent = Vec::new();
-        let mut send = async |p: &mut V4, sent: &mut Vec<String>, tag: &str, n: usize| {
+        let send = async |p: &mut V4, sent: &mut Vec<String>, tag: &str, n: usize| {
             for i in 0..n {
                 let m = format!("{tag}{i}");
                 p.publish("load/x", 1, m.as_bytes()).await;
