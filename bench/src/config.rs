@@ -42,9 +42,15 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct SwarmArgs {
     /// tcp://HOST:PORT or ws://HOST:PORT/PATH (WebSocket, subprotocol "mqtt"); over TLS
-    /// mqtts://HOST:PORT or wss://HOST:PORT/PATH (or --tls).
+    /// mqtts://HOST:PORT or wss://HOST:PORT/PATH (or --tls). Several, comma-separated,
+    /// of one scheme (the nodes of a cluster): client i connects to the (i mod k)-th, and
+    /// reconnects there.
     #[arg(long, default_value = "tcp://127.0.0.1:1883")]
     pub target: String,
+    /// The target of the clients that only publish (fanout's and fanin's publishers),
+    /// instead of --target: publishers on one node, subscribers on others.
+    #[arg(long, value_name = "URL")]
+    pub publishers_target: Option<String>,
     /// TLS to a tcp:// or ws:// target too (mqtts:// and wss:// always are).
     #[arg(long)]
     pub tls: bool,
@@ -429,7 +435,12 @@ pub fn parse_source_addrs(spec: &str) -> Result<Vec<IpAddr>, String> {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub scenario: Scenario,
+    /// The first of `--target` (its scheme, host and path are every target's).
     pub target: Target,
+    /// Every `--target` address; client i connects to the (i mod k)-th.
+    pub target_addrs: Vec<SocketAddr>,
+    /// `--publishers-target`'s address.
+    pub publishers_addr: Option<SocketAddr>,
     /// TLS below MQTT (or WebSocket), when the target asks for it.
     pub tls: Option<TlsClient>,
     pub version: Version,
@@ -502,7 +513,32 @@ impl Config {
             None => Vec::new(),
         };
         let prefer_v4 = source_addrs.first().is_none_or(IpAddr::is_ipv4);
-        let target = Target::parse(&a.target, prefer_v4)?;
+        let mut targets = Vec::new();
+        for url in a.target.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            targets.push(Target::parse(url, prefer_v4)?);
+        }
+        let publishers_target = a
+            .publishers_target
+            .as_deref()
+            .map(|u| Target::parse(u, prefer_v4))
+            .transpose()?;
+        let Some(target) = targets.first().cloned() else {
+            return Err("--target names no broker".into());
+        };
+        for t in targets.iter().chain(&publishers_target) {
+            let same = std::mem::discriminant(&t.transport)
+                == std::mem::discriminant(&target.transport)
+                && t.tls == target.tls
+                && t.addr.is_ipv4() == target.addr.is_ipv4();
+            if !same {
+                return Err(format!(
+                    "target {}: every target must use the scheme and address family of {}",
+                    t.url, target.url
+                ));
+            }
+        }
+        let target_addrs = targets.iter().map(|t| t.addr).collect();
+        let publishers_addr = publishers_target.map(|t| t.addr);
         if let Some(src) = source_addrs.first()
             && src.is_ipv4() != target.addr.is_ipv4()
         {
@@ -571,6 +607,8 @@ impl Config {
         Ok(Config {
             scenario,
             target,
+            target_addrs,
+            publishers_addr,
             tls,
             version: if a.mqtt_version == 5 {
                 Version::V5
@@ -718,6 +756,31 @@ mod tests {
             parse_source_addrs("::1").unwrap(),
             [IpAddr::from(std::net::Ipv6Addr::LOCALHOST)]
         );
+    }
+
+    #[test]
+    fn several_targets_and_a_publishers_target() {
+        let c = Config::from_argv([
+            "s",
+            "fanout",
+            "--target",
+            "tcp://127.0.0.1:1,tcp://127.0.0.1:2",
+            "--publishers-target",
+            "tcp://127.0.0.1:3",
+        ])
+        .unwrap();
+        let ports: Vec<u16> = c.target_addrs.iter().map(|a| a.port()).collect();
+        assert_eq!(ports, [1, 2]);
+        assert_eq!(c.publishers_addr.map(|a| a.port()), Some(3));
+        let e = Config::from_argv([
+            "s",
+            "idle",
+            "--target",
+            "tcp://127.0.0.1:1,ws://127.0.0.1:2",
+        ])
+        .unwrap_err();
+        assert!(e.contains("every target must use the scheme"), "{e}");
+        assert!(Config::from_argv(["s", "idle", "--target", ","]).is_err());
     }
 
     #[test]

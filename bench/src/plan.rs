@@ -56,6 +56,15 @@ impl Plan {
         matches!(self.scenario, Scenario::Fanout | Scenario::Fanin)
     }
 
+    /// Whether client `i` only publishes (fanout's and fanin's publishers).
+    pub fn publishes_only(&self, i: u32) -> bool {
+        match self.scenario {
+            Scenario::Fanout => i >= self.connections,
+            Scenario::Fanin => i >= 1,
+            _ => false,
+        }
+    }
+
     /// The role of client `i`. Fanout: subscribers first, then publishers. Fanin: the
     /// subscriber is client 0, publisher `k` is client `k + 1`. Pairs: client `i`
     /// subscribes to topic `i`, is publisher `i`, and publishes to `peers` other clients'

@@ -413,7 +413,10 @@ fn errno_name(res: i32) -> String {
 /// The addresses operations point at: boxed, never moved or changed while the ring lives.
 struct Addrs {
     domain: i32,
-    target: SockAddr,
+    /// Every target; client i connects to the (i mod k)-th.
+    targets: Vec<SockAddr>,
+    /// Where the clients that only publish connect, if elsewhere.
+    publishers: Option<SockAddr>,
     sources: Vec<SockAddr>,
 }
 
@@ -584,7 +587,8 @@ impl Core {
         };
         let addrs = Box::new(Addrs {
             domain,
-            target: SockAddr::new(cfg.target.addr),
+            targets: cfg.target_addrs.iter().map(|a| SockAddr::new(*a)).collect(),
+            publishers: cfg.publishers_addr.map(SockAddr::new),
             sources: cfg
                 .source_addrs
                 .iter()
@@ -1028,7 +1032,11 @@ impl Core {
         .build()
         .flags(squeue::Flags::IO_HARDLINK)
         .user_data(tok(Op::SockOpt));
-        let target = &self.addrs.target;
+        let global = self.clients[li].global;
+        let target = match &self.addrs.publishers {
+            Some(p) if self.plan.publishes_only(global) => p,
+            _ => &self.addrs.targets[global as usize % self.addrs.targets.len()],
+        };
         let connect = opcode::Connect::new(fixed, target.ptr(), target.len())
             .build()
             .user_data(tok(Op::Connect));
