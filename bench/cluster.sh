@@ -67,7 +67,7 @@ run() { # name, subscribers' node
   before_out=$(metric a cluster_messages_out_total); before_bytes=$(metric a cluster_bytes_out_total)
   "$SWARM_BIN" fanout --target "tcp://127.0.0.1:${MQTT[$subs]}" \
     --publishers-target "tcp://127.0.0.1:${MQTT[a]}" --client-id-prefix "$name" \
-    --topic "bench/$name" --quiet --json "$OUT/$name.json" "${ARGS[@]}" >"$OUT/$name.txt" 2>&1
+    --topic "$name/t" --quiet --json "$OUT/$name.json" "${ARGS[@]}" >"$OUT/$name.txt" 2>&1
   local cpu_a cpu_b cpu_n
   cpu_a=$(( $(ticks "${PID[a]}") - before_a )); cpu_b=$(( $(ticks "${PID[b]}") - before_b ))
   cpu_n=$(( $(ticks "$NATS_PID") - before_n ))

@@ -44,7 +44,7 @@ pub struct SwarmArgs {
     /// tcp://HOST:PORT or ws://HOST:PORT/PATH (WebSocket, subprotocol "mqtt"); over TLS
     /// mqtts://HOST:PORT or wss://HOST:PORT/PATH (or --tls). Several, comma-separated,
     /// of one scheme (the nodes of a cluster): client i connects to the (i mod k)-th, and
-    /// reconnects there.
+    /// after f failures in a row to the ((i + f) mod k)-th.
     #[arg(long, default_value = "tcp://127.0.0.1:1883")]
     pub target: String,
     /// The target of the clients that only publish (fanout's and fanin's publishers),

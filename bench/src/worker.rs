@@ -1033,9 +1033,12 @@ impl Core {
         .flags(squeue::Flags::IO_HARDLINK)
         .user_data(tok(Op::SockOpt));
         let global = self.clients[li].global;
+        // After each failure in a row the next target: a client of a node that is gone
+        // goes on to the others.
+        let shift = self.clients[li].failures as usize;
         let target = match &self.addrs.publishers {
             Some(p) if self.plan.publishes_only(global) => p,
-            _ => &self.addrs.targets[global as usize % self.addrs.targets.len()],
+            _ => &self.addrs.targets[(global as usize + shift) % self.addrs.targets.len()],
         };
         let connect = opcode::Connect::new(fixed, target.ptr(), target.len())
             .build()
