@@ -51,6 +51,7 @@ metric() { # metric NAME -> the unlabelled sum from /metrics
 }
 meminfo() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 slab_kb() { # the slab caches a TCP connection uses, in kB
   awk 'NR > 2 && ($1 ~ /^(TCP|tcp_bind|sock_inode_cache|filp|dentry|request_sock_TCP|skbuff|kmalloc-(rnd-)?[0-9]+|kmem_cache)/) { s += $3 * $4 } END { print int(s / 1024) }' /proc/slabinfo
@@ -117,9 +118,11 @@ ramp_s=$(echo "$t1 - $t0" | bc -l)
 idle_secs=$(((HOLD - PROBE_SECS) / 2))
 ((idle_secs < 10)) && idle_secs=10
 say "holding ${idle_secs} s with keepalives only"
-c0=$(cpu_ticks "$BROKER"); sleep "$idle_secs"; c1=$(cpu_ticks "$BROKER")
+c0=$(cpu_ticks "$BROKER") u0=$(user_ticks "$BROKER"); sleep "$idle_secs"
+c1=$(cpu_ticks "$BROKER") u1=$(user_ticks "$BROKER")
 hz=$(getconf CLK_TCK)
 idle_cpu=$(echo "100 * ($c1 - $c0) / $hz / $idle_secs" | bc -l)
+idle_user=$(echo "100 * ($u1 - $u0) / $hz / $idle_secs" | bc -l)
 
 # probe NAME RATE SOURCE_ADDRS: 1 publisher -> PROBE_SUBS subscribers for PROBE_SECS, its
 # results in $OUT/NAME.{json,hlog,txt}.
@@ -149,7 +152,7 @@ tcp_slab_end=$(slab_kb)
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" >"$OUT/metrics.txt"
 
 say "waiting for the swarms to end their hold and disconnect"
-for _ in $(seq 1 180); do
+for _ in $(seq 1 600); do
   kill -0 "$tcp_swarm" 2>/dev/null || kill -0 "$ws_swarm" 2>/dev/null || break
   sleep 1
 done
@@ -158,10 +161,11 @@ kill -TERM "$BROKER"; wait "$BROKER" 2>/dev/null || true; BROKER=
 
 python3 - "$OUT" "$N" "$want" "$open_end" "$timeouts" "$ramp_s" "$idle_cpu" "$rss_before" \
   "$rss_end" "$mem_before" "$mem_end" "$slab_before" "$slab_end" "$sunreclaim_before" \
-  "$sunreclaim_end" "$tcp_slab_before" "$tcp_slab_end" "$SHARDS" "$HOLD" <<'PY' | tee "$OUT/summary.txt"
+  "$sunreclaim_end" "$tcp_slab_before" "$tcp_slab_end" "$SHARDS" "$HOLD" "$idle_user" \
+  "$KEEPALIVE" <<'PY' | tee "$OUT/summary.txt"
 import json, os, sys
 (out, n, want, open_end, timeouts, ramp_s, idle_cpu, rss0, rss1, mem0, mem1, slab0, slab1,
- sun0, sun1, tslab0, tslab1, shards, hold) = sys.argv[1:]
+ sun0, sun1, tslab0, tslab1, shards, hold, idle_user, keepalive) = sys.argv[1:]
 n, want, open_end, timeouts = int(n), int(want), int(open_end or 0), int(timeouts or 0)
 def load(name):
     try:
@@ -191,7 +195,11 @@ def print_probe(label, name):
     return r
 p = print_probe("probe", "probe")
 print_probe("light probe", "probe2")
-print(f"broker CPU    {float(idle_cpu):.1f}% of one core during the keepalive-only hold")
+pings = want / int(keepalive)
+print(f"broker CPU    {float(idle_cpu):.1f}% of one core during the keepalive-only hold "
+      f"(user {float(idle_user):.1f}%, kernel {float(idle_cpu) - float(idle_user):.1f}%): "
+      f"{float(idle_cpu) * 1e4 / pings:.1f} µs per PINGREQ at {pings:,.0f}/s, "
+      f"{float(idle_user) * 1e4 / pings:.1f} µs of it in user space")
 print(f"broker RSS    {int(rss0) // 1024} MiB before, {int(rss1) // 1024} MiB held: "
       f"{kb(rss0, rss1) / conns:,.0f} B per connection")
 print(f"kernel slab   +{(int(slab1) - int(slab0)) // 1024} MiB (unreclaimable +{(int(sun1) - int(sun0)) // 1024} MiB): "

@@ -48,6 +48,8 @@ pub const REQUESTS_PER_TURN: usize = 64;
 const RECV_GROUP: u16 = 0;
 /// Receive buffers added to the ring each time receives run out of them.
 const RECV_BUFFERS_STEP: u16 = 64;
+/// Receive buffers a lane other than the primary starts with.
+const LANE_RECV_BUFFERS_INITIAL: u16 = 16;
 /// Completions handled per reap.
 const REAP_BATCH: usize = 1024;
 /// Mesh messages taken from each peer per turn, so one busy peer cannot starve sockets.
@@ -166,7 +168,7 @@ impl<S: Service> Shard<S> {
         let cfg = spec.cfg;
         // Multishot operations post many completions per submission.
         let ring = Ring::new(cfg.ring_entries, cfg.ring_entries * 4, cfg.files_per_shard)?;
-        let bufs = new_buf_ring(&ring, &cfg)?;
+        let bufs = new_buf_ring(&ring, &cfg, cfg.recv_buffers_initial)?;
         let mut listeners = Vec::new();
         for l in &cfg.listeners {
             listeners.push(reuseport_listener(l.addr, cfg.backlog)?);
@@ -1274,7 +1276,9 @@ impl<S: Service> Shard<S> {
         // lane, as much as a few hundred idle connections.
         let entries = (cfg.ring_entries / 4).max(256);
         let ring = Ring::new(entries, entries * 4, cfg.files_per_shard)?;
-        let bufs = new_buf_ring(&ring, &cfg)?;
+        // A lane fills over time: it starts with few receive buffers and gains more when its
+        // receives run out (each buffer a receive has used stays in memory).
+        let bufs = new_buf_ring(&ring, &cfg, LANE_RECV_BUFFERS_INITIAL)?;
         if self.lane_bell.is_none() {
             self.lane_bell = Some(LaneBell::new()?);
         }
@@ -1340,13 +1344,13 @@ impl<S: Service> Shard<S> {
     }
 }
 
-/// A lane's receive buffer ring, sized by the config.
-fn new_buf_ring(ring: &Ring, cfg: &ShardConfig) -> io::Result<BufRing> {
+/// A lane's receive buffer ring, sized by the config, with `initial` buffers provided.
+fn new_buf_ring(ring: &Ring, cfg: &ShardConfig, initial: u16) -> io::Result<BufRing> {
     BufRing::new(
         ring,
         RECV_GROUP,
         cfg.recv_buffers,
-        cfg.recv_buffers_initial.min(cfg.recv_buffers),
+        initial.min(cfg.recv_buffers),
         cfg.recv_buffer_size,
     )
 }
