@@ -479,3 +479,73 @@ fn simultaneous_connects_on_two_nodes_end_with_one_session() {
         .sum();
     assert_eq!(taken, 3);
 }
+
+/// Over a NATS cluster of three servers with JetStream (buckets replicated on three):
+/// one NATS server stops under load; the nodes connected to it reconnect to the others,
+/// messages cross again, and retained messages (kept by the two servers left) still
+/// reach new subscribers on every node.
+#[test]
+fn a_nats_server_of_three_stopped_under_load() {
+    let mut servers = Nats::start_cluster();
+    let urls: Vec<String> = servers.iter().map(Nats::url).collect();
+    // Each node starts on a different server (the first URL), then the others.
+    let nodes: Vec<Broker> = (0..3)
+        .map(|i| {
+            let mut list = urls.clone();
+            list.rotate_left(i);
+            let list = list.join(",");
+            let id = format!("node{i}");
+            Broker::start(&["--cluster", &list, "--node-id", &id])
+        })
+        .collect();
+    let nodes = Nodes { nodes };
+    nodes.wait_connected();
+    runtime().block_on(async {
+        let mut p = V4::connect(v311::options("n3-pub", nodes.addr(0))).await;
+        // JetStream elects its leaders first: retry until the retained bucket has it.
+        p.publish_retained("n3/cfg", 1, b"kept").await;
+        block(|| {
+            nodes.nodes[2].wait_for_metric("ringmq_cluster_retained_in_total", WAIT, |v| v >= 1)
+        });
+        let mut remote = V4::connect(v311::options("n3-remote", nodes.addr(2))).await;
+        remote.subscribe_ok("n3/#", 1).await;
+        assert_eq!(remote.next_publish().await.text(), "kept");
+        block(|| nodes.wait_interest(0, 1, 1));
+        p.publish("n3/x", 1, b"before").await;
+        assert_eq!(remote.next_publish().await.text(), "before");
+        // Node 1's and (through its list) maybe others' server goes.
+        block(|| servers[1].kill());
+        let mut probes = 0;
+        'probe: loop {
+            p.publish("n3/x", 1, format!("probe{probes}").as_bytes())
+                .await;
+            probes += 1;
+            for g in remote
+                .publishes_within(std::time::Duration::from_millis(200))
+                .await
+            {
+                if g.text().starts_with("probe") {
+                    break 'probe;
+                }
+            }
+            assert!(probes < 150, "nothing crossed after a NATS server stopped");
+        }
+        for i in 0..20 {
+            p.publish("n3/x", 1, format!("after{i}").as_bytes()).await;
+        }
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            let t = remote.next_publish().await.text();
+            if t.starts_with("after") {
+                got.push(t);
+            }
+        }
+        let want: Vec<String> = (0..20).map(|i| format!("after{i}")).collect();
+        assert_eq!(got, want);
+        // A new subscriber on node 1 (which lost its server) still gets the retained one.
+        block(|| nodes.nodes[1].wait_for_metric("ringmq_cluster_connected", WAIT, |v| v == 1));
+        let mut late = V4::connect(v311::options("n3-late", nodes.addr(1))).await;
+        late.subscribe_ok("n3/cfg", 1).await;
+        assert_eq!(late.next_publish().await.text(), "kept");
+    });
+}

@@ -61,6 +61,8 @@ const INBOUND_QUEUE: usize = 8192;
 const BATCH: usize = 512;
 /// Retained messages waiting to be written to the bucket.
 const RETAINED_QUEUE: usize = 4096;
+/// Tries of one retained write.
+const RETAINED_TRIES: u32 = 5;
 /// How long a failed bucket operation waits before it is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -90,6 +92,7 @@ async fn run(s: Start) {
                     async_nats::Event::Connected => {
                         s.connects.fetch_add(1, Relaxed);
                         s.connected.store(1, Relaxed);
+                        link.connections.send_modify(|n| *n += 1);
                         tracing::info!("cluster: connected to NATS");
                     }
                     async_nats::Event::Disconnected => {
@@ -338,9 +341,10 @@ async fn outbound(
             publish(&client, connected, &link, &subject, &body).await;
         }
         if m.retain {
+            // Never waits: a retained message the writer has no room for is counted.
             let value = (!m.payload().is_empty()).then_some(body);
-            if retained.send((tokens, value)).await.is_err() {
-                return;
+            if retained.try_send((tokens, value)).is_err() {
+                stats.retained_failed.fetch_add(1, Relaxed);
             }
         }
     }
@@ -582,15 +586,25 @@ fn read_interest_key(key: &str) -> Option<(&str, Kind, String)> {
 
 /// Watches the interest bucket into the table the shards read.
 async fn watch_interest(link: Arc<ClusterLink>, js: jetstream::Context) {
+    let mut connections = link.connections.subscribe();
     loop {
         let mut watch = watch(&js, INTEREST_BUCKET, link.settings.urls.len(), true).await;
-        // Node → its filters (a group by its whole `$share/G/F`).
+        connections.mark_unchanged();
+        // Node → its filters (a group by its whole `$share/G/F`), read again from the
+        // bucket on each watch; the table the shards read stays the previous one until
+        // the watch has caught up (a message published meanwhile still crosses).
         let mut all: BTreeMap<Arc<str>, BTreeSet<(Kind, Box<str>)>> = BTreeMap::new();
-        publish_table(&link, &all);
-        while let Some(entry) = watch.next().await {
+        let mut caught_up = false;
+        loop {
+            let entry = tokio::select! {
+                e = watch.next() => e,
+                _ = connections.changed() => None,
+            };
+            let Some(entry) = entry else { break };
             let mut next = Some(entry);
             while let Some(entry) = next.take() {
                 let Ok(e) = entry else { break };
+                caught_up |= e.seen_current || e.delta == 0;
                 if let Some((node, kind, filter)) = read_interest_key(&e.key)
                     && node != link.node_id()
                 {
@@ -609,7 +623,9 @@ async fn watch_interest(link: Arc<ClusterLink>, js: jetstream::Context) {
                 }
                 next = watch.next().now_or_never().flatten();
             }
-            publish_table(&link, &all);
+            if caught_up {
+                publish_table(&link, &all);
+            }
         }
         tokio::time::sleep(RETRY).await;
     }
@@ -649,31 +665,33 @@ async fn write_retained(
     mut rx: mpsc::Receiver<(String, Option<Bytes>)>,
 ) {
     let stats = &link.stats;
-    let mut store: Option<kv::Store> = None;
+    // Until the bucket is there (JetStream electing its leaders, say) the writes wait in
+    // the queue.
+    let s = bucket(&js, RETAINED_BUCKET, link.settings.urls.len()).await;
     while let Some((key, value)) = rx.recv().await {
-        if store.is_none() {
-            match tokio::time::timeout(
-                RETRY,
-                bucket(&js, RETAINED_BUCKET, link.settings.urls.len()),
-            )
-            .await
-            {
-                Ok(s) => store = Some(s),
-                Err(_) => {
-                    stats.retained_failed.fetch_add(1, Relaxed);
-                    continue;
-                }
+        // A write JetStream refuses while it elects a leader or a server is away is
+        // tried again, in order, up to RETAINED_TRIES times (0.2 s doubling).
+        let mut done = Err(String::new());
+        for attempt in 0..RETAINED_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            done = match &value {
+                Some(v) => s
+                    .put(&key, v.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => s.delete(&key).await.map_err(|e| e.to_string()),
+            };
+            if done.is_ok() {
+                break;
             }
         }
-        let Some(s) = &store else { continue };
-        let done = match value {
-            Some(v) => s.put(&key, v).await.map(|_| ()).map_err(|e| e.to_string()),
-            None => s.delete(&key).await.map_err(|e| e.to_string()),
-        };
         match done {
             Ok(()) => stats.retained_put.fetch_add(1, Relaxed),
             Err(e) => {
-                tracing::debug!("cluster: retained {key} not written: {e}");
+                tracing::warn!("cluster: retained {key} not written: {e}");
                 stats.retained_failed.fetch_add(1, Relaxed)
             }
         };
@@ -683,9 +701,16 @@ async fn write_retained(
 /// Watches the retained bucket into the shards' stores (from its last values on, again
 /// after every interruption).
 async fn watch_retained(link: Arc<ClusterLink>, js: jetstream::Context, shards: Arc<Shards>) {
+    let mut connections = link.connections.subscribe();
     loop {
         let mut watch = watch(&js, RETAINED_BUCKET, link.settings.urls.len(), true).await;
-        while let Some(entry) = watch.next().await {
+        connections.mark_unchanged();
+        loop {
+            let entry = tokio::select! {
+                e = watch.next() => e,
+                _ = connections.changed() => None,
+            };
+            let Some(entry) = entry else { break };
             let Ok(e) = entry else { break };
             let Ok(topic) = subject::decode(&e.key) else {
                 link.stats.bad_frames.fetch_add(1, Relaxed);
@@ -729,6 +754,8 @@ async fn registry(link: Arc<ClusterLink>, js: jetstream::Context, shards: Arc<Sh
     let replicas = link.settings.urls.len();
     let store = bucket(&js, SESSIONS_BUCKET, replicas).await;
     let mut watch = watch(&js, SESSIONS_BUCKET, replicas, false).await;
+    let mut connections = link.connections.subscribe();
+    connections.mark_unchanged();
     let (done_tx, mut done_rx) = mpsc::channel::<(String, Option<u64>)>(1024);
     // The client ids (as keys) whose sessions this node holds (bounded by its sessions).
     let mut held: HashMap<String, Held> = HashMap::new();
@@ -786,6 +813,10 @@ async fn registry(link: Arc<ClusterLink>, js: jetstream::Context, shards: Arc<Sh
                     held.remove(&key);
                     take_over(&shards, &key).await;
                 }
+            }
+            _ = connections.changed() => {
+                // A new connection: the watch may be on a server that went away.
+                watch = self::watch(&js, SESSIONS_BUCKET, replicas, false).await;
             }
             entry = watch.next() => {
                 let Some(Ok(e)) = entry else {

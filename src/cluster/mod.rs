@@ -307,6 +307,9 @@ pub struct ClusterLink {
     session_seq: AtomicU64,
     /// Each shard's inbound messages handed over and not yet routed.
     inbound: Vec<AtomicUsize>,
+    /// Counts the link's connections to NATS: the bucket watchers start again on each
+    /// (a watch on a server that went away may never end by itself).
+    pub connections: tokio::sync::watch::Sender<u64>,
     pub stats: ClusterStats,
 }
 
@@ -334,6 +337,7 @@ impl ClusterLink {
             sessions_rung: tokio::sync::Notify::new(),
             session_seq: AtomicU64::new(1),
             inbound: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            connections: tokio::sync::watch::Sender::new(0),
             stats: ClusterStats::default(),
         };
         (Arc::new(link), rx)
