@@ -229,6 +229,44 @@ fn a_shared_group_delivers_each_message_once_across_nodes() {
     });
 }
 
+/// Publishes `payload` retained to `cfg/a` from node `from`, and waits until node `at`
+/// has read it from the retained bucket.
+async fn retain_from(nodes: &Nodes, from: usize, payload: &str, at: usize) {
+    let before = block(|| nodes.nodes[at].metric("ringmq_cluster_retained_in_total"));
+    let mut p = V4::connect(v311::options(&format!("r-p{from}"), nodes.addr(from))).await;
+    p.publish_retained("cfg/a", 1, payload.as_bytes()).await;
+    block(|| {
+        nodes.nodes[at].wait_for_metric("ringmq_cluster_retained_in_total", WAIT, |v| v > before)
+    });
+}
+
+/// Publishes probes to `topic` until `remote` gets one (the cluster carries messages
+/// again); returns what `remote` got meanwhile, and adds the probes to `sent`.
+async fn until_one_crosses(
+    p: &mut V4,
+    remote: &mut V4,
+    topic: &str,
+    sent: &mut Vec<String>,
+) -> Vec<String> {
+    let mut got = Vec::new();
+    for n in 0..150 {
+        let m = format!("probe{n}");
+        p.publish(topic, 1, m.as_bytes()).await;
+        sent.push(m);
+        for g in remote
+            .publishes_within(std::time::Duration::from_millis(200))
+            .await
+        {
+            let crossed = g.text().starts_with("probe");
+            got.push(g.text());
+            if crossed {
+                return got;
+            }
+        }
+    }
+    panic!("nothing crossed");
+}
+
 #[test]
 fn retained_messages_reach_subscribers_on_every_node() {
     let nats = Nats::start();
@@ -255,23 +293,13 @@ fn retained_messages_reach_subscribers_on_every_node() {
             s.no_publish().await;
         }
         // Replaced from node 2, then cleared from node 1.
-        let before = block(|| nodes.nodes[0].metric("ringmq_cluster_retained_in_total"));
-        let mut p2 = V4::connect(v311::options("r-p2", nodes.addr(2))).await;
-        p2.publish_retained("cfg/a", 1, b"v2").await;
-        block(|| {
-            nodes.nodes[0].wait_for_metric("ringmq_cluster_retained_in_total", WAIT, |v| v > before)
-        });
+        retain_from(&nodes, 2, "v2", 0).await;
         let mut s = V4::connect(v311::options("r-s0", nodes.addr(0))).await;
         s.subscribe_ok("cfg/#", 1).await;
         assert_eq!(s.next_publish().await.text(), "v2");
         s.disconnect().await;
 
-        let before = block(|| nodes.nodes[2].metric("ringmq_cluster_retained_in_total"));
-        let mut p1 = V4::connect(v311::options("r-p1", nodes.addr(1))).await;
-        p1.publish_retained("cfg/a", 1, b"").await;
-        block(|| {
-            nodes.nodes[2].wait_for_metric("ringmq_cluster_retained_in_total", WAIT, |v| v > before)
-        });
+        retain_from(&nodes, 1, "", 2).await;
         let mut s = V4::connect(v311::options("r-s2b", nodes.addr(2))).await;
         s.subscribe_ok("cfg/#", 1).await;
         s.no_publish().await;
@@ -355,24 +383,7 @@ fn nats_restarted_under_load_local_delivery_goes_on_and_remote_resumes() {
             nodes.wait_connected();
         });
         // Probes until one crosses: node 1 subscribed again, node 0 read its interest.
-        let mut probes = 0;
-        'probe: loop {
-            let m = format!("probe{probes}");
-            p.publish("load/x", 1, m.as_bytes()).await;
-            sent.push(m);
-            probes += 1;
-            for g in remote
-                .publishes_within(std::time::Duration::from_millis(200))
-                .await
-            {
-                let t = g.text();
-                remote_got.push(t.clone());
-                if t.starts_with("probe") {
-                    break 'probe;
-                }
-            }
-            assert!(probes < 150, "nothing crossed after NATS came back");
-        }
+        remote_got.extend(until_one_crosses(&mut p, &mut remote, "load/x", &mut sent).await);
         send(&mut p, &mut sent, "after", 50).await;
         // Local delivery: every message, in order.
         let mut local_got = Vec::new();
@@ -515,21 +526,7 @@ fn a_nats_server_of_three_stopped_under_load() {
         assert_eq!(remote.next_publish().await.text(), "before");
         // Node 1's and (through its list) maybe others' server goes.
         block(|| servers[1].kill());
-        let mut probes = 0;
-        'probe: loop {
-            p.publish("n3/x", 1, format!("probe{probes}").as_bytes())
-                .await;
-            probes += 1;
-            for g in remote
-                .publishes_within(std::time::Duration::from_millis(200))
-                .await
-            {
-                if g.text().starts_with("probe") {
-                    break 'probe;
-                }
-            }
-            assert!(probes < 150, "nothing crossed after a NATS server stopped");
-        }
+        until_one_crosses(&mut p, &mut remote, "n3/x", &mut Vec::new()).await;
         for i in 0..20 {
             p.publish("n3/x", 1, format!("after{i}").as_bytes()).await;
         }
