@@ -3,8 +3,8 @@
 #
 #   bench/api.sh [clients|fanout|webhook|all]        (default all)
 #
-# clients  N connections held (ringmq-swarm idle, many loopback source addresses, enough
-#          shards for the fixed-file tables): the answer time of GET /metrics,
+# clients  N connections held (ringmq-swarm idle, many loopback source addresses, one
+#          shard per core): the answer time of GET /metrics,
 #          GET /api/v1/clients (a page of 100, and of 1000) and GET /api/v1/sessions, each
 #          asked ROUNDS times one after the other, as curl measures it.
 # fanout   fan-out 1 → 1,000 subscribers, QoS 0, at full rate, ROUNDS runs without and
@@ -101,8 +101,10 @@ times() {
 summary() { sort -n | awk '{ v[NR] = $1 } END { printf "p50 %s ms, max %s ms (n=%d)", v[int((NR + 1) / 2)], v[NR], NR }'; }
 
 clients_bench() {
-  local shards=$(((CONNS + 15999) / 16000))
-  ((shards < 2)) && shards=2
+  # One shard per core: a shard opens lanes (rings with their own fixed-file tables)
+  # for connections past one table.
+  local shards
+  shards=$(nproc)
   say "clients: $CONNS connections over $shards shards"
   start_broker clients --shards "$shards" --recv-buffers 256 --mesh-capacity 64
   "$SWARM_BIN" idle --target "tcp://127.0.0.1:$MQTT_PORT" -n "$CONNS" --duration 600 \

@@ -36,6 +36,7 @@ const FLAGS: &[&str] = &[
     "--max-keep-alive",
     "--deny-subscribe",
     "--files-per-shard",
+    "--lanes-per-shard",
     "--recv-buffers",
     "--recv-buffer-size",
     "--mesh-capacity",

@@ -358,10 +358,11 @@ impl<S: Service> Shard<S> {
         let mut lane = 0;
         while lane < self.io.lanes.len() {
             let ring = &mut self.io.lanes[lane];
-            if lane > 0 && ring.wants_enter() {
-                if let Err(e) = ring.enter(0, None) {
-                    tracing::error!(shard = self.io.shard_id(), lane, error = %e, "io_uring_enter failed on a lane");
-                }
+            if lane > 0
+                && ring.wants_enter()
+                && let Err(e) = ring.enter(0, None)
+            {
+                tracing::error!(shard = self.io.shard_id(), lane, error = %e, "io_uring_enter failed on a lane");
             }
             loop {
                 self.io.lanes[lane].reap(&mut batch);

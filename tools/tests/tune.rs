@@ -230,12 +230,12 @@ fn targets_move_only_what_is_off() {
 }
 
 #[test]
-fn shard_arithmetic_for_the_open_file_limit() {
+fn lane_arithmetic_for_the_open_file_limit() {
     // This machine: hard limit 20,000 → 19,936-slot tables, 18,656 connections each.
-    assert_eq!(tune::shards_needed(20_000, 1_000_000), Some(54));
+    assert_eq!(tune::lanes_needed(20_000, 1_000_000), Some(54));
     // LimitNOFILE=2000000: tables cap at 65,536 by default → 64,256 each.
-    assert_eq!(tune::shards_needed(2_000_000, 1_000_000), Some(16));
-    assert_eq!(tune::shards_needed(1000, 1_000_000), None);
+    assert_eq!(tune::lanes_needed(2_000_000, 1_000_000), Some(16));
+    assert_eq!(tune::lanes_needed(1000, 1_000_000), None);
 }
 
 #[test]
@@ -244,7 +244,7 @@ fn open_file_limit_rows() {
     assert_eq!(soft.status, Status::Ok);
     assert_eq!(hard.status, Status::Low);
     assert!(
-        hard.note.contains("CAP_SYS_RESOURCE") && hard.note.contains("--shards 54"),
+        hard.note.contains("CAP_SYS_RESOURCE") && hard.note.contains("opens 54 lanes"),
         "{}",
         hard.note
     );

@@ -370,11 +370,11 @@ pub fn check_spec(proc: &ProcSys, spec: &Spec) -> Row {
     row
 }
 
-/// How many ringmq shards hold `connections` when the hard open-file limit is `hard`:
-/// each shard's fixed-file table gets `min(hard − 64, 65536)` slots (ringmq's default
-/// `--files-per-shard`) and stops accepting 1280 short of full (listen backlog 1024 +
-/// 256), so it serves `table − 1280` connections.
-pub fn shards_needed(hard: u64, connections: u64) -> Option<u64> {
+/// How many fixed-file tables (lanes, over all of ringmq's shards) hold `connections` when
+/// the hard open-file limit is `hard`: each table gets `min(hard − 64, 65536)` slots
+/// (ringmq's default `--files-per-shard`) and takes new connections until 1280 short of
+/// full (listen backlog 1024 + 256), so it serves `table − 1280` connections.
+pub fn lanes_needed(hard: u64, connections: u64) -> Option<u64> {
     let table = hard.saturating_sub(64).min(65_536);
     let per_shard = table.checked_sub(1280).filter(|&n| n > 0)?;
     Some(connections.div_ceil(per_shard))
@@ -389,19 +389,19 @@ pub fn nofile_rows(soft: u64, hard: u64, can_raise: Option<bool>) -> [Row; 2] {
         Status::Low
     };
     let mut hard_note = String::from(
-        "each shard's fixed-file table holds at most RLIMIT_NOFILE sockets; LimitNOFILE=2000000",
+        "each io_uring fixed-file table holds at most RLIMIT_NOFILE sockets; LimitNOFILE=2000000",
     );
     if hard_status == Status::Low {
-        let shards = shards_needed(hard, TARGET_CONNECTIONS)
-            .map_or("more shards".to_owned(), |n| {
-                format!("--shards {n} or more")
+        let lanes = lanes_needed(hard, TARGET_CONNECTIONS)
+            .map_or("more lanes than a shard may open".to_owned(), |n| {
+                format!("{n} lanes (rings) over its shards (--lanes-per-shard bounds them)")
             });
         let why = match can_raise {
             Some(false) => "cannot be raised here (no CAP_SYS_RESOURCE)",
             Some(true) => "can be raised (LimitNOFILE= in the unit, prlimit, or apply --pid)",
             None => "raising it needs CAP_SYS_RESOURCE",
         };
-        hard_note = format!("{why}; at this limit ringmq needs {shards} for a million connections");
+        hard_note = format!("{why}; at this limit ringmq opens {lanes} for a million connections");
     }
     let soft_goal = hard.min(RECOMMENDED_NOFILE);
     let soft_status = if soft >= soft_goal {
@@ -649,10 +649,10 @@ pub fn apply_nofile(proc: &ProcSys, dry_run: bool, pid: Option<i32>) -> Vec<Acti
             .flatten()
             .and_then(|t| parse(Shape::Int, &t).ok())
             .map(|v| v[0]);
-        let shards = shards_needed(hard, TARGET_CONNECTIONS).unwrap_or(0);
+        let lanes = lanes_needed(hard, TARGET_CONNECTIONS).unwrap_or(0);
         let instead = format!(
-            "ringmq still reaches {TARGET_CONNECTIONS} connections with --shards {shards} or more \
-             (see tuning.md)"
+            "ringmq still reaches {TARGET_CONNECTIONS} connections: its shards open {lanes} \
+             lanes (rings with their own fixed-file tables) for them (see tuning.md)"
         );
         if sys::has_capability(sys::CAP_SYS_RESOURCE) == Some(false) {
             Outcome::NotPossible(format!(
