@@ -489,7 +489,7 @@ impl<S: Service> Shard<S> {
         }
         if self.io.cfg.peer_addresses {
             // Nothing is read, and the service hears nothing, until the address is known.
-            self.look_up_peer(key, slot, listener);
+            self.look_up_peer(key, slot, lane, listener);
         } else {
             self.start_conn(key, listener);
         }
@@ -518,14 +518,14 @@ impl<S: Service> Shard<S> {
         }
     }
 
-    /// Asks the kernel for a new connection's peer address (`Io::peer_name_op`).
-    fn look_up_peer(&mut self, key: ConnKey, slot: u32, listener: usize) {
+    /// Asks the kernel for a new connection's peer address (`Io::peer_name_op`), on the
+    /// lane whose table holds its `slot`.
+    fn look_up_peer(&mut self, key: ConnKey, slot: u32, lane: usize, listener: usize) {
         let mut buf = Box::new([0u8; crate::io::PEER_NAME_LEN]);
         let token = Token::new(Op::PeerName, key.index, key.gen_.get());
         let e = self.io.peer_name_op(slot, listener, &mut buf, token);
         // The buffer lives in `peer_lookups` until the operation completes.
         self.io.peer_lookups.insert(key, buf);
-        let lane = self.io.conn_raw(key).map_or(0, |c| c.lane as usize);
         self.io.lanes[lane].push(e);
     }
 
