@@ -642,3 +642,43 @@ fn a_nats_server_of_three_stopped_under_load() {
         assert_eq!(late.next_publish().await.text(), "kept");
     });
 }
+
+/// A node killed without a word is left out of routing once it has been silent for the
+/// node timeout (nothing more is sent to it), and is routed to again when a node of
+/// that name is heard again.
+#[test]
+fn a_silent_node_is_left_out_of_routing_until_it_is_heard_again() {
+    let nats = Nats::start();
+    let mut nodes = Nodes::start(3, &nats.url(), &[]);
+    nodes.wait_connected();
+    runtime().block_on(async {
+        let mut near = V4::connect(v311::options("lv-1", nodes.addr(1))).await;
+        near.subscribe_ok("lv/#", 1).await;
+        let mut far = V4::connect(v311::options("lv-2", nodes.addr(2))).await;
+        far.subscribe_ok("lv/#", 1).await;
+        block(|| nodes.wait_interest(0, 2, 2));
+        far.kill();
+        block(|| nodes.nodes[2].signal(libc::SIGKILL));
+        block(|| nodes.nodes[0].wait_for_metric("ringmq_cluster_nodes_silent", WAIT, |v| v == 1));
+        assert_eq!(nodes.nodes[0].metric("ringmq_cluster_remote_nodes"), 1);
+        let mut p = V4::connect(v311::options("lv-p", nodes.addr(0))).await;
+        let before = nodes.nodes[0].metric("ringmq_cluster_messages_out_total");
+        p.publish("lv/x", 1, b"one").await;
+        assert_eq!(near.next_publish().await.text(), "one");
+        assert_eq!(
+            nodes.nodes[0].metric("ringmq_cluster_messages_out_total") - before,
+            1,
+            "sent to the live node only"
+        );
+        // A node named node2 again: heard, and routed to with the interest it writes.
+        let url = nats.url();
+        nodes.nodes[2] = Broker::start(&["--cluster", &url, "--node-id", "node2"]);
+        block(|| nodes.nodes[2].wait_for_metric("ringmq_cluster_connected", WAIT, |v| v == 1));
+        let mut back = V4::connect(v311::options("lv-3", nodes.addr(2))).await;
+        back.subscribe_ok("lv/#", 1).await;
+        block(|| nodes.nodes[0].wait_for_metric("ringmq_cluster_nodes_silent", WAIT, |v| v == 0));
+        block(|| nodes.wait_interest(0, 2, 2));
+        let mut sent = Vec::new();
+        until_one_crosses(&mut p, &mut back, "lv/x", &mut sent).await;
+    });
+}

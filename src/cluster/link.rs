@@ -37,6 +37,7 @@ use ringmq_shard::mesh::links::Doorbell;
 use ringmq_shard::runtime::Control;
 
 use super::frame::Frame;
+use super::liveness::Liveness;
 use super::remote::{Kind, MAX_NODES, RemoteInterest};
 use super::subject::{self, filter_key, filter_patterns, push_topic};
 use super::{
@@ -137,7 +138,9 @@ async fn run(s: Start) {
     tokio::spawn(dispatch(in_rx, shards.clone()));
     tokio::spawn(outbound(s.out, client.clone(), link.clone(), retained_tx));
     tokio::spawn(interest(link.clone(), client.clone(), js.clone(), in_tx));
-    tokio::spawn(watch_interest(link.clone(), js.clone()));
+    let (live_tx, live_rx) = tokio::sync::watch::channel(Liveness::default());
+    tokio::spawn(super::liveness::run(link.clone(), client.clone(), live_tx));
+    tokio::spawn(watch_interest(link.clone(), js.clone(), live_rx));
     tokio::spawn(write_retained(link.clone(), js.clone(), retained_rx));
     tokio::spawn(super::registry::run(
         link.clone(),
@@ -594,8 +597,13 @@ fn read_interest_key(key: &str) -> Option<(&str, Kind, String)> {
     Some((node, kind, subject::decode(filter).ok()?))
 }
 
-/// Watches the interest bucket into the table the shards read.
-async fn watch_interest(link: Arc<ClusterLink>, js: jetstream::Context) {
+/// Watches the interest bucket into the table the shards read, leaving out the nodes
+/// not heard from lately (`liveness`).
+async fn watch_interest(
+    link: Arc<ClusterLink>,
+    js: jetstream::Context,
+    mut liveness: tokio::sync::watch::Receiver<Liveness>,
+) {
     let mut connections = link.connections.subscribe();
     loop {
         let mut watch = watch(&js, INTEREST_BUCKET, link.settings.urls.len(), true).await;
@@ -609,6 +617,12 @@ async fn watch_interest(link: Arc<ClusterLink>, js: jetstream::Context) {
             let entry = tokio::select! {
                 e = watch.next() => e,
                 _ = connections.changed() => None,
+                _ = liveness.changed() => {
+                    if caught_up {
+                        publish_table(&link, &all, &liveness.borrow_and_update());
+                    }
+                    continue;
+                }
             };
             let Some(entry) = entry else { break };
             let mut next = Some(entry);
@@ -634,18 +648,23 @@ async fn watch_interest(link: Arc<ClusterLink>, js: jetstream::Context) {
                 next = watch.next().now_or_never().flatten();
             }
             if caught_up {
-                publish_table(&link, &all);
+                publish_table(&link, &all, &liveness.borrow());
             }
         }
         tokio::time::sleep(RETRY).await;
     }
 }
 
-/// Swaps in the table of `all`.
-fn publish_table(link: &ClusterLink, all: &BTreeMap<Arc<str>, BTreeSet<(Kind, Box<str>)>>) {
+/// Swaps in the table of `all`'s nodes that `live` routes to.
+fn publish_table(
+    link: &ClusterLink,
+    all: &BTreeMap<Arc<str>, BTreeSet<(Kind, Box<str>)>>,
+    live: &Liveness,
+) {
     // A group is matched by its filter.
     let by_filter = all
         .iter()
+        .filter(|(node, _)| live.routes_to(node))
         .map(|(node, filters)| {
             let f = filters
                 .iter()
@@ -658,13 +677,15 @@ fn publish_table(link: &ClusterLink, all: &BTreeMap<Arc<str>, BTreeSet<(Kind, Bo
                 .collect();
             (node.clone(), f)
         })
-        .collect();
+        .collect::<BTreeMap<_, _>>();
     let table = RemoteInterest::build(&by_filter);
     let s = &link.stats;
     s.remote_filters.store(table.filter_count() as u64, Relaxed);
     s.remote_nodes.store(table.node_count() as u64, Relaxed);
+    s.nodes_silent
+        .store((all.len() - by_filter.len()) as u64, Relaxed);
     s.nodes_left_out
-        .store(all.len().saturating_sub(MAX_NODES) as u64, Relaxed);
+        .store(by_filter.len().saturating_sub(MAX_NODES) as u64, Relaxed);
     link.remote.store(Arc::new(table));
 }
 

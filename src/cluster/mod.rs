@@ -20,6 +20,7 @@
 
 pub mod frame;
 pub mod link;
+pub mod liveness;
 pub mod registry;
 pub mod remote;
 pub mod subject;
@@ -162,6 +163,8 @@ pub struct ClusterStats {
     pub remote_filters: AtomicU64,
     pub remote_nodes: AtomicU64,
     pub nodes_left_out: AtomicU64,
+    pub nodes_alive: AtomicU64,
+    pub nodes_silent: AtomicU64,
 }
 
 impl ClusterStats {
@@ -343,6 +346,18 @@ impl ClusterStats {
                 "gauge",
                 "Other nodes with interest.",
                 &self.remote_nodes,
+            ),
+            (
+                "cluster_nodes_alive",
+                "gauge",
+                "Other nodes heard from within the node timeout (5 s).",
+                &self.nodes_alive,
+            ),
+            (
+                "cluster_nodes_silent",
+                "gauge",
+                "Other nodes with interest left out of routing: not heard from within the node timeout.",
+                &self.nodes_silent,
             ),
             (
                 "cluster_nodes_left_out",
