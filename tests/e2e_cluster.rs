@@ -682,3 +682,55 @@ fn a_silent_node_is_left_out_of_routing_until_it_is_heard_again() {
         until_one_crosses(&mut p, &mut back, "lv/x", &mut sent).await;
     });
 }
+
+/// A session moves while a third node publishes to it without a pause: the old node's
+/// stub forwards what reached it before the third node learnt where the session went,
+/// and forwards nothing the third node also sent the new node itself. Every message
+/// arrives; none twice on the new connection.
+#[test]
+fn messages_published_while_a_session_moves_reach_it_once() {
+    const N: usize = 1500;
+    let nats = Nats::start();
+    let nodes = Nodes::start(3, &nats.url(), &[]);
+    nodes.wait_connected();
+    let persistent = |addr| {
+        let mut o = v311::options("flow", addr);
+        o.set_clean_session(false);
+        o
+    };
+    runtime().block_on(async {
+        let mut c = V4::connect(persistent(nodes.addr(0))).await;
+        c.subscribe_ok("fl/#", 1).await;
+        block(|| nodes.wait_interest(2, 1, 1));
+        let mut p = V4::connect(v311::options("fl-pub", nodes.addr(2))).await;
+        let publisher = tokio::spawn(async move {
+            for i in 0..N {
+                p.publish("fl/x", 1, i.to_string().as_bytes()).await;
+            }
+            p.publish("fl/x", 1, b"end").await;
+            p
+        });
+        // Moves once a tenth has arrived on node 0.
+        let mut old = Vec::new();
+        while old.len() < N / 10 {
+            old.push(c.next_publish().await.text());
+        }
+        old.extend(c.disconnect_collect().await.iter().map(|g| g.text()));
+        let mut c = V4::connect(persistent(nodes.addr(1))).await;
+        assert!(c.connack.session_present);
+        let new: Vec<String> = c
+            .publishes_until("end")
+            .await
+            .iter()
+            .map(|g| g.text())
+            .collect();
+        let _p = publisher.await.unwrap();
+        let mut seen = BTreeSet::new();
+        for m in &new {
+            assert!(seen.insert(m.clone()), "{m} twice on the new connection");
+        }
+        seen.extend(old.iter().filter(|m| *m != "end").cloned());
+        let missing: Vec<usize> = (0..N).filter(|i| !seen.contains(&i.to_string())).collect();
+        assert!(missing.is_empty(), "lost: {missing:?}");
+    });
+}

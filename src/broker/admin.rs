@@ -159,6 +159,8 @@ pub enum AdminRequest {
     ClusterHandover {
         client_id: Box<str>,
         clean_start: bool,
+        /// The node that asks.
+        to: Arc<str>,
         reply: Reply<Option<Vec<u8>>>,
     },
     /// Retained messages whose topic `filter` matches, by topic.
@@ -443,8 +445,9 @@ impl Broker {
             AdminRequest::ClusterHandover {
                 client_id,
                 clean_start,
+                to,
                 reply,
-            } => self.cluster_handover(io, &client_id, clean_start, reply),
+            } => self.cluster_handover(io, &client_id, clean_start, to, reply),
             AdminRequest::Publish { messages, reply } => self.admin.add(Job::Publish {
                 tallies: Vec::with_capacity(messages.len()),
                 messages: messages.into(),

@@ -11,19 +11,20 @@ use std::sync::atomic::Ordering::Relaxed;
 use ringmq_proto::mqtt::QoS;
 use ringmq_proto::topic;
 
+use super::Msg;
 use super::admin::Reply;
 use super::connect::Claim;
 use super::delivery::Src;
 use super::handover;
-use super::session::Message;
-use super::session::{MovingSession, SubRef};
+use super::session::{Message, MovingSession, Session, SessionId, SubIds, SubRef};
 use super::{Broker, Io};
 use crate::cluster::remote::{Reach, RemoteInterest};
 use crate::cluster::{
     ClaimOutcome, ClaimRequest, ClusterLink, Inbound, InterestChange, Outbound, Refused,
-    SessionEvent,
+    STUB_GRACE, SessionDelivery, SessionEvent,
 };
 use crate::store::record::EndReason;
+use crate::store::{Record, SessionKey};
 use ringmq_proto::mqtt::{ReasonCode, Version};
 use ringmq_shard::conn::{CloseReason, ConnKey};
 
@@ -47,6 +48,9 @@ pub(super) struct ClusterPart {
     /// them, until its claim on this node is settled (at most one per connection in
     /// its CONNECT).
     arrivals: HashMap<ConnKey, Box<MovingSession>>,
+    /// Stubs of sessions that moved to other nodes, with when each ends (shard clock,
+    /// ms), oldest first.
+    stubs: VecDeque<(u64, SessionId)>,
 }
 
 impl ClusterPart {
@@ -59,6 +63,7 @@ impl ClusterPart {
             changes: Vec::new(),
             sessions: Vec::new(),
             arrivals: HashMap::new(),
+            stubs: VecDeque::new(),
         }
     }
 
@@ -113,6 +118,7 @@ impl Broker {
             nodes: route.reach.nodes,
             groups: route.reach.groups,
             shard,
+            forward: None,
         };
         // Behind what is held, in order.
         let refused = if part.held.is_empty() {
@@ -156,11 +162,29 @@ impl Broker {
                 }
             }
         }
+        let now = io.now_ms();
+        let mut ended = Vec::new();
+        while part.stubs.front().is_some_and(|(at, _)| *at <= now) {
+            ended.extend(part.stubs.pop_front().map(|(_, sid)| sid));
+        }
+        if let Some((at, _)) = part.stubs.front() {
+            io.wake_at(*at);
+        }
         part.changes.append(&mut self.interest.cluster_changes);
         part.link.hand_interest(id, &mut part.changes);
         part.link.hand_sessions(id, &mut part.sessions);
         if !part.held.is_empty() || !part.changes.is_empty() || !part.sessions.is_empty() {
             io.wake_at(io.now_ms() + 1);
+        }
+        for sid in ended {
+            // (A slot taken by another session since has another generation.)
+            if self
+                .sessions
+                .get(sid)
+                .is_some_and(|s| s.extra().is_some_and(|e| e.moved_to_node.is_some()))
+            {
+                self.take_session(sid, EndReason::Moved);
+            }
         }
         self.route_inbound(io);
     }
@@ -184,8 +208,16 @@ impl Broker {
         part.inbox_since_ms = io.now_ms();
         let link = part.link.clone();
         let more = !part.inbox.is_empty();
-        for Inbound { msg, share } in &batch {
-            self.route_from_cluster(io, msg, share.as_ref());
+        for Inbound {
+            msg,
+            share,
+            forward,
+        } in &batch
+        {
+            match forward {
+                Some(d) => self.deliver_moved_here(io, msg, d),
+                None => self.route_from_cluster(io, msg, share.as_ref()),
+            }
         }
         link.routed_inbound(self.peers.id, batch.len());
         if more {
@@ -391,6 +423,7 @@ impl Broker {
         io: &mut Io,
         client_id: &str,
         clean_start: bool,
+        to: Arc<str>,
         reply: Reply<Option<Vec<u8>>>,
     ) {
         let Some(sid) = self.sessions.find(client_id) else {
@@ -437,8 +470,134 @@ impl Broker {
             stats.sessions_taken_over.fetch_add(1, Relaxed);
             stats.handover_left_out.fetch_add(left_out as u64, Relaxed);
         }
-        self.end_session(io, sid, EndReason::Moved);
+        self.leave_node_stub(io, sid, to);
         let _ = reply.send(Some(image));
+    }
+
+    /// Puts a stub in the place of session `sid`, which moved to node `to`: the stub
+    /// keeps its subscriptions here for [`STUB_GRACE`] and forwards what reaches it
+    /// (`cluster_forward`), so that a message published before a node learnt where the
+    /// session went still reaches it. The session itself leaves this shard: its log
+    /// record ends, its home shard forgets it.
+    fn leave_node_stub(&mut self, io: &mut Io, sid: SessionId, to: Arc<str>) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let mut stub = Session::new(&s.client_id, s.version);
+        // The stub keeps the slot, its id and its subscriptions (and their durable
+        // interest, until it goes).
+        stub.gen_ = s.gen_;
+        s.copy_subs_to(&mut stub);
+        stub.extra_mut().moved_to_node = Some(to);
+        stub.durable = s.durable;
+        let mut session = std::mem::replace(s, stub);
+        session.take_subs();
+        self.sessions.unindex(&session.client_id, sid);
+        self.retained_cursors.remove(sid);
+        if session.store_key != 0 {
+            self.log(&Record::SessionEnded {
+                session: SessionKey(session.store_key),
+                reason: EndReason::Moved,
+            });
+        }
+        let received: Vec<u64> = session
+            .extra()
+            .map(|e| {
+                e.inbound_qos2
+                    .values()
+                    .copied()
+                    .filter(|&id| id != 0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if session.store_key != 0 {
+            self.forget_received(received);
+        }
+        let home = self.peers.home_of(&session.client_id);
+        let release = Msg::Release {
+            client_id: (*session.client_id).into(),
+            owner: self.peers.id,
+            epoch: session.epoch,
+        };
+        self.send(io, home, release);
+        if let Some(part) = self.cluster.as_mut() {
+            let at = io.now_ms() + STUB_GRACE.as_millis() as u64;
+            part.stubs.push_back((at, sid));
+            io.wake_at(at);
+        }
+    }
+
+    /// A delivery that reached the stub of a session that moved to node `to`: sent
+    /// after it, unless the message's publishing node sent `to` a copy itself (a node
+    /// that already knew where the session went).
+    pub(super) fn cluster_forward(
+        &mut self,
+        src: &mut Src<'_>,
+        to: Arc<str>,
+        delivery: SessionDelivery,
+    ) {
+        let shard = self.peers.id as u16;
+        let msg = src.shared();
+        let Some(part) = self.cluster.as_mut() else {
+            return;
+        };
+        let table = part.link.remote();
+        let h = crate::cluster::node_hash(&to);
+        let sent_directly = match &msg.sent_to {
+            Some(nodes) => nodes.contains(&h),
+            // Published on this node: to `to` if this node routes the topic there.
+            None => {
+                let mut nodes = table.reach(src.topic).nodes;
+                let mut found = false;
+                while nodes != 0 {
+                    let i = nodes.trailing_zeros() as usize;
+                    nodes &= nodes - 1;
+                    found |= table.node(i).is_some_and(|n| **n == *to);
+                }
+                found
+            }
+        };
+        if sent_directly {
+            return;
+        }
+        part.link.stats.stub_forwarded.fetch_add(1, Relaxed);
+        let qos = delivery.qos;
+        let o = Outbound {
+            msg,
+            table,
+            nodes: 0,
+            groups: false,
+            shard,
+            forward: Some((to, Box::new(delivery))),
+        };
+        let refused = if part.held.is_empty() {
+            match part.link.send(o) {
+                Ok(()) | Err(Refused::Closed) => return,
+                Err(Refused::Full(o)) => o,
+            }
+        } else {
+            o
+        };
+        if qos == QoS::AtMostOnce || part.held.len() >= part.link.settings.queue {
+            part.link.stats.dropped_held_full.fetch_add(1, Relaxed);
+            return;
+        }
+        part.held.push_back(refused);
+    }
+
+    /// A delivery forwarded by the stub of a session that moved here from another node:
+    /// to that session, if this shard holds it.
+    fn deliver_moved_here(&mut self, io: &mut Io, m: &Arc<Message>, d: &SessionDelivery) {
+        let Some(sid) = self.sessions.find(&d.client_id) else {
+            return;
+        };
+        let mut src = Src::from_arc(m, self.peers.id);
+        let mut sub_ids = SubIds::default();
+        for &id in d.sub_ids.iter().take(4) {
+            sub_ids.push(id);
+        }
+        self.deliver(io, sid, &mut src, d.qos, d.retain, sub_ids);
+        self.settle_routing(io, &src);
     }
 
     /// A retained message from the retained bucket: stored on every shard here.

@@ -519,12 +519,7 @@ impl Broker {
         };
         self.log_session_ended(sid, why);
         let mut session = self.sessions.remove(sid)?;
-        for id in pending {
-            self.on_peer_released(id);
-            for to in self.peers.others() {
-                self.mail.outbox.push((to, Msg::PeerReleased { id }));
-            }
-        }
+        self.forget_received(pending);
         self.retained_cursors.remove(sid);
         if session.conn.is_some() {
             self.pressure.waiting = self.pressure.waiting.saturating_sub(session.queue_len());
@@ -536,6 +531,17 @@ impl Broker {
             self.remove_subscription(sid, sub.node, sub.share.as_deref());
         }
         Some(session)
+    }
+
+    /// QoS 2 messages a logged session received and its client never released (`ids`):
+    /// the sessions that got them, on every shard, forget them.
+    pub(super) fn forget_received(&mut self, ids: Vec<u64>) {
+        for id in ids {
+            self.on_peer_released(id);
+            for to in self.peers.others() {
+                self.mail.outbox.push((to, Msg::PeerReleased { id }));
+            }
+        }
     }
 
     /// Ends a session for good (`why`): drops it and tells the client id's home shard.

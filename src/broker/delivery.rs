@@ -240,6 +240,17 @@ impl Broker {
             }
             return;
         }
+        if let Some(to) = s.extra().and_then(|e| e.moved_to_node.clone()) {
+            // A stub of a session that moved to another node.
+            let delivery = crate::cluster::SessionDelivery {
+                client_id: (*s.client_id).into(),
+                qos,
+                retain,
+                sub_ids: sub_ids.as_slice().to_vec(),
+            };
+            self.cluster_forward(src, to, delivery);
+            return;
+        }
         if let (Some(a), Some(m)) = (
             s.extra_opt_mut().and_then(|e| e.arrival.as_mut()),
             src.shared.as_ref(),

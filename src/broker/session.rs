@@ -92,6 +92,10 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The shard and session that published it (for No Local), when known.
     pub origin: Option<(usize, SessionId)>,
+    /// From another node: the nodes its publishing node sent it to
+    /// (`cluster::node_hash`), so that the stub of a session that moved to one of them
+    /// does not forward a second copy.
+    pub sent_to: Option<Box<[u32]>>,
 }
 
 impl Message {
@@ -118,6 +122,7 @@ impl Message {
             retain,
             expires_at,
             origin,
+            sent_to: None,
         }
     }
 
@@ -372,6 +377,10 @@ pub struct SessionExtra {
     /// This entry is a forwarding stub: the session moved to that shard, and what still
     /// reaches it here goes after it until every shard has fenced (`fenced`).
     pub moved_to: Option<usize>,
+    /// This entry is a forwarding stub of a session that moved to that node of the
+    /// cluster: what reaches it goes after it (unless the message's publishing node sent
+    /// that node a copy itself) until the stub ends (`cluster::STUB_GRACE`).
+    pub moved_to_node: Option<Arc<str>>,
     pub fenced: u128,
     /// The session arrived from another shard that may still forward to it.
     pub arrival: Option<Box<Arrival>>,

@@ -245,6 +245,7 @@ fn inbound(
         Inbound {
             msg: Arc::new(message(&topic, &f)),
             share,
+            forward: None,
         },
     ))
 }

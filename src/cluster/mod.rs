@@ -33,6 +33,7 @@ use arc_swap::ArcSwap;
 
 use crate::broker::session::{Message, MovingSession};
 use remote::RemoteInterest;
+use ringmq_proto::mqtt::QoS;
 use ringmq_shard::conn::ConnKey;
 
 /// The subject prefix of everything the cluster publishes.
@@ -83,6 +84,34 @@ pub struct Outbound {
     pub groups: bool,
     /// The publishing shard.
     pub shard: u16,
+    /// Not a message for other nodes' subscribers but a delivery to one session that
+    /// moved to node `.0`, forwarded by its stub here.
+    pub forward: Option<(Arc<str>, Box<SessionDelivery>)>,
+}
+
+/// A delivery to one session, as a stub forwards it to the node the session moved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDelivery {
+    pub client_id: Box<str>,
+    /// The QoS and RETAIN of the delivery (the subscription's, not the message's).
+    pub qos: QoS,
+    pub retain: bool,
+    /// Subscription identifiers (at most 4).
+    pub sub_ids: Vec<u32>,
+}
+
+/// How long the stub of a session that moved to another node forwards what still
+/// reaches it here: longer than the other nodes take to read the new node's interest.
+pub const STUB_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A node's id as the list of nodes a message was sent to names it (32-bit FNV-1a; two
+/// nodes of one cluster sharing one is a chance of one in four billion per pair).
+pub fn node_hash(node: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in node.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 /// A message NATS delivered, for one shard to route here.
@@ -90,6 +119,8 @@ pub struct Inbound {
     pub msg: Arc<Message>,
     /// `None`: to the plain subscribers; `Some($share/G/F)`: to one member of that group.
     pub share: Option<Arc<str>>,
+    /// To this one session only (forwarded by its stub on the node it left).
+    pub forward: Option<Box<SessionDelivery>>,
 }
 
 /// An interest change of one shard: a plain prefix (as advertised, `a/#`) or a shared
@@ -160,6 +191,8 @@ pub struct ClusterStats {
     pub handovers_out: AtomicU64,
     pub handovers_failed: AtomicU64,
     pub handover_left_out: AtomicU64,
+    pub stub_forwarded: AtomicU64,
+    pub moved_in: AtomicU64,
     pub remote_filters: AtomicU64,
     pub remote_nodes: AtomicU64,
     pub nodes_left_out: AtomicU64,
@@ -334,6 +367,18 @@ impl ClusterStats {
                 "counter",
                 "Queued messages left out of a handed-over session to keep its image within its bound.",
                 &self.handover_left_out,
+            ),
+            (
+                "cluster_stub_forwarded_total",
+                "counter",
+                "Deliveries the stub of a session that moved to another node forwarded to it.",
+                &self.stub_forwarded,
+            ),
+            (
+                "cluster_forwarded_in_total",
+                "counter",
+                "Deliveries forwarded here by the stub of a session that moved here.",
+                &self.moved_in,
             ),
             (
                 "cluster_remote_filters",

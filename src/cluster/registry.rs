@@ -345,7 +345,15 @@ async fn claim(
     let Some(holder) = holder.filter(|h| h != node && valid_node_id(h)) else {
         return (Some(revision), ClaimOutcome::Proceed);
     };
-    let outcome = match ask_for(client, &holder, &request.client_id, request.clean_start).await {
+    let outcome = match ask_for(
+        client,
+        node,
+        &holder,
+        &request.client_id,
+        request.clean_start,
+    )
+    .await
+    {
         Ok(None) => ClaimOutcome::Proceed,
         Ok(Some(image)) => match handover::decode(&image) {
             Ok(moving) if *moving.session.client_id == *request.client_id => {
@@ -375,36 +383,47 @@ async fn claim(
     (Some(revision), outcome)
 }
 
-/// A handover request: `[clean start][inbox length][inbox][client id]`.
+/// A handover request: `[clean start][inbox length][inbox][node length][node][client id]`.
 struct Ask {
     clean_start: bool,
     /// Where the chunks after the first go.
     inbox: String,
+    /// The node that asks.
+    node: Arc<str>,
     client_id: Box<str>,
 }
 
 impl Ask {
     fn write(&self) -> Bytes {
-        let mut b = Vec::with_capacity(2 + self.inbox.len() + self.client_id.len());
+        let mut b =
+            Vec::with_capacity(3 + self.inbox.len() + self.node.len() + self.client_id.len());
         b.push(u8::from(self.clean_start));
         b.push(self.inbox.len() as u8);
         b.extend_from_slice(self.inbox.as_bytes());
+        b.push(self.node.len() as u8);
+        b.extend_from_slice(self.node.as_bytes());
         b.extend_from_slice(self.client_id.as_bytes());
         b.into()
     }
 
     fn read(b: &[u8]) -> Option<Ask> {
+        fn string(b: &[u8]) -> Option<(&str, &[u8])> {
+            let (&n, rest) = b.split_first()?;
+            let n = n as usize;
+            let s = std::str::from_utf8(rest.get(..n)?).ok()?;
+            Some((s, &rest[n..]))
+        }
         let (&clean, rest) = b.split_first()?;
-        let (&n, rest) = rest.split_first()?;
-        let n = n as usize;
-        if clean > 1 || rest.len() < n {
+        let (inbox, rest) = string(rest)?;
+        let (node, rest) = string(rest)?;
+        let client_id = std::str::from_utf8(rest).ok()?;
+        if clean > 1 || !valid_node_id(node) {
             return None;
         }
-        let inbox = std::str::from_utf8(&rest[..n]).ok()?;
-        let client_id = std::str::from_utf8(&rest[n..]).ok()?;
         Some(Ask {
             clean_start: clean == 1,
             inbox: inbox.into(),
+            node: node.into(),
             client_id: client_id.into(),
         })
     }
@@ -413,6 +432,7 @@ impl Ask {
 /// Asks node `holder` for the session of `client_id`: its image, or `None`.
 async fn ask_for(
     client: &async_nats::Client,
+    node: &str,
     holder: &str,
     client_id: &str,
     clean_start: bool,
@@ -425,6 +445,7 @@ async fn ask_for(
     let ask = Ask {
         clean_start,
         inbox,
+        node: node.into(),
         client_id: client_id.into(),
     };
     let first = tokio::time::timeout(
@@ -469,6 +490,7 @@ async fn hand_over(shards: &Shards, client: &async_nats::Client, ask: Ask, reply
         let request = AdminRequest::ClusterHandover {
             client_id: ask.client_id.clone(),
             clean_start: ask.clean_start,
+            to: ask.node.clone(),
             reply: tx,
         };
         if shards.hand(i, request).await {
@@ -566,12 +588,14 @@ mod tests {
         let ask = Ask {
             clean_start: true,
             inbox: "_INBOX.abc".into(),
+            node: "node-b".into(),
             client_id: "dev/1 é".into(),
         };
         let b = ask.write();
         let back = Ask::read(&b).unwrap();
         assert!(back.clean_start);
         assert_eq!(back.inbox, "_INBOX.abc");
+        assert_eq!(&*back.node, "node-b");
         assert_eq!(&*back.client_id, "dev/1 é");
         // Cut short, or a flag that is not a flag: refused.
         assert!(Ask::read(&b[..5]).is_none());
