@@ -21,6 +21,7 @@
 pub mod frame;
 pub mod link;
 pub mod remote;
+pub mod stream;
 pub mod subject;
 
 use std::sync::Arc;
@@ -130,6 +131,15 @@ pub struct ClusterStats {
     pub remote_filters: AtomicU64,
     pub remote_nodes: AtomicU64,
     pub nodes_left_out: AtomicU64,
+    pub resent: AtomicU64,
+    pub duplicates_dropped: AtomicU64,
+    pub gaps_dropped: AtomicU64,
+    pub acks_sent: AtomicU64,
+    pub acks_received: AtomicU64,
+    pub window_full_waits: AtomicU64,
+    pub dropped_window_full: AtomicU64,
+    pub windows_dropped: AtomicU64,
+    pub unacked: AtomicU64,
 }
 
 impl ClusterStats {
@@ -281,6 +291,60 @@ impl ClusterStats {
                 "gauge",
                 "Other nodes past the 64 routed to.",
                 &self.nodes_left_out,
+            ),
+            (
+                "cluster_resent_total",
+                "counter",
+                "QoS 1/2 messages sent to a node again: no ack came for them in time, or the NATS connection was new.",
+                &self.resent,
+            ),
+            (
+                "cluster_duplicates_dropped_total",
+                "counter",
+                "QoS 1/2 messages from another node dropped here: routed before (a resend).",
+                &self.duplicates_dropped,
+            ),
+            (
+                "cluster_gaps_dropped_total",
+                "counter",
+                "QoS 1/2 messages from another node dropped here: one before them was missing (the resend brings both).",
+                &self.gaps_dropped,
+            ),
+            (
+                "cluster_acks_sent_total",
+                "counter",
+                "Acks this node sent to other nodes for their QoS 1/2 messages.",
+                &self.acks_sent,
+            ),
+            (
+                "cluster_acks_received_total",
+                "counter",
+                "Acks other nodes sent this node for its QoS 1/2 messages.",
+                &self.acks_received,
+            ),
+            (
+                "cluster_window_full_waits_total",
+                "counter",
+                "Times the link waited for acks: a node's window of unacknowledged QoS 1/2 messages was full.",
+                &self.window_full_waits,
+            ),
+            (
+                "cluster_dropped_window_full_total",
+                "counter",
+                "QoS 1/2 messages for a node dropped: its window was full while NATS was disconnected or the node away.",
+                &self.dropped_window_full,
+            ),
+            (
+                "cluster_windows_dropped_total",
+                "counter",
+                "Unacknowledged QoS 1/2 messages dropped with the window of a node that left the interest table.",
+                &self.windows_dropped,
+            ),
+            (
+                "cluster_unacked",
+                "gauge",
+                "QoS 1/2 messages sent to other nodes and not acknowledged yet.",
+                &self.unacked,
             ),
         ] {
             one_sample(out, name, kind, help, c(v));
