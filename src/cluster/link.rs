@@ -5,13 +5,20 @@
 //!   (`ringmq.n.NODE.TOPIC`: addressed, so a node gets each message once however many of
 //!   its filters match, and in the order its publisher sent them) and one on the groups'
 //!   subject (`ringmq.s.TOPIC`) when another node has a matching shared group; a retained
-//!   message also goes to the retained bucket. While NATS is unreachable nothing waits:
-//!   what could not cross is counted (`cluster_publish_failed_total`).
+//!   message also goes to the retained bucket. A QoS 1/2 message to a node is numbered
+//!   in this node's stream to it and kept in that stream's window until the node acks it
+//!   on `ringmq.a.THIS-NODE` (the acks' subscription is read by the same task), sent
+//!   again when acks stall and on every reconnect ([`super::stream`]); a full window
+//!   makes the task wait while connected. While NATS is unreachable nothing waits: QoS
+//!   1/2 messages wait in their windows (a full one drops and counts), QoS 0 and group
+//!   messages are counted (`cluster_publish_failed_total`).
 //! - *In*: this node's subject (`ringmq.n.NODE.>`) and a queue subscription per shared
 //!   group on its filter's subjects (queue group: the group's whole filter), so each
-//!   group gets a message once in the whole cluster. Messages go to the shards in
-//!   batches over their control channels (one publisher's always to the same shard, so
-//!   its order holds), at most [`INBOUND_PER_SHARD`] not yet routed per shard.
+//!   group gets a message once in the whole cluster. A numbered message is routed only
+//!   in its stream's order (a duplicate or one after a gap is dropped). Messages go to
+//!   the shards in batches over their control channels (one publisher's always to the
+//!   same shard, so its order holds), at most [`INBOUND_PER_SHARD`] not yet routed per
+//!   shard; the numbered ones handed over are then acked to their origins.
 //! - *Interest*: the shards' changes, counted per node; a key in the interest bucket per
 //!   filter with local interest (written again after a failure), and the other nodes'
 //!   keys watched into [`RemoteInterest`].
@@ -470,7 +477,12 @@ impl Out {
             props: m.props(),
             payload: m.payload(),
         };
-        let unsequenced = frame.encode();
+        // The body without a number: QoS 0, the groups' subject, the retained bucket.
+        let unsequenced = if !sequenced || o.groups || m.retain {
+            frame.encode()
+        } else {
+            Bytes::new()
+        };
         let mut nodes = o.nodes;
         while nodes != 0 {
             let i = nodes.trailing_zeros() as usize;
@@ -542,10 +554,23 @@ impl Out {
         let Some(window) = self.streams.resend(node, Instant::now()) else {
             return;
         };
+        // Counted apart from `messages_out`, which counts each message once.
         let stats = &self.link.stats;
         for sent in window {
-            publish(&self.client, true, &self.link, &sent.subject, &sent.body).await;
-            stats.resent.fetch_add(1, Relaxed);
+            let bytes = sent.subject.len() + sent.body.len();
+            match self
+                .client
+                .publish(sent.subject.clone(), sent.body.clone())
+                .await
+            {
+                Ok(()) => {
+                    stats.resent.fetch_add(1, Relaxed);
+                    stats.bytes_out.fetch_add(bytes as u64, Relaxed);
+                }
+                Err(_) => {
+                    stats.publish_failed.fetch_add(1, Relaxed);
+                }
+            }
         }
     }
 

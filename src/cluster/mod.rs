@@ -6,7 +6,10 @@
 //! - [`remote`]: other nodes' interest, which a shard asks on every publish (a table it
 //!   reads without a lock), so a publish nobody elsewhere wants sends nothing to NATS.
 //! - [`frame`]: the body of a message on NATS (QoS, RETAIN, expiry, properties, payload,
-//!   the origin node and shard).
+//!   the origin node and shard, its stream's incarnation and number), and of an ack.
+//! - [`stream`]: QoS 1/2 across nodes: a numbered stream per (origin, destination) node,
+//!   acked cumulatively by the destination and sent again go-back-N by the origin, so
+//!   what NATS drops is not lost.
 //! - [`link`]: the NATS client (`async-nats`) on the control plane's runtime, never on a
 //!   shard: it publishes what the shards hand it, hands the shards what NATS delivers,
 //!   keeps this node's interest in the interest bucket and watches the others', and keeps
@@ -14,7 +17,8 @@
 //!
 //! Between the shards and the link every queue is bounded: the outbound queue
 //! (`--cluster-queue` messages, all shards together; full → QoS 0 dropped and counted,
-//! QoS 1/2 held by the shard, which then pauses its publishers), and each shard's
+//! QoS 1/2 held by the shard, which then pauses its publishers; the link stops taking
+//! from it while a destination's window of unacked messages is full), and each shard's
 //! inbound messages ([`INBOUND_PER_SHARD`] handed over and not yet routed; past it the
 //! link stops reading NATS, which counts a slow consumer if it lasts).
 
@@ -151,13 +155,13 @@ impl ClusterStats {
             (
                 "cluster_messages_out_total",
                 "counter",
-                "Messages published to NATS (one per node or groups' subject).",
+                "Messages published to NATS (one per node or groups' subject; resends are cluster_resent_total).",
                 &self.messages_out,
             ),
             (
                 "cluster_bytes_out_total",
                 "counter",
-                "Bytes of subject and body published to NATS.",
+                "Bytes of subject and body published to NATS, resends included.",
                 &self.bytes_out,
             ),
             (

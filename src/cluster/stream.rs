@@ -45,8 +45,8 @@ pub const RESEND: Duration = Duration::from_secs(1);
 
 /// A destination whose full window has seen no ack progress for this long is *away*
 /// (stopped, or dead with its interest still in the bucket): its window is no longer
-/// waited for; messages that find it full are dropped and counted, and resends go on,
-/// until an ack makes progress again.
+/// waited for; messages that find it full are dropped and counted, and its window is
+/// sent again every `AWAY` instead of every [`RESEND`], until an ack makes progress.
 pub const AWAY: Duration = Duration::from_secs(10);
 
 /// An ack goes out once this many routed messages of one origin wait for one…
@@ -93,10 +93,6 @@ impl Stream {
 
     pub fn is_full(&self) -> bool {
         self.window.len() >= WINDOW
-    }
-
-    pub fn is_away(&self) -> bool {
-        self.away
     }
 
     /// The (incarnation, sequence number) of the next message.
@@ -212,7 +208,9 @@ impl Streams {
             if s.window.is_empty() {
                 continue;
             }
-            if now.duration_since(s.progress.max(s.resent)) >= RESEND {
+            // An away destination (dead, maybe) is tried far less often.
+            let every = if s.away { AWAY } else { RESEND };
+            if now.duration_since(s.progress.max(s.resent)) >= every {
                 t.resend.push(node.clone());
             }
             if s.is_full() && now.duration_since(s.progress) >= AWAY {
@@ -453,6 +451,11 @@ mod tests {
         assert!(s.must_wait("b"));
         s.tick(t + AWAY, |_| true);
         assert!(!s.must_wait("b"), "away");
+        // Resent every AWAY now, not every RESEND.
+        assert_eq!(s.tick(t + AWAY, |_| true).resend, vec![b.clone()]);
+        s.resend("b", t + AWAY).unwrap().count();
+        assert!(s.tick(t + AWAY + RESEND, |_| true).resend.is_empty());
+        assert_eq!(s.tick(t + AWAY * 2, |_| true).resend, vec![b.clone()]);
         // Progress again: waited for again once full.
         let inc = s.get("b").unwrap().incarnation;
         assert_eq!(s.acked("b", inc, 1, t + AWAY), 1);
