@@ -448,7 +448,9 @@ fn a_client_reconnecting_to_another_node_takes_its_session_over() {
     );
 }
 
-/// Two CONNECTs with one client id on two nodes at once end with one session.
+/// Two CONNECTs with one client id on two nodes at once end with one session: the
+/// registry takes one of them (compare-and-set), the other is refused at its CONNACK
+/// (or, had it gone on, taken over).
 #[test]
 fn simultaneous_connects_on_two_nodes_end_with_one_session() {
     let nats = Nats::start();
@@ -457,27 +459,121 @@ fn simultaneous_connects_on_two_nodes_end_with_one_session() {
     runtime().block_on(async {
         for round in 0..3 {
             let id = format!("twin{round}");
-            let (mut a, mut b) = tokio::join!(
-                V5::connect(v5::options(&id, nodes.addr(0))),
-                V5::connect(v5::options(&id, nodes.addr(1)))
+            let (a, b) = tokio::join!(
+                V5::try_connect(v5::options(&id, nodes.addr(0))),
+                V5::try_connect(v5::options(&id, nodes.addr(1)))
             );
-            // One of them is closed; the other stays.
-            let a_closed = tokio::select! {
-                _ = a.wait_closed() => true,
-                _ = b.wait_closed() => false,
-            };
-            let survivor = if a_closed { &mut b } else { &mut a };
-            survivor.subscribe_ok("twin/x", 0).await;
-            survivor.no_publish().await;
-            assert!(survivor.error().is_none(), "{id}: both ended");
+            let mut connected: Vec<V5> = [a, b].into_iter().filter_map(Result::ok).collect();
+            assert!(!connected.is_empty(), "{id}: neither connected");
+            for c in connected.iter_mut() {
+                c.no_publish().await;
+            }
+            let mut alive: Vec<V5> = connected
+                .into_iter()
+                .filter(|c| c.error().is_none())
+                .collect();
+            assert_eq!(alive.len(), 1, "{id}: one session, one connection");
+            alive[0].subscribe_ok("twin/x", 0).await;
         }
     });
-    let taken: u64 = nodes
+    let ended: u64 = nodes
         .nodes
         .iter()
-        .map(|n| n.metric("ringmq_cluster_sessions_taken_over_total"))
+        .map(|n| {
+            n.metric("ringmq_cluster_claims_refused_total")
+                + n.metric("ringmq_cluster_sessions_taken_over_total")
+        })
         .sum();
-    assert_eq!(taken, 3);
+    assert_eq!(ended, 3, "one CONNECT of each pair refused or taken over");
+}
+
+/// A persistent session follows its client to another node: its subscriptions and the
+/// messages queued for it while it was away come along, in order, and the node that
+/// held it keeps nothing of it.
+#[test]
+fn a_session_moves_with_its_subscriptions_and_queue_to_another_node() {
+    let nats = Nats::start();
+    let nodes = Nodes::start(3, &nats.url(), &[]);
+    nodes.wait_connected();
+    let persistent = |addr| {
+        let mut o = v311::options("mover", addr);
+        o.set_clean_session(false);
+        o
+    };
+    runtime().block_on(async {
+        let mut c = V4::connect(persistent(nodes.addr(0))).await;
+        assert!(!c.connack.session_present);
+        c.subscribe_ok("mv/#", 1).await;
+        block(|| nodes.wait_interest(2, 1, 1));
+        let mut p = V4::connect(v311::options("mv-pub", nodes.addr(2))).await;
+        p.publish("mv/a", 1, b"live").await;
+        assert_eq!(c.next_publish().await.text(), "live");
+        c.disconnect().await;
+        // Queued on node 0 while the client is away.
+        for i in 0..20 {
+            p.publish("mv/a", 1, format!("q{i}").as_bytes()).await;
+        }
+        block(|| {
+            nodes.nodes[0].wait_for_metric("ringmq_cluster_messages_in_total", WAIT, |v| v >= 21)
+        });
+        let mut c = V4::connect(persistent(nodes.addr(1))).await;
+        assert!(c.connack.session_present, "the session came along");
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            got.push(c.next_publish().await.text());
+        }
+        let want: Vec<String> = (0..20).map(|i| format!("q{i}")).collect();
+        assert_eq!(got, want, "the queue, once each and in order");
+        // Its subscription came along too: node 2 learns it is on node 1 now.
+        let mut probes = Vec::new();
+        until_one_crosses(&mut p, &mut c, "mv/a", &mut probes).await;
+        p.publish("mv/a", 1, b"after").await;
+        let mut last = c.next_publish().await.text();
+        while last.starts_with("probe") {
+            last = c.next_publish().await.text();
+        }
+        assert_eq!(last, "after");
+    });
+    assert_eq!(
+        nodes.nodes[0].metric("ringmq_cluster_handovers_out_total"),
+        1
+    );
+    assert_eq!(
+        nodes.nodes[1].metric("ringmq_cluster_handovers_in_total"),
+        1
+    );
+    assert_eq!(nodes.nodes[0].metric("ringmq_sessions_offline"), 0);
+    assert_eq!(nodes.nodes[0].metric("ringmq_sessions_online"), 0);
+}
+
+/// A node killed with its sessions: a client that reconnects to another node starts a
+/// new session there (what README says a node failure loses), without waiting long.
+#[test]
+fn a_session_on_a_killed_node_starts_afresh_elsewhere() {
+    let nats = Nats::start();
+    let nodes = Nodes::start(2, &nats.url(), &[]);
+    nodes.wait_connected();
+    let persistent = |addr| {
+        let mut o = v311::options("orphan", addr);
+        o.set_clean_session(false);
+        o
+    };
+    runtime().block_on(async {
+        let mut c = V4::connect(persistent(nodes.addr(0))).await;
+        c.subscribe_ok("or/#", 1).await;
+        block(|| {
+            nodes.nodes[0]
+                .wait_for_metric("ringmq_cluster_sessions_claimed_total", WAIT, |v| v >= 1)
+        });
+        c.kill();
+        block(|| nodes.nodes[0].signal(libc::SIGKILL));
+        let c = V4::connect(persistent(nodes.addr(1))).await;
+        assert!(!c.connack.session_present);
+    });
+    assert_eq!(
+        nodes.nodes[1].metric("ringmq_cluster_handovers_failed_total"),
+        1
+    );
 }
 
 /// Over a NATS cluster of three servers with JetStream (buckets replicated on three):
@@ -602,4 +698,44 @@ fn qos1_messages_nats_dropped_for_a_stopped_node_are_sent_again() {
         nodes.nodes[0].metric("ringmq_cluster_resent_total") > 0,
         "node 0 sent again what NATS dropped"
     );
+}
+
+/// A node killed without a word is left out of routing once it has been silent for the
+/// node timeout (nothing more is sent to it), and is routed to again when a node of
+/// that name is heard again.
+#[test]
+fn a_silent_node_is_left_out_of_routing_until_it_is_heard_again() {
+    let nats = Nats::start();
+    let mut nodes = Nodes::start(3, &nats.url(), &[]);
+    nodes.wait_connected();
+    runtime().block_on(async {
+        let mut near = V4::connect(v311::options("lv-1", nodes.addr(1))).await;
+        near.subscribe_ok("lv/#", 1).await;
+        let mut far = V4::connect(v311::options("lv-2", nodes.addr(2))).await;
+        far.subscribe_ok("lv/#", 1).await;
+        block(|| nodes.wait_interest(0, 2, 2));
+        far.kill();
+        block(|| nodes.nodes[2].signal(libc::SIGKILL));
+        block(|| nodes.nodes[0].wait_for_metric("ringmq_cluster_nodes_silent", WAIT, |v| v == 1));
+        assert_eq!(nodes.nodes[0].metric("ringmq_cluster_remote_nodes"), 1);
+        let mut p = V4::connect(v311::options("lv-p", nodes.addr(0))).await;
+        let before = nodes.nodes[0].metric("ringmq_cluster_messages_out_total");
+        p.publish("lv/x", 1, b"one").await;
+        assert_eq!(near.next_publish().await.text(), "one");
+        assert_eq!(
+            nodes.nodes[0].metric("ringmq_cluster_messages_out_total") - before,
+            1,
+            "sent to the live node only"
+        );
+        // A node named node2 again: heard, and routed to with the interest it writes.
+        let url = nats.url();
+        nodes.nodes[2] = Broker::start(&["--cluster", &url, "--node-id", "node2"]);
+        block(|| nodes.nodes[2].wait_for_metric("ringmq_cluster_connected", WAIT, |v| v == 1));
+        let mut back = V4::connect(v311::options("lv-3", nodes.addr(2))).await;
+        back.subscribe_ok("lv/#", 1).await;
+        block(|| nodes.nodes[0].wait_for_metric("ringmq_cluster_nodes_silent", WAIT, |v| v == 0));
+        block(|| nodes.wait_interest(0, 2, 2));
+        let mut sent = Vec::new();
+        until_one_crosses(&mut p, &mut back, "lv/x", &mut sent).await;
+    });
 }

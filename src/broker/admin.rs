@@ -147,6 +147,20 @@ pub enum AdminRequest {
     ClusterRetain(Arc<Message>),
     /// Another node took the session of this client id over: end it if it is here.
     ClusterTakeover(Box<str>),
+    /// The session registry's answer to a CONNECT here (`ClusterLink::claim`).
+    ClusterClaimed {
+        conn: ConnKey,
+        client_id: Box<str>,
+        outcome: crate::cluster::ClaimOutcome,
+    },
+    /// Another node asks for the session of this client id (its client connected
+    /// there): if it is here, close its connection and answer its image
+    /// (`handover::encode`), or end it for a clean start (answering `None`).
+    ClusterHandover {
+        client_id: Box<str>,
+        clean_start: bool,
+        reply: Reply<Option<Vec<u8>>>,
+    },
     /// Retained messages whose topic `filter` matches, by topic.
     Retained {
         filter: String,
@@ -421,6 +435,16 @@ impl Broker {
             AdminRequest::Cluster(messages) => self.cluster_inbound(io, messages),
             AdminRequest::ClusterRetain(m) => self.cluster_retain(io, m),
             AdminRequest::ClusterTakeover(id) => self.cluster_takeover(io, &id),
+            AdminRequest::ClusterClaimed {
+                conn,
+                client_id,
+                outcome,
+            } => self.cluster_claimed(io, conn, client_id, outcome),
+            AdminRequest::ClusterHandover {
+                client_id,
+                clean_start,
+                reply,
+            } => self.cluster_handover(io, &client_id, clean_start, reply),
             AdminRequest::Publish { messages, reply } => self.admin.add(Job::Publish {
                 tallies: Vec::with_capacity(messages.len()),
                 messages: messages.into(),

@@ -4,19 +4,28 @@
 //! here waits: the outbound queue is tried, and what it has no room for is dropped (QoS
 //! 0, counted) or held in order (QoS 1/2) while the shard pauses its publishers.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use ringmq_proto::mqtt::QoS;
 use ringmq_proto::topic;
 
+use super::admin::Reply;
+use super::connect::Claim;
 use super::delivery::Src;
+use super::handover;
 use super::session::Message;
+use super::session::{MovingSession, SubRef};
 use super::{Broker, Io};
 use crate::cluster::remote::{Reach, RemoteInterest};
-use crate::cluster::{ClusterLink, Inbound, InterestChange, Outbound, Refused, SessionEvent};
+use crate::cluster::{
+    ClaimOutcome, ClaimRequest, ClusterLink, Inbound, InterestChange, Outbound, Refused,
+    SessionEvent,
+};
 use crate::store::record::EndReason;
+use ringmq_proto::mqtt::{ReasonCode, Version};
+use ringmq_shard::conn::{CloseReason, ConnKey};
 
 /// Inbound messages a shard routes in one turn.
 const INBOUND_PER_TURN: usize = 1024;
@@ -34,6 +43,10 @@ pub(super) struct ClusterPart {
     pub changes: Vec<InterestChange>,
     /// Sessions claimed and released here, not yet handed to the link.
     sessions: Vec<SessionEvent>,
+    /// Sessions handed over by other nodes, by the connection whose CONNECT claimed
+    /// them, until its claim on this node is settled (at most one per connection in
+    /// its CONNECT).
+    arrivals: HashMap<ConnKey, Box<MovingSession>>,
 }
 
 impl ClusterPart {
@@ -45,6 +58,7 @@ impl ClusterPart {
             inbox_since_ms: 0,
             changes: Vec::new(),
             sessions: Vec::new(),
+            arrivals: HashMap::new(),
         }
     }
 
@@ -256,6 +270,175 @@ impl Broker {
         );
         self.kick_connection(io, sid, true);
         self.end_session(io, sid, EndReason::Discarded);
+    }
+
+    /// A CONNECT here asks the cluster's session registry first, so that a session
+    /// another node holds comes over before the CONNACK, and of two CONNECTs with one
+    /// client id on two nodes only one goes on. False without a cluster (the claim
+    /// goes straight to the home shard); true when the registry has it, or when its
+    /// queue is full and the CONNECT was refused.
+    pub(super) fn cluster_claim(
+        &mut self,
+        io: &mut Io,
+        conn: ConnKey,
+        client_id: &str,
+        clean_start: bool,
+    ) -> bool {
+        let Some(part) = self.cluster.as_ref() else {
+            return false;
+        };
+        let request = ClaimRequest {
+            shard: self.peers.id,
+            conn,
+            client_id: client_id.into(),
+            clean_start,
+        };
+        if !part.link.claim(request) {
+            part.link.stats.claims_refused.fetch_add(1, Relaxed);
+            self.refuse_busy(io, conn, "the cluster's session registry is busy");
+        }
+        true
+    }
+
+    fn refuse_busy(&mut self, io: &mut Io, conn: ConnKey, why: &str) {
+        let version = io.state(conn).map_or(Version::V311, |c| c.version());
+        self.writer
+            .refuse_connect(io, conn, version, ReasonCode::SERVER_BUSY, why);
+        io.close(conn, CloseReason::Policy);
+    }
+
+    /// The session registry answered the CONNECT of `conn`: it goes on to the home
+    /// shard's claim (with the session another node handed over, if one did), or is
+    /// refused.
+    pub(super) fn cluster_claimed(
+        &mut self,
+        io: &mut Io,
+        conn: ConnKey,
+        client_id: Box<str>,
+        outcome: ClaimOutcome,
+    ) {
+        let clean_start = io
+            .state(conn)
+            .filter(|c| c.phase == super::client::Phase::Claiming)
+            .and_then(|c| c.extra.as_ref()?.pending.as_ref())
+            .filter(|p| p.client_id == client_id)
+            .map(|p| p.clean_start);
+        match outcome {
+            ClaimOutcome::Refused => {
+                if clean_start.is_some() {
+                    let why =
+                        "another connection with this client id registered first on another node";
+                    self.refuse_busy(io, conn, why);
+                }
+            }
+            ClaimOutcome::Proceed => {
+                if let Some(clean_start) = clean_start {
+                    self.send_claim(io, client_id, conn, clean_start);
+                }
+            }
+            ClaimOutcome::Session(moving) => {
+                // Claimed here even if the connection has gone: the session is kept
+                // (offline) as a takeover between shards would keep it.
+                if let Some(part) = self.cluster.as_mut() {
+                    part.arrivals.insert(conn, moving);
+                }
+                self.send_claim(io, client_id, conn, clean_start.unwrap_or(false));
+            }
+        }
+    }
+
+    /// The claim of `conn` on this node is settled as `claim`: a session another node
+    /// handed over takes the place of any this node had (the registry says the other
+    /// node held it last).
+    pub(super) fn with_arrival(
+        &mut self,
+        io: &mut Io,
+        conn: ConnKey,
+        client_id: &str,
+        claim: Claim,
+    ) -> Claim {
+        let Some(moving) = self
+            .cluster
+            .as_mut()
+            .and_then(|part| part.arrivals.remove(&conn))
+        else {
+            return claim;
+        };
+        if let Claim::TakenOver {
+            session: Some(s),
+            stub,
+        } = claim
+        {
+            // Its stub on the shard it left still has to settle.
+            let sid = self.install_session(io, *s, stub);
+            self.take_session(sid, EndReason::Discarded);
+        }
+        if let Some(sid) = self.sessions.find(client_id) {
+            self.kick_connection(io, sid, true);
+            self.take_session(sid, EndReason::Discarded);
+        }
+        Claim::TakenOver {
+            session: Some(moving),
+            stub: None,
+        }
+    }
+
+    /// Another node asks for the session of `client_id`: its connection here is closed
+    /// (as a takeover closes it) and its image answered, or it ends here for a clean
+    /// start. `None` when it is not on this shard.
+    pub(super) fn cluster_handover(
+        &mut self,
+        io: &mut Io,
+        client_id: &str,
+        clean_start: bool,
+        reply: Reply<Option<Vec<u8>>>,
+    ) {
+        let Some(sid) = self.sessions.find(client_id) else {
+            let _ = reply.send(None);
+            return;
+        };
+        if self
+            .sessions
+            .get(sid)
+            .is_none_or(|s| s.moved_to().is_some())
+        {
+            let _ = reply.send(None);
+            return;
+        }
+        tracing::info!(
+            client_id,
+            shard = self.peers.id,
+            clean_start,
+            "session handed over to another node"
+        );
+        self.kick_connection(io, sid, clean_start);
+        if clean_start {
+            if let Some(part) = &self.cluster {
+                part.link.stats.sessions_taken_over.fetch_add(1, Relaxed);
+            }
+            self.end_session(io, sid, EndReason::Discarded);
+            let _ = reply.send(None);
+            return;
+        }
+        let refs: Vec<SubRef> = self
+            .sessions
+            .get(sid)
+            .map(|s| s.subs().collect())
+            .unwrap_or_default();
+        let subs = self.spell_out_subs(sid, &refs);
+        let Some((image, left_out)) = self.sessions.get(sid).map(|s| handover::encode(s, &subs))
+        else {
+            let _ = reply.send(None);
+            return;
+        };
+        if let Some(part) = &self.cluster {
+            let stats = &part.link.stats;
+            stats.handovers_out.fetch_add(1, Relaxed);
+            stats.sessions_taken_over.fetch_add(1, Relaxed);
+            stats.handover_left_out.fetch_add(left_out as u64, Relaxed);
+        }
+        self.end_session(io, sid, EndReason::Moved);
+        let _ = reply.send(Some(image));
     }
 
     /// A retained message from the retained bucket: stored on every shard here.

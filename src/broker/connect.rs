@@ -170,11 +170,20 @@ impl Broker {
         };
         let (client_id, clean_start) = (p.client_id.clone(), p.clean_start);
         client.phase = Phase::Claiming;
+        if self.cluster_claim(io, key, &client_id, clean_start) {
+            return;
+        }
         self.send_claim(io, client_id, key, clean_start);
     }
 
     /// Asks the home shard of `client_id` for its session, for connection `conn` here.
-    fn send_claim(&mut self, io: &mut Io, client_id: Box<str>, conn: ConnKey, clean_start: bool) {
+    pub(super) fn send_claim(
+        &mut self,
+        io: &mut Io,
+        client_id: Box<str>,
+        conn: ConnKey,
+        clean_start: bool,
+    ) {
         let home = self.peers.home_of(&client_id);
         let claimant = Claimant {
             shard: self.peers.id,
@@ -202,6 +211,7 @@ impl Broker {
         epoch: u64,
         claim: Claim,
     ) {
+        let claim = self.with_arrival(io, conn, client_id, claim);
         let pending = io
             .state(conn)
             .filter(|c| c.phase == Phase::Claiming)

@@ -50,6 +50,7 @@ mod connect;
 mod delivery;
 mod durable;
 mod events;
+pub mod handover;
 mod input;
 mod interest;
 mod msg;

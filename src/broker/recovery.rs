@@ -19,7 +19,7 @@ use ringmq_proto::topic::{self, Filter};
 
 use super::interest::{advertised_filter, interest_prefix};
 use super::msg::InterestChange;
-use super::session::{Inflight, Message, OutState, Queued, Session, SubIds, WillMsg};
+use super::session::{Inflight, Message, OutState, Queued, Session, SessionExtra, SubIds, WillMsg};
 use super::{Broker, Shared, home_shard};
 use crate::store::MsgId;
 use crate::store::record::{Deadline, SessionKey};
@@ -118,7 +118,7 @@ pub fn plan(
 }
 
 /// A message of the log as the broker keeps it.
-fn stored_message(m: &crate::store::state::StoredMessage) -> Message {
+pub(super) fn stored_message(m: &crate::store::state::StoredMessage) -> Message {
     let c = m.body.content();
     Message::new(
         c.topic,
@@ -228,39 +228,7 @@ impl Broker {
                     counts_from_now = true;
                 }
             }
-            for d in &s.queue {
-                let Some(msg) = message(d.msg) else { continue };
-                e.queue.push_back(Queued {
-                    msg,
-                    qos: d.qos,
-                    retain: d.retain,
-                    sub_ids: sub_ids(d.sub_ids.as_slice()),
-                    store_id: d.msg.0,
-                });
-                queued += 1;
-            }
-            for i in &s.inflight {
-                let Some(msg) = message(i.delivery.msg) else {
-                    continue;
-                };
-                e.inflight.push_back(Inflight {
-                    pkid: i.pkid,
-                    state: if i.released {
-                        OutState::Released
-                    } else {
-                        OutState::Published
-                    },
-                    delivery: Queued {
-                        msg,
-                        qos: i.delivery.qos,
-                        retain: i.delivery.retain,
-                        sub_ids: sub_ids(i.delivery.sub_ids.as_slice()),
-                        store_id: i.delivery.msg.0,
-                    },
-                });
-                queued += 1;
-            }
-            e.inbound_qos2 = s.inbound_qos2.iter().copied().collect();
+            queued += restore_deliveries(e, s, &mut message, true);
             session.durable = true;
             let sid = self.sessions.add(session);
             for sub in &s.subscriptions {
@@ -303,6 +271,53 @@ impl Broker {
         );
         st.recovery_ms.set(recovery_ms);
     }
+}
+
+/// Puts back the queue, the in-flight window and the inbound QoS 2 packet ids of a
+/// session the log (or a session image from another node) holds; `logged`: the
+/// deliveries keep their message ids in this shard's log. Returns how many deliveries.
+pub(super) fn restore_deliveries(
+    e: &mut SessionExtra,
+    s: &crate::store::state::Session,
+    mut message: impl FnMut(MsgId) -> Option<Arc<Message>>,
+    logged: bool,
+) -> u64 {
+    let mut count = 0;
+    let store_id = |id: MsgId| if logged { id.0 } else { 0 };
+    for d in &s.queue {
+        let Some(msg) = message(d.msg) else { continue };
+        e.queue.push_back(Queued {
+            msg,
+            qos: d.qos,
+            retain: d.retain,
+            sub_ids: sub_ids(d.sub_ids.as_slice()),
+            store_id: store_id(d.msg),
+        });
+        count += 1;
+    }
+    for i in &s.inflight {
+        let Some(msg) = message(i.delivery.msg) else {
+            continue;
+        };
+        e.inflight.push_back(Inflight {
+            pkid: i.pkid,
+            state: if i.released {
+                OutState::Released
+            } else {
+                OutState::Published
+            },
+            delivery: Queued {
+                msg,
+                qos: i.delivery.qos,
+                retain: i.delivery.retain,
+                sub_ids: sub_ids(i.delivery.sub_ids.as_slice()),
+                store_id: store_id(i.delivery.msg),
+            },
+        });
+        count += 1;
+    }
+    e.inbound_qos2 = s.inbound_qos2.iter().copied().collect();
+    count
 }
 
 fn sub_ids(ids: &[u32]) -> SubIds {

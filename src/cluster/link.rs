@@ -44,12 +44,13 @@ use ringmq_shard::mesh::links::Doorbell;
 use ringmq_shard::runtime::Control;
 
 use super::frame::{Ack, Frame};
+use super::liveness::Liveness;
 use super::remote::{Kind, MAX_NODES, RemoteInterest};
 use super::stream::{RESEND, Receiver, Streams, Verdict};
 use super::subject::{self, filter_key, filter_patterns, push_topic};
 use super::{
     ClusterLink, INBOUND_PER_SHARD, INTEREST_BUCKET, Inbound, InterestChange, Outbound, PREFIX,
-    RETAINED_BUCKET, SESSIONS_BUCKET, SessionEvent,
+    RETAINED_BUCKET,
 };
 use crate::broker::AdminRequest;
 use crate::broker::session::Message;
@@ -159,15 +160,22 @@ async fn run(s: Start) {
         acks,
     ));
     tokio::spawn(interest(link.clone(), client.clone(), js.clone(), in_tx));
-    tokio::spawn(watch_interest(link.clone(), js.clone()));
+    let (live_tx, live_rx) = tokio::sync::watch::channel(Liveness::default());
+    tokio::spawn(super::liveness::run(link.clone(), client.clone(), live_tx));
+    tokio::spawn(watch_interest(link.clone(), js.clone(), live_rx));
     tokio::spawn(write_retained(link.clone(), js.clone(), retained_rx));
-    tokio::spawn(registry(link.clone(), js.clone(), shards.clone()));
+    tokio::spawn(super::registry::run(
+        link.clone(),
+        js.clone(),
+        client.clone(),
+        shards.clone(),
+    ));
     tokio::spawn(watch_retained(link, js, shards));
 }
 
 /// The shards, as the link reaches them.
-struct Shards {
-    controls: Vec<Sender<Control<AdminRequest>>>,
+pub(super) struct Shards {
+    pub(super) controls: Vec<Sender<Control<AdminRequest>>>,
     doorbells: Arc<[Doorbell]>,
     link: Arc<ClusterLink>,
 }
@@ -175,7 +183,7 @@ struct Shards {
 impl Shards {
     /// Hands `request` to shard `i`, waiting while its control channel is full (the API
     /// shares it); false once the shard has stopped.
-    async fn hand(&self, i: usize, request: AdminRequest) -> bool {
+    pub(super) async fn hand(&self, i: usize, request: AdminRequest) -> bool {
         let mut request = Control::Request(request);
         loop {
             match self.controls[i].try_send(request) {
@@ -621,7 +629,7 @@ async fn publish(
 /// rollups, direct gets), because its `create_key_value` first reads the account in a
 /// form servers before 2.10 (Debian's) do not send. Replicas: one per NATS server
 /// given, at most 3.
-async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> kv::Store {
+pub(super) async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> kv::Store {
     loop {
         if let Ok(store) = js.get_key_value(name).await {
             return store;
@@ -649,7 +657,12 @@ async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> kv::Sto
 
 /// Every key of a bucket: its last value first (with `history`), then each change;
 /// retried until JetStream answers.
-async fn watch(js: &jetstream::Context, name: &str, replicas: usize, history: bool) -> kv::Watch {
+pub(super) async fn watch(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    history: bool,
+) -> kv::Watch {
     loop {
         let store = bucket(js, name, replicas).await;
         let watch = if history {
@@ -824,8 +837,13 @@ fn read_interest_key(key: &str) -> Option<(&str, Kind, String)> {
     Some((node, kind, subject::decode(filter).ok()?))
 }
 
-/// Watches the interest bucket into the table the shards read.
-async fn watch_interest(link: Arc<ClusterLink>, js: jetstream::Context) {
+/// Watches the interest bucket into the table the shards read, leaving out the nodes
+/// not heard from lately (`liveness`).
+async fn watch_interest(
+    link: Arc<ClusterLink>,
+    js: jetstream::Context,
+    mut liveness: tokio::sync::watch::Receiver<Liveness>,
+) {
     let mut connections = link.connections.subscribe();
     loop {
         let mut watch = watch(&js, INTEREST_BUCKET, link.settings.urls.len(), true).await;
@@ -839,6 +857,12 @@ async fn watch_interest(link: Arc<ClusterLink>, js: jetstream::Context) {
             let entry = tokio::select! {
                 e = watch.next() => e,
                 _ = connections.changed() => None,
+                _ = liveness.changed() => {
+                    if caught_up {
+                        publish_table(&link, &all, &liveness.borrow_and_update());
+                    }
+                    continue;
+                }
             };
             let Some(entry) = entry else { break };
             let mut next = Some(entry);
@@ -864,18 +888,23 @@ async fn watch_interest(link: Arc<ClusterLink>, js: jetstream::Context) {
                 next = watch.next().now_or_never().flatten();
             }
             if caught_up {
-                publish_table(&link, &all);
+                publish_table(&link, &all, &liveness.borrow());
             }
         }
         tokio::time::sleep(RETRY).await;
     }
 }
 
-/// Swaps in the table of `all`.
-fn publish_table(link: &ClusterLink, all: &BTreeMap<Arc<str>, BTreeSet<(Kind, Box<str>)>>) {
+/// Swaps in the table of `all`'s nodes that `live` routes to.
+fn publish_table(
+    link: &ClusterLink,
+    all: &BTreeMap<Arc<str>, BTreeSet<(Kind, Box<str>)>>,
+    live: &Liveness,
+) {
     // A group is matched by its filter.
     let by_filter = all
         .iter()
+        .filter(|(node, _)| live.routes_to(node))
         .map(|(node, filters)| {
             let f = filters
                 .iter()
@@ -888,13 +917,15 @@ fn publish_table(link: &ClusterLink, all: &BTreeMap<Arc<str>, BTreeSet<(Kind, Bo
                 .collect();
             (node.clone(), f)
         })
-        .collect();
+        .collect::<BTreeMap<_, _>>();
     let table = RemoteInterest::build(&by_filter);
     let s = &link.stats;
     s.remote_filters.store(table.filter_count() as u64, Relaxed);
     s.remote_nodes.store(table.node_count() as u64, Relaxed);
+    s.nodes_silent
+        .store((all.len() - by_filter.len()) as u64, Relaxed);
     s.nodes_left_out
-        .store(all.len().saturating_sub(MAX_NODES) as u64, Relaxed);
+        .store(by_filter.len().saturating_sub(MAX_NODES) as u64, Relaxed);
     link.remote.store(Arc::new(table));
 }
 
@@ -980,132 +1011,5 @@ async fn watch_retained(link: Arc<ClusterLink>, js: jetstream::Context, shards: 
             }
         }
         tokio::time::sleep(RETRY).await;
-    }
-}
-
-/// The session registry: a key per client id (`ringmq-sessions`) naming the node that
-/// last took its session. A CONNECT here writes it (after the CONNACK: a CONNECT never
-/// waits on the network); a key another node writes later, for a client id whose session
-/// this node holds, ends the session here (`AdminRequest::ClusterTakeover` to every
-/// shard; the one that holds it ends it, its will published once). The bucket's order
-/// decides: of two simultaneous CONNECTs on two nodes, the one written last keeps its
-/// session, and the other node ends its own once its write's revision is known.
-async fn registry(link: Arc<ClusterLink>, js: jetstream::Context, shards: Arc<Shards>) {
-    let replicas = link.settings.urls.len();
-    let store = bucket(&js, SESSIONS_BUCKET, replicas).await;
-    let mut watch = watch(&js, SESSIONS_BUCKET, replicas, false).await;
-    let mut connections = link.connections.subscribe();
-    connections.mark_unchanged();
-    let (done_tx, mut done_rx) = mpsc::channel::<(String, Option<u64>)>(1024);
-    // The client ids (as keys) whose sessions this node holds (bounded by its sessions).
-    let mut held: HashMap<String, Held> = HashMap::new();
-    let mut events: Vec<SessionEvent> = Vec::new();
-    loop {
-        tokio::select! {
-            _ = link.sessions_rung.notified() => {
-                for pending in &link.sessions {
-                    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                    events.append(&mut p);
-                }
-                // In the order the shards made them.
-                events.sort_by_key(|e| match e {
-                    SessionEvent::Claim(_, s) | SessionEvent::Release(_, s) => *s,
-                });
-                for e in events.drain(..) {
-                    let (id, seq, claim) = match e {
-                        SessionEvent::Claim(id, s) => (id, s, true),
-                        SessionEvent::Release(id, s) => (id, s, false),
-                    };
-                    let mut key = String::new();
-                    subject::push_level(&id, &mut key);
-                    if key.len() > subject::MAX_SUBJECT {
-                        link.stats.registry_failed.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                    if !claim {
-                        // A release older than the latest claim is for an earlier session.
-                        if held.get(&key).is_some_and(|h| h.writing == 0 && h.claim_seq < seq) {
-                            held.remove(&key);
-                        }
-                        continue;
-                    }
-                    let h = held.entry(key.clone()).or_default();
-                    h.writing += 1;
-                    h.claim_seq = h.claim_seq.max(seq);
-                    let (store, tx) = (store.clone(), done_tx.clone());
-                    let node = link.node_id().to_string();
-                    tokio::spawn(async move {
-                        let rev = store.put(&key, Bytes::from(node)).await.ok();
-                        let _ = tx.send((key, rev)).await;
-                    });
-                }
-            }
-            Some((key, rev)) = done_rx.recv() => {
-                match rev {
-                    Some(_) => link.stats.sessions_claimed.fetch_add(1, Relaxed),
-                    None => link.stats.registry_failed.fetch_add(1, Relaxed),
-                };
-                let Some(h) = held.get_mut(&key) else { continue };
-                h.writing = h.writing.saturating_sub(1);
-                h.revision = h.revision.max(rev.unwrap_or(0));
-                // Another node wrote later than this node's last write: its session wins.
-                if h.writing == 0 && h.newest_elsewhere > h.revision {
-                    held.remove(&key);
-                    take_over(&shards, &key).await;
-                }
-            }
-            _ = connections.changed() => {
-                // A new connection: the watch may be on a server that went away.
-                watch = self::watch(&js, SESSIONS_BUCKET, replicas, false).await;
-            }
-            entry = watch.next() => {
-                let Some(Ok(e)) = entry else {
-                    // Interrupted: watch again (from now).
-                    tokio::time::sleep(RETRY).await;
-                    watch = self::watch(&js, SESSIONS_BUCKET, replicas, false).await;
-                    continue;
-                };
-                if e.operation != kv::Operation::Put
-                    || e.value.as_ref() == link.node_id().as_bytes()
-                {
-                    continue;
-                }
-                let Some(h) = held.get_mut(&e.key) else { continue };
-                h.newest_elsewhere = h.newest_elsewhere.max(e.revision);
-                if h.writing == 0 && h.newest_elsewhere > h.revision {
-                    held.remove(&e.key);
-                    take_over(&shards, &e.key).await;
-                }
-            }
-        }
-    }
-}
-
-/// A client id whose session this node holds, in the registry.
-#[derive(Default)]
-struct Held {
-    /// Claims being written.
-    writing: u32,
-    /// The order of the latest claim here.
-    claim_seq: u64,
-    /// The revision of this node's latest write.
-    revision: u64,
-    /// The newest revision another node wrote.
-    newest_elsewhere: u64,
-}
-
-/// Ends the session of the client id `key` names on whichever shard holds it.
-async fn take_over(shards: &Shards, key: &str) {
-    let mut id = Vec::new();
-    if subject::decode_level(key, &mut id).is_err() {
-        return;
-    }
-    let Ok(id) = String::from_utf8(id) else {
-        return;
-    };
-    for i in 0..shards.controls.len() {
-        shards
-            .hand(i, AdminRequest::ClusterTakeover(id.as_str().into()))
-            .await;
     }
 }

@@ -24,6 +24,8 @@
 
 pub mod frame;
 pub mod link;
+pub mod liveness;
+pub mod registry;
 pub mod remote;
 pub mod stream;
 pub mod subject;
@@ -34,8 +36,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use arc_swap::ArcSwap;
 
-use crate::broker::session::Message;
+use crate::broker::session::{Message, MovingSession};
 use remote::RemoteInterest;
+use ringmq_shard::conn::ConnKey;
 
 /// The subject prefix of everything the cluster publishes.
 pub const PREFIX: &str = "ringmq";
@@ -45,6 +48,10 @@ pub const INTEREST_BUCKET: &str = "ringmq-interest";
 pub const RETAINED_BUCKET: &str = "ringmq-retained";
 /// The key-value bucket of sessions: client id (as one token) → the node that holds it.
 pub const SESSIONS_BUCKET: &str = "ringmq-sessions";
+
+/// CONNECTs waiting for the session registry, all shards together; past it a CONNECT is
+/// refused with "server busy" (counted).
+pub const CLAIMS_QUEUE: usize = 65_536;
 
 /// Session events of one shard waiting for the link; past it the oldest are dropped.
 pub const SESSION_EVENTS_PER_SHARD: usize = 65_536;
@@ -99,6 +106,26 @@ pub struct InterestChange {
     pub add: bool,
 }
 
+/// A CONNECT on this node, for the session registry: which node held the client id's
+/// session last, and its session if another node did.
+pub struct ClaimRequest {
+    pub shard: usize,
+    pub conn: ConnKey,
+    pub client_id: Box<str>,
+    pub clean_start: bool,
+}
+
+/// What the session registry answers a [`ClaimRequest`].
+pub enum ClaimOutcome {
+    /// No other node holds the session (or the registry cannot be reached: the node
+    /// serves its own clients meanwhile): the CONNECT goes on here.
+    Proceed,
+    /// Another node held it and handed it over.
+    Session(Box<MovingSession>),
+    /// Another CONNECT with the same client id, on another node, registered first.
+    Refused,
+}
+
 /// A session's life on this node, for the cluster's session registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
@@ -132,9 +159,17 @@ pub struct ClusterStats {
     pub sessions_claimed: AtomicU64,
     pub sessions_taken_over: AtomicU64,
     pub registry_failed: AtomicU64,
+    pub claims_refused: AtomicU64,
+    pub claims_unregistered: AtomicU64,
+    pub handovers_in: AtomicU64,
+    pub handovers_out: AtomicU64,
+    pub handovers_failed: AtomicU64,
+    pub handover_left_out: AtomicU64,
     pub remote_filters: AtomicU64,
     pub remote_nodes: AtomicU64,
     pub nodes_left_out: AtomicU64,
+    pub nodes_alive: AtomicU64,
+    pub nodes_silent: AtomicU64,
     pub resent: AtomicU64,
     pub duplicates_dropped: AtomicU64,
     pub gaps_dropped: AtomicU64,
@@ -279,6 +314,42 @@ impl ClusterStats {
                 &self.registry_failed,
             ),
             (
+                "cluster_claims_refused_total",
+                "counter",
+                "CONNECTs refused because a CONNECT with the same client id on another node registered first (or the registry's queue was full).",
+                &self.claims_refused,
+            ),
+            (
+                "cluster_claims_unregistered_total",
+                "counter",
+                "CONNECTs that went on without the session registry (NATS or JetStream unreachable).",
+                &self.claims_unregistered,
+            ),
+            (
+                "cluster_handovers_in_total",
+                "counter",
+                "Sessions handed over to this node by the node that held them.",
+                &self.handovers_in,
+            ),
+            (
+                "cluster_handovers_out_total",
+                "counter",
+                "Sessions this node handed over to another node.",
+                &self.handovers_out,
+            ),
+            (
+                "cluster_handovers_failed_total",
+                "counter",
+                "Sessions another node held that could not be handed over (that node did not answer, or its image was refused): the client started a new one.",
+                &self.handovers_failed,
+            ),
+            (
+                "cluster_handover_left_out_total",
+                "counter",
+                "Queued messages left out of a handed-over session to keep its image within its bound.",
+                &self.handover_left_out,
+            ),
+            (
                 "cluster_remote_filters",
                 "gauge",
                 "Filters in other nodes' interest.",
@@ -289,6 +360,18 @@ impl ClusterStats {
                 "gauge",
                 "Other nodes with interest.",
                 &self.remote_nodes,
+            ),
+            (
+                "cluster_nodes_alive",
+                "gauge",
+                "Other nodes heard from within the node timeout (5 s).",
+                &self.nodes_alive,
+            ),
+            (
+                "cluster_nodes_silent",
+                "gauge",
+                "Other nodes with interest left out of routing: not heard from within the node timeout.",
+                &self.nodes_silent,
             ),
             (
                 "cluster_nodes_left_out",
@@ -371,6 +454,9 @@ pub struct ClusterLink {
     /// Each shard's session events not yet taken by the link (as `interest`).
     sessions: Vec<Mutex<Vec<SessionEvent>>>,
     sessions_rung: tokio::sync::Notify,
+    /// CONNECTs for the session registry (the link takes the receiver once).
+    claims: tokio::sync::mpsc::Sender<ClaimRequest>,
+    claims_rx: Mutex<Option<tokio::sync::mpsc::Receiver<ClaimRequest>>>,
     /// Orders the session events of all shards (the second field of each).
     session_seq: AtomicU64,
     /// Each shard's inbound messages handed over and not yet routed.
@@ -395,6 +481,7 @@ impl ClusterLink {
         shards: usize,
     ) -> (Arc<ClusterLink>, tokio::sync::mpsc::Receiver<Outbound>) {
         let (out, rx) = tokio::sync::mpsc::channel(settings.queue);
+        let (claims, claims_rx) = tokio::sync::mpsc::channel(CLAIMS_QUEUE);
         let link = ClusterLink {
             settings,
             out,
@@ -403,6 +490,8 @@ impl ClusterLink {
             interest_rung: tokio::sync::Notify::new(),
             sessions: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
             sessions_rung: tokio::sync::Notify::new(),
+            claims,
+            claims_rx: Mutex::new(Some(claims_rx)),
             session_seq: AtomicU64::new(1),
             inbound: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             connections: tokio::sync::watch::Sender::new(0),
@@ -441,6 +530,20 @@ impl ClusterLink {
         pending.append(changes);
         drop(pending);
         self.interest_rung.notify_one();
+    }
+
+    /// Hands a CONNECT to the session registry without waiting; false if its queue is
+    /// full (or the link has stopped).
+    pub fn claim(&self, request: ClaimRequest) -> bool {
+        self.claims.try_send(request).is_ok()
+    }
+
+    /// The receiver of the CONNECTs, for the link (once).
+    pub fn take_claims(&self) -> Option<tokio::sync::mpsc::Receiver<ClaimRequest>> {
+        self.claims_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The next number of the session events' order.
