@@ -582,13 +582,14 @@ impl Out {
         }
     }
 
-    /// Drops the windows of nodes no longer in the interest table; resends stalled ones.
+    /// Drops the windows of nodes out of the routing table for a while; resends stalled
+    /// ones.
     async fn tick(&mut self) {
         let table = self.link.remote();
-        let known = |node: &str| {
+        let routed = |node: &str| {
             (0..table.node_count()).any(|i| table.node(i).is_some_and(|n| &**n == node))
         };
-        let t = self.streams.tick(Instant::now(), known);
+        let t = self.streams.tick(Instant::now(), routed);
         let stats = &self.link.stats;
         stats.windows_dropped.fetch_add(t.dropped as u64, Relaxed);
         stats.unacked.store(t.unacked as u64, Relaxed);

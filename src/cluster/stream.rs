@@ -12,7 +12,8 @@
 //!   while NATS is disconnected, or the destination is [away](AWAY), a message for a full
 //!   window is dropped and counted instead, so a node keeps serving its local clients.
 //!   A window whose oldest message has seen no ack progress for [`RESEND`] is sent again
-//!   whole, in order, as it is on every reconnect to NATS.
+//!   whole, in order, as it is on every reconnect to NATS. A destination missing from
+//!   the routing table for [`GONE`] (its interest gone, or silent) loses its window.
 //! - *Destination* ([`Receiver`], kept by the link's dispatch task): per origin node the
 //!   incarnation it is reading and the next sequence number expected. The expected one
 //!   is routed; an earlier one is a duplicate (a resend of something routed) and a later
@@ -49,6 +50,11 @@ pub const RESEND: Duration = Duration::from_secs(1);
 /// sent again every `AWAY` instead of every [`RESEND`], until an ack makes progress.
 pub const AWAY: Duration = Duration::from_secs(10);
 
+/// A destination missing from the routing table (its interest gone, or silent) keeps its
+/// window this long before the window is dropped: the table can lack a node for a moment
+/// (while it is read again after a reconnect), and its window must not go with that.
+pub const GONE: Duration = Duration::from_secs(5);
+
 /// An ack goes out once this many routed messages of one origin wait for one…
 pub const ACK_EVERY: u64 = 256;
 /// …or once the first of them has waited this long.
@@ -76,6 +82,8 @@ pub struct Stream {
     /// The last resend.
     resent: Instant,
     away: bool,
+    /// Since when the destination is missing from the routing table.
+    missing: Option<Instant>,
 }
 
 impl Stream {
@@ -88,6 +96,7 @@ impl Stream {
             progress: now,
             resent: now,
             away: false,
+            missing: None,
         }
     }
 
@@ -190,14 +199,18 @@ impl Streams {
         popped
     }
 
-    /// The periodic check: windows of destinations for which `keep` is false are
-    /// dropped; windows whose oldest message has had no ack progress for [`RESEND`]
-    /// (and no resend since) are due for a resend; full windows without progress for
-    /// [`AWAY`] are marked away.
-    pub fn tick(&mut self, now: Instant, keep: impl Fn(&str) -> bool) -> Tick {
+    /// The periodic check: windows of destinations for which `routed` has been false
+    /// for [`GONE`] are dropped; windows whose oldest message has had no ack progress for
+    /// [`RESEND`] (and no resend since) are due for a resend; full windows without
+    /// progress for [`AWAY`] are marked away.
+    pub fn tick(&mut self, now: Instant, routed: impl Fn(&str) -> bool) -> Tick {
         let mut t = Tick::default();
         self.by_node.retain(|node, s| {
-            if keep(node) {
+            if routed(node) {
+                s.missing = None;
+                return true;
+            }
+            if now.duration_since(*s.missing.get_or_insert(now)) < GONE {
                 return true;
             }
             t.dropped += s.window.len();
@@ -428,8 +441,13 @@ mod tests {
         let resent: Vec<u64> = s.resend("b", later).unwrap().map(|m| m.seq).collect();
         assert_eq!(resent, vec![4, 5], "the whole window, in order");
         assert!(s.tick(later, |_| true).resend.is_empty());
-        // The destination left: its window goes, counted.
-        let tick = s.tick(later, |n| n != "b");
+        // The destination left the table for a moment: its window stays.
+        assert_eq!(s.tick(later, |n| n != "b").dropped, 0);
+        assert_eq!(s.tick(later + GONE / 2, |_| true).dropped, 0);
+        assert_eq!(s.tick(later + GONE, |n| n != "b").dropped, 0);
+        assert_eq!(s.get("b").unwrap().unacked(), 2);
+        // It stayed out for GONE: its window goes, counted.
+        let tick = s.tick(later + GONE * 2, |n| n != "b");
         assert_eq!(tick.dropped, 2);
         assert!(s.get("b").is_none());
         // It comes back as a new stream.
