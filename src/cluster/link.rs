@@ -5,13 +5,20 @@
 //!   (`ringmq.n.NODE.TOPIC`: addressed, so a node gets each message once however many of
 //!   its filters match, and in the order its publisher sent them) and one on the groups'
 //!   subject (`ringmq.s.TOPIC`) when another node has a matching shared group; a retained
-//!   message also goes to the retained bucket. While NATS is unreachable nothing waits:
-//!   what could not cross is counted (`cluster_publish_failed_total`).
+//!   message also goes to the retained bucket. A QoS 1/2 message to a node is numbered
+//!   in this node's stream to it and kept in that stream's window until the node acks it
+//!   on `ringmq.a.THIS-NODE` (the acks' subscription is read by the same task), sent
+//!   again when acks stall and on every reconnect ([`super::stream`]); a full window
+//!   makes the task wait while connected. While NATS is unreachable nothing waits: QoS
+//!   1/2 messages wait in their windows (a full one drops and counts), QoS 0 and group
+//!   messages are counted (`cluster_publish_failed_total`).
 //! - *In*: this node's subject (`ringmq.n.NODE.>`) and a queue subscription per shared
 //!   group on its filter's subjects (queue group: the group's whole filter), so each
-//!   group gets a message once in the whole cluster. Messages go to the shards in
-//!   batches over their control channels (one publisher's always to the same shard, so
-//!   its order holds), at most [`INBOUND_PER_SHARD`] not yet routed per shard.
+//!   group gets a message once in the whole cluster. A numbered message is routed only
+//!   in its stream's order (a duplicate or one after a gap is dropped). Messages go to
+//!   the shards in batches over their control channels (one publisher's always to the
+//!   same shard, so its order holds), at most [`INBOUND_PER_SHARD`] not yet routed per
+//!   shard; the numbered ones handed over are then acked to their origins.
 //! - *Interest*: the shards' changes, counted per node; a key in the interest bucket per
 //!   filter with local interest (written again after a failure), and the other nodes'
 //!   keys watched into [`RemoteInterest`].
@@ -36,9 +43,10 @@ use ringmq_proto::mqtt::QoS;
 use ringmq_shard::mesh::links::Doorbell;
 use ringmq_shard::runtime::Control;
 
-use super::frame::Frame;
+use super::frame::{Ack, Frame};
 use super::liveness::Liveness;
 use super::remote::{Kind, MAX_NODES, RemoteInterest};
+use super::stream::{RESEND, Receiver, Streams, Verdict};
 use super::subject::{self, filter_key, filter_patterns, push_topic};
 use super::{
     ClusterLink, INBOUND_PER_SHARD, INTEREST_BUCKET, Inbound, InterestChange, Outbound, PREFIX,
@@ -135,8 +143,22 @@ async fn run(s: Start) {
         }
         Err(e) => tracing::error!("cluster: cannot subscribe to {inbox}: {e}"),
     }
-    tokio::spawn(dispatch(in_rx, shards.clone()));
-    tokio::spawn(outbound(s.out, client.clone(), link.clone(), retained_tx));
+    let acks_subject = format!("{PREFIX}.a.{}", link.node_id());
+    let acks = match client.subscribe(acks_subject.clone()).await {
+        Ok(sub) => Some(sub),
+        Err(e) => {
+            tracing::error!("cluster: cannot subscribe to {acks_subject}: {e}");
+            None
+        }
+    };
+    tokio::spawn(dispatch(in_rx, shards.clone(), client.clone()));
+    tokio::spawn(outbound(
+        s.out,
+        client.clone(),
+        link.clone(),
+        retained_tx,
+        acks,
+    ));
     tokio::spawn(interest(link.clone(), client.clone(), js.clone(), in_tx));
     let (live_tx, live_rx) = tokio::sync::watch::channel(Liveness::default());
     tokio::spawn(super::liveness::run(link.clone(), client.clone(), live_tx));
@@ -208,6 +230,7 @@ async fn forward(
 fn inbound(
     link: &ClusterLink,
     shards: &Shards,
+    receiver: &mut Receiver,
     share: Option<Arc<str>>,
     m: &async_nats::Message,
 ) -> Option<(usize, Inbound)> {
@@ -239,6 +262,21 @@ fn inbound(
         stats.bad_frames.fetch_add(1, Relaxed);
         return None;
     }
+    // A sequenced message (QoS 1/2 on this node's subject) is routed once, in its
+    // stream's order; the origin sends again what is dropped here.
+    if share.is_none() && f.seq != 0 {
+        match receiver.check(f.node, f.incarnation, f.seq, Instant::now()) {
+            Verdict::Route => {}
+            Verdict::Duplicate => {
+                stats.duplicates_dropped.fetch_add(1, Relaxed);
+                return None;
+            }
+            Verdict::Gap => {
+                stats.gaps_dropped.fetch_add(1, Relaxed);
+                return None;
+            }
+        }
+    }
     let shard = shards.for_publisher(f.node, f.shard);
     Some((
         shard,
@@ -256,19 +294,33 @@ fn message(topic: &str, f: &Frame<'_>) -> Message {
     Message::new(topic, f.props, f.payload, f.qos, f.retain, expires_at, None)
 }
 
-/// Hands NATS's messages to the shards in batches.
+/// Hands NATS's messages to the shards in batches, and acknowledges the sequenced ones
+/// once handed over (coalesced: see [`super::stream`]).
 async fn dispatch(
     mut rx: mpsc::Receiver<(Option<Arc<str>>, async_nats::Message)>,
     shards: Arc<Shards>,
+    client: async_nats::Client,
 ) {
     let link = shards.link.clone();
     let n = shards.controls.len();
     let mut batches: Vec<Vec<Inbound>> = (0..n).map(|_| Vec::new()).collect();
-    while let Some((share, m)) = rx.recv().await {
+    let mut receiver = Receiver::default();
+    loop {
+        let first = match receiver.next_due() {
+            Some(due) => tokio::select! {
+                m = rx.recv() => m,
+                _ = tokio::time::sleep_until(due.into()) => {
+                    send_acks(&client, &link, &mut receiver).await;
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some((share, m)) = first else { return };
         let mut taken = 0;
         let mut next = Some((share, m));
         while let Some((share, m)) = next.take() {
-            if let Some((i, inbound)) = inbound(&link, &shards, share, &m) {
+            if let Some((i, inbound)) = inbound(&link, &shards, &mut receiver, share, &m) {
                 batches[i].push(inbound);
             }
             taken += 1;
@@ -293,40 +345,153 @@ async fn dispatch(
                 link.inbound[i].fetch_sub(count, Relaxed);
             }
         }
+        send_acks(&client, &link, &mut receiver).await;
     }
 }
 
-/// Publishes what the shards queued.
+/// Publishes the acks due (what they acknowledge is in the shards' hands). One lost is
+/// answered again: the origin resends, and a duplicate owes an ack.
+async fn send_acks(client: &async_nats::Client, link: &ClusterLink, receiver: &mut Receiver) {
+    for due in receiver.acks_due(Instant::now()) {
+        let body = Ack {
+            node: link.node_id(),
+            incarnation: due.incarnation,
+            seq: due.seq,
+        }
+        .encode();
+        let subject = format!("{PREFIX}.a.{}", due.origin);
+        if client.publish(subject, body).await.is_ok() {
+            link.stats.acks_sent.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Publishes what the shards queued; keeps the QoS 1/2 streams to other nodes (their
+/// windows, acks and resends: see [`super::stream`]).
 async fn outbound(
     mut rx: mpsc::Receiver<Outbound>,
     client: async_nats::Client,
     link: Arc<ClusterLink>,
     retained: mpsc::Sender<(String, Option<Bytes>)>,
+    mut acks: Option<async_nats::Subscriber>,
 ) {
-    let stats = &link.stats;
-    let mut subject = String::new();
-    while let Some(o) = rx.recv().await {
+    let mut out = Out {
+        client,
+        link: link.clone(),
+        retained,
+        streams: Streams::default(),
+        subject: String::new(),
+    };
+    let mut connections = link.connections.subscribe();
+    let mut tick = tokio::time::interval(RESEND / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A message waiting for room in a destination's window (then nothing more is taken
+    // from the queue: the shards hold QoS 1/2 messages and pause their publishers), and
+    // whether that wait was counted.
+    let mut waiting: Option<Outbound> = None;
+    let mut counted = false;
+    loop {
+        if let Some(o) = waiting.take() {
+            match out.send(o).await {
+                Ok(()) => counted = false,
+                Err(o) => {
+                    if !counted {
+                        link.stats.window_full_waits.fetch_add(1, Relaxed);
+                        counted = true;
+                    }
+                    waiting = Some(o);
+                }
+            }
+        }
+        tokio::select! {
+            o = rx.recv(), if waiting.is_none() => match o {
+                Some(o) => waiting = Some(o),
+                None => return,
+            },
+            m = next_ack(&mut acks) => match m {
+                Some(m) => out.acked(&m),
+                None => acks = None,
+            },
+            _ = tick.tick() => out.tick().await,
+            changed = connections.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // Whatever was on the old connection may be lost: every window again.
+                for node in out.streams.nodes() {
+                    out.resend(&node).await;
+                }
+            }
+        }
+    }
+}
+
+/// The next ack; never, without the acks' subscription.
+async fn next_ack(acks: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match acks {
+        Some(sub) => sub.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The outbound task's state.
+struct Out {
+    client: async_nats::Client,
+    link: Arc<ClusterLink>,
+    retained: mpsc::Sender<(String, Option<Bytes>)>,
+    streams: Streams,
+    subject: String,
+}
+
+impl Out {
+    fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Publishes `o`, or hands it back when it must wait for room in a window.
+    async fn send(&mut self, o: Outbound) -> Result<(), Outbound> {
+        let link = self.link.clone();
+        let stats = &link.stats;
         let m = &o.msg;
         let mut tokens = String::new();
         if push_topic(m.topic(), &mut tokens).is_err() {
             stats.too_long.fetch_add(1, Relaxed);
-            continue;
+            return Ok(());
         }
         let now = Instant::now();
-        let frame = Frame {
+        if m.is_expired(now) {
+            return Ok(());
+        }
+        let connected = self.connected();
+        let sequenced = m.qos != QoS::AtMostOnce;
+        // All or nothing: a message waits before any node got it, so none gets it twice.
+        if sequenced && connected {
+            let mut nodes = o.nodes;
+            while nodes != 0 {
+                let i = nodes.trailing_zeros() as usize;
+                nodes &= nodes - 1;
+                if o.table.node(i).is_some_and(|n| self.streams.must_wait(n)) {
+                    return Err(o);
+                }
+            }
+        }
+        let mut frame = Frame {
             qos: m.qos,
             retain: m.retain,
             shard: o.shard,
             expiry_s: m.remaining_expiry(now).unwrap_or(0),
+            incarnation: 0,
+            seq: 0,
             node: link.node_id(),
             props: m.props(),
             payload: m.payload(),
         };
-        if m.is_expired(now) {
-            continue;
-        }
-        let body = frame.encode();
-        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        // The body without a number: QoS 0, the groups' subject, the retained bucket.
+        let unsequenced = if !sequenced || o.groups || m.retain {
+            frame.encode()
+        } else {
+            Bytes::new()
+        };
         let mut nodes = o.nodes;
         while nodes != 0 {
             let i = nodes.trailing_zeros() as usize;
@@ -334,27 +499,103 @@ async fn outbound(
             let Some(node) = o.table.node(i) else {
                 continue;
             };
+            let subject = &mut self.subject;
             subject.clear();
             subject.push_str(PREFIX);
             subject.push_str(".n.");
             subject.push_str(node);
             subject.push('.');
             subject.push_str(&tokens);
-            publish(&client, connected, &link, &subject, &body).await;
+            if !sequenced {
+                publish(&self.client, connected, &link, subject, &unsequenced).await;
+                continue;
+            }
+            let stream = self.streams.stream(node, now);
+            if stream.is_full() {
+                // NATS is away, or the destination is: never wait then.
+                stats.dropped_window_full.fetch_add(1, Relaxed);
+                continue;
+            }
+            (frame.incarnation, frame.seq) = stream.next();
+            let body = frame.encode();
+            stream.push(subject.clone(), body.clone(), now);
+            // While disconnected it waits in the window for the reconnect's resend.
+            if connected {
+                publish(&self.client, true, &link, subject, &body).await;
+            }
         }
         if o.groups {
+            let subject = &mut self.subject;
             subject.clear();
             subject.push_str(PREFIX);
             subject.push_str(".s.");
             subject.push_str(&tokens);
-            publish(&client, connected, &link, &subject, &body).await;
+            publish(&self.client, connected, &link, subject, &unsequenced).await;
         }
         if m.retain {
             // Never waits: a retained message the writer has no room for is counted.
-            let value = (!m.payload().is_empty()).then_some(body);
-            if retained.try_send((tokens, value)).is_err() {
+            let value = (!m.payload().is_empty()).then_some(unsequenced);
+            if self.retained.try_send((tokens, value)).is_err() {
                 stats.retained_failed.fetch_add(1, Relaxed);
             }
+        }
+        Ok(())
+    }
+
+    /// An ack from a destination.
+    fn acked(&mut self, m: &async_nats::Message) {
+        let stats = &self.link.stats;
+        let Ok(a) = Ack::decode(&m.payload) else {
+            stats.bad_frames.fetch_add(1, Relaxed);
+            return;
+        };
+        stats.acks_received.fetch_add(1, Relaxed);
+        self.streams
+            .acked(a.node, a.incarnation, a.seq, Instant::now());
+    }
+
+    /// Sends `node`'s window again, in order (not while disconnected: the reconnect
+    /// does it).
+    async fn resend(&mut self, node: &str) {
+        if !self.connected() {
+            return;
+        }
+        let Some(window) = self.streams.resend(node, Instant::now()) else {
+            return;
+        };
+        // Counted apart from `messages_out`, which counts each message once.
+        let stats = &self.link.stats;
+        for sent in window {
+            let bytes = sent.subject.len() + sent.body.len();
+            match self
+                .client
+                .publish(sent.subject.clone(), sent.body.clone())
+                .await
+            {
+                Ok(()) => {
+                    stats.resent.fetch_add(1, Relaxed);
+                    stats.bytes_out.fetch_add(bytes as u64, Relaxed);
+                }
+                Err(_) => {
+                    stats.publish_failed.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Drops the windows of nodes out of the routing table for a while; resends stalled
+    /// ones.
+    async fn tick(&mut self) {
+        let table = self.link.remote();
+        let routed = |node: &str| {
+            (0..table.node_count()).any(|i| table.node(i).is_some_and(|n| &**n == node))
+        };
+        let t = self.streams.tick(Instant::now(), routed);
+        let stats = &self.link.stats;
+        stats.windows_dropped.fetch_add(t.dropped as u64, Relaxed);
+        stats.unacked.store(t.unacked as u64, Relaxed);
+        for node in t.resend {
+            self.resend(&node).await;
         }
     }
 }

@@ -6,7 +6,10 @@
 //! - [`remote`]: other nodes' interest, which a shard asks on every publish (a table it
 //!   reads without a lock), so a publish nobody elsewhere wants sends nothing to NATS.
 //! - [`frame`]: the body of a message on NATS (QoS, RETAIN, expiry, properties, payload,
-//!   the origin node and shard).
+//!   the origin node and shard, its stream's incarnation and number), and of an ack.
+//! - [`stream`]: QoS 1/2 across nodes: a numbered stream per (origin, destination) node,
+//!   acked cumulatively by the destination and sent again go-back-N by the origin, so
+//!   what NATS drops is not lost.
 //! - [`link`]: the NATS client (`async-nats`) on the control plane's runtime, never on a
 //!   shard: it publishes what the shards hand it, hands the shards what NATS delivers,
 //!   keeps this node's interest in the interest bucket and watches the others', and keeps
@@ -14,7 +17,8 @@
 //!
 //! Between the shards and the link every queue is bounded: the outbound queue
 //! (`--cluster-queue` messages, all shards together; full → QoS 0 dropped and counted,
-//! QoS 1/2 held by the shard, which then pauses its publishers), and each shard's
+//! QoS 1/2 held by the shard, which then pauses its publishers; the link stops taking
+//! from it while a destination's window of unacked messages is full), and each shard's
 //! inbound messages ([`INBOUND_PER_SHARD`] handed over and not yet routed; past it the
 //! link stops reading NATS, which counts a slow consumer if it lasts).
 
@@ -23,6 +27,7 @@ pub mod link;
 pub mod liveness;
 pub mod registry;
 pub mod remote;
+pub mod stream;
 pub mod subject;
 
 use std::sync::Arc;
@@ -198,6 +203,15 @@ pub struct ClusterStats {
     pub nodes_left_out: AtomicU64,
     pub nodes_alive: AtomicU64,
     pub nodes_silent: AtomicU64,
+    pub resent: AtomicU64,
+    pub duplicates_dropped: AtomicU64,
+    pub gaps_dropped: AtomicU64,
+    pub acks_sent: AtomicU64,
+    pub acks_received: AtomicU64,
+    pub window_full_waits: AtomicU64,
+    pub dropped_window_full: AtomicU64,
+    pub windows_dropped: AtomicU64,
+    pub unacked: AtomicU64,
 }
 
 impl ClusterStats {
@@ -209,13 +223,13 @@ impl ClusterStats {
             (
                 "cluster_messages_out_total",
                 "counter",
-                "Messages published to NATS (one per node or groups' subject).",
+                "Messages published to NATS (one per node or groups' subject; resends are cluster_resent_total).",
                 &self.messages_out,
             ),
             (
                 "cluster_bytes_out_total",
                 "counter",
-                "Bytes of subject and body published to NATS.",
+                "Bytes of subject and body published to NATS, resends included.",
                 &self.bytes_out,
             ),
             (
@@ -409,6 +423,60 @@ impl ClusterStats {
                 "gauge",
                 "Other nodes past the 64 routed to.",
                 &self.nodes_left_out,
+            ),
+            (
+                "cluster_resent_total",
+                "counter",
+                "QoS 1/2 messages sent to a node again: no ack came for them in time, or the NATS connection was new.",
+                &self.resent,
+            ),
+            (
+                "cluster_duplicates_dropped_total",
+                "counter",
+                "QoS 1/2 messages from another node dropped here: routed before (a resend).",
+                &self.duplicates_dropped,
+            ),
+            (
+                "cluster_gaps_dropped_total",
+                "counter",
+                "QoS 1/2 messages from another node dropped here: one before them was missing (the resend brings both).",
+                &self.gaps_dropped,
+            ),
+            (
+                "cluster_acks_sent_total",
+                "counter",
+                "Acks this node sent to other nodes for their QoS 1/2 messages.",
+                &self.acks_sent,
+            ),
+            (
+                "cluster_acks_received_total",
+                "counter",
+                "Acks other nodes sent this node for its QoS 1/2 messages.",
+                &self.acks_received,
+            ),
+            (
+                "cluster_window_full_waits_total",
+                "counter",
+                "Times the link waited for acks: a node's window of unacknowledged QoS 1/2 messages was full.",
+                &self.window_full_waits,
+            ),
+            (
+                "cluster_dropped_window_full_total",
+                "counter",
+                "QoS 1/2 messages for a node dropped: its window was full while NATS was disconnected or the node away.",
+                &self.dropped_window_full,
+            ),
+            (
+                "cluster_windows_dropped_total",
+                "counter",
+                "Unacknowledged QoS 1/2 messages dropped with the window of a node that left the interest table.",
+                &self.windows_dropped,
+            ),
+            (
+                "cluster_unacked",
+                "gauge",
+                "QoS 1/2 messages sent to other nodes and not acknowledged yet.",
+                &self.unacked,
             ),
         ] {
             one_sample(out, name, kind, help, c(v));

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::WAIT;
-use super::broker::{Broker, TempDir};
+use super::broker::{Broker, TempDir, http_get};
 
 /// Where Debian installs it; else the one on `PATH`.
 fn nats_server_bin() -> String {
@@ -35,12 +35,25 @@ pub struct Nats {
     /// Every server of its NATS cluster's route addresses (empty alone).
     routes: Vec<u16>,
     name: String,
+    /// A configuration file's lines (`-c`), for what has no command-line flag.
+    config: Vec<String>,
+    /// The monitoring port (`/varz`).
+    monitor_port: u16,
 }
 
 impl Nats {
     /// A lone server with JetStream.
     pub fn start() -> Nats {
         Nats::start_member("n0", free_port(), None, &[])
+    }
+
+    /// A lone server with JetStream and these configuration file lines (e.g.
+    /// `max_pending: 262144`, `write_deadline: "100ms"`).
+    pub fn start_with_config(config: &[&str]) -> Nats {
+        let mut n = Nats::new_member("n0", free_port(), None, &[]);
+        n.config = config.iter().map(|l| l.to_string()).collect();
+        n.spawn();
+        n
     }
 
     /// Three servers with JetStream in one NATS cluster.
@@ -52,16 +65,22 @@ impl Nats {
     }
 
     fn start_member(name: &str, port: u16, cluster_port: Option<u16>, routes: &[u16]) -> Nats {
-        let mut n = Nats {
+        let mut n = Nats::new_member(name, port, cluster_port, routes);
+        n.spawn();
+        n
+    }
+
+    fn new_member(name: &str, port: u16, cluster_port: Option<u16>, routes: &[u16]) -> Nats {
+        Nats {
             child: None,
             port,
             cluster_port: cluster_port.unwrap_or(0),
             dir: TempDir::new("nats"),
             routes: routes.to_vec(),
             name: name.to_string(),
-        };
-        n.spawn();
-        n
+            config: Vec::new(),
+            monitor_port: free_port(),
+        }
     }
 
     fn spawn(&mut self) {
@@ -76,7 +95,15 @@ impl Nats {
             store.to_str().unwrap().into(),
             "-n".into(),
             self.name.clone(),
+            "-m".into(),
+            self.monitor_port.to_string(),
         ];
+        if !self.config.is_empty() {
+            let mut text = self.config.join("\n");
+            text.push('\n');
+            let file = self.dir.file("nats.conf", &text);
+            args.extend(["-c".into(), file.to_str().unwrap().into()]);
+        }
         if self.cluster_port != 0 {
             let routes: Vec<String> = self
                 .routes
@@ -115,6 +142,24 @@ impl Nats {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A number of the server's `/varz` (e.g. `slow_consumers`); 0 if it is not there.
+    pub fn varz(&self, field: &str) -> u64 {
+        let (_, body) = http_get(
+            SocketAddr::from(([127, 0, 0, 1], self.monitor_port)),
+            "/varz",
+        );
+        let key = format!("\"{field}\":");
+        body.split_once(&key)
+            .map(|(_, rest)| {
+                rest.trim_start()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn url(&self) -> String {
