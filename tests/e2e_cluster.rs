@@ -826,4 +826,7 @@ fn messages_published_while_a_session_moves_reach_it_once() {
         let missing: Vec<usize> = (0..N).filter(|i| !seen.contains(&i.to_string())).collect();
         assert!(missing.is_empty(), "lost: {missing:?}");
     });
+    // The stub carried what node 2 sent before it knew of node 1.
+    assert!(nodes.nodes[0].metric("ringmq_cluster_stub_forwarded_total") > 0);
+    assert!(nodes.nodes[1].metric("ringmq_cluster_forwarded_in_total") > 0);
 }

@@ -16,7 +16,7 @@ use super::admin::Reply;
 use super::connect::Claim;
 use super::delivery::Src;
 use super::handover;
-use super::session::{Message, MovingSession, Session, SessionId, SubIds, SubRef};
+use super::session::{Message, MovingSession, Queued, Session, SessionId, SubIds, SubRef};
 use super::{Broker, Io};
 use crate::cluster::remote::{Reach, RemoteInterest};
 use crate::cluster::{
@@ -51,7 +51,15 @@ pub(super) struct ClusterPart {
     /// Stubs of sessions that moved to other nodes, with when each ends (shard clock,
     /// ms), oldest first.
     stubs: VecDeque<(u64, SessionId)>,
+    /// Deliveries a stub on another node forwarded before the session it forwards to
+    /// arrived here (its image still on the way), with when each came (shard clock,
+    /// ms); at most [`EARLY_MAX`], kept for [`STUB_GRACE`].
+    early: VecDeque<(u64, Box<str>, Queued)>,
 }
+
+/// Forwarded deliveries a shard keeps for sessions still arriving; past it the oldest
+/// is dropped (counted).
+const EARLY_MAX: usize = 65_536;
 
 impl ClusterPart {
     pub fn new(link: Arc<ClusterLink>) -> ClusterPart {
@@ -64,6 +72,7 @@ impl ClusterPart {
             sessions: Vec::new(),
             arrivals: HashMap::new(),
             stubs: VecDeque::new(),
+            early: VecDeque::new(),
         }
     }
 
@@ -169,6 +178,15 @@ impl Broker {
         }
         if let Some((at, _)) = part.stubs.front() {
             io.wake_at(*at);
+        }
+        let grace = STUB_GRACE.as_millis() as u64;
+        while part
+            .early
+            .front()
+            .is_some_and(|(at, _, _)| at + grace <= now)
+        {
+            part.early.pop_front();
+            part.link.stats.early_dropped.fetch_add(1, Relaxed);
         }
         part.changes.append(&mut self.interest.cluster_changes);
         part.link.hand_interest(id, &mut part.changes);
@@ -368,10 +386,21 @@ impl Broker {
                     self.send_claim(io, client_id, conn, clean_start);
                 }
             }
-            ClaimOutcome::Session(moving) => {
+            ClaimOutcome::Session(mut moving) => {
                 // Claimed here even if the connection has gone: the session is kept
                 // (offline) as a takeover between shards would keep it.
+                let max = self.config().max_queued_messages;
                 if let Some(part) = self.cluster.as_mut() {
+                    // What its old node's stub forwarded before it came, behind its queue.
+                    let mut kept = VecDeque::with_capacity(part.early.len());
+                    for (at, id, q) in part.early.drain(..) {
+                        if id == client_id {
+                            moving.session.extra_mut().enqueue(q, max, |_| {});
+                        } else {
+                            kept.push_back((at, id, q));
+                        }
+                    }
+                    part.early = kept;
                     part.arrivals.insert(conn, moving);
                 }
                 self.send_claim(io, client_id, conn, clean_start.unwrap_or(false));
@@ -588,14 +617,44 @@ impl Broker {
     /// A delivery forwarded by the stub of a session that moved here from another node:
     /// to that session, if this shard holds it.
     fn deliver_moved_here(&mut self, io: &mut Io, m: &Arc<Message>, d: &SessionDelivery) {
-        let Some(sid) = self.sessions.find(&d.client_id) else {
-            return;
-        };
-        let mut src = Src::from_arc(m, self.peers.id);
         let mut sub_ids = SubIds::default();
         for &id in d.sub_ids.iter().take(4) {
             sub_ids.push(id);
         }
+        let max = self.config().max_queued_messages;
+        let Some(part) = self.cluster.as_mut() else {
+            return;
+        };
+        part.link.stats.moved_in.fetch_add(1, Relaxed);
+        let Some(sid) = self.sessions.find(&d.client_id) else {
+            // Not here yet: its image is on the way (or on this shard's desk).
+            let q = Queued {
+                msg: m.clone(),
+                qos: d.qos,
+                retain: d.retain,
+                sub_ids,
+                store_id: 0,
+            };
+            let arrived = part
+                .arrivals
+                .values_mut()
+                .find(|s| *s.session.client_id == *d.client_id);
+            match arrived {
+                Some(s) => {
+                    s.session.extra_mut().enqueue(q, max, |_| {});
+                }
+                None => {
+                    if part.early.len() >= EARLY_MAX {
+                        part.early.pop_front();
+                        part.link.stats.early_dropped.fetch_add(1, Relaxed);
+                    }
+                    part.early.push_back((io.now_ms(), d.client_id.clone(), q));
+                    io.wake_at(io.now_ms() + STUB_GRACE.as_millis() as u64);
+                }
+            }
+            return;
+        };
+        let mut src = Src::from_arc(m, self.peers.id);
         self.deliver(io, sid, &mut src, d.qos, d.retain, sub_ids);
         self.settle_routing(io, &src);
     }

@@ -5,13 +5,15 @@
 //! | bytes | what |
 //! |---|---|
 //! | 1 | format version (2; 1 is still read, see below) |
-//! | 1 | QoS (bits 0–1), RETAIN (bit 2) |
+//! | 1 | QoS (bits 0–1), RETAIN (bit 2), a list of destinations follows the node id (bit 3), a delivery to one session follows that (bit 4); bits 5–7 zero |
 //! | 2 | the publishing shard on its node (big-endian), which keeps one publisher's messages in order on the receiving node |
 //! | 4 | seconds left of the MQTT 5 Message Expiry Interval, 0 for none (big-endian) |
 //! | 8 | the incarnation of the origin's stream to this destination (big-endian; 0 when unsequenced) |
 //! | 8 | the message's sequence number in that stream (big-endian; 0: unsequenced, as QoS 0 messages, the groups' subject and retained values are) |
 //! | 1 | length of the origin node id (1 to [`MAX_NODE_ID`]) |
 //! | n | the origin node id |
+//! | 1 + 4d | (bit 3) the number of nodes the message was sent to (2 to 64), and each one's [`node_hash`](super::node_hash) (big-endian); without it, the message went to the receiver only |
+//! | 2 + c + 2 + 1 + 4i | (bit 4) a delivery to one session that moved to the receiver, forwarded by its stub: the client id's length (big-endian) and the client id, the delivery's QoS (bits 0–1) and RETAIN (bit 2), the number of subscription identifiers (0 to 4) and each (big-endian) |
 //! | 4 | length of the forwarded MQTT 5 property block (big-endian) |
 //! | p | the property block |
 //! | rest | the payload |
@@ -49,6 +51,24 @@ const FIXED_1: usize = 1 + 1 + 2 + 4 + 1 + 4;
 /// The fixed part of a frame, without the node id.
 const FIXED: usize = FIXED_1 + 8 + 8;
 
+/// The second byte's bits past QoS and RETAIN.
+const SENT_TO: u8 = 8;
+const SESSION: u8 = 16;
+const KNOWN: u8 = 3 | 4 | SENT_TO | SESSION;
+
+/// The most nodes a list of destinations names.
+pub const MAX_SENT_TO: usize = 64;
+
+/// A delivery to one session, in a frame a stub forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPart<'a> {
+    pub client_id: &'a str,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Subscription identifiers, 4 bytes each (big-endian), at most 4 of them.
+    pub sub_ids: &'a [u8],
+}
+
 /// What a frame says besides the topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame<'a> {
@@ -62,6 +82,11 @@ pub struct Frame<'a> {
     /// The message's number in that stream, from 1; 0: unsequenced.
     pub seq: u64,
     pub node: &'a str,
+    /// The nodes the message was sent to, 4 bytes each ([`node_hash`](super::node_hash),
+    /// big-endian); empty when it went to the receiver only.
+    pub sent_to: &'a [u8],
+    /// Not for the receiver's subscribers: a delivery to one session.
+    pub session: Option<SessionPart<'a>>,
     pub props: &'a [u8],
     pub payload: &'a [u8],
 }
@@ -73,23 +98,65 @@ pub enum FrameError {
     Version(u8),
     BadQos,
     BadNode,
+    /// A flag this version does not know, or a section with a count past its bound.
+    BadSection,
+}
+
+/// The nodes of a list of destinations.
+pub fn hashes(sent_to: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    sent_to
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
 }
 
 impl<'a> Frame<'a> {
     pub fn encoded_len(&self) -> usize {
-        FIXED + self.node.len() + self.props.len() + self.payload.len()
+        let sent_to = if self.sent_to.is_empty() {
+            0
+        } else {
+            1 + self.sent_to.len()
+        };
+        let session = self
+            .session
+            .as_ref()
+            .map_or(0, |d| 2 + d.client_id.len() + 2 + d.sub_ids.len());
+        FIXED + self.node.len() + sent_to + session + self.props.len() + self.payload.len()
     }
 
+    /// The body. A list of destinations of more than [`MAX_SENT_TO`] nodes, or a
+    /// session part past its bounds, is a caller's bug (debug builds stop).
     pub fn encode(&self) -> Bytes {
+        debug_assert!(
+            self.sent_to.len().is_multiple_of(4) && self.sent_to.len() / 4 <= MAX_SENT_TO
+        );
         let mut b = BytesMut::with_capacity(self.encoded_len());
         b.put_u8(VERSION);
-        b.put_u8(self.qos as u8 | u8::from(self.retain) << 2);
+        let mut flags = self.qos as u8 | u8::from(self.retain) << 2;
+        if !self.sent_to.is_empty() {
+            flags |= SENT_TO;
+        }
+        if self.session.is_some() {
+            flags |= SESSION;
+        }
+        b.put_u8(flags);
         b.put_u16(self.shard);
         b.put_u32(self.expiry_s);
         b.put_u64(self.incarnation);
         b.put_u64(self.seq);
         b.put_u8(self.node.len() as u8);
         b.put_slice(self.node.as_bytes());
+        if !self.sent_to.is_empty() {
+            b.put_u8((self.sent_to.len() / 4) as u8);
+            b.put_slice(self.sent_to);
+        }
+        if let Some(d) = &self.session {
+            debug_assert!(d.client_id.len() <= u16::MAX as usize && d.sub_ids.len() <= 16);
+            b.put_u16(d.client_id.len() as u16);
+            b.put_slice(d.client_id.as_bytes());
+            b.put_u8(d.qos as u8 | u8::from(d.retain) << 2);
+            b.put_u8((d.sub_ids.len() / 4) as u8);
+            b.put_slice(d.sub_ids);
+        }
         b.put_u32(self.props.len() as u32);
         b.put_slice(self.props);
         b.put_slice(self.payload);
@@ -116,16 +183,56 @@ impl<'a> Frame<'a> {
         } else {
             (0, 0, &body[8..])
         };
+        let flags = body[1];
+        if flags & !KNOWN != 0 || (body[0] == VERSION_1 && flags & (SENT_TO | SESSION) != 0) {
+            return Err(FrameError::BadSection);
+        }
         let n = rest[0] as usize;
         if n == 0 || n > MAX_NODE_ID {
             return Err(FrameError::BadNode);
         }
         let rest = &rest[1..];
-        if rest.len() < n + 4 {
+        if rest.len() < n {
             return Err(FrameError::Short);
         }
         let node = std::str::from_utf8(&rest[..n]).map_err(|_| FrameError::BadNode)?;
-        let rest = &rest[n..];
+        let mut rest = &rest[n..];
+        let mut sent_to: &[u8] = &[];
+        if flags & SENT_TO != 0 {
+            let (&d, after) = rest.split_first().ok_or(FrameError::Short)?;
+            let d = d as usize;
+            if !(2..=MAX_SENT_TO).contains(&d) {
+                return Err(FrameError::BadSection);
+            }
+            sent_to = after.get(..4 * d).ok_or(FrameError::Short)?;
+            rest = &after[4 * d..];
+        }
+        let mut session = None;
+        if flags & SESSION != 0 {
+            let c = rest.get(..2).ok_or(FrameError::Short)?;
+            let c = u16::from_be_bytes([c[0], c[1]]) as usize;
+            let after = &rest[2..];
+            let id = after.get(..c).ok_or(FrameError::Short)?;
+            let client_id = std::str::from_utf8(id).map_err(|_| FrameError::BadSection)?;
+            let after = &after[c..];
+            let (&delivery, after) = after.split_first().ok_or(FrameError::Short)?;
+            let (&i, after) = after.split_first().ok_or(FrameError::Short)?;
+            let qos = QoS::from_u8(delivery & 3).ok_or(FrameError::BadQos)?;
+            if delivery & !7 != 0 || i > 4 {
+                return Err(FrameError::BadSection);
+            }
+            let sub_ids = after.get(..4 * i as usize).ok_or(FrameError::Short)?;
+            rest = &after[4 * i as usize..];
+            session = Some(SessionPart {
+                client_id,
+                qos,
+                retain: delivery & 4 != 0,
+                sub_ids,
+            });
+        }
+        if rest.len() < 4 {
+            return Err(FrameError::Short);
+        }
         let p = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let rest = &rest[4..];
         if rest.len() < p {
@@ -139,6 +246,8 @@ impl<'a> Frame<'a> {
             incarnation,
             seq,
             node,
+            sent_to,
+            session,
             props: &rest[..p],
             payload: &rest[p..],
         })
@@ -195,18 +304,28 @@ mod tests {
         fn round_trip(q in 0u8..3, retain: bool, shard: u16, expiry_s: u32,
                       incarnation: u64, seq: u64,
                       node in "[a-z0-9-]{1,64}",
+                      sent_to in proptest::option::of(proptest::collection::vec(any::<u32>(), 2..=64)),
+                      session in proptest::option::of(("[a-z0-9/ é]{0,30}", 0u8..3, any::<bool>(),
+                          proptest::collection::vec(1u32..268_435_456, 0..=4))),
                       props in proptest::collection::vec(any::<u8>(), 0..40),
                       payload in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let sent_to: Vec<u8> = sent_to.unwrap_or_default().iter().flat_map(|h| h.to_be_bytes()).collect();
+            let ids: Vec<u8> = session.as_ref().map(|s| s.3.iter().flat_map(|i| i.to_be_bytes()).collect()).unwrap_or_default();
             let f = Frame {
                 qos: QoS::from_u8(q).unwrap(),
-                retain, shard, expiry_s, incarnation, seq, node: &node, props: &props,
+                retain, shard, expiry_s, incarnation, seq, node: &node,
+                sent_to: &sent_to,
+                session: session.as_ref().map(|s| SessionPart {
+                    client_id: &s.0, qos: QoS::from_u8(s.1).unwrap(), retain: s.2, sub_ids: &ids,
+                }),
+                props: &props,
                 payload: &payload,
             };
             let bytes = f.encode();
             prop_assert_eq!(bytes.len(), f.encoded_len());
-            prop_assert_eq!(Frame::decode(&bytes).unwrap(), f);
+            prop_assert_eq!(Frame::decode(&bytes).unwrap(), f.clone());
             // Every shorter body is refused, never read past its end.
-            let fixed_end = FIXED + node.len() + props.len();
+            let fixed_end = f.encoded_len() - payload.len();
             for cut in 0..fixed_end {
                 prop_assert!(Frame::decode(&bytes[..cut]).is_err());
             }
@@ -239,6 +358,8 @@ mod tests {
             incarnation: 7,
             seq: 9,
             node: "a",
+            sent_to: &[],
+            session: None,
             props: &[],
             payload: b"x",
         };
@@ -251,9 +372,37 @@ mod tests {
         b[0] = VERSION;
         b[1] = 3;
         assert_eq!(Frame::decode(&b), Err(FrameError::BadQos));
+        b[1] = 1 | 32;
+        assert_eq!(Frame::decode(&b), Err(FrameError::BadSection));
         b[1] = 1;
         b[24] = 0;
         assert_eq!(Frame::decode(&b), Err(FrameError::BadNode));
+        // A list of destinations of one node (the receiver alone is said by no list).
+        let one = 7u32.to_be_bytes();
+        let two = [one, one].concat();
+        let f = Frame { sent_to: &two, ..f };
+        let mut b = f.encode().to_vec();
+        // fixed 24, node "a" 2, the count at 26.
+        assert_eq!(b[26], 2);
+        b[26] = 1;
+        assert_eq!(Frame::decode(&b), Err(FrameError::BadSection));
+        // Five subscription identifiers.
+        let ids = [0u8; 20];
+        let f = Frame {
+            sent_to: &[],
+            session: Some(SessionPart {
+                client_id: "c",
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                sub_ids: &ids[..16],
+            }),
+            ..f
+        };
+        let mut b = f.encode().to_vec();
+        // fixed 24, node "a" 2, client id 2 + 1, delivery 1, count at 30.
+        assert_eq!(b[30], 4);
+        b[30] = 5;
+        assert_eq!(Frame::decode(&b), Err(FrameError::BadSection));
     }
 
     /// A version 1 body, as an earlier ringmq wrote into the retained bucket, still
@@ -273,6 +422,8 @@ mod tests {
             incarnation: 0,
             seq: 0,
             node: "n1",
+            sent_to: &[],
+            session: None,
             props: &[1, 2],
             payload: b"payload",
         };

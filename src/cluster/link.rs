@@ -43,14 +43,14 @@ use ringmq_proto::mqtt::QoS;
 use ringmq_shard::mesh::links::Doorbell;
 use ringmq_shard::runtime::Control;
 
-use super::frame::{Ack, Frame};
+use super::frame::{self, Ack, Frame, SessionPart};
 use super::liveness::Liveness;
 use super::remote::{Kind, MAX_NODES, RemoteInterest};
 use super::stream::{RESEND, Receiver, Streams, Verdict};
 use super::subject::{self, filter_key, filter_patterns, push_topic};
 use super::{
     ClusterLink, INBOUND_PER_SHARD, INTEREST_BUCKET, Inbound, InterestChange, Outbound, PREFIX,
-    RETAINED_BUCKET,
+    RETAINED_BUCKET, SessionDelivery,
 };
 use crate::broker::AdminRequest;
 use crate::broker::session::Message;
@@ -233,7 +233,7 @@ fn inbound(
     receiver: &mut Receiver,
     share: Option<Arc<str>>,
     m: &async_nats::Message,
-) -> Option<(usize, Inbound)> {
+) -> Option<(Option<usize>, Inbound)> {
     let stats = &link.stats;
     stats.messages_in.fetch_add(1, Relaxed);
     stats
@@ -277,13 +277,28 @@ fn inbound(
             }
         }
     }
-    let shard = shards.for_publisher(f.node, f.shard);
+    let mut msg = message(&topic, &f);
+    msg.sent_to = Some(frame::hashes(f.sent_to).collect());
+    let forward = f.session.as_ref().map(|d| {
+        Box::new(SessionDelivery {
+            client_id: d.client_id.into(),
+            qos: d.qos,
+            retain: d.retain,
+            sub_ids: frame::hashes(d.sub_ids).collect(),
+        })
+    });
+    // A delivery to one session goes to the shard that claimed it lately, else to every
+    // shard: the one that holds it takes it.
+    let shard = match &forward {
+        Some(d) => link.arriving_at(&d.client_id),
+        None => Some(shards.for_publisher(f.node, f.shard)),
+    };
     Some((
         shard,
         Inbound {
-            msg: Arc::new(message(&topic, &f)),
+            msg: Arc::new(msg),
             share,
-            forward: None,
+            forward,
         },
     ))
 }
@@ -320,8 +335,14 @@ async fn dispatch(
         let mut taken = 0;
         let mut next = Some((share, m));
         while let Some((share, m)) = next.take() {
-            if let Some((i, inbound)) = inbound(&link, &shards, &mut receiver, share, &m) {
-                batches[i].push(inbound);
+            match inbound(&link, &shards, &mut receiver, share, &m) {
+                Some((Some(i), inbound)) => batches[i].push(inbound),
+                Some((None, inbound)) => {
+                    for batch in batches.iter_mut() {
+                        batch.push(inbound.clone());
+                    }
+                }
+                None => {}
             }
             taken += 1;
             if taken < BATCH {
@@ -450,6 +471,9 @@ impl Out {
 
     /// Publishes `o`, or hands it back when it must wait for room in a window.
     async fn send(&mut self, o: Outbound) -> Result<(), Outbound> {
+        if o.forward.is_some() {
+            return self.send_forward(o).await;
+        }
         let link = self.link.clone();
         let stats = &link.stats;
         let m = &o.msg;
@@ -475,6 +499,19 @@ impl Out {
                 }
             }
         }
+        // Which nodes get it, when more than one does: the stub of a session that moved
+        // to one of them forwards no second copy.
+        let mut sent_to = Vec::new();
+        if o.nodes.count_ones() > 1 {
+            let mut nodes = o.nodes;
+            while nodes != 0 {
+                let i = nodes.trailing_zeros() as usize;
+                nodes &= nodes - 1;
+                if let Some(node) = o.table.node(i) {
+                    sent_to.extend_from_slice(&super::node_hash(node).to_be_bytes());
+                }
+            }
+        }
         let mut frame = Frame {
             qos: m.qos,
             retain: m.retain,
@@ -483,6 +520,8 @@ impl Out {
             incarnation: 0,
             seq: 0,
             node: link.node_id(),
+            sent_to: &sent_to,
+            session: None,
             props: m.props(),
             payload: m.payload(),
         };
@@ -538,6 +577,73 @@ impl Out {
             if self.retained.try_send((tokens, value)).is_err() {
                 stats.retained_failed.fetch_add(1, Relaxed);
             }
+        }
+        Ok(())
+    }
+
+    /// A delivery a stub here forwards to the node its session moved to: on that
+    /// node's subject and stream, like a message for its subscribers, with the session
+    /// named in the frame.
+    async fn send_forward(&mut self, o: Outbound) -> Result<(), Outbound> {
+        let Some((to, d)) = &o.forward else {
+            return Ok(());
+        };
+        let link = self.link.clone();
+        let stats = &link.stats;
+        let m = &o.msg;
+        let mut tokens = String::new();
+        if push_topic(m.topic(), &mut tokens).is_err() {
+            stats.too_long.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        let now = Instant::now();
+        if m.is_expired(now) {
+            return Ok(());
+        }
+        let connected = self.connected();
+        let sequenced = d.qos != QoS::AtMostOnce;
+        if sequenced && connected && self.streams.must_wait(to) {
+            return Err(o);
+        }
+        let sub_ids: Vec<u8> = d
+            .sub_ids
+            .iter()
+            .take(4)
+            .flat_map(|i| i.to_be_bytes())
+            .collect();
+        let mut frame = Frame {
+            qos: m.qos,
+            retain: m.retain,
+            shard: o.shard,
+            expiry_s: m.remaining_expiry(now).unwrap_or(0),
+            incarnation: 0,
+            seq: 0,
+            node: link.node_id(),
+            sent_to: &[],
+            session: Some(SessionPart {
+                client_id: &d.client_id,
+                qos: d.qos,
+                retain: d.retain,
+                sub_ids: &sub_ids,
+            }),
+            props: m.props(),
+            payload: m.payload(),
+        };
+        let subject = format!("{PREFIX}.n.{to}.{tokens}");
+        if !sequenced {
+            publish(&self.client, connected, &link, &subject, &frame.encode()).await;
+            return Ok(());
+        }
+        let stream = self.streams.stream(to, now);
+        if stream.is_full() {
+            stats.dropped_window_full.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        (frame.incarnation, frame.seq) = stream.next();
+        let body = frame.encode();
+        stream.push(subject.clone(), body.clone(), now);
+        if connected {
+            publish(&self.client, true, &link, &subject, &body).await;
         }
         Ok(())
     }

@@ -30,9 +30,11 @@ pub mod remote;
 pub mod stream;
 pub mod subject;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
@@ -120,6 +122,7 @@ pub fn node_hash(node: &str) -> u32 {
 }
 
 /// A message NATS delivered, for one shard to route here.
+#[derive(Clone)]
 pub struct Inbound {
     pub msg: Arc<Message>,
     /// `None`: to the plain subscribers; `Some($share/G/F)`: to one member of that group.
@@ -198,6 +201,7 @@ pub struct ClusterStats {
     pub handover_left_out: AtomicU64,
     pub stub_forwarded: AtomicU64,
     pub moved_in: AtomicU64,
+    pub early_dropped: AtomicU64,
     pub remote_filters: AtomicU64,
     pub remote_nodes: AtomicU64,
     pub nodes_left_out: AtomicU64,
@@ -395,6 +399,12 @@ impl ClusterStats {
                 &self.moved_in,
             ),
             (
+                "cluster_forwarded_dropped_total",
+                "counter",
+                "Forwarded deliveries dropped: their session did not arrive here within 10 s, or past 65,536 waiting per shard.",
+                &self.early_dropped,
+            ),
+            (
                 "cluster_remote_filters",
                 "gauge",
                 "Filters in other nodes' interest.",
@@ -499,6 +509,9 @@ pub struct ClusterLink {
     /// Each shard's session events not yet taken by the link (as `interest`).
     sessions: Vec<Mutex<Vec<SessionEvent>>>,
     sessions_rung: tokio::sync::Notify,
+    /// Client ids whose sessions other nodes are handing over, with the shard that
+    /// claimed each and since when: what their stubs forward goes to that shard only.
+    arriving: Mutex<HashMap<Box<str>, (usize, Instant)>>,
     /// CONNECTs for the session registry (the link takes the receiver once).
     claims: tokio::sync::mpsc::Sender<ClaimRequest>,
     claims_rx: Mutex<Option<tokio::sync::mpsc::Receiver<ClaimRequest>>>,
@@ -537,6 +550,7 @@ impl ClusterLink {
             sessions_rung: tokio::sync::Notify::new(),
             claims,
             claims_rx: Mutex::new(Some(claims_rx)),
+            arriving: Mutex::new(HashMap::new()),
             session_seq: AtomicU64::new(1),
             inbound: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             connections: tokio::sync::watch::Sender::new(0),
@@ -589,6 +603,28 @@ impl ClusterLink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
+    }
+
+    /// Shard `shard` claimed the session of `client_id`, which another node is asked
+    /// for. Kept for a stub's life past the claim; bounded by the registry's queue.
+    pub fn arriving(&self, client_id: &str, shard: usize) {
+        let now = Instant::now();
+        let mut a = self.arriving.lock().unwrap_or_else(|e| e.into_inner());
+        if a.len() >= CLAIMS_QUEUE {
+            a.retain(|_, (_, since)| now.duration_since(*since) < 2 * STUB_GRACE);
+            if a.len() >= CLAIMS_QUEUE {
+                return;
+            }
+        }
+        a.insert(client_id.into(), (shard, now));
+    }
+
+    /// The shard that claimed the session of `client_id` lately, if one did.
+    pub fn arriving_at(&self, client_id: &str) -> Option<usize> {
+        let a = self.arriving.lock().unwrap_or_else(|e| e.into_inner());
+        a.get(client_id)
+            .filter(|(_, since)| since.elapsed() < 2 * STUB_GRACE)
+            .map(|(shard, _)| *shard)
     }
 
     /// The next number of the session events' order.

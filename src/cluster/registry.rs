@@ -345,6 +345,8 @@ async fn claim(
     let Some(holder) = holder.filter(|h| h != node && valid_node_id(h)) else {
         return (Some(revision), ClaimOutcome::Proceed);
     };
+    // What its stub there forwards comes to the claiming shard, even before the session.
+    link.arriving(&request.client_id, request.shard);
     let outcome = match ask_for(
         client,
         node,
