@@ -11,14 +11,17 @@
 //!   again when acks stall and on every reconnect ([`super::stream`]); a full window
 //!   makes the task wait while connected. While NATS is unreachable nothing waits: QoS
 //!   1/2 messages wait in their windows (a full one drops and counts), QoS 0 and group
-//!   messages are counted (`cluster_publish_failed_total`).
+//!   messages are counted (`cluster_publish_failed_total`). A delivery a moved session's
+//!   stub forwards goes on its new node's subject and stream, the session named in the
+//!   frame; a message for more than one node names them all in each copy.
 //! - *In*: this node's subject (`ringmq.n.NODE.>`) and a queue subscription per shared
 //!   group on its filter's subjects (queue group: the group's whole filter), so each
 //!   group gets a message once in the whole cluster. A numbered message is routed only
 //!   in its stream's order (a duplicate or one after a gap is dropped). Messages go to
 //!   the shards in batches over their control channels (one publisher's always to the
 //!   same shard, so its order holds), at most [`INBOUND_PER_SHARD`] not yet routed per
-//!   shard; the numbered ones handed over are then acked to their origins.
+//!   shard; the numbered ones handed over are then acked to their origins. A forwarded
+//!   delivery goes to the shard that claimed its session (else to every shard).
 //! - *Interest*: the shards' changes, counted per node; a key in the interest bucket per
 //!   filter with local interest (written again after a failure), and the other nodes'
 //!   keys watched into [`RemoteInterest`].

@@ -14,6 +14,9 @@
 //!   shard: it publishes what the shards hand it, hands the shards what NATS delivers,
 //!   keeps this node's interest in the interest bucket and watches the others', and keeps
 //!   retained messages in the retained bucket.
+//! - [`liveness`]: heartbeats; a node not heard for a while is not routed to.
+//! - [`registry`]: which node holds each client id's session, asked before a CONNACK,
+//!   and the handover of a session from the node that held it.
 //!
 //! Between the shards and the link every queue is bounded: the outbound queue
 //! (`--cluster-queue` messages, all shards together; full → QoS 0 dropped and counted,
