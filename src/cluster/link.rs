@@ -75,6 +75,8 @@ const BATCH: usize = 512;
 const RETAINED_QUEUE: usize = 4096;
 /// Tries of one retained write.
 const RETAINED_TRIES: u32 = 5;
+/// The least time between two rebuilds of the table of other nodes' interest.
+const MIN_REBUILD_GAP: Duration = Duration::from_millis(5);
 /// How long a failed bucket operation waits before it is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -964,16 +966,26 @@ async fn watch_interest(
         // the watch has caught up (a message published meanwhile still crosses).
         let mut all: BTreeMap<Arc<str>, BTreeSet<(Kind, Box<str>)>> = BTreeMap::new();
         let mut caught_up = false;
+        // A rebuild costs time in proportion to every node's filters: the next one waits
+        // at least as long as the last took, so under churn the task spends at most half
+        // its time rebuilding, and a table is never more than one rebuild late.
+        let mut dirty = false;
+        let mut next_build = Instant::now();
         loop {
+            if dirty && caught_up && Instant::now() >= next_build {
+                let started = Instant::now();
+                publish_table(&link, &all, &liveness.borrow_and_update());
+                dirty = false;
+                next_build = Instant::now() + started.elapsed().max(MIN_REBUILD_GAP);
+            }
             let entry = tokio::select! {
                 e = watch.next() => e,
                 _ = connections.changed() => None,
                 _ = liveness.changed() => {
-                    if caught_up {
-                        publish_table(&link, &all, &liveness.borrow_and_update());
-                    }
+                    dirty = true;
                     continue;
                 }
+                _ = tokio::time::sleep_until(next_build.into()), if dirty && caught_up => continue,
             };
             let Some(entry) = entry else { break };
             let mut next = Some(entry);
@@ -998,9 +1010,7 @@ async fn watch_interest(
                 }
                 next = watch.next().now_or_never().flatten();
             }
-            if caught_up {
-                publish_table(&link, &all, &liveness.borrow());
-            }
+            dirty = true;
         }
         tokio::time::sleep(RETRY).await;
     }
