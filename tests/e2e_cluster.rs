@@ -660,8 +660,14 @@ fn a_nats_server_of_three_stopped_under_load() {
         }
         let want: Vec<String> = (0..20).map(|i| format!("after{i}")).collect();
         assert_eq!(got, want);
-        // A new subscriber on node 1 (which lost its server) still gets the retained one.
+        // A new subscriber on node 1 (which lost its server) still gets the retained one,
+        // once node 1 has read it from the bucket (a SUBSCRIBE never waits for that; the
+        // messages above may have crossed before node 1's watch of the bucket, started
+        // again on its new server, caught up).
         block(|| nodes.nodes[1].wait_for_metric("ringmq_cluster_connected", WAIT, |v| v == 1));
+        block(|| {
+            nodes.nodes[1].wait_for_metric("ringmq_cluster_retained_in_total", WAIT, |v| v >= 1)
+        });
         let mut late = V4::connect(v311::options("n3-late", nodes.addr(1))).await;
         late.subscribe_ok("n3/cfg", 1).await;
         assert_eq!(late.next_publish().await.text(), "kept");
