@@ -163,6 +163,9 @@ pub enum ClaimOutcome {
     Refused,
 }
 
+/// A session installed here that came from another node: that node, the client id.
+pub type Installed = (Arc<str>, Box<str>);
+
 /// A session's life on this node, for the cluster's session registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
@@ -522,8 +525,8 @@ pub struct ClusterLink {
     claims_rx: Mutex<Option<tokio::sync::mpsc::Receiver<ClaimRequest>>>,
     /// Sessions installed here that came from another node (that node, the client id),
     /// for the registry to tell it.
-    installed: tokio::sync::mpsc::Sender<(Arc<str>, Box<str>)>,
-    installed_rx: Mutex<Option<tokio::sync::mpsc::Receiver<(Arc<str>, Box<str>)>>>,
+    installed: tokio::sync::mpsc::Sender<Installed>,
+    installed_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Installed>>>,
     /// Orders the session events of all shards (the second field of each).
     session_seq: AtomicU64,
     /// Each shard's inbound messages handed over and not yet routed.
