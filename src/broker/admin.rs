@@ -147,6 +147,11 @@ pub enum AdminRequest {
     ClusterRetain(Arc<Message>),
     /// Another node took the session of this client id over: end it if it is here.
     ClusterTakeover(Box<str>),
+    /// The session of this client id comes back to this node: a stub it left here
+    /// ends.
+    ClusterStubEnd(Box<str>),
+    /// The node the session of this client id moved to has installed it.
+    ClusterStubInstalled(Box<str>),
     /// The session registry's answer to a CONNECT here (`ClusterLink::claim`).
     ClusterClaimed {
         conn: ConnKey,
@@ -437,6 +442,8 @@ impl Broker {
             AdminRequest::Cluster(messages) => self.cluster_inbound(io, messages),
             AdminRequest::ClusterRetain(m) => self.cluster_retain(io, m),
             AdminRequest::ClusterTakeover(id) => self.cluster_takeover(io, &id),
+            AdminRequest::ClusterStubEnd(id) => self.cluster_stub_end(&id),
+            AdminRequest::ClusterStubInstalled(id) => self.cluster_stub_installed(&id),
             AdminRequest::ClusterClaimed {
                 conn,
                 client_id,

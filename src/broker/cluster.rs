@@ -47,7 +47,7 @@ pub(super) struct ClusterPart {
     /// Sessions handed over by other nodes, by the connection whose CONNECT claimed
     /// them, until its claim on this node is settled (at most one per connection in
     /// its CONNECT).
-    arrivals: HashMap<ConnKey, Box<MovingSession>>,
+    arrivals: HashMap<ConnKey, (Box<MovingSession>, Arc<str>)>,
     /// Stubs of sessions that moved to other nodes, with when each ends (shard clock,
     /// ms), oldest first.
     stubs: VecDeque<(u64, SessionId)>,
@@ -386,7 +386,7 @@ impl Broker {
                     self.send_claim(io, client_id, conn, clean_start);
                 }
             }
-            ClaimOutcome::Session(mut moving) => {
+            ClaimOutcome::Session(mut moving, from) => {
                 // Claimed here even if the connection has gone: the session is kept
                 // (offline) as a takeover between shards would keep it.
                 let max = self.config().max_queued_messages;
@@ -401,7 +401,7 @@ impl Broker {
                         }
                     }
                     part.early = kept;
-                    part.arrivals.insert(conn, moving);
+                    part.arrivals.insert(conn, (moving, from));
                 }
                 self.send_claim(io, client_id, conn, clean_start.unwrap_or(false));
             }
@@ -418,13 +418,18 @@ impl Broker {
         client_id: &str,
         claim: Claim,
     ) -> Claim {
-        let Some(moving) = self
+        let Some((moving, from)) = self
             .cluster
             .as_mut()
             .and_then(|part| part.arrivals.remove(&conn))
         else {
             return claim;
         };
+        // Installed in this turn (here or, the connection gone, offline): the node it
+        // came from may stop forwarding what this node gets itself.
+        if let Some(part) = &self.cluster {
+            part.link.installed(from, client_id);
+        }
         if let Claim::TakenOver {
             session: Some(s),
             stub,
@@ -556,13 +561,54 @@ impl Broker {
         }
     }
 
+    /// The session of `client_id` comes back to this node: the stub it left here (if
+    /// this shard has it) ends now.
+    pub(super) fn cluster_stub_end(&mut self, client_id: &str) {
+        let Some(part) = self.cluster.as_mut() else {
+            return;
+        };
+        let sessions = &self.sessions;
+        let mut ended = Vec::new();
+        part.stubs.retain(|&(_, sid)| {
+            let here = sessions.get(sid).is_some_and(|s| {
+                *s.client_id == *client_id && s.extra().is_some_and(|e| e.moved_to_node.is_some())
+            });
+            if here {
+                ended.push(sid);
+            }
+            !here
+        });
+        for sid in ended {
+            self.take_session(sid, EndReason::Moved);
+        }
+    }
+
+    /// The node a session moved to says it is installed there.
+    pub(super) fn cluster_stub_installed(&mut self, client_id: &str) {
+        let Some(part) = self.cluster.as_ref() else {
+            return;
+        };
+        for &(_, sid) in &part.stubs {
+            if let Some(s) = self.sessions.get_mut(sid)
+                && *s.client_id == *client_id
+                && let Some(e) = s.extra_opt_mut()
+                && e.moved_to_node.is_some()
+            {
+                e.stub_installed = true;
+            }
+        }
+    }
+
     /// A delivery that reached the stub of a session that moved to node `to`: sent
-    /// after it, unless the message's publishing node sent `to` a copy itself (a node
-    /// that already knew where the session went).
+    /// after it, unless the message's publishing node sent `to` a copy itself and `to`
+    /// has said the session is installed there (`installed`; before, the copy may have
+    /// come there before the session did, and the forwarded one is what reaches it —
+    /// so in that moment a message can reach it twice, never not at all).
     pub(super) fn cluster_forward(
         &mut self,
         src: &mut Src<'_>,
         to: Arc<str>,
+        installed: bool,
         delivery: SessionDelivery,
     ) {
         let shard = self.peers.id as u16;
@@ -586,7 +632,7 @@ impl Broker {
                 found
             }
         };
-        if sent_directly {
+        if installed && sent_directly {
             return;
         }
         part.link.stats.stub_forwarded.fetch_add(1, Relaxed);
@@ -638,6 +684,7 @@ impl Broker {
             let arrived = part
                 .arrivals
                 .values_mut()
+                .map(|(s, _)| s)
                 .find(|s| *s.session.client_id == *d.client_id);
             match arrived {
                 Some(s) => {

@@ -240,7 +240,10 @@ impl Broker {
             }
             return;
         }
-        if let Some(to) = s.extra().and_then(|e| e.moved_to_node.clone()) {
+        if let Some((to, installed)) = s
+            .extra()
+            .and_then(|e| Some((e.moved_to_node.clone()?, e.stub_installed)))
+        {
             // A stub of a session that moved to another node.
             let delivery = crate::cluster::SessionDelivery {
                 client_id: (*s.client_id).into(),
@@ -248,7 +251,7 @@ impl Broker {
                 retain,
                 sub_ids: sub_ids.as_slice().to_vec(),
             };
-            self.cluster_forward(src, to, delivery);
+            self.cluster_forward(src, to, installed, delivery);
             return;
         }
         if let (Some(a), Some(m)) = (

@@ -381,6 +381,10 @@ pub struct SessionExtra {
     /// cluster: what reaches it goes after it (unless the message's publishing node sent
     /// that node a copy itself) until the stub ends (`cluster::STUB_GRACE`).
     pub moved_to_node: Option<Arc<str>>,
+    /// That node says it has installed the session: a message it also got straight
+    /// from its publishing node is no longer forwarded (before, it may have come there
+    /// before the session did).
+    pub stub_installed: bool,
     pub fenced: u128,
     /// The session arrived from another shard that may still forward to it.
     pub arrival: Option<Box<Arrival>>,

@@ -182,7 +182,7 @@ async fn run(s: Start) {
 pub(super) struct Shards {
     pub(super) controls: Vec<Sender<Control<AdminRequest>>>,
     doorbells: Arc<[Doorbell]>,
-    link: Arc<ClusterLink>,
+    pub(super) link: Arc<ClusterLink>,
 }
 
 impl Shards {

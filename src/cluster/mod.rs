@@ -157,11 +157,14 @@ pub enum ClaimOutcome {
     /// No other node holds the session (or the registry cannot be reached: the node
     /// serves its own clients meanwhile): the CONNECT goes on here.
     Proceed,
-    /// Another node held it and handed it over.
-    Session(Box<MovingSession>),
+    /// Another node (the second field) held it and handed it over.
+    Session(Box<MovingSession>, Arc<str>),
     /// Another CONNECT with the same client id, on another node, registered first.
     Refused,
 }
+
+/// A session installed here that came from another node: that node, the client id.
+pub type Installed = (Arc<str>, Box<str>);
 
 /// A session's life on this node, for the cluster's session registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -515,9 +518,15 @@ pub struct ClusterLink {
     /// Client ids whose sessions other nodes are handing over, with the shard that
     /// claimed each and since when: what their stubs forward goes to that shard only.
     arriving: Mutex<HashMap<Box<str>, (usize, Instant)>>,
+    /// Client ids whose sessions left this node lately, leaving stubs here, and when.
+    stubbed: Mutex<HashMap<Box<str>, Instant>>,
     /// CONNECTs for the session registry (the link takes the receiver once).
     claims: tokio::sync::mpsc::Sender<ClaimRequest>,
     claims_rx: Mutex<Option<tokio::sync::mpsc::Receiver<ClaimRequest>>>,
+    /// Sessions installed here that came from another node (that node, the client id),
+    /// for the registry to tell it.
+    installed: tokio::sync::mpsc::Sender<Installed>,
+    installed_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Installed>>>,
     /// Orders the session events of all shards (the second field of each).
     session_seq: AtomicU64,
     /// Each shard's inbound messages handed over and not yet routed.
@@ -543,6 +552,7 @@ impl ClusterLink {
     ) -> (Arc<ClusterLink>, tokio::sync::mpsc::Receiver<Outbound>) {
         let (out, rx) = tokio::sync::mpsc::channel(settings.queue);
         let (claims, claims_rx) = tokio::sync::mpsc::channel(CLAIMS_QUEUE);
+        let (installed, installed_rx) = tokio::sync::mpsc::channel(CLAIMS_QUEUE);
         let link = ClusterLink {
             settings,
             out,
@@ -553,7 +563,10 @@ impl ClusterLink {
             sessions_rung: tokio::sync::Notify::new(),
             claims,
             claims_rx: Mutex::new(Some(claims_rx)),
+            installed,
+            installed_rx: Mutex::new(Some(installed_rx)),
             arriving: Mutex::new(HashMap::new()),
+            stubbed: Mutex::new(HashMap::new()),
             session_seq: AtomicU64::new(1),
             inbound: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             connections: tokio::sync::watch::Sender::new(0),
@@ -600,6 +613,21 @@ impl ClusterLink {
         self.claims.try_send(request).is_ok()
     }
 
+    /// A session that came from node `from` is installed here: the registry tells that
+    /// node (without waiting; if its queue is full, that node's stub forwards until it
+    /// ends, which may deliver a message twice).
+    pub fn installed(&self, from: Arc<str>, client_id: &str) {
+        let _ = self.installed.try_send((from, client_id.into()));
+    }
+
+    /// The receiver of installed sessions, for the link (once).
+    pub fn take_installed(&self) -> Option<tokio::sync::mpsc::Receiver<(Arc<str>, Box<str>)>> {
+        self.installed_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
     /// The receiver of the CONNECTs, for the link (once).
     pub fn take_claims(&self) -> Option<tokio::sync::mpsc::Receiver<ClaimRequest>> {
         self.claims_rx
@@ -628,6 +656,26 @@ impl ClusterLink {
         a.get(client_id)
             .filter(|(_, since)| since.elapsed() < 2 * STUB_GRACE)
             .map(|(shard, _)| *shard)
+    }
+
+    /// The session of `client_id` left this node for another, leaving a stub here.
+    pub fn stub_left(&self, client_id: &str) {
+        let now = Instant::now();
+        let mut s = self.stubbed.lock().unwrap_or_else(|e| e.into_inner());
+        if s.len() >= CLAIMS_QUEUE {
+            s.retain(|_, since| now.duration_since(*since) < 2 * STUB_GRACE);
+            if s.len() >= CLAIMS_QUEUE {
+                return;
+            }
+        }
+        s.insert(client_id.into(), now);
+    }
+
+    /// Whether the session of `client_id` may still have a stub here; forgets it.
+    pub fn take_stub(&self, client_id: &str) -> bool {
+        let mut s = self.stubbed.lock().unwrap_or_else(|e| e.into_inner());
+        s.remove(client_id)
+            .is_some_and(|since| since.elapsed() < 2 * STUB_GRACE)
     }
 
     /// The next number of the session events' order.

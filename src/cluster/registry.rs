@@ -104,7 +104,8 @@ pub(super) async fn run(
     client: async_nats::Client,
     shards: Arc<Shards>,
 ) {
-    let Some(mut claims) = link.take_claims() else {
+    let (Some(mut claims), Some(mut installed)) = (link.take_claims(), link.take_installed())
+    else {
         return;
     };
     let replicas = link.settings.urls.len();
@@ -123,6 +124,14 @@ pub(super) async fn run(
         Ok(s) => Some(s),
         Err(e) => {
             tracing::error!("cluster: cannot subscribe to {inbox}: {e}");
+            None
+        }
+    };
+    let notices = format!("{PREFIX}.i.{node}");
+    let mut notices = match client.subscribe(notices.clone()).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!("cluster: cannot subscribe to {notices}: {e}");
             None
         }
     };
@@ -151,8 +160,16 @@ pub(super) async fn run(
                 };
                 held.entry(key.clone()).or_default().writing += 1;
                 let (client, node, tx) = (client.clone(), node.clone(), done_tx.clone());
-                let link = link.clone();
+                let (link, shards) = (link.clone(), shards.clone());
                 tokio::spawn(async move {
+                    // The session comes back to a node where it left a stub: the stub
+                    // ends first, or it would forward to where the session no longer is.
+                    if link.take_stub(&request.client_id) {
+                        for i in 0..shards.controls.len() {
+                            let id = request.client_id.clone();
+                            shards.hand(i, AdminRequest::ClusterStubEnd(id)).await;
+                        }
+                    }
                     let (revision, outcome) = claim(&link, &store, &client, &node, &key, &request).await;
                     let _ = tx.send(Claimed { key, request, revision, outcome }).await;
                 });
@@ -240,6 +257,24 @@ pub(super) async fn run(
                 }
                 let (shards, client) = (shards.clone(), client.clone());
                 tokio::spawn(async move { hand_over(&shards, &client, ask, reply.to_string()).await });
+            }
+            Some((from, client_id)) = installed.recv() => {
+                // Tell the node the session came from that it is installed here.
+                let subject = format!("{PREFIX}.i.{from}");
+                let _ = client.publish(subject, Bytes::from(client_id.into_boxed_bytes())).await;
+            }
+            Some(m) = next(&mut notices) => {
+                let Ok(client_id) = std::str::from_utf8(&m.payload) else {
+                    stats.bad_frames.fetch_add(1, Relaxed);
+                    continue;
+                };
+                let shards = shards.clone();
+                let id: Box<str> = client_id.into();
+                tokio::spawn(async move {
+                    for i in 0..shards.controls.len() {
+                        shards.hand(i, AdminRequest::ClusterStubInstalled(id.clone())).await;
+                    }
+                });
             }
             Some(c) = changes.recv() => {
                 if c.node.as_deref() == Some(node.as_bytes()) {
@@ -360,7 +395,7 @@ async fn claim(
         Ok(Some(image)) => match handover::decode(&image) {
             Ok(moving) if *moving.session.client_id == *request.client_id => {
                 link.stats.handovers_in.fetch_add(1, Relaxed);
-                ClaimOutcome::Session(Box::new(moving))
+                ClaimOutcome::Session(Box::new(moving), holder.as_str().into())
             }
             other => {
                 if let Err(e) = other {
@@ -511,6 +546,7 @@ async fn hand_over(shards: &Shards, client: &async_nats::Client, ask: Ask, reply
             .await;
         return;
     };
+    shards.link.stub_left(&ask.client_id);
     let chunk = (client.server_info().max_payload.saturating_sub(CHUNK_SLACK)).max(4096);
     let mut pieces = image.chunks(chunk).peekable();
     let mut to = reply;
