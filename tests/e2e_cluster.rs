@@ -850,8 +850,10 @@ fn moves_while_published_to(bystander_there: bool) {
         let mut seen = BTreeSet::new();
         let twice = new.iter().filter(|m| !seen.insert(m.to_string())).count();
         if bystander_there {
+            // Proportional to how long the word "installed" takes on a loaded machine;
+            // never a stream of them.
             assert!(
-                twice < N / 100,
+                twice < N / 10,
                 "{twice} messages twice on the new connection"
             );
         } else {

@@ -653,7 +653,11 @@ impl Broker {
         } else {
             o
         };
-        if qos == QoS::AtMostOnce || part.held.len() >= part.link.settings.queue {
+        if qos == QoS::AtMostOnce {
+            part.link.stats.dropped_qos0_queue_full.fetch_add(1, Relaxed);
+            return;
+        }
+        if part.held.len() >= part.link.settings.queue {
             part.link.stats.dropped_held_full.fetch_add(1, Relaxed);
             return;
         }

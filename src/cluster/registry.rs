@@ -140,6 +140,10 @@ pub(super) async fn run(
     let (late_tx, mut late) = mpsc::channel::<String>(1024);
     // The client ids (as keys) whose sessions this node holds (bounded by its sessions).
     let mut held: HashMap<String, Held> = HashMap::new();
+    // Client ids another node asked for while this node held them, and when: a session
+    // of one that was still connecting here (so not found to hand over) is ended as
+    // soon as it is here (bounded: pruned past HANDOVER_GRACE, and by `held`).
+    let mut overtaken: HashMap<String, std::time::Instant> = HashMap::new();
     let mut events: Vec<SessionEvent> = Vec::new();
     let stats = &link.stats;
     loop {
@@ -153,6 +157,8 @@ pub(super) async fn run(
                     answer(&shards, request, ClaimOutcome::Proceed);
                     continue;
                 };
+                // A new CONNECT here: whatever overtook an earlier one is past.
+                overtaken.remove(&key);
                 let Some(store) = store.clone().filter(|_| connected(&client)) else {
                     stats.claims_unregistered.fetch_add(1, Relaxed);
                     answer(&shards, request, ClaimOutcome::Proceed);
@@ -215,6 +221,15 @@ pub(super) async fn run(
                         }
                         continue;
                     }
+                    if overtaken
+                        .remove(&key)
+                        .is_some_and(|at| at.elapsed() < HANDOVER_GRACE)
+                    {
+                        // Asked for by another node while still connecting here.
+                        held.remove(&key);
+                        take_over(&shards, &key).await;
+                        continue;
+                    }
                     let h = held.entry(key.clone()).or_default();
                     h.claim_seq = h.claim_seq.max(seq);
                     // Registered by its CONNECT already.
@@ -252,8 +267,12 @@ pub(super) async fn run(
                     continue;
                 };
                 let Some(reply) = m.reply else { continue };
-                if let Some(key) = key_of(&ask.client_id) {
-                    held.remove(&key);
+                if let Some(key) = key_of(&ask.client_id)
+                    && held.remove(&key).is_some()
+                {
+                    let now = std::time::Instant::now();
+                    overtaken.retain(|_, at| now.duration_since(*at) < HANDOVER_GRACE);
+                    overtaken.insert(key, now);
                 }
                 let (shards, client) = (shards.clone(), client.clone());
                 tokio::spawn(async move { hand_over(&shards, &client, ask, reply.to_string()).await });
