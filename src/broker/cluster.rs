@@ -654,7 +654,10 @@ impl Broker {
             o
         };
         if qos == QoS::AtMostOnce {
-            part.link.stats.dropped_qos0_queue_full.fetch_add(1, Relaxed);
+            part.link
+                .stats
+                .dropped_qos0_queue_full
+                .fetch_add(1, Relaxed);
             return;
         }
         if part.held.len() >= part.link.settings.queue {
