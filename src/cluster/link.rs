@@ -142,20 +142,10 @@ async fn run(s: Start) {
     let js = jetstream::new(client.clone());
 
     let inbox = format!("{PREFIX}.n.{}.>", link.node_id());
-    match client.subscribe(inbox.clone()).await {
-        Ok(sub) => {
-            tokio::spawn(forward(sub, None, in_tx.clone()));
-        }
-        Err(e) => tracing::error!("cluster: cannot subscribe to {inbox}: {e}"),
+    if let Some(sub) = subscribe(&client, inbox).await {
+        tokio::spawn(forward(sub, None, in_tx.clone()));
     }
-    let acks_subject = format!("{PREFIX}.a.{}", link.node_id());
-    let acks = match client.subscribe(acks_subject.clone()).await {
-        Ok(sub) => Some(sub),
-        Err(e) => {
-            tracing::error!("cluster: cannot subscribe to {acks_subject}: {e}");
-            None
-        }
-    };
+    let acks = subscribe(&client, format!("{PREFIX}.a.{}", link.node_id())).await;
     tokio::spawn(dispatch(in_rx, shards.clone(), client.clone()));
     tokio::spawn(outbound(
         s.out,
@@ -176,6 +166,21 @@ async fn run(s: Start) {
         shards.clone(),
     ));
     tokio::spawn(watch_retained(link, js, shards));
+}
+
+/// A subscription to `subject`; `None` (logged) if the client refuses it, which it does
+/// only once it has stopped.
+pub(super) async fn subscribe(
+    client: &async_nats::Client,
+    subject: String,
+) -> Option<async_nats::Subscriber> {
+    match client.subscribe(subject.clone()).await {
+        Ok(sub) => Some(sub),
+        Err(e) => {
+            tracing::error!("cluster: cannot subscribe to {subject}: {e}");
+            None
+        }
+    }
 }
 
 /// The shards, as the link reaches them.
@@ -482,15 +487,10 @@ impl Out {
         let link = self.link.clone();
         let stats = &link.stats;
         let m = &o.msg;
-        let mut tokens = String::new();
-        if push_topic(m.topic(), &mut tokens).is_err() {
-            stats.too_long.fetch_add(1, Relaxed);
-            return Ok(());
-        }
         let now = Instant::now();
-        if m.is_expired(now) {
+        let Some(tokens) = self.tokens(m, now) else {
             return Ok(());
-        }
+        };
         let connected = self.connected();
         let sequenced = m.qos != QoS::AtMostOnce;
         // All or nothing: a message waits before any node got it, so none gets it twice.
@@ -554,19 +554,8 @@ impl Out {
                 publish(&self.client, connected, &link, subject, &unsequenced).await;
                 continue;
             }
-            let stream = self.streams.stream(node, now);
-            if stream.is_full() {
-                // NATS is away, or the destination is: never wait then.
-                stats.dropped_window_full.fetch_add(1, Relaxed);
-                continue;
-            }
-            (frame.incarnation, frame.seq) = stream.next();
-            let body = frame.encode();
-            stream.push(subject.clone(), body.clone(), now);
-            // While disconnected it waits in the window for the reconnect's resend.
-            if connected {
-                publish(&self.client, true, &link, subject, &body).await;
-            }
+            let out = (&mut self.streams, &self.client, &*link);
+            send_numbered(out, node, subject, &mut frame, now, connected).await;
         }
         if o.groups {
             let subject = &mut self.subject;
@@ -594,17 +583,11 @@ impl Out {
             return Ok(());
         };
         let link = self.link.clone();
-        let stats = &link.stats;
         let m = &o.msg;
-        let mut tokens = String::new();
-        if push_topic(m.topic(), &mut tokens).is_err() {
-            stats.too_long.fetch_add(1, Relaxed);
-            return Ok(());
-        }
         let now = Instant::now();
-        if m.is_expired(now) {
+        let Some(tokens) = self.tokens(m, now) else {
             return Ok(());
-        }
+        };
         let connected = self.connected();
         let sequenced = d.qos != QoS::AtMostOnce;
         if sequenced && connected && self.streams.must_wait(to) {
@@ -639,18 +622,20 @@ impl Out {
             publish(&self.client, connected, &link, &subject, &frame.encode()).await;
             return Ok(());
         }
-        let stream = self.streams.stream(to, now);
-        if stream.is_full() {
-            stats.dropped_window_full.fetch_add(1, Relaxed);
-            return Ok(());
-        }
-        (frame.incarnation, frame.seq) = stream.next();
-        let body = frame.encode();
-        stream.push(subject.clone(), body.clone(), now);
-        if connected {
-            publish(&self.client, true, &link, &subject, &body).await;
-        }
+        let out = (&mut self.streams, &self.client, &*link);
+        send_numbered(out, to, &subject, &mut frame, now, connected).await;
         Ok(())
+    }
+
+    /// The topic of `m` as subject tokens; `None` for a message that has expired, or
+    /// whose subject would pass the bound (counted: it stays on this node).
+    fn tokens(&self, m: &Message, now: Instant) -> Option<String> {
+        let mut tokens = String::new();
+        if push_topic(m.topic(), &mut tokens).is_err() {
+            self.link.stats.too_long.fetch_add(1, Relaxed);
+            return None;
+        }
+        (!m.is_expired(now)).then_some(tokens)
     }
 
     /// An ack from a destination.
@@ -708,6 +693,31 @@ impl Out {
         for node in t.resend {
             self.resend(&node).await;
         }
+    }
+}
+
+/// Numbers `frame` in this node's stream to `node`, keeps it in that stream's window and
+/// publishes it on `subject`; while disconnected it waits in the window for the
+/// reconnect's resend. A full window here means NATS is away, or the destination is
+/// (otherwise the caller waited for room): the message is dropped and counted.
+async fn send_numbered(
+    (streams, client, link): (&mut Streams, &async_nats::Client, &ClusterLink),
+    node: &Arc<str>,
+    subject: &str,
+    frame: &mut Frame<'_>,
+    now: Instant,
+    connected: bool,
+) {
+    let stream = streams.stream(node, now);
+    if stream.is_full() {
+        link.stats.dropped_window_full.fetch_add(1, Relaxed);
+        return;
+    }
+    (frame.incarnation, frame.seq) = stream.next();
+    let body = frame.encode();
+    stream.push(subject.to_string(), body.clone(), now);
+    if connected {
+        publish(client, true, link, subject, &body).await;
     }
 }
 

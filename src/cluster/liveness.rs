@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
+use super::link::subscribe;
 use super::remote::MAX_NODES;
 use super::{ClusterLink, PREFIX, valid_node_id};
 
@@ -51,13 +52,9 @@ pub(super) async fn run(
 ) {
     let me = link.node_id().to_string();
     let subject = format!("{PREFIX}.hb.{me}");
-    let mut beats = match client.subscribe(format!("{PREFIX}.hb.*")).await {
-        Ok(s) => s,
-        Err(e) => {
-            // Every node stays routed to, as before any node is judged.
-            tracing::error!("cluster: cannot subscribe to heartbeats: {e}");
-            return keep(tx).await;
-        }
+    let Some(mut beats) = subscribe(&client, format!("{PREFIX}.hb.*")).await else {
+        // Every node stays routed to, as before any node is judged.
+        return keep(tx).await;
     };
     let mut connections = link.connections.subscribe();
     let mut listening_since = Instant::now();

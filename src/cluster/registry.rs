@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::link::{Shards, bucket, watch};
+use super::link::{Shards, bucket, subscribe, watch};
 use super::{
     ClaimOutcome, ClaimRequest, ClusterLink, PREFIX, SESSIONS_BUCKET, SessionEvent, subject,
     valid_node_id,
@@ -119,22 +119,8 @@ pub(super) async fn run(
     let mut store: Option<kv::Store> = None;
     let (change_tx, mut changes) = mpsc::channel(1024);
     tokio::spawn(watch_sessions(link.clone(), js, change_tx));
-    let inbox = format!("{PREFIX}.h.{node}");
-    let mut asks = match client.subscribe(inbox.clone()).await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::error!("cluster: cannot subscribe to {inbox}: {e}");
-            None
-        }
-    };
-    let notices = format!("{PREFIX}.i.{node}");
-    let mut notices = match client.subscribe(notices.clone()).await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::error!("cluster: cannot subscribe to {notices}: {e}");
-            None
-        }
-    };
+    let mut asks = subscribe(&client, format!("{PREFIX}.h.{node}")).await;
+    let mut notices = subscribe(&client, format!("{PREFIX}.i.{node}")).await;
     let (done_tx, mut done) = mpsc::channel::<Claimed>(1024);
     let (written_tx, mut written) = mpsc::channel::<(String, Option<u64>)>(1024);
     let (late_tx, mut late) = mpsc::channel::<String>(1024);
