@@ -11,12 +11,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use ringmq_proto::mqtt::QoS;
 use ringmq_proto::topic;
 
-use super::Msg;
 use super::admin::Reply;
 use super::connect::Claim;
 use super::delivery::Src;
 use super::handover;
-use super::session::{Message, MovingSession, Queued, Session, SessionId, SubIds, SubRef};
+use super::session::{Message, MovingSession, Queued, SessionId, SubIds, SubRef};
 use super::{Broker, Io};
 use crate::cluster::remote::{Reach, RemoteInterest};
 use crate::cluster::{
@@ -517,14 +516,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        let mut stub = Session::new(&s.client_id, s.version);
-        // The stub keeps the slot, its id and its subscriptions (and their durable
-        // interest, until it goes).
-        stub.gen_ = s.gen_;
-        s.copy_subs_to(&mut stub);
-        stub.extra_mut().moved_to_node = Some(to);
-        stub.durable = s.durable;
-        let mut session = std::mem::replace(s, stub);
+        let mut session = s.replace_with_stub(|e| e.moved_to_node = Some(to));
         session.take_subs();
         self.sessions.unindex(&session.client_id, sid);
         self.retained_cursors.remove(sid);
@@ -534,26 +526,8 @@ impl Broker {
                 reason: EndReason::Moved,
             });
         }
-        let received: Vec<u64> = session
-            .extra()
-            .map(|e| {
-                e.inbound_qos2
-                    .values()
-                    .copied()
-                    .filter(|&id| id != 0)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if session.store_key != 0 {
-            self.forget_received(received);
-        }
-        let home = self.peers.home_of(&session.client_id);
-        let release = Msg::Release {
-            client_id: (*session.client_id).into(),
-            owner: self.peers.id,
-            epoch: session.epoch,
-        };
-        self.send(io, home, release);
+        self.forget_received(session.unreleased_ids());
+        self.release_at_home(io, &session);
         if let Some(part) = self.cluster.as_mut() {
             let at = io.now_ms() + STUB_GRACE.as_millis() as u64;
             part.stubs.push_back((at, sid));

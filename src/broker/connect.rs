@@ -504,19 +504,11 @@ impl Broker {
     pub(super) fn take_session(&mut self, sid: SessionId, why: EndReason) -> Option<Session> {
         // QoS 2 messages of a logged session never released: the sessions that got
         // them forget them.
-        let pending: Vec<u64> = match self.sessions.get(sid) {
-            Some(s) if s.store_key != 0 => s
-                .extra()
-                .map(|e| {
-                    e.inbound_qos2
-                        .values()
-                        .copied()
-                        .filter(|&id| id != 0)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
+        let pending = self
+            .sessions
+            .get(sid)
+            .map(Session::unreleased_ids)
+            .unwrap_or_default();
         self.log_session_ended(sid, why);
         let mut session = self.sessions.remove(sid)?;
         self.forget_received(pending);
@@ -548,18 +540,20 @@ impl Broker {
     pub(super) fn end_session(&mut self, io: &mut Io, sid: SessionId, why: EndReason) {
         if let Some(session) = self.take_session(sid, why) {
             self.cluster_session(&session.client_id, false);
-            let home = self.peers.home_of(&session.client_id);
-            let owner = self.peers.id;
-            self.send(
-                io,
-                home,
-                Msg::Release {
-                    client_id: (*session.client_id).into(),
-                    owner,
-                    epoch: session.epoch,
-                },
-            );
+            self.release_at_home(io, &session);
         }
+    }
+
+    /// Tells the home shard of `session`'s client id that this shard no longer holds it
+    /// (under its epoch).
+    pub(super) fn release_at_home(&mut self, io: &mut Io, session: &Session) {
+        let home = self.peers.home_of(&session.client_id);
+        let release = Msg::Release {
+            client_id: (*session.client_id).into(),
+            owner: self.peers.id,
+            epoch: session.epoch,
+        };
+        self.send(io, home, release);
     }
 
     pub(super) fn on_disconnect(&mut self, io: &mut Io, key: ConnKey, d: Disconnect<'_>) {

@@ -296,8 +296,13 @@ pub(super) fn deadline_instant(d: Deadline) -> Option<Instant> {
 }
 
 fn delivery(q: &Queued) -> Delivery {
+    delivery_as(q, MsgId(q.store_id))
+}
+
+/// The record of delivery `q` as one of message `msg`.
+pub(super) fn delivery_as(q: &Queued, msg: MsgId) -> Delivery {
     Delivery {
-        msg: MsgId(q.store_id),
+        msg,
         qos: q.qos,
         retain: q.retain,
         // At most four ids, each valid: `SubIds` keeps them so.

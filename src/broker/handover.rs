@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::durable::message_data;
+use super::durable::{delivery_as, message_data};
 use super::recovery::{restore_deliveries, stored_message};
 use super::session::{Message, MovingSession, OutState, Queued, Session, Subscription};
 use crate::store::record::{RecordError, decode_frame};
@@ -110,12 +110,12 @@ fn encode_from(s: &Session, subs: &[Subscription], queue: &[&Queued]) -> Vec<u8>
     };
     let queued: Vec<Delivery> = queue
         .iter()
-        .map(|q| delivery(q, id_of(&mut image, &q.msg)))
+        .map(|q| delivery_as(q, id_of(&mut image, &q.msg)))
         .collect();
     let sent: Vec<Delivery> = e
         .inflight
         .iter()
-        .map(|i| delivery(&i.delivery, id_of(&mut image, &i.delivery.msg)))
+        .map(|i| delivery_as(&i.delivery, id_of(&mut image, &i.delivery.msg)))
         .collect();
     for delivery in queued {
         image.put(&Record::Enqueued {
@@ -145,16 +145,6 @@ fn encode_from(s: &Session, subs: &[Subscription], queue: &[&Queued]) -> Vec<u8>
         });
     }
     image.out
-}
-
-fn delivery(q: &Queued, id: MsgId) -> Delivery {
-    Delivery {
-        msg: id,
-        qos: q.qos,
-        retain: q.retain,
-        // At most four ids, each valid: `SubIds` keeps them so.
-        sub_ids: crate::store::record::SubIdList::new(q.sub_ids.as_slice()).unwrap_or_default(),
-    }
 }
 
 /// The session an image holds, checked record by record.

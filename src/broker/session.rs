@@ -580,6 +580,38 @@ impl Session {
         subs
     }
 
+    /// Puts a stub in this session's place — the same slot and id, the same
+    /// subscriptions (which stay in the topic table, with their durable interest, until
+    /// the stub goes), marked by `mark` with where the session went — and returns the
+    /// session, no longer counted as durable here.
+    pub fn replace_with_stub(&mut self, mark: impl FnOnce(&mut SessionExtra)) -> Session {
+        let mut stub = Session::new(&self.client_id, self.version);
+        stub.gen_ = self.gen_;
+        self.copy_subs_to(&mut stub);
+        mark(stub.extra_mut());
+        stub.durable = self.durable;
+        let mut session = std::mem::replace(self, stub);
+        session.durable = false;
+        session
+    }
+
+    /// The ids of the QoS 2 messages this session received and its client has not
+    /// released yet, as its shard's log knows them (none unless it is logged there).
+    pub fn unreleased_ids(&self) -> Vec<u64> {
+        if self.store_key == 0 {
+            return Vec::new();
+        }
+        self.extra()
+            .map(|e| {
+                e.inbound_qos2
+                    .values()
+                    .copied()
+                    .filter(|&id| id != 0)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Gives `other` the same subscriptions (on the same shard).
     pub fn copy_subs_to(&self, other: &mut Session) {
         other.first_sub = self.first_sub;

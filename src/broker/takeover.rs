@@ -28,7 +28,7 @@
 use super::durable::Then;
 use super::msg::{Claimant, Handoff, Takeover};
 use super::registry::IdKey;
-use super::session::{Arrival, MovingSession, OutState, Session, SessionId};
+use super::session::{Arrival, MovingSession, OutState, SessionId};
 use super::{Broker, Io, Msg};
 use crate::store::record::EndReason;
 
@@ -185,18 +185,12 @@ impl Broker {
     pub(super) fn leave_stub(&mut self, sid: SessionId, to: usize) -> Option<MovingSession> {
         let opened_at_ms = self.logged_open(sid);
         let seen = self.logged_seen(sid);
-        let s = self.sessions.get_mut(sid)?;
-        let mut stub = Session::new(&s.client_id, s.version);
-        // The stub keeps the slot, and its id.
-        stub.gen_ = s.gen_;
-        s.copy_subs_to(&mut stub);
-        stub.extra_mut().moved_to = Some(to);
-        // The stub's subscriptions stay in the topic table, and so does their durable
-        // interest, until it goes. The log keeps the session until its new shard has
-        // made it durable there (`Msg::MovedDurable`, naming the key it moves with).
-        stub.durable = s.durable;
-        let mut session = std::mem::replace(s, stub);
-        session.durable = false;
+        // The log keeps the session until its new shard has made it durable there
+        // (`Msg::MovedDurable`, naming the key it moves with).
+        let mut session = self
+            .sessions
+            .get_mut(sid)?
+            .replace_with_stub(|e| e.moved_to = Some(to));
         // A session moving on again before its last move settled gives up deduplicating
         // that move's late arrivals.
         if let Some(e) = session.extra_opt_mut() {
