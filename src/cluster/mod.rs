@@ -500,6 +500,50 @@ impl ClusterStats {
     }
 }
 
+/// Client ids noted lately, each with a value: what a note says holds for twice a
+/// stub's life ([`STUB_GRACE`]). Bounded by the registry's queue ([`CLAIMS_QUEUE`]): at
+/// the bound the stale notes go, and a new one is not kept if none were stale.
+struct Recent<V> {
+    notes: Mutex<HashMap<Box<str>, (V, Instant)>>,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Recent {
+            notes: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V: Copy> Recent<V> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, (V, Instant)>> {
+        self.notes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, client_id: &str, v: V) {
+        let now = Instant::now();
+        let mut notes = self.lock();
+        if notes.len() >= CLAIMS_QUEUE {
+            notes.retain(|_, (_, since)| now.duration_since(*since) < 2 * STUB_GRACE);
+            if notes.len() >= CLAIMS_QUEUE {
+                return;
+            }
+        }
+        notes.insert(client_id.into(), (v, now));
+    }
+
+    fn get(&self, client_id: &str) -> Option<V> {
+        let notes = self.lock();
+        let (v, since) = notes.get(client_id)?;
+        (since.elapsed() < 2 * STUB_GRACE).then_some(*v)
+    }
+
+    fn take(&self, client_id: &str) -> Option<V> {
+        let (v, since) = self.lock().remove(client_id)?;
+        (since.elapsed() < 2 * STUB_GRACE).then_some(v)
+    }
+}
+
 /// What the shards and the link share.
 pub struct ClusterLink {
     pub settings: ClusterSettings,
@@ -517,9 +561,9 @@ pub struct ClusterLink {
     sessions_rung: tokio::sync::Notify,
     /// Client ids whose sessions other nodes are handing over, with the shard that
     /// claimed each and since when: what their stubs forward goes to that shard only.
-    arriving: Mutex<HashMap<Box<str>, (usize, Instant)>>,
+    arriving: Recent<usize>,
     /// Client ids whose sessions left this node lately, leaving stubs here, and when.
-    stubbed: Mutex<HashMap<Box<str>, Instant>>,
+    stubbed: Recent<()>,
     /// CONNECTs for the session registry (the link takes the receiver once).
     claims: tokio::sync::mpsc::Sender<ClaimRequest>,
     claims_rx: Mutex<Option<tokio::sync::mpsc::Receiver<ClaimRequest>>>,
@@ -565,8 +609,8 @@ impl ClusterLink {
             claims_rx: Mutex::new(Some(claims_rx)),
             installed,
             installed_rx: Mutex::new(Some(installed_rx)),
-            arriving: Mutex::new(HashMap::new()),
-            stubbed: Mutex::new(HashMap::new()),
+            arriving: Recent::default(),
+            stubbed: Recent::default(),
             session_seq: AtomicU64::new(1),
             inbound: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             connections: tokio::sync::watch::Sender::new(0),
@@ -637,45 +681,24 @@ impl ClusterLink {
     }
 
     /// Shard `shard` claimed the session of `client_id`, which another node is asked
-    /// for. Kept for a stub's life past the claim; bounded by the registry's queue.
+    /// for. Kept for a stub's life past the claim.
     pub fn arriving(&self, client_id: &str, shard: usize) {
-        let now = Instant::now();
-        let mut a = self.arriving.lock().unwrap_or_else(|e| e.into_inner());
-        if a.len() >= CLAIMS_QUEUE {
-            a.retain(|_, (_, since)| now.duration_since(*since) < 2 * STUB_GRACE);
-            if a.len() >= CLAIMS_QUEUE {
-                return;
-            }
-        }
-        a.insert(client_id.into(), (shard, now));
+        self.arriving.insert(client_id, shard);
     }
 
     /// The shard that claimed the session of `client_id` lately, if one did.
     pub fn arriving_at(&self, client_id: &str) -> Option<usize> {
-        let a = self.arriving.lock().unwrap_or_else(|e| e.into_inner());
-        a.get(client_id)
-            .filter(|(_, since)| since.elapsed() < 2 * STUB_GRACE)
-            .map(|(shard, _)| *shard)
+        self.arriving.get(client_id)
     }
 
     /// The session of `client_id` left this node for another, leaving a stub here.
     pub fn stub_left(&self, client_id: &str) {
-        let now = Instant::now();
-        let mut s = self.stubbed.lock().unwrap_or_else(|e| e.into_inner());
-        if s.len() >= CLAIMS_QUEUE {
-            s.retain(|_, since| now.duration_since(*since) < 2 * STUB_GRACE);
-            if s.len() >= CLAIMS_QUEUE {
-                return;
-            }
-        }
-        s.insert(client_id.into(), now);
+        self.stubbed.insert(client_id, ());
     }
 
     /// Whether the session of `client_id` may still have a stub here; forgets it.
     pub fn take_stub(&self, client_id: &str) -> bool {
-        let mut s = self.stubbed.lock().unwrap_or_else(|e| e.into_inner());
-        s.remove(client_id)
-            .is_some_and(|since| since.elapsed() < 2 * STUB_GRACE)
+        self.stubbed.take(client_id).is_some()
     }
 
     /// The next number of the session events' order.
