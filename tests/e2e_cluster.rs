@@ -526,6 +526,13 @@ fn simultaneous_connects_on_two_nodes_end_with_one_session() {
     assert_eq!(ended, 3, "one CONNECT of each pair refused or taken over");
 }
 
+/// Options for a 3.1.1 client with a session that outlives its connection.
+fn persistent(id: &str, addr: std::net::SocketAddr) -> rumqttc::MqttOptions {
+    let mut o = v311::options(id, addr);
+    o.set_clean_session(false);
+    o
+}
+
 /// A persistent session follows its client to another node: its subscriptions and the
 /// messages queued for it while it was away come along, in order, and the node that
 /// held it keeps nothing of it.
@@ -534,11 +541,7 @@ fn a_session_moves_with_its_subscriptions_and_queue_to_another_node() {
     let nats = Nats::start();
     let nodes = Nodes::start(3, &nats.url(), &[]);
     nodes.wait_connected();
-    let persistent = |addr| {
-        let mut o = v311::options("mover", addr);
-        o.set_clean_session(false);
-        o
-    };
+    let persistent = |addr| persistent("mover", addr);
     runtime().block_on(async {
         let mut c = V4::connect(persistent(nodes.addr(0))).await;
         assert!(!c.connack.session_present);
@@ -592,11 +595,7 @@ fn a_session_on_a_killed_node_starts_afresh_elsewhere() {
     let nats = Nats::start();
     let nodes = Nodes::start(2, &nats.url(), &[]);
     nodes.wait_connected();
-    let persistent = |addr| {
-        let mut o = v311::options("orphan", addr);
-        o.set_clean_session(false);
-        o
-    };
+    let persistent = |addr| persistent("orphan", addr);
     runtime().block_on(async {
         let mut c = V4::connect(persistent(nodes.addr(0))).await;
         c.subscribe_ok("or/#", 1).await;
@@ -795,11 +794,7 @@ fn messages_published_while_a_session_moves_all_reach_it() {
     let nats = Nats::start();
     let nodes = Nodes::start(3, &nats.url(), &[]);
     nodes.wait_connected();
-    let persistent = |addr| {
-        let mut o = v311::options("flow", addr);
-        o.set_clean_session(false);
-        o
-    };
+    let persistent = |addr| persistent("flow", addr);
     runtime().block_on(async {
         let mut c = V4::connect(persistent(nodes.addr(0))).await;
         c.subscribe_ok("fl/#", 1).await;
