@@ -150,8 +150,6 @@ pub enum AdminRequest {
     /// The session of this client id comes back to this node: a stub it left here
     /// ends.
     ClusterStubEnd(Box<str>),
-    /// The node the session of this client id moved to has installed it.
-    ClusterStubInstalled(Box<str>),
     /// The session registry's answer to a CONNECT here (`ClusterLink::claim`).
     ClusterClaimed {
         conn: ConnKey,
@@ -443,7 +441,6 @@ impl Broker {
             AdminRequest::ClusterRetain(m) => self.cluster_retain(io, m),
             AdminRequest::ClusterTakeover(id) => self.cluster_takeover(io, &id),
             AdminRequest::ClusterStubEnd(id) => self.cluster_stub_end(&id),
-            AdminRequest::ClusterStubInstalled(id) => self.cluster_stub_installed(&id),
             AdminRequest::ClusterClaimed {
                 conn,
                 client_id,

@@ -15,12 +15,14 @@ use super::admin::Reply;
 use super::connect::Claim;
 use super::delivery::Src;
 use super::handover;
-use super::session::{Message, MovingSession, Queued, SessionId, SubIds, SubRef};
+use super::session::{
+    Admit, Message, MovingSession, PubNumber, Queued, Session, SessionId, SubIds, SubRef,
+};
 use super::{Broker, Io};
 use crate::cluster::remote::{Reach, RemoteInterest};
 use crate::cluster::{
-    ClaimOutcome, ClaimRequest, ClusterLink, Inbound, InterestChange, Outbound, Refused,
-    STUB_GRACE, SessionDelivery, SessionEvent,
+    ClaimOutcome, ClaimRequest, ClusterLink, ClusterStats, Inbound, InterestChange, Outbound,
+    Refused, STUB_GRACE, SessionDelivery, SessionEvent,
 };
 use crate::store::record::EndReason;
 use crate::store::{Record, SessionKey};
@@ -46,7 +48,7 @@ pub(super) struct ClusterPart {
     /// Sessions handed over by other nodes, by the connection whose CONNECT claimed
     /// them, until its claim on this node is settled (at most one per connection in
     /// its CONNECT).
-    arrivals: HashMap<ConnKey, (Box<MovingSession>, Arc<str>)>,
+    arrivals: HashMap<ConnKey, Box<MovingSession>>,
     /// Stubs of sessions that moved to other nodes, with when each ends (shard clock,
     /// ms), oldest first.
     stubs: VecDeque<(u64, SessionId)>,
@@ -54,6 +56,14 @@ pub(super) struct ClusterPart {
     /// arrived here (its image still on the way), with when each came (shard clock,
     /// ms); at most [`EARLY_MAX`], kept for [`STUB_GRACE`].
     early: VecDeque<(u64, Box<str>, Queued)>,
+    /// This node's [`node_hash`](crate::cluster::node_hash) and the number of this
+    /// shard's next publish (see [`PubNumber`]).
+    own: u32,
+    next_number: u64,
+    /// Per publishing node and shard, the highest number routed here: what a session
+    /// leaving this shard for another node has had (one shard's messages are routed in
+    /// the order it published them). At most nodes × shards entries.
+    routed: HashMap<(u32, u16), u64>,
 }
 
 /// Forwarded deliveries a shard keeps for sessions still arriving; past it the oldest
@@ -63,7 +73,6 @@ const EARLY_MAX: usize = 65_536;
 impl ClusterPart {
     pub fn new(link: Arc<ClusterLink>) -> ClusterPart {
         ClusterPart {
-            link,
             held: VecDeque::new(),
             inbox: VecDeque::new(),
             inbox_since_ms: 0,
@@ -72,6 +81,12 @@ impl ClusterPart {
             arrivals: HashMap::new(),
             stubs: VecDeque::new(),
             early: VecDeque::new(),
+            own: crate::cluster::node_hash(link.node_id()),
+            next_number: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
+            routed: HashMap::new(),
+            link,
         }
     }
 
@@ -79,6 +94,41 @@ impl ClusterPart {
     pub fn backlogged(&self) -> bool {
         !self.held.is_empty()
     }
+}
+
+/// Whether a copy of a message goes to a session that moved here from another node, as
+/// its [`NodeArrival`](super::session::NodeArrival) said (`admit`); counted.
+pub(super) fn admitted(part: Option<&ClusterPart>, admit: Admit) -> bool {
+    match part {
+        Some(part) => counted(&part.link.stats, admit),
+        None => admit != Admit::Duplicate,
+    }
+}
+
+fn counted(stats: &ClusterStats, admit: Admit) -> bool {
+    match admit {
+        Admit::Deliver => true,
+        Admit::DeliverForgot => {
+            stats.moved_seen_forgotten.fetch_add(1, Relaxed);
+            true
+        }
+        Admit::Duplicate => {
+            stats.moved_duplicates.fetch_add(1, Relaxed);
+            false
+        }
+    }
+}
+
+/// Queues a delivery the stub of `session` on its old node forwarded before the session
+/// was installed here, unless it got that message already.
+fn enqueue_forwarded(stats: &ClusterStats, session: &mut Session, q: Queued, max: usize) {
+    let e = session.extra_mut();
+    if let (Some(a), Some(n)) = (e.from_node.as_mut(), q.msg.number)
+        && !counted(stats, a.admit_forwarded(n))
+    {
+        return;
+    }
+    e.enqueue(q, max, |_| {});
 }
 
 /// Where a message published here goes in the cluster.
@@ -97,11 +147,23 @@ impl ClusterRoute {
 
 impl Broker {
     /// Which other nodes a message published here goes to; `None` without a cluster
-    /// and for `$` topics (`$SYS` is each node's own).
-    pub(super) fn cluster_route(&self, src: &Src<'_>) -> Option<ClusterRoute> {
-        let part = self.cluster.as_ref()?;
+    /// and for `$` topics (`$SYS` is each node's own). The message gets its number.
+    pub(super) fn cluster_route(&mut self, src: &mut Src<'_>) -> Option<ClusterRoute> {
+        let part = self.cluster.as_mut()?;
         if src.topic.starts_with('$') {
             return None;
+        }
+        let n = PubNumber {
+            node: part.own,
+            shard: self.peers.id as u16,
+            n: part.next_number,
+        };
+        part.next_number += 1;
+        src.number = Some(n);
+        // Kept already (a retained message, one from the API): the copy that is routed
+        // carries the number.
+        if let Some(m) = &src.shared {
+            src.shared = Some(Arc::new(m.numbered(n)));
         }
         let table = part.link.remote();
         let reach = table.reach(src.topic);
@@ -254,6 +316,14 @@ impl Broker {
         self.route_inbound(io);
     }
 
+    /// A message numbered `n` is routed on this shard.
+    pub(super) fn cluster_routed(&mut self, n: PubNumber) {
+        if let Some(part) = self.cluster.as_mut() {
+            let h = part.routed.entry((n.node, n.shard)).or_insert(0);
+            *h = (*h).max(n.n);
+        }
+    }
+
     /// One message from another node: to the plain subscribers of every shard here
     /// (never back to the cluster), or to one member of its shared group.
     fn route_from_cluster(&mut self, io: &mut Io, m: &Arc<Message>, share: Option<&Arc<str>>) {
@@ -385,22 +455,27 @@ impl Broker {
                     self.send_claim(io, client_id, conn, clean_start);
                 }
             }
-            ClaimOutcome::Session(mut moving, from) => {
+            ClaimOutcome::Session(mut moving) => {
                 // Claimed here even if the connection has gone: the session is kept
                 // (offline) as a takeover between shards would keep it.
                 let max = self.config().max_queued_messages;
-                if let Some(part) = self.cluster.as_mut() {
+                let now = io.now_ms();
+                if let Some(part) = self.cluster.as_deref_mut() {
+                    // Copies that may come twice are told apart from now on.
+                    if let Some(a) = moving.session.extra_mut().from_node.as_mut() {
+                        a.until_ms = now + 2 * STUB_GRACE.as_millis() as u64;
+                    }
                     // What its old node's stub forwarded before it came, behind its queue.
                     let mut kept = VecDeque::with_capacity(part.early.len());
                     for (at, id, q) in part.early.drain(..) {
                         if id == client_id {
-                            moving.session.extra_mut().enqueue(q, max, |_| {});
+                            enqueue_forwarded(&part.link.stats, &mut moving.session, q, max);
                         } else {
                             kept.push_back((at, id, q));
                         }
                     }
                     part.early = kept;
-                    part.arrivals.insert(conn, (moving, from));
+                    part.arrivals.insert(conn, moving);
                 }
                 self.send_claim(io, client_id, conn, clean_start.unwrap_or(false));
             }
@@ -417,18 +492,13 @@ impl Broker {
         client_id: &str,
         claim: Claim,
     ) -> Claim {
-        let Some((moving, from)) = self
+        let Some(moving) = self
             .cluster
             .as_mut()
             .and_then(|part| part.arrivals.remove(&conn))
         else {
             return claim;
         };
-        // Installed in this turn (here or, the connection gone, offline): the node it
-        // came from may stop forwarding what this node gets itself.
-        if let Some(part) = &self.cluster {
-            part.link.installed(from, client_id);
-        }
         if let Claim::TakenOver {
             session: Some(s),
             stub,
@@ -492,7 +562,12 @@ impl Broker {
             .map(|s| s.subs().collect())
             .unwrap_or_default();
         let subs = self.spell_out_subs(sid, &refs);
-        let Some((image, left_out)) = self.sessions.get(sid).map(|s| handover::encode(s, &subs))
+        let empty = HashMap::new();
+        let had = self.cluster.as_ref().map_or(&empty, |p| &p.routed);
+        let Some((image, left_out)) = self
+            .sessions
+            .get(sid)
+            .map(|s| handover::encode(s, &subs, had))
         else {
             let _ = reply.send(None);
             return;
@@ -557,32 +632,28 @@ impl Broker {
         }
     }
 
-    /// The node a session moved to says it is installed there.
-    pub(super) fn cluster_stub_installed(&mut self, client_id: &str) {
-        let Some(part) = self.cluster.as_ref() else {
-            return;
-        };
-        for &(_, sid) in &part.stubs {
-            if let Some(s) = self.sessions.get_mut(sid)
-                && *s.client_id == *client_id
-                && let Some(e) = s.extra_opt_mut()
-                && e.moved_to_node.is_some()
-            {
-                e.stub_installed = true;
-            }
-        }
+    /// The stub on this shard of the session of `client_id`, which moved to another
+    /// node, and that node.
+    fn node_stub(&self, client_id: &str) -> Option<Arc<str>> {
+        let part = self.cluster.as_ref()?;
+        part.stubs.iter().find_map(|&(_, sid)| {
+            let s = self.sessions.get(sid)?;
+            (*s.client_id == *client_id)
+                .then(|| s.extra()?.moved_to_node.clone())
+                .flatten()
+        })
     }
 
     /// A delivery that reached the stub of a session that moved to node `to`: sent
-    /// after it, unless the message's publishing node sent `to` a copy itself and `to`
-    /// has said the session is installed there (`installed`; before, the copy may have
-    /// come there before the session did, and the forwarded one is what reaches it —
-    /// so in that moment a message can reach it twice, never not at all).
+    /// after it, always — `to` may have got the message itself, but only once the
+    /// session is installed there does that copy reach it; its [`NodeArrival`] keeps
+    /// the session from getting both.
+    ///
+    /// [`NodeArrival`]: super::session::NodeArrival
     pub(super) fn cluster_forward(
         &mut self,
         src: &mut Src<'_>,
         to: Arc<str>,
-        installed: bool,
         delivery: SessionDelivery,
     ) {
         let shard = self.peers.id as u16;
@@ -591,24 +662,6 @@ impl Broker {
             return;
         };
         let table = part.link.remote();
-        let h = crate::cluster::node_hash(&to);
-        let sent_directly = match &msg.sent_to {
-            Some(nodes) => nodes.contains(&h),
-            // Published on this node: to `to` if this node routes the topic there.
-            None => {
-                let mut nodes = table.reach(src.topic).nodes;
-                let mut found = false;
-                while nodes != 0 {
-                    let i = nodes.trailing_zeros() as usize;
-                    nodes &= nodes - 1;
-                    found |= table.node(i).is_some_and(|n| **n == *to);
-                }
-                found
-            }
-        };
-        if installed && sent_directly {
-            return;
-        }
         part.link.stats.stub_forwarded.fetch_add(1, Relaxed);
         let qos = delivery.qos;
         let o = Outbound {
@@ -649,7 +702,15 @@ impl Broker {
             sub_ids.push(id);
         }
         let max = self.config().max_queued_messages;
-        let Some(part) = self.cluster.as_mut() else {
+        if self.sessions.find(&d.client_id).is_none()
+            && let Some(to) = self.node_stub(&d.client_id)
+        {
+            // It moved on from here meanwhile: after it.
+            let mut src = Src::from_arc(m, self.peers.id);
+            self.cluster_forward(&mut src, to, d.clone());
+            return;
+        }
+        let Some(part) = self.cluster.as_deref_mut() else {
             return;
         };
         part.link.stats.moved_in.fetch_add(1, Relaxed);
@@ -665,12 +726,9 @@ impl Broker {
             let arrived = part
                 .arrivals
                 .values_mut()
-                .map(|(s, _)| s)
                 .find(|s| *s.session.client_id == *d.client_id);
             match arrived {
-                Some(s) => {
-                    s.session.extra_mut().enqueue(q, max, |_| {});
-                }
+                Some(s) => enqueue_forwarded(&part.link.stats, &mut s.session, q, max),
                 None => {
                     if part.early.len() >= EARLY_MAX {
                         part.early.pop_front();
@@ -683,6 +741,7 @@ impl Broker {
             return;
         };
         let mut src = Src::from_arc(m, self.peers.id);
+        src.moved = true;
         self.deliver(io, sid, &mut src, d.qos, d.retain, sub_ids);
         self.settle_routing(io, &src);
     }

@@ -10,7 +10,7 @@ use ringmq_proto::mqtt::{QoS, ReasonCode};
 use ringmq_shard::conn::CloseReason;
 
 use super::msg::{Forward, Ticket};
-use super::session::{Inflight, Message, OutState, Queued, SessionId, SubIds};
+use super::session::{Inflight, Message, OutState, PubNumber, Queued, SessionId, SubIds};
 use super::writer::{Out, Recipient, View, Written};
 use super::{Broker, Io, Msg};
 
@@ -51,6 +51,10 @@ pub(super) struct Src<'a> {
     /// A retained message sent on subscribe: the receiver's ACL is always asked (a live
     /// message only when its connection has `CHECK_DELIVERIES`).
     pub replay: bool,
+    /// In a cluster: which publish this is.
+    pub number: Option<PubNumber>,
+    /// Forwarded by the stub a session left on another node when it moved here.
+    pub moved: bool,
 }
 
 impl<'a> Src<'a> {
@@ -75,6 +79,7 @@ impl<'a> Src<'a> {
             origin: m.origin,
             via,
             shared: Some(m.clone()),
+            number: m.number,
             ..Src::nothing()
         }
     }
@@ -109,13 +114,15 @@ impl<'a> Src<'a> {
             exact: None,
             again: false,
             replay: false,
+            number: None,
+            moved: false,
         }
     }
 
     pub fn shared(&mut self) -> Arc<Message> {
         self.shared
             .get_or_insert_with(|| {
-                Arc::new(Message::new(
+                let mut m = Message::new(
                     self.topic,
                     self.props,
                     self.payload,
@@ -123,7 +130,9 @@ impl<'a> Src<'a> {
                     self.retain,
                     self.expires_at,
                     self.origin,
-                ))
+                );
+                m.number = self.number;
+                Arc::new(m)
             })
             .clone()
     }
@@ -240,10 +249,7 @@ impl Broker {
             }
             return;
         }
-        if let Some((to, installed)) = s
-            .extra()
-            .and_then(|e| Some((e.moved_to_node.clone()?, e.stub_installed)))
-        {
+        if let Some(to) = s.extra().and_then(|e| e.moved_to_node.clone()) {
             // A stub of a session that moved to another node.
             let delivery = crate::cluster::SessionDelivery {
                 client_id: (*s.client_id).into(),
@@ -251,8 +257,27 @@ impl Broker {
                 retain,
                 sub_ids: sub_ids.as_slice().to_vec(),
             };
-            self.cluster_forward(src, to, installed, delivery);
+            self.cluster_forward(src, to, delivery);
             return;
+        }
+        if let Some(n) = src.number
+            && let Some(e) = s.extra_opt_mut()
+            && let Some(a) = e.from_node.as_mut()
+        {
+            // Moved here from another node lately: a copy may come both straight and
+            // through the stub there, or be one the session had there.
+            if a.until_ms != 0 && a.until_ms <= io.now_ms() {
+                e.from_node = None;
+            } else {
+                let admit = if src.moved {
+                    a.admit_forwarded(n)
+                } else {
+                    a.admit_direct(n)
+                };
+                if !super::cluster::admitted(self.cluster.as_deref(), admit) {
+                    return;
+                }
+            }
         }
         if let (Some(a), Some(m)) = (
             s.extra_opt_mut().and_then(|e| e.arrival.as_mut()),

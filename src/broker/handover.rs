@@ -10,13 +10,25 @@
 //! The image leaves out what belongs to the old connection: its will (published or
 //! dropped when the connection is closed, as for a takeover between shards) and the
 //! session's expiry (the new connection's CONNECT sets it).
+//!
+//! Before the records, the image says what the session had had when it left (its
+//! [`NodeArrival`] on the new node), 14 bytes per entry, big-endian:
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 4 | entries of `had` (at most [`MAX_HAD`]) |
+//! | 14 each | a publishing node's hash (4), its shard (2), the highest number of that shard routed on the session's old shard (8) |
+//! | 4 | entries of `seen` (at most [`NodeArrival::MAX_SEEN`]) |
+//! | 14 each | a publish the session got since it last moved between nodes: node hash, shard, number |
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::durable::{delivery_as, message_data};
 use super::recovery::{restore_deliveries, stored_message};
-use super::session::{Message, MovingSession, OutState, Queued, Session, Subscription};
+use super::session::{
+    Message, MovingSession, NodeArrival, OutState, PubNumber, Queued, Session, Subscription,
+};
 use crate::store::record::{RecordError, decode_frame};
 use crate::store::{Delivery, Lsn, MsgId, Record, SessionKey, State};
 use ringmq_proto::Decoded;
@@ -24,6 +36,9 @@ use ringmq_proto::Decoded;
 /// The largest image: a session whose image would be larger leaves its oldest queued
 /// messages behind (counted by the caller), never its in-flight window.
 pub const MAX_IMAGE: usize = 64 << 20;
+
+/// Publishing shards an image's `had` names at most (nodes × shards of a cluster).
+pub const MAX_HAD: usize = 1 << 16;
 
 /// The key the session has inside its image.
 const KEY: SessionKey = SessionKey(1);
@@ -38,16 +53,42 @@ pub enum ImageError {
     Unexpected(String),
     /// No session in it, or more than one.
     Sessions(usize),
+    /// What the session had is cut short or past its bounds.
+    Position,
 }
 
-/// The image of session `s` with subscriptions `subs`, and how many queued messages were
-/// left out to stay within [`MAX_IMAGE`].
-pub(super) fn encode(s: &Session, subs: &[Subscription]) -> (Vec<u8>, usize) {
+/// The image of session `s` with subscriptions `subs`, leaving a shard that has routed
+/// `had` (per publishing node and shard, the highest number), and how many queued
+/// messages were left out to stay within [`MAX_IMAGE`].
+pub(super) fn encode(
+    s: &Session,
+    subs: &[Subscription],
+    had: &HashMap<(u32, u16), u64>,
+) -> (Vec<u8>, usize) {
     let e = s.extra();
     let queue: Vec<&Queued> = e.map(|e| e.queue.iter().collect()).unwrap_or_default();
+    let mut position = Vec::new();
+    let put = |out: &mut Vec<u8>, node: u32, shard: u16, n: u64| {
+        out.extend_from_slice(&node.to_be_bytes());
+        out.extend_from_slice(&shard.to_be_bytes());
+        out.extend_from_slice(&n.to_be_bytes());
+    };
+    position.extend_from_slice(&(had.len().min(MAX_HAD) as u32).to_be_bytes());
+    for (&(node, shard), &n) in had.iter().take(MAX_HAD) {
+        put(&mut position, node, shard, n);
+    }
+    let seen: Vec<&PubNumber> = e
+        .and_then(|e| e.from_node.as_ref())
+        .map(|a| a.seen().collect())
+        .unwrap_or_default();
+    position.extend_from_slice(&(seen.len() as u32).to_be_bytes());
+    for n in seen {
+        put(&mut position, n.node, n.shard, n.n);
+    }
     let mut skip = 0;
     loop {
-        let out = encode_from(s, subs, &queue[skip..]);
+        let mut out = position.clone();
+        out.extend_from_slice(&encode_from(s, subs, &queue[skip..]));
         if out.len() <= MAX_IMAGE || skip == queue.len() {
             return (out, skip);
         }
@@ -147,8 +188,33 @@ fn encode_from(s: &Session, subs: &[Subscription], queue: &[&Queued]) -> Vec<u8>
     image.out
 }
 
+/// Reads `count` entries of 14 bytes (at most `max`) from the front of `bytes`.
+fn read_entries(bytes: &mut &[u8], max: usize) -> Result<Vec<PubNumber>, ImageError> {
+    let count = bytes.get(..4).ok_or(ImageError::Position)?;
+    let count = u32::from_be_bytes(count.try_into().expect("4")) as usize;
+    if count > max {
+        return Err(ImageError::Position);
+    }
+    let all = bytes.get(4..4 + 14 * count).ok_or(ImageError::Position)?;
+    let entries = all
+        .chunks_exact(14)
+        .map(|b| PubNumber {
+            node: u32::from_be_bytes(b[..4].try_into().expect("4")),
+            shard: u16::from_be_bytes([b[4], b[5]]),
+            n: u64::from_be_bytes(b[6..].try_into().expect("8")),
+        })
+        .collect();
+    *bytes = &bytes[4 + 14 * count..];
+    Ok(entries)
+}
+
 /// The session an image holds, checked record by record.
 pub fn decode(mut bytes: &[u8]) -> Result<MovingSession, ImageError> {
+    let had = read_entries(&mut bytes, MAX_HAD)?
+        .into_iter()
+        .map(|n| ((n.node, n.shard), n.n))
+        .collect();
+    let seen = read_entries(&mut bytes, NodeArrival::MAX_SEEN)?;
     let mut state = State::new();
     while !bytes.is_empty() {
         let (frame, used) = match decode_frame(bytes).map_err(ImageError::Record)? {
@@ -187,6 +253,7 @@ pub fn decode(mut bytes: &[u8]) -> Result<MovingSession, ImageError> {
         )
     };
     restore_deliveries(session.extra_mut(), s, message, false);
+    session.extra_mut().from_node = Some(Box::new(NodeArrival::new(had, seen)));
     let subs = s
         .subscriptions
         .iter()
@@ -207,7 +274,7 @@ pub fn decode(mut bytes: &[u8]) -> Result<MovingSession, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::session::{Inflight, SubIds};
+    use crate::broker::session::{Admit, Inflight, SubIds};
     use ringmq_proto::mqtt::{QoS, SubscriptionOptions, Version};
 
     fn queued(m: &Arc<Message>, qos: QoS, sub_id: u32) -> Queued {
@@ -310,7 +377,8 @@ mod tests {
     #[test]
     fn an_image_rebuilds_the_session() {
         let (s, subs) = session();
-        let (image, left_out) = encode(&s, &subs);
+        let had = HashMap::from([((7, 1), 99), ((8, 0), 5)]);
+        let (image, left_out) = encode(&s, &subs, &had);
         assert_eq!(left_out, 0);
         let moved = decode(&image).unwrap();
         assert_eq!(parts(&moved.session), parts(&s));
@@ -321,12 +389,46 @@ mod tests {
         assert!(Arc::ptr_eq(&e.queue[0].msg, &e.inflight[0].delivery.msg));
         // Nothing names the old node's log.
         assert!(e.queue.iter().all(|q| q.store_id == 0));
+        // What it had on the old node came with it.
+        assert_eq!(e.from_node.as_ref().unwrap().had, had);
+    }
+
+    /// A session that moves on before its arrival's window closed takes along what it
+    /// got since; the new node delivers none of those again, nor what the old shard
+    /// had routed.
+    #[test]
+    fn what_a_session_had_and_got_moves_with_it() {
+        let (mut s, subs) = session();
+        let n = |n| PubNumber {
+            node: 7,
+            shard: 1,
+            n,
+        };
+        let mut arrival = NodeArrival::new(HashMap::new(), []);
+        assert_eq!(arrival.admit_forwarded(n(500)), Admit::Deliver);
+        s.extra_mut().from_node = Some(Box::new(arrival));
+        let had = HashMap::from([((7, 1), 100)]);
+        let (image, _) = encode(&s, &subs, &had);
+        let mut moved = decode(&image).unwrap();
+        let a = moved.session.extra_mut().from_node.as_mut().unwrap();
+        assert_eq!(a.admit_direct(n(100)), Admit::Duplicate, "had");
+        assert_eq!(a.admit_direct(n(500)), Admit::Duplicate, "got it");
+        assert_eq!(a.admit_forwarded(n(500)), Admit::Duplicate, "got it");
+        assert_eq!(a.admit_direct(n(101)), Admit::Deliver);
+        assert_eq!(a.admit_forwarded(n(101)), Admit::Duplicate, "got it now");
+        assert_eq!(a.admit_forwarded(n(102)), Admit::Deliver);
+        assert_eq!(a.admit_direct(n(102)), Admit::Duplicate, "got it now");
+        // Another shard's numbers are its own.
+        assert_eq!(
+            a.admit_direct(PubNumber { shard: 2, ..n(50) }),
+            Admit::Deliver
+        );
     }
 
     #[test]
     fn a_damaged_or_cut_image_is_refused() {
         let (s, subs) = session();
-        let (image, _) = encode(&s, &subs);
+        let (image, _) = encode(&s, &subs, &HashMap::from([((1, 1), 1)]));
         for cut in [1, 10, image.len() / 2, image.len() - 1] {
             assert!(decode(&image[..cut]).is_err(), "cut at {cut}");
         }
@@ -336,10 +438,15 @@ mod tests {
         assert!(matches!(decode(&bad), Err(ImageError::Record(_))));
         // Two sessions in one image.
         let mut two = image.clone();
-        let (other, _) = encode(&Session::new("dev/2", Version::V311), &[]);
-        two.extend_from_slice(&other);
+        let (other, _) = encode(&Session::new("dev/2", Version::V311), &[], &HashMap::new());
+        two.extend_from_slice(&other[8..]);
         assert!(decode(&two).is_err());
-        assert_eq!(decode(&[]).err(), Some(ImageError::Sessions(0)));
+        assert_eq!(decode(&[0; 8]).err(), Some(ImageError::Sessions(0)));
+        assert_eq!(decode(&[]).err(), Some(ImageError::Position));
+        // More entries than the bound.
+        let mut past = image.clone();
+        past[..4].copy_from_slice(&(MAX_HAD as u32 + 1).to_be_bytes());
+        assert_eq!(decode(&past).err(), Some(ImageError::Position));
     }
 
     #[test]
@@ -361,7 +468,7 @@ mod tests {
                 .queue
                 .push_back(queued(&m, QoS::AtLeastOnce, 0));
         }
-        let (image, left_out) = encode(&s, &[]);
+        let (image, left_out) = encode(&s, &[], &HashMap::new());
         assert!(image.len() <= MAX_IMAGE);
         assert!(left_out > 0);
         let moved = decode(&image).unwrap();

@@ -188,6 +188,8 @@ impl Broker {
                 exact,
                 again,
                 replay: false,
+                number: None,
+                moved: false,
             };
             if again {
                 // Its persistent subscribers here and on the shards that log deliveries

@@ -567,6 +567,9 @@ impl Broker {
         src: &mut Src<'_>,
         groups: Option<&mut Vec<(Arc<str>, bool, u128)>>,
     ) -> usize {
+        if let Some(n) = src.number {
+            self.cluster_routed(n);
+        }
         let mut targets = std::mem::take(&mut self.scratch.targets);
         targets.clear();
         let mut nodes = 0;

@@ -12,7 +12,7 @@
 //! names the session by its `store_key` and a message by the `store_id` of its copy in
 //! the log.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
@@ -92,10 +92,22 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The shard and session that published it (for No Local), when known.
     pub origin: Option<(usize, SessionId)>,
-    /// From another node: the nodes its publishing node sent it to
-    /// (`cluster::node_hash`), so that the stub of a session that moved to one of them
-    /// does not forward a second copy.
-    pub sent_to: Option<Box<[u32]>>,
+    /// In a cluster: which publish this is (see [`PubNumber`]).
+    pub number: Option<PubNumber>,
+}
+
+/// One publish in a cluster: its node ([`crate::cluster::node_hash`]), the shard there,
+/// and its number among that shard's publishes. Numbers increase in the order the shard
+/// published, and every node routes one shard's messages in that order, so "the highest
+/// number of a shard routed here" says which of its messages came before a moment. They
+/// start at the wall clock in nanoseconds when the shard starts, so a restarted node's
+/// numbers are higher than those of its earlier run (a shard publishes far fewer than a
+/// message per nanosecond).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PubNumber {
+    pub node: u32,
+    pub shard: u16,
+    pub n: u64,
 }
 
 impl Message {
@@ -122,7 +134,16 @@ impl Message {
             retain,
             expires_at,
             origin,
-            sent_to: None,
+            number: None,
+        }
+    }
+
+    /// A copy of this message numbered `n`.
+    pub fn numbered(&self, n: PubNumber) -> Message {
+        Message {
+            bytes: self.bytes.clone(),
+            number: Some(n),
+            ..*self
         }
     }
 
@@ -320,6 +341,93 @@ impl Arrival {
     }
 }
 
+/// A session that moved here from another node, while the stub it left there forwards
+/// (`cluster::STUB_GRACE`, and as long again for what is on its way): each message must
+/// reach it once, though it may come both straight from its publishing node and through
+/// the stub.
+///
+/// - A copy routed here straight is delivered only if the old node had not routed it
+///   before the session left (`had`: per publishing shard the highest number the
+///   session's shard there had routed; one shard's messages are routed in order) —
+///   what it had routed, the session got there or the stub forwards.
+/// - Every copy delivered (straight or forwarded) is remembered by its number, at most
+///   [`NodeArrival::MAX_SEEN`], and a second copy of one is not delivered.
+#[derive(Debug, Default)]
+pub struct NodeArrival {
+    pub had: HashMap<(u32, u16), u64>,
+    seen: HashSet<PubNumber>,
+    order: VecDeque<PubNumber>,
+    /// Until when this is kept (shard clock, ms; 0: not started, the session is on its
+    /// way).
+    pub until_ms: u64,
+}
+
+/// What [`NodeArrival`] says of one copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Deliver,
+    /// The session had it on its old node, or got it here already.
+    Duplicate,
+    /// Delivered, and the oldest number remembered was forgotten to make room.
+    DeliverForgot,
+}
+
+impl NodeArrival {
+    /// Numbers remembered; past it the oldest is forgotten (counted by the caller).
+    pub const MAX_SEEN: usize = 65_536;
+
+    pub fn new(had: HashMap<(u32, u16), u64>, seen: impl IntoIterator<Item = PubNumber>) -> Self {
+        let mut a = NodeArrival {
+            had,
+            ..NodeArrival::default()
+        };
+        for n in seen {
+            a.remember(n);
+        }
+        a
+    }
+
+    /// A copy routed here straight from its publishing node.
+    pub fn admit_direct(&mut self, n: PubNumber) -> Admit {
+        if self.had.get(&(n.node, n.shard)).is_some_and(|&h| n.n <= h) {
+            return Admit::Duplicate;
+        }
+        self.admit_forwarded(n)
+    }
+
+    /// A copy the stub on the old node forwarded.
+    pub fn admit_forwarded(&mut self, n: PubNumber) -> Admit {
+        if self.seen.contains(&n) {
+            return Admit::Duplicate;
+        }
+        if self.remember(n) {
+            Admit::DeliverForgot
+        } else {
+            Admit::Deliver
+        }
+    }
+
+    /// Remembers `n`; whether an older one was forgotten.
+    fn remember(&mut self, n: PubNumber) -> bool {
+        if !self.seen.insert(n) {
+            return false;
+        }
+        self.order.push_back(n);
+        if self.order.len() > Self::MAX_SEEN {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// The numbers remembered, oldest first (for a session moving on).
+    pub fn seen(&self) -> impl Iterator<Item = &PubNumber> {
+        self.order.iter()
+    }
+}
+
 /// An MQTT session.
 ///
 /// A shard may hold a million of them, most of them clean sessions of idle clients, so
@@ -378,13 +486,12 @@ pub struct SessionExtra {
     /// reaches it here goes after it until every shard has fenced (`fenced`).
     pub moved_to: Option<usize>,
     /// This entry is a forwarding stub of a session that moved to that node of the
-    /// cluster: what reaches it goes after it (unless the message's publishing node sent
-    /// that node a copy itself) until the stub ends (`cluster::STUB_GRACE`).
+    /// cluster: what reaches it goes after it until the stub ends
+    /// (`cluster::STUB_GRACE`).
     pub moved_to_node: Option<Arc<str>>,
-    /// That node says it has installed the session: a message it also got straight
-    /// from its publishing node is no longer forwarded (before, it may have come there
-    /// before the session did).
-    pub stub_installed: bool,
+    /// The session arrived from another node, whose stub may still forward to it what
+    /// this node also sends it directly.
+    pub from_node: Option<Box<NodeArrival>>,
     pub fenced: u128,
     /// The session arrived from another shard that may still forward to it.
     pub arrival: Option<Box<Arrival>>,

@@ -5,14 +5,15 @@
 //! | bytes | what |
 //! |---|---|
 //! | 1 | format version (2; 1 is still read, see below) |
-//! | 1 | QoS (bits 0–1), RETAIN (bit 2), a list of destinations follows the node id (bit 3), a delivery to one session follows that (bit 4); bits 5–7 zero |
+//! | 1 | QoS (bits 0–1), RETAIN (bit 2), a list of destinations follows the node id (bit 3: written by earlier builds, read and skipped), a delivery to one session follows (bit 4), the publish's number follows (bit 5); bits 6–7 zero |
 //! | 2 | the publishing shard on its node (big-endian), which keeps one publisher's messages in order on the receiving node |
 //! | 4 | seconds left of the MQTT 5 Message Expiry Interval, 0 for none (big-endian) |
 //! | 8 | the incarnation of the origin's stream to this destination (big-endian; 0 when unsequenced) |
 //! | 8 | the message's sequence number in that stream (big-endian; 0: unsequenced, as QoS 0 messages, the groups' subject and retained values are) |
 //! | 1 | length of the origin node id (1 to [`MAX_NODE_ID`]) |
 //! | n | the origin node id |
-//! | 1 + 4d | (bit 3) the number of nodes the message was sent to (2 to 64), and each one's [`node_hash`](super::node_hash) (big-endian); without it, the message went to the receiver only |
+//! | 1 + 4d | (bit 3) the number of nodes the message was sent to (2 to 64) and a 4-byte hash of each: no longer written, skipped |
+//! | 4 + 2 + 8 | (bit 5) which publish this is (`broker::session::PubNumber`): its node's [`node_hash`](super::node_hash), the publishing shard there, its number among that shard's publishes (big-endian) |
 //! | 2 + c + 2 + 1 + 4i | (bit 4) a delivery to one session that moved to the receiver, forwarded by its stub: the client id's length (big-endian) and the client id, the delivery's QoS (bits 0–1) and RETAIN (bit 2), the number of subscription identifiers (0 to 4) and each (big-endian) |
 //! | 4 | length of the forwarded MQTT 5 property block (big-endian) |
 //! | p | the property block |
@@ -54,10 +55,19 @@ const FIXED: usize = FIXED_1 + 8 + 8;
 /// The second byte's bits past QoS and RETAIN.
 const SENT_TO: u8 = 8;
 const SESSION: u8 = 16;
-const KNOWN: u8 = 3 | 4 | SENT_TO | SESSION;
+const NUMBER: u8 = 32;
+const KNOWN: u8 = 3 | 4 | SENT_TO | SESSION | NUMBER;
 
-/// The most nodes a list of destinations names.
-pub const MAX_SENT_TO: usize = 64;
+/// The most nodes a list of destinations named.
+const MAX_SENT_TO: usize = 64;
+
+/// Which publish a message is: its node's hash, the shard there, its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Number {
+    pub node: u32,
+    pub shard: u16,
+    pub n: u64,
+}
 
 /// A delivery to one session, in a frame a stub forwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,9 +92,8 @@ pub struct Frame<'a> {
     /// The message's number in that stream, from 1; 0: unsequenced.
     pub seq: u64,
     pub node: &'a str,
-    /// The nodes the message was sent to, 4 bytes each ([`node_hash`](super::node_hash),
-    /// big-endian); empty when it went to the receiver only.
-    pub sent_to: &'a [u8],
+    /// Which publish it is (in a frame a stub forwards, the original one's).
+    pub number: Option<Number>,
     /// Not for the receiver's subscribers: a delivery to one session.
     pub session: Option<SessionPart<'a>>,
     pub props: &'a [u8],
@@ -102,38 +111,23 @@ pub enum FrameError {
     BadSection,
 }
 
-/// The nodes of a list of destinations.
-pub fn hashes(sent_to: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    sent_to
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-}
-
 impl<'a> Frame<'a> {
     pub fn encoded_len(&self) -> usize {
-        let sent_to = if self.sent_to.is_empty() {
-            0
-        } else {
-            1 + self.sent_to.len()
-        };
+        let number = if self.number.is_some() { 14 } else { 0 };
         let session = self
             .session
             .as_ref()
             .map_or(0, |d| 2 + d.client_id.len() + 2 + d.sub_ids.len());
-        FIXED + self.node.len() + sent_to + session + self.props.len() + self.payload.len()
+        FIXED + self.node.len() + number + session + self.props.len() + self.payload.len()
     }
 
-    /// The body. A list of destinations of more than [`MAX_SENT_TO`] nodes, or a
-    /// session part past its bounds, is a caller's bug (debug builds stop).
+    /// The body. A session part past its bounds is a caller's bug (debug builds stop).
     pub fn encode(&self) -> Bytes {
-        debug_assert!(
-            self.sent_to.len().is_multiple_of(4) && self.sent_to.len() / 4 <= MAX_SENT_TO
-        );
         let mut b = BytesMut::with_capacity(self.encoded_len());
         b.put_u8(VERSION);
         let mut flags = self.qos as u8 | u8::from(self.retain) << 2;
-        if !self.sent_to.is_empty() {
-            flags |= SENT_TO;
+        if self.number.is_some() {
+            flags |= NUMBER;
         }
         if self.session.is_some() {
             flags |= SESSION;
@@ -145,9 +139,10 @@ impl<'a> Frame<'a> {
         b.put_u64(self.seq);
         b.put_u8(self.node.len() as u8);
         b.put_slice(self.node.as_bytes());
-        if !self.sent_to.is_empty() {
-            b.put_u8((self.sent_to.len() / 4) as u8);
-            b.put_slice(self.sent_to);
+        if let Some(n) = &self.number {
+            b.put_u32(n.node);
+            b.put_u16(n.shard);
+            b.put_u64(n.n);
         }
         if let Some(d) = &self.session {
             debug_assert!(d.client_id.len() <= u16::MAX as usize && d.sub_ids.len() <= 16);
@@ -184,7 +179,9 @@ impl<'a> Frame<'a> {
             (0, 0, &body[8..])
         };
         let flags = body[1];
-        if flags & !KNOWN != 0 || (body[0] == VERSION_1 && flags & (SENT_TO | SESSION) != 0) {
+        if flags & !KNOWN != 0
+            || (body[0] == VERSION_1 && flags & (SENT_TO | SESSION | NUMBER) != 0)
+        {
             return Err(FrameError::BadSection);
         }
         let n = rest[0] as usize;
@@ -197,15 +194,23 @@ impl<'a> Frame<'a> {
         }
         let node = std::str::from_utf8(&rest[..n]).map_err(|_| FrameError::BadNode)?;
         let mut rest = &rest[n..];
-        let mut sent_to: &[u8] = &[];
         if flags & SENT_TO != 0 {
             let (&d, after) = rest.split_first().ok_or(FrameError::Short)?;
             let d = d as usize;
             if !(2..=MAX_SENT_TO).contains(&d) {
                 return Err(FrameError::BadSection);
             }
-            sent_to = after.get(..4 * d).ok_or(FrameError::Short)?;
-            rest = &after[4 * d..];
+            rest = after.get(4 * d..).ok_or(FrameError::Short)?;
+        }
+        let mut number = None;
+        if flags & NUMBER != 0 {
+            let b = rest.get(..14).ok_or(FrameError::Short)?;
+            number = Some(Number {
+                node: u32::from_be_bytes(b[..4].try_into().expect("4")),
+                shard: u16::from_be_bytes([b[4], b[5]]),
+                n: u64::from_be_bytes(b[6..14].try_into().expect("8")),
+            });
+            rest = &rest[14..];
         }
         let mut session = None;
         if flags & SESSION != 0 {
@@ -246,7 +251,7 @@ impl<'a> Frame<'a> {
             incarnation,
             seq,
             node,
-            sent_to,
+            number,
             session,
             props: &rest[..p],
             payload: &rest[p..],
@@ -304,17 +309,16 @@ mod tests {
         fn round_trip(q in 0u8..3, retain: bool, shard: u16, expiry_s: u32,
                       incarnation: u64, seq: u64,
                       node in "[a-z0-9-]{1,64}",
-                      sent_to in proptest::option::of(proptest::collection::vec(any::<u32>(), 2..=64)),
+                      number in proptest::option::of((any::<u32>(), any::<u16>(), any::<u64>())),
                       session in proptest::option::of(("[a-z0-9/ é]{0,30}", 0u8..3, any::<bool>(),
                           proptest::collection::vec(1u32..268_435_456, 0..=4))),
                       props in proptest::collection::vec(any::<u8>(), 0..40),
                       payload in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let sent_to: Vec<u8> = sent_to.unwrap_or_default().iter().flat_map(|h| h.to_be_bytes()).collect();
             let ids: Vec<u8> = session.as_ref().map(|s| s.3.iter().flat_map(|i| i.to_be_bytes()).collect()).unwrap_or_default();
             let f = Frame {
                 qos: QoS::from_u8(q).unwrap(),
                 retain, shard, expiry_s, incarnation, seq, node: &node,
-                sent_to: &sent_to,
+                number: number.map(|(node, shard, n)| Number { node, shard, n }),
                 session: session.as_ref().map(|s| SessionPart {
                     client_id: &s.0, qos: QoS::from_u8(s.1).unwrap(), retain: s.2, sub_ids: &ids,
                 }),
@@ -358,7 +362,7 @@ mod tests {
             incarnation: 7,
             seq: 9,
             node: "a",
-            sent_to: &[],
+            number: None,
             session: None,
             props: &[],
             payload: b"x",
@@ -372,24 +376,14 @@ mod tests {
         b[0] = VERSION;
         b[1] = 3;
         assert_eq!(Frame::decode(&b), Err(FrameError::BadQos));
-        b[1] = 1 | 32;
+        b[1] = 1 | 64;
         assert_eq!(Frame::decode(&b), Err(FrameError::BadSection));
         b[1] = 1;
         b[24] = 0;
         assert_eq!(Frame::decode(&b), Err(FrameError::BadNode));
-        // A list of destinations of one node (the receiver alone is said by no list).
-        let one = 7u32.to_be_bytes();
-        let two = [one, one].concat();
-        let f = Frame { sent_to: &two, ..f };
-        let mut b = f.encode().to_vec();
-        // fixed 24, node "a" 2, the count at 26.
-        assert_eq!(b[26], 2);
-        b[26] = 1;
-        assert_eq!(Frame::decode(&b), Err(FrameError::BadSection));
         // Five subscription identifiers.
         let ids = [0u8; 20];
         let f = Frame {
-            sent_to: &[],
             session: Some(SessionPart {
                 client_id: "c",
                 qos: QoS::AtLeastOnce,
@@ -402,6 +396,27 @@ mod tests {
         // fixed 24, node "a" 2, client id 2 + 1, delivery 1, count at 30.
         assert_eq!(b[30], 4);
         b[30] = 5;
+        assert_eq!(Frame::decode(&b), Err(FrameError::BadSection));
+    }
+
+    /// A list of destinations, as the build before numbered publishes wrote (also into
+    /// the retained bucket), is skipped; one of a single node, or cut, is refused.
+    #[test]
+    fn a_list_of_destinations_is_skipped() {
+        let mut b = vec![VERSION, 1 | SENT_TO, 0, 3, 0, 0, 0, 0];
+        b.extend_from_slice(&[0; 16]);
+        b.push(2);
+        b.extend_from_slice(b"n1");
+        b.push(2);
+        b.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        b.extend_from_slice(&0u32.to_be_bytes());
+        b.extend_from_slice(b"payload");
+        let f = Frame::decode(&b).unwrap();
+        assert_eq!((f.node, f.number, f.payload), ("n1", None, &b"payload"[..]));
+        for cut in 0..b.len() - 7 {
+            assert!(Frame::decode(&b[..cut]).is_err(), "{cut}");
+        }
+        b[27] = 1;
         assert_eq!(Frame::decode(&b), Err(FrameError::BadSection));
     }
 
@@ -422,7 +437,7 @@ mod tests {
             incarnation: 0,
             seq: 0,
             node: "n1",
-            sent_to: &[],
+            number: None,
             session: None,
             props: &[1, 2],
             payload: b"payload",

@@ -56,7 +56,7 @@ use super::{
     RETAINED_BUCKET, SessionDelivery,
 };
 use crate::broker::AdminRequest;
-use crate::broker::session::Message;
+use crate::broker::session::{Message, PubNumber};
 
 /// What the link needs to run.
 pub struct Start {
@@ -288,13 +288,21 @@ fn inbound(
         }
     }
     let mut msg = message(&topic, &f);
-    msg.sent_to = Some(frame::hashes(f.sent_to).collect());
+    msg.number = f.number.map(|n| PubNumber {
+        node: n.node,
+        shard: n.shard,
+        n: n.n,
+    });
     let forward = f.session.as_ref().map(|d| {
         Box::new(SessionDelivery {
             client_id: d.client_id.into(),
             qos: d.qos,
             retain: d.retain,
-            sub_ids: frame::hashes(d.sub_ids).collect(),
+            sub_ids: d
+                .sub_ids
+                .chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
         })
     });
     // A delivery to one session goes to the shard that claimed it lately, else to every
@@ -311,6 +319,15 @@ fn inbound(
             forward,
         },
     ))
+}
+
+/// Which publish `m` is, as a frame says it.
+fn number(m: &Message) -> Option<frame::Number> {
+    m.number.map(|n| frame::Number {
+        node: n.node,
+        shard: n.shard,
+        n: n.n,
+    })
 }
 
 fn message(topic: &str, f: &Frame<'_>) -> Message {
@@ -504,19 +521,6 @@ impl Out {
                 }
             }
         }
-        // Which nodes get it, when more than one does: the stub of a session that moved
-        // to one of them forwards no second copy.
-        let mut sent_to = Vec::new();
-        if o.nodes.count_ones() > 1 {
-            let mut nodes = o.nodes;
-            while nodes != 0 {
-                let i = nodes.trailing_zeros() as usize;
-                nodes &= nodes - 1;
-                if let Some(node) = o.table.node(i) {
-                    sent_to.extend_from_slice(&super::node_hash(node).to_be_bytes());
-                }
-            }
-        }
         let mut frame = Frame {
             qos: m.qos,
             retain: m.retain,
@@ -525,7 +529,7 @@ impl Out {
             incarnation: 0,
             seq: 0,
             node: link.node_id(),
-            sent_to: &sent_to,
+            number: number(m),
             session: None,
             props: m.props(),
             payload: m.payload(),
@@ -607,7 +611,7 @@ impl Out {
             incarnation: 0,
             seq: 0,
             node: link.node_id(),
-            sent_to: &[],
+            number: number(m),
             session: Some(SessionPart {
                 client_id: &d.client_id,
                 qos: d.qos,

@@ -157,14 +157,11 @@ pub enum ClaimOutcome {
     /// No other node holds the session (or the registry cannot be reached: the node
     /// serves its own clients meanwhile): the CONNECT goes on here.
     Proceed,
-    /// Another node (the second field) held it and handed it over.
-    Session(Box<MovingSession>, Arc<str>),
+    /// Another node held it and handed it over.
+    Session(Box<MovingSession>),
     /// Another CONNECT with the same client id, on another node, registered first.
     Refused,
 }
-
-/// A session installed here that came from another node: that node, the client id.
-pub type Installed = (Arc<str>, Box<str>);
 
 /// A session's life on this node, for the cluster's session registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +205,8 @@ pub struct ClusterStats {
     pub stub_forwarded: AtomicU64,
     pub moved_in: AtomicU64,
     pub early_dropped: AtomicU64,
+    pub moved_duplicates: AtomicU64,
+    pub moved_seen_forgotten: AtomicU64,
     pub remote_filters: AtomicU64,
     pub remote_nodes: AtomicU64,
     pub nodes_left_out: AtomicU64,
@@ -411,6 +410,18 @@ impl ClusterStats {
                 &self.early_dropped,
             ),
             (
+                "cluster_moved_duplicates_total",
+                "counter",
+                "Copies not delivered to a session that moved here from another node: it had the message there, or got it here both straight and through the stub.",
+                &self.moved_duplicates,
+            ),
+            (
+                "cluster_moved_seen_forgotten_total",
+                "counter",
+                "Publishes a session that moved here forgot it had got (past 65,536 remembered): a second copy of one would be delivered.",
+                &self.moved_seen_forgotten,
+            ),
+            (
                 "cluster_remote_filters",
                 "gauge",
                 "Filters in other nodes' interest.",
@@ -567,10 +578,6 @@ pub struct ClusterLink {
     /// CONNECTs for the session registry (the link takes the receiver once).
     claims: tokio::sync::mpsc::Sender<ClaimRequest>,
     claims_rx: Mutex<Option<tokio::sync::mpsc::Receiver<ClaimRequest>>>,
-    /// Sessions installed here that came from another node (that node, the client id),
-    /// for the registry to tell it.
-    installed: tokio::sync::mpsc::Sender<Installed>,
-    installed_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Installed>>>,
     /// Orders the session events of all shards (the second field of each).
     session_seq: AtomicU64,
     /// Each shard's inbound messages handed over and not yet routed.
@@ -596,7 +603,6 @@ impl ClusterLink {
     ) -> (Arc<ClusterLink>, tokio::sync::mpsc::Receiver<Outbound>) {
         let (out, rx) = tokio::sync::mpsc::channel(settings.queue);
         let (claims, claims_rx) = tokio::sync::mpsc::channel(CLAIMS_QUEUE);
-        let (installed, installed_rx) = tokio::sync::mpsc::channel(CLAIMS_QUEUE);
         let link = ClusterLink {
             settings,
             out,
@@ -607,8 +613,6 @@ impl ClusterLink {
             sessions_rung: tokio::sync::Notify::new(),
             claims,
             claims_rx: Mutex::new(Some(claims_rx)),
-            installed,
-            installed_rx: Mutex::new(Some(installed_rx)),
             arriving: Recent::default(),
             stubbed: Recent::default(),
             session_seq: AtomicU64::new(1),
@@ -655,21 +659,6 @@ impl ClusterLink {
     /// full (or the link has stopped).
     pub fn claim(&self, request: ClaimRequest) -> bool {
         self.claims.try_send(request).is_ok()
-    }
-
-    /// A session that came from node `from` is installed here: the registry tells that
-    /// node (without waiting; if its queue is full, that node's stub forwards until it
-    /// ends, which may deliver a message twice).
-    pub fn installed(&self, from: Arc<str>, client_id: &str) {
-        let _ = self.installed.try_send((from, client_id.into()));
-    }
-
-    /// The receiver of installed sessions, for the link (once).
-    pub fn take_installed(&self) -> Option<tokio::sync::mpsc::Receiver<(Arc<str>, Box<str>)>> {
-        self.installed_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
     }
 
     /// The receiver of the CONNECTs, for the link (once).

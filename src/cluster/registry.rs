@@ -104,8 +104,7 @@ pub(super) async fn run(
     client: async_nats::Client,
     shards: Arc<Shards>,
 ) {
-    let (Some(mut claims), Some(mut installed)) = (link.take_claims(), link.take_installed())
-    else {
+    let Some(mut claims) = link.take_claims() else {
         return;
     };
     let replicas = link.settings.urls.len();
@@ -120,7 +119,6 @@ pub(super) async fn run(
     let (change_tx, mut changes) = mpsc::channel(1024);
     tokio::spawn(watch_sessions(link.clone(), js, change_tx));
     let mut asks = subscribe(&client, format!("{PREFIX}.h.{node}")).await;
-    let mut notices = subscribe(&client, format!("{PREFIX}.i.{node}")).await;
     let (done_tx, mut done) = mpsc::channel::<Claimed>(1024);
     let (written_tx, mut written) = mpsc::channel::<(String, Option<u64>)>(1024);
     let (late_tx, mut late) = mpsc::channel::<String>(1024);
@@ -263,24 +261,6 @@ pub(super) async fn run(
                 let (shards, client) = (shards.clone(), client.clone());
                 tokio::spawn(async move { hand_over(&shards, &client, ask, reply.to_string()).await });
             }
-            Some((from, client_id)) = installed.recv() => {
-                // Tell the node the session came from that it is installed here.
-                let subject = format!("{PREFIX}.i.{from}");
-                let _ = client.publish(subject, Bytes::from(client_id.into_boxed_bytes())).await;
-            }
-            Some(m) = next(&mut notices) => {
-                let Ok(client_id) = std::str::from_utf8(&m.payload) else {
-                    stats.bad_frames.fetch_add(1, Relaxed);
-                    continue;
-                };
-                let shards = shards.clone();
-                let id: Box<str> = client_id.into();
-                tokio::spawn(async move {
-                    for i in 0..shards.controls.len() {
-                        shards.hand(i, AdminRequest::ClusterStubInstalled(id.clone())).await;
-                    }
-                });
-            }
             Some(c) = changes.recv() => {
                 if c.node.as_deref() == Some(node.as_bytes()) {
                     continue;
@@ -400,7 +380,7 @@ async fn claim(
         Ok(Some(image)) => match handover::decode(&image) {
             Ok(moving) if *moving.session.client_id == *request.client_id => {
                 link.stats.handovers_in.fetch_add(1, Relaxed);
-                ClaimOutcome::Session(Box::new(moving), holder.as_str().into())
+                ClaimOutcome::Session(Box::new(moving))
             }
             other => {
                 if let Err(e) = other {
