@@ -614,6 +614,105 @@ fn a_session_on_a_killed_node_starts_afresh_elsewhere() {
     );
 }
 
+/// A node killed with a persistent session comes back with its data directory after the
+/// client started a new session on another node: once it has read the session registry,
+/// which names the other node, it ends the copy it recovered from its log (which would
+/// otherwise queue the client's messages until it expired), and a message published on
+/// a third node reaches the client once, on the node it is on.
+#[test]
+fn a_restarted_node_ends_a_recovered_session_the_registry_gives_another_node() {
+    let nats = Nats::start();
+    let url = nats.url();
+    // Node 0's data directory outlives its process.
+    let data = TempDir::new("reconcile");
+    let data_dir = data.path().join("node0");
+    let data_dir = data_dir.to_str().unwrap();
+    let node0 = || {
+        Broker::start(&[
+            "--cluster",
+            &url,
+            "--node-id",
+            "node0",
+            "--data-dir",
+            data_dir,
+        ])
+    };
+    let mut nodes = Nodes {
+        nodes: vec![
+            node0(),
+            Broker::start(&["--cluster", &url, "--node-id", "node1"]),
+            Broker::start(&["--cluster", &url, "--node-id", "node2"]),
+        ],
+    };
+    nodes.wait_connected();
+    let persistent = |addr| persistent("rc-orphan", addr);
+    runtime().block_on(async {
+        let mut c = V4::connect(persistent(nodes.addr(0))).await;
+        // (The SUBACK of a persistent session waits for its log.)
+        c.subscribe_ok("rc/#", 1).await;
+        block(|| {
+            nodes.nodes[0]
+                .wait_for_metric("ringmq_cluster_sessions_claimed_total", WAIT, |v| v >= 1)
+        });
+        c.kill();
+        block(|| {
+            nodes.nodes[0].signal(libc::SIGKILL);
+            nodes.nodes[0].wait_exit();
+        });
+        // Node 0 cannot hand the session over: a new one on node 1.
+        let mut c = V4::connect(persistent(nodes.addr(1))).await;
+        assert!(!c.connack.session_present);
+        c.subscribe_ok("rc/#", 1).await;
+        block(|| {
+            nodes.nodes[1]
+                .wait_for_metric("ringmq_cluster_sessions_claimed_total", WAIT, |v| v >= 1)
+        });
+
+        block(|| nodes.nodes[0] = node0());
+        let n0 = &nodes.nodes[0];
+        assert_eq!(n0.metric("ringmq_recovered_sessions"), 1, "its log had it");
+        // Until it has read the registry, node 0 holds its copy (offline).
+        block(|| {
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                let (status, body) = n0.http_get("/api/v1/sessions/rc-orphan");
+                if status == 404 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "node 0 still holds the session of rc-orphan: {status} {body}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        block(|| n0.wait_for_metric("ringmq_sessions_offline", WAIT, |v| v == 0));
+        assert_eq!(n0.metric("ringmq_sessions_online"), 0);
+        assert_eq!(
+            n0.metric("ringmq_cluster_recovered_sessions_dropped_total"),
+            1
+        );
+
+        // A third node's messages reach the client on node 1, each once.
+        let mut p = V4::connect(v311::options("rc-pub", nodes.addr(2))).await;
+        let mut sent = Vec::new();
+        let mut got = until_one_crosses(&mut p, &mut c, "rc/x", &mut sent).await;
+        p.publish("rc/x", 1, b"once").await;
+        got.extend(c.publishes_until("once").await.iter().map(|g| g.text()));
+        c.no_publish().await;
+        let mut distinct = BTreeSet::new();
+        let twice: Vec<&String> = got.iter().filter(|m| !distinct.insert(*m)).collect();
+        assert!(twice.is_empty(), "twice: {twice:?}");
+        assert!(got.iter().all(|m| sent.contains(m)), "{got:?}");
+    });
+    // Node 1 kept the registry's key: its session is the one.
+    assert_eq!(
+        nodes.nodes[1].metric("ringmq_cluster_sessions_taken_over_total"),
+        0
+    );
+    assert_eq!(nodes.nodes[1].metric("ringmq_sessions_online"), 1);
+}
+
 /// Over a NATS cluster of three servers with JetStream (buckets replicated on three):
 /// one NATS server stops under load; the nodes connected to it reconnect to the others,
 /// messages cross again, and retained messages (kept by the two servers left) still
