@@ -614,6 +614,55 @@ fn a_session_on_a_killed_node_starts_afresh_elsewhere() {
     );
 }
 
+/// Node `name` on NATS `url` with its data directory `data_dir` (which outlives it).
+fn node_with_data(url: &str, name: &str, data_dir: &TempDir) -> Broker {
+    let dir = data_dir.path().to_str().unwrap();
+    Broker::start(&["--cluster", url, "--node-id", name, "--data-dir", dir])
+}
+
+/// A persistent client `id` subscribes to `filter` on node 0, which is then killed
+/// (SIGKILL) and cannot hand the session over: the client starts a new one on node 1
+/// and subscribes again. Returns it, connected to node 1.
+async fn orphan_on_node0(nodes: &mut Nodes, id: &str, filter: &str) -> V4 {
+    let mut c = V4::connect(persistent(id, nodes.addr(0))).await;
+    // (The SUBACK of a persistent session waits for its log.)
+    c.subscribe_ok(filter, 1).await;
+    block(|| {
+        nodes.nodes[0].wait_for_metric("ringmq_cluster_sessions_claimed_total", WAIT, |v| v >= 1)
+    });
+    c.kill();
+    block(|| {
+        nodes.nodes[0].signal(libc::SIGKILL);
+        nodes.nodes[0].wait_exit();
+    });
+    let mut c = V4::connect(persistent(id, nodes.addr(1))).await;
+    assert!(
+        !c.connack.session_present,
+        "node 0 is dead: nothing handed over"
+    );
+    c.subscribe_ok(filter, 1).await;
+    block(|| {
+        nodes.nodes[1].wait_for_metric("ringmq_cluster_sessions_claimed_total", WAIT, |v| v >= 1)
+    });
+    c
+}
+
+/// Waits until `node`'s API says it holds no session of `client_id`.
+fn wait_no_session(node: &Broker, client_id: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = node.http_get(&format!("/api/v1/sessions/{client_id}"));
+        if status == 404 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node still holds the session of {client_id}: {status} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A node killed with a persistent session comes back with its data directory after the
 /// client started a new session on another node: once it has read the session registry,
 /// which names the other node, it ends the copy it recovered from its log (which would
@@ -623,69 +672,22 @@ fn a_session_on_a_killed_node_starts_afresh_elsewhere() {
 fn a_restarted_node_ends_a_recovered_session_the_registry_gives_another_node() {
     let nats = Nats::start();
     let url = nats.url();
-    // Node 0's data directory outlives its process.
     let data = TempDir::new("reconcile");
-    let data_dir = data.path().join("node0");
-    let data_dir = data_dir.to_str().unwrap();
-    let node0 = || {
-        Broker::start(&[
-            "--cluster",
-            &url,
-            "--node-id",
-            "node0",
-            "--data-dir",
-            data_dir,
-        ])
-    };
     let mut nodes = Nodes {
         nodes: vec![
-            node0(),
+            node_with_data(&url, "node0", &data),
             Broker::start(&["--cluster", &url, "--node-id", "node1"]),
             Broker::start(&["--cluster", &url, "--node-id", "node2"]),
         ],
     };
     nodes.wait_connected();
-    let persistent = |addr| persistent("rc-orphan", addr);
     runtime().block_on(async {
-        let mut c = V4::connect(persistent(nodes.addr(0))).await;
-        // (The SUBACK of a persistent session waits for its log.)
-        c.subscribe_ok("rc/#", 1).await;
-        block(|| {
-            nodes.nodes[0]
-                .wait_for_metric("ringmq_cluster_sessions_claimed_total", WAIT, |v| v >= 1)
-        });
-        c.kill();
-        block(|| {
-            nodes.nodes[0].signal(libc::SIGKILL);
-            nodes.nodes[0].wait_exit();
-        });
-        // Node 0 cannot hand the session over: a new one on node 1.
-        let mut c = V4::connect(persistent(nodes.addr(1))).await;
-        assert!(!c.connack.session_present);
-        c.subscribe_ok("rc/#", 1).await;
-        block(|| {
-            nodes.nodes[1]
-                .wait_for_metric("ringmq_cluster_sessions_claimed_total", WAIT, |v| v >= 1)
-        });
-
-        block(|| nodes.nodes[0] = node0());
+        let mut c = orphan_on_node0(&mut nodes, "rc-orphan", "rc/#").await;
+        block(|| nodes.nodes[0] = node_with_data(&url, "node0", &data));
         let n0 = &nodes.nodes[0];
         assert_eq!(n0.metric("ringmq_recovered_sessions"), 1, "its log had it");
         // Until it has read the registry, node 0 holds its copy (offline).
-        block(|| {
-            let deadline = std::time::Instant::now() + WAIT;
-            loop {
-                let (status, body) = n0.http_get("/api/v1/sessions/rc-orphan");
-                if status == 404 {
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "node 0 still holds the session of rc-orphan: {status} {body}"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-        });
+        block(|| wait_no_session(n0, "rc-orphan"));
         block(|| n0.wait_for_metric("ringmq_sessions_offline", WAIT, |v| v == 0));
         assert_eq!(n0.metric("ringmq_sessions_online"), 0);
         assert_eq!(
@@ -704,13 +706,106 @@ fn a_restarted_node_ends_a_recovered_session_the_registry_gives_another_node() {
         let twice: Vec<&String> = got.iter().filter(|m| !distinct.insert(*m)).collect();
         assert!(twice.is_empty(), "twice: {twice:?}");
         assert!(got.iter().all(|m| sent.contains(m)), "{got:?}");
+        // Node 1 kept the registry's key: its session is the one, still connected.
+        let n1 = &nodes.nodes[1];
+        assert_eq!(block(|| n1.metric("ringmq_sessions_online")), 1);
     });
-    // Node 1 kept the registry's key: its session is the one.
     assert_eq!(
         nodes.nodes[1].metric("ringmq_cluster_sessions_taken_over_total"),
         0
     );
-    assert_eq!(nodes.nodes[1].metric("ringmq_sessions_online"), 1);
+}
+
+/// The same with NATS down while the node restarts: it keeps what it recovered while
+/// it cannot read the registry, and checks it once NATS is back.
+#[test]
+fn a_node_restarted_while_nats_is_down_checks_its_recovered_sessions_when_it_is_back() {
+    let mut nats = Nats::start();
+    let url = nats.url();
+    let data = TempDir::new("reconcile-late");
+    let mut nodes = Nodes {
+        nodes: vec![
+            node_with_data(&url, "node0", &data),
+            Broker::start(&["--cluster", &url, "--node-id", "node1"]),
+        ],
+    };
+    nodes.wait_connected();
+    runtime().block_on(async {
+        let _c = orphan_on_node0(&mut nodes, "rc-late", "late/#").await;
+        block(|| {
+            nats.kill();
+            nodes.nodes[0] = node_with_data(&url, "node0", &data);
+        });
+        let n0 = &nodes.nodes[0];
+        let (status, body) = block(|| n0.http_get("/api/v1/sessions/rc-late"));
+        assert_eq!(status, 200, "kept while the registry is away: {body}");
+        assert_eq!(block(|| n0.metric("ringmq_cluster_connected")), 0);
+        block(|| {
+            nats.restart();
+            n0.wait_for_metric("ringmq_cluster_connected", WAIT, |v| v == 1);
+            wait_no_session(n0, "rc-late");
+        });
+        assert_eq!(
+            block(|| n0.metric("ringmq_cluster_recovered_sessions_dropped_total")),
+            1
+        );
+    });
+}
+
+/// A node restarted with its data directory whose client did not connect elsewhere
+/// keeps the session it recovered (the registry still names it) and, when the client
+/// then connects to another node, hands it over with its subscription.
+#[test]
+fn a_restarted_node_keeps_a_recovered_session_the_registry_still_gives_it() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let data = TempDir::new("reconcile-keep");
+    let mut nodes = Nodes {
+        nodes: vec![
+            node_with_data(&url, "node0", &data),
+            Broker::start(&["--cluster", &url, "--node-id", "node1"]),
+        ],
+    };
+    nodes.wait_connected();
+    runtime().block_on(async {
+        let mut c = V4::connect(persistent("rc-kept", nodes.addr(0))).await;
+        c.subscribe_ok("kept/#", 1).await;
+        block(|| {
+            nodes.nodes[0]
+                .wait_for_metric("ringmq_cluster_sessions_claimed_total", WAIT, |v| v >= 1)
+        });
+        c.kill();
+        block(|| {
+            nodes.nodes[0].signal(libc::SIGKILL);
+            nodes.nodes[0].wait_exit();
+            nodes.nodes[0] = node_with_data(&url, "node0", &data);
+        });
+        let n0 = &nodes.nodes[0];
+        block(|| {
+            n0.wait_for_metric(
+                "ringmq_cluster_recovered_sessions_checked_total",
+                WAIT,
+                |v| v >= 1,
+            )
+        });
+        assert_eq!(
+            n0.metric("ringmq_cluster_recovered_sessions_dropped_total"),
+            0
+        );
+        let (status, body) = n0.http_get("/api/v1/sessions/rc-kept");
+        assert_eq!(status, 200, "node 0 kept the session: {body}");
+
+        let mut c = V4::connect(persistent("rc-kept", nodes.addr(1))).await;
+        assert!(c.connack.session_present, "node 0 handed it over");
+        let mut p = V4::connect(v311::options("rc-kept-pub", nodes.addr(1))).await;
+        p.publish("kept/x", 1, b"here").await;
+        assert_eq!(c.next_publish().await.text(), "here");
+        c.no_publish().await;
+    });
+    assert_eq!(
+        nodes.nodes[0].metric("ringmq_cluster_handovers_out_total"),
+        1
+    );
 }
 
 /// Over a NATS cluster of three servers with JetStream (buckets replicated on three):

@@ -166,6 +166,18 @@ pub enum AdminRequest {
         to: Arc<str>,
         reply: Reply<Option<Vec<u8>>>,
     },
+    /// The client ids of the sessions this shard recovered from its log and that are
+    /// still offline and untouched since startup, in a page of its session table from
+    /// slot `from`, and the slot the next page starts at (`None`: none).
+    ClusterRecovered {
+        from: usize,
+        reply: Reply<(Vec<Box<str>>, Option<usize>)>,
+    },
+    /// The session registry names another node for this client id: a session this
+    /// shard recovered for it, still untouched, is stale and ends.
+    ClusterRecoveredStale(Box<str>),
+    /// Every recovered session has been checked against the registry.
+    ClusterRecoveredChecked,
     /// Retained messages whose topic `filter` matches, by topic.
     Retained {
         filter: String,
@@ -452,6 +464,9 @@ impl Broker {
                 to,
                 reply,
             } => self.cluster_handover(io, &client_id, clean_start, to, reply),
+            AdminRequest::ClusterRecovered { from, reply } => self.cluster_recovered(from, reply),
+            AdminRequest::ClusterRecoveredStale(id) => self.cluster_recovered_stale(io, &id),
+            AdminRequest::ClusterRecoveredChecked => self.cluster_recovered_checked(),
             AdminRequest::Publish { messages, reply } => self.admin.add(Job::Publish {
                 tallies: Vec::with_capacity(messages.len()),
                 messages: messages.into(),

@@ -45,6 +45,7 @@ mod admission;
 mod authorize;
 mod client;
 mod cluster;
+mod cluster_recovery;
 mod config;
 mod connect;
 mod delivery;

@@ -246,6 +246,10 @@ impl Broker {
                 }
             }
             self.sessions.went_offline(sid);
+            if self.cluster.is_some() {
+                // To be checked against the cluster's session registry.
+                self.sessions.mark_recovered(sid);
+            }
             if counts_from_now {
                 now_offline.push(sid);
             }

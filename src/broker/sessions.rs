@@ -33,6 +33,10 @@ pub(super) struct Sessions {
     by_client: ClientIndex,
     /// Disconnected persistent sessions.
     offline: HashSet<SessionId>,
+    /// Those recovered from the log that have stayed offline since startup, until the
+    /// cluster's session registry has checked them (`cluster_recovery`); empty on a
+    /// single node. A session leaves it as it leaves the offline set.
+    recovered: HashSet<SessionId>,
     /// When offline sessions end, and when their delayed wills are due.
     deadlines: BinaryHeap<Reverse<Deadline>>,
     /// Sessions indexed by client id on every shard (see `Shared::sessions`).
@@ -61,6 +65,7 @@ impl Sessions {
             next_gen: NonZeroU32::MIN,
             by_client: ClientIndex::new(),
             offline: HashSet::new(),
+            recovered: HashSet::new(),
             deadlines: BinaryHeap::new(),
             count,
             assigned_ids: 0,
@@ -166,6 +171,27 @@ impl Sessions {
     pub fn forget_offline(&mut self, sid: SessionId) {
         self.work += 1;
         self.offline.remove(&sid);
+        if !self.recovered.is_empty() {
+            self.recovered.remove(&sid);
+        }
+    }
+
+    /// Offline session `sid` was recovered from the log at startup.
+    pub fn mark_recovered(&mut self, sid: SessionId) {
+        if self.offline.contains(&sid) {
+            self.recovered.insert(sid);
+        }
+    }
+
+    /// Whether session `sid` was recovered from the log and has stayed offline since
+    /// (and is still marked: see [`Sessions::forget_recovered`]).
+    pub fn is_recovered(&self, sid: SessionId) -> bool {
+        self.recovered.contains(&sid)
+    }
+
+    /// Forgets which sessions were recovered.
+    pub fn forget_recovered(&mut self) {
+        self.recovered = HashSet::new();
     }
 
     /// Disconnected persistent sessions here.
@@ -382,6 +408,29 @@ mod tests {
         }
         assert!(sessions.deadlines.len() <= 4 * sessions.offline_len() + 1025);
         assert_eq!(sessions.next_due(10_009), Some(sids[6]));
+    }
+
+    /// A session recovered from the log stays marked while it is offline and untouched:
+    /// its client coming back, its end or its move takes the mark away.
+    #[test]
+    fn a_recovered_session_is_marked_until_it_leaves_the_offline_set() {
+        let (mut sessions, sids) = offline_sessions(4);
+        for &sid in &sids {
+            sessions.mark_recovered(sid);
+        }
+        assert!(sids.iter().all(|&sid| sessions.is_recovered(sid)));
+        // Its client connected again; it ended; it moved to another shard.
+        sessions.forget_offline(sids[0]);
+        sessions.remove(sids[1]);
+        sessions.unindex("c2", sids[2]);
+        let marked: Vec<bool> = sids.iter().map(|&sid| sessions.is_recovered(sid)).collect();
+        assert_eq!(marked, [false, false, false, true]);
+        // Only an offline session is marked.
+        let online = sessions.add(Session::new("online", Version::V5));
+        sessions.mark_recovered(online);
+        assert!(!sessions.is_recovered(online));
+        sessions.forget_recovered();
+        assert!(!sessions.is_recovered(sids[3]));
     }
 
     /// The broker-wide count follows the sessions indexed by client id, and a new one

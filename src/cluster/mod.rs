@@ -17,6 +17,8 @@
 //! - [`liveness`]: heartbeats; a node not heard for a while is not routed to.
 //! - [`registry`]: which node holds each client id's session, asked before a CONNACK,
 //!   and the handover of a session from the node that held it.
+//! - [`reconcile`]: the sessions a restarted node recovered from its log, checked
+//!   against the registry once it answers (a copy another node holds now ends here).
 //!
 //! Between the shards and the link every queue is bounded: the outbound queue
 //! (`--cluster-queue` messages, all shards together; full → QoS 0 dropped and counted,
@@ -28,6 +30,7 @@
 pub mod frame;
 pub mod link;
 pub mod liveness;
+pub mod reconcile;
 pub mod registry;
 pub mod remote;
 pub mod stream;
@@ -202,6 +205,8 @@ pub struct ClusterStats {
     pub handovers_out: AtomicU64,
     pub handovers_failed: AtomicU64,
     pub handover_left_out: AtomicU64,
+    pub recovered_sessions_checked: AtomicU64,
+    pub recovered_sessions_dropped: AtomicU64,
     pub stub_forwarded: AtomicU64,
     pub moved_in: AtomicU64,
     pub early_dropped: AtomicU64,
@@ -390,6 +395,18 @@ impl ClusterStats {
                 "counter",
                 "Queued messages left out of a handed-over session to keep its image within its bound.",
                 &self.handover_left_out,
+            ),
+            (
+                "cluster_recovered_sessions_checked_total",
+                "counter",
+                "Sessions recovered from the log at startup whose key in the session registry was read (and written where it named no node).",
+                &self.recovered_sessions_checked,
+            ),
+            (
+                "cluster_recovered_sessions_dropped_total",
+                "counter",
+                "Sessions recovered from the log at startup and ended because the session registry names another node (their client connected there while this node was down).",
+                &self.recovered_sessions_dropped,
             ),
             (
                 "cluster_stub_forwarded_total",

@@ -20,7 +20,9 @@
 //! session it holds, and is not asked for it within [`HANDOVER_GRACE`] (the claiming
 //! node could not reach it), ends the session itself. A session that ends for good
 //! here deletes its key (if no other node wrote it since), so the bucket holds a key per
-//! live session, not per client id ever seen.
+//! live session, not per client id ever seen. The sessions a restarted node recovered
+//! from its log are checked against their keys once the bucket answers
+//! ([`super::reconcile`]): kept and held as a claim's, registered, or ended here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::link::{Shards, bucket, subscribe, watch};
+use super::reconcile::{self, Verdict};
 use super::{
     ClaimOutcome, ClaimRequest, ClusterLink, PREFIX, SESSIONS_BUCKET, SessionEvent, subject,
     valid_node_id,
@@ -41,7 +44,7 @@ use crate::broker::AdminRequest;
 use crate::broker::handover::{self, MAX_IMAGE};
 
 /// How long a CONNECT waits for one registry operation before it goes on without it.
-const KV_WAIT: Duration = Duration::from_secs(2);
+pub(super) const KV_WAIT: Duration = Duration::from_secs(2);
 /// How long a CONNECT waits for the node that held its session to hand it over (each
 /// chunk of it).
 const HANDOVER_WAIT: Duration = Duration::from_secs(3);
@@ -86,13 +89,13 @@ struct Change {
 }
 
 /// The client id's key in the sessions bucket (one token); `None` if it is too long.
-fn key_of(client_id: &str) -> Option<String> {
+pub(super) fn key_of(client_id: &str) -> Option<String> {
     let mut key = String::new();
     subject::push_level(client_id, &mut key);
     (key.len() <= subject::MAX_SUBJECT).then_some(key)
 }
 
-fn connected(client: &async_nats::Client) -> bool {
+pub(super) fn connected(client: &async_nats::Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected
 }
 
@@ -129,11 +132,37 @@ pub(super) async fn run(
     // soon as it is here (bounded: pruned past HANDOVER_GRACE, and by `held`).
     let mut overtaken: HashMap<String, std::time::Instant> = HashMap::new();
     let mut events: Vec<SessionEvent> = Vec::new();
+    // What the check of the recovered sessions finds, started once the bucket answers.
+    let (verdict_tx, mut verdicts) = mpsc::channel::<Verdict>(reconcile::CHECKS_AT_ONCE);
+    let mut verdict_tx = Some(verdict_tx);
     let stats = &link.stats;
     loop {
         tokio::select! {
             s = &mut store_rx, if store.is_none() => {
                 store = s.ok();
+                if let (Some(store), Some(tx)) = (&store, verdict_tx.take()) {
+                    let (link, shards) = (link.clone(), shards.clone());
+                    let (client, node, store) = (client.clone(), node.clone(), store.clone());
+                    tokio::spawn(reconcile::run(link, shards, client, store, node, tx));
+                }
+            }
+            Some(v) = verdicts.recv() => {
+                if !matches!(v, Verdict::Done) {
+                    stats.recovered_sessions_checked.fetch_add(1, Relaxed);
+                }
+                match v {
+                    // Claimed by a CONNECT here since the check read it: the claim
+                    // settles it.
+                    Verdict::Keep { key, .. } | Verdict::Stale { key, .. }
+                        if held.contains_key(&key) => {}
+                    Verdict::Keep { key, revision } => {
+                        held.insert(key, Held { revision, ..Held::default() });
+                    }
+                    Verdict::Stale { shard, client_id, .. } => {
+                        reconcile::end_stale(&shards, shard, client_id).await;
+                    }
+                    Verdict::Done => reconcile::checked(&shards).await,
+                }
             }
             Some(request) = claims.recv() => {
                 let Some(key) = key_of(&request.client_id) else {
