@@ -42,9 +42,11 @@ impl Broker {
     /// nodes) removed, the QoS 2 messages it never released forgotten, its home shard
     /// told — but the registry is not handed a release: the key is the other node's,
     /// and must stay. No will is published (`end_session` publishes none; only a
-    /// connection's end or a takeover, `kick_connection`, does): a will it kept from
-    /// the connection this node lost when it went down would announce the loss of a
-    /// client that is connected elsewhere now.
+    /// connection's end or a takeover, `kick_connection`, does). The only will a
+    /// recovered session can hold is a delayed one, from the connection this node lost
+    /// when it went down, its delay counted from startup; its client has connected
+    /// again since (on the other node), and a new connection within the delay means no
+    /// will (MQTT-3.1.3-9).
     pub(super) fn cluster_recovered_stale(&mut self, io: &mut Io, client_id: &str) {
         let Some(sid) = self.sessions.find(client_id) else {
             return;
