@@ -682,6 +682,18 @@ fn a_nats_server_of_three_stopped_under_load() {
 /// sent again, so its subscriber still gets every one, once and in order.
 #[test]
 fn qos1_messages_nats_dropped_for_a_stopped_node_are_sent_again() {
+    messages_nats_dropped_are_sent_again("slow/#");
+}
+
+/// The same for a shared group whose only member is on the stopped node: the
+/// publishing node picks that node for the group and sends it the message on the same
+/// numbered stream.
+#[test]
+fn qos1_group_messages_nats_dropped_for_a_stopped_node_are_sent_again() {
+    messages_nats_dropped_are_sent_again("$share/g/slow/#");
+}
+
+fn messages_nats_dropped_are_sent_again(filter: &str) {
     let nats = Nats::start_with_config(&[
         "max_pending: 262144",
         "max_payload: 65536",
@@ -696,7 +708,7 @@ fn qos1_messages_nats_dropped_for_a_stopped_node_are_sent_again() {
     let pad = "x".repeat(8000);
     runtime().block_on(async {
         let mut s = V4::connect(v311::options("sc-sub", nodes.addr(1))).await;
-        s.subscribe_ok("slow/#", 1).await;
+        s.subscribe_ok(filter, 1).await;
         block(|| nodes.wait_interest(0, 1, 1));
         let mut p = V4::connect(v311::options("sc-pub", nodes.addr(0))).await;
         // Node 1 stops reading anything, NATS included.

@@ -15,6 +15,7 @@ use super::admin::Reply;
 use super::connect::Claim;
 use super::delivery::Src;
 use super::handover;
+use super::routing::Scope;
 use super::session::{
     Admit, Message, MovingSession, PubNumber, Queued, Session, SessionId, SubIds, SubRef,
 };
@@ -135,13 +136,35 @@ fn enqueue_forwarded(stats: &ClusterStats, session: &mut Session, q: Queued, max
 pub(super) struct ClusterRoute {
     table: Arc<RemoteInterest>,
     reach: Reach,
+    /// Shared groups this shard picked another node for: (group, the node's bit).
+    groups: Vec<(Arc<str>, u64)>,
 }
 
-impl ClusterRoute {
-    /// Shared groups are served through NATS (one member in the whole cluster), this
-    /// node's too: the shard does not deliver to its own groups.
-    pub fn takes_groups(&self) -> bool {
-        self.reach.groups
+impl ClusterPart {
+    /// Queues `o` for the link behind what is held, or holds it while the queue is
+    /// full (a QoS 0 one, `qos`, is dropped instead). Why it was dropped, if it was.
+    fn queue(&mut self, io: &mut Io, o: Outbound, qos: QoS) -> Option<&'static str> {
+        let stats = &self.link.stats;
+        let refused = if self.held.is_empty() {
+            match self.link.send(o) {
+                Ok(()) | Err(Refused::Closed) => return None,
+                Err(Refused::Full(o)) => o,
+            }
+        } else {
+            o
+        };
+        if qos == QoS::AtMostOnce {
+            stats.dropped_qos0_queue_full.fetch_add(1, Relaxed);
+            return Some("cluster_queue_full");
+        }
+        if self.held.len() >= self.link.settings.queue {
+            stats.dropped_held_full.fetch_add(1, Relaxed);
+            return Some("cluster_queue_full");
+        }
+        stats.held_queue_full.fetch_add(1, Relaxed);
+        self.held.push_back(refused);
+        io.wake_at(io.now_ms() + 1);
+        None
     }
 }
 
@@ -167,13 +190,53 @@ impl Broker {
         }
         let table = part.link.remote();
         let reach = table.reach(src.topic);
-        Some(ClusterRoute { table, reach })
+        Some(ClusterRoute {
+            table,
+            reach,
+            groups: Vec::new(),
+        })
     }
 
-    /// Hands a message published here to the link when another node wants it (or it is
-    /// retained: the retained bucket keeps it for every node).
+    /// Picks, for each shared group that matches the message of `src` and has members
+    /// on other nodes, the node that delivers it: one of those nodes, or this one if it
+    /// has members too (`groups`: this node's matching groups), at random. The groups
+    /// picked elsewhere leave `groups` for `route.groups`.
+    pub(super) fn cluster_groups(
+        &mut self,
+        src: &Src<'_>,
+        groups: &mut Vec<(Arc<str>, bool, u128)>,
+        route: &mut ClusterRoute,
+    ) {
+        if !route.reach.groups {
+            return;
+        }
+        let mut remote = Vec::new();
+        route.table.groups(src.topic, &mut remote);
+        for (share, nodes) in remote {
+            let here = groups.iter().position(|g| g.0 == share);
+            let n = nodes.count_ones() + u32::from(here.is_some());
+            let mut pick = fastrand::u32(..n);
+            if pick == nodes.count_ones() {
+                continue;
+            }
+            let mut bits = nodes;
+            while pick > 0 {
+                bits &= bits - 1;
+                pick -= 1;
+            }
+            if let Some(i) = here {
+                groups.swap_remove(i);
+            }
+            route.groups.push((share, 1u64 << bits.trailing_zeros()));
+        }
+    }
+
+    /// Hands a message published here to the link: for the nodes with plain interest
+    /// (and the retained bucket, which keeps it for every node, if it is retained), and
+    /// for each shared group picked elsewhere.
     pub(super) fn cluster_send(&mut self, io: &mut Io, src: &mut Src<'_>, route: ClusterRoute) {
-        if route.reach.nodes == 0 && !route.reach.groups && !src.retain {
+        let plain = route.reach.nodes != 0 || src.retain;
+        if !plain && route.groups.is_empty() {
             return;
         }
         let shard = self.peers.id as u16;
@@ -181,38 +244,24 @@ impl Broker {
         let Some(part) = self.cluster.as_mut() else {
             return;
         };
-        let stats = &part.link.stats;
-        let o = Outbound {
-            msg,
-            table: route.table,
-            nodes: route.reach.nodes,
-            groups: route.reach.groups,
+        let outbound = |nodes, share| Outbound {
+            msg: msg.clone(),
+            table: route.table.clone(),
+            nodes,
+            share,
             shard,
             forward: None,
         };
-        // Behind what is held, in order.
-        let refused = if part.held.is_empty() {
-            match part.link.send(o) {
-                Ok(()) => return,
-                Err(Refused::Closed) => return,
-                Err(Refused::Full(o)) => o,
-            }
-        } else {
-            o
-        };
-        if refused.msg.qos == QoS::AtMostOnce {
-            stats.dropped_qos0_queue_full.fetch_add(1, Relaxed);
-            self.event_dropped(None, src.topic, src.qos, "cluster_queue_full");
-            return;
+        let mut dropped = None;
+        if plain {
+            dropped = dropped.or(part.queue(io, outbound(route.reach.nodes, None), src.qos));
         }
-        if part.held.len() >= part.link.settings.queue {
-            stats.dropped_held_full.fetch_add(1, Relaxed);
-            self.event_dropped(None, src.topic, src.qos, "cluster_queue_full");
-            return;
+        for (share, node) in route.groups {
+            dropped = dropped.or(part.queue(io, outbound(node, Some(share)), src.qos));
         }
-        stats.held_queue_full.fetch_add(1, Relaxed);
-        part.held.push_back(refused);
-        io.wake_at(io.now_ms() + 1);
+        if let Some(why) = dropped {
+            self.event_dropped(None, src.topic, src.qos, why);
+        }
     }
 
     /// At the end of a turn: held messages to the link, interest changes to the link,
@@ -333,7 +382,8 @@ impl Broker {
                 let mut groups = std::mem::take(&mut self.scratch.groups);
                 groups.clear();
                 self.deliver_local(io, &mut src, None);
-                self.route_remote(io, &mut src, &mut groups, false, false, None);
+                // Its publishing shard picked a node for each shared group.
+                self.route_remote(io, &mut src, &mut groups, Scope::Plain, None, None);
                 self.scratch.groups = groups;
             }
             Some(share) => {
@@ -341,6 +391,12 @@ impl Broker {
                     let local = self.routes.has_group(share);
                     let elsewhere = self.interest.group_shards(parsed.filter(), share)
                         & !(1u128 << self.peers.id);
+                    if !local && elsewhere == 0 {
+                        // Its members here left since the publishing node picked this one.
+                        if let Some(part) = &self.cluster {
+                            part.link.stats.group_unserved.fetch_add(1, Relaxed);
+                        }
+                    }
                     let mut groups = vec![(share.clone(), local, elsewhere)];
                     self.deliver_groups(io, &mut src, &mut groups, None);
                 }
@@ -652,6 +708,7 @@ impl Broker {
     /// [`NodeArrival`]: super::session::NodeArrival
     pub(super) fn cluster_forward(
         &mut self,
+        io: &mut Io,
         src: &mut Src<'_>,
         to: Arc<str>,
         delivery: SessionDelivery,
@@ -668,30 +725,11 @@ impl Broker {
             msg,
             table,
             nodes: 0,
-            groups: false,
+            share: None,
             shard,
             forward: Some((to, Box::new(delivery))),
         };
-        let refused = if part.held.is_empty() {
-            match part.link.send(o) {
-                Ok(()) | Err(Refused::Closed) => return,
-                Err(Refused::Full(o)) => o,
-            }
-        } else {
-            o
-        };
-        if qos == QoS::AtMostOnce {
-            part.link
-                .stats
-                .dropped_qos0_queue_full
-                .fetch_add(1, Relaxed);
-            return;
-        }
-        if part.held.len() >= part.link.settings.queue {
-            part.link.stats.dropped_held_full.fetch_add(1, Relaxed);
-            return;
-        }
-        part.held.push_back(refused);
+        part.queue(io, o, qos);
     }
 
     /// A delivery forwarded by the stub of a session that moved here from another node:
@@ -707,7 +745,7 @@ impl Broker {
         {
             // It moved on from here meanwhile: after it.
             let mut src = Src::from_arc(m, self.peers.id);
-            self.cluster_forward(&mut src, to, d.clone());
+            self.cluster_forward(io, &mut src, to, d.clone());
             return;
         }
         let Some(part) = self.cluster.as_deref_mut() else {

@@ -257,7 +257,7 @@ impl Broker {
                 retain,
                 sub_ids: sub_ids.as_slice().to_vec(),
             };
-            self.cluster_forward(src, to, delivery);
+            self.cluster_forward(io, src, to, delivery);
             return;
         }
         if let Some(n) = src.number

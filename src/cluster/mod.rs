@@ -87,11 +87,11 @@ pub struct Outbound {
     pub msg: Arc<Message>,
     /// The table `nodes` indexes.
     pub table: Arc<RemoteInterest>,
-    /// Nodes with plain interest.
+    /// The nodes it goes to: those with plain interest, or the one picked for `share`.
     pub nodes: u64,
-    /// Some other node has a matching shared group: the message goes to the groups'
-    /// subject, and every group (this node's too) gets it from NATS.
-    pub groups: bool,
+    /// Not for the nodes' subscribers but for one member of this shared group on the
+    /// node picked (`nodes`, one bit).
+    pub share: Option<Arc<str>>,
     /// The publishing shard.
     pub shard: u16,
     /// Not a message for other nodes' subscribers but a delivery to one session that
@@ -206,6 +206,7 @@ pub struct ClusterStats {
     pub moved_in: AtomicU64,
     pub early_dropped: AtomicU64,
     pub moved_duplicates: AtomicU64,
+    pub group_unserved: AtomicU64,
     pub moved_seen_forgotten: AtomicU64,
     pub remote_filters: AtomicU64,
     pub remote_nodes: AtomicU64,
@@ -232,7 +233,7 @@ impl ClusterStats {
             (
                 "cluster_messages_out_total",
                 "counter",
-                "Messages published to NATS (one per node or groups' subject; resends are cluster_resent_total).",
+                "Messages published to NATS (one per destination node; resends are cluster_resent_total).",
                 &self.messages_out,
             ),
             (
@@ -408,6 +409,12 @@ impl ClusterStats {
                 "counter",
                 "Forwarded deliveries dropped: their session did not arrive here within 10 s, or past 65,536 waiting per shard.",
                 &self.early_dropped,
+            ),
+            (
+                "cluster_group_unserved_total",
+                "counter",
+                "Messages for a shared group that came to this node after its last member here left.",
+                &self.group_unserved,
             ),
             (
                 "cluster_moved_duplicates_total",
