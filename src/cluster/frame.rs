@@ -402,7 +402,7 @@ mod tests {
         b[0] = VERSION;
         b[1] = 3;
         assert_eq!(Frame::decode(&b), Err(FrameError::BadQos));
-        b[1] = 1 | 64;
+        b[1] = 1 | 128;
         assert_eq!(Frame::decode(&b), Err(FrameError::BadSection));
         b[1] = 1;
         b[24] = 0;
