@@ -15,9 +15,10 @@ use super::admin::Reply;
 use super::connect::Claim;
 use super::delivery::Src;
 use super::handover;
+use super::node_arrival::{Admit, NodeArrival};
 use super::routing::Scope;
 use super::session::{
-    Admit, Message, MovingSession, PubNumber, Queued, Session, SessionId, SubIds, SubRef,
+    Message, MovingSession, PubNumber, Queued, Session, SessionId, SubIds, SubRef,
 };
 use super::{Broker, Io};
 use crate::cluster::remote::{Reach, RemoteInterest};
@@ -57,6 +58,9 @@ pub(super) struct ClusterPart {
     /// arrived here (its image still on the way), with when each came (shard clock,
     /// ms); at most [`EARLY_MAX`], kept for [`STUB_GRACE`].
     early: VecDeque<(u64, Box<str>, Queued)>,
+    /// Sessions that moved here from other nodes, with when their stubs there stop
+    /// forwarding (shard clock, ms), oldest first: what they hold goes then.
+    holding: VecDeque<(u64, Box<str>)>,
     /// This node's [`node_hash`](crate::cluster::node_hash) and the number of this
     /// shard's next publish (see [`PubNumber`]).
     own: u32,
@@ -82,6 +86,7 @@ impl ClusterPart {
             arrivals: HashMap::new(),
             stubs: VecDeque::new(),
             early: VecDeque::new(),
+            holding: VecDeque::new(),
             own: crate::cluster::node_hash(link.node_id()),
             next_number: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -97,37 +102,28 @@ impl ClusterPart {
     }
 }
 
-/// Whether a copy of a message goes to a session that moved here from another node, as
-/// its [`NodeArrival`](super::session::NodeArrival) said (`admit`); counted.
-pub(super) fn admitted(part: Option<&ClusterPart>, admit: Admit) -> bool {
-    match part {
-        Some(part) => counted(&part.link.stats, admit),
-        None => admit != Admit::Duplicate,
+/// Counts what `a` said since it was last counted.
+fn count_arrival(stats: &ClusterStats, a: &mut NodeArrival, admit: Admit) {
+    if admit == Admit::Duplicate {
+        stats.moved_duplicates.fetch_add(1, Relaxed);
     }
-}
-
-fn counted(stats: &ClusterStats, admit: Admit) -> bool {
-    match admit {
-        Admit::Deliver => true,
-        Admit::DeliverForgot => {
-            stats.moved_seen_forgotten.fetch_add(1, Relaxed);
-            true
-        }
-        Admit::Duplicate => {
-            stats.moved_duplicates.fetch_add(1, Relaxed);
-            false
-        }
-    }
+    let forgotten = std::mem::take(&mut a.forgotten);
+    stats.moved_seen_forgotten.fetch_add(forgotten, Relaxed);
+    let let_go = std::mem::take(&mut a.let_go);
+    stats.moved_held_let_go.fetch_add(let_go, Relaxed);
 }
 
 /// Queues a delivery the stub of `session` on its old node forwarded before the session
-/// was installed here, unless it got that message already.
+/// was installed here, unless it got that message already. (Nothing is held yet: what
+/// comes straight is not for the session before it is installed.)
 fn enqueue_forwarded(stats: &ClusterStats, session: &mut Session, q: Queued, max: usize) {
     let e = session.extra_mut();
-    if let (Some(a), Some(n)) = (e.from_node.as_mut(), q.msg.number)
-        && !counted(stats, a.admit_forwarded(n))
-    {
-        return;
+    if let (Some(a), Some(n)) = (e.from_node.as_mut(), q.msg.number) {
+        let admit = a.admit_forwarded(n, &mut Vec::new());
+        count_arrival(stats, a, admit);
+        if admit == Admit::Duplicate {
+            return;
+        }
     }
     e.enqueue(q, max, |_| {});
 }
@@ -289,6 +285,13 @@ impl Broker {
         if let Some((at, _)) = part.stubs.front() {
             io.wake_at(*at);
         }
+        let mut hold_over = Vec::new();
+        while part.holding.front().is_some_and(|(at, _)| *at <= now) {
+            hold_over.extend(part.holding.pop_front().map(|(_, id)| id));
+        }
+        if let Some((at, _)) = part.holding.front() {
+            io.wake_at(*at);
+        }
         let grace = STUB_GRACE.as_millis() as u64;
         while part
             .early
@@ -303,6 +306,11 @@ impl Broker {
         part.link.hand_sessions(id, &mut part.sessions);
         if !part.held.is_empty() || !part.changes.is_empty() || !part.sessions.is_empty() {
             io.wake_at(io.now_ms() + 1);
+        }
+        for client_id in hold_over {
+            if let Some(sid) = self.sessions.find(&client_id) {
+                self.release_held(io, sid, true);
+            }
         }
         for sid in ended {
             // (A slot taken by another session since has another generation.)
@@ -363,6 +371,91 @@ impl Broker {
         }
         part.inbox.extend(messages);
         self.route_inbound(io);
+    }
+
+    /// Whether session `sid`, which moved here from another node lately, gets the copy
+    /// of `src` now (see [`NodeArrival`]): one it had or got is dropped, one that came
+    /// straight while the stub forwards is held; a forwarded one first delivers the held
+    /// ones of its publisher before it.
+    pub(super) fn cluster_admit(
+        &mut self,
+        io: &mut Io,
+        sid: SessionId,
+        src: &mut Src<'_>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+    ) -> bool {
+        let now = io.now_ms();
+        let (Some(n), Some(part)) = (src.number, self.cluster.as_deref()) else {
+            return true;
+        };
+        let Some(a) = self
+            .sessions
+            .get_mut(sid)
+            .and_then(|s| s.extra_opt_mut())
+            .and_then(|e| e.from_node.as_mut())
+        else {
+            return true;
+        };
+        let mut release = Vec::new();
+        if a.hold_is_over(now) {
+            release = a.release_all();
+        }
+        let admit = if src.moved {
+            a.admit_forwarded(n, &mut release)
+        } else {
+            a.admit_direct(n, now)
+        };
+        if admit == Admit::Hold {
+            let q = Queued {
+                msg: src.shared(),
+                qos,
+                retain,
+                sub_ids,
+                store_id: 0,
+            };
+            release.extend(a.hold(n, q));
+        }
+        count_arrival(&part.link.stats, a, admit);
+        self.deliver_held(io, sid, release);
+        self.end_arrival_if_over(sid, now);
+        admit == Admit::Deliver
+    }
+
+    /// Delivers the copies session `sid` held, in order; all of them when `all`, else
+    /// those whose time is up.
+    pub(super) fn release_held(&mut self, io: &mut Io, sid: SessionId, all: bool) {
+        let now = io.now_ms();
+        let release = self
+            .sessions
+            .get_mut(sid)
+            .and_then(|s| s.extra_opt_mut())
+            .and_then(|e| e.from_node.as_mut())
+            .filter(|a| all || a.hold_is_over(now))
+            .map(|a| a.release_all())
+            .unwrap_or_default();
+        self.deliver_held(io, sid, release);
+        self.end_arrival_if_over(sid, now);
+    }
+
+    fn deliver_held(&mut self, io: &mut Io, sid: SessionId, release: Vec<Queued>) {
+        for q in release {
+            let mut src = Src::from_arc(&q.msg, self.peers.id);
+            self.deliver_here(io, sid, &mut src, q.qos, q.retain, q.sub_ids);
+            self.settle_routing(io, &src);
+        }
+    }
+
+    /// Forgets what session `sid` knew of its arrival once that is no longer needed.
+    fn end_arrival_if_over(&mut self, sid: SessionId, now: u64) {
+        if let Some(e) = self.sessions.get_mut(sid).and_then(|s| s.extra_opt_mut())
+            && e.from_node
+                .as_ref()
+                .is_some_and(|a| a.until_ms != 0 && now >= a.until_ms && !a.holds())
+        {
+            e.from_node = None;
+        }
     }
 
     /// A message numbered `n` is routed on this shard.
@@ -517,9 +610,13 @@ impl Broker {
                 let max = self.config().max_queued_messages;
                 let now = io.now_ms();
                 if let Some(part) = self.cluster.as_deref_mut() {
-                    // Copies that may come twice are told apart from now on.
+                    // Copies that may come twice are told apart from now on, and those
+                    // that come straight wait for the stub's while it forwards.
+                    let grace = STUB_GRACE.as_millis() as u64;
                     if let Some(a) = moving.session.extra_mut().from_node.as_mut() {
-                        a.until_ms = now + 2 * STUB_GRACE.as_millis() as u64;
+                        a.start(now, grace);
+                        part.holding.push_back((now + grace, client_id.clone()));
+                        io.wake_at(now + grace);
                     }
                     // What its old node's stub forwarded before it came, behind its queue.
                     let mut kept = VecDeque::with_capacity(part.early.len());
@@ -612,6 +709,8 @@ impl Broker {
             let _ = reply.send(None);
             return;
         }
+        // What it holds goes into its queue, in order, and with it.
+        self.release_held(io, sid, true);
         let refs: Vec<SubRef> = self
             .sessions
             .get(sid)

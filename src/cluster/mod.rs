@@ -208,6 +208,7 @@ pub struct ClusterStats {
     pub moved_duplicates: AtomicU64,
     pub group_unserved: AtomicU64,
     pub moved_seen_forgotten: AtomicU64,
+    pub moved_held_let_go: AtomicU64,
     pub remote_filters: AtomicU64,
     pub remote_nodes: AtomicU64,
     pub nodes_left_out: AtomicU64,
@@ -427,6 +428,12 @@ impl ClusterStats {
                 "counter",
                 "Publishes a session that moved here forgot it had got (past 65,536 remembered): a second copy of one would be delivered.",
                 &self.moved_seen_forgotten,
+            ),
+            (
+                "cluster_moved_held_let_go_total",
+                "counter",
+                "Copies a session that moved here held for their turn and delivered early, past 16,384 held: they may come before an older one of their publisher.",
+                &self.moved_held_let_go,
             ),
             (
                 "cluster_remote_filters",
