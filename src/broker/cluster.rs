@@ -15,8 +15,10 @@ use super::admin::Reply;
 use super::connect::Claim;
 use super::delivery::Src;
 use super::handover;
+use super::node_arrival::{Admit, NodeArrival};
+use super::routing::Scope;
 use super::session::{
-    Admit, Message, MovingSession, PubNumber, Queued, Session, SessionId, SubIds, SubRef,
+    Message, MovingSession, PubNumber, Queued, Session, SessionId, SubIds, SubRef,
 };
 use super::{Broker, Io};
 use crate::cluster::remote::{Reach, RemoteInterest};
@@ -56,6 +58,9 @@ pub(super) struct ClusterPart {
     /// arrived here (its image still on the way), with when each came (shard clock,
     /// ms); at most [`EARLY_MAX`], kept for [`STUB_GRACE`].
     early: VecDeque<(u64, Box<str>, Queued)>,
+    /// Sessions that moved here from other nodes, with when their stubs there stop
+    /// forwarding (shard clock, ms), oldest first: what they hold goes then.
+    holding: VecDeque<(u64, Box<str>)>,
     /// This node's [`node_hash`](crate::cluster::node_hash) and the number of this
     /// shard's next publish (see [`PubNumber`]).
     own: u32,
@@ -81,6 +86,7 @@ impl ClusterPart {
             arrivals: HashMap::new(),
             stubs: VecDeque::new(),
             early: VecDeque::new(),
+            holding: VecDeque::new(),
             own: crate::cluster::node_hash(link.node_id()),
             next_number: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -96,37 +102,28 @@ impl ClusterPart {
     }
 }
 
-/// Whether a copy of a message goes to a session that moved here from another node, as
-/// its [`NodeArrival`](super::session::NodeArrival) said (`admit`); counted.
-pub(super) fn admitted(part: Option<&ClusterPart>, admit: Admit) -> bool {
-    match part {
-        Some(part) => counted(&part.link.stats, admit),
-        None => admit != Admit::Duplicate,
+/// Counts what `a` said since it was last counted.
+fn count_arrival(stats: &ClusterStats, a: &mut NodeArrival, admit: Admit) {
+    if admit == Admit::Duplicate {
+        stats.moved_duplicates.fetch_add(1, Relaxed);
     }
-}
-
-fn counted(stats: &ClusterStats, admit: Admit) -> bool {
-    match admit {
-        Admit::Deliver => true,
-        Admit::DeliverForgot => {
-            stats.moved_seen_forgotten.fetch_add(1, Relaxed);
-            true
-        }
-        Admit::Duplicate => {
-            stats.moved_duplicates.fetch_add(1, Relaxed);
-            false
-        }
-    }
+    let forgotten = std::mem::take(&mut a.forgotten);
+    stats.moved_seen_forgotten.fetch_add(forgotten, Relaxed);
+    let let_go = std::mem::take(&mut a.let_go);
+    stats.moved_held_let_go.fetch_add(let_go, Relaxed);
 }
 
 /// Queues a delivery the stub of `session` on its old node forwarded before the session
-/// was installed here, unless it got that message already.
+/// was installed here, unless it got that message already. (Nothing is held yet: what
+/// comes straight is not for the session before it is installed.)
 fn enqueue_forwarded(stats: &ClusterStats, session: &mut Session, q: Queued, max: usize) {
     let e = session.extra_mut();
-    if let (Some(a), Some(n)) = (e.from_node.as_mut(), q.msg.number)
-        && !counted(stats, a.admit_forwarded(n))
-    {
-        return;
+    if let (Some(a), Some(n)) = (e.from_node.as_mut(), q.msg.number) {
+        let admit = a.admit_forwarded(n, &mut Vec::new());
+        count_arrival(stats, a, admit);
+        if admit == Admit::Duplicate {
+            return;
+        }
     }
     e.enqueue(q, max, |_| {});
 }
@@ -135,13 +132,35 @@ fn enqueue_forwarded(stats: &ClusterStats, session: &mut Session, q: Queued, max
 pub(super) struct ClusterRoute {
     table: Arc<RemoteInterest>,
     reach: Reach,
+    /// Shared groups this shard picked another node for: (group, the node's bit).
+    groups: Vec<(Arc<str>, u64)>,
 }
 
-impl ClusterRoute {
-    /// Shared groups are served through NATS (one member in the whole cluster), this
-    /// node's too: the shard does not deliver to its own groups.
-    pub fn takes_groups(&self) -> bool {
-        self.reach.groups
+impl ClusterPart {
+    /// Queues `o` for the link behind what is held, or holds it while the queue is
+    /// full (a QoS 0 one, `qos`, is dropped instead). Why it was dropped, if it was.
+    fn queue(&mut self, io: &mut Io, o: Outbound, qos: QoS) -> Option<&'static str> {
+        let stats = &self.link.stats;
+        let refused = if self.held.is_empty() {
+            match self.link.send(o) {
+                Ok(()) | Err(Refused::Closed) => return None,
+                Err(Refused::Full(o)) => o,
+            }
+        } else {
+            o
+        };
+        if qos == QoS::AtMostOnce {
+            stats.dropped_qos0_queue_full.fetch_add(1, Relaxed);
+            return Some("cluster_queue_full");
+        }
+        if self.held.len() >= self.link.settings.queue {
+            stats.dropped_held_full.fetch_add(1, Relaxed);
+            return Some("cluster_queue_full");
+        }
+        stats.held_queue_full.fetch_add(1, Relaxed);
+        self.held.push_back(refused);
+        io.wake_at(io.now_ms() + 1);
+        None
     }
 }
 
@@ -167,13 +186,53 @@ impl Broker {
         }
         let table = part.link.remote();
         let reach = table.reach(src.topic);
-        Some(ClusterRoute { table, reach })
+        Some(ClusterRoute {
+            table,
+            reach,
+            groups: Vec::new(),
+        })
     }
 
-    /// Hands a message published here to the link when another node wants it (or it is
-    /// retained: the retained bucket keeps it for every node).
+    /// Picks, for each shared group that matches the message of `src` and has members
+    /// on other nodes, the node that delivers it: one of those nodes, or this one if it
+    /// has members too (`groups`: this node's matching groups), at random. The groups
+    /// picked elsewhere leave `groups` for `route.groups`.
+    pub(super) fn cluster_groups(
+        &mut self,
+        src: &Src<'_>,
+        groups: &mut Vec<(Arc<str>, bool, u128)>,
+        route: &mut ClusterRoute,
+    ) {
+        if !route.reach.groups {
+            return;
+        }
+        let mut remote = Vec::new();
+        route.table.groups(src.topic, &mut remote);
+        for (share, nodes) in remote {
+            let here = groups.iter().position(|g| g.0 == share);
+            let n = nodes.count_ones() + u32::from(here.is_some());
+            let mut pick = fastrand::u32(..n);
+            if pick == nodes.count_ones() {
+                continue;
+            }
+            let mut bits = nodes;
+            while pick > 0 {
+                bits &= bits - 1;
+                pick -= 1;
+            }
+            if let Some(i) = here {
+                groups.swap_remove(i);
+            }
+            route.groups.push((share, 1u64 << bits.trailing_zeros()));
+        }
+    }
+
+    /// Hands a message published here to the link: for the nodes with plain interest
+    /// (and the retained bucket, which keeps it for every node, if it is retained), and
+    /// for each shared group picked elsewhere.
     pub(super) fn cluster_send(&mut self, io: &mut Io, src: &mut Src<'_>, route: ClusterRoute) {
-        if route.reach.nodes == 0 && !route.reach.groups && !src.retain {
+        let plain = route.reach.nodes != 0 || src.retain;
+        if !plain && route.groups.is_empty() {
             return;
         }
         let shard = self.peers.id as u16;
@@ -181,38 +240,24 @@ impl Broker {
         let Some(part) = self.cluster.as_mut() else {
             return;
         };
-        let stats = &part.link.stats;
-        let o = Outbound {
-            msg,
-            table: route.table,
-            nodes: route.reach.nodes,
-            groups: route.reach.groups,
+        let outbound = |nodes, share| Outbound {
+            msg: msg.clone(),
+            table: route.table.clone(),
+            nodes,
+            share,
             shard,
             forward: None,
         };
-        // Behind what is held, in order.
-        let refused = if part.held.is_empty() {
-            match part.link.send(o) {
-                Ok(()) => return,
-                Err(Refused::Closed) => return,
-                Err(Refused::Full(o)) => o,
-            }
-        } else {
-            o
-        };
-        if refused.msg.qos == QoS::AtMostOnce {
-            stats.dropped_qos0_queue_full.fetch_add(1, Relaxed);
-            self.event_dropped(None, src.topic, src.qos, "cluster_queue_full");
-            return;
+        let mut dropped = None;
+        if plain {
+            dropped = dropped.or(part.queue(io, outbound(route.reach.nodes, None), src.qos));
         }
-        if part.held.len() >= part.link.settings.queue {
-            stats.dropped_held_full.fetch_add(1, Relaxed);
-            self.event_dropped(None, src.topic, src.qos, "cluster_queue_full");
-            return;
+        for (share, node) in route.groups {
+            dropped = dropped.or(part.queue(io, outbound(node, Some(share)), src.qos));
         }
-        stats.held_queue_full.fetch_add(1, Relaxed);
-        part.held.push_back(refused);
-        io.wake_at(io.now_ms() + 1);
+        if let Some(why) = dropped {
+            self.event_dropped(None, src.topic, src.qos, why);
+        }
     }
 
     /// At the end of a turn: held messages to the link, interest changes to the link,
@@ -240,6 +285,13 @@ impl Broker {
         if let Some((at, _)) = part.stubs.front() {
             io.wake_at(*at);
         }
+        let mut hold_over = Vec::new();
+        while part.holding.front().is_some_and(|(at, _)| *at <= now) {
+            hold_over.extend(part.holding.pop_front().map(|(_, id)| id));
+        }
+        if let Some((at, _)) = part.holding.front() {
+            io.wake_at(*at);
+        }
         let grace = STUB_GRACE.as_millis() as u64;
         while part
             .early
@@ -254,6 +306,11 @@ impl Broker {
         part.link.hand_sessions(id, &mut part.sessions);
         if !part.held.is_empty() || !part.changes.is_empty() || !part.sessions.is_empty() {
             io.wake_at(io.now_ms() + 1);
+        }
+        for client_id in hold_over {
+            if let Some(sid) = self.sessions.find(&client_id) {
+                self.release_held(io, sid, true);
+            }
         }
         for sid in ended {
             // (A slot taken by another session since has another generation.)
@@ -316,6 +373,91 @@ impl Broker {
         self.route_inbound(io);
     }
 
+    /// Whether session `sid`, which moved here from another node lately, gets the copy
+    /// of `src` now (see [`NodeArrival`]): one it had or got is dropped, one that came
+    /// straight while the stub forwards is held; a forwarded one first delivers the held
+    /// ones of its publisher before it.
+    pub(super) fn cluster_admit(
+        &mut self,
+        io: &mut Io,
+        sid: SessionId,
+        src: &mut Src<'_>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+    ) -> bool {
+        let now = io.now_ms();
+        let (Some(n), Some(part)) = (src.number, self.cluster.as_deref()) else {
+            return true;
+        };
+        let Some(a) = self
+            .sessions
+            .get_mut(sid)
+            .and_then(|s| s.extra_opt_mut())
+            .and_then(|e| e.from_node.as_mut())
+        else {
+            return true;
+        };
+        let mut release = Vec::new();
+        if a.hold_is_over(now) {
+            release = a.release_all();
+        }
+        let admit = if src.moved {
+            a.admit_forwarded(n, &mut release)
+        } else {
+            a.admit_direct(n, now)
+        };
+        if admit == Admit::Hold {
+            let q = Queued {
+                msg: src.shared(),
+                qos,
+                retain,
+                sub_ids,
+                store_id: 0,
+            };
+            release.extend(a.hold(n, q));
+        }
+        count_arrival(&part.link.stats, a, admit);
+        self.deliver_held(io, sid, release);
+        self.end_arrival_if_over(sid, now);
+        admit == Admit::Deliver
+    }
+
+    /// Delivers the copies session `sid` held, in order; all of them when `all`, else
+    /// those whose time is up.
+    pub(super) fn release_held(&mut self, io: &mut Io, sid: SessionId, all: bool) {
+        let now = io.now_ms();
+        let release = self
+            .sessions
+            .get_mut(sid)
+            .and_then(|s| s.extra_opt_mut())
+            .and_then(|e| e.from_node.as_mut())
+            .filter(|a| all || a.hold_is_over(now))
+            .map(|a| a.release_all())
+            .unwrap_or_default();
+        self.deliver_held(io, sid, release);
+        self.end_arrival_if_over(sid, now);
+    }
+
+    fn deliver_held(&mut self, io: &mut Io, sid: SessionId, release: Vec<Queued>) {
+        for q in release {
+            let mut src = Src::from_arc(&q.msg, self.peers.id);
+            self.deliver_here(io, sid, &mut src, q.qos, q.retain, q.sub_ids);
+            self.settle_routing(io, &src);
+        }
+    }
+
+    /// Forgets what session `sid` knew of its arrival once that is no longer needed.
+    fn end_arrival_if_over(&mut self, sid: SessionId, now: u64) {
+        if let Some(e) = self.sessions.get_mut(sid).and_then(|s| s.extra_opt_mut())
+            && e.from_node
+                .as_ref()
+                .is_some_and(|a| a.until_ms != 0 && now >= a.until_ms && !a.holds())
+        {
+            e.from_node = None;
+        }
+    }
+
     /// A message numbered `n` is routed on this shard.
     pub(super) fn cluster_routed(&mut self, n: PubNumber) {
         if let Some(part) = self.cluster.as_mut() {
@@ -333,7 +475,8 @@ impl Broker {
                 let mut groups = std::mem::take(&mut self.scratch.groups);
                 groups.clear();
                 self.deliver_local(io, &mut src, None);
-                self.route_remote(io, &mut src, &mut groups, false, false, None);
+                // Its publishing shard picked a node for each shared group.
+                self.route_remote(io, &mut src, &mut groups, Scope::Plain, None, None);
                 self.scratch.groups = groups;
             }
             Some(share) => {
@@ -341,6 +484,12 @@ impl Broker {
                     let local = self.routes.has_group(share);
                     let elsewhere = self.interest.group_shards(parsed.filter(), share)
                         & !(1u128 << self.peers.id);
+                    if !local && elsewhere == 0 {
+                        // Its members here left since the publishing node picked this one.
+                        if let Some(part) = &self.cluster {
+                            part.link.stats.group_unserved.fetch_add(1, Relaxed);
+                        }
+                    }
                     let mut groups = vec![(share.clone(), local, elsewhere)];
                     self.deliver_groups(io, &mut src, &mut groups, None);
                 }
@@ -461,9 +610,13 @@ impl Broker {
                 let max = self.config().max_queued_messages;
                 let now = io.now_ms();
                 if let Some(part) = self.cluster.as_deref_mut() {
-                    // Copies that may come twice are told apart from now on.
+                    // Copies that may come twice are told apart from now on, and those
+                    // that come straight wait for the stub's while it forwards.
+                    let grace = STUB_GRACE.as_millis() as u64;
                     if let Some(a) = moving.session.extra_mut().from_node.as_mut() {
-                        a.until_ms = now + 2 * STUB_GRACE.as_millis() as u64;
+                        a.start(now, grace);
+                        part.holding.push_back((now + grace, client_id.clone()));
+                        io.wake_at(now + grace);
                     }
                     // What its old node's stub forwarded before it came, behind its queue.
                     let mut kept = VecDeque::with_capacity(part.early.len());
@@ -556,6 +709,8 @@ impl Broker {
             let _ = reply.send(None);
             return;
         }
+        // What it holds goes into its queue, in order, and with it.
+        self.release_held(io, sid, true);
         let refs: Vec<SubRef> = self
             .sessions
             .get(sid)
@@ -652,6 +807,7 @@ impl Broker {
     /// [`NodeArrival`]: super::session::NodeArrival
     pub(super) fn cluster_forward(
         &mut self,
+        io: &mut Io,
         src: &mut Src<'_>,
         to: Arc<str>,
         delivery: SessionDelivery,
@@ -668,30 +824,11 @@ impl Broker {
             msg,
             table,
             nodes: 0,
-            groups: false,
+            share: None,
             shard,
             forward: Some((to, Box::new(delivery))),
         };
-        let refused = if part.held.is_empty() {
-            match part.link.send(o) {
-                Ok(()) | Err(Refused::Closed) => return,
-                Err(Refused::Full(o)) => o,
-            }
-        } else {
-            o
-        };
-        if qos == QoS::AtMostOnce {
-            part.link
-                .stats
-                .dropped_qos0_queue_full
-                .fetch_add(1, Relaxed);
-            return;
-        }
-        if part.held.len() >= part.link.settings.queue {
-            part.link.stats.dropped_held_full.fetch_add(1, Relaxed);
-            return;
-        }
-        part.held.push_back(refused);
+        part.queue(io, o, qos);
     }
 
     /// A delivery forwarded by the stub of a session that moved here from another node:
@@ -707,7 +844,7 @@ impl Broker {
         {
             // It moved on from here meanwhile: after it.
             let mut src = Src::from_arc(m, self.peers.id);
-            self.cluster_forward(&mut src, to, d.clone());
+            self.cluster_forward(io, &mut src, to, d.clone());
             return;
         }
         let Some(part) = self.cluster.as_deref_mut() else {

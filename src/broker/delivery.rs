@@ -217,9 +217,6 @@ impl Broker {
         if src.expires_at.is_some_and(|at| at <= Instant::now()) {
             return;
         }
-        let max_queued = self.config().max_queued_messages;
-        let soft_limit = self.config().out_soft_limit;
-        let stats = &self.stats;
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
@@ -257,28 +254,37 @@ impl Broker {
                 retain,
                 sub_ids: sub_ids.as_slice().to_vec(),
             };
-            self.cluster_forward(src, to, delivery);
+            self.cluster_forward(io, src, to, delivery);
             return;
         }
-        if let Some(n) = src.number
-            && let Some(e) = s.extra_opt_mut()
-            && let Some(a) = e.from_node.as_mut()
+        // Moved here from another node lately: a copy may come both straight and
+        // through the stub there, or be one the session had there.
+        if src.number.is_some()
+            && s.extra().is_some_and(|e| e.from_node.is_some())
+            && !self.cluster_admit(io, sid, src, qos, retain, sub_ids)
         {
-            // Moved here from another node lately: a copy may come both straight and
-            // through the stub there, or be one the session had there.
-            if a.until_ms != 0 && a.until_ms <= io.now_ms() {
-                e.from_node = None;
-            } else {
-                let admit = if src.moved {
-                    a.admit_forwarded(n)
-                } else {
-                    a.admit_direct(n)
-                };
-                if !super::cluster::admitted(self.cluster.as_deref(), admit) {
-                    return;
-                }
-            }
+            return;
         }
+        self.deliver_here(io, sid, src, qos, retain, sub_ids);
+    }
+
+    /// [`Broker::deliver`] to a session that lives on this shard, once it is clear that
+    /// it gets this copy.
+    pub(super) fn deliver_here(
+        &mut self,
+        io: &mut Io,
+        sid: SessionId,
+        src: &mut Src<'_>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+    ) {
+        let max_queued = self.config().max_queued_messages;
+        let soft_limit = self.config().out_soft_limit;
+        let stats = &self.stats;
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
         if let (Some(a), Some(m)) = (
             s.extra_opt_mut().and_then(|e| e.arrival.as_mut()),
             src.shared.as_ref(),

@@ -25,10 +25,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::durable::{delivery_as, message_data};
+use super::node_arrival::NodeArrival;
 use super::recovery::{restore_deliveries, stored_message};
-use super::session::{
-    Message, MovingSession, NodeArrival, OutState, PubNumber, Queued, Session, Subscription,
-};
+use super::session::{Message, MovingSession, OutState, PubNumber, Queued, Session, Subscription};
 use crate::store::record::{RecordError, decode_frame};
 use crate::store::{Delivery, Lsn, MsgId, Record, SessionKey, State};
 use ringmq_proto::Decoded;
@@ -274,7 +273,8 @@ pub fn decode(mut bytes: &[u8]) -> Result<MovingSession, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::session::{Admit, Inflight, SubIds};
+    use crate::broker::node_arrival::Admit;
+    use crate::broker::session::{Inflight, SubIds};
     use ringmq_proto::mqtt::{QoS, SubscriptionOptions, Version};
 
     fn queued(m: &Arc<Message>, qos: QoS, sub_id: u32) -> Queued {
@@ -405,24 +405,30 @@ mod tests {
             n,
         };
         let mut arrival = NodeArrival::new(HashMap::new(), []);
-        assert_eq!(arrival.admit_forwarded(n(500)), Admit::Deliver);
+        let mut release = Vec::new();
+        assert_eq!(
+            arrival.admit_forwarded(n(500), &mut release),
+            Admit::Deliver
+        );
         s.extra_mut().from_node = Some(Box::new(arrival));
         let had = HashMap::from([((7, 1), 100)]);
         let (image, _) = encode(&s, &subs, &had);
         let mut moved = decode(&image).unwrap();
         let a = moved.session.extra_mut().from_node.as_mut().unwrap();
-        assert_eq!(a.admit_direct(n(100)), Admit::Duplicate, "had");
-        assert_eq!(a.admit_direct(n(500)), Admit::Duplicate, "got it");
-        assert_eq!(a.admit_forwarded(n(500)), Admit::Duplicate, "got it");
-        assert_eq!(a.admit_direct(n(101)), Admit::Deliver);
-        assert_eq!(a.admit_forwarded(n(101)), Admit::Duplicate, "got it now");
-        assert_eq!(a.admit_forwarded(n(102)), Admit::Deliver);
-        assert_eq!(a.admit_direct(n(102)), Admit::Duplicate, "got it now");
+        // (Past the stub's time: nothing is held.)
+        assert_eq!(a.admit_direct(n(100), 0), Admit::Duplicate, "had");
+        assert_eq!(a.admit_direct(n(500), 0), Admit::Duplicate, "got it");
+        assert_eq!(a.admit_forwarded(n(500), &mut release), Admit::Duplicate);
+        assert_eq!(a.admit_direct(n(101), 0), Admit::Deliver);
+        assert_eq!(a.admit_forwarded(n(101), &mut release), Admit::Duplicate);
+        assert_eq!(a.admit_forwarded(n(102), &mut release), Admit::Deliver);
+        assert_eq!(a.admit_direct(n(102), 0), Admit::Duplicate, "got it now");
         // Another shard's numbers are its own.
         assert_eq!(
-            a.admit_direct(PubNumber { shard: 2, ..n(50) }),
+            a.admit_direct(PubNumber { shard: 2, ..n(50) }, 0),
             Admit::Deliver
         );
+        assert!(release.is_empty());
     }
 
     #[test]

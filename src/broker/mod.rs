@@ -55,6 +55,7 @@ pub mod handover;
 mod input;
 mod interest;
 mod msg;
+pub mod node_arrival;
 mod pressure;
 mod publish;
 mod qos;

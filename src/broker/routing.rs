@@ -19,6 +19,7 @@ use hashbrown::HashTable;
 use ringmq_proto::mqtt::{QoS, SubscriptionOptions};
 use ringmq_proto::topic::{self, Filter};
 
+use super::cluster::ClusterRoute;
 use super::delivery::Src;
 use super::msg::Tallied;
 use super::session::{Message, SessionId, SubIds};
@@ -399,6 +400,18 @@ fn merge_overlapping(targets: &mut Vec<Target>) {
     targets.truncate(out);
 }
 
+/// How far a routing reaches on the other shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// Every subscriber and shared group.
+    All,
+    /// The shards with durable subscribers, no group (a copy sent again).
+    Durable,
+    /// Plain subscribers only: a message from another node, whose publishing shard
+    /// picked the node of each group.
+    Plain,
+}
+
 impl Broker {
     /// Delivers a message published on this shard: to local subscribers, to the shards
     /// with matching interest, and to one member of each matching shared group. With a
@@ -408,15 +421,12 @@ impl Broker {
         let mut tally = tally;
         let mut groups = std::mem::take(&mut self.scratch.groups);
         groups.clear();
-        // In a cluster where another node has a matching shared group, every group gets
-        // the message through NATS (one member in the whole cluster), not from here.
-        let cluster = self.cluster_route(src);
-        let groups_here = !cluster.as_ref().is_some_and(|c| c.takes_groups());
-        let here = self.deliver_local(io, src, groups_here.then_some(&mut groups));
+        let mut cluster = self.cluster_route(src);
+        let here = self.deliver_local(io, src, Some(&mut groups));
         if let Some(t) = tally.as_deref_mut() {
             t.here += here as u64;
         }
-        self.route_remote(io, src, &mut groups, false, groups_here, tally);
+        self.route_remote(io, src, &mut groups, Scope::All, cluster.as_mut(), tally);
         self.scratch.groups = groups;
         if let Some(c) = cluster {
             self.cluster_send(io, src, c);
@@ -432,21 +442,21 @@ impl Broker {
         groups.clear();
         src.again = true;
         self.deliver_local(io, src, None);
-        self.route_remote(io, src, &mut groups, true, true, None);
+        self.route_remote(io, src, &mut groups, Scope::Durable, None, None);
         self.scratch.groups = groups;
     }
 
-    /// The other shards' part of `route`: the shards whose interest matches (only those
-    /// with durable interest, `durable_only`), and one member of each shared group
-    /// (unless `groups_here` is false: the cluster serves them). With a `tally`, each of
-    /// them counts the sessions it reaches and answers through it.
+    /// The other shards' part of `route`: the shards whose interest matches, and one
+    /// member of each shared group, as far as `scope` goes — in a cluster (`cluster`)
+    /// unless another node was picked for the group. With a `tally`,
+    /// each of them counts the sessions it reaches and answers through it.
     pub(super) fn route_remote(
         &mut self,
         io: &mut Io,
         src: &mut Src<'_>,
         groups: &mut Vec<(Arc<str>, bool, u128)>,
-        durable_only: bool,
-        groups_here: bool,
+        scope: Scope,
+        cluster: Option<&mut ClusterRoute>,
         mut tally: Option<&mut Tally>,
     ) {
         let mut group_at = std::mem::take(&mut self.scratch.group_at);
@@ -471,11 +481,10 @@ impl Broker {
                 }
             });
             mask &= !(1u128 << self.peers.id);
-            if durable_only {
+            if scope == Scope::Durable {
                 mask &= durable;
-                groups.clear();
             }
-            if !groups_here {
+            if scope != Scope::All {
                 groups.clear();
             }
             let overflow_limit = self.config().mesh_overflow_limit;
@@ -505,6 +514,9 @@ impl Broker {
                 };
                 io.send_to_shard(to, msg);
             }
+        }
+        if let Some(c) = cluster {
+            self.cluster_groups(src, groups, c);
         }
         self.deliver_groups(io, src, groups, tally);
         group_at.clear();

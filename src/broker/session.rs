@@ -12,7 +12,7 @@
 //! names the session by its `store_key` and a message by the `store_id` of its copy in
 //! the log.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
@@ -341,93 +341,6 @@ impl Arrival {
     }
 }
 
-/// A session that moved here from another node, while the stub it left there forwards
-/// (`cluster::STUB_GRACE`, and as long again for what is on its way): each message must
-/// reach it once, though it may come both straight from its publishing node and through
-/// the stub.
-///
-/// - A copy routed here straight is delivered only if the old node had not routed it
-///   before the session left (`had`: per publishing shard the highest number the
-///   session's shard there had routed; one shard's messages are routed in order) —
-///   what it had routed, the session got there or the stub forwards.
-/// - Every copy delivered (straight or forwarded) is remembered by its number, at most
-///   [`NodeArrival::MAX_SEEN`], and a second copy of one is not delivered.
-#[derive(Debug, Default)]
-pub struct NodeArrival {
-    pub had: HashMap<(u32, u16), u64>,
-    seen: HashSet<PubNumber>,
-    order: VecDeque<PubNumber>,
-    /// Until when this is kept (shard clock, ms; 0: not started, the session is on its
-    /// way).
-    pub until_ms: u64,
-}
-
-/// What [`NodeArrival`] says of one copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    Deliver,
-    /// The session had it on its old node, or got it here already.
-    Duplicate,
-    /// Delivered, and the oldest number remembered was forgotten to make room.
-    DeliverForgot,
-}
-
-impl NodeArrival {
-    /// Numbers remembered; past it the oldest is forgotten (counted by the caller).
-    pub const MAX_SEEN: usize = 65_536;
-
-    pub fn new(had: HashMap<(u32, u16), u64>, seen: impl IntoIterator<Item = PubNumber>) -> Self {
-        let mut a = NodeArrival {
-            had,
-            ..NodeArrival::default()
-        };
-        for n in seen {
-            a.remember(n);
-        }
-        a
-    }
-
-    /// A copy routed here straight from its publishing node.
-    pub fn admit_direct(&mut self, n: PubNumber) -> Admit {
-        if self.had.get(&(n.node, n.shard)).is_some_and(|&h| n.n <= h) {
-            return Admit::Duplicate;
-        }
-        self.admit_forwarded(n)
-    }
-
-    /// A copy the stub on the old node forwarded.
-    pub fn admit_forwarded(&mut self, n: PubNumber) -> Admit {
-        if self.seen.contains(&n) {
-            return Admit::Duplicate;
-        }
-        if self.remember(n) {
-            Admit::DeliverForgot
-        } else {
-            Admit::Deliver
-        }
-    }
-
-    /// Remembers `n`; whether an older one was forgotten.
-    fn remember(&mut self, n: PubNumber) -> bool {
-        if !self.seen.insert(n) {
-            return false;
-        }
-        self.order.push_back(n);
-        if self.order.len() > Self::MAX_SEEN {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
-            return true;
-        }
-        false
-    }
-
-    /// The numbers remembered, oldest first (for a session moving on).
-    pub fn seen(&self) -> impl Iterator<Item = &PubNumber> {
-        self.order.iter()
-    }
-}
-
 /// An MQTT session.
 ///
 /// A shard may hold a million of them, most of them clean sessions of idle clients, so
@@ -491,7 +404,7 @@ pub struct SessionExtra {
     pub moved_to_node: Option<Arc<str>>,
     /// The session arrived from another node, whose stub may still forward to it what
     /// this node also sends it directly.
-    pub from_node: Option<Box<NodeArrival>>,
+    pub from_node: Option<Box<super::node_arrival::NodeArrival>>,
     pub fenced: u128,
     /// The session arrived from another shard that may still forward to it.
     pub arrival: Option<Box<Arrival>>,

@@ -5,7 +5,7 @@
 //! | bytes | what |
 //! |---|---|
 //! | 1 | format version (2; 1 is still read, see below) |
-//! | 1 | QoS (bits 0–1), RETAIN (bit 2), a list of destinations follows the node id (bit 3: written by earlier builds, read and skipped), a delivery to one session follows (bit 4), the publish's number follows (bit 5); bits 6–7 zero |
+//! | 1 | QoS (bits 0–1), RETAIN (bit 2), a list of destinations follows the node id (bit 3: written by earlier builds, read and skipped), a delivery to one session follows (bit 4), the publish's number follows (bit 5), a shared group follows (bit 6); bit 7 zero |
 //! | 2 | the publishing shard on its node (big-endian), which keeps one publisher's messages in order on the receiving node |
 //! | 4 | seconds left of the MQTT 5 Message Expiry Interval, 0 for none (big-endian) |
 //! | 8 | the incarnation of the origin's stream to this destination (big-endian; 0 when unsequenced) |
@@ -14,6 +14,7 @@
 //! | n | the origin node id |
 //! | 1 + 4d | (bit 3) the number of nodes the message was sent to (2 to 64) and a 4-byte hash of each: no longer written, skipped |
 //! | 4 + 2 + 8 | (bit 5) which publish this is (`broker::session::PubNumber`): its node's [`node_hash`](super::node_hash), the publishing shard there, its number among that shard's publishes (big-endian) |
+//! | 2 + g | (bit 6) a message for one member of a shared group on the receiver: the group's whole `$share/G/F` (its length big-endian, then the text) |
 //! | 2 + c + 2 + 1 + 4i | (bit 4) a delivery to one session that moved to the receiver, forwarded by its stub: the client id's length (big-endian) and the client id, the delivery's QoS (bits 0–1) and RETAIN (bit 2), the number of subscription identifiers (0 to 4) and each (big-endian) |
 //! | 4 | length of the forwarded MQTT 5 property block (big-endian) |
 //! | p | the property block |
@@ -56,7 +57,8 @@ const FIXED: usize = FIXED_1 + 8 + 8;
 const SENT_TO: u8 = 8;
 const SESSION: u8 = 16;
 const NUMBER: u8 = 32;
-const KNOWN: u8 = 3 | 4 | SENT_TO | SESSION | NUMBER;
+const SHARE: u8 = 64;
+const KNOWN: u8 = 3 | 4 | SENT_TO | SESSION | NUMBER | SHARE;
 
 /// The most nodes a list of destinations named.
 const MAX_SENT_TO: usize = 64;
@@ -94,6 +96,9 @@ pub struct Frame<'a> {
     pub node: &'a str,
     /// Which publish it is (in a frame a stub forwards, the original one's).
     pub number: Option<Number>,
+    /// Not for the receiver's subscribers but for one member of this shared group
+    /// (`$share/G/F`) there.
+    pub share: Option<&'a str>,
     /// Not for the receiver's subscribers: a delivery to one session.
     pub session: Option<SessionPart<'a>>,
     pub props: &'a [u8],
@@ -114,11 +119,12 @@ pub enum FrameError {
 impl<'a> Frame<'a> {
     pub fn encoded_len(&self) -> usize {
         let number = if self.number.is_some() { 14 } else { 0 };
+        let share = self.share.map_or(0, |s| 2 + s.len());
         let session = self
             .session
             .as_ref()
             .map_or(0, |d| 2 + d.client_id.len() + 2 + d.sub_ids.len());
-        FIXED + self.node.len() + number + session + self.props.len() + self.payload.len()
+        FIXED + self.node.len() + number + share + session + self.props.len() + self.payload.len()
     }
 
     /// The body. A session part past its bounds is a caller's bug (debug builds stop).
@@ -128,6 +134,9 @@ impl<'a> Frame<'a> {
         let mut flags = self.qos as u8 | u8::from(self.retain) << 2;
         if self.number.is_some() {
             flags |= NUMBER;
+        }
+        if self.share.is_some() {
+            flags |= SHARE;
         }
         if self.session.is_some() {
             flags |= SESSION;
@@ -143,6 +152,11 @@ impl<'a> Frame<'a> {
             b.put_u32(n.node);
             b.put_u16(n.shard);
             b.put_u64(n.n);
+        }
+        if let Some(share) = self.share {
+            debug_assert!(share.len() <= u16::MAX as usize);
+            b.put_u16(share.len() as u16);
+            b.put_slice(share.as_bytes());
         }
         if let Some(d) = &self.session {
             debug_assert!(d.client_id.len() <= u16::MAX as usize && d.sub_ids.len() <= 16);
@@ -180,7 +194,7 @@ impl<'a> Frame<'a> {
         };
         let flags = body[1];
         if flags & !KNOWN != 0
-            || (body[0] == VERSION_1 && flags & (SENT_TO | SESSION | NUMBER) != 0)
+            || (body[0] == VERSION_1 && flags & (SENT_TO | SESSION | NUMBER | SHARE) != 0)
         {
             return Err(FrameError::BadSection);
         }
@@ -211,6 +225,14 @@ impl<'a> Frame<'a> {
                 n: u64::from_be_bytes(b[6..14].try_into().expect("8")),
             });
             rest = &rest[14..];
+        }
+        let mut share = None;
+        if flags & SHARE != 0 {
+            let c = rest.get(..2).ok_or(FrameError::Short)?;
+            let c = u16::from_be_bytes([c[0], c[1]]) as usize;
+            let text = rest.get(2..2 + c).ok_or(FrameError::Short)?;
+            share = Some(std::str::from_utf8(text).map_err(|_| FrameError::BadSection)?);
+            rest = &rest[2 + c..];
         }
         let mut session = None;
         if flags & SESSION != 0 {
@@ -252,6 +274,7 @@ impl<'a> Frame<'a> {
             seq,
             node,
             number,
+            share,
             session,
             props: &rest[..p],
             payload: &rest[p..],
@@ -310,6 +333,7 @@ mod tests {
                       incarnation: u64, seq: u64,
                       node in "[a-z0-9-]{1,64}",
                       number in proptest::option::of((any::<u32>(), any::<u16>(), any::<u64>())),
+                      share in proptest::option::of("[$a-z/+#é]{0,40}"),
                       session in proptest::option::of(("[a-z0-9/ é]{0,30}", 0u8..3, any::<bool>(),
                           proptest::collection::vec(1u32..268_435_456, 0..=4))),
                       props in proptest::collection::vec(any::<u8>(), 0..40),
@@ -319,6 +343,7 @@ mod tests {
                 qos: QoS::from_u8(q).unwrap(),
                 retain, shard, expiry_s, incarnation, seq, node: &node,
                 number: number.map(|(node, shard, n)| Number { node, shard, n }),
+                share: share.as_deref(),
                 session: session.as_ref().map(|s| SessionPart {
                     client_id: &s.0, qos: QoS::from_u8(s.1).unwrap(), retain: s.2, sub_ids: &ids,
                 }),
@@ -363,6 +388,7 @@ mod tests {
             seq: 9,
             node: "a",
             number: None,
+            share: None,
             session: None,
             props: &[],
             payload: b"x",
@@ -376,7 +402,7 @@ mod tests {
         b[0] = VERSION;
         b[1] = 3;
         assert_eq!(Frame::decode(&b), Err(FrameError::BadQos));
-        b[1] = 1 | 64;
+        b[1] = 1 | 128;
         assert_eq!(Frame::decode(&b), Err(FrameError::BadSection));
         b[1] = 1;
         b[24] = 0;
@@ -438,6 +464,7 @@ mod tests {
             seq: 0,
             node: "n1",
             number: None,
+            share: None,
             session: None,
             props: &[1, 2],
             payload: b"payload",

@@ -3,20 +3,19 @@
 //!
 //! - *Out*: the outbound queue's messages, one NATS message per node with plain interest
 //!   (`ringmq.n.NODE.TOPIC`: addressed, so a node gets each message once however many of
-//!   its filters match, and in the order its publisher sent them) and one on the groups'
-//!   subject (`ringmq.s.TOPIC`) when another node has a matching shared group; a retained
-//!   message also goes to the retained bucket. A QoS 1/2 message to a node is numbered
+//!   its filters match, and in the order its publisher sent them), and one to the node
+//!   the publishing shard picked for each matching shared group that has members
+//!   elsewhere (the same subject, the group named in the frame); a retained message
+//!   also goes to the retained bucket. A QoS 1/2 message to a node is numbered
 //!   in this node's stream to it and kept in that stream's window until the node acks it
 //!   on `ringmq.a.THIS-NODE` (the acks' subscription is read by the same task), sent
 //!   again when acks stall and on every reconnect ([`super::stream`]); a full window
 //!   makes the task wait while connected. While NATS is unreachable nothing waits: QoS
-//!   1/2 messages wait in their windows (a full one drops and counts), QoS 0 and group
-//!   messages are counted (`cluster_publish_failed_total`). A delivery a moved session's
+//!   1/2 messages wait in their windows (a full one drops and counts), QoS 0 messages
+//!   are counted (`cluster_publish_failed_total`). A delivery a moved session's
 //!   stub forwards goes on its new node's subject and stream, the session named in the
-//!   frame; a message for more than one node names them all in each copy.
-//! - *In*: this node's subject (`ringmq.n.NODE.>`) and a queue subscription per shared
-//!   group on its filter's subjects (queue group: the group's whole filter), so each
-//!   group gets a message once in the whole cluster. A numbered message is routed only
+//!   frame.
+//! - *In*: this node's subject (`ringmq.n.NODE.>`). A numbered message is routed only
 //!   in its stream's order (a duplicate or one after a gap is dropped). Messages go to
 //!   the shards in batches over their control channels (one publisher's always to the
 //!   same shard, so its order holds), at most [`INBOUND_PER_SHARD`] not yet routed per
@@ -50,7 +49,7 @@ use super::frame::{self, Ack, Frame, SessionPart};
 use super::liveness::Liveness;
 use super::remote::{Kind, MAX_NODES, RemoteInterest};
 use super::stream::{RESEND, Receiver, Streams, Verdict};
-use super::subject::{self, filter_key, filter_patterns, push_topic};
+use super::subject::{self, filter_key, push_topic};
 use super::{
     ClusterLink, INBOUND_PER_SHARD, INTEREST_BUCKET, Inbound, InterestChange, Outbound, PREFIX,
     RETAINED_BUCKET, SessionDelivery,
@@ -143,7 +142,7 @@ async fn run(s: Start) {
 
     let inbox = format!("{PREFIX}.n.{}.>", link.node_id());
     if let Some(sub) = subscribe(&client, inbox).await {
-        tokio::spawn(forward(sub, None, in_tx.clone()));
+        tokio::spawn(forward(sub, in_tx));
     }
     let acks = subscribe(&client, format!("{PREFIX}.a.{}", link.node_id())).await;
     tokio::spawn(dispatch(in_rx, shards.clone(), client.clone()));
@@ -154,7 +153,7 @@ async fn run(s: Start) {
         retained_tx,
         acks,
     ));
-    tokio::spawn(interest(link.clone(), client.clone(), js.clone(), in_tx));
+    tokio::spawn(interest(link.clone(), js.clone()));
     let (live_tx, live_rx) = tokio::sync::watch::channel(Liveness::default());
     tokio::spawn(super::liveness::run(link.clone(), client.clone(), live_tx));
     tokio::spawn(watch_interest(link.clone(), js.clone(), live_rx));
@@ -222,14 +221,10 @@ impl Shards {
     }
 }
 
-/// Copies a subscription's messages into the inbound queue, with the group they are for.
-async fn forward(
-    mut sub: async_nats::Subscriber,
-    share: Option<Arc<str>>,
-    tx: mpsc::Sender<(Option<Arc<str>>, async_nats::Message)>,
-) {
+/// Copies a subscription's messages into the inbound queue.
+async fn forward(mut sub: async_nats::Subscriber, tx: mpsc::Sender<async_nats::Message>) {
     while let Some(m) = sub.next().await {
-        if tx.send((share.clone(), m)).await.is_err() {
+        if tx.send(m).await.is_err() {
             return;
         }
     }
@@ -241,7 +236,6 @@ fn inbound(
     link: &ClusterLink,
     shards: &Shards,
     receiver: &mut Receiver,
-    share: Option<Arc<str>>,
     m: &async_nats::Message,
 ) -> Option<(Option<usize>, Inbound)> {
     let stats = &link.stats;
@@ -249,32 +243,26 @@ fn inbound(
     stats
         .bytes_in
         .fetch_add((m.subject.len() + m.payload.len()) as u64, Relaxed);
-    let tokens = match share {
-        None => m
-            .subject
-            .strip_prefix(PREFIX)
-            .and_then(|s| s.strip_prefix(".n."))
-            .and_then(|s| s.strip_prefix(link.node_id()))
-            .and_then(|s| s.strip_prefix('.')),
-        Some(_) => m
-            .subject
-            .strip_prefix(PREFIX)
-            .and_then(|s| s.strip_prefix(".s.")),
-    };
+    let tokens = m
+        .subject
+        .strip_prefix(PREFIX)
+        .and_then(|s| s.strip_prefix(".n."))
+        .and_then(|s| s.strip_prefix(link.node_id()))
+        .and_then(|s| s.strip_prefix('.'));
     let frame =
         tokens.and_then(|t| Some((subject::decode(t).ok()?, Frame::decode(&m.payload).ok()?)));
     let Some((topic, f)) = frame else {
         stats.bad_frames.fetch_add(1, Relaxed);
         return None;
     };
-    // A plain message is addressed to other nodes only; one from this node is a loop.
-    if share.is_none() && f.node == link.node_id() {
+    // A message is addressed to other nodes only; one from this node is a loop.
+    if f.node == link.node_id() {
         stats.bad_frames.fetch_add(1, Relaxed);
         return None;
     }
-    // A sequenced message (QoS 1/2 on this node's subject) is routed once, in its
-    // stream's order; the origin sends again what is dropped here.
-    if share.is_none() && f.seq != 0 {
+    // A sequenced message (QoS 1/2) is routed once, in its stream's order; the origin
+    // sends again what is dropped here.
+    if f.seq != 0 {
         match receiver.check(f.node, f.incarnation, f.seq, Instant::now()) {
             Verdict::Route => {}
             Verdict::Duplicate => {
@@ -315,7 +303,7 @@ fn inbound(
         shard,
         Inbound {
             msg: Arc::new(msg),
-            share,
+            share: f.share.map(Arc::from),
             forward,
         },
     ))
@@ -339,7 +327,7 @@ fn message(topic: &str, f: &Frame<'_>) -> Message {
 /// Hands NATS's messages to the shards in batches, and acknowledges the sequenced ones
 /// once handed over (coalesced: see [`super::stream`]).
 async fn dispatch(
-    mut rx: mpsc::Receiver<(Option<Arc<str>>, async_nats::Message)>,
+    mut rx: mpsc::Receiver<async_nats::Message>,
     shards: Arc<Shards>,
     client: async_nats::Client,
 ) {
@@ -358,11 +346,11 @@ async fn dispatch(
             },
             None => rx.recv().await,
         };
-        let Some((share, m)) = first else { return };
+        let Some(m) = first else { return };
         let mut taken = 0;
-        let mut next = Some((share, m));
-        while let Some((share, m)) = next.take() {
-            match inbound(&link, &shards, &mut receiver, share, &m) {
+        let mut next = Some(m);
+        while let Some(m) = next.take() {
+            match inbound(&link, &shards, &mut receiver, &m) {
                 Some((Some(i), inbound)) => batches[i].push(inbound),
                 Some((None, inbound)) => {
                     for batch in batches.iter_mut() {
@@ -530,12 +518,15 @@ impl Out {
             seq: 0,
             node: link.node_id(),
             number: number(m),
+            share: o.share.as_deref(),
             session: None,
             props: m.props(),
             payload: m.payload(),
         };
-        // The body without a number: QoS 0, the groups' subject, the retained bucket.
-        let unsequenced = if !sequenced || o.groups || m.retain {
+        // The retained bucket keeps the copy for the subscribers, not a group's.
+        let retain = m.retain && o.share.is_none();
+        // The body without a number: QoS 0, the retained bucket.
+        let unsequenced = if !sequenced || retain {
             frame.encode()
         } else {
             Bytes::new()
@@ -561,15 +552,7 @@ impl Out {
             let out = (&mut self.streams, &self.client, &*link);
             send_numbered(out, node, subject, &mut frame, now, connected).await;
         }
-        if o.groups {
-            let subject = &mut self.subject;
-            subject.clear();
-            subject.push_str(PREFIX);
-            subject.push_str(".s.");
-            subject.push_str(&tokens);
-            publish(&self.client, connected, &link, subject, &unsequenced).await;
-        }
-        if m.retain {
+        if retain {
             // Never waits: a retained message the writer has no room for is counted.
             let value = (!m.payload().is_empty()).then_some(unsequenced);
             if self.retained.try_send((tokens, value)).is_err() {
@@ -612,6 +595,7 @@ impl Out {
             seq: 0,
             node: link.node_id(),
             number: number(m),
+            share: None,
             session: Some(SessionPart {
                 client_id: &d.client_id,
                 qos: d.qos,
@@ -819,17 +803,11 @@ fn interest_key(node: &str, kind: Kind, filter: &str) -> Option<String> {
     Some(k)
 }
 
-/// This node's interest: the shards' changes counted, a queue subscription per shared
-/// group, and the interest bucket kept equal to what has local interest.
-async fn interest(
-    link: Arc<ClusterLink>,
-    client: async_nats::Client,
-    js: jetstream::Context,
-    in_tx: mpsc::Sender<(Option<Arc<str>>, async_nats::Message)>,
-) {
+/// This node's interest: the shards' changes counted, and the interest bucket kept equal
+/// to what has local interest.
+async fn interest(link: Arc<ClusterLink>, js: jetstream::Context) {
     // (kind, filter) → shards with interest.
     let mut counts: HashMap<(Kind, Box<str>), u32> = HashMap::new();
-    let mut groups: HashMap<Box<str>, Vec<tokio::task::JoinHandle<()>>> = HashMap::new();
     let mut store: Option<kv::Store> = None;
     // Keys the bucket holds for this node, as far as the link knows.
     let mut written: HashSet<String> = HashSet::new();
@@ -854,18 +832,6 @@ async fn interest(
             let now = *count;
             if now == 0 {
                 counts.remove(&key);
-            }
-            if kind == Kind::Group {
-                let share = key.1;
-                if now == 0 {
-                    for h in groups.remove(&share).into_iter().flatten() {
-                        // Dropping the subscriber unsubscribes.
-                        h.abort();
-                    }
-                } else if let std::collections::hash_map::Entry::Vacant(e) = groups.entry(share) {
-                    let handles = subscribe_group(&client, e.key(), &in_tx).await;
-                    e.insert(handles);
-                }
             }
         }
         if !dirty {
@@ -918,38 +884,6 @@ async fn interest(
         }
         dirty = failed;
     }
-}
-
-/// A queue subscription on the subjects of a shared group's filter; the tasks that
-/// forward its messages.
-async fn subscribe_group(
-    client: &async_nats::Client,
-    share: &str,
-    in_tx: &mpsc::Sender<(Option<Arc<str>>, async_nats::Message)>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let Ok(parsed) = ringmq_proto::topic::parse_filter(share) else {
-        return Vec::new();
-    };
-    let mut queue = String::new();
-    let (Ok(patterns), Ok(())) = (
-        filter_patterns(&format!("{PREFIX}.s"), parsed.filter()),
-        filter_key(share, &mut queue),
-    ) else {
-        return Vec::new();
-    };
-    let share: Arc<str> = share.into();
-    let mut handles = Vec::new();
-    for p in patterns {
-        match client.queue_subscribe(p.clone(), queue.clone()).await {
-            Ok(sub) => handles.push(tokio::spawn(forward(
-                sub,
-                Some(share.clone()),
-                in_tx.clone(),
-            ))),
-            Err(e) => tracing::warn!("cluster: cannot subscribe to {p} as {queue}: {e}"),
-        }
-    }
-    handles
 }
 
 /// Reads an interest key of another node: (node, kind, filter).
@@ -1036,31 +970,16 @@ fn publish_table(
     all: &BTreeMap<Arc<str>, BTreeSet<(Kind, Box<str>)>>,
     live: &Liveness,
 ) {
-    // A group is matched by its filter.
-    let by_filter = all
-        .iter()
-        .filter(|(node, _)| live.routes_to(node))
-        .map(|(node, filters)| {
-            let f = filters
-                .iter()
-                .filter_map(|(kind, f)| match kind {
-                    Kind::Plain => Some((*kind, f.clone())),
-                    Kind::Group => ringmq_proto::topic::parse_filter(f)
-                        .ok()
-                        .map(|p| (*kind, p.filter().into())),
-                })
-                .collect();
-            (node.clone(), f)
-        })
-        .collect::<BTreeMap<_, _>>();
-    let table = RemoteInterest::build(&by_filter);
+    let routed = all.iter().filter(|(node, _)| live.routes_to(node));
+    let routed_nodes = routed.clone().count();
+    let table = RemoteInterest::build(routed);
     let s = &link.stats;
     s.remote_filters.store(table.filter_count() as u64, Relaxed);
     s.remote_nodes.store(table.node_count() as u64, Relaxed);
     s.nodes_silent
-        .store((all.len() - by_filter.len()) as u64, Relaxed);
+        .store((all.len() - routed_nodes) as u64, Relaxed);
     s.nodes_left_out
-        .store(by_filter.len().saturating_sub(MAX_NODES) as u64, Relaxed);
+        .store(routed_nodes.saturating_sub(MAX_NODES) as u64, Relaxed);
     link.remote.store(Arc::new(table));
 }
 

@@ -90,11 +90,11 @@ pub struct Outbound {
     pub msg: Arc<Message>,
     /// The table `nodes` indexes.
     pub table: Arc<RemoteInterest>,
-    /// Nodes with plain interest.
+    /// The nodes it goes to: those with plain interest, or the one picked for `share`.
     pub nodes: u64,
-    /// Some other node has a matching shared group: the message goes to the groups'
-    /// subject, and every group (this node's too) gets it from NATS.
-    pub groups: bool,
+    /// Not for the nodes' subscribers but for one member of this shared group on the
+    /// node picked (`nodes`, one bit).
+    pub share: Option<Arc<str>>,
     /// The publishing shard.
     pub shard: u16,
     /// Not a message for other nodes' subscribers but a delivery to one session that
@@ -211,7 +211,9 @@ pub struct ClusterStats {
     pub moved_in: AtomicU64,
     pub early_dropped: AtomicU64,
     pub moved_duplicates: AtomicU64,
+    pub group_unserved: AtomicU64,
     pub moved_seen_forgotten: AtomicU64,
+    pub moved_held_let_go: AtomicU64,
     pub remote_filters: AtomicU64,
     pub remote_nodes: AtomicU64,
     pub nodes_left_out: AtomicU64,
@@ -237,7 +239,7 @@ impl ClusterStats {
             (
                 "cluster_messages_out_total",
                 "counter",
-                "Messages published to NATS (one per node or groups' subject; resends are cluster_resent_total).",
+                "Messages published to NATS (one per destination node; resends are cluster_resent_total).",
                 &self.messages_out,
             ),
             (
@@ -427,6 +429,12 @@ impl ClusterStats {
                 &self.early_dropped,
             ),
             (
+                "cluster_group_unserved_total",
+                "counter",
+                "Messages for a shared group that came to this node after its last member here left.",
+                &self.group_unserved,
+            ),
+            (
                 "cluster_moved_duplicates_total",
                 "counter",
                 "Copies not delivered to a session that moved here from another node: it had the message there, or got it here both straight and through the stub.",
@@ -437,6 +445,12 @@ impl ClusterStats {
                 "counter",
                 "Publishes a session that moved here forgot it had got (past 65,536 remembered): a second copy of one would be delivered.",
                 &self.moved_seen_forgotten,
+            ),
+            (
+                "cluster_moved_held_let_go_total",
+                "counter",
+                "Copies a session that moved here held for their turn and delivered early, past 16,384 held: they may come before an older one of their publisher.",
+                &self.moved_held_let_go,
             ),
             (
                 "cluster_remote_filters",

@@ -11,16 +11,13 @@
 //! - an empty level becomes the token `_` alone (no other token is `_` alone: an escape
 //!   is always three characters).
 //!
-//! A filter's wildcards become NATS's (`+` → `*`, `#` → `>`) in a *subject pattern*, which
-//! NATS matches exactly as MQTT would (a `#` also matches its parent level in MQTT:
-//! `a/#` matches `a`; the pattern for it is given as a second subject by
-//! [`filter_patterns`]). As a key-value key a filter is written with its wildcards
-//! escaped like literal characters ([`filter_key`]): a literal `+` or `#` cannot occur in
-//! MQTT, so the key still says which filter it was.
+//! Messages cross on addressed subjects (`ringmq.n.NODE.TOPIC`), so no NATS wildcard is
+//! ever written: as a key-value key a filter is written with its wildcards escaped like
+//! literal characters ([`filter_key`]); a literal `+` or `#` cannot occur in MQTT, so the
+//! key still says which filter it was.
 //!
-//! Every output uses only `[-_.A-Za-z0-9*>]`, so it is a valid subject and (without
-//! wildcards) a valid key. Only what the escaping makes longer is bounded:
-//! [`MAX_SUBJECT`].
+//! Every output uses only `[-_.A-Za-z0-9]`, so it is a valid subject and a valid key.
+//! Only what the escaping makes longer is bounded: [`MAX_SUBJECT`].
 
 use std::fmt::Write;
 
@@ -74,26 +71,13 @@ pub fn push_level(level: &str, out: &mut String) {
     }
 }
 
-/// How a filter's wildcard levels are written.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Wildcards {
-    /// As NATS wildcards (`*`, `>`): a subject pattern to subscribe to.
-    Nats,
-    /// Escaped as literal characters: a key naming the filter.
-    Escaped,
-}
-
-fn push_levels(path: &str, wildcards: Wildcards, out: &mut String) -> Result<(), SubjectError> {
+fn push_levels(path: &str, out: &mut String) -> Result<(), SubjectError> {
     let start = out.len();
     for (i, level) in path.split('/').enumerate() {
         if i > 0 {
             out.push('.');
         }
-        match (level, wildcards) {
-            ("+", Wildcards::Nats) => out.push('*'),
-            ("#", Wildcards::Nats) => out.push('>'),
-            _ => push_level(level, out),
-        }
+        push_level(level, out);
     }
     if out.len() - start > MAX_SUBJECT {
         out.truncate(start);
@@ -104,31 +88,12 @@ fn push_levels(path: &str, wildcards: Wildcards, out: &mut String) -> Result<(),
 
 /// Appends a topic name as tokens (`a/b.c//d` → `a.b_2Ec._.d`).
 pub fn push_topic(topic: &str, out: &mut String) -> Result<(), SubjectError> {
-    push_levels(topic, Wildcards::Escaped, out)
+    push_levels(topic, out)
 }
 
 /// Appends a filter with its wildcards escaped: a key naming it (`a/+/#` → `a._2B._23`).
 pub fn filter_key(filter: &str, out: &mut String) -> Result<(), SubjectError> {
-    push_levels(filter, Wildcards::Escaped, out)
-}
-
-/// The NATS subject patterns (after `prefix` and a `.`) that together match exactly the
-/// topics `filter` matches: one, or two for a filter ending in `/#`, which in MQTT also
-/// matches its parent (`a/#` → `a.>` and `a`). A filter that is `#` alone is `>`.
-pub fn filter_patterns(prefix: &str, filter: &str) -> Result<Vec<String>, SubjectError> {
-    let mut main = String::with_capacity(prefix.len() + 1 + filter.len());
-    main.push_str(prefix);
-    main.push('.');
-    push_levels(filter, Wildcards::Nats, &mut main)?;
-    let mut out = vec![main];
-    if let Some(parent) = filter.strip_suffix("/#") {
-        let mut p = String::with_capacity(prefix.len() + 1 + parent.len());
-        p.push_str(prefix);
-        p.push('.');
-        push_levels(parent, Wildcards::Nats, &mut p)?;
-        out.push(p);
-    }
-    Ok(out)
+    push_levels(filter, out)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -202,31 +167,10 @@ mod tests {
         s
     }
 
-    /// NATS's own matching of a subject pattern against a subject (`*` one token, `>`
-    /// one or more at the end), written from its documentation.
-    fn nats_matches(pattern: &str, subject: &str) -> bool {
-        let p: Vec<&str> = pattern.split('.').collect();
-        let s: Vec<&str> = subject.split('.').collect();
-        for (i, tok) in p.iter().enumerate() {
-            if *tok == ">" {
-                return s.len() > i;
-            }
-            match s.get(i) {
-                None => return false,
-                Some(st) if *tok == "*" || tok == st => {}
-                Some(_) => return false,
-            }
-        }
-        p.len() == s.len()
-    }
-
-    fn valid_subject(s: &str, wildcards: bool) -> bool {
+    fn valid_subject(s: &str) -> bool {
         !s.is_empty()
-            && s.split('.').all(|t| {
-                !t.is_empty()
-                    && t.bytes()
-                        .all(|b| kept(b) || b == b'_' || (wildcards && (t == "*" || t == ">")))
-            })
+            && s.split('.')
+                .all(|t| !t.is_empty() && t.bytes().all(|b| kept(b) || b == b'_'))
     }
 
     #[test]
@@ -240,10 +184,6 @@ mod tests {
         assert_eq!(topic("*/>"), "_2A._3E");
         assert_eq!(topic("$SYS/x y"), "_24SYS.x_20y");
         assert_eq!(topic("é"), "_C3_A9");
-        assert_eq!(filter_patterns("m", "a/+/#").unwrap(), ["m.a.*.>", "m.a.*"]);
-        assert_eq!(filter_patterns("m", "#").unwrap(), ["m.>"]);
-        assert_eq!(filter_patterns("m", "+").unwrap(), ["m.*"]);
-        assert_eq!(filter_patterns("m", "a/b").unwrap(), ["m.a.b"]);
         let mut k = String::new();
         filter_key("a/+/#", &mut k).unwrap();
         assert_eq!(k, "a._2B._23");
@@ -255,7 +195,7 @@ mod tests {
         for c in (0u32..0x800).filter_map(char::from_u32) {
             for level in [c.to_string(), format!("x{c}"), format!("{c}{c}")] {
                 let t = topic(&level);
-                assert!(valid_subject(&t, false), "{level:?} → {t:?}");
+                assert!(valid_subject(&t), "{level:?} → {t:?}");
                 assert_eq!(decode(&t).unwrap(), level);
             }
         }
@@ -277,7 +217,8 @@ mod tests {
         let mut s = String::from("keep");
         assert_eq!(push_topic(&long, &mut s), Err(SubjectError::TooLong));
         assert_eq!(s, "keep");
-        assert!(filter_patterns("m", &long).is_err());
+        assert_eq!(filter_key(&long, &mut s), Err(SubjectError::TooLong));
+        assert_eq!(s, "keep");
     }
 
     fn level() -> impl Strategy<Value = String> {
@@ -307,7 +248,7 @@ mod tests {
         #[test]
         fn topics_round_trip_and_are_valid(t in topic_name()) {
             let s = topic(&t);
-            prop_assert!(valid_subject(&s, false), "{:?} → {:?}", t, s);
+            prop_assert!(valid_subject(&s), "{:?} → {:?}", t, s);
             prop_assert_eq!(decode(&s).unwrap(), t);
         }
 
@@ -320,22 +261,8 @@ mod tests {
         fn filter_keys_round_trip(f in filter()) {
             let mut k = String::new();
             filter_key(&f, &mut k).unwrap();
-            prop_assert!(valid_subject(&k, false));
+            prop_assert!(valid_subject(&k));
             prop_assert_eq!(decode(&k).unwrap(), f);
-        }
-
-        /// NATS matches the patterns exactly where MQTT matches the filter (topics not
-        /// starting with `$`, which never cross nodes).
-        #[test]
-        fn nats_matches_where_mqtt_matches(f in filter(), t in topic_name()) {
-            prop_assume!(!t.starts_with('$'));
-            let subject = format!("m.{}", topic(&t));
-            let patterns = filter_patterns("m", &f).unwrap();
-            for p in &patterns {
-                prop_assert!(valid_subject(p, true));
-            }
-            let nats = patterns.iter().any(|p| nats_matches(p, &subject));
-            prop_assert_eq!(nats, ringmq_proto::topic::matches(&f, &t), "{} {}", f, t);
         }
     }
 }
