@@ -803,7 +803,7 @@ fn a_silent_node_is_left_out_of_routing_until_it_is_heard_again() {
 /// the publisher's order.
 #[test]
 fn messages_published_while_a_session_moves_reach_it_once() {
-    moves_while_published_to(Move::Once, 1);
+    moves_while_published_to(Move::Once);
 }
 
 /// The same, with another subscriber of the topic on the node the session moves to, so
@@ -812,7 +812,7 @@ fn messages_published_while_a_session_moves_reach_it_once() {
 /// came after, it delivers itself, once.
 #[test]
 fn a_session_moving_to_a_node_that_already_gets_its_topic_gets_each_message_once() {
-    moves_while_published_to(Move::ToBystander, 1);
+    moves_while_published_to(Move::ToBystander);
 }
 
 /// The session moves to node 1 and straight back to node 0, while node 0's stub still
@@ -820,7 +820,7 @@ fn a_session_moving_to_a_node_that_already_gets_its_topic_gets_each_message_once
 /// around either switch.
 #[test]
 fn a_session_moving_back_at_once_gets_each_message_once() {
-    moves_while_published_to(Move::Back, 1);
+    moves_while_published_to(Move::Back);
 }
 
 #[derive(PartialEq)]
@@ -830,7 +830,7 @@ enum Move {
     Back,
 }
 
-fn moves_while_published_to(how: Move, qos: u8) {
+fn moves_while_published_to(how: Move) {
     const N: usize = 1500;
     let nats = Nats::start();
     let nodes = Nodes::start(3, &nats.url(), &[]);
@@ -838,20 +838,20 @@ fn moves_while_published_to(how: Move, qos: u8) {
     let persistent = |addr| persistent("flow", addr);
     runtime().block_on(async {
         let mut c = V4::connect(persistent(nodes.addr(0))).await;
-        c.subscribe_ok("fl/#", qos).await;
+        c.subscribe_ok("fl/#", 1).await;
         let mut bystander = None;
         if how == Move::ToBystander {
             let mut b = V4::connect(v311::options("fl-by", nodes.addr(1))).await;
-            b.subscribe_ok("fl/#", qos).await;
+            b.subscribe_ok("fl/#", 1).await;
             bystander = Some(b);
         }
         block(|| nodes.wait_interest(2, 1 + u64::from(bystander.is_some()), 1));
         let mut p = V4::connect(v311::options("fl-pub", nodes.addr(2))).await;
         let publisher = tokio::spawn(async move {
             for i in 0..N {
-                p.publish("fl/x", qos, i.to_string().as_bytes()).await;
+                p.publish("fl/x", 1, i.to_string().as_bytes()).await;
             }
-            p.publish("fl/x", qos, b"end").await;
+            p.publish("fl/x", 1, b"end").await;
             p
         });
         // Each connection's messages; a move once a tenth more has arrived.
