@@ -1017,11 +1017,19 @@ fn a_session_moving_back_at_once_gets_each_message_once() {
     moves_while_published_to(Move::Back);
 }
 
+/// The session moves to the node its publisher is on: what is published there reaches
+/// it straight and, while the stub forwards, also back through the stub.
+#[test]
+fn a_session_moving_to_its_publishers_node_gets_each_message_once() {
+    moves_while_published_to(Move::ToPublisher);
+}
+
 #[derive(PartialEq)]
 enum Move {
     Once,
     ToBystander,
     Back,
+    ToPublisher,
 }
 
 fn moves_while_published_to(how: Move) {
@@ -1039,8 +1047,9 @@ fn moves_while_published_to(how: Move) {
             b.subscribe_ok("fl/#", 1).await;
             bystander = Some(b);
         }
-        block(|| nodes.wait_interest(2, 1 + u64::from(bystander.is_some()), 1));
-        let mut p = V4::connect(v311::options("fl-pub", nodes.addr(2))).await;
+        let publisher_node = if how == Move::ToPublisher { 1 } else { 2 };
+        block(|| nodes.wait_interest(publisher_node, 1 + u64::from(bystander.is_some()), 1));
+        let mut p = V4::connect(v311::options("fl-pub", nodes.addr(publisher_node))).await;
         let publisher = tokio::spawn(async move {
             for i in 0..N {
                 p.publish("fl/x", 1, i.to_string().as_bytes()).await;

@@ -59,7 +59,8 @@ pub(super) struct ClusterPart {
     /// ms); at most [`EARLY_MAX`], kept for [`STUB_GRACE`].
     early: VecDeque<(u64, Box<str>, Queued)>,
     /// Sessions that moved here from other nodes, with when their stubs there stop
-    /// forwarding (shard clock, ms), oldest first: what they hold goes then.
+    /// forwarding (shard clock, ms), oldest first: what they hold goes then, and one
+    /// `STUB_GRACE` later what they know of their arrival.
     holding: VecDeque<(u64, Box<str>)>,
     /// This node's [`node_hash`](crate::cluster::node_hash) and the number of this
     /// shard's next publish (see [`PubNumber`]).
@@ -308,8 +309,18 @@ impl Broker {
             io.wake_at(io.now_ms() + 1);
         }
         for client_id in hold_over {
-            if let Some(sid) = self.sessions.find(&client_id) {
-                self.release_held(io, sid, true);
+            let Some(sid) = self.sessions.find(&client_id) else {
+                continue;
+            };
+            self.release_held(io, sid, true);
+            let arriving = self
+                .sessions
+                .get(sid)
+                .is_some_and(|s| s.extra().is_some_and(|e| e.from_node.is_some()));
+            if arriving && let Some(part) = self.cluster.as_mut() {
+                // (Later than every entry there: they were all pushed before now.)
+                part.holding.push_back((now + grace, client_id));
+                io.wake_at(now + grace);
             }
         }
         for sid in ended {
