@@ -312,7 +312,7 @@ impl Broker {
             let Some(sid) = self.sessions.find(&client_id) else {
                 continue;
             };
-            self.release_held(io, sid, true);
+            self.release_held(io, sid);
             let arriving = self
                 .sessions
                 .get(sid)
@@ -434,16 +434,14 @@ impl Broker {
         admit == Admit::Deliver
     }
 
-    /// Delivers the copies session `sid` held, in order; all of them when `all`, else
-    /// those whose time is up.
-    pub(super) fn release_held(&mut self, io: &mut Io, sid: SessionId, all: bool) {
+    /// Delivers every copy session `sid` held, in order.
+    pub(super) fn release_held(&mut self, io: &mut Io, sid: SessionId) {
         let now = io.now_ms();
         let release = self
             .sessions
             .get_mut(sid)
             .and_then(|s| s.extra_opt_mut())
             .and_then(|e| e.from_node.as_mut())
-            .filter(|a| all || a.hold_is_over(now))
             .map(|a| a.release_all())
             .unwrap_or_default();
         self.deliver_held(io, sid, release);
@@ -721,7 +719,7 @@ impl Broker {
             return;
         }
         // What it holds goes into its queue, in order, and with it.
-        self.release_held(io, sid, true);
+        self.release_held(io, sid);
         let refs: Vec<SubRef> = self
             .sessions
             .get(sid)
