@@ -309,13 +309,28 @@ fn inbound(
     ))
 }
 
-/// Which publish `m` is, as a frame says it.
-fn number(m: &Message) -> Option<frame::Number> {
-    m.number.map(|n| frame::Number {
-        node: n.node,
-        shard: n.shard,
-        n: n.n,
-    })
+/// The frame of `m` as this node sends it from publishing shard `shard` at `now`:
+/// unnumbered in any stream, for the destination's subscribers (the caller names a
+/// group or a session where it is for one).
+fn frame_of<'a>(m: &'a Message, shard: u16, node: &'a str, now: Instant) -> Frame<'a> {
+    Frame {
+        qos: m.qos,
+        retain: m.retain,
+        shard,
+        expiry_s: m.remaining_expiry(now).unwrap_or(0),
+        incarnation: 0,
+        seq: 0,
+        node,
+        number: m.number.map(|n| frame::Number {
+            node: n.node,
+            shard: n.shard,
+            n: n.n,
+        }),
+        share: None,
+        session: None,
+        props: m.props(),
+        payload: m.payload(),
+    }
 }
 
 fn message(topic: &str, f: &Frame<'_>) -> Message {
@@ -510,18 +525,8 @@ impl Out {
             }
         }
         let mut frame = Frame {
-            qos: m.qos,
-            retain: m.retain,
-            shard: o.shard,
-            expiry_s: m.remaining_expiry(now).unwrap_or(0),
-            incarnation: 0,
-            seq: 0,
-            node: link.node_id(),
-            number: number(m),
             share: o.share.as_deref(),
-            session: None,
-            props: m.props(),
-            payload: m.payload(),
+            ..frame_of(m, o.shard, link.node_id(), now)
         };
         // The retained bucket keeps the copy for the subscribers, not a group's.
         let retain = m.retain && o.share.is_none();
@@ -587,23 +592,13 @@ impl Out {
             .flat_map(|i| i.to_be_bytes())
             .collect();
         let mut frame = Frame {
-            qos: m.qos,
-            retain: m.retain,
-            shard: o.shard,
-            expiry_s: m.remaining_expiry(now).unwrap_or(0),
-            incarnation: 0,
-            seq: 0,
-            node: link.node_id(),
-            number: number(m),
-            share: None,
             session: Some(SessionPart {
                 client_id: &d.client_id,
                 qos: d.qos,
                 retain: d.retain,
                 sub_ids: &sub_ids,
             }),
-            props: m.props(),
-            payload: m.payload(),
+            ..frame_of(m, o.shard, link.node_id(), now)
         };
         let subject = format!("{PREFIX}.n.{to}.{tokens}");
         if !sequenced {
