@@ -28,9 +28,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::ClusterLink;
 use super::link::Shards;
-use super::registry::{KV_WAIT, connected, key_of};
-use super::{ClusterLink, valid_node_id};
+use super::registry::{KV_WAIT, connected, holder_of, key_of};
 use crate::broker::AdminRequest;
 
 /// Registry reads (and writes) in flight at once.
@@ -59,11 +59,7 @@ pub(super) fn decide(entry: Option<(kv::Operation, &[u8], u64)>, node: &str) -> 
     let Some((operation, value, revision)) = entry else {
         return Decision::Register { expect: None };
     };
-    let holder = (operation == kv::Operation::Put)
-        .then(|| std::str::from_utf8(value).ok())
-        .flatten()
-        .filter(|h| valid_node_id(h));
-    match holder {
+    match holder_of(operation, value) {
         Some(h) if h == node => Decision::Keep { revision },
         Some(_) => Decision::Stale,
         // Deleted, purged, or not a node's name: nobody holds it.

@@ -342,6 +342,15 @@ fn forget(store: &Option<kv::Store>, key: &str, revision: u64) {
     });
 }
 
+/// The node a key's entry (`operation`, `value`) names as the holder: none for a
+/// deletion, or a value that is no node's name.
+pub(super) fn holder_of(operation: kv::Operation, value: &[u8]) -> Option<&str> {
+    (operation == kv::Operation::Put)
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+        .filter(|h| valid_node_id(h))
+}
+
 /// Hands the registry's answer to the shard of the CONNECT.
 fn answer(shards: &Arc<Shards>, request: ClaimRequest, outcome: ClaimOutcome) {
     let shards = shards.clone();
@@ -367,12 +376,10 @@ async fn claim(
     request: &ClaimRequest,
 ) -> (Option<u64>, ClaimOutcome) {
     let (holder, revision) = match tokio::time::timeout(KV_WAIT, store.entry(key)).await {
-        Ok(Ok(Some(e))) => {
-            let holder = (e.operation == kv::Operation::Put)
-                .then(|| String::from_utf8(e.value.to_vec()).ok())
-                .flatten();
-            (holder, Some(e.revision))
-        }
+        Ok(Ok(Some(e))) => (
+            holder_of(e.operation, &e.value).map(String::from),
+            Some(e.revision),
+        ),
         Ok(Ok(None)) => (None, None),
         _ => return (None, ClaimOutcome::Proceed),
     };
@@ -391,7 +398,7 @@ async fn claim(
         Ok(Err(true)) => return (None, ClaimOutcome::Refused),
         _ => return (None, ClaimOutcome::Proceed),
     };
-    let Some(holder) = holder.filter(|h| h != node && valid_node_id(h)) else {
+    let Some(holder) = holder.filter(|h| h != node) else {
         return (Some(revision), ClaimOutcome::Proceed);
     };
     // What its stub there forwards comes to the claiming shard, even before the session.
